@@ -1,0 +1,21 @@
+/* Route handlers of the broker's HTTP API (docs/api.md). Each replies exactly once. */
+#ifndef WH_API_H
+#define WH_API_H
+
+#include "http.h"
+
+void api_healthz(struct req *r);
+void api_readyz(struct req *r);
+
+void subs_register(struct req *r);   /* POST /api/v0/webhooks */
+void subs_list(struct req *r);       /* GET /api/v0/webhooks */
+void subs_list_event(struct req *r); /* GET /api/v0/webhooks/<name> */
+void subs_get(struct req *r);        /* GET /api/v0/webhooks/<name>/<id> */
+void subs_delete(struct req *r);     /* DELETE /api/v0/webhooks/<name>/<id> */
+/* Rebuilds the Redis event index from PostgreSQL when it is not known to be complete. */
+void subs_index_ensure(struct broker *b);
+
+void trigger_post(struct req *r); /* POST /api/v0/trigger-event/<name> */
+void events_get(struct req *r);   /* GET /api/v0/events/<id> */
+
+#endif

@@ -1,0 +1,43 @@
+/* The broker's process-wide context: configuration, the event loop and its connections. */
+#ifndef WH_BROKER_H
+#define WH_BROKER_H
+
+#include <stdbool.h>
+
+#include <event2/event.h>
+
+#include "pg.h"
+#include "rds.h"
+
+#define BROKER_VERSION "0.1.0"
+
+struct broker_cfg {
+    char *listen;
+    char *redis_url;
+    char *database_url;
+    char *redis_prefix;
+    char *log_level;
+    long partitions;
+    long max_body;
+    long payload_ttl;
+    long commit_max_events;
+    long max_pending_events;
+    long max_connections;
+    long drain_timeout_ms;
+    long request_timeout_ms;
+};
+
+struct broker {
+    struct event_base *base;
+    struct broker_cfg cfg;
+    struct rds *redis;
+    struct pg *pg_commit; /* group commits of triggered events */
+    struct pg *pg_api;    /* management reads and writes */
+    bool draining;
+    long outstanding; /* requests and Redis writes still to finish before exit */
+};
+
+/* Called whenever an outstanding piece of work finishes; exits the loop when draining. */
+void broker_work_done(struct broker *b);
+
+#endif

@@ -1,0 +1,92 @@
+/* GET /api/v0/events/<id>: an event, its payload and the state of each of its jobs. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "codec.h"
+#include "ids.h"
+#include "sql.h"
+
+static void col_str(struct buf *b, const char *key, PGresult *res, int row, int col)
+{
+    buf_printf(b, ",\"%s\":", key);
+    if (PQgetisnull(res, row, col))
+        buf_adds(b, "null");
+    else
+        json_escape(b, PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
+}
+
+static void col_num(struct buf *b, const char *key, PGresult *res, int row, int col)
+{
+    buf_printf(b, ",\"%s\":%s", key, PQgetisnull(res, row, col) ? "null" : PQgetvalue(res, row, col));
+}
+
+static void got_event(void *priv, PGresult *res, const char *err)
+{
+    struct req *r = priv;
+    if (err) {
+        if (!res)
+            http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+        else
+            http_error(r, 500, "internal", "database error: %s", err);
+        return;
+    }
+    if (PQntuples(res) < 1) {
+        http_error(r, 404, "not_found", "no event %s", r->seg[0]);
+        return;
+    }
+    struct buf b = {0};
+    buf_printf(&b, "{\"id\":\"%s\"", PQgetvalue(res, 0, 0));
+    col_str(&b, "eventName", res, 0, 1);
+    col_str(&b, "createdAt", res, 0, 3);
+    buf_adds(&b, ",\"payload\":");
+    /* Stored bytes were validated JSON (UTF-8) at trigger time: embed them as they are. */
+    const char *hex = PQgetvalue(res, 0, 2);
+    size_t hl = (size_t)PQgetlength(res, 0, 2);
+    buf_reserve(&b, hl / 2);
+    for (size_t i = 0; i + 1 < hl; i += 2) {
+        char pair[3] = {hex[i], hex[i + 1], 0};
+        buf_addc(&b, (char)strtol(pair, NULL, 16));
+    }
+    buf_adds(&b, ",\"jobs\":[");
+    for (int i = 0; i < PQntuples(res); i++) {
+        if (PQgetisnull(res, i, 4))
+            continue;
+        if (i)
+            buf_addc(&b, ',');
+        buf_printf(&b, "{\"id\":\"%s\"", PQgetvalue(res, i, 4));
+        col_str(&b, "subscriptionId", res, i, 5);
+        col_str(&b, "webhookUrl", res, i, 6);
+        col_str(&b, "status", res, i, 7);
+        col_num(&b, "attempts", res, i, 8);
+        col_num(&b, "lastStatusCode", res, i, 9);
+        col_str(&b, "lastError", res, i, 10);
+        col_str(&b, "nextAttemptAt", res, i, 11);
+        col_str(&b, "deliveredAt", res, i, 12);
+        col_str(&b, "createdAt", res, i, 13);
+        col_str(&b, "updatedAt", res, i, 14);
+        buf_addc(&b, '}');
+    }
+    buf_adds(&b, "]}");
+    http_reply(r, 200, &b);
+}
+
+void events_get(struct req *r)
+{
+    if (!id_valid(r->seg[0], strlen(r->seg[0]))) {
+        http_error(r, 404, "not_found", "no event %.64s", r->seg[0]);
+        return;
+    }
+    char id[ID_LEN + 1];
+    id_normalize(r->seg[0], id);
+    memcpy(r->seg[0], id, sizeof id);
+    static const char sql[] =
+        "SELECT e.id, e.event_name, encode(e.payload, 'hex'), " SQL_TS("e.created_at") ", "
+        "j.id, j.subscription_id, j.url, j.status, j.attempts, j.last_status_code, j.last_error, "
+        SQL_TS("j.next_attempt_at") ", " SQL_TS("j.delivered_at") ", " SQL_TS("j.created_at") ", "
+        SQL_TS("j.updated_at") " FROM events e LEFT JOIN jobs j ON j.event_id = e.id "
+        "WHERE e.id = $1 ORDER BY j.created_at, j.id";
+    const char *params[] = {r->seg[0]};
+    if (pg_query(r->b->pg_api, sql, 1, params, NULL, NULL, 0, got_event, r) < 0)
+        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+}

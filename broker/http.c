@@ -1,0 +1,301 @@
+/* The HTTP front: evhttp with limits, routing to handlers, request contexts that survive the
+ * client going away, and JSON responses and errors. */
+#include "http.h"
+
+#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>
+#include <netinet/in.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api.h"
+#include "cfg.h"
+#include "codec.h"
+#include "log.h"
+#include "valid.h"
+
+#define HTTP_MAX_HEADERS_BYTES (64 * 1024)
+
+static struct evhttp *http;
+static struct evhttp_bound_socket *bound;
+static unsigned long req_counter;
+
+typedef void handler_fn(struct req *r);
+
+struct route {
+    const char *prefix[3];
+    int nprefix;
+    int nparams;
+    handler_fn *get, *post, *del;
+};
+
+static const struct route routes[] = {
+    {{"healthz"}, 1, 0, api_healthz, NULL, NULL},
+    {{"readyz"}, 1, 0, api_readyz, NULL, NULL},
+    {{"api", "v0", "webhooks"}, 3, 0, subs_list, subs_register, NULL},
+    {{"api", "v0", "webhooks"}, 3, 1, subs_list_event, NULL, NULL},
+    {{"api", "v0", "webhooks"}, 3, 2, subs_get, NULL, subs_delete},
+    {{"api", "v0", "trigger-event"}, 3, 1, NULL, trigger_post, NULL},
+    {{"api", "v0", "events"}, 3, 1, events_get, NULL, NULL},
+};
+
+static void on_conn_close(struct evhttp_connection *conn, void *arg)
+{
+    (void)conn;
+    struct req *r = arg;
+    log_debug(r->id, "client went away before the reply");
+    r->ev = NULL;
+    r->conn = NULL;
+}
+
+static void req_free(struct req *r)
+{
+    struct broker *b = r->b;
+    free(r);
+    broker_work_done(b);
+}
+
+void http_reply(struct req *r, int status, struct buf *body)
+{
+    if (r->ev) {
+        struct evkeyvalq *h = evhttp_request_get_output_headers(r->ev);
+        evhttp_add_header(h, "Content-Type", "application/json");
+        evhttp_add_header(h, "Cache-Control", "no-store");
+        struct evbuffer *out = evhttp_request_get_output_buffer(r->ev);
+        if (body && body->len)
+            evbuffer_add(out, body->data, body->len);
+        evbuffer_add(out, "\n", 1);
+        if (r->conn)
+            evhttp_connection_set_closecb(r->conn, NULL, NULL);
+        log_debug(r->id, "-> %d", status);
+        evhttp_send_reply(r->ev, status, NULL, NULL);
+    }
+    if (body)
+        buf_free(body);
+    req_free(r);
+}
+
+void http_error(struct req *r, int status, const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct buf b = {0};
+    buf_printf(&b, "{\"error\":{\"code\":\"%s\",\"message\":", code);
+    json_escape(&b, msg, strlen(msg));
+    buf_adds(&b, "}}");
+    if (status >= 500)
+        log_warn(r->id, "%d %s: %s", status, code, msg);
+    else
+        log_debug(r->id, "%d %s: %s", status, code, msg);
+    http_reply(r, status, &b);
+}
+
+bool http_require_json_body(struct req *r)
+{
+    const char *ct = evhttp_find_header(evhttp_request_get_input_headers(r->ev), "Content-Type");
+    if (!ct) {
+        http_error(r, 415, "unsupported_media_type",
+                   "Content-Type must be application/json (none was sent)");
+        return false;
+    }
+    size_t n = strcspn(ct, ";");
+    while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+        n--;
+    if (n != 16 || strncasecmp(ct, "application/json", 16) != 0) {
+        http_error(r, 415, "unsupported_media_type", "Content-Type must be application/json");
+        return false;
+    }
+    if (r->body_len == 0) {
+        http_error(r, 400, "invalid_json", "the request body is empty; send a JSON value");
+        return false;
+    }
+    return true;
+}
+
+char *http_query_param(struct req *r, const char *name)
+{
+    if (!r->query)
+        return NULL;
+    struct evkeyvalq q;
+    TAILQ_INIT(&q);
+    if (evhttp_parse_query_str(r->query, &q) != 0) {
+        evhttp_clear_headers(&q);
+        return NULL;
+    }
+    const char *v = evhttp_find_header(&q, name);
+    char *out = v ? xstrdup(v) : NULL;
+    evhttp_clear_headers(&q);
+    return out;
+}
+
+static const char *method_name(enum evhttp_cmd_type m)
+{
+    switch (m) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    case EVHTTP_REQ_TRACE: return "TRACE";
+    case EVHTTP_REQ_CONNECT: return "CONNECT";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+    }
+    return "?";
+}
+
+/* Splits the raw path into at most 6 segments; -1 on an empty segment or too many. */
+static int split_path(const char *path, const char *seg[6], size_t len[6])
+{
+    if (!path || path[0] != '/')
+        return -1;
+    int n = 0;
+    const char *p = path + 1;
+    while (1) {
+        const char *slash = strchr(p, '/');
+        size_t l = slash ? (size_t)(slash - p) : strlen(p);
+        if (l == 0 || n == 6)
+            return -1;
+        seg[n] = p;
+        len[n] = l;
+        n++;
+        if (!slash)
+            return n;
+        p = slash + 1;
+    }
+}
+
+static void dispatch(struct req *r, enum evhttp_cmd_type method, const char *path)
+{
+    const char *seg[6];
+    size_t len[6];
+    int n = split_path(path, seg, len);
+    for (size_t i = 0; n > 0 && i < sizeof routes / sizeof routes[0]; i++) {
+        const struct route *rt = &routes[i];
+        if (n != rt->nprefix + rt->nparams)
+            continue;
+        bool match = true;
+        for (int k = 0; k < rt->nprefix && match; k++)
+            match = len[k] == strlen(rt->prefix[k]) && memcmp(seg[k], rt->prefix[k], len[k]) == 0;
+        if (!match)
+            continue;
+        handler_fn *h = method == EVHTTP_REQ_GET    ? rt->get
+                        : method == EVHTTP_REQ_POST ? rt->post
+                        : method == EVHTTP_REQ_DELETE ? rt->del
+                                                      : NULL;
+        if (!h) {
+            char allow[32] = "";
+            snprintf(allow, sizeof allow, "%s%s%s%s%s", rt->get ? "GET" : "",
+                     rt->get && (rt->post || rt->del) ? ", " : "", rt->post ? "POST" : "",
+                     rt->post && rt->del ? ", " : "", rt->del ? "DELETE" : "");
+            evhttp_add_header(evhttp_request_get_output_headers(r->ev), "Allow", allow);
+            http_error(r, 405, "method_not_allowed", "%s is not allowed here; use %s",
+                       method_name(method), allow);
+            return;
+        }
+        r->nseg = rt->nparams;
+        for (int k = 0; k < rt->nparams; k++) {
+            const char *s = seg[rt->nprefix + k];
+            size_t l = len[rt->nprefix + k];
+            if (path_segment_decode(s, l, r->seg[k], sizeof r->seg[k]) < 0) {
+                http_error(r, 400, "invalid_field",
+                           "path segment %d is too long or not valid percent-encoding", k + 1);
+                return;
+            }
+        }
+        h(r);
+        return;
+    }
+    http_error(r, 404, "not_found", "no route for %s %s", method_name(method), path ? path : "");
+}
+
+static void on_request(struct evhttp_request *ev, void *arg)
+{
+    struct broker *b = arg;
+    struct req *r = xcalloc(1, sizeof *r);
+    r->b = b;
+    r->ev = ev;
+    r->conn = evhttp_request_get_connection(ev);
+    snprintf(r->id, sizeof r->id, "req-%lu", ++req_counter);
+    b->outstanding++;
+    if (r->conn)
+        evhttp_connection_set_closecb(r->conn, on_conn_close, r);
+    enum evhttp_cmd_type method = evhttp_request_get_command(ev);
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    r->query = uri ? evhttp_uri_get_query(uri) : NULL;
+    struct evbuffer *in = evhttp_request_get_input_buffer(ev);
+    r->body_len = evbuffer_get_length(in);
+    r->body = r->body_len ? (const char *)evbuffer_pullup(in, -1) : "";
+    log_debug(r->id, "%s %s (%zu bytes)", method_name(method), path ? path : "?", r->body_len);
+    if (r->body_len > (size_t)b->cfg.max_body) {
+        http_error(r, 413, "payload_too_large", "the body is %zu bytes; the limit is %ld bytes",
+                   r->body_len, b->cfg.max_body);
+        return;
+    }
+    if (b->draining) {
+        http_error(r, 503, "unavailable", "the broker is shutting down; retry on another instance");
+        return;
+    }
+    dispatch(r, method, path);
+}
+
+int http_start(struct broker *b, char *err, size_t errlen)
+{
+    char host[256];
+    int port;
+    if (cfg_parse_hostport(b->cfg.listen, host, sizeof host, &port) < 0) {
+        snprintf(err, errlen, "BROKER_LISTEN must be host:port (got \"%s\")", b->cfg.listen);
+        return -1;
+    }
+    http = evhttp_new(b->base);
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+                                         EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+    evhttp_set_max_headers_size(http, HTTP_MAX_HEADERS_BYTES);
+    /* libevent's own 413 is HTML; let bodies up to twice the limit through so ours (JSON)
+     * answers, and let libevent cut off anything larger before buffering it. */
+    evhttp_set_max_body_size(http, b->cfg.max_body * 2 + 65536);
+    evhttp_set_timeout(http, (int)((b->cfg.request_timeout_ms + 999) / 1000));
+    evhttp_set_gencb(http, on_request, b);
+    bound = evhttp_bind_socket_with_handle(http, host, (ev_uint16_t)port);
+    if (!bound) {
+        snprintf(err, errlen, "cannot listen on %s", b->cfg.listen);
+        return -1;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    evutil_socket_t fd = evhttp_bound_socket_get_fd(bound);
+    int bound_port = port;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET)
+            bound_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        else if (ss.ss_family == AF_INET6)
+            bound_port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    log_info(NULL, "listening on http://%s:%d", host, bound_port);
+    return 0;
+}
+
+void http_stop_accepting(void)
+{
+    if (http && bound) {
+        evhttp_del_accept_socket(http, bound);
+        bound = NULL;
+    }
+}
+
+void http_free(void)
+{
+    if (http)
+        evhttp_free(http);
+    http = NULL;
+}

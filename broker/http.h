@@ -1,0 +1,42 @@
+/* The HTTP front: evhttp with limits, routing to handlers, request contexts that survive the
+ * client going away, and JSON responses and errors. */
+#ifndef WH_HTTP_H
+#define WH_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <event2/http.h>
+
+#include "broker.h"
+#include "mem.h"
+
+struct req {
+    struct broker *b;
+    struct evhttp_request *ev; /* NULL once the client has gone away */
+    struct evhttp_connection *conn;
+    char id[24];      /* request id for logs */
+    const char *body; /* the whole body, contiguous; valid until the reply */
+    size_t body_len;
+    const char *query; /* raw query string or NULL */
+    char seg[4][256];  /* decoded path segments after the route prefix */
+    int nseg;
+};
+
+int http_start(struct broker *b, char *err, size_t errlen) __attribute__((warn_unused_result));
+void http_stop_accepting(void);
+void http_free(void);
+
+/* Send the response and free the request. body may be NULL; it is consumed (freed). */
+void http_reply(struct req *r, int status, struct buf *body);
+void http_error(struct req *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Checks Content-Type (application/json) and that there is a body; replies and returns false
+ * when not. */
+bool http_require_json_body(struct req *r);
+
+/* Query parameter lookup (percent-decoded); returns a malloc'd string or NULL. */
+char *http_query_param(struct req *r, const char *name);
+
+#endif

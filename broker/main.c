@@ -1,0 +1,181 @@
+/* webhook-broker: configuration, start-up, signals and draining of the HTTP front process. */
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <hiredis.h>
+#include <libpq-fe.h>
+#include <openssl/opensslv.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cJSON.h>
+
+#include "api.h"
+#include "broker.h"
+#include "cfg.h"
+#include "http.h"
+#include "keys.h"
+#include "log.h"
+#include "schema.h"
+
+static struct broker broker;
+
+#define C(field) &broker.cfg.field
+static const struct cfg_opt opts[] = {
+    {"BROKER_LISTEN", "listen", CFG_STR, "127.0.0.1:8080", 0, 0,
+     "address and port to listen on (port 0 picks a free one)", C(listen)},
+    {"REDIS_URL", "redis-url", CFG_STR, "redis://127.0.0.1:6379", 0, 0,
+     "Redis server: redis://[:password@]host[:port][/db]", C(redis_url)},
+    {"DATABASE_URL", "database-url", CFG_STR, "postgresql://webhooks@127.0.0.1:5432/webhooks", 0,
+     0, "PostgreSQL connection string (libpq URI or key=value)", C(database_url)},
+    {"REDIS_PREFIX", "redis-prefix", CFG_STR, "wh:", 0, 0, "prefix of every Redis key",
+     C(redis_prefix)},
+    {"QUEUE_PARTITIONS", "partitions", CFG_INT, "1", 1, 256,
+     "number of job stream partitions (same value on broker and workers)", C(partitions)},
+    {"MAX_BODY_BYTES", "max-body-bytes", CFG_INT, "262144", 1024, 16 * 1024 * 1024,
+     "largest request body accepted (payloads included)", C(max_body)},
+    {"PAYLOAD_TTL", "payload-ttl", CFG_INT, "3600", 60, 30 * 86400,
+     "seconds a payload stays cached in Redis (workers fall back to PostgreSQL)",
+     C(payload_ttl)},
+    {"COMMIT_MAX_EVENTS", "commit-max-events", CFG_INT, "1000", 1, 100000,
+     "most events committed to PostgreSQL in one group commit", C(commit_max_events)},
+    {"MAX_PENDING_EVENTS", "max-pending-events", CFG_INT, "20000", 100, 10000000,
+     "triggers waiting for a commit before new ones get 503", C(max_pending_events)},
+    {"REQUEST_TIMEOUT", "request-timeout", CFG_MS, "30", 1000, 3600000,
+     "seconds an idle client connection is kept", C(request_timeout_ms)},
+    {"DRAIN_TIMEOUT", "drain-timeout", CFG_MS, "10", 0, 3600000,
+     "seconds to finish in-flight requests after SIGTERM", C(drain_timeout_ms)},
+    {"LOG_LEVEL", "log-level", CFG_STR, "info", 0, 0, "debug, info, warn or error",
+     C(log_level)},
+};
+#define NOPTS (sizeof opts / sizeof opts[0])
+
+static const char usage[] =
+    "Usage: webhook-broker [options]\n\n"
+    "HTTP front of the webhook broker: the management API, the trigger API, /healthz and\n"
+    "/readyz. Every option can also be set by the environment variable shown.";
+
+static struct event *sig_term, *sig_int, *drain_timer;
+
+void broker_work_done(struct broker *b)
+{
+    b->outstanding--;
+    if (b->draining && b->outstanding <= 0) {
+        log_info(NULL, "drained; exiting");
+        event_base_loopexit(b->base, NULL);
+    }
+}
+
+static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct broker *b = arg;
+    log_warn(NULL, "drain timeout: exiting with %ld requests or writes unfinished", b->outstanding);
+    event_base_loopexit(b->base, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct broker *b = arg;
+    if (b->draining) {
+        log_warn(NULL, "second signal %d: exiting now", (int)sig);
+        exit(1);
+    }
+    b->draining = true;
+    log_info(NULL, "signal %d: no longer accepting connections; draining %ld requests", (int)sig,
+             b->outstanding);
+    http_stop_accepting();
+    struct timeval tv = {b->cfg.drain_timeout_ms / 1000, (b->cfg.drain_timeout_ms % 1000) * 1000};
+    drain_timer = evtimer_new(b->base, on_drain_timeout, b);
+    evtimer_add(drain_timer, &tv);
+    /* a token so that zero outstanding work exits at once */
+    b->outstanding++;
+    broker_work_done(b);
+}
+
+static void on_redis_state(struct rds *r, bool up, void *arg)
+{
+    (void)r;
+    if (up)
+        subs_index_ensure(arg);
+}
+
+static void on_pg_state(struct pg *p, bool up, void *arg)
+{
+    (void)p;
+    if (up)
+        subs_index_ensure(arg);
+}
+
+int main(int argc, char **argv)
+{
+    char err[512];
+    signal(SIGPIPE, SIG_IGN);
+    log_set_program("webhook-broker");
+    int rc = cfg_load(opts, NOPTS, argc, argv, usage, "webhook-broker " BROKER_VERSION, err,
+                      sizeof err);
+    if (rc != 0) {
+        if (rc < 0)
+            fprintf(stderr, "webhook-broker: %s\n", err);
+        cfg_free(opts, NOPTS);
+        return rc < 0 ? 2 : 0;
+    }
+    if (log_set_level(broker.cfg.log_level) < 0) {
+        fprintf(stderr, "webhook-broker: LOG_LEVEL must be debug, info, warn or error\n");
+        return 2;
+    }
+    if (keys_set_prefix(broker.cfg.redis_prefix) < 0) {
+        fprintf(stderr, "webhook-broker: REDIS_PREFIX must be at most 64 bytes without braces\n");
+        return 2;
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    broker.base = event_base_new();
+    if (!broker.base) {
+        fprintf(stderr, "webhook-broker: cannot create the event loop\n");
+        return 1;
+    }
+    if (http_start(&broker, err, sizeof err) < 0) {
+        fprintf(stderr, "webhook-broker: %s\n", err);
+        return 1;
+    }
+    log_info(NULL,
+             "webhook-broker %s starting (libevent %s, hiredis %d.%d.%d, libpq %d, cJSON %s, "
+             "%s, schema v%d, %ld partition%s)",
+             BROKER_VERSION, event_get_version(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH,
+             PQlibVersion(), cJSON_Version(), OPENSSL_VERSION_TEXT, schema_version(),
+             broker.cfg.partitions, broker.cfg.partitions == 1 ? "" : "s");
+    char *setup = schema_setup_sql();
+    broker.redis = rds_new(broker.base, broker.cfg.redis_url, "redis", on_redis_state, &broker,
+                           err, sizeof err);
+    if (!broker.redis) {
+        fprintf(stderr, "webhook-broker: %s\n", err);
+        return 2;
+    }
+    broker.pg_commit =
+        pg_new(broker.base, broker.cfg.database_url, "pg-commit", setup, NULL, NULL);
+    broker.pg_api = pg_new(broker.base, broker.cfg.database_url, "pg-api", setup, on_pg_state,
+                           &broker);
+    free(setup);
+    sig_term = evsignal_new(broker.base, SIGTERM, on_signal, &broker);
+    sig_int = evsignal_new(broker.base, SIGINT, on_signal, &broker);
+    evsignal_add(sig_term, NULL);
+    evsignal_add(sig_int, NULL);
+
+    event_base_dispatch(broker.base);
+
+    /* Connections first: their pending callbacks may still answer requests. */
+    rds_free(broker.redis);
+    pg_free(broker.pg_commit);
+    pg_free(broker.pg_api);
+    http_free();
+    event_free(sig_term);
+    event_free(sig_int);
+    if (drain_timer)
+        event_free(drain_timer);
+    event_base_free(broker.base);
+    cfg_free(opts, NOPTS);
+    curl_global_cleanup();
+    log_info(NULL, "stopped");
+    return 0;
+}

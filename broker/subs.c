@@ -1,0 +1,522 @@
+/* Subscription endpoints (register, list, get, delete) and the Redis event index they keep:
+ * PostgreSQL first, then the hash wh:event:<name> (field URL, value {"id","status"}). */
+#include <cJSON.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "codec.h"
+#include "ids.h"
+#include "jsonv.h"
+#include "keys.h"
+#include "log.h"
+#include "sign.h"
+#include "sql.h"
+#include "valid.h"
+
+/* Appends one subscription row (SQL_SUB_COLS order) as JSON. */
+static void sub_json(struct buf *b, PGresult *res, int row, bool with_secret, const char *status)
+{
+    buf_adds(b, "{\"id\":\"");
+    buf_adds(b, PQgetvalue(res, row, 0));
+    buf_adds(b, "\",\"eventName\":");
+    json_escape(b, PQgetvalue(res, row, 1), (size_t)PQgetlength(res, row, 1));
+    buf_adds(b, ",\"webhookUrl\":");
+    json_escape(b, PQgetvalue(res, row, 2), (size_t)PQgetlength(res, row, 2));
+    if (with_secret) {
+        buf_adds(b, ",\"secret\":");
+        json_escape(b, PQgetvalue(res, row, 3), (size_t)PQgetlength(res, row, 3));
+    }
+    buf_adds(b, ",\"headers\":");
+    buf_add(b, PQgetvalue(res, row, 4), (size_t)PQgetlength(res, row, 4)); /* jsonb text */
+    buf_printf(b, ",\"status\":\"%s\",\"createdAt\":\"%s\",\"updatedAt\":\"%s\"}",
+               status ? status : PQgetvalue(res, row, 5), PQgetvalue(res, row, 6),
+               PQgetvalue(res, row, 7));
+}
+
+/* A failed query: 503 when the database was unreachable, 500 for anything else. */
+static void db_error(struct req *r, PGresult *res, const char *err)
+{
+    if (!res)
+        http_error(r, 503, "unavailable", "the database is unavailable (%s); retry later", err);
+    else
+        http_error(r, 500, "internal", "database error: %s", err);
+}
+
+static void index_value(struct buf *b, const char *id)
+{
+    buf_printf(b, "{\"id\":\"%s\",\"status\":\"active\"}", id);
+}
+
+/* ---- register ---------------------------------------------------------------------------- */
+
+struct reg {
+    struct req *r;
+    struct buf resp;
+    int status; /* 201 or 200 */
+};
+
+static void reg_indexed(struct rds *rd, redisReply *reply, void *priv)
+{
+    (void)rd;
+    struct reg *g = priv;
+    struct req *r = g->r;
+    if (!reply || reply->type == REDIS_REPLY_ERROR) {
+        buf_free(&g->resp);
+        free(g);
+        http_error(r, 503, "unavailable",
+                   "the subscription was saved but the event index could not be updated "
+                   "(%s); repeat the request",
+                   reply ? reply->str : "Redis connection lost");
+        return;
+    }
+    int status = g->status;
+    struct buf resp = g->resp;
+    free(g);
+    http_reply(r, status, &resp);
+}
+
+static void reg_saved(void *priv, PGresult *res, const char *err)
+{
+    struct reg *g = priv;
+    struct req *r = g->r;
+    if (err || PQntuples(res) != 1) {
+        free(g);
+        db_error(r, res, err ? err : "upsert returned no row");
+        return;
+    }
+    g->status = strcmp(PQgetvalue(res, 0, 8), "t") == 0 ? 201 : 200;
+    sub_json(&g->resp, res, 0, true, NULL);
+    char key[KEY_MAX];
+    size_t klen = key_event(key, PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
+    struct buf v = {0};
+    index_value(&v, PQgetvalue(res, 0, 0));
+    const char *argv[] = {"HSET", key, PQgetvalue(res, 0, 2), v.data};
+    size_t lens[] = {4, klen, (size_t)PQgetlength(res, 0, 2), v.len};
+    int rc = rds_cmd(r->b->redis, reg_indexed, g, 4, argv, lens);
+    buf_free(&v);
+    if (rc < 0)
+        reg_indexed(r->b->redis, NULL, g);
+    else
+        log_info(r->id, "subscription %s %s for %s", PQgetvalue(res, 0, 0),
+                 g->status == 201 ? "created" : "updated", PQgetvalue(res, 0, 1));
+}
+
+/* Validates the "headers" object and writes it as compact JSON into out. */
+static int parse_headers(const cJSON *h, struct buf *out, char *err, size_t errlen)
+{
+    if (!cJSON_IsObject(h)) {
+        snprintf(err, errlen, "headers must be an object of string values");
+        return -1;
+    }
+    if (jsonv_has_dup_keys(h)) {
+        snprintf(err, errlen, "headers has the same name twice");
+        return -1;
+    }
+    int n = 0;
+    buf_addc(out, '{');
+    for (const cJSON *it = h->child; it; it = it->next) {
+        if (++n > HEADERS_MAX_COUNT) {
+            snprintf(err, errlen, "headers may have at most %d entries", HEADERS_MAX_COUNT);
+            return -1;
+        }
+        if (!cJSON_IsString(it)) {
+            snprintf(err, errlen, "headers.%.64s must be a string", it->string);
+            return -1;
+        }
+        if (valid_header(it->string, it->valuestring, err, errlen) < 0)
+            return -1;
+        if (n > 1)
+            buf_addc(out, ',');
+        json_escape(out, it->string, strlen(it->string));
+        buf_addc(out, ':');
+        json_escape(out, it->valuestring, strlen(it->valuestring));
+    }
+    buf_addc(out, '}');
+    return 0;
+}
+
+void subs_register(struct req *r)
+{
+    char err[256];
+    if (!http_require_json_body(r))
+        return;
+    if (jsonv_validate(r->body, r->body_len, err, sizeof err) < 0) {
+        http_error(r, 400, "invalid_json", "%s", err);
+        return;
+    }
+    cJSON *doc = cJSON_ParseWithLength(r->body, r->body_len);
+    struct buf headers = {0};
+    if (!doc) {
+        http_error(r, 400, "invalid_json", "the body is not valid JSON");
+        return;
+    }
+    if (!cJSON_IsObject(doc)) {
+        http_error(r, 400, "invalid_json", "the body must be a JSON object");
+        goto out_free;
+    }
+    if (jsonv_has_dup_keys(doc)) {
+        http_error(r, 400, "invalid_json", "the body has the same field twice");
+        goto out_free;
+    }
+    const cJSON *name = NULL, *url = NULL, *hdrs = NULL;
+    for (const cJSON *it = doc->child; it; it = it->next) {
+        if (strcmp(it->string, "eventName") == 0)
+            name = it;
+        else if (strcmp(it->string, "webhookUrl") == 0)
+            url = it;
+        else if (strcmp(it->string, "headers") == 0)
+            hdrs = it;
+        else {
+            http_error(r, 400, "invalid_field",
+                       "unknown field \"%.64s\" (expected eventName, webhookUrl, headers)",
+                       it->string);
+            goto out_free;
+        }
+    }
+    if (!cJSON_IsString(name) || !valid_event_name(name->valuestring, strlen(name->valuestring))) {
+        http_error(r, 400, "invalid_field",
+                   "eventName is required: 1 to %d characters of A-Z a-z 0-9 . _ : -",
+                   EVENT_NAME_MAX);
+        goto out_free;
+    }
+    if (!cJSON_IsString(url)) {
+        http_error(r, 400, "invalid_field", "webhookUrl is required and must be a string");
+        goto out_free;
+    }
+    if (valid_webhook_url(url->valuestring, strlen(url->valuestring), err, sizeof err) < 0) {
+        http_error(r, 400, "invalid_field", "%s", err);
+        goto out_free;
+    }
+    if (hdrs && !cJSON_IsNull(hdrs) && parse_headers(hdrs, &headers, err, sizeof err) < 0) {
+        http_error(r, 400, "invalid_field", "%s", err);
+        goto out_free;
+    }
+    char id[ID_LEN + 1], secret[SECRET_TEXT_MAX];
+    id_new(id);
+    if (sign_secret_new(secret, sizeof secret) < 0) {
+        http_error(r, 500, "internal", "the random number generator failed");
+        goto out_free;
+    }
+    static const char sql[] =
+        "INSERT INTO subscriptions (id, event_name, url, secret, headers) "
+        "VALUES ($1, $2, $3, $4, COALESCE($5::jsonb, '{}'::jsonb)) "
+        "ON CONFLICT (event_name, url) WHERE status = 'active' DO UPDATE SET "
+        "headers = COALESCE($5::jsonb, subscriptions.headers), updated_at = now() "
+        "RETURNING " SQL_SUB_COLS ", (xmax = 0)";
+    const char *params[] = {id, name->valuestring, url->valuestring, secret, headers.data};
+    struct reg *g = xcalloc(1, sizeof *g);
+    g->r = r;
+    if (pg_query(r->b->pg_api, sql, 5, params, NULL, NULL, 0, reg_saved, g) < 0) {
+        free(g);
+        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+    }
+out_free:
+    buf_free(&headers);
+    cJSON_Delete(doc);
+}
+
+/* ---- list -------------------------------------------------------------------------------- */
+
+struct list {
+    struct req *r;
+    long page_size, offset;
+};
+
+static int query_long(struct req *r, const char *name, long def, long min, long max, long *out)
+{
+    char *v = http_query_param(r, name);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    char *end;
+    long n = strtol(v, &end, 10);
+    bool ok = *v && !*end && n >= min && n <= max;
+    free(v);
+    if (!ok) {
+        http_error(r, 400, "invalid_field", "%s must be a whole number from %ld to %ld", name,
+                   min, max);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+static void list_done(void *priv, PGresult *res, const char *err)
+{
+    struct list *l = priv;
+    struct req *r = l->r;
+    long page_size = l->page_size, offset = l->offset;
+    free(l);
+    if (err || PQntuples(res) < 1) {
+        db_error(r, res, err ? err : "no rows");
+        return;
+    }
+    struct buf b = {0};
+    buf_adds(&b, "{\"webhooks\":[");
+    int n = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        if (PQgetisnull(res, i, 1))
+            continue; /* the count-only row */
+        if (n++)
+            buf_addc(&b, ',');
+        sub_json(&b, res, i, false, NULL);
+    }
+    buf_printf(&b, "],\"total\":%s,\"offset\":%ld,\"page_size\":%ld}", PQgetvalue(res, 0, 8),
+               offset, page_size);
+    http_reply(r, 200, &b);
+}
+
+void subs_list(struct req *r)
+{
+    long page_size, offset;
+    if (query_long(r, "page_size", 50, 1, 500, &page_size) < 0 ||
+        query_long(r, "offset", 0, 0, 1000000000L, &offset) < 0)
+        return;
+    static const char sql[] =
+        "WITH t AS (SELECT count(*) AS n FROM subscriptions WHERE status = 'active') "
+        "SELECT s.*, t.n FROM t LEFT JOIN LATERAL (SELECT " SQL_SUB_COLS
+        " FROM subscriptions WHERE status = 'active' ORDER BY created_at, id "
+        "LIMIT $1 OFFSET $2) s ON true";
+    char ps[24], off[24];
+    snprintf(ps, sizeof ps, "%ld", page_size);
+    snprintf(off, sizeof off, "%ld", offset);
+    const char *params[] = {ps, off};
+    struct list *l = xcalloc(1, sizeof *l);
+    l->r = r;
+    l->page_size = page_size;
+    l->offset = offset;
+    if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, list_done, l) < 0) {
+        free(l);
+        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+    }
+}
+
+static bool check_name(struct req *r)
+{
+    if (!valid_event_name(r->seg[0], strlen(r->seg[0]))) {
+        http_error(r, 400, "invalid_field",
+                   "event name must be 1 to %d characters of A-Z a-z 0-9 . _ : -",
+                   EVENT_NAME_MAX);
+        return false;
+    }
+    return true;
+}
+
+static void list_event_done(void *priv, PGresult *res, const char *err)
+{
+    struct req *r = priv;
+    if (err) {
+        db_error(r, res, err);
+        return;
+    }
+    struct buf b = {0};
+    buf_adds(&b, "{\"eventName\":");
+    json_escape(&b, r->seg[0], strlen(r->seg[0]));
+    buf_adds(&b, ",\"webhooks\":[");
+    for (int i = 0; i < PQntuples(res); i++) {
+        if (i)
+            buf_addc(&b, ',');
+        sub_json(&b, res, i, false, NULL);
+    }
+    buf_adds(&b, "]}");
+    http_reply(r, 200, &b);
+}
+
+void subs_list_event(struct req *r)
+{
+    if (!check_name(r))
+        return;
+    static const char sql[] = "SELECT " SQL_SUB_COLS " FROM subscriptions WHERE event_name = $1 "
+                              "AND status = 'active' ORDER BY created_at, id";
+    const char *params[] = {r->seg[0]};
+    if (pg_query(r->b->pg_api, sql, 1, params, NULL, NULL, 0, list_event_done, r) < 0)
+        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+}
+
+/* ---- get / delete ------------------------------------------------------------------------ */
+
+static bool check_name_id(struct req *r)
+{
+    if (!check_name(r))
+        return false;
+    if (!id_valid(r->seg[1], strlen(r->seg[1]))) {
+        http_error(r, 404, "not_found", "no subscription %.64s for event %s", r->seg[1],
+                   r->seg[0]);
+        return false;
+    }
+    char norm[ID_LEN + 1];
+    id_normalize(r->seg[1], norm);
+    memcpy(r->seg[1], norm, sizeof norm);
+    return true;
+}
+
+static void get_done(void *priv, PGresult *res, const char *err)
+{
+    struct req *r = priv;
+    if (err) {
+        db_error(r, res, err);
+        return;
+    }
+    if (PQntuples(res) != 1) {
+        http_error(r, 404, "not_found", "no subscription %s for event %s", r->seg[1], r->seg[0]);
+        return;
+    }
+    struct buf b = {0};
+    sub_json(&b, res, 0, true, NULL);
+    http_reply(r, 200, &b);
+}
+
+void subs_get(struct req *r)
+{
+    if (!check_name_id(r))
+        return;
+    static const char sql[] = "SELECT " SQL_SUB_COLS " FROM subscriptions WHERE id = $1 "
+                              "AND event_name = $2 AND status = 'active'";
+    const char *params[] = {r->seg[1], r->seg[0]};
+    if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, get_done, r) < 0)
+        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+}
+
+struct del {
+    struct req *r;
+    struct buf resp;
+};
+
+static void del_unindexed(struct rds *rd, redisReply *reply, void *priv)
+{
+    (void)rd;
+    struct del *d = priv;
+    struct req *r = d->r;
+    struct buf resp = d->resp;
+    free(d);
+    if (!reply || reply->type == REDIS_REPLY_ERROR) {
+        /* PostgreSQL says deleted: the reconciler removes the stale index entry, and workers
+         * cancel any job created for it meanwhile. */
+        log_warn(r->id, "subscription deleted but the event index was not updated: %s",
+                 reply ? reply->str : "Redis connection lost");
+    }
+    http_reply(r, 200, &resp);
+}
+
+static void del_done(void *priv, PGresult *res, const char *err)
+{
+    struct req *r = priv;
+    if (err) {
+        db_error(r, res, err);
+        return;
+    }
+    if (PQntuples(res) != 1) {
+        http_error(r, 404, "not_found", "no subscription %s for event %s", r->seg[1], r->seg[0]);
+        return;
+    }
+    struct del *d = xcalloc(1, sizeof *d);
+    d->r = r;
+    sub_json(&d->resp, res, 0, false, NULL);
+    log_info(r->id, "subscription %s deleted", r->seg[1]);
+    char key[KEY_MAX];
+    size_t klen = key_event(key, r->seg[0], strlen(r->seg[0]));
+    const char *argv[] = {"HDEL", key, PQgetvalue(res, 0, 2)};
+    size_t lens[] = {4, klen, (size_t)PQgetlength(res, 0, 2)};
+    if (rds_cmd(r->b->redis, del_unindexed, d, 3, argv, lens) < 0)
+        del_unindexed(r->b->redis, NULL, d);
+}
+
+void subs_delete(struct req *r)
+{
+    if (!check_name_id(r))
+        return;
+    static const char sql[] = "UPDATE subscriptions SET status = 'deleted', deleted_at = now(), "
+                              "updated_at = now() WHERE id = $1 AND event_name = $2 "
+                              "AND status = 'active' RETURNING " SQL_SUB_COLS;
+    const char *params[] = {r->seg[1], r->seg[0]};
+    if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, del_done, r) < 0)
+        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+}
+
+/* ---- the event index --------------------------------------------------------------------- */
+
+static bool index_busy;
+
+static void index_marked(struct rds *rd, redisReply *reply, void *priv)
+{
+    (void)rd;
+    long n = (long)(intptr_t)priv;
+    index_busy = false;
+    if (!reply || reply->type == REDIS_REPLY_ERROR)
+        log_warn("index", "rebuilding the event index failed: %s",
+                 reply ? reply->str : "Redis connection lost");
+    else
+        log_info("index", "event index rebuilt from PostgreSQL: %ld subscriptions", n);
+}
+
+static void index_loaded(void *priv, PGresult *res, const char *err)
+{
+    struct broker *b = priv;
+    if (err) {
+        index_busy = false;
+        log_warn("index", "cannot read subscriptions to rebuild the event index: %s", err);
+        return;
+    }
+    /* One MULTI: a FLUSHALL cannot fall between the entries and the ready mark. */
+    const char *multi[] = {"MULTI"};
+    if (rds_cmd(b->redis, NULL, NULL, 1, multi, NULL) < 0) {
+        index_busy = false;
+        return;
+    }
+    struct buf v = {0};
+    for (int i = 0; i < PQntuples(res); i++) {
+        char key[KEY_MAX];
+        size_t klen = key_event(key, PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1));
+        buf_reset(&v);
+        index_value(&v, PQgetvalue(res, i, 0));
+        const char *argv[] = {"HSET", key, PQgetvalue(res, i, 2), v.data};
+        size_t lens[] = {4, klen, (size_t)PQgetlength(res, i, 2), v.len};
+        if (rds_cmd(b->redis, NULL, NULL, 4, argv, lens) < 0)
+            break;
+    }
+    buf_free(&v);
+    char key[KEY_MAX];
+    size_t klen = key_index_ready(key);
+    const char *set[] = {"SET", key, "1"};
+    size_t setl[] = {3, klen, 1};
+    const char *exec[] = {"EXEC"};
+    if (rds_cmd(b->redis, NULL, NULL, 3, set, setl) < 0 ||
+        rds_cmd(b->redis, index_marked, (void *)(intptr_t)PQntuples(res), 1, exec, NULL) < 0)
+        index_busy = false;
+}
+
+static void index_checked(struct rds *rd, redisReply *reply, void *priv)
+{
+    (void)rd;
+    struct broker *b = priv;
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) {
+        index_busy = false;
+        return;
+    }
+    if (!reply || reply->type != REDIS_REPLY_INTEGER) {
+        index_busy = false;
+        return;
+    }
+    log_info("index", "the Redis event index is not marked complete; rebuilding it");
+    static const char sql[] =
+        "SELECT id, event_name, url FROM subscriptions WHERE status = 'active'";
+    if (pg_query(b->pg_api, sql, 0, NULL, NULL, NULL, 0, index_loaded, b) < 0)
+        index_busy = false;
+}
+
+void subs_index_ensure(struct broker *b)
+{
+    if (index_busy || !rds_up(b->redis) || !pg_up(b->pg_api))
+        return;
+    char key[KEY_MAX];
+    size_t klen = key_index_ready(key);
+    const char *argv[] = {"EXISTS", key};
+    size_t lens[] = {6, klen};
+    index_busy = true;
+    if (rds_cmd(b->redis, index_checked, b, 2, argv, lens) < 0)
+        index_busy = false;
+}

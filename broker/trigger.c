@@ -1,0 +1,163 @@
+/* POST /api/v0/trigger-event/<name>: validates the payload, fans out through the Redis event
+ * index (PostgreSQL when the index is not marked complete) and hands the event to the group
+ * commit. */
+#include <cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "commit.h"
+#include "ids.h"
+#include "jsonv.h"
+#include "keys.h"
+#include "log.h"
+#include "valid.h"
+
+struct fanout {
+    struct req *r;
+    struct event_rec *e;
+    bool index_ready;
+};
+
+static void add_job(struct broker *b, struct event_rec *e, const char *sub, size_t sublen,
+                    const char *url, size_t urllen)
+{
+    if (sublen != ID_LEN || !id_valid(sub, sublen))
+        return;
+    struct job_rec *jr = &e->jobs[e->njobs++];
+    id_new(jr->id);
+    id_normalize(sub, jr->sub);
+    jr->url = xstrndup(url, urllen);
+    jr->part = id_partition(jr->sub, (uint32_t)b->cfg.partitions);
+}
+
+static void from_db(void *priv, PGresult *res, const char *err)
+{
+    struct fanout *f = priv;
+    struct req *r = f->r;
+    struct event_rec *e = f->e;
+    free(f);
+    if (err) {
+        event_rec_free(e);
+        if (!res)
+            http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+        else
+            http_error(r, 500, "internal", "database error: %s", err);
+        return;
+    }
+    int n = PQntuples(res);
+    e->jobs = xcalloc((size_t)n + 1, sizeof *e->jobs);
+    for (int i = 0; i < n; i++)
+        add_job(r->b, e, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0),
+                PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1));
+    commit_submit(r->b, e);
+}
+
+/* The hash value is {"id":"<uuid>",...}: pull the id out without a full parse. */
+static const char *value_id(const char *v, size_t n)
+{
+    const char *p = memmem(v, n, "\"id\":\"", 6);
+    if (!p || (size_t)(p - v) + 6 + ID_LEN > n)
+        return NULL;
+    return p + 6;
+}
+
+static void from_index(struct rds *rd, redisReply *reply, void *priv)
+{
+    (void)rd;
+    struct fanout *f = priv;
+    struct req *r = f->r;
+    struct event_rec *e = f->e;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY) {
+        free(f);
+        event_rec_free(e);
+        http_error(r, 503, "unavailable", "Redis is unavailable (%s); the event was not accepted",
+                   reply && reply->str ? reply->str : "connection lost");
+        return;
+    }
+    if (!f->index_ready) {
+        /* Redis lost the index (restart, FLUSHALL): fan out from the truth meanwhile. */
+        subs_index_ensure(r->b);
+        static const char sql[] =
+            "SELECT id, url FROM subscriptions WHERE event_name = $1 AND status = 'active'";
+        const char *params[] = {e->name};
+        if (pg_query(r->b->pg_api, sql, 1, params, NULL, NULL, 0, from_db, f) < 0) {
+            free(f);
+            event_rec_free(e);
+            http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+        }
+        return;
+    }
+    free(f);
+    size_t n = reply->elements / 2;
+    e->jobs = xcalloc(n + 1, sizeof *e->jobs);
+    for (size_t i = 0; i + 1 < reply->elements; i += 2) {
+        redisReply *url = reply->element[i], *val = reply->element[i + 1];
+        if (url->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING)
+            continue;
+        const char *id = value_id(val->str, val->len);
+        if (!id) {
+            log_warn(r->id, "ignoring a malformed event index entry for %s", e->name);
+            continue;
+        }
+        add_job(r->b, e, id, ID_LEN, url->str, url->len);
+    }
+    commit_submit(r->b, e);
+}
+
+static void index_state(struct rds *rd, redisReply *reply, void *priv)
+{
+    (void)rd;
+    struct fanout *f = priv;
+    f->index_ready = reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
+}
+
+void trigger_post(struct req *r)
+{
+    char err[256];
+    const char *name = r->seg[0];
+    if (!valid_event_name(name, strlen(name))) {
+        http_error(r, 400, "invalid_field",
+                   "event name must be 1 to %d characters of A-Z a-z 0-9 . _ : -",
+                   EVENT_NAME_MAX);
+        return;
+    }
+    if (!http_require_json_body(r))
+        return;
+    if (jsonv_validate(r->body, r->body_len, err, sizeof err) < 0) {
+        http_error(r, 400, "invalid_json", "%s", err);
+        return;
+    }
+    struct broker *b = r->b;
+    if (!pg_up(b->pg_commit)) {
+        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+        return;
+    }
+    struct event_rec *e = xcalloc(1, sizeof *e);
+    e->r = r;
+    id_new(e->id);
+    memcpy(e->name, name, strlen(name) + 1);
+    e->payload = xstrndup(r->body, r->body_len);
+    e->payload_len = r->body_len;
+    struct fanout *f = xcalloc(1, sizeof *f);
+    f->r = r;
+    f->e = e;
+    /* Two pipelined commands on one connection: replies arrive in order, so index_state has
+     * run when from_index runs. */
+    char ready_key[KEY_MAX], key[KEY_MAX];
+    size_t rlen = key_index_ready(ready_key);
+    size_t klen = key_event(key, name, strlen(name));
+    const char *ex[] = {"EXISTS", ready_key};
+    size_t exl[] = {6, rlen};
+    const char *hg[] = {"HGETALL", key};
+    size_t hgl[] = {7, klen};
+    if (rds_cmd(b->redis, index_state, f, 2, ex, exl) < 0 ||
+        rds_cmd(b->redis, from_index, f, 2, hg, hgl) < 0) {
+        /* Not connected (nothing was sent) or the first command was sent and the second
+         * failed: the latter cannot happen on a live connection; treat both as down. */
+        free(f);
+        event_rec_free(e);
+        http_error(r, 503, "unavailable", "Redis is unavailable; the event was not accepted");
+    }
+}

@@ -1,0 +1,38 @@
+/* One config table per binary: env variable, flag, type, default, bounds and help for each key.
+ * The same table drives environment parsing, command-line flags, --help and range checks. */
+#ifndef WH_CFG_H
+#define WH_CFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum cfg_type {
+    CFG_STR,  /* char *, owned by the config (cfg_free) */
+    CFG_INT,  /* long, bounded by min..max */
+    CFG_BOOL, /* bool: 1/0, true/false, yes/no, on/off */
+    CFG_MS,   /* long milliseconds; written as a number of seconds (may be fractional), min/max in ms */
+};
+
+struct cfg_opt {
+    const char *env;   /* "BROKER_LISTEN" */
+    const char *flag;  /* "listen" for --listen; NULL: env only */
+    enum cfg_type type;
+    const char *def;   /* default, as text in the same syntax the env uses */
+    long min, max;     /* bounds for CFG_INT and CFG_MS */
+    const char *help;
+    void *ptr;         /* char ** / long * / bool * */
+};
+
+/* Applies defaults, then the environment, then argv flags (--flag value or --flag=value).
+ * Returns 0 on success, 1 when --help or --version was printed (caller exits 0), -1 on error
+ * with a message in err. Flags that take no value: CFG_BOOL (--flag means true). */
+int cfg_load(const struct cfg_opt *opts, size_t n, int argc, char **argv, const char *usage,
+             const char *version, char *err, size_t errlen) __attribute__((warn_unused_result));
+void cfg_print_help(const struct cfg_opt *opts, size_t n, const char *usage);
+void cfg_free(const struct cfg_opt *opts, size_t n);
+
+/* Parses "host:port" (host may be [v6]); port 0 allowed. host written into host (NUL-terminated). */
+int cfg_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
+    __attribute__((warn_unused_result));
+
+#endif

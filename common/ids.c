@@ -1,0 +1,125 @@
+/* Identifiers: UUIDv7 (time-ordered, for B-tree locality) as lowercase text, and partitioning. */
+#include "ids.h"
+
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Random bytes are drawn from OpenSSL in blocks. Not thread-safe (the daemons are
+ * single-threaded). The buffer is tied to the process that filled it, so a forked child never
+ * hands out the same bytes as its parent. */
+#define RAND_BUF_SIZE 4096
+
+static unsigned char rand_buf[RAND_BUF_SIZE];
+static size_t rand_pos = RAND_BUF_SIZE;
+static pid_t rand_pid;
+
+static void rand_take(unsigned char *out, size_t n)
+{
+    pid_t pid = getpid();
+    if (pid != rand_pid)
+        rand_pos = RAND_BUF_SIZE;
+    if (RAND_BUF_SIZE - rand_pos < n) {
+        if (RAND_bytes(rand_buf, RAND_BUF_SIZE) != 1) {
+            fprintf(stderr, "fatal: RAND_bytes failed\n");
+            abort();
+        }
+        rand_pos = 0;
+        rand_pid = pid;
+    }
+    memcpy(out, rand_buf + rand_pos, n);
+    OPENSSL_cleanse(rand_buf + rand_pos, n);
+    rand_pos += n;
+}
+
+static uint64_t now_unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void id_new(char *out)
+{
+    static uint64_t last_ms;
+    uint64_t ms = now_unix_ms();
+    if (ms < last_ms)
+        ms = last_ms; /* the wall clock stepped back: keep ids ordered */
+    last_ms = ms;
+
+    unsigned char b[16];
+    rand_take(b + 6, 10);
+    for (int i = 0; i < 6; i++)
+        b[i] = (unsigned char)(ms >> (40 - 8 * i));
+    b[6] = (unsigned char)(0x70 | (b[6] & 0x0F)); /* version 7 */
+    b[8] = (unsigned char)(0x80 | (b[8] & 0x3F)); /* variant 10 */
+
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[b[i] >> 4];
+        out[o++] = hex[b[i] & 15];
+    }
+    out[o] = '\0';
+}
+
+static bool is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+bool id_valid(const char *s, size_t n)
+{
+    if (!s || n != ID_LEN)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-')
+                return false;
+        } else if (!is_hex(s[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+void id_normalize(const char *s, char *out)
+{
+    for (size_t i = 0; i < ID_LEN; i++)
+        out[i] = s[i] >= 'A' && s[i] <= 'F' ? (char)(s[i] - 'A' + 'a') : s[i];
+    out[ID_LEN] = '\0';
+}
+
+uint32_t id_partition(const char *id, uint32_t nparts)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < ID_LEN; i++) {
+        h ^= (unsigned char)id[i];
+        h *= 16777619u;
+    }
+    return nparts ? h % nparts : 0;
+}
+
+/* splitmix64 (Steele, Lea, Flood): one 64-bit state, a full period, good enough for jitter. */
+uint32_t id_rand32(void)
+{
+    static uint64_t state;
+    static pid_t seeded_pid;
+    pid_t pid = getpid();
+    if (pid != seeded_pid) {
+        unsigned char seed[8];
+        rand_take(seed, sizeof seed);
+        memcpy(&state, seed, sizeof state);
+        seeded_pid = pid;
+    }
+    uint64_t z = (state += 0x9E3779B97F4A7C15u);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
+    z ^= z >> 31;
+    return (uint32_t)(z >> 32);
+}

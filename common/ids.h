@@ -1,0 +1,27 @@
+/* Identifiers: UUIDv7 (time-ordered, for B-tree locality) as lowercase text, and partitioning. */
+#ifndef WH_IDS_H
+#define WH_IDS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ID_LEN 36 /* "xxxxxxxx-xxxx-7xxx-yxxx-xxxxxxxxxxxx" */
+
+/* Writes a new UUIDv7 (48-bit unix ms, version 7, variant 10, 74 random bits from
+ * RAND_bytes, buffered) and a NUL into out (ID_LEN + 1 bytes). Aborts if the RNG fails. */
+void id_new(char *out);
+
+/* Canonical 8-4-4-4-12 hex UUID of exactly ID_LEN bytes (either case). */
+bool id_valid(const char *s, size_t n);
+
+/* Copies a valid id into out lowercased (ID_LEN + 1 bytes). */
+void id_normalize(const char *s, char *out);
+
+/* Partition of a subscription: FNV-1a 32-bit over the id's ID_LEN text bytes, mod nparts. */
+uint32_t id_partition(const char *id, uint32_t nparts);
+
+/* Fast non-cryptographic random (jitter), seeded from RAND_bytes on first use. */
+uint32_t id_rand32(void);
+
+#endif

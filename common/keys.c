@@ -1,0 +1,60 @@
+/* Redis key names, the one place that formats them. Keys of one partition share the hash tag
+ * "{p}" so one MULTI or Lua script may touch them together (Redis Cluster ready). */
+#include "keys.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static char prefix[65] = "wh:";
+
+int keys_set_prefix(const char *p)
+{
+    size_t n = strlen(p);
+    if (n > 64 || strchr(p, '{') || strchr(p, '}'))
+        return -1;
+    memcpy(prefix, p, n + 1);
+    return 0;
+}
+
+static size_t fmt(const char *out, int n)
+{
+    (void)out;
+    if (n < 0)
+        return 0;
+    return (size_t)n >= KEY_MAX ? KEY_MAX - 1 : (size_t)n;
+}
+
+size_t key_event(char *out, const char *name, size_t namelen)
+{
+    return fmt(out, snprintf(out, KEY_MAX, "%sevent:%.*s", prefix, (int)namelen, name));
+}
+
+size_t key_index_ready(char *out)
+{
+    return fmt(out, snprintf(out, KEY_MAX, "%sindex-ready", prefix));
+}
+
+size_t key_jobs(char *out, unsigned part)
+{
+    return fmt(out, snprintf(out, KEY_MAX, "%s{%u}:jobs", prefix, part));
+}
+
+size_t key_retry(char *out, unsigned part)
+{
+    return fmt(out, snprintf(out, KEY_MAX, "%s{%u}:retry", prefix, part));
+}
+
+size_t key_live(char *out, unsigned part)
+{
+    return fmt(out, snprintf(out, KEY_MAX, "%s{%u}:live", prefix, part));
+}
+
+size_t key_dead(char *out, unsigned part)
+{
+    return fmt(out, snprintf(out, KEY_MAX, "%s{%u}:dead", prefix, part));
+}
+
+size_t key_payload(char *out, unsigned part, const char *event_id)
+{
+    return fmt(out, snprintf(out, KEY_MAX, "%s{%u}:payload:%s", prefix, part, event_id));
+}

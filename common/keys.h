@@ -1,0 +1,24 @@
+/* Redis key names, the one place that formats them. Keys of one partition share the hash tag
+ * "{p}" so one MULTI or Lua script may touch them together (Redis Cluster ready). */
+#ifndef WH_KEYS_H
+#define WH_KEYS_H
+
+#include <stddef.h>
+
+#define KEY_MAX 512
+#define KEYS_GROUP "workers"
+#define KEYS_STREAM_FIELD "d"
+
+/* Sets the prefix (default "wh:"); at most 64 bytes. 0 or -1. */
+int keys_set_prefix(const char *prefix) __attribute__((warn_unused_result));
+
+/* Each writes a NUL-terminated key into out (KEY_MAX bytes) and returns its length. */
+size_t key_event(char *out, const char *name, size_t namelen); /* hash url -> subscription JSON */
+size_t key_index_ready(char *out);                   /* string: the event index is complete */
+size_t key_jobs(char *out, unsigned part);           /* stream of jobs to run */
+size_t key_retry(char *out, unsigned part);          /* zset: due ms -> job message */
+size_t key_live(char *out, unsigned part);           /* set: job ids Redis holds */
+size_t key_dead(char *out, unsigned part);           /* stream: jobs out of attempts */
+size_t key_payload(char *out, unsigned part, const char *event_id); /* string payload */
+
+#endif

@@ -1,0 +1,344 @@
+/* An asynchronous Redis connection on the event loop (hiredis + its libevent adapter) that
+ * reconnects with backoff, plus an argument-vector builder for binary-safe commands. */
+#include "rds.h"
+
+#include <adapters/libevent.h>
+#include <async.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "mem.h"
+
+#define RDS_BACKOFF_MIN_MS 100
+#define RDS_BACKOFF_MAX_MS 5000
+#define RDS_CONNECT_TIMEOUT_MS 5000
+
+struct rds {
+    struct event_base *base;
+    char *name;
+    char host[256];
+    int port;
+    int db;
+    char *password;
+    redisAsyncContext *ac;
+    bool up;       /* connected, AUTH/SELECT sent */
+    bool freeing;  /* rds_free called: no reconnects */
+    long backoff_ms;
+    struct event *retry_ev;   /* reconnect timer */
+    struct event *connect_ev; /* connect deadline */
+    rds_state_fn *on_state;
+    void *arg;
+};
+
+struct pending {
+    struct rds *r;
+    rds_reply_fn *cb;
+    void *priv;
+};
+
+static void start_connect(struct rds *r);
+
+static void set_state(struct rds *r, bool up)
+{
+    if (r->up == up)
+        return;
+    r->up = up;
+    if (r->on_state)
+        r->on_state(r, up, r->arg);
+}
+
+static void schedule_reconnect(struct rds *r)
+{
+    if (r->freeing)
+        return;
+    struct timeval tv = {r->backoff_ms / 1000, (r->backoff_ms % 1000) * 1000};
+    evtimer_add(r->retry_ev, &tv);
+    r->backoff_ms *= 2;
+    if (r->backoff_ms > RDS_BACKOFF_MAX_MS)
+        r->backoff_ms = RDS_BACKOFF_MAX_MS;
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct rds *r = ac->data;
+    if (!r)
+        return;
+    evtimer_del(r->connect_ev);
+    if (status != REDIS_OK) {
+        log_warn(r->name, "cannot connect to Redis at %s:%d: %s (retrying in %ld ms)", r->host,
+                 r->port, ac->errstr, r->backoff_ms);
+        r->ac = NULL; /* hiredis frees the context after this callback */
+        schedule_reconnect(r);
+        return;
+    }
+    log_info(r->name, "connected to Redis at %s:%d", r->host, r->port);
+    r->backoff_ms = RDS_BACKOFF_MIN_MS;
+    if (r->password) {
+        const char *argv[] = {"AUTH", r->password};
+        size_t lens[] = {4, strlen(r->password)};
+        redisAsyncCommandArgv(r->ac, NULL, NULL, 2, argv, lens);
+    }
+    if (r->db) {
+        char db[16];
+        int n = snprintf(db, sizeof db, "%d", r->db);
+        const char *argv[] = {"SELECT", db};
+        size_t lens[] = {6, (size_t)n};
+        redisAsyncCommandArgv(r->ac, NULL, NULL, 2, argv, lens);
+    }
+    set_state(r, true);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct rds *r = ac->data;
+    if (!r)
+        return;
+    r->ac = NULL; /* hiredis frees the context after this callback */
+    if (r->freeing)
+        return;
+    log_warn(r->name, "lost Redis connection%s%s (reconnecting in %ld ms)",
+             status == REDIS_OK ? "" : ": ", status == REDIS_OK ? "" : ac->errstr, r->backoff_ms);
+    set_state(r, false);
+    schedule_reconnect(r);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    start_connect(arg);
+}
+
+static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct rds *r = arg;
+    if (!r->ac || r->up)
+        return;
+    log_warn(r->name, "connecting to Redis at %s:%d timed out", r->host, r->port);
+    redisAsyncContext *ac = r->ac;
+    ac->data = NULL; /* our callbacks ignore this context from now on */
+    r->ac = NULL;
+    redisAsyncFree(ac);
+    schedule_reconnect(r);
+}
+
+static void start_connect(struct rds *r)
+{
+    if (r->freeing || r->ac)
+        return;
+    redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
+    if (!ac) {
+        log_error(r->name, "cannot allocate a Redis context");
+        schedule_reconnect(r);
+        return;
+    }
+    if (ac->err) {
+        log_warn(r->name, "cannot connect to Redis at %s:%d: %s", r->host, r->port, ac->errstr);
+        redisAsyncFree(ac);
+        schedule_reconnect(r);
+        return;
+    }
+    ac->data = r;
+    r->ac = ac;
+    redisLibeventAttach(ac, r->base);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    struct timeval tv = {RDS_CONNECT_TIMEOUT_MS / 1000, 0};
+    evtimer_add(r->connect_ev, &tv);
+}
+
+static int parse_url(struct rds *r, const char *url, char *err, size_t errlen)
+{
+    const char *p = url;
+    if (strncmp(p, "redis://", 8) != 0) {
+        snprintf(err, errlen, "REDIS_URL must start with redis:// (got \"%s\")", url);
+        return -1;
+    }
+    p += 8;
+    const char *at = strrchr(p, '@');
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        const char *pw = colon ? colon + 1 : p;
+        if (at > pw)
+            r->password = xstrndup(pw, (size_t)(at - pw));
+        p = at + 1;
+    }
+    const char *slash = strchr(p, '/');
+    size_t hostport = slash ? (size_t)(slash - p) : strlen(p);
+    const char *colon = memchr(p, ':', hostport);
+    size_t hl = colon ? (size_t)(colon - p) : hostport;
+    if (hl == 0 || hl >= sizeof r->host) {
+        snprintf(err, errlen, "REDIS_URL has no host (got \"%s\")", url);
+        return -1;
+    }
+    memcpy(r->host, p, hl);
+    r->host[hl] = '\0';
+    r->port = 6379;
+    if (colon) {
+        char *end;
+        long port = strtol(colon + 1, &end, 10);
+        if (end != p + hostport || port < 1 || port > 65535) {
+            snprintf(err, errlen, "REDIS_URL has an invalid port (got \"%s\")", url);
+            return -1;
+        }
+        r->port = (int)port;
+    }
+    if (slash && slash[1]) {
+        char *end;
+        long db = strtol(slash + 1, &end, 10);
+        if (*end || db < 0 || db > 1000) {
+            snprintf(err, errlen, "REDIS_URL has an invalid database number (got \"%s\")", url);
+            return -1;
+        }
+        r->db = (int)db;
+    }
+    return 0;
+}
+
+struct rds *rds_new(struct event_base *base, const char *url, const char *name,
+                    rds_state_fn *on_state, void *arg, char *err, size_t errlen)
+{
+    struct rds *r = xcalloc(1, sizeof *r);
+    r->base = base;
+    r->name = xstrdup(name);
+    r->on_state = on_state;
+    r->arg = arg;
+    r->backoff_ms = RDS_BACKOFF_MIN_MS;
+    if (parse_url(r, url, err, errlen) < 0) {
+        free(r->password);
+        free(r->name);
+        free(r);
+        return NULL;
+    }
+    r->retry_ev = evtimer_new(base, on_retry, r);
+    r->connect_ev = evtimer_new(base, on_connect_timeout, r);
+    start_connect(r);
+    return r;
+}
+
+void rds_free(struct rds *r)
+{
+    if (!r)
+        return;
+    r->freeing = true;
+    if (r->ac) {
+        redisAsyncContext *ac = r->ac;
+        r->ac = NULL;
+        redisAsyncFree(ac); /* pending callbacks run with NULL replies */
+    }
+    event_free(r->retry_ev);
+    event_free(r->connect_ev);
+    free(r->password);
+    free(r->name);
+    free(r);
+}
+
+bool rds_up(const struct rds *r)
+{
+    return r->up;
+}
+
+const char *rds_name(const struct rds *r)
+{
+    return r->name;
+}
+
+void rds_reset(struct rds *r, const char *why)
+{
+    if (!r->ac)
+        return;
+    log_warn(r->name, "dropping the Redis connection: %s", why);
+    redisAsyncDisconnect(r->ac); /* on_disconnect runs once pending replies are flushed */
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    struct pending *p = privdata;
+    if (p->cb)
+        p->cb(p->r, reply, p->priv);
+    free(p);
+}
+
+int rds_cmd(struct rds *r, rds_reply_fn *cb, void *priv, int argc, const char **argv,
+            const size_t *lens)
+{
+    if (!r->up || !r->ac)
+        return -1;
+    struct pending *p = xmalloc(sizeof *p);
+    p->r = r;
+    p->cb = cb;
+    p->priv = priv;
+    if (redisAsyncCommandArgv(r->ac, on_reply, p, argc, argv, lens) != REDIS_OK) {
+        free(p);
+        return -1;
+    }
+    return 0;
+}
+
+bool rds_is_error(const redisReply *reply, const char *prefix)
+{
+    return reply && reply->type == REDIS_REPLY_ERROR && reply->str &&
+           strncmp(reply->str, prefix, strlen(prefix)) == 0;
+}
+
+static void rargs_grow(struct rargs *a)
+{
+    if (a->argc < a->cap)
+        return;
+    a->cap = a->cap ? a->cap * 2 : 16;
+    a->argv = xrealloc(a->argv, (size_t)a->cap * sizeof *a->argv);
+    a->lens = xrealloc(a->lens, (size_t)a->cap * sizeof *a->lens);
+}
+
+void rargs_add(struct rargs *a, const char *p, size_t n)
+{
+    rargs_grow(a);
+    a->argv[a->argc] = p;
+    a->lens[a->argc] = n;
+    a->argc++;
+}
+
+void rargs_adds(struct rargs *a, const char *s)
+{
+    rargs_add(a, s, strlen(s));
+}
+
+void rargs_addll(struct rargs *a, long long v)
+{
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%lld", v);
+    if (a->nowned == a->capowned) {
+        a->capowned = a->capowned ? a->capowned * 2 : 8;
+        a->owned = xrealloc(a->owned, (size_t)a->capowned * sizeof *a->owned);
+    }
+    char *s = xstrndup(tmp, (size_t)n);
+    a->owned[a->nowned++] = s;
+    rargs_add(a, s, (size_t)n);
+}
+
+int rargs_send(struct rargs *a, struct rds *r, rds_reply_fn *cb, void *priv)
+{
+    int rc = rds_cmd(r, cb, priv, a->argc, a->argv, a->lens);
+    rargs_reset(a);
+    return rc;
+}
+
+void rargs_reset(struct rargs *a)
+{
+    for (int i = 0; i < a->nowned; i++)
+        free(a->owned[i]);
+    a->nowned = 0;
+    a->argc = 0;
+}
+
+void rargs_free(struct rargs *a)
+{
+    rargs_reset(a);
+    free(a->argv);
+    free(a->owned);
+    free(a->lens);
+    memset(a, 0, sizeof *a);
+}

@@ -1,0 +1,57 @@
+/* An asynchronous Redis connection on the event loop (hiredis + its libevent adapter) that
+ * reconnects with backoff, plus an argument-vector builder for binary-safe commands. */
+#ifndef WH_RDS_H
+#define WH_RDS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <event2/event.h>
+#include <hiredis.h>
+
+struct rds;
+
+/* reply is NULL when the connection was lost before the reply came; it is freed by hiredis
+ * after the callback returns (copy what you keep). */
+typedef void rds_reply_fn(struct rds *r, redisReply *reply, void *priv);
+/* Called on every transition: up after connecting (and AUTH/SELECT), down when lost. */
+typedef void rds_state_fn(struct rds *r, bool up, void *arg);
+
+/* Parses redis://[:password@]host[:port][/db]. Returns NULL with a reason in err when the URL
+ * is malformed; otherwise starts connecting at once. name appears in logs. */
+struct rds *rds_new(struct event_base *base, const char *url, const char *name,
+                    rds_state_fn *on_state, void *arg, char *err, size_t errlen);
+void rds_free(struct rds *r);
+bool rds_up(const struct rds *r);
+const char *rds_name(const struct rds *r);
+
+/* Sends a command. Returns -1 (and never calls cb) when not connected; otherwise cb is called
+ * exactly once, with NULL if the connection drops first. cb may be NULL (reply ignored). The
+ * argument memory is copied before return. */
+int rds_cmd(struct rds *r, rds_reply_fn *cb, void *priv, int argc, const char **argv,
+            const size_t *lens) __attribute__((warn_unused_result));
+
+/* Drops the connection now (pending callbacks get NULL) and reconnects after the backoff. */
+void rds_reset(struct rds *r, const char *why);
+
+/* True for an error reply whose text starts with prefix (e.g. "NOGROUP"). */
+bool rds_is_error(const redisReply *reply, const char *prefix);
+
+/* Argument vector builder; strings added with rargs_add are borrowed (must outlive the send),
+ * numbers are formatted into the builder's own storage. */
+struct rargs {
+    int argc, cap;
+    const char **argv;
+    size_t *lens;
+    char **owned;
+    int nowned, capowned;
+};
+void rargs_add(struct rargs *a, const char *p, size_t n);
+void rargs_adds(struct rargs *a, const char *s);
+void rargs_addll(struct rargs *a, long long v);
+int rargs_send(struct rargs *a, struct rds *r, rds_reply_fn *cb, void *priv)
+    __attribute__((warn_unused_result));
+void rargs_reset(struct rargs *a); /* empties, keeps the arrays */
+void rargs_free(struct rargs *a);
+
+#endif

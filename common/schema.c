@@ -1,0 +1,86 @@
+/* PostgreSQL schema: numbered migrations, applied at start-up under an advisory lock and
+ * recorded in schema_migrations. */
+#include "schema.h"
+
+#include "mem.h"
+
+/* Append-only: never edit a migration that has shipped; add a new one. Statements run inside
+ * a PL/pgSQL block, so each ends with ';'. */
+static const char *const migrations[] = {
+    /* 1: subscriptions, events, jobs, attempts */
+    "CREATE TABLE subscriptions ("
+    "  id uuid PRIMARY KEY,"
+    "  event_name text NOT NULL,"
+    "  url text NOT NULL,"
+    "  secret text NOT NULL,"
+    "  headers jsonb NOT NULL DEFAULT '{}',"
+    "  status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'deleted')),"
+    "  created_at timestamptz NOT NULL DEFAULT now(),"
+    "  updated_at timestamptz NOT NULL DEFAULT now(),"
+    "  deleted_at timestamptz);"
+    "CREATE UNIQUE INDEX subscriptions_event_url ON subscriptions (event_name, url)"
+    "  WHERE status = 'active';"
+    "CREATE INDEX subscriptions_active_created ON subscriptions (created_at, id)"
+    "  WHERE status = 'active';"
+    "CREATE TABLE events ("
+    "  id uuid PRIMARY KEY,"
+    "  event_name text NOT NULL,"
+    "  payload bytea NOT NULL,"
+    "  idempotency_key text UNIQUE,"
+    "  created_at timestamptz NOT NULL DEFAULT now());"
+    "CREATE INDEX events_created ON events (created_at);"
+    "CREATE TABLE jobs ("
+    "  id uuid PRIMARY KEY,"
+    "  event_id uuid NOT NULL REFERENCES events (id) ON DELETE CASCADE,"
+    "  subscription_id uuid NOT NULL REFERENCES subscriptions (id),"
+    "  url text NOT NULL,"
+    "  partition int NOT NULL DEFAULT 0,"
+    "  status text NOT NULL DEFAULT 'queued'"
+    "    CHECK (status IN ('queued', 'retrying', 'delivered', 'dead', 'cancelled')),"
+    "  attempts int NOT NULL DEFAULT 0,"
+    "  next_attempt_at timestamptz,"
+    "  last_status_code int,"
+    "  last_error text,"
+    "  created_at timestamptz NOT NULL DEFAULT now(),"
+    "  updated_at timestamptz NOT NULL DEFAULT now(),"
+    "  delivered_at timestamptz);"
+    "CREATE INDEX jobs_event ON jobs (event_id);"
+    "CREATE INDEX jobs_subscription ON jobs (subscription_id);"
+    "CREATE INDEX jobs_unfinished ON jobs (created_at, id) WHERE status IN ('queued', 'retrying');"
+    "CREATE TABLE attempts ("
+    "  job_id uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+    "  attempt int NOT NULL,"
+    "  started_at timestamptz NOT NULL,"
+    "  duration_ms int NOT NULL,"
+    "  status_code int,"
+    "  error text,"
+    "  response_excerpt text,"
+    "  PRIMARY KEY (job_id, attempt));",
+};
+
+#define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
+
+int schema_version(void)
+{
+    return NMIGRATIONS;
+}
+
+char *schema_setup_sql(void)
+{
+    struct buf b = {0};
+    buf_adds(&b, "SET client_min_messages = warning;"
+                 "BEGIN;"
+                 "SELECT pg_advisory_xact_lock(7231001);"
+                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                 "  version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());");
+    for (int i = 0; i < NMIGRATIONS; i++)
+        buf_printf(&b,
+                   "DO $wh_migration$ BEGIN "
+                   "IF NOT EXISTS (SELECT 1 FROM schema_migrations WHERE version = %d) THEN "
+                   "%s "
+                   "INSERT INTO schema_migrations (version) VALUES (%d); "
+                   "END IF; END $wh_migration$;",
+                   i + 1, migrations[i], i + 1);
+    buf_adds(&b, "COMMIT;");
+    return buf_steal(&b, NULL);
+}

@@ -1,0 +1,225 @@
+/* Validation of event names, webhook URLs, custom headers and path segments. Pure functions
+ * (URL parsing uses libcurl's curl_url(), the same parser the worker's requests use). */
+#include "valid.h"
+
+#include "codec.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+static void set_err(char *err, size_t errlen, const char *msg)
+{
+    if (err && errlen)
+        snprintf(err, errlen, "%s", msg);
+}
+
+static bool is_alnum(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+bool valid_event_name(const char *s, size_t n)
+{
+    if (!s || n == 0 || n > EVENT_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!is_alnum(c) && c != '.' && c != '_' && c != ':' && c != '-')
+            return false;
+    }
+    return true;
+}
+
+/* Reads one part of a parsed URL; *out is NULL when the part is absent. Caller curl_free()s. */
+static CURLUcode url_part(CURLU *u, CURLUPart what, char **out)
+{
+    *out = NULL;
+    CURLUcode rc = curl_url_get(u, what, out, 0);
+    if (rc != CURLUE_OK)
+        *out = NULL;
+    return rc;
+}
+
+int valid_webhook_url(const char *url, size_t n, char *err, size_t errlen)
+{
+    if (!url || n == 0) {
+        set_err(err, errlen, "webhookUrl must not be empty");
+        return -1;
+    }
+    if (n > WEBHOOK_URL_MAX) {
+        set_err(err, errlen, "webhookUrl is longer than 2048 bytes");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = url[i];
+        if (c == '\r' || c == '\n' || c == '\0' || c == '\t' || c == ' ') {
+            set_err(err, errlen, "webhookUrl must not contain spaces or control characters");
+            return -1;
+        }
+        if (c == '\\') {
+            set_err(err, errlen, "webhookUrl must not contain backslashes");
+            return -1;
+        }
+        if (c == '#') {
+            set_err(err, errlen, "webhookUrl must not contain a fragment");
+            return -1;
+        }
+    }
+    if (!utf8_valid(url, n)) {
+        set_err(err, errlen, "webhookUrl must be valid UTF-8");
+        return -1;
+    }
+
+    char text[WEBHOOK_URL_MAX + 1];
+    memcpy(text, url, n);
+    text[n] = '\0';
+
+    int ret = -1;
+    char *scheme = NULL, *host = NULL, *user = NULL, *password = NULL, *fragment = NULL;
+    CURLU *u = curl_url();
+    if (!u) {
+        set_err(err, errlen, "webhookUrl could not be checked (out of memory)");
+        return -1;
+    }
+    if (curl_url_set(u, CURLUPART_URL, text, 0) != CURLUE_OK) {
+        set_err(err, errlen, "webhookUrl is not a valid absolute http or https URL");
+        goto out_free_url;
+    }
+    if (url_part(u, CURLUPART_SCHEME, &scheme) != CURLUE_OK || !scheme ||
+        (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)) {
+        set_err(err, errlen, "webhookUrl must use http or https");
+        goto out_free_url;
+    }
+    /* curl tolerates "http:/host" and reads "http:///path" as host "path"; insist on the
+     * canonical "scheme://authority" so what we accept is what a reader sees. */
+    size_t slen = strlen(scheme);
+    if (n < slen + 4 || memcmp(text + slen, "://", 3) != 0 || text[slen + 3] == '/') {
+        set_err(err, errlen, "webhookUrl must have the form http(s)://host/path");
+        goto out_free_url;
+    }
+    url_part(u, CURLUPART_USER, &user);
+    url_part(u, CURLUPART_PASSWORD, &password);
+    if (user || password) {
+        set_err(err, errlen, "webhookUrl must not contain a user name or password");
+        goto out_free_url;
+    }
+    if (url_part(u, CURLUPART_HOST, &host) != CURLUE_OK || !host || host[0] == '\0') {
+        set_err(err, errlen, "webhookUrl must have a host");
+        goto out_free_url;
+    }
+    url_part(u, CURLUPART_FRAGMENT, &fragment);
+    if (fragment) {
+        set_err(err, errlen, "webhookUrl must not contain a fragment");
+        goto out_free_url;
+    }
+    ret = 0;
+
+out_free_url:
+    curl_free(fragment);
+    curl_free(password);
+    curl_free(user);
+    curl_free(host);
+    curl_free(scheme);
+    curl_url_cleanup(u);
+    return ret;
+}
+
+/* RFC 7230 tchar. */
+static bool is_tchar(unsigned char c)
+{
+    return is_alnum(c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* Headers the worker sets itself or that control framing or the connection. */
+static bool header_reserved(const char *name, size_t n)
+{
+    static const char *const exact[] = {
+        "host",       "content-length", "content-type", "transfer-encoding",
+        "connection", "keep-alive",     "upgrade",      "te",
+        "trailer",    "expect",         "user-agent",
+    };
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+        if (strlen(exact[i]) == n && strncasecmp(name, exact[i], n) == 0)
+            return true;
+    return (n >= 6 && strncasecmp(name, "proxy-", 6) == 0) ||
+           (n >= 8 && strncasecmp(name, "webhook-", 8) == 0);
+}
+
+int valid_header(const char *name, const char *value, char *err, size_t errlen)
+{
+    if (!name || !value) {
+        set_err(err, errlen, "header name and value are required");
+        return -1;
+    }
+    size_t nlen = strnlen(name, HEADER_NAME_MAX + 1);
+    if (nlen == 0 || nlen > HEADER_NAME_MAX) {
+        set_err(err, errlen, "header names must be 1 to 256 bytes long");
+        return -1;
+    }
+    for (size_t i = 0; i < nlen; i++) {
+        if (!is_tchar((unsigned char)name[i])) {
+            set_err(err, errlen, "header names may only contain HTTP token characters");
+            return -1;
+        }
+    }
+    if (header_reserved(name, nlen)) {
+        if (err && errlen)
+            snprintf(err, errlen, "header \"%s\" is set by the broker and cannot be overridden",
+                     name);
+        return -1;
+    }
+    size_t vlen = strnlen(value, HEADER_VALUE_MAX + 1);
+    if (vlen > HEADER_VALUE_MAX) {
+        set_err(err, errlen, "header values must be at most 4096 bytes long");
+        return -1;
+    }
+    for (size_t i = 0; i < vlen; i++) {
+        unsigned char c = (unsigned char)value[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7F) {
+            set_err(err, errlen, "header values must not contain CR, LF or control characters");
+            return -1;
+        }
+    }
+    if (!utf8_valid(value, vlen)) {
+        set_err(err, errlen, "header values must be valid UTF-8");
+        return -1;
+    }
+    return 0;
+}
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+long path_segment_decode(const char *in, size_t n, char *out, size_t outcap)
+{
+    if (outcap == 0)
+        return -1;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = in[i];
+        if (c == '%') {
+            if (n - i < 3)
+                return -1;
+            int hi = hex_digit(in[i + 1]), lo = hex_digit(in[i + 2]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            c = (char)(hi << 4 | lo);
+            i += 2;
+        }
+        if (c == '\0' || o >= outcap - 1)
+            return -1;
+        out[o++] = c;
+    }
+    out[o] = '\0';
+    return (long)o;
+}

@@ -1,0 +1,39 @@
+/* Validation of event names, webhook URLs, custom headers and path segments. Pure functions
+ * (URL parsing uses libcurl's curl_url(), the same parser the worker's requests use). */
+#ifndef WH_VALID_H
+#define WH_VALID_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define EVENT_NAME_MAX 128
+#define WEBHOOK_URL_MAX 2048
+#define HEADER_NAME_MAX 256
+#define HEADER_VALUE_MAX 4096
+#define HEADERS_MAX_COUNT 32
+
+/* [A-Za-z0-9._:-]{1,128}, exact bytes (no decoding done here). */
+bool valid_event_name(const char *s, size_t n);
+
+/* http or https only (scheme case-insensitive), a non-empty host, no userinfo, no fragment,
+ * at most WEBHOOK_URL_MAX bytes, no CR, LF, NUL, tab, space or backslash anywhere, must be
+ * valid UTF-8 and parse with curl_url(). 0 when acceptable; -1 with a reason in err
+ * ("webhookUrl must use http or https"). */
+int valid_webhook_url(const char *url, size_t n, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* A custom header the subscriber asked us to send. Name: RFC 7230 token characters,
+ * 1..HEADER_NAME_MAX bytes, not one we set or that controls framing (case-insensitive):
+ * host, content-length, content-type, transfer-encoding, connection, keep-alive, upgrade,
+ * te, trailer, expect, proxy-*, user-agent, and any name starting with "webhook-".
+ * Value: at most HEADER_VALUE_MAX bytes, valid UTF-8, no CR, LF or NUL (other control
+ * characters except tab are refused too). 0 when acceptable; -1 with a reason in err. */
+int valid_header(const char *name, const char *value, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Percent-decodes one path segment in[0..n) into out (capacity outcap, NUL-terminated).
+ * Rejects malformed escapes ("%G1", "%4"), "%00", and a result longer than outcap - 1.
+ * Returns the decoded length or -1. '+' is left as is. */
+long path_segment_decode(const char *in, size_t n, char *out, size_t outcap);
+
+#endif

@@ -1,0 +1,199 @@
+/* Unit tests for common/cfg.c: defaults, environment, flags, ranges, host:port parsing. */
+#include "cfg.h"
+#include "unit.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static char *listen_addr;
+static long workers;
+static bool verbose;
+static long timeout_ms;
+static char *env_only;
+
+static const struct cfg_opt opts[] = {
+    {"WHTEST_LISTEN", "listen", CFG_STR, "127.0.0.1:8080", 0, 0, "address to bind", &listen_addr},
+    {"WHTEST_WORKERS", "workers", CFG_INT, "4", 1, 64, "worker count", &workers},
+    {"WHTEST_VERBOSE", "verbose", CFG_BOOL, "false", 0, 0, "log more", &verbose},
+    {"WHTEST_TIMEOUT", "timeout", CFG_MS, "2.5", 1, 60000, "request timeout", &timeout_ms},
+    {"WHTEST_ENV_ONLY", NULL, CFG_STR, "x", 0, 0, "no flag", &env_only},
+};
+#define NOPTS (sizeof opts / sizeof opts[0])
+
+static char err[256];
+
+static void clear_env(void)
+{
+    for (size_t i = 0; i < NOPTS; i++)
+        unsetenv(opts[i].env);
+}
+
+/* cfg_load takes argv as main() gets it; string literals are const, so copy the pointers. */
+static int load(int argc, const char *const *args)
+{
+    char *argv[16];
+    for (int i = 0; i < argc && i < 16; i++)
+        argv[i] = (char *)args[i];
+    err[0] = '\0';
+    return cfg_load(opts, NOPTS, argc, argv, "usage: test", "test 0.0", err, sizeof err);
+}
+
+#define ARGS(...) ((const char *const[]){"prog", __VA_ARGS__})
+#define LOAD(...) load((int)(sizeof ARGS(__VA_ARGS__) / sizeof(char *)), ARGS(__VA_ARGS__))
+#define LOAD0() load(1, ARGS(NULL))
+
+static void test_defaults(void)
+{
+    clear_env();
+    CHECK_EQ_INT(LOAD0(), 0);
+    CHECK_STR(listen_addr, "127.0.0.1:8080");
+    CHECK_EQ_INT(workers, 4);
+    CHECK(!verbose);
+    CHECK_EQ_INT(timeout_ms, 2500);
+    CHECK_STR(env_only, "x");
+}
+
+static void test_env(void)
+{
+    clear_env();
+    setenv("WHTEST_LISTEN", "0.0.0.0:9000", 1);
+    setenv("WHTEST_WORKERS", "8", 1);
+    setenv("WHTEST_VERBOSE", "yes", 1);
+    setenv("WHTEST_TIMEOUT", "0.25", 1);
+    setenv("WHTEST_ENV_ONLY", "from env", 1);
+    CHECK_EQ_INT(LOAD0(), 0);
+    CHECK_STR(listen_addr, "0.0.0.0:9000");
+    CHECK_EQ_INT(workers, 8);
+    CHECK(verbose);
+    CHECK_EQ_INT(timeout_ms, 250);
+    CHECK_STR(env_only, "from env");
+
+    /* Flags win over the environment. */
+    CHECK_EQ_INT(LOAD("--workers", "16", "--listen=[::1]:7000"), 0);
+    CHECK_EQ_INT(workers, 16);
+    CHECK_STR(listen_addr, "[::1]:7000");
+    CHECK_EQ_INT(timeout_ms, 250);
+
+    setenv("WHTEST_WORKERS", "lots", 1);
+    CHECK_EQ_INT(LOAD0(), -1);
+    CHECK(strstr(err, "WHTEST_WORKERS") != NULL);
+    setenv("WHTEST_WORKERS", "65", 1);
+    CHECK_EQ_INT(LOAD0(), -1);
+    CHECK(strstr(err, "between 1 and 64") != NULL);
+    setenv("WHTEST_WORKERS", "", 1);
+    CHECK_EQ_INT(LOAD0(), -1);
+    clear_env();
+    setenv("WHTEST_VERBOSE", "maybe", 1);
+    CHECK_EQ_INT(LOAD0(), -1);
+    CHECK(strstr(err, "boolean") != NULL);
+    clear_env();
+}
+
+static void test_flags(void)
+{
+    clear_env();
+    CHECK_EQ_INT(LOAD("--workers", "2", "--timeout", "1.5"), 0);
+    CHECK_EQ_INT(workers, 2);
+    CHECK_EQ_INT(timeout_ms, 1500);
+    CHECK_EQ_INT(LOAD("--workers=3", "--timeout=0.001"), 0);
+    CHECK_EQ_INT(workers, 3);
+    CHECK_EQ_INT(timeout_ms, 1);
+    CHECK_EQ_INT(LOAD("--timeout=60"), 0);
+    CHECK_EQ_INT(timeout_ms, 60000);
+    CHECK_EQ_INT(LOAD("--timeout", "0.0125"), 0);
+    CHECK_EQ_INT(timeout_ms, 13); /* rounded to the nearest ms */
+
+    /* Booleans: bare flag means true; =value parses. */
+    CHECK_EQ_INT(LOAD("--verbose"), 0);
+    CHECK(verbose);
+    CHECK_EQ_INT(LOAD("--verbose=false"), 0);
+    CHECK(!verbose);
+    CHECK_EQ_INT(LOAD("--verbose=on", "--workers", "5"), 0);
+    CHECK(verbose);
+    CHECK_EQ_INT(workers, 5);
+    CHECK_EQ_INT(LOAD("--verbose=2"), -1);
+
+    /* Range errors. */
+    CHECK_EQ_INT(LOAD("--workers", "0"), -1);
+    CHECK(strstr(err, "--workers") != NULL);
+    CHECK_EQ_INT(LOAD("--workers=65"), -1);
+    CHECK_EQ_INT(LOAD("--workers=99999999999999999999999"), -1);
+    CHECK_EQ_INT(LOAD("--workers=4x"), -1);
+    CHECK_EQ_INT(LOAD("--timeout=60.001"), -1);
+    CHECK(strstr(err, "seconds") != NULL);
+    CHECK_EQ_INT(LOAD("--timeout=0"), -1);
+    CHECK_EQ_INT(LOAD("--timeout=-1"), -1);
+    CHECK_EQ_INT(LOAD("--timeout=abc"), -1);
+    CHECK_EQ_INT(LOAD("--timeout=nan"), -1);
+
+    /* Unknown, malformed and incomplete flags. */
+    CHECK_EQ_INT(LOAD("--nope"), -1);
+    CHECK(strstr(err, "unknown option") != NULL);
+    CHECK_EQ_INT(LOAD("--nope=1"), -1);
+    CHECK_EQ_INT(LOAD("--work", "1"), -1); /* no prefix matching */
+    CHECK_EQ_INT(LOAD("--env-only", "1"), -1);
+    CHECK_EQ_INT(LOAD("workers"), -1);
+    CHECK(strstr(err, "unexpected argument") != NULL);
+    CHECK_EQ_INT(LOAD("--workers"), -1);
+    CHECK(strstr(err, "needs a value") != NULL);
+
+    /* --version and --help print (to /dev/null here) and ask the caller to exit. */
+    fflush(stdout);
+    int saved = dup(STDOUT_FILENO);
+    int devnull = open("/dev/null", O_WRONLY);
+    CHECK(saved >= 0 && devnull >= 0 && dup2(devnull, STDOUT_FILENO) == STDOUT_FILENO);
+    int version_rc = LOAD("--version");
+    int help_rc = LOAD("--workers", "2", "--help");
+    fflush(stdout);
+    CHECK(dup2(saved, STDOUT_FILENO) == STDOUT_FILENO);
+    close(devnull);
+    close(saved);
+    CHECK_EQ_INT(version_rc, 1);
+    CHECK_EQ_INT(help_rc, 1);
+}
+
+static void test_hostport(void)
+{
+    char host[64];
+    int port = -1;
+    CHECK_EQ_INT(cfg_parse_hostport("127.0.0.1:8080", host, sizeof host, &port), 0);
+    CHECK_STR(host, "127.0.0.1");
+    CHECK_EQ_INT(port, 8080);
+    CHECK_EQ_INT(cfg_parse_hostport("[::1]:8080", host, sizeof host, &port), 0);
+    CHECK_STR(host, "::1");
+    CHECK_EQ_INT(port, 8080);
+    CHECK_EQ_INT(cfg_parse_hostport("0.0.0.0:0", host, sizeof host, &port), 0);
+    CHECK_STR(host, "0.0.0.0");
+    CHECK_EQ_INT(port, 0);
+    CHECK_EQ_INT(cfg_parse_hostport("localhost:65535", host, sizeof host, &port), 0);
+    CHECK_STR(host, "localhost");
+    CHECK_EQ_INT(port, 65535);
+
+    static const char *const bad[] = {
+        "localhost", ":8080", "host:",     "host:65536", "host:-1", "host:80x",
+        "[::1]8080", "[::1]", "[::1:8080", "[]:80",      "",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = cfg_parse_hostport(bad[i], host, sizeof host, &port);
+        if (!unit_check(rc == -1, __FILE__, __LINE__, "bad host:port refused"))
+            fprintf(stderr, "    \"%s\" was accepted\n", bad[i]);
+    }
+    /* The host must fit, NUL included. */
+    char small[5];
+    CHECK_EQ_INT(cfg_parse_hostport("abcd:1", small, sizeof small, &port), 0);
+    CHECK_STR(small, "abcd");
+    CHECK_EQ_INT(cfg_parse_hostport("abcde:1", small, sizeof small, &port), -1);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    test_defaults();
+    test_env();
+    test_flags();
+    test_hostport();
+    cfg_free(opts, NOPTS);
+    CHECK(listen_addr == NULL && env_only == NULL);
+    return unit_done(argv[0]);
+}

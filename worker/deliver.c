@@ -1,0 +1,269 @@
+/* Delivering jobs: libcurl's multi socket API driven by libevent (as curl's multi-event.c),
+ * keep-alive connections shared by every transfer, Standard Webhooks signing per attempt. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "clock.h"
+#include "log.h"
+#include "worker.h"
+
+static CURLM *multi;
+static struct event *timer_ev;
+static int running;
+static long active;
+static CURL **pool;
+static size_t npool, cappool;
+
+struct sock_ctx {
+    struct event *ev;
+};
+
+static void check_multi_info(void);
+
+static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
+{
+    (void)arg;
+    int action = ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    curl_multi_socket_action(multi, fd, action, &running);
+    check_multi_info();
+    if (running <= 0)
+        evtimer_del(timer_ev);
+}
+
+static void on_timeout(evutil_socket_t fd, short kind, void *arg)
+{
+    (void)fd, (void)kind, (void)arg;
+    curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_multi_info();
+}
+
+/* CURLMOPT_TIMERFUNCTION: only (re)arms our timer; never calls libcurl. */
+static int on_curl_timer(CURLM *m, long timeout_ms, void *arg)
+{
+    (void)m, (void)arg;
+    if (timeout_ms < 0) {
+        evtimer_del(timer_ev);
+    } else {
+        struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+        evtimer_add(timer_ev, &tv);
+    }
+    return 0;
+}
+
+/* CURLMOPT_SOCKETFUNCTION: keeps one libevent event per socket in step with libcurl. */
+static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *arg, void *sockp)
+{
+    (void)e, (void)arg;
+    struct sock_ctx *sc = sockp;
+    if (what == CURL_POLL_REMOVE) {
+        if (sc) {
+            event_free(sc->ev);
+            free(sc);
+        }
+        curl_multi_assign(multi, s, NULL);
+        return 0;
+    }
+    short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |
+                         ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
+    if (!sc) {
+        sc = xcalloc(1, sizeof *sc);
+        curl_multi_assign(multi, s, sc);
+    } else {
+        event_free(sc->ev);
+    }
+    sc->ev = event_new(W.base, s, kind, on_socket_event, NULL);
+    event_add(sc->ev, NULL);
+    return 0;
+}
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    struct job *j = userdata;
+    size_t n = size * nmemb;
+    if (j->excerpt.len < EXCERPT_MAX) {
+        size_t take = EXCERPT_MAX - j->excerpt.len;
+        buf_add(&j->excerpt, ptr, n < take ? n : take);
+    }
+    return n; /* the rest is read and dropped; the total timeout bounds it */
+}
+
+static size_t on_header(char *ptr, size_t size, size_t nitems, void *userdata)
+{
+    struct job *j = userdata;
+    size_t n = size * nitems;
+    if (n > 5 && strncmp(ptr, "HTTP/", 5) == 0) {
+        j->retry_after_ms = -1; /* a new response (after 100 Continue) */
+    } else if (n > 12 && strncasecmp(ptr, "retry-after:", 12) == 0) {
+        char v[128];
+        size_t vl = n - 12 < sizeof v - 1 ? n - 12 : sizeof v - 1;
+        memcpy(v, ptr + 12, vl);
+        v[vl] = '\0';
+        char *s = v;
+        while (*s == ' ' || *s == '\t')
+            s++;
+        s[strcspn(s, "\r\n")] = '\0';
+        long ms;
+        if (backoff_parse_retry_after(s, time(NULL), &ms) == 0)
+            j->retry_after_ms = ms;
+    }
+    return n;
+}
+
+static void finish(CURL *e, CURLcode res)
+{
+    struct job *j = NULL;
+    long code = 0;
+    curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&j);
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+    curl_multi_remove_handle(multi, e);
+    if (npool == cappool) {
+        cappool = cappool ? cappool * 2 : 64;
+        pool = xrealloc(pool, cappool * sizeof *pool);
+    }
+    curl_easy_reset(e);
+    pool[npool++] = e;
+    j->easy = NULL;
+    curl_slist_free_all(j->req_headers);
+    j->req_headers = NULL;
+    active--;
+    j->duration_ms = (long)(clock_now_ms() - j->started_ms);
+    j->status_code = code;
+    if (res == CURLE_OK && code >= 200 && code <= 299) {
+        j->out = OUT_DELIVERED;
+        j->error[0] = '\0';
+        log_debug(j->m.job, "delivered to %s: HTTP %ld in %ld ms (attempt %d)", j->m.url, code,
+                  j->duration_ms, j->m.attempt);
+        outcome_submit(j);
+        return;
+    }
+    if (res == CURLE_OPERATION_TIMEDOUT) {
+        snprintf(j->error, sizeof j->error, "timeout: no complete response within %ld ms",
+                 j->duration_ms);
+    } else if (res != CURLE_OK) {
+        /* the error buffer holds libcurl's detailed message; fall back to the generic one */
+        if (!j->error[0])
+            snprintf(j->error, sizeof j->error, "%s", curl_easy_strerror(res));
+    } else {
+        snprintf(j->error, sizeof j->error, "HTTP %ld", code);
+    }
+    log_debug(j->m.job, "attempt %d to %s failed: %s", j->m.attempt, j->m.url, j->error);
+    outcome_failed(j);
+}
+
+static void check_multi_info(void)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(multi, &left))) {
+        if (msg->msg == CURLMSG_DONE)
+            finish(msg->easy_handle, msg->data.result);
+    }
+}
+
+static void add_header(struct job *j, const char *line)
+{
+    struct curl_slist *l = curl_slist_append(j->req_headers, line);
+    if (!l) {
+        fprintf(stderr, "fatal: out of memory building headers\n");
+        abort();
+    }
+    j->req_headers = l;
+}
+
+void deliver_start(struct job *j)
+{
+    CURL *e = npool ? pool[--npool] : curl_easy_init();
+    if (!e) {
+        fprintf(stderr, "fatal: curl_easy_init failed\n");
+        abort();
+    }
+    j->easy = e;
+    j->started_ms = clock_now_ms();
+    long long ts = j->started_ms / 1000;
+    char sig[SIGNATURE_MAX], line[256];
+    if (sign_v1(j->sub->key, (size_t)j->sub->keylen, j->m.event, ts, j->payload->data,
+                j->payload->len, sig, sizeof sig) < 0) {
+        snprintf(j->error, sizeof j->error, "signing failed");
+        j->easy = NULL;
+        pool[npool++] = e;
+        outcome_failed(j);
+        return;
+    }
+    add_header(j, "Content-Type: application/json");
+    add_header(j, "User-Agent: webhook-broker/" WORKER_VERSION);
+    for (const struct curl_slist *h = j->sub->headers; h; h = h->next)
+        add_header(j, h->data);
+    snprintf(line, sizeof line, "webhook-id: %s", j->m.event);
+    add_header(j, line);
+    snprintf(line, sizeof line, "webhook-timestamp: %lld", ts);
+    add_header(j, line);
+    snprintf(line, sizeof line, "webhook-signature: %s", sig);
+    add_header(j, line);
+    add_header(j, "Expect:"); /* no 100-continue round trip for larger bodies */
+
+    curl_easy_setopt(e, CURLOPT_URL, j->m.url);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, (const char *)j->payload->data);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->payload->len);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, j->req_headers);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, j);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, j);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, j);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->error);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, W.cfg.connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, W.cfg.timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    j->error[0] = '\0';
+    active++;
+    CURLMcode mc = curl_multi_add_handle(multi, e);
+    if (mc != CURLM_OK) {
+        active--;
+        snprintf(j->error, sizeof j->error, "cannot start the transfer: %s",
+                 curl_multi_strerror(mc));
+        curl_slist_free_all(j->req_headers);
+        j->req_headers = NULL;
+        j->easy = NULL;
+        pool[npool++] = e;
+        outcome_failed(j);
+    }
+}
+
+int deliver_init(void)
+{
+    multi = curl_multi_init();
+    if (!multi)
+        return -1;
+    timer_ev = evtimer_new(W.base, on_timeout, NULL);
+    curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+    curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, W.cfg.concurrency);
+    curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, W.cfg.concurrency);
+    return 0;
+}
+
+long deliver_active(void)
+{
+    return active;
+}
+
+void deliver_shutdown(void)
+{
+    curl_multi_cleanup(multi);
+    multi = NULL;
+    for (size_t i = 0; i < npool; i++)
+        curl_easy_cleanup(pool[i]);
+    free(pool);
+    pool = NULL;
+    npool = cappool = 0;
+    if (timer_ev)
+        event_free(timer_ev);
+    timer_ev = NULL;
+}

@@ -1,0 +1,211 @@
+/* webhook-worker: configuration, start-up, the periodic tick, signals and draining of a
+ * stateless delivery process. */
+#include <cJSON.h>
+#include <hiredis.h>
+#include <libpq-fe.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cfg.h"
+#include "clock.h"
+#include "keys.h"
+#include "log.h"
+#include "schema.h"
+#include "worker.h"
+
+#define TICK_MS 100
+
+struct worker W;
+
+#define C(field) &W.cfg.field
+static const struct cfg_opt opts[] = {
+    {"REDIS_URL", "redis-url", CFG_STR, "redis://127.0.0.1:6379", 0, 0,
+     "Redis server: redis://[:password@]host[:port][/db]", C(redis_url)},
+    {"DATABASE_URL", "database-url", CFG_STR, "postgresql://webhooks@127.0.0.1:5432/webhooks", 0,
+     0, "PostgreSQL connection string (libpq URI or key=value)", C(database_url)},
+    {"REDIS_PREFIX", "redis-prefix", CFG_STR, "wh:", 0, 0, "prefix of every Redis key",
+     C(redis_prefix)},
+    {"QUEUE_PARTITIONS", "partitions", CFG_INT, "1", 1, 256,
+     "number of job stream partitions (same value on broker and workers)", C(partitions)},
+    {"WORKER_CONCURRENCY", "concurrency", CFG_INT, "64", 1, 10000,
+     "deliveries in flight at once in this process", C(concurrency)},
+    {"RETRY_SCHEDULE", "retry-schedule", CFG_STR, BACKOFF_DEFAULT, 0, 0,
+     "seconds to wait before each retry, comma separated (n delays = n + 1 attempts)",
+     C(retry_schedule)},
+    {"DELIVERY_CONNECT_TIMEOUT", "connect-timeout", CFG_MS, "5", 100, 600000,
+     "seconds to establish a connection to a subscriber", C(connect_timeout_ms)},
+    {"DELIVERY_TIMEOUT", "timeout", CFG_MS, "15", 100, 600000,
+     "seconds for a whole delivery request, response included", C(timeout_ms)},
+    {"CLAIM_IDLE", "claim-idle", CFG_MS, "60", 1000, 86400000,
+     "seconds a job may sit with a silent worker before another takes it over "
+     "(at least DELIVERY_TIMEOUT + 1)",
+     C(claim_idle_ms)},
+    {"SUBSCRIPTION_CACHE_TTL", "subscription-cache-ttl", CFG_MS, "5", 0, 3600000,
+     "seconds a subscription (secret, headers, status) is cached", C(sub_cache_ttl_ms)},
+    {"DRAIN_TIMEOUT", "drain-timeout", CFG_MS, "20", 0, 3600000,
+     "seconds to finish in-flight deliveries after SIGTERM", C(drain_timeout_ms)},
+    {"WORKER_NAME", "name", CFG_STR, "", 0, 0,
+     "consumer name in the Redis group (default host:pid)", C(consumer)},
+    {"LOG_LEVEL", "log-level", CFG_STR, "info", 0, 0, "debug, info, warn or error",
+     C(log_level)},
+};
+#define NOPTS (sizeof opts / sizeof opts[0])
+
+static const char usage[] =
+    "Usage: webhook-worker [options]\n\n"
+    "Delivery worker of the webhook broker: reads jobs from the Redis streams, POSTs them to\n"
+    "subscribers, records every attempt in PostgreSQL and schedules retries. Run as many as\n"
+    "needed. Every option can also be set by the environment variable shown.";
+
+static struct event *tick_ev, *sig_term, *sig_int;
+static int64_t drain_deadline;
+
+static void maybe_exit(void)
+{
+    if (!W.draining)
+        return;
+    if (W.inflight == 0 && outcome_pending() == 0) {
+        log_info(NULL, "drained; exiting");
+        event_base_loopexit(W.base, NULL);
+    } else if (clock_mono_ms() >= drain_deadline) {
+        log_warn(NULL, "drain timeout: %ld jobs left pending in Redis for other workers",
+                 W.inflight);
+        event_base_loopexit(W.base, NULL);
+    }
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    reader_tick(clock_now_ms());
+    maybe_exit();
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what, (void)arg;
+    if (W.draining) {
+        log_warn(NULL, "second signal %d: exiting now", (int)sig);
+        exit(1);
+    }
+    W.draining = true;
+    drain_deadline = clock_mono_ms() + W.cfg.drain_timeout_ms;
+    log_info(NULL, "signal %d: no longer taking jobs; finishing %ld in flight", (int)sig,
+             W.inflight);
+    maybe_exit();
+}
+
+static void on_redis_cmd(struct rds *r, bool up, void *arg)
+{
+    (void)r, (void)arg;
+    if (up)
+        reader_redis_up();
+}
+
+static void on_redis_read(struct rds *r, bool up, void *arg)
+{
+    (void)r, (void)arg;
+    if (up)
+        reader_kick();
+}
+
+static void on_pg(struct pg *p, bool up, void *arg)
+{
+    (void)p, (void)arg;
+    if (up)
+        reader_redis_up();
+}
+
+int main(int argc, char **argv)
+{
+    char err[512];
+    signal(SIGPIPE, SIG_IGN);
+    log_set_program("webhook-worker");
+    int rc = cfg_load(opts, NOPTS, argc, argv, usage, "webhook-worker " WORKER_VERSION, err,
+                      sizeof err);
+    if (rc != 0) {
+        if (rc < 0)
+            fprintf(stderr, "webhook-worker: %s\n", err);
+        cfg_free(opts, NOPTS);
+        return rc < 0 ? 2 : 0;
+    }
+    if (log_set_level(W.cfg.log_level) < 0) {
+        fprintf(stderr, "webhook-worker: LOG_LEVEL must be debug, info, warn or error\n");
+        return 2;
+    }
+    if (keys_set_prefix(W.cfg.redis_prefix) < 0) {
+        fprintf(stderr, "webhook-worker: REDIS_PREFIX must be at most 64 bytes without braces\n");
+        return 2;
+    }
+    if (backoff_parse(W.cfg.retry_schedule, &W.backoff, err, sizeof err) < 0) {
+        fprintf(stderr, "webhook-worker: RETRY_SCHEDULE: %s\n", err);
+        return 2;
+    }
+    if (W.cfg.claim_idle_ms < W.cfg.timeout_ms + 1000) {
+        fprintf(stderr,
+                "webhook-worker: CLAIM_IDLE (%.1f s) must be at least DELIVERY_TIMEOUT + 1 s "
+                "(%.1f s), or slow deliveries would be taken over and sent twice\n",
+                W.cfg.claim_idle_ms / 1000.0, (W.cfg.timeout_ms + 1000) / 1000.0);
+        return 2;
+    }
+    if (W.cfg.consumer[0]) {
+        snprintf(W.consumer, sizeof W.consumer, "%s", W.cfg.consumer);
+    } else {
+        char host[128] = "host";
+        gethostname(host, sizeof host - 1);
+        snprintf(W.consumer, sizeof W.consumer, "%s:%d", host, (int)getpid());
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "webhook-worker: libcurl initialisation failed\n");
+        return 1;
+    }
+    W.base = event_base_new();
+    if (!W.base || deliver_init() < 0) {
+        fprintf(stderr, "webhook-worker: cannot create the event loop or libcurl multi handle\n");
+        return 1;
+    }
+    curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
+    log_info(NULL,
+             "webhook-worker %s starting as %s (libevent %s, libcurl %s, hiredis %d.%d.%d, "
+             "libpq %d, cJSON %s; %zu attempts, concurrency %ld)",
+             WORKER_VERSION, W.consumer, event_get_version(), cv->version, HIREDIS_MAJOR,
+             HIREDIS_MINOR, HIREDIS_PATCH, PQlibVersion(), cJSON_Version(), W.backoff.n + 1,
+             W.cfg.concurrency);
+    char *setup = schema_setup_sql();
+    W.pg = pg_new(W.base, W.cfg.database_url, "pg", setup, on_pg, NULL);
+    free(setup);
+    W.rd_cmd = rds_new(W.base, W.cfg.redis_url, "redis", on_redis_cmd, NULL, err, sizeof err);
+    W.rd_read = W.rd_cmd ? rds_new(W.base, W.cfg.redis_url, "redis-read", on_redis_read, NULL,
+                                   err, sizeof err)
+                         : NULL;
+    if (!W.rd_read) {
+        fprintf(stderr, "webhook-worker: %s\n", err);
+        return 2;
+    }
+    reader_start();
+    tick_ev = event_new(W.base, -1, EV_PERSIST, on_tick, NULL);
+    struct timeval tv = {0, TICK_MS * 1000};
+    event_add(tick_ev, &tv);
+    sig_term = evsignal_new(W.base, SIGTERM, on_signal, NULL);
+    sig_int = evsignal_new(W.base, SIGINT, on_signal, NULL);
+    evsignal_add(sig_term, NULL);
+    evsignal_add(sig_int, NULL);
+
+    event_base_dispatch(W.base);
+
+    deliver_shutdown();
+    rds_free(W.rd_read);
+    rds_free(W.rd_cmd);
+    pg_free(W.pg);
+    event_free(tick_ev);
+    event_free(sig_term);
+    event_free(sig_int);
+    event_base_free(W.base);
+    cfg_free(opts, NOPTS);
+    curl_global_cleanup();
+    log_info(NULL, "stopped");
+    return 0;
+}

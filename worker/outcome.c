@@ -1,0 +1,338 @@
+/* Recording finished attempts: outcomes are group-committed to PostgreSQL (attempt rows and
+ * conditional job updates in one statement), then each partition's Redis state is cleaned in
+ * one MULTI (XACK + XDEL, SREM live, ZADD retry, XADD dead), then the jobs are freed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "codec.h"
+#include "ids.h"
+#include "keys.h"
+#include "log.h"
+#include "worker.h"
+
+#define OUTCOME_BATCH_MAX 2000
+
+static struct job *queue_head, **queue_tail = &queue_head;
+static long queued;
+static bool writing;
+static long finalizing; /* Redis MULTIs outstanding */
+
+static void flush(void);
+
+void job_free(struct job *j)
+{
+    if (j->easy)
+        return; /* never: a transfer owns it until CURLMSG_DONE */
+    curl_slist_free_all(j->req_headers);
+    payload_unref(j->payload);
+    sub_unref(j->sub);
+    buf_free(&j->excerpt);
+    jobmsg_clear(&j->m);
+    free(j);
+}
+
+void job_abandon(struct job *j, const char *why)
+{
+    log_warn(j->m.job, "leaving job pending in Redis for a later claim: %s", why);
+    W.inflight--;
+    job_free(j);
+    reader_kick();
+}
+
+long outcome_pending(void)
+{
+    return queued + (writing ? 1 : 0) + finalizing;
+}
+
+static const char *out_status(enum outcome o)
+{
+    switch (o) {
+    case OUT_DELIVERED: return "delivered";
+    case OUT_RETRY: return "retrying";
+    case OUT_DEAD: return "dead";
+    case OUT_CANCELLED: return "cancelled";
+    default: return NULL;
+    }
+}
+
+void outcome_failed(struct job *j)
+{
+    long delay = backoff_next_ms(&W.backoff, j->m.attempt, id_rand32());
+    if (delay < 0) {
+        j->out = OUT_DEAD;
+        log_info(j->m.job, "dead after %d attempts: %s", j->m.attempt, j->error);
+    } else {
+        if (j->retry_after_ms >= 0)
+            delay = backoff_apply_retry_after(delay, j->retry_after_ms);
+        j->out = OUT_RETRY;
+        j->next_ms = clock_now_ms() + delay;
+    }
+    outcome_submit(j);
+}
+
+/* Response excerpts are stored as text: keep valid UTF-8, replace the rest and NULs. */
+static void excerpt_text(const struct buf *in, struct buf *out)
+{
+    buf_reset(out);
+    size_t i = 0;
+    while (i < in->len) {
+        size_t run = 1;
+        unsigned char c = (unsigned char)in->data[i];
+        if (c >= 0xC0)
+            run = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+        if (c != 0 && i + run <= in->len && utf8_valid(in->data + i, run)) {
+            buf_add(out, in->data + i, run);
+            i += run;
+        } else {
+            buf_add(out, "\xEF\xBF\xBD", 3);
+            i++;
+        }
+    }
+}
+
+/* ---- Redis clean-up after the commit ------------------------------------------------------ */
+
+static void finalized(struct rds *r, redisReply *reply, void *priv)
+{
+    (void)r, (void)priv;
+    finalizing--;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY)
+        log_warn("outcome", "Redis clean-up failed (%s): the entries stay pending and are "
+                            "claimed again; PostgreSQL already has the outcome",
+                 reply && reply->str ? reply->str : "connection lost");
+    reader_kick();
+}
+
+static bool queue_cmd(struct rargs *a)
+{
+    return rargs_send(a, W.rd_cmd, NULL, NULL) == 0;
+}
+
+static void finalize(struct job *batch)
+{
+    struct rargs a = {0};
+    struct buf msg = {0};
+    char jobs_key[KEY_MAX], live_key[KEY_MAX], retry_key[KEY_MAX], dead_key[KEY_MAX];
+    for (unsigned p = 0; p < (unsigned)W.cfg.partitions; p++) {
+        size_t n = 0, nlive = 0, nretry = 0;
+        for (struct job *j = batch; j; j = j->next) {
+            if (j->part != p)
+                continue;
+            n++;
+            if (j->out == OUT_RETRY || j->out == OUT_RESCHED)
+                nretry++;
+            else
+                nlive++;
+        }
+        if (n == 0)
+            continue;
+        size_t jl = key_jobs(jobs_key, p), ll = key_live(live_key, p);
+        size_t rl = key_retry(retry_key, p), dl = key_dead(dead_key, p);
+        rargs_adds(&a, "MULTI");
+        bool ok = queue_cmd(&a);
+        rargs_adds(&a, "XACK");
+        rargs_add(&a, jobs_key, jl);
+        rargs_adds(&a, KEYS_GROUP);
+        for (struct job *j = batch; j; j = j->next)
+            if (j->part == p)
+                rargs_adds(&a, j->entry);
+        ok = ok && queue_cmd(&a);
+        rargs_adds(&a, "XDEL");
+        rargs_add(&a, jobs_key, jl);
+        for (struct job *j = batch; j; j = j->next)
+            if (j->part == p)
+                rargs_adds(&a, j->entry);
+        ok = ok && queue_cmd(&a);
+        if (nlive) {
+            rargs_adds(&a, "SREM");
+            rargs_add(&a, live_key, ll);
+            for (struct job *j = batch; j; j = j->next)
+                if (j->part == p && j->out != OUT_RETRY && j->out != OUT_RESCHED)
+                    rargs_add(&a, j->m.job, ID_LEN);
+            ok = ok && queue_cmd(&a);
+        }
+        if (nretry) {
+            /* one member per job and attempt: the message for the next attempt */
+            struct buf members = {0};
+            size_t *offs = xcalloc(nretry, sizeof *offs);
+            size_t k = 0;
+            for (struct job *j = batch; j; j = j->next) {
+                if (j->part != p || (j->out != OUT_RETRY && j->out != OUT_RESCHED))
+                    continue;
+                j->m.attempt++;
+                offs[k++] = members.len;
+                jobmsg_encode(&j->m, &members);
+                buf_addc(&members, '\0');
+                j->m.attempt--;
+            }
+            rargs_adds(&a, "ZADD");
+            rargs_add(&a, retry_key, rl);
+            k = 0;
+            for (struct job *j = batch; j; j = j->next) {
+                if (j->part != p || (j->out != OUT_RETRY && j->out != OUT_RESCHED))
+                    continue;
+                rargs_addll(&a, j->next_ms);
+                rargs_adds(&a, members.data + offs[k++]);
+            }
+            ok = ok && queue_cmd(&a);
+            free(offs);
+            buf_free(&members);
+        }
+        for (struct job *j = batch; j; j = j->next) {
+            if (j->part != p || j->out != OUT_DEAD)
+                continue;
+            buf_reset(&msg);
+            jobmsg_encode(&j->m, &msg);
+            rargs_adds(&a, "XADD");
+            rargs_add(&a, dead_key, dl);
+            rargs_adds(&a, "*");
+            rargs_adds(&a, KEYS_STREAM_FIELD);
+            rargs_add(&a, msg.data, msg.len);
+            rargs_adds(&a, "error");
+            rargs_adds(&a, j->error);
+            ok = ok && queue_cmd(&a);
+        }
+        rargs_adds(&a, "EXEC");
+        if (ok && rargs_send(&a, W.rd_cmd, finalized, NULL) == 0)
+            finalizing++;
+        else
+            log_warn("outcome", "Redis is unavailable: %zu finished jobs stay pending and are "
+                                "claimed again later",
+                     n);
+        rargs_reset(&a);
+    }
+    rargs_free(&a);
+    buf_free(&msg);
+    long n = 0;
+    for (struct job *j = batch, *next; j; j = next) {
+        next = j->next;
+        job_free(j);
+        n++;
+    }
+    W.inflight -= n;
+    reader_kick();
+}
+
+/* ---- PostgreSQL group commit -------------------------------------------------------------- */
+
+/* Attempt rows (for jobs that still exist) and job updates that only move unfinished jobs:
+ * a terminal state never goes back. */
+static const char outcome_sql[] =
+    "WITH o AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[], $5::text[], "
+    "  $6::bigint[], $7::int[], $8::text[], $9::bigint[]) "
+    "  AS o(id, attempt, status, code, err, next_ms, dur, excerpt, started_ms)), "
+    "a AS (INSERT INTO attempts (job_id, attempt, started_at, duration_ms, status_code, error, "
+    "  response_excerpt) "
+    "  SELECT o.id, o.attempt, to_timestamp(o.started_ms / 1000.0), o.dur, o.code, o.err, o.excerpt "
+    "  FROM o JOIN jobs j ON j.id = o.id WHERE o.attempt > 0 ON CONFLICT DO NOTHING) "
+    "UPDATE jobs j SET status = o.status, attempts = GREATEST(j.attempts, o.attempt), "
+    "  last_status_code = CASE WHEN o.attempt > 0 THEN o.code ELSE j.last_status_code END, "
+    "  last_error = CASE WHEN o.attempt > 0 THEN o.err ELSE j.last_error END, "
+    "  next_attempt_at = CASE WHEN o.status = 'retrying' THEN to_timestamp(o.next_ms / 1000.0) END, "
+    "  delivered_at = CASE WHEN o.status = 'delivered' THEN now() ELSE j.delivered_at END, "
+    "  updated_at = now() "
+    "FROM o WHERE j.id = o.id AND j.status IN ('queued', 'retrying') RETURNING j.id";
+
+static void written(void *priv, PGresult *res, const char *err)
+{
+    struct job *batch = priv;
+    writing = false;
+    if (err) {
+        long n = 0;
+        for (struct job *j = batch, *next; j; j = next) {
+            next = j->next;
+            W.inflight--;
+            job_free(j);
+            n++;
+        }
+        log_warn("outcome", "cannot record %ld outcomes (%s): the jobs stay pending in Redis and "
+                            "are claimed again",
+                 n, err);
+    } else {
+        (void)res;
+        finalize(batch);
+    }
+    flush();
+}
+
+static void flush(void)
+{
+    if (writing || !queue_head)
+        return;
+    struct job *batch = NULL, **tail = &batch, *direct = NULL, **dtail = &direct;
+    size_t n = 0;
+    enum { A_ID, A_ATT, A_ST, A_CODE, A_ERR, A_NEXT, A_DUR, A_EXC, A_START, A_N };
+    struct buf arr[A_N];
+    memset(arr, 0, sizeof arr);
+    for (int i = 0; i < A_N; i++)
+        pgarr_begin(&arr[i]);
+    struct buf text = {0};
+    while (queue_head && n < OUTCOME_BATCH_MAX) {
+        struct job *j = queue_head;
+        queue_head = j->next;
+        queued--;
+        j->next = NULL;
+        const char *st = out_status(j->out);
+        if (!st) { /* SKIP / RESCHED: nothing to record */
+            *dtail = j;
+            dtail = &j->next;
+            continue;
+        }
+        *tail = j;
+        tail = &j->next;
+        n++;
+        bool attempted = j->out != OUT_CANCELLED;
+        pgarr_add(&arr[A_ID], j->m.job, ID_LEN);
+        pgarr_addll(&arr[A_ATT], attempted ? j->m.attempt : 0);
+        pgarr_add(&arr[A_ST], st, strlen(st));
+        if (attempted && j->status_code > 0)
+            pgarr_addll(&arr[A_CODE], j->status_code);
+        else
+            pgarr_null(&arr[A_CODE]);
+        if (j->error[0]) {
+            buf_reset(&text);
+            struct buf e = {.data = j->error, .len = strlen(j->error)};
+            excerpt_text(&e, &text);
+            pgarr_add(&arr[A_ERR], text.data, text.len);
+        } else {
+            pgarr_null(&arr[A_ERR]);
+        }
+        pgarr_addll(&arr[A_NEXT], j->out == OUT_RETRY ? j->next_ms : 0);
+        pgarr_addll(&arr[A_DUR], j->duration_ms);
+        if (attempted && j->started_ms) {
+            excerpt_text(&j->excerpt, &text);
+            pgarr_add(&arr[A_EXC], text.data ? text.data : "", text.len);
+        } else {
+            pgarr_null(&arr[A_EXC]);
+        }
+        pgarr_addll(&arr[A_START], j->started_ms ? j->started_ms : clock_now_ms());
+    }
+    if (!queue_head)
+        queue_tail = &queue_head;
+    buf_free(&text);
+    if (direct)
+        finalize(direct);
+    if (batch) {
+        const char *params[A_N];
+        for (int i = 0; i < A_N; i++) {
+            pgarr_end(&arr[i]);
+            params[i] = arr[i].data;
+        }
+        writing = true;
+        if (pg_query(W.pg, outcome_sql, A_N, params, NULL, NULL, 0, written, batch) < 0)
+            written(batch, NULL, "database connection is down");
+    }
+    for (int i = 0; i < A_N; i++)
+        buf_free(&arr[i]);
+}
+
+void outcome_submit(struct job *j)
+{
+    j->next = NULL;
+    *queue_tail = j;
+    queue_tail = &j->next;
+    queued++;
+    flush();
+}

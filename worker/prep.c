@@ -1,0 +1,410 @@
+/* Preparing a batch of jobs for delivery: their payloads (Redis, else PostgreSQL), their
+ * subscriptions (a short-lived cache, else PostgreSQL) and, for jobs taken over from a dead
+ * worker, their state in PostgreSQL so a finished job is never sent again. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "codec.h"
+#include "ids.h"
+#include "keys.h"
+#include "log.h"
+#include "worker.h"
+
+#include <cJSON.h>
+
+/* ---- subscription cache ------------------------------------------------------------------ */
+
+#define CACHE_BUCKETS 4096
+
+struct cache_entry {
+    struct cache_entry *next;
+    char id[ID_LEN + 1];
+    int64_t fetched_ms;
+    struct sub *sub;
+};
+
+static struct cache_entry *cache[CACHE_BUCKETS];
+
+static unsigned bucket(const char *id)
+{
+    return id_partition(id, CACHE_BUCKETS);
+}
+
+static struct sub *cache_get(const char *id, int64_t now)
+{
+    struct cache_entry **pp = &cache[bucket(id)];
+    for (struct cache_entry *e; (e = *pp); pp = &e->next) {
+        if (memcmp(e->id, id, ID_LEN) != 0)
+            continue;
+        if (now - e->fetched_ms > W.cfg.sub_cache_ttl_ms) {
+            *pp = e->next;
+            sub_unref(e->sub);
+            free(e);
+            return NULL;
+        }
+        e->sub->refs++;
+        return e->sub;
+    }
+    return NULL;
+}
+
+static void cache_put(const char *id, struct sub *s, int64_t now)
+{
+    struct cache_entry **pp = &cache[bucket(id)];
+    for (struct cache_entry *e; (e = *pp); pp = &e->next) {
+        if (memcmp(e->id, id, ID_LEN) == 0) {
+            *pp = e->next;
+            sub_unref(e->sub);
+            free(e);
+            break;
+        }
+    }
+    struct cache_entry *e = xcalloc(1, sizeof *e);
+    memcpy(e->id, id, ID_LEN);
+    e->fetched_ms = now;
+    e->sub = s;
+    s->refs++;
+    e->next = cache[bucket(id)];
+    cache[bucket(id)] = e;
+}
+
+void sub_unref(struct sub *s)
+{
+    if (!s || --s->refs > 0)
+        return;
+    curl_slist_free_all(s->headers);
+    free(s);
+}
+
+void payload_unref(struct payload *p)
+{
+    if (p && --p->refs == 0)
+        free(p);
+}
+
+/* ---- the batch --------------------------------------------------------------------------- */
+
+struct batch {
+    struct job *jobs;
+    int waits;
+    int mgets; /* payload MGETs outstanding; PostgreSQL is asked once they all answered */
+    bool failed;
+};
+
+static void dispatch(struct batch *bt)
+{
+    struct job *j = bt->jobs, *next;
+    long delivered = 0;
+    for (; j; j = next) {
+        next = j->next;
+        j->next = NULL;
+        if (bt->failed) {
+            job_abandon(j, "a lookup failed");
+        } else if (j->out != OUT_NONE) {
+            outcome_submit(j);
+        } else if (!j->sub || !j->sub->active) {
+            j->out = OUT_CANCELLED;
+            snprintf(j->error, sizeof j->error, "subscription deleted");
+            outcome_submit(j);
+        } else if (!j->payload) {
+            j->out = OUT_DEAD;
+            snprintf(j->error, sizeof j->error, "the event no longer exists");
+            outcome_submit(j);
+        } else {
+            deliver_start(j);
+            delivered++;
+        }
+    }
+    free(bt);
+    (void)delivered;
+}
+
+static void wait_done(struct batch *bt)
+{
+    if (--bt->waits == 0)
+        dispatch(bt);
+}
+
+static struct payload *payload_new(const char *p, size_t n)
+{
+    struct payload *pl = xmalloc(sizeof *pl + n + 1);
+    pl->refs = 0;
+    pl->len = n;
+    memcpy(pl->data, p, n);
+    pl->data[n] = '\0';
+    return pl;
+}
+
+static void set_payload(struct batch *bt, const char *event, struct payload *pl)
+{
+    for (struct job *j = bt->jobs; j; j = j->next) {
+        if (!j->payload && memcmp(j->m.event, event, ID_LEN) == 0) {
+            j->payload = pl;
+            pl->refs++;
+        }
+    }
+    if (pl->refs == 0)
+        free(pl);
+}
+
+/* ids of jobs matching pred, as a uuid[] literal; returns the count. */
+static size_t collect(struct batch *bt, struct buf *arr, int what)
+{
+    size_t n = 0;
+    pgarr_begin(arr);
+    for (struct job *j = bt->jobs; j; j = j->next) {
+        const char *id = what == 0 ? j->m.event : what == 1 ? j->m.sub : j->m.job;
+        bool want = what == 0 ? !j->payload : what == 1 ? !j->sub : j->claimed;
+        if (!want)
+            continue;
+        /* de-duplicate (batches are small) */
+        bool seen = false;
+        for (struct job *k = bt->jobs; k != j && !seen; k = k->next) {
+            const char *kid = what == 0 ? k->m.event : what == 1 ? k->m.sub : k->m.job;
+            bool kwant = what == 0 ? !k->payload : what == 1 ? !k->sub : k->claimed;
+            seen = kwant && memcmp(kid, id, ID_LEN) == 0;
+        }
+        if (!seen) {
+            pgarr_add(arr, id, ID_LEN);
+            n++;
+        }
+    }
+    pgarr_end(arr);
+    return n;
+}
+
+static void payloads_from_db(void *priv, PGresult *res, const char *err)
+{
+    struct batch *bt = priv;
+    if (err) {
+        log_warn("prep", "cannot read payloads from PostgreSQL: %s", err);
+        bt->failed = true;
+    } else {
+        for (int i = 0; i < PQntuples(res); i++) {
+            if (PQgetlength(res, i, 0) != ID_LEN)
+                continue;
+            set_payload(bt, PQgetvalue(res, i, 0),
+                        payload_new(PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1)));
+        }
+    }
+    wait_done(bt);
+}
+
+static void fetch_payloads_db(struct batch *bt)
+{
+    struct buf arr = {0};
+    if (collect(bt, &arr, 0) > 0) {
+        static const char sql[] = "SELECT id::text, payload FROM events WHERE id = ANY($1::uuid[])";
+        const char *params[] = {arr.data};
+        bt->waits++;
+        if (pg_query(W.pg, sql, 1, params, NULL, NULL, 1, payloads_from_db, bt) < 0) {
+            bt->failed = true;
+            bt->waits--;
+        }
+    }
+    buf_free(&arr);
+}
+
+struct mget {
+    struct batch *bt;
+    unsigned part;
+    int nkeys;
+    char (*events)[ID_LEN + 1];
+};
+
+static void payloads_from_redis(struct rds *r, redisReply *reply, void *priv)
+{
+    (void)r;
+    struct mget *m = priv;
+    struct batch *bt = m->bt;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || (int)reply->elements != m->nkeys) {
+        log_warn("prep", "cannot read payloads from Redis: %s",
+                 reply && reply->str ? reply->str : "connection lost");
+        bt->failed = true;
+    } else {
+        for (int i = 0; i < m->nkeys; i++) {
+            redisReply *v = reply->element[i];
+            if (v->type == REDIS_REPLY_STRING)
+                set_payload(bt, m->events[i], payload_new(v->str, v->len));
+        }
+    }
+    if (--bt->mgets == 0 && !bt->failed)
+        fetch_payloads_db(bt); /* whatever Redis did not have (expired, lost) */
+    free(m->events);
+    free(m);
+    wait_done(bt);
+}
+
+static void fetch_payloads(struct batch *bt)
+{
+    for (unsigned p = 0; p < (unsigned)W.cfg.partitions; p++) {
+        struct mget *m = xcalloc(1, sizeof *m);
+        m->bt = bt;
+        m->part = p;
+        size_t cap = 0;
+        for (struct job *j = bt->jobs; j; j = j->next)
+            cap += j->part == p;
+        if (cap == 0) {
+            free(m);
+            continue;
+        }
+        m->events = xcalloc(cap, sizeof *m->events);
+        struct rargs a = {0};
+        char(*keys)[KEY_MAX] = xmalloc(cap * KEY_MAX);
+        rargs_adds(&a, "MGET");
+        for (struct job *j = bt->jobs; j; j = j->next) {
+            if (j->part != p)
+                continue;
+            bool seen = false;
+            for (int k = 0; k < m->nkeys && !seen; k++)
+                seen = memcmp(m->events[k], j->m.event, ID_LEN) == 0;
+            if (seen)
+                continue;
+            memcpy(m->events[m->nkeys], j->m.event, ID_LEN + 1);
+            rargs_add(&a, keys[m->nkeys], key_payload(keys[m->nkeys], p, j->m.event));
+            m->nkeys++;
+        }
+        bt->waits++;
+        bt->mgets++;
+        if (rargs_send(&a, W.rd_cmd, payloads_from_redis, m) < 0) {
+            bt->waits--;
+            bt->mgets--;
+            bt->failed = true;
+            free(m->events);
+            free(m);
+        }
+        rargs_free(&a);
+        free(keys);
+    }
+}
+
+static struct sub *sub_from_row(PGresult *res, int i)
+{
+    struct sub *s = xcalloc(1, sizeof *s);
+    s->active = strcmp(PQgetvalue(res, i, 1), "active") == 0;
+    s->keylen = sign_secret_decode(PQgetvalue(res, i, 2), s->key);
+    if (s->keylen < 0) {
+        log_error(PQgetvalue(res, i, 0), "the subscription's secret is malformed; not sending");
+        s->active = false;
+    }
+    cJSON *h = cJSON_Parse(PQgetvalue(res, i, 3));
+    for (const cJSON *it = h ? h->child : NULL; it; it = it->next) {
+        if (!cJSON_IsString(it))
+            continue;
+        char *line = xasprintf("%s: %s", it->string, it->valuestring);
+        s->headers = curl_slist_append(s->headers, line);
+        free(line);
+    }
+    cJSON_Delete(h);
+    return s;
+}
+
+static void subs_from_db(void *priv, PGresult *res, const char *err)
+{
+    struct batch *bt = priv;
+    if (err) {
+        log_warn("prep", "cannot read subscriptions: %s", err);
+        bt->failed = true;
+    } else {
+        int64_t now = clock_mono_ms();
+        for (int i = 0; i < PQntuples(res); i++) {
+            const char *id = PQgetvalue(res, i, 0);
+            struct sub *s = sub_from_row(res, i);
+            cache_put(id, s, now);
+            for (struct job *j = bt->jobs; j; j = j->next) {
+                if (!j->sub && memcmp(j->m.sub, id, ID_LEN) == 0) {
+                    j->sub = s;
+                    s->refs++;
+                }
+            }
+        }
+    }
+    wait_done(bt);
+}
+
+static void fetch_subs(struct batch *bt)
+{
+    int64_t now = clock_mono_ms();
+    for (struct job *j = bt->jobs; j; j = j->next)
+        j->sub = cache_get(j->m.sub, now);
+    struct buf arr = {0};
+    if (collect(bt, &arr, 1) > 0) {
+        static const char sql[] = "SELECT id::text, status, secret, headers::text "
+                                  "FROM subscriptions WHERE id = ANY($1::uuid[])";
+        const char *params[] = {arr.data};
+        bt->waits++;
+        if (pg_query(W.pg, sql, 1, params, NULL, NULL, 0, subs_from_db, bt) < 0) {
+            bt->waits--;
+            bt->failed = true;
+        }
+    }
+    buf_free(&arr);
+}
+
+static void states_from_db(void *priv, PGresult *res, const char *err)
+{
+    struct batch *bt = priv;
+    if (err) {
+        log_warn("prep", "cannot read job states: %s", err);
+        bt->failed = true;
+        wait_done(bt);
+        return;
+    }
+    for (struct job *j = bt->jobs; j; j = j->next) {
+        if (!j->claimed)
+            continue;
+        int row = -1;
+        for (int i = 0; i < PQntuples(res) && row < 0; i++)
+            if (memcmp(PQgetvalue(res, i, 0), j->m.job, ID_LEN) == 0)
+                row = i;
+        if (row < 0) {
+            log_warn(j->m.job, "claimed job unknown to PostgreSQL; dropping it from Redis");
+            j->out = OUT_SKIP;
+            continue;
+        }
+        const char *st = PQgetvalue(res, row, 1);
+        int attempts = (int)strtol(PQgetvalue(res, row, 2), NULL, 10);
+        if (strcmp(st, "queued") != 0 && strcmp(st, "retrying") != 0) {
+            log_info(j->m.job, "claimed job is already %s; cleaning up", st);
+            j->out = OUT_SKIP;
+        } else if (strcmp(st, "retrying") == 0 && attempts >= j->m.attempt) {
+            /* Its failure was recorded but the worker died before parking it. */
+            j->out = OUT_RESCHED;
+            j->next_ms = PQgetisnull(res, row, 3) ? clock_now_ms()
+                                                  : strtoll(PQgetvalue(res, row, 3), NULL, 10);
+            j->m.attempt = attempts; /* outcome parks attempt + 1 */
+        }
+    }
+    wait_done(bt);
+}
+
+static void fetch_states(struct batch *bt)
+{
+    struct buf arr = {0};
+    if (collect(bt, &arr, 2) > 0) {
+        static const char sql[] =
+            "SELECT id::text, status, attempts, "
+            "(extract(epoch FROM next_attempt_at) * 1000)::bigint FROM jobs "
+            "WHERE id = ANY($1::uuid[])";
+        const char *params[] = {arr.data};
+        bt->waits++;
+        if (pg_query(W.pg, sql, 1, params, NULL, NULL, 0, states_from_db, bt) < 0) {
+            bt->waits--;
+            bt->failed = true;
+        }
+    }
+    buf_free(&arr);
+}
+
+void prep_batch(struct job *jobs)
+{
+    struct batch *bt = xcalloc(1, sizeof *bt);
+    bt->jobs = jobs;
+    bt->waits = 1; /* held until every lookup is sent */
+    fetch_subs(bt);
+    fetch_states(bt);
+    fetch_payloads(bt);
+    wait_done(bt);
+}

@@ -1,0 +1,129 @@
+/* The worker's process-wide context and the job record that moves through its stages:
+ * reader (Redis stream) -> prep (payload, subscription) -> deliver (libcurl) -> outcome
+ * (PostgreSQL, then Redis). */
+#ifndef WH_WORKER_H
+#define WH_WORKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+
+#include "backoff.h"
+#include "jobmsg.h"
+#include "mem.h"
+#include "pg.h"
+#include "rds.h"
+#include "sign.h"
+
+#define WORKER_VERSION "0.1.0"
+#define EXCERPT_MAX 1024
+
+struct worker_cfg {
+    char *redis_url;
+    char *database_url;
+    char *redis_prefix;
+    char *log_level;
+    char *retry_schedule;
+    char *consumer;
+    long partitions;
+    long concurrency;
+    long connect_timeout_ms;
+    long timeout_ms;
+    long claim_idle_ms;
+    long drain_timeout_ms;
+    long sub_cache_ttl_ms;
+    long payload_ttl;
+};
+
+struct worker {
+    struct event_base *base;
+    struct worker_cfg cfg;
+    struct backoff backoff;
+    char consumer[160];
+    struct rds *rd_read; /* blocking XREADGROUP only */
+    struct rds *rd_cmd;  /* everything else */
+    struct pg *pg;
+    long inflight; /* jobs taken from Redis and not yet finished */
+    bool draining;
+    bool ready_logged;
+};
+
+extern struct worker W;
+
+/* A shared payload (several jobs of one event). */
+struct payload {
+    int refs;
+    size_t len;
+    char data[];
+};
+
+/* A subscription as the worker needs it (cached). */
+struct sub {
+    int refs;
+    bool active;
+    unsigned char key[SECRET_MAX_BYTES];
+    int keylen;
+    struct curl_slist *headers; /* the subscriber's custom headers, "Name: value" */
+};
+
+enum outcome {
+    OUT_NONE = 0,
+    OUT_DELIVERED, /* 2xx */
+    OUT_RETRY,     /* failed; another attempt at next_ms */
+    OUT_DEAD,      /* failed; no attempts left */
+    OUT_CANCELLED, /* subscription gone */
+    OUT_SKIP,      /* already finished in PostgreSQL: only clean Redis up */
+    OUT_RESCHED,   /* this attempt was already recorded as failed: just re-park it */
+};
+
+struct job {
+    struct job *next;
+    unsigned part;
+    char entry[48]; /* stream entry id */
+    bool claimed;   /* taken over from another consumer */
+    struct job_msg m;
+    struct payload *payload;
+    struct sub *sub;
+    /* attempt result */
+    enum outcome out;
+    int64_t started_ms;
+    long duration_ms;
+    long status_code; /* 0: no HTTP response */
+    char error[256];
+    struct buf excerpt;
+    long retry_after_ms; /* -1: none */
+    int64_t next_ms;     /* due time of the next attempt */
+    CURL *easy;
+    struct curl_slist *req_headers;
+};
+
+void job_free(struct job *j);
+void payload_unref(struct payload *p);
+void sub_unref(struct sub *s);
+
+/* reader.c */
+void reader_start(void);
+void reader_kick(void);            /* read more if there is room */
+void reader_tick(int64_t now_ms);  /* retry promotion and claiming */
+void reader_redis_up(void);
+
+/* prep.c: resolves payloads and subscriptions for a batch, then delivers or finishes each. */
+void prep_batch(struct job *jobs);
+
+/* deliver.c */
+int deliver_init(void) __attribute__((warn_unused_result));
+void deliver_start(struct job *j);
+void deliver_shutdown(void);
+long deliver_active(void);
+
+/* outcome.c: records a finished job (group commit), then cleans Redis and frees it. */
+void outcome_submit(struct job *j);
+/* Decides retry or dead for a failed attempt and submits it. */
+void outcome_failed(struct job *j);
+long outcome_pending(void);
+/* Drops a job without touching Redis: it stays pending and is claimed again later. */
+void job_abandon(struct job *j, const char *why);
+
+#endif
