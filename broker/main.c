@@ -43,7 +43,7 @@ static const struct cfg_opt opts[] = {
      "triggers waiting for a commit before new ones get 503", C(max_pending_events)},
     {"REQUEST_TIMEOUT", "request-timeout", CFG_MS, "30", 1000, 3600000,
      "seconds an idle client connection is kept", C(request_timeout_ms)},
-    {"DRAIN_TIMEOUT", "drain-timeout", CFG_MS, "10", 0, 3600000,
+    {"DRAIN_TIMEOUT", "drain-timeout", CFG_MS, "20", 0, 3600000,
      "seconds to finish in-flight requests after SIGTERM", C(drain_timeout_ms)},
     {"LOG_LEVEL", "log-level", CFG_STR, "info", 0, 0, "debug, info, warn or error",
      C(log_level)},

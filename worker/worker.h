@@ -34,7 +34,6 @@ struct worker_cfg {
     long claim_idle_ms;
     long drain_timeout_ms;
     long sub_cache_ttl_ms;
-    long payload_ttl;
 };
 
 struct worker {
