@@ -18,10 +18,7 @@
 struct rds {
     struct event_base *base;
     char *name;
-    char host[256];
-    int port;
-    int db;
-    char *password;
+    struct rds_addr addr;
     redisAsyncContext *ac;
     bool up;       /* connected, AUTH/SELECT sent */
     bool freeing;  /* rds_free called: no reconnects */
@@ -67,22 +64,22 @@ static void on_connect(const redisAsyncContext *ac, int status)
         return;
     evtimer_del(r->connect_ev);
     if (status != REDIS_OK) {
-        log_warn(r->name, "cannot connect to Redis at %s:%d: %s (retrying in %ld ms)", r->host,
-                 r->port, ac->errstr, r->backoff_ms);
+        log_warn(r->name, "cannot connect to Redis at %s:%d: %s (retrying in %ld ms)", r->addr.host,
+                 r->addr.port, ac->errstr, r->backoff_ms);
         r->ac = NULL; /* hiredis frees the context after this callback */
         schedule_reconnect(r);
         return;
     }
-    log_info(r->name, "connected to Redis at %s:%d", r->host, r->port);
+    log_info(r->name, "connected to Redis at %s:%d", r->addr.host, r->addr.port);
     r->backoff_ms = RDS_BACKOFF_MIN_MS;
-    if (r->password) {
-        const char *argv[] = {"AUTH", r->password};
-        size_t lens[] = {4, strlen(r->password)};
+    if (r->addr.password) {
+        const char *argv[] = {"AUTH", r->addr.password};
+        size_t lens[] = {4, strlen(r->addr.password)};
         redisAsyncCommandArgv(r->ac, NULL, NULL, 2, argv, lens);
     }
-    if (r->db) {
+    if (r->addr.db) {
         char db[16];
-        int n = snprintf(db, sizeof db, "%d", r->db);
+        int n = snprintf(db, sizeof db, "%d", r->addr.db);
         const char *argv[] = {"SELECT", db};
         size_t lens[] = {6, (size_t)n};
         redisAsyncCommandArgv(r->ac, NULL, NULL, 2, argv, lens);
@@ -116,7 +113,7 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
     struct rds *r = arg;
     if (!r->ac || r->up)
         return;
-    log_warn(r->name, "connecting to Redis at %s:%d timed out", r->host, r->port);
+    log_warn(r->name, "connecting to Redis at %s:%d timed out", r->addr.host, r->addr.port);
     redisAsyncContext *ac = r->ac;
     ac->data = NULL; /* our callbacks ignore this context from now on */
     r->ac = NULL;
@@ -128,14 +125,14 @@ static void start_connect(struct rds *r)
 {
     if (r->freeing || r->ac)
         return;
-    redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
+    redisAsyncContext *ac = redisAsyncConnect(r->addr.host, r->addr.port);
     if (!ac) {
         log_error(r->name, "cannot allocate a Redis context");
         schedule_reconnect(r);
         return;
     }
     if (ac->err) {
-        log_warn(r->name, "cannot connect to Redis at %s:%d: %s", r->host, r->port, ac->errstr);
+        log_warn(r->name, "cannot connect to Redis at %s:%d: %s", r->addr.host, r->addr.port, ac->errstr);
         redisAsyncFree(ac);
         schedule_reconnect(r);
         return;
@@ -149,8 +146,9 @@ static void start_connect(struct rds *r)
     evtimer_add(r->connect_ev, &tv);
 }
 
-static int parse_url(struct rds *r, const char *url, char *err, size_t errlen)
+int rds_parse_url(const char *url, struct rds_addr *a, char *err, size_t errlen)
 {
+    memset(a, 0, sizeof *a);
     const char *p = url;
     if (strncmp(p, "redis://", 8) != 0) {
         snprintf(err, errlen, "REDIS_URL must start with redis:// (got \"%s\")", url);
@@ -162,39 +160,43 @@ static int parse_url(struct rds *r, const char *url, char *err, size_t errlen)
         const char *colon = memchr(p, ':', (size_t)(at - p));
         const char *pw = colon ? colon + 1 : p;
         if (at > pw)
-            r->password = xstrndup(pw, (size_t)(at - pw));
+            a->password = xstrndup(pw, (size_t)(at - pw));
         p = at + 1;
     }
     const char *slash = strchr(p, '/');
     size_t hostport = slash ? (size_t)(slash - p) : strlen(p);
     const char *colon = memchr(p, ':', hostport);
     size_t hl = colon ? (size_t)(colon - p) : hostport;
-    if (hl == 0 || hl >= sizeof r->host) {
+    if (hl == 0 || hl >= sizeof a->host) {
         snprintf(err, errlen, "REDIS_URL has no host (got \"%s\")", url);
-        return -1;
+        goto out_fail;
     }
-    memcpy(r->host, p, hl);
-    r->host[hl] = '\0';
-    r->port = 6379;
+    memcpy(a->host, p, hl);
+    a->host[hl] = '\0';
+    a->port = 6379;
     if (colon) {
         char *end;
         long port = strtol(colon + 1, &end, 10);
         if (end != p + hostport || port < 1 || port > 65535) {
             snprintf(err, errlen, "REDIS_URL has an invalid port (got \"%s\")", url);
-            return -1;
+            goto out_fail;
         }
-        r->port = (int)port;
+        a->port = (int)port;
     }
     if (slash && slash[1]) {
         char *end;
         long db = strtol(slash + 1, &end, 10);
         if (*end || db < 0 || db > 1000) {
             snprintf(err, errlen, "REDIS_URL has an invalid database number (got \"%s\")", url);
-            return -1;
+            goto out_fail;
         }
-        r->db = (int)db;
+        a->db = (int)db;
     }
     return 0;
+out_fail:
+    free(a->password);
+    a->password = NULL;
+    return -1;
 }
 
 struct rds *rds_new(struct event_base *base, const char *url, const char *name,
@@ -206,8 +208,7 @@ struct rds *rds_new(struct event_base *base, const char *url, const char *name,
     r->on_state = on_state;
     r->arg = arg;
     r->backoff_ms = RDS_BACKOFF_MIN_MS;
-    if (parse_url(r, url, err, errlen) < 0) {
-        free(r->password);
+    if (rds_parse_url(url, &r->addr, err, errlen) < 0) {
         free(r->name);
         free(r);
         return NULL;
@@ -230,7 +231,7 @@ void rds_free(struct rds *r)
     }
     event_free(r->retry_ev);
     event_free(r->connect_ev);
-    free(r->password);
+    free(r->addr.password);
     free(r->name);
     free(r);
 }

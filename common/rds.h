@@ -11,6 +11,18 @@
 
 struct rds;
 
+struct rds_addr {
+    char host[256];
+    int port;
+    int db;
+    char *password; /* owned; NULL when none */
+};
+
+/* Parses redis://[:password@]host[:port][/db] (port 6379, db 0 by default). 0, or -1 with a
+ * reason in err. The caller frees a->password. */
+int rds_parse_url(const char *url, struct rds_addr *a, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 /* reply is NULL when the connection was lost before the reply came; it is freed by hiredis
  * after the callback returns (copy what you keep). */
 typedef void rds_reply_fn(struct rds *r, redisReply *reply, void *priv);

@@ -1,0 +1,274 @@
+/* Finding jobs Redis lost: unfinished jobs (a cursor over the partial index) unchanged for the
+ * grace period whose ids are missing from wh:{p}:live on two checks are re-enqueued (queued
+ * ones on the stream, retrying ones in the retry set at their due time) after a
+ * compare-and-set on the row; payloads missing for live jobs are restored. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "jobmsg.h"
+#include "keys.h"
+#include "log.h"
+#include "mem.h"
+#include "recon.h"
+
+enum { C_ID, C_EVENT, C_SUB, C_NAME, C_URL, C_PART, C_STATUS, C_ATTEMPTS, C_NEXT, C_UPDATED,
+       C_CREATED };
+
+static const char scan_sql[] =
+    "SELECT j.id::text, j.event_id::text, j.subscription_id::text, e.event_name, j.url, "
+    "j.partition, j.status, j.attempts, "
+    "(extract(epoch FROM j.next_attempt_at) * 1000)::bigint, j.updated_at::text, "
+    "j.created_at::text "
+    "FROM jobs j JOIN events e ON e.id = j.event_id "
+    "WHERE j.status IN ('queued', 'retrying') "
+    "AND (j.created_at, j.id) > ($1::timestamptz, $2::uuid) "
+    "ORDER BY j.created_at, j.id LIMIT $3::int";
+
+/* Which of rows[] (indexes into res) are members of the partition's live set. */
+static int live_members(struct recon *r, PGresult *res, const int *rows, int n, unsigned part,
+                        bool *live)
+{
+    char key[KEY_MAX];
+    size_t klen = key_live(key, part);
+    const char **argv = xcalloc((size_t)n + 2, sizeof *argv);
+    size_t *lens = xcalloc((size_t)n + 2, sizeof *lens);
+    argv[0] = "SMISMEMBER";
+    lens[0] = 10;
+    argv[1] = key;
+    lens[1] = klen;
+    for (int i = 0; i < n; i++) {
+        argv[i + 2] = PQgetvalue(res, rows[i], C_ID);
+        lens[i + 2] = (size_t)PQgetlength(res, rows[i], C_ID);
+    }
+    redisReply *rep = recon_redis(r, n + 2, argv, lens);
+    free(argv);
+    free(lens);
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || (int)rep->elements != n) {
+        if (rep)
+            log_error("jobs", "SMISMEMBER: unexpected reply%s%s", rep->str ? ": " : "",
+                      rep->str ? rep->str : "");
+        freeReplyObject(rep);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        live[i] = rep->element[i]->integer == 1;
+    freeReplyObject(rep);
+    return 0;
+}
+
+/* Reads an event's payload (binary). Caller PQclear()s. */
+static PGresult *payload_of(struct recon *r, const char *event_id)
+{
+    const char *params[] = {event_id};
+    PGresult *res = PQexecParams(r->pg, "SELECT payload FROM events WHERE id = $1::uuid", 1,
+                                 NULL, params, NULL, NULL, 1);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+static bool send_all(struct recon *r, int argc, const char **argv, const size_t *lens)
+{
+    redisReply *rep = recon_redis(r, argc, argv, lens);
+    bool ok = rep && rep->type != REDIS_REPLY_ERROR;
+    if (rep && !ok)
+        log_error("jobs", "%s: %s", argv[0], rep->str);
+    freeReplyObject(rep);
+    return ok;
+}
+
+/* Compare-and-set on the row (only the reconciler that wins enqueues), then one MULTI. */
+static int requeue(struct recon *r, PGresult *res, int row)
+{
+    const char *id = PQgetvalue(res, row, C_ID);
+    const char *status = PQgetvalue(res, row, C_STATUS);
+    bool retrying = strcmp(status, "retrying") == 0;
+    if (r->cfg.dry_run) {
+        log_info(id, "would re-enqueue this %s job missing from Redis", status);
+        retrying ? r->n.rescheduled++ : r->n.requeued++;
+        return 0;
+    }
+    const char *cas[] = {id, status, PQgetvalue(res, row, C_UPDATED)};
+    PGresult *upd = recon_sql(r,
+                              "UPDATE jobs SET updated_at = now() WHERE id = $1::uuid "
+                              "AND status = $2 AND updated_at = $3::timestamptz RETURNING 1",
+                              3, cas);
+    if (!upd)
+        return -1;
+    bool won = PQntuples(upd) == 1;
+    PQclear(upd);
+    if (!won)
+        return 0; /* the row moved on: someone else is handling it */
+    PGresult *pl = payload_of(r, PQgetvalue(res, row, C_EVENT));
+    if (!pl) {
+        log_warn(id, "the job's event is gone; not re-enqueued");
+        return 0;
+    }
+    unsigned part = (unsigned)strtoul(PQgetvalue(res, row, C_PART), NULL, 10);
+    if (part >= (unsigned)r->cfg.partitions)
+        part = 0;
+    struct job_msg m = {.attempt = (int)strtol(PQgetvalue(res, row, C_ATTEMPTS), NULL, 10) + 1,
+                        .url = PQgetvalue(res, row, C_URL)};
+    memcpy(m.job, id, ID_LEN);
+    memcpy(m.event, PQgetvalue(res, row, C_EVENT), ID_LEN);
+    memcpy(m.sub, PQgetvalue(res, row, C_SUB), ID_LEN);
+    snprintf(m.name, sizeof m.name, "%s", PQgetvalue(res, row, C_NAME));
+    struct buf msg = {0};
+    jobmsg_encode(&m, &msg);
+
+    char pkey[KEY_MAX], qkey[KEY_MAX], lkey[KEY_MAX], ttl[24], due[24];
+    size_t pl_len = key_payload(pkey, part, m.event);
+    size_t ql = retrying ? key_retry(qkey, part) : key_jobs(qkey, part);
+    size_t ll = key_live(lkey, part);
+    snprintf(ttl, sizeof ttl, "%ld", r->cfg.payload_ttl);
+    long long next = PQgetisnull(res, row, C_NEXT) ? 0 : strtoll(PQgetvalue(res, row, C_NEXT), NULL, 10);
+    long long now = clock_now_ms();
+    snprintf(due, sizeof due, "%lld", next > now ? next : now);
+
+    const char *multi[] = {"MULTI"};
+    const char *set[] = {"SET", pkey, PQgetvalue(pl, 0, 0), "EX", ttl};
+    size_t setl[] = {3, pl_len, (size_t)PQgetlength(pl, 0, 0), 2, strlen(ttl)};
+    const char *xadd[] = {"XADD", qkey, "*", KEYS_STREAM_FIELD, msg.data};
+    size_t xaddl[] = {4, ql, 1, strlen(KEYS_STREAM_FIELD), msg.len};
+    const char *zadd[] = {"ZADD", qkey, due, msg.data};
+    size_t zaddl[] = {4, ql, strlen(due), msg.len};
+    const char *sadd[] = {"SADD", lkey, id};
+    size_t saddl[] = {4, ll, ID_LEN};
+    const char *exec[] = {"EXEC"};
+    bool ok = send_all(r, 1, multi, NULL) && send_all(r, 5, set, setl) &&
+              (retrying ? send_all(r, 4, zadd, zaddl) : send_all(r, 5, xadd, xaddl)) &&
+              send_all(r, 3, sadd, saddl) && send_all(r, 1, exec, NULL);
+    buf_free(&msg);
+    PQclear(pl);
+    if (!ok)
+        return -1;
+    log_info(id, "was missing from Redis: %s (attempt %d)",
+             retrying ? "back in the retry set" : "back on the stream", m.attempt);
+    retrying ? r->n.rescheduled++ : r->n.requeued++;
+    return 0;
+}
+
+/* Live jobs whose payload Redis no longer has (the workers would fall back to PostgreSQL). */
+static int restore_payload(struct recon *r, PGresult *res, int row)
+{
+    unsigned part = (unsigned)strtoul(PQgetvalue(res, row, C_PART), NULL, 10);
+    const char *event = PQgetvalue(res, row, C_EVENT);
+    char key[KEY_MAX];
+    size_t klen = key_payload(key, part, event);
+    const char *ex[] = {"EXISTS", key};
+    size_t exl[] = {6, klen};
+    redisReply *rep = recon_redis(r, 2, ex, exl);
+    if (!rep)
+        return -1;
+    bool present = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
+    freeReplyObject(rep);
+    if (present)
+        return 0;
+    r->n.payloads++;
+    if (r->cfg.dry_run)
+        return 0;
+    PGresult *pl = payload_of(r, event);
+    if (!pl)
+        return 0;
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%ld", r->cfg.payload_ttl);
+    /* NX: never overwrite; the bytes are the same anyway */
+    const char *set[] = {"SET", key, PQgetvalue(pl, 0, 0), "EX", ttl, "NX"};
+    size_t setl[] = {3, klen, (size_t)PQgetlength(pl, 0, 0), 2, strlen(ttl), 2};
+    bool ok = send_all(r, 6, set, setl);
+    PQclear(pl);
+    return ok ? 0 : -1;
+}
+
+static int check_batch(struct recon *r, PGresult *res)
+{
+    int n = PQntuples(res);
+    int *rows = xcalloc((size_t)n + 1, sizeof *rows);
+    bool *live = xcalloc((size_t)n + 1, sizeof *live);
+    int rc = 0;
+    int64_t cutoff = clock_now_ms() - r->cfg.grace_ms;
+    for (unsigned p = 0; p < (unsigned)r->cfg.partitions && rc == 0; p++) {
+        int k = 0;
+        for (int i = 0; i < n; i++) {
+            unsigned part = (unsigned)strtoul(PQgetvalue(res, i, C_PART), NULL, 10);
+            if (part >= (unsigned)r->cfg.partitions)
+                part = 0;
+            if (part == p)
+                rows[k++] = i;
+        }
+        if (k == 0)
+            continue;
+        if (live_members(r, res, rows, k, p, live) < 0) {
+            rc = -1;
+            break;
+        }
+        /* candidates: not live and unchanged for the grace period */
+        int m = 0;
+        for (int i = 0; i < k && rc == 0; i++) {
+            if (live[i]) {
+                rc = restore_payload(r, res, rows[i]);
+                continue;
+            }
+            struct tm tm;
+            memset(&tm, 0, sizeof tm);
+            const char *upd = PQgetvalue(res, rows[i], C_UPDATED);
+            /* updated_at::text is "YYYY-MM-DD HH:MM:SS.ffffff+00" in the session's zone; the
+             * reconciler sets UTC, so the seconds compare directly. */
+            if (strptime(upd, "%Y-%m-%d %H:%M:%S", &tm) == NULL)
+                continue;
+            int64_t upd_ms = (int64_t)timegm(&tm) * 1000;
+            if (upd_ms <= cutoff)
+                rows[m++] = rows[i];
+        }
+        if (rc < 0 || m == 0)
+            continue;
+        /* the second check, after a pause: absorbs jobs moving between structures */
+        if (r->cfg.confirm_ms > 0)
+            usleep((useconds_t)r->cfg.confirm_ms * 1000);
+        if (live_members(r, res, rows, m, p, live) < 0) {
+            rc = -1;
+            break;
+        }
+        for (int i = 0; i < m && rc == 0; i++)
+            if (!live[i])
+                rc = requeue(r, res, rows[i]);
+    }
+    free(rows);
+    free(live);
+    return rc;
+}
+
+int recon_jobs(struct recon *r)
+{
+    PGresult *tz = recon_sql(r, "SET TIME ZONE 'UTC'", 0, NULL);
+    if (!tz)
+        return -1;
+    PQclear(tz);
+    char after_ts[64] = "-infinity", after_id[40] = "00000000-0000-0000-0000-000000000000";
+    char batch[24];
+    snprintf(batch, sizeof batch, "%ld", r->cfg.batch);
+    for (;;) {
+        const char *params[] = {after_ts, after_id, batch};
+        PGresult *res = recon_sql(r, scan_sql, 3, params);
+        if (!res)
+            return -1;
+        int n = PQntuples(res);
+        r->n.scanned += n;
+        int rc = n ? check_batch(r, res) : 0;
+        if (n) {
+            snprintf(after_ts, sizeof after_ts, "%s", PQgetvalue(res, n - 1, C_CREATED));
+            snprintf(after_id, sizeof after_id, "%s", PQgetvalue(res, n - 1, C_ID));
+        }
+        PQclear(res);
+        if (rc < 0)
+            return -1;
+        if (n < r->cfg.batch)
+            return 0;
+    }
+}

@@ -1,0 +1,218 @@
+/* webhook-reconciler: configuration, connections, the advisory lock and the pass loop of the
+ * process that repairs Redis from PostgreSQL (run by cron with --once, or with --interval). */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cfg.h"
+#include "keys.h"
+#include "log.h"
+#include "rds.h"
+#include "recon.h"
+#include "schema.h"
+
+#define RECON_LOCK_KEY "7231002"
+
+static struct recon R;
+static volatile sig_atomic_t stop;
+
+#define C(field) &R.cfg.field
+static const struct cfg_opt opts[] = {
+    {"REDIS_URL", "redis-url", CFG_STR, "redis://127.0.0.1:6379", 0, 0,
+     "Redis server: redis://[:password@]host[:port][/db]", C(redis_url)},
+    {"DATABASE_URL", "database-url", CFG_STR, "postgresql://webhooks@127.0.0.1:5432/webhooks", 0,
+     0, "PostgreSQL connection string (libpq URI or key=value)", C(database_url)},
+    {"REDIS_PREFIX", "redis-prefix", CFG_STR, "wh:", 0, 0, "prefix of every Redis key",
+     C(redis_prefix)},
+    {"QUEUE_PARTITIONS", "partitions", CFG_INT, "1", 1, 256,
+     "number of job stream partitions (same value on broker and workers)", C(partitions)},
+    {"RECONCILE_GRACE", "grace", CFG_MS, "60", 0, 86400000,
+     "seconds a job must have been unchanged before it can count as lost (more than "
+     "DELIVERY_TIMEOUT + CLAIM_IDLE is safest)",
+     C(grace_ms)},
+    {"RECONCILE_CONFIRM", "confirm", CFG_MS, "1", 0, 600000,
+     "seconds between the two checks that must both find a job missing from Redis",
+     C(confirm_ms)},
+    {"RECONCILE_BATCH", "batch", CFG_INT, "1000", 10, 100000,
+     "rows read or deleted per query", C(batch)},
+    {"RETENTION_DAYS", "retention-days", CFG_INT, "30", 1, 36500,
+     "days finished events, jobs and attempts are kept", C(retention_days)},
+    {"PAYLOAD_TTL", "payload-ttl", CFG_INT, "3600", 60, 30 * 86400,
+     "seconds a restored payload stays in Redis", C(payload_ttl)},
+    {"RECONCILE_INTERVAL", "interval", CFG_INT, "0", 0, 86400,
+     "run a pass every this many seconds (0: one pass, like --once)", C(interval_s)},
+    {"RECONCILE_ONCE", "once", CFG_BOOL, "0", 0, 0, "run one pass and exit (for cron)", C(once)},
+    {"RECONCILE_DRY_RUN", "dry-run", CFG_BOOL, "0", 0, 0,
+     "report what would be repaired, change nothing", C(dry_run)},
+    {"LOG_LEVEL", "log-level", CFG_STR, "info", 0, 0, "debug, info, warn or error",
+     C(log_level)},
+};
+#define NOPTS (sizeof opts / sizeof opts[0])
+
+static const char usage[] =
+    "Usage: webhook-reconciler [--once | --interval SECONDS] [--dry-run] [options]\n\n"
+    "Cross-checks the PostgreSQL job log against Redis and repairs Redis: requeues jobs Redis\n"
+    "lost, restores payloads, rebuilds the event index, purges data past retention. Safe to run\n"
+    "concurrently with itself (advisory lock) and with live traffic.";
+
+redisReply *recon_redis(struct recon *r, int argc, const char **argv, const size_t *lens)
+{
+    if (!r->rc)
+        return NULL;
+    redisReply *reply = redisCommandArgv(r->rc, argc, argv, lens);
+    if (!reply) {
+        log_error("redis", "%s failed: %s", argv[0], r->rc->errstr);
+        redisFree(r->rc);
+        r->rc = NULL;
+    }
+    return reply;
+}
+
+PGresult *recon_sql(struct recon *r, const char *sql, int n, const char *const *params)
+{
+    PGresult *res = PQexecParams(r->pg, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        char line[512];
+        snprintf(line, sizeof line, "%s", PQresultErrorMessage(res));
+        line[strcspn(line, "\n")] = '\0';
+        log_error("pg", "query failed: %s", line);
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+static int connect_all(char *err, size_t errlen)
+{
+    struct rds_addr a;
+    if (rds_parse_url(R.cfg.redis_url, &a, err, errlen) < 0)
+        return -1;
+    struct timeval tv = {5, 0};
+    R.rc = redisConnectWithTimeout(a.host, a.port, tv);
+    if (!R.rc || R.rc->err) {
+        snprintf(err, errlen, "cannot connect to Redis at %s:%d: %s", a.host, a.port,
+                 R.rc ? R.rc->errstr : "out of memory");
+        free(a.password);
+        return -1;
+    }
+    struct timeval cmd_tv = {30, 0};
+    redisSetTimeout(R.rc, cmd_tv);
+    if (a.password) {
+        redisReply *rep = redisCommand(R.rc, "AUTH %s", a.password);
+        freeReplyObject(rep);
+    }
+    if (a.db) {
+        redisReply *rep = redisCommand(R.rc, "SELECT %d", a.db);
+        freeReplyObject(rep);
+    }
+    free(a.password);
+    R.pg = PQconnectdb(R.cfg.database_url);
+    if (PQstatus(R.pg) != CONNECTION_OK) {
+        snprintf(err, errlen, "cannot connect to PostgreSQL: %s", PQerrorMessage(R.pg));
+        err[strcspn(err, "\n")] = '\0';
+        return -1;
+    }
+    char *setup = schema_setup_sql();
+    PGresult *res = PQexec(R.pg, setup);
+    free(setup);
+    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (!ok)
+        snprintf(err, errlen, "database set-up failed: %s", PQresultErrorMessage(res));
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+static void disconnect_all(void)
+{
+    if (R.rc)
+        redisFree(R.rc);
+    R.rc = NULL;
+    if (R.pg)
+        PQfinish(R.pg);
+    R.pg = NULL;
+}
+
+/* One pass; 0 when it ran (or another reconciler holds the lock), -1 on failure. */
+static int pass(void)
+{
+    char err[512];
+    memset(&R.n, 0, sizeof R.n);
+    if (connect_all(err, sizeof err) < 0) {
+        log_error(NULL, "%s", err);
+        disconnect_all();
+        return -1;
+    }
+    PGresult *res = recon_sql(&R, "SELECT pg_try_advisory_lock(" RECON_LOCK_KEY ")", 0, NULL);
+    if (!res) {
+        disconnect_all();
+        return -1;
+    }
+    bool locked = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    if (!locked) {
+        log_info(NULL, "another reconciler holds the lock; skipping this pass");
+        disconnect_all();
+        return 0;
+    }
+    int rc = 0;
+    if (recon_index(&R) < 0 || recon_jobs(&R) < 0 || recon_purge(&R) < 0)
+        rc = -1;
+    log_info(NULL,
+             "pass %s%s: scanned %ld, requeued %ld, rescheduled %ld, payloads restored %ld, "
+             "index entries fixed %ld, purged %ld",
+             rc == 0 ? "done" : "failed", R.cfg.dry_run ? " (dry run: nothing changed)" : "",
+             R.n.scanned, R.n.requeued, R.n.rescheduled, R.n.payloads, R.n.index_fixed,
+             R.n.purged);
+    disconnect_all(); /* ends the session: the advisory lock goes with it */
+    return rc;
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop = 1;
+}
+
+int main(int argc, char **argv)
+{
+    char err[512];
+    signal(SIGPIPE, SIG_IGN);
+    log_set_program("webhook-reconciler");
+    int rc = cfg_load(opts, NOPTS, argc, argv, usage, "webhook-reconciler " RECON_VERSION, err,
+                      sizeof err);
+    if (rc != 0) {
+        if (rc < 0)
+            fprintf(stderr, "webhook-reconciler: %s\n", err);
+        cfg_free(opts, NOPTS);
+        return rc < 0 ? 2 : 0;
+    }
+    if (log_set_level(R.cfg.log_level) < 0 || keys_set_prefix(R.cfg.redis_prefix) < 0) {
+        fprintf(stderr, "webhook-reconciler: invalid LOG_LEVEL or REDIS_PREFIX\n");
+        cfg_free(opts, NOPTS);
+        return 2;
+    }
+    if (R.cfg.once && R.cfg.interval_s) {
+        fprintf(stderr, "webhook-reconciler: --once and --interval exclude each other\n");
+        cfg_free(opts, NOPTS);
+        return 2;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    log_info(NULL, "webhook-reconciler %s (%s, grace %.0f s, retention %ld days%s)",
+             RECON_VERSION, R.cfg.interval_s ? "loop" : "one pass", R.cfg.grace_ms / 1000.0,
+             R.cfg.retention_days, R.cfg.dry_run ? ", dry run" : "");
+    int status = 0;
+    do {
+        status = pass() < 0 ? 1 : 0;
+        for (long s = 0; R.cfg.interval_s && s < R.cfg.interval_s && !stop; s++)
+            sleep(1);
+    } while (R.cfg.interval_s && !stop);
+    cfg_free(opts, NOPTS);
+    return status;
+}
