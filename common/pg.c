@@ -7,11 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "log.h"
 
 #define PG_BACKOFF_MIN_MS 100
 #define PG_BACKOFF_MAX_MS 5000
 #define PG_CONNECT_TIMEOUT_MS 5000
+/* A statement without an answer for this long: the server is stopped or unreachable. */
+#define PG_ANSWER_TIMEOUT_MS 30000
 
 enum pg_conn_state { PGS_DOWN, PGS_CONNECTING, PGS_SETUP, PGS_UP };
 
@@ -37,6 +40,8 @@ struct pg {
     bool freeing;
     struct event *io_ev; /* socket; re-assigned when libpq changes sockets while connecting */
     struct event *timer_ev; /* reconnect backoff and connect deadline */
+    struct event *watch_ev; /* answer watchdog */
+    int64_t sent_ms;        /* monotonic time the statement in flight was sent */
     long backoff_ms;
     struct pgq *head, *tail; /* head is in flight when busy */
     bool busy;
@@ -231,7 +236,17 @@ static void send_next(struct pg *p)
         return;
     }
     p->busy = true;
+    p->sent_ms = clock_mono_ms();
     flush_output(p);
+}
+
+static void on_watch(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct pg *p = arg;
+    if (p->busy && p->conn && p->state != PGS_CONNECTING &&
+        clock_mono_ms() - p->sent_ms > PG_ANSWER_TIMEOUT_MS)
+        drop(p, "no answer from the server for 30 s");
 }
 
 static void poll_connect(struct pg *p)
@@ -264,6 +279,7 @@ static void poll_connect(struct pg *p)
         }
         p->state = PGS_SETUP;
         p->busy = true;
+        p->sent_ms = clock_mono_ms();
         flush_output(p);
     } else {
         p->state = PGS_UP;
@@ -329,6 +345,9 @@ struct pg *pg_new(struct event_base *base, const char *conninfo, const char *nam
     p->backoff_ms = PG_BACKOFF_MIN_MS;
     p->io_ev = event_new(base, -1, 0, on_io, p);
     p->timer_ev = evtimer_new(base, on_timer, p);
+    p->watch_ev = event_new(base, -1, EV_PERSIST, on_watch, p);
+    struct timeval wtv = {1, 0};
+    event_add(p->watch_ev, &wtv);
     start_connect(p);
     return p;
 }
@@ -342,6 +361,7 @@ void pg_free(struct pg *p)
     drop(p, "shutting down");
     event_free(p->io_ev);
     event_free(p->timer_ev);
+    event_free(p->watch_ev);
     free(p->conninfo);
     free(p->name);
     free(p->setup_sql);

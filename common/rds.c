@@ -8,12 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 
 #define RDS_BACKOFF_MIN_MS 100
 #define RDS_BACKOFF_MAX_MS 5000
 #define RDS_CONNECT_TIMEOUT_MS 5000
+/* No reply for this long while commands wait: the server is stopped or unreachable (a
+ * blocking read waits at most its BLOCK time, well under this). */
+#define RDS_REPLY_TIMEOUT_MS 5000
+#define RDS_WATCH_PERIOD_MS 1000
 
 struct rds {
     struct event_base *base;
@@ -25,6 +30,9 @@ struct rds {
     long backoff_ms;
     struct event *retry_ev;   /* reconnect timer */
     struct event *connect_ev; /* connect deadline */
+    struct event *watch_ev;   /* reply watchdog */
+    long waiting;             /* commands sent and not yet answered */
+    int64_t last_reply_ms;    /* monotonic time of the last reply (or of going idle->busy) */
     rds_state_fn *on_state;
     void *arg;
 };
@@ -121,6 +129,22 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
     schedule_reconnect(r);
 }
 
+static void on_watch(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct rds *r = arg;
+    if (r->up && r->ac && r->waiting > 0 &&
+        clock_mono_ms() - r->last_reply_ms > RDS_REPLY_TIMEOUT_MS) {
+        log_warn(r->name, "Redis has not answered for %d ms with %ld commands waiting; "
+                          "reconnecting",
+                 RDS_REPLY_TIMEOUT_MS, r->waiting);
+        redisAsyncContext *ac = r->ac;
+        /* Free now: redisAsyncDisconnect would wait for the replies that do not come. The
+         * disconnect callback runs (pending callbacks get NULL) and schedules the reconnect. */
+        redisAsyncFree(ac);
+    }
+}
+
 static void start_connect(struct rds *r)
 {
     if (r->freeing || r->ac)
@@ -215,6 +239,9 @@ struct rds *rds_new(struct event_base *base, const char *url, const char *name,
     }
     r->retry_ev = evtimer_new(base, on_retry, r);
     r->connect_ev = evtimer_new(base, on_connect_timeout, r);
+    r->watch_ev = event_new(base, -1, EV_PERSIST, on_watch, r);
+    struct timeval wtv = {RDS_WATCH_PERIOD_MS / 1000, (RDS_WATCH_PERIOD_MS % 1000) * 1000};
+    event_add(r->watch_ev, &wtv);
     start_connect(r);
     return r;
 }
@@ -231,6 +258,7 @@ void rds_free(struct rds *r)
     }
     event_free(r->retry_ev);
     event_free(r->connect_ev);
+    event_free(r->watch_ev);
     free(r->addr.password);
     free(r->name);
     free(r);
@@ -258,6 +286,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)ac;
     struct pending *p = privdata;
+    p->r->waiting--;
+    p->r->last_reply_ms = clock_mono_ms();
     if (p->cb)
         p->cb(p->r, reply, p->priv);
     free(p);
@@ -276,6 +306,8 @@ int rds_cmd(struct rds *r, rds_reply_fn *cb, void *priv, int argc, const char **
         free(p);
         return -1;
     }
+    if (r->waiting++ == 0)
+        r->last_reply_ms = clock_mono_ms();
     return 0;
 }
 
