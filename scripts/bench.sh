@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# `make bench`: end-to-end throughput and latency of the broker on this machine, with durable
+# settings. Starts a private Redis and PostgreSQL in a temporary directory, the broker, two
+# workers and the bench receiver on free loopback ports, runs three scenarios with
+# build/bench/loadgen, prints a Markdown table, and stops everything by PID on exit.
+#
+#   (a) 20000 triggers, 1 subscriber, as fast as accepted
+#   (b) 2000 triggers, 10 subscribers, as fast as accepted
+#   (c) 500 triggers/s for 20 s, 1 subscriber
+#
+# Environment: WH_BUILD_DIR (set by make; default ./build), BENCH_QUICK=1 (tiny versions of the
+# scenarios, a smoke test), BENCH_KEEP=1 (keep the temporary directory with the logs),
+# WH_PG_OPTS (extra PostgreSQL settings, see scripts/lib.sh; empty by default: durable).
+# Exit status 0 when every scenario ran and lost nothing.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+
+BUILD=${WH_BUILD_DIR:-$ROOT/build}
+WORKERS=2
+QUICK=${BENCH_QUICK:-0}
+
+say() { echo "bench: $*"; }
+die()
+{
+    echo "bench: $*" >&2
+    exit 1
+}
+
+# label | triggers | subscribers | rate (0 = as fast as accepted) | duration s (paced only)
+if [[ "$QUICK" == 1 ]]; then
+    SCENARIOS=("a|500|1|0|0" "b|100|10|0|0" "c|0|1|100|3")
+    LG_WAIT=30 LG_STALL=10 LG_MAX=120
+else
+    SCENARIOS=("a|20000|1|0|0" "b|2000|10|0|0" "c|0|1|500|20")
+    LG_WAIT=120 LG_STALL=30 LG_MAX=600
+fi
+MAX_SEQ=100000 # receiver: highest seq tracked (>= the largest scenario)
+PATHS=16       # receiver: paths /r/0 .. /r/15 (>= the largest K)
+
+for bin in webhook-broker webhook-worker bench/receiver bench/loadgen; do
+    [[ -x "$BUILD/$bin" ]] || die "missing $BUILD/$bin: run make bench (or make all) first"
+done
+command -v python3 >/dev/null || die "python3 is needed to find free ports"
+
+# Sets VAR to a TCP port free on 127.0.0.1 right now and not handed out before. Usage: free_port VAR
+USED_PORTS=" "
+free_port()
+{
+    local p
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        p=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])') ||
+            return 1
+        if [[ "$USED_PORTS" != *" $p "* ]]; then
+            USED_PORTS+="$p "
+            printf -v "$1" '%s' "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# --- clean-up on every exit -----------------------------------------------------------------
+
+TMP=$(mktemp -d /tmp/wh-bench.XXXXXX)
+chmod 0711 "$TMP" # PostgreSQL runs as user postgres when we are root: it must reach $TMP/pg
+PIDS=$TMP/pids
+LOGS=$TMP/logs
+mkdir -p "$PIDS" "$LOGS"
+daemons=() # names; PID in $PIDS/<name>.pid
+started_redis=0
+started_pg=0
+
+cleanup()
+{
+    local rc=$? name stoppers=()
+    trap '' INT TERM
+    trap - EXIT
+    say "stopping..."
+    wh_stop_pidfile "$PIDS/loadgen.pid" 5
+    wh_stop_pidfile "$PIDS/receiver.pid" 5
+    # The broker first (it stops accepting triggers), then the workers in parallel.
+    wh_stop_pidfile "$PIDS/broker.pid" 20
+    for name in "${daemons[@]}"; do
+        [[ "$name" == broker || "$name" == receiver ]] && continue
+        wh_stop_pidfile "$PIDS/$name.pid" 20 &
+        stoppers+=($!)
+    done
+    [[ ${#stoppers[@]} -eq 0 ]] || wait "${stoppers[@]}" || true
+    ((started_redis)) && wh_stop_pidfile "$TMP/redis/redis.pid" 20
+    ((started_pg)) && wh_stop_pidfile "$TMP/pg/postgres.pid" 30 INT # fast shutdown
+    if [[ "${BENCH_KEEP:-0}" == 1 ]]; then
+        say "kept $TMP (logs in $LOGS)"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Starts a process in its own session, output in $LOGS/NAME.log. Usage: start NAME CMD...
+start()
+{
+    local name=$1
+    shift
+    "${WH_DETACH[@]}" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
+    echo $! >"$PIDS/$name.pid"
+    daemons+=("$name")
+}
+
+# Returns 1 (and says which, with its last log lines) when a started process is gone.
+check_alive()
+{
+    local name pid ok=0
+    for name in "${daemons[@]}"; do
+        pid=$(cat "$PIDS/$name.pid")
+        if ! _wh_alive "$pid"; then
+            say "$name (pid $pid) is not running any more"
+            _wh_log_tail "$LOGS/$name.log"
+            ok=1
+        fi
+    done
+    if ((started_redis)) && ! _wh_alive "$(cat "$TMP/redis/redis.pid" 2>/dev/null)"; then
+        say "Redis is not running any more"
+        ok=1
+    fi
+    if ((started_pg)) && ! _wh_alive "$(cat "$TMP/pg/postgres.pid" 2>/dev/null)"; then
+        say "PostgreSQL is not running any more"
+        ok=1
+    fi
+    return $ok
+}
+
+# --- machine and servers ----------------------------------------------------------------------
+
+cpu_model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)
+machine="$(nproc) CPUs, ${cpu_model:-unknown CPU}, $(uname -sr)"
+mem_total=$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo 2>/dev/null || true)
+say "machine: $machine, ${mem_total:-? GiB} RAM"
+say "temporary directory: $TMP"
+
+redis_port='' pg_port='' broker_port=''
+free_port redis_port || die "no free port"
+free_port pg_port || die "no free port"
+free_port broker_port || die "no free port"
+
+say "starting Redis on 127.0.0.1:$redis_port"
+started_redis=1
+wh_start_redis "$TMP/redis" "$redis_port" || die "could not start Redis"
+redis_settings=
+for key in appendonly appendfsync save maxmemory-policy; do
+    value=$(redis-cli -h 127.0.0.1 -p "$redis_port" config get "$key" | sed -n 2p)
+    redis_settings+="${redis_settings:+ }$key=${value:-\"\"}"
+done
+say "Redis $(redis-server --version | awk '{print $3}'): $redis_settings"
+
+say "starting PostgreSQL on 127.0.0.1:$pg_port${WH_PG_OPTS:+ (WH_PG_OPTS=$WH_PG_OPTS)}"
+started_pg=1
+wh_start_pg "$TMP/pg" "$pg_port" || die "could not start PostgreSQL"
+pg_settings=$("$(wh_pg_bindir)/psql" -X -tA -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres \
+    -F= -c "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name IN
+            ('fsync', 'synchronous_commit', 'full_page_writes', 'wal_sync_method',
+             'shared_buffers', 'max_connections', 'server_version') ORDER BY name" |
+    paste -sd ' ')
+say "PostgreSQL: $pg_settings"
+
+export REDIS_URL=redis://127.0.0.1:$redis_port
+export DATABASE_URL=postgresql://webhooks@127.0.0.1:$pg_port/webhooks
+export WEBHOOK_ALLOW_PRIVATE_NETWORKS=1 LOG_LEVEL=warn
+unset WEBHOOK_API_KEYS # the load generator sends no API key
+broker_url=http://127.0.0.1:$broker_port
+
+say "starting the broker on 127.0.0.1:$broker_port"
+BROKER_LISTEN=127.0.0.1:$broker_port start broker "$BUILD/webhook-broker"
+deadline=$((SECONDS + 30))
+until wh_wait_http "$broker_url/readyz" 1 2>/dev/null; do
+    check_alive || die "the broker did not start"
+    ((SECONDS < deadline)) || die "the broker did not answer $broker_url/readyz within 30s"
+done
+for ((i = 1; i <= WORKERS; i++)); do
+    start "worker-$i" "$BUILD/webhook-worker"
+done
+
+# The receiver exits by itself after the longest the scenarios can take.
+rcv_max=$((${#SCENARIOS[@]} * (LG_MAX + 10) + 60))
+: >"$TMP/receiver.out"
+"${WH_DETACH[@]}" "$BUILD/bench/receiver" --port 0 --paths "$PATHS" --max-seq "$MAX_SEQ" \
+    --max-seconds "$rcv_max" </dev/null >"$TMP/receiver.out" 2>>"$LOGS/receiver.log" &
+echo $! >"$PIDS/receiver.pid"
+daemons+=(receiver)
+rcv_port=
+for _ in $(seq 50); do
+    rcv_port=$(awk '/^port / {print $2; exit}' "$TMP/receiver.out" || true)
+    [[ -n "$rcv_port" ]] && break
+    sleep 0.1
+done
+[[ -n "$rcv_port" ]] || { check_alive || true; die "the receiver did not print its port"; }
+say "receiver on 127.0.0.1:$rcv_port; $WORKERS workers started"
+sleep 0.5
+check_alive || die "a process died during start-up"
+
+# --- scenarios ----------------------------------------------------------------------------------
+
+rows=()
+failed=0
+for spec in "${SCENARIOS[@]}"; do
+    IFS='|' read -r label events subs rate duration <<<"$spec"
+    if [[ "$rate" == 0 ]]; then
+        desc="$label: $events triggers, K=$subs, max rate"
+    else
+        desc="$label: $rate triggers/s for $duration s, K=$subs"
+    fi
+    echo
+    say "scenario $desc"
+    out=$TMP/scenario-$label.out
+    rc=0
+    # In the background so that a signal to this script runs the trap at once (the load
+    # generator stops by itself on SIGINT/SIGTERM and after --max-seconds).
+    "$BUILD/bench/loadgen" --broker "$broker_url" --receiver-base "http://127.0.0.1:$rcv_port" \
+        --subscribers "$subs" --events "$events" --rate "$rate" --duration "$duration" \
+        --event-name "bench.$label.$(date +%s).$$" --label "$label" \
+        --wait-seconds "$LG_WAIT" --stall-seconds "$LG_STALL" --max-seconds "$LG_MAX" \
+        >"$out" 2>"$TMP/scenario-$label.err" </dev/null &
+    echo $! >"$PIDS/loadgen.pid"
+    wait $! || rc=$?
+    rm -f "$PIDS/loadgen.pid"
+    cat "$out"
+    [[ -s "$TMP/scenario-$label.err" ]] && sed 's/^/  loadgen: /' "$TMP/scenario-$label.err" >&2
+    result=$(grep -m1 '^RESULT ' "$out" || true)
+    if [[ -z "$result" ]]; then
+        rows+=("| $desc | failed (loadgen exit $rc) | | | | | | |")
+        failed=1
+    else
+        declare -A r=()
+        for kv in ${result#RESULT }; do
+            r[${kv%%=*}]=${kv#*=}
+        done
+        rows+=("| $desc | ${r[accepted_per_s]:-?} | ${r[deliveries_per_s]:-?} | ${r[p50_ms]:-?} | ${r[p99_ms]:-?} | ${r[max_ms]:-?} | ${r[lost]:-?} | ${r[duplicates]:-?} |")
+        [[ "$rc" == 0 ]] || failed=1
+        unset r
+    fi
+    if ! check_alive; then
+        failed=1
+        say "a process died: the remaining scenarios are skipped"
+        break
+    fi
+done
+
+# --- report -----------------------------------------------------------------------------------
+
+echo
+for name in "${daemons[@]}"; do
+    if [[ -s "$LOGS/$name.log" ]]; then
+        say "$name logged $(wc -l <"$LOGS/$name.log") lines at LOG_LEVEL=warn; the last ones:"
+        tail -n 5 "$LOGS/$name.log" | sed 's/^/  /'
+    fi
+done
+echo
+note=
+[[ "$QUICK" == 1 ]] && note=" BENCH_QUICK=1: a smoke test, not a measurement."
+echo "Machine: $machine, ${mem_total:-? GiB} RAM. Redis: $redis_settings; PostgreSQL: $pg_settings;" \
+    "$WORKERS workers; loopback only.$note"
+echo
+echo "| scenario | accepted triggers/s | deliveries/s | p50 ms | p99 ms | max ms | lost | duplicates |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+printf '%s\n' "${rows[@]}"
+echo
+if ((failed)); then
+    say "FAILED: a scenario lost deliveries or did not complete (see above)"
+    exit 1
+fi
+say "done"
