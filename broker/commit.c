@@ -247,7 +247,7 @@ static void flush(struct broker *b)
         params[i] = arrays[i]->data;
     }
     in_flight = true;
-    int rc = pg_query(b->pg_commit, insert_sql, 8, params, NULL, NULL, 0, committed, bt);
+    int rc = pg_query_prepared(b->pg_commit, "wh_commit", insert_sql, 8, params, NULL, NULL, 0, committed, bt);
     for (size_t i = 0; i < 8; i++)
         buf_free(arrays[i]);
     if (rc < 0)

@@ -20,6 +20,7 @@ enum pg_conn_state { PGS_DOWN, PGS_CONNECTING, PGS_SETUP, PGS_UP };
 
 struct pgq {
     struct pgq *next;
+    const char *name; /* prepared statement name (static string) or NULL */
     char *sql;
     int nparams;
     char **values;
@@ -45,6 +46,9 @@ struct pg {
     long backoff_ms;
     struct pgq *head, *tail; /* head is in flight when busy */
     bool busy;
+    bool preparing; /* the head's statement is being prepared */
+    const char **prepared; /* names prepared on this connection (static strings) */
+    size_t nprepared;
     size_t n;
     PGresult *last; /* last result of the statement in flight */
     pg_state_fn *on_state;
@@ -115,6 +119,8 @@ static void drop(struct pg *p, const char *why)
         p->conn = NULL;
     }
     p->state = PGS_DOWN;
+    p->nprepared = 0;
+    p->preparing = false;
     if (p->freeing)
         return;
     log_warn(p->name, "PostgreSQL connection %s: %s (retrying in %ld ms)",
@@ -185,6 +191,18 @@ static void complete(struct pg *p)
         p->backoff_ms = PG_BACKOFF_MIN_MS;
         log_info(p->name, "connected to PostgreSQL (server %d)", PQserverVersion(p->conn));
         set_up(p, true);
+    } else if (p->preparing) {
+        p->preparing = false;
+        if (errp) {
+            struct pgq *q = pop(p);
+            log_error(p->name, "cannot prepare %s: %s", q->name, errp);
+            q->cb(q->priv, res, errp);
+            pgq_free(q);
+        } else {
+            p->prepared = xrealloc(p->prepared, (p->nprepared + 1) * sizeof *p->prepared);
+            p->prepared[p->nprepared++] = p->head->name;
+        }
+        PQclear(res);
     } else {
         struct pgq *q = pop(p);
         if (q) {
@@ -227,8 +245,20 @@ static void send_next(struct pg *p)
     if (p->busy || !p->head || p->state != PGS_UP)
         return;
     struct pgq *q = p->head;
-    int ok = PQsendQueryParams(p->conn, q->sql, q->nparams, NULL, (const char *const *)q->values,
+    int ok;
+    bool ready = !q->name;
+    for (size_t i = 0; !ready && i < p->nprepared; i++)
+        ready = p->prepared[i] == q->name || strcmp(p->prepared[i], q->name) == 0;
+    if (!ready) {
+        ok = PQsendPrepare(p->conn, q->name, q->sql, q->nparams, NULL);
+        p->preparing = true;
+    } else if (q->name) {
+        ok = PQsendQueryPrepared(p->conn, q->name, q->nparams, (const char *const *)q->values,
+                                 q->lengths, q->formats, q->result_format);
+    } else {
+        ok = PQsendQueryParams(p->conn, q->sql, q->nparams, NULL, (const char *const *)q->values,
                                q->lengths, q->formats, q->result_format);
+    }
     if (!ok) {
         char line[512];
         first_line(PQerrorMessage(p->conn), line, sizeof line);
@@ -365,6 +395,7 @@ void pg_free(struct pg *p)
     free(p->conninfo);
     free(p->name);
     free(p->setup_sql);
+    free(p->prepared);
     free(p);
 }
 
@@ -382,9 +413,18 @@ int pg_query(struct pg *p, const char *sql, int nparams, const char *const *valu
              const int *lengths, const int *formats, int result_format, pg_result_fn *cb,
              void *priv)
 {
+    return pg_query_prepared(p, NULL, sql, nparams, values, lengths, formats, result_format, cb,
+                             priv);
+}
+
+int pg_query_prepared(struct pg *p, const char *name, const char *sql, int nparams,
+                      const char *const *values, const int *lengths, const int *formats,
+                      int result_format, pg_result_fn *cb, void *priv)
+{
     if (p->state != PGS_UP)
         return -1;
     struct pgq *q = xcalloc(1, sizeof *q);
+    q->name = name;
     q->sql = xstrdup(sql);
     q->nparams = nparams;
     q->values = xcalloc((size_t)nparams, sizeof *q->values);

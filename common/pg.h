@@ -34,6 +34,14 @@ int pg_query(struct pg *p, const char *sql, int nparams, const char *const *valu
              const int *lengths, const int *formats, int result_format, pg_result_fn *cb,
              void *priv) __attribute__((warn_unused_result));
 
+/* The same, as a named prepared statement: prepared on first use on each connection (again
+ * after a reconnect), so repeated statements skip parsing and planning. name must be a string
+ * that lives as long as the process (a literal). */
+int pg_query_prepared(struct pg *p, const char *name, const char *sql, int nparams,
+                      const char *const *values, const int *lengths, const int *formats,
+                      int result_format, pg_result_fn *cb, void *priv)
+    __attribute__((warn_unused_result));
+
 /* Text array literal for a $n::type[] parameter: pgarr_begin, then elements, then pgarr_end.
  * Elements are always double-quoted with " and \ escaped. */
 void pgarr_begin(struct buf *b);

@@ -1,12 +1,32 @@
-/* Retention: deleting finished events (their jobs and attempts cascade) and deleted
- * subscriptions older than RETENTION_DAYS, in bounded batches. */
+/* Retention: deleting finished events older than RETENTION_DAYS with their jobs and attempts,
+ * in bounded batches. Ids are UUIDv7, so "older than" is a primary-key range; there are no
+ * foreign keys, so the children are deleted explicitly in the same statement. Deleted
+ * subscriptions are kept (a small audit trail that old jobs still point to). */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "log.h"
 #include "recon.h"
 
-static int purge_loop(struct recon *r, const char *sql, const char *what)
+/* The smallest UUIDv7 of the cutoff millisecond: every id below it is older. */
+#define CUTOFF_ID                                                                                  \
+    "(SELECT (substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-7000-8000-000000000000')::uuid "    \
+    "FROM (SELECT lpad(to_hex((extract(epoch FROM now() - make_interval(days => $1::int)) "      \
+    "* 1000)::bigint), 12, '0') AS h) t)"
+
+#define OLD_EVENTS                                                                                 \
+    "SELECT e.id FROM events e WHERE e.id < " CUTOFF_ID " AND NOT EXISTS (SELECT 1 FROM jobs j " \
+    "WHERE j.event_id = e.id AND j.status IN ('queued', 'retrying')) ORDER BY e.id LIMIT $2::int"
+
+static const char count_sql[] = "SELECT count(*) FROM (" OLD_EVENTS ") t";
+static const char delete_sql[] =
+    "WITH e AS (" OLD_EVENTS "), "
+    "j AS (DELETE FROM jobs WHERE event_id IN (SELECT id FROM e) RETURNING id), "
+    "a AS (DELETE FROM attempts WHERE job_id IN (SELECT id FROM j)), "
+    "d AS (DELETE FROM events WHERE id IN (SELECT id FROM e) RETURNING 1) "
+    "SELECT count(*) FROM d";
+
+int recon_purge(struct recon *r)
 {
     char days[24], batch[24];
     snprintf(days, sizeof days, "%ld", r->cfg.retention_days);
@@ -14,7 +34,7 @@ static int purge_loop(struct recon *r, const char *sql, const char *what)
     const char *params[] = {days, batch};
     long total = 0;
     for (;;) {
-        PGresult *res = recon_sql(r, sql, 2, params);
+        PGresult *res = recon_sql(r, r->cfg.dry_run ? count_sql : delete_sql, 2, params);
         if (!res)
             return -1;
         long n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
@@ -24,35 +44,9 @@ static int purge_loop(struct recon *r, const char *sql, const char *what)
             break;
     }
     if (total)
-        log_info("purge", "%s %ld %s older than %ld days", r->cfg.dry_run ? "would delete" : "deleted",
-                 total, what, r->cfg.retention_days);
+        log_info("purge", "%s %ld events (with their jobs and attempts) older than %ld days",
+                 r->cfg.dry_run ? "would delete at least" : "deleted", total,
+                 r->cfg.retention_days);
     r->n.purged += total;
     return 0;
-}
-
-#define OLD_EVENTS                                                                                 \
-    "SELECT e.id FROM events e WHERE e.created_at < now() - make_interval(days => $1::int) "      \
-    "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id "                              \
-    "AND j.status IN ('queued', 'retrying')) ORDER BY e.created_at LIMIT $2::int"
-#define OLD_SUBS                                                                                   \
-    "SELECT s.id FROM subscriptions s WHERE s.status = 'deleted' "                               \
-    "AND s.deleted_at < now() - make_interval(days => $1::int) "                                 \
-    "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.subscription_id = s.id) LIMIT $2::int"
-
-int recon_purge(struct recon *r)
-{
-    if (r->cfg.dry_run)
-        return purge_loop(r, "SELECT count(*) FROM (" OLD_EVENTS ") t", "events") < 0 ||
-                       purge_loop(r, "SELECT count(*) FROM (" OLD_SUBS ") t", "subscriptions") < 0
-                   ? -1
-                   : 0;
-    if (purge_loop(r,
-                   "WITH d AS (DELETE FROM events WHERE id IN (" OLD_EVENTS ") RETURNING 1) "
-                   "SELECT count(*) FROM d",
-                   "events (with their jobs and attempts)") < 0)
-        return -1;
-    return purge_loop(r,
-                      "WITH d AS (DELETE FROM subscriptions WHERE id IN (" OLD_SUBS
-                      ") RETURNING 1) SELECT count(*) FROM d",
-                      "deleted subscriptions");
 }

@@ -217,8 +217,8 @@ static void finalize(struct job *batch)
 
 /* ---- PostgreSQL group commit -------------------------------------------------------------- */
 
-/* Attempt rows (for jobs that still exist) and job updates that only move unfinished jobs:
- * a terminal state never goes back. */
+/* Attempt rows, and job updates that only move unfinished jobs: a terminal state never goes
+ * back. Jobs are looked up by primary key (= ANY), whatever the planner thinks of unnest. */
 static const char outcome_sql[] =
     "WITH o AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[], $5::text[], "
     "  $6::bigint[], $7::int[], $8::text[], $9::bigint[]) "
@@ -226,14 +226,15 @@ static const char outcome_sql[] =
     "a AS (INSERT INTO attempts (job_id, attempt, started_at, duration_ms, status_code, error, "
     "  response_excerpt) "
     "  SELECT o.id, o.attempt, to_timestamp(o.started_ms / 1000.0), o.dur, o.code, o.err, o.excerpt "
-    "  FROM o JOIN jobs j ON j.id = o.id WHERE o.attempt > 0 ON CONFLICT DO NOTHING) "
+    "  FROM o WHERE o.attempt > 0 ON CONFLICT DO NOTHING) "
     "UPDATE jobs j SET status = o.status, attempts = GREATEST(j.attempts, o.attempt), "
     "  last_status_code = CASE WHEN o.attempt > 0 THEN o.code ELSE j.last_status_code END, "
     "  last_error = CASE WHEN o.attempt > 0 THEN o.err ELSE j.last_error END, "
     "  next_attempt_at = CASE WHEN o.status = 'retrying' THEN to_timestamp(o.next_ms / 1000.0) END, "
     "  delivered_at = CASE WHEN o.status = 'delivered' THEN now() ELSE j.delivered_at END, "
     "  updated_at = now() "
-    "FROM o WHERE j.id = o.id AND j.status IN ('queued', 'retrying') RETURNING j.id";
+    "FROM o WHERE j.id = ANY($1::uuid[]) AND j.id = o.id AND j.status IN ('queued', 'retrying') "
+    "RETURNING j.id";
 
 static void written(void *priv, PGresult *res, const char *err)
 {
@@ -321,7 +322,7 @@ static void flush(void)
             params[i] = arr[i].data;
         }
         writing = true;
-        if (pg_query(W.pg, outcome_sql, A_N, params, NULL, NULL, 0, written, batch) < 0)
+        if (pg_query_prepared(W.pg, "wh_outcome", outcome_sql, A_N, params, NULL, NULL, 0, written, batch) < 0)
             written(batch, NULL, "database connection is down");
     }
     for (int i = 0; i < A_N; i++)

@@ -1,0 +1,970 @@
+"""Integration test harness: real redis-server, PostgreSQL and HTTP receivers, and the broker
+and worker processes started with env and stopped by PID. Standard library only."""
+
+import atexit
+import base64
+import hashlib
+import hmac
+import http.client
+import http.server
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_DIR = Path(os.environ.get("WH_BUILD_DIR") or REPO / "build")
+SAN = os.environ.get("WH_SAN") == "1"
+TESTDATA = REPO / "tests" / "testdata"
+POLL = 0.05  # seconds between two looks at a condition
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 15.0
+
+PREFIX = "wh:"
+JOBS = PREFIX + "{0}:jobs"
+RETRY = PREFIX + "{0}:retry"
+LIVE = PREFIX + "{0}:live"
+DEAD = PREFIX + "{0}:dead"
+GROUP = "workers"
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
+
+# Configuration keys of our binaries: never inherited from the developer's environment.
+OUR_ENV_KEYS = (
+    "BROKER_LISTEN", "REDIS_URL", "DATABASE_URL", "REDIS_PREFIX", "QUEUE_PARTITIONS",
+    "MAX_BODY_BYTES", "PAYLOAD_TTL", "LOG_LEVEL", "DRAIN_TIMEOUT", "WORKER_CONCURRENCY",
+    "RETRY_SCHEDULE", "DELIVERY_CONNECT_TIMEOUT", "DELIVERY_TIMEOUT", "CLAIM_IDLE",
+    "SUBSCRIPTION_CACHE_TTL", "WEBHOOK_ALLOW_PRIVATE_NETWORKS", "WEBHOOK_API_KEYS",
+    "RUN_REDIS_PORT", "RUN_PG_PORT", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS",
+    "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small utilities
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout, what, interval=POLL):
+    """Polls pred() until it returns a truthy value (returned) or timeout seconds pass
+    (AssertionError naming what and the last value seen). Exceptions from pred propagate."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {value!r})")
+        time.sleep(interval)
+
+
+def unique_name(prefix):
+    """An event name valid for the API, unique per call: prefix.<12 hex>."""
+    return f"{prefix}.{uuid.uuid4().hex[:12]}"
+
+
+def sql_quote(value):
+    """A SQL string literal (for values the test itself produced, e.g. ids)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes, stopped by PID. Every started process is registered so that a failing test can
+# show its log and the session can kill whatever is left.
+
+_PROCESSES = []
+_PROCESSES_LOCK = threading.Lock()
+
+
+class Proc:
+    """A child process with stdout+stderr in a log file. One log file per start."""
+
+    def __init__(self, name, argv, env=None, log_dir=None, user=None, cwd=None, sanitized=False):
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.env = env
+        self.log_dir = Path(log_dir or tempfile.gettempdir())
+        self.user = user
+        self.cwd = cwd
+        self.sanitized = sanitized  # our own binaries: scan the log for sanitizer reports
+        self.popen = None
+        self.log_path = None
+        self.started_at = None
+        self.stopped_at = None
+        self.returncode = None
+        self.starts = 0
+
+    @property
+    def pid(self):
+        return self.popen.pid if self.popen else None
+
+    def start(self):
+        assert not self.alive(), f"{self.name} already running"
+        self.starts += 1
+        suffix = "" if self.starts == 1 else f"-{self.starts}"
+        self.log_path = self.log_dir / f"{self.name}{suffix}.log"
+        kwargs = {}
+        if self.user is not None:
+            kwargs.update(user=self.user, group=self.user, extra_groups=[])
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, cwd=self.cwd, **kwargs)
+        self.started_at = time.time()
+        self.stopped_at = None
+        self.returncode = None
+        with _PROCESSES_LOCK:
+            if self not in _PROCESSES:
+                _PROCESSES.append(self)
+        return self
+
+    def alive(self):
+        return self.popen is not None and self.popen.poll() is None
+
+    def send(self, sig):
+        if self.alive():
+            os.kill(self.popen.pid, sig)
+
+    def wait(self, timeout):
+        """Exit code, or None if still running after timeout seconds."""
+        try:
+            rc = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self._exited(rc)
+        return rc
+
+    def _exited(self, rc):
+        if self.stopped_at is None:
+            self.stopped_at = time.time()
+        self.returncode = rc
+
+    def terminate(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
+        """Sends sig, waits up to timeout, SIGKILLs if needed. Returns (exit code, killed)."""
+        if self.popen is None:
+            return None, False
+        if self.popen.poll() is not None:
+            self._exited(self.popen.returncode)
+            return self.popen.returncode, False
+        os.kill(self.popen.pid, sig)
+        rc = self.wait(timeout)
+        if rc is not None:
+            return rc, False
+        os.kill(self.popen.pid, signal.SIGKILL)
+        return self.wait(30), True
+
+    def stop(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT, expect_rc=0):
+        """Graceful stop; asserts the exit code (when expect_rc is not None) and the log."""
+        rc, killed = self.terminate(sig, timeout)
+        self.check_log()
+        if expect_rc is not None:
+            assert not killed, f"{self.name} (pid {self.pid}) ignored {sig!r} for {timeout}s: " \
+                               f"SIGKILLed\n{self.log_tail()}"
+            assert rc == expect_rc, f"{self.name} (pid {self.pid}) exited {rc} after {sig!r}, " \
+                                    f"expected {expect_rc}\n{self.log_tail()}"
+        return rc
+
+    def kill(self):
+        """SIGKILL by PID, then wait for it."""
+        if self.popen is not None and self.popen.poll() is None:
+            os.kill(self.popen.pid, signal.SIGKILL)
+        if self.popen is not None:
+            self.wait(30)
+        self.check_log()
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace") if self.log_path else ""
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines=60):
+        text = self.log_text().splitlines()
+        return f"--- last {min(lines, len(text))} lines of {self.log_path} ---\n" + \
+            "\n".join(text[-lines:])
+
+    def check_log(self):
+        """Fails when one of our binaries printed a sanitizer report (cheap, always done)."""
+        if not self.sanitized:
+            return
+        lines = self.log_text().splitlines()
+        for i, line in enumerate(lines):
+            if any(m in line for m in SANITIZER_MARKERS):
+                excerpt = "\n".join(lines[max(0, i - 5):i + 40])
+                raise AssertionError(f"sanitizer report in {self.log_path}:\n{excerpt}")
+
+
+def recent_processes(since):
+    """Registered processes running now or stopped after the time since."""
+    with _PROCESSES_LOCK:
+        procs = list(_PROCESSES)
+    return [p for p in procs if p.log_path and (p.alive() or (p.stopped_at or 0) >= since)]
+
+
+@atexit.register
+def kill_leftovers():
+    """Last resort when a fixture did not get to stop its process: SIGKILL by PID."""
+    with _PROCESSES_LOCK:
+        procs = list(_PROCESSES)
+    for p in procs:
+        if p.alive():
+            try:
+                os.kill(p.popen.pid, signal.SIGKILL)
+                p.popen.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+
+
+def base_env(extra):
+    """The parent environment without any of our configuration keys, plus extra (str())."""
+    env = {k: v for k, v in os.environ.items() if k not in OUR_ENV_KEYS}
+    if SAN:
+        env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=1"
+        env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
+    for k, v in extra.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = str(v)
+    return env
+
+
+def binary(name):
+    return BUILD_DIR / name
+
+
+def binaries_missing():
+    """Names of the broker/worker binaries that are not built (empty list when all are)."""
+    return [n for n in ("webhook-broker", "webhook-worker") if not os.access(binary(n), os.X_OK)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Redis: a tiny RESP2 client and a redis-server fixture
+
+
+class RedisError(Exception):
+    pass
+
+
+class RedisClient:
+    """Synchronous RESP2 client: call("XLEN", key). Replies: simple string -> str, error ->
+    RedisError raised, integer -> int, bulk -> bytes or None, array -> list or None."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=5.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.rfile = self.sock.makefile("rb")
+
+    def close(self):
+        try:
+            self.rfile.close()
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @staticmethod
+    def encode(args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            if isinstance(a, str):
+                a = a.encode()
+            elif not isinstance(a, (bytes, bytearray)):
+                a = str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        return b"".join(out)
+
+    def call(self, *args):
+        self.sock.sendall(self.encode(args))
+        return self._read()
+
+    def _line(self):
+        line = self.rfile.readline()
+        if not line.endswith(b"\r\n"):
+            raise ConnectionError("redis connection closed")
+        return line[:-2]
+
+    def _read(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RedisError(rest.decode(errors="replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self.rfile.read(n + 2)
+            if len(data) != n + 2:
+                raise ConnectionError("redis connection closed")
+            return data[:-2]
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._read() for _ in range(n)]
+        raise RedisError(f"unexpected reply {line[:80]!r}")
+
+    # Helpers for assertions (keys and members decoded as UTF-8).
+
+    def xlen(self, key=JOBS):
+        return self.call("XLEN", key)
+
+    def pending(self, key=JOBS, group=GROUP):
+        """Pending-entry count of the group; 0 when the stream or group does not exist."""
+        try:
+            return self.call("XPENDING", key, group)[0]
+        except RedisError as e:
+            if "NOGROUP" in str(e):
+                return 0
+            raise
+
+    def smembers(self, key):
+        return {m.decode() for m in self.call("SMEMBERS", key)}
+
+    def hgetall(self, key):
+        flat = self.call("HGETALL", key)
+        return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+
+    def xrange(self, key):
+        """[(entry id, {field: value})] with str fields and values."""
+        out = []
+        for entry_id, fields in self.call("XRANGE", key, "-", "+"):
+            out.append((entry_id.decode(),
+                        {fields[i].decode(): fields[i + 1].decode() for i in range(0, len(fields), 2)}))
+        return out
+
+    def stream_jobs(self, key=JOBS):
+        """The decoded "d" JSON of every entry of a job stream."""
+        return [json.loads(fields["d"]) for _, fields in self.xrange(key) if "d" in fields]
+
+
+def wait_drained(rc, job_ids=(), timeout=15):
+    """Waits until the partition-0 job stream is empty, nothing is pending in the group and
+    none of job_ids is in the live set."""
+    job_ids = set(job_ids)
+    last = {}
+
+    def drained():
+        last.update(xlen=rc.xlen(), pending=rc.pending(), live=sorted(job_ids & rc.smembers(LIVE)))
+        return last == {"xlen": 0, "pending": 0, "live": []}
+
+    try:
+        wait_until(drained, timeout, "Redis to drain", 0.1)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; state: {last}") from None
+
+
+class RedisServer:
+    """redis-server on a free loopback port, no persistence, data dir in tmpdir. Can be
+    stopped/killed and started again on the same port."""
+
+    def __init__(self, tmpdir, port=None, name="redis"):
+        self.dir = Path(tmpdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.proc = Proc(name, [
+            "redis-server", "--port", self.port, "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
+            "--maxmemory-policy", "noeviction"], env=base_env({}), log_dir=self.dir)
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self, timeout=START_TIMEOUT):
+        self.proc.start()
+
+        def pong():
+            if not self.proc.alive():
+                raise AssertionError(f"redis-server exited\n{self.proc.log_tail()}")
+            try:
+                with RedisClient(self.port, timeout=1) as c:
+                    return c.call("PING") == "PONG"
+            except (OSError, RedisError):
+                return False
+
+        wait_until(pong, timeout, f"redis-server on port {self.port} to answer PING")
+        return self
+
+    def client(self):
+        return RedisClient(self.port)
+
+    def call(self, *args):
+        """One command on a fresh connection."""
+        with self.client() as c:
+            return c.call(*args)
+
+    def stop(self):
+        self.proc.stop(expect_rc=None)
+
+    def kill(self):
+        self.proc.kill()
+
+    def alive(self):
+        return self.proc.alive()
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL: one server per session in a private temp dir, one database per test module
+
+
+def _pg_bindir():
+    out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
+class PgServer:
+    """initdb + postgres on a free loopback port (fsync off: tests only). As root, the data and
+    socket dirs belong to the postgres user and the server runs as that user."""
+
+    NULL = "\x02NULL\x02"
+    FS = "\x1f"
+    RS = "\x1e"
+
+    def __init__(self, port=None):
+        self.bindir = _pg_bindir()
+        self.port = port or free_port()
+        self.base = Path(tempfile.mkdtemp(prefix="wh-pg-"))
+        os.chmod(self.base, 0o755)
+        self.data = self.base / "data"
+        self.sockdir = self.base / "sock"
+        self.user = None
+        self.data.mkdir(mode=0o700)
+        self.sockdir.mkdir(mode=0o755)
+        if os.geteuid() == 0:
+            import pwd
+            pw = pwd.getpwnam("postgres")
+            self.user = "postgres"
+            for d in (self.data, self.sockdir):
+                os.chown(d, pw.pw_uid, pw.pw_gid)
+        self.env = base_env({"PGTZ": "UTC", "LC_ALL": "C"})
+        self.proc = Proc("postgres", [
+            self.bindir / "postgres", "-D", self.data, "-p", self.port, "-k", self.sockdir,
+            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+            "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+            "-c", "max_connections=200"], env=self.env, log_dir=self.base, user=self.user,
+            cwd=self.base)
+
+    def start(self, timeout=60):
+        initdb_log = self.base / "initdb.log"
+        with open(initdb_log, "wb") as log:
+            kwargs = dict(user=self.user, group=self.user, extra_groups=[]) if self.user else {}
+            rc = subprocess.run(
+                [str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
+                 "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.base,
+                timeout=120, **kwargs).returncode
+        assert rc == 0, f"initdb failed ({rc}):\n{initdb_log.read_text(errors='replace')}"
+        self.proc.start()
+
+        def ready():
+            if not self.proc.alive():
+                raise AssertionError(f"postgres exited\n{self.proc.log_tail()}")
+            return subprocess.run(
+                [str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port),
+                 "-U", "postgres", "-d", "postgres", "-t", "1"], env=self.env).returncode == 0
+
+        wait_until(ready, timeout, f"postgres on port {self.port} to accept connections", 0.1)
+        return self
+
+    def stop(self):
+        """SIGINT (fast shutdown) to the postmaster, SIGKILL after 30 s."""
+        self.proc.terminate(signal.SIGINT, 30)
+
+    def cleanup(self):
+        if os.environ.get("WH_KEEP_TMP") != "1":
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    def url(self, db):
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+
+    def sql(self, db, query, timeout=30):
+        """Runs query with psql; rows as tuples of str, NULL as None."""
+        out = subprocess.run(
+            [str(self.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+             "-p", str(self.port), "-U", "postgres", "-d", db, "-At", "-F", self.FS,
+             "-R", self.RS, "-P", f"null={self.NULL}", "-f", "-"],
+            input=query.encode(), capture_output=True, env=self.env, timeout=timeout)
+        if out.returncode != 0:
+            raise AssertionError(f"psql failed ({out.returncode}) for {query!r}:\n"
+                                 f"{out.stderr.decode(errors='replace')}")
+        text = out.stdout.decode()
+        if text.endswith("\n"):
+            text = text[:-1]
+        if not text:
+            return []
+        return [tuple(None if f == self.NULL else f for f in rec.split(self.FS))
+                for rec in text.split(self.RS)]
+
+    def create_database(self, name):
+        self.sql("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.sql("postgres", f'CREATE DATABASE "{name}"')
+        return Database(self, name)
+
+
+class Database:
+    """One test module's database on the session's PostgreSQL."""
+
+    def __init__(self, pg, name):
+        self.pg = pg
+        self.name = name
+
+    @property
+    def url(self):
+        return self.pg.url(self.name)
+
+    def sql(self, query):
+        return self.pg.sql(self.name, query)
+
+    def scalar(self, query):
+        rows = self.sql(query)
+        return rows[0][0] if rows else None
+
+    def count(self, table, where="true"):
+        return int(self.scalar(f"SELECT count(*) FROM {table} WHERE {where}"))
+
+    def jobs(self, event_id):
+        """Job rows of an event as dicts (status, attempts, ...) ordered by url."""
+        cols = ("id", "subscription_id", "url", "status", "attempts", "last_status_code",
+                "last_error", "delivered_at", "partition")
+        rows = self.sql(f"SELECT {', '.join(cols)} FROM jobs WHERE event_id = "
+                        f"{sql_quote(event_id)} ORDER BY url")
+        return [dict(zip(cols, r)) for r in rows]
+
+    def attempts(self, job_id):
+        """(attempt, status_code or None, error or None) ordered by attempt."""
+        rows = self.sql(f"SELECT attempt, status_code, error FROM attempts WHERE job_id = "
+                        f"{sql_quote(job_id)} ORDER BY attempt")
+        return [(int(a), int(s) if s is not None else None, e) for a, s, e in rows]
+
+    def wait_jobs(self, event_id, statuses, timeout=20, count=None):
+        """Waits until every job of the event has a status in statuses (and, when count is
+        given, there are count jobs). Returns the job rows."""
+        statuses = {statuses} if isinstance(statuses, str) else set(statuses)
+
+        def done():
+            rows = self.jobs(event_id)
+            if count is not None and len(rows) != count:
+                return False
+            return rows if rows and all(r["status"] in statuses for r in rows) else False
+
+        try:
+            return wait_until(done, timeout, f"jobs of event {event_id} to reach {statuses}", 0.1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; jobs now: {self.jobs(event_id)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP receivers: real servers in threads that record every request
+
+
+class Headers(dict):
+    """Case-insensitive header dict (keys stored lowercase; repeated headers joined by ", ")."""
+
+    def __init__(self, pairs=()):
+        super().__init__()
+        for k, v in pairs:
+            k = k.lower()
+            super().__setitem__(k, f"{self[k]}, {v}" if k in self else v)
+
+    def __getitem__(self, k):
+        return super().__getitem__(k.lower())
+
+    def __contains__(self, k):
+        return super().__contains__(k.lower())
+
+    def get(self, k, default=None):
+        return super().get(k.lower(), default)
+
+
+class Request:
+    def __init__(self, method, path, headers, body, client):
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self.body = body
+        self.client = client  # (host, port) of the connection: shows keep-alive reuse
+        self.time = time.time()
+        self.mono = time.monotonic()
+
+    def __repr__(self):
+        return (f"<{self.method} {self.path} id={self.headers.get('webhook-id')} "
+                f"{len(self.body)}B from :{self.client[1]}>")
+
+
+def _at(seq, i):
+    """seq[i], the last element once i runs past the end; a scalar is its own sequence."""
+    if isinstance(seq, (list, tuple)):
+        return seq[min(i, len(seq) - 1)]
+    return seq
+
+
+class _ReceiverHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 120  # idle keep-alive connections end eventually
+
+    def setup(self):
+        super().setup()
+        self.server.owner._conn_opened(self.connection)
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            self.server.owner._conn_closed(self.connection)
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def _read_body(self):
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def _handle(self):
+        owner = self.server.owner
+        body = self._read_body()
+        req = Request(self.command, self.path, Headers(self.headers.items()), body,
+                      self.client_address)
+        index = owner._record(req)
+        status, delay, extra = owner._behaviour(index, req)
+        if delay and owner._closed.wait(delay):
+            self.close_connection = True
+            return
+        payload = b"ok\n" if status not in (204, 304) else b""
+        try:
+            self.send_response(status)
+            for k, v in (extra or {}).items():
+                self.send_header(k, str(v))
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if payload:
+                self.wfile.write(payload)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    do_POST = do_GET = do_PUT = do_DELETE = do_PATCH = _handle
+
+
+class Receiver:
+    """A subscriber: ThreadingHTTPServer on a free 127.0.0.1 port (HTTP/1.1, keep-alive).
+
+    statuses: an int or a sequence answered in order, the last one repeating ([500, 500, 200]).
+    delay: seconds to wait before answering, an int/float or a sequence like statuses.
+    headers: extra response headers, a dict or a sequence of dicts like statuses.
+    responder: optional callable(index, request) -> (status, delay, headers) overriding the rest.
+    """
+
+    def __init__(self, statuses=200, delay=0.0, headers=None, responder=None, name="receiver"):
+        self.name = name
+        self.statuses = statuses
+        self.delay = delay
+        self.headers = headers
+        self.responder = responder
+        self._lock = threading.Condition()
+        self._requests = []
+        self._conns = set()
+        self._closed = threading.Event()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ReceiverHandler)
+        self.server.daemon_threads = True
+        self.server.owner = self
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"receiver-{self.port}", daemon=True)
+        self._thread.start()
+
+    def url(self, path="/hook"):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _record(self, req):
+        with self._lock:
+            self._requests.append(req)
+            self._lock.notify_all()
+            return len(self._requests) - 1
+
+    def _behaviour(self, index, req):
+        if self.responder is not None:
+            return self.responder(index, req)
+        return _at(self.statuses, index), _at(self.delay, index) or 0, _at(self.headers, index)
+
+    def _conn_opened(self, conn):
+        with self._lock:
+            self._conns.add(conn)
+
+    def _conn_closed(self, conn):
+        with self._lock:
+            self._conns.discard(conn)
+
+    @property
+    def requests(self):
+        with self._lock:
+            return list(self._requests)
+
+    def count(self):
+        with self._lock:
+            return len(self._requests)
+
+    def wait_for(self, count, timeout=15):
+        """Waits until at least count requests arrived; returns all of them."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len(self._requests) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"{self.name} :{self.port} got {len(self._requests)} "
+                                         f"requests within {timeout}s, expected {count}: "
+                                         f"{self._requests[:10]}")
+                self._lock.wait(min(left, POLL))
+            return list(self._requests)
+
+    def close(self):
+        """Stops accepting, wakes delayed handlers and closes open keep-alive connections."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self.server.shutdown()
+        self.server.server_close()
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._thread.join(5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The broker's HTTP API
+
+
+class Api:
+    """request(method, path, body=bytes|dict|list|None, headers=None) ->
+    (status, headers (case-insensitive), parsed JSON or the raw bytes)."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=15.0):
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+
+    def request(self, method, path, body=None, headers=None, timeout=None):
+        hdrs = {}
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+            hdrs["Content-Type"] = "application/json"
+        elif isinstance(body, str):
+            body = body.encode()
+        if body is not None and "Content-Type" not in hdrs:
+            hdrs["Content-Type"] = "application/json"
+        for k, v in (headers or {}).items():
+            for existing in [h for h in hdrs if h.lower() == k.lower()]:
+                del hdrs[existing]
+            if v is not None:  # None removes a default header
+                hdrs[k] = v
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout or self.timeout)
+        try:
+            try:
+                conn.request(method, path, body=body, headers=hdrs)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server may answer (413) and close before reading the whole body
+            resp = conn.getresponse()
+            raw = resp.read()
+            rh = Headers(resp.getheaders())
+            status = resp.status
+        finally:
+            conn.close()
+        data = raw
+        if raw:
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                pass
+        return status, rh, data
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.request("POST", path, body, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
+    # Shortcuts that assert the happy path.
+
+    def register(self, event, url, headers=None, expect=201):
+        body = {"eventName": event, "webhookUrl": url}
+        if headers is not None:
+            body["headers"] = headers
+        status, _, data = self.post("/api/v0/webhooks", body)
+        assert status == expect, f"register {event} {url}: {status} {data!r}"
+        return data
+
+    def trigger(self, event, payload=b"{}", headers=None, expect=202):
+        if isinstance(payload, (dict, list)):
+            payload = json.dumps(payload).encode()
+        status, _, data = self.post(f"/api/v0/trigger-event/{event}", payload, headers=headers)
+        assert status == expect, f"trigger {event}: {status} {data!r}"
+        return data
+
+    def event(self, event_id):
+        status, _, data = self.get(f"/api/v0/events/{event_id}")
+        assert status == 200, f"GET event {event_id}: {status} {data!r}"
+        return data
+
+
+def assert_error(resp, status, code=None):
+    """resp is an Api.request result: the status, and the JSON error shape
+    {"error": {"code": str, "message": str}} with the given code (str or set of str)."""
+    st, hdrs, data = resp
+    assert st == status, f"expected {status}, got {st}: {data!r}"
+    assert isinstance(data, dict) and set(data) == {"error"}, f"not an error body: {data!r}"
+    err = data["error"]
+    assert isinstance(err, dict), f"error is not an object: {data!r}"
+    assert isinstance(err.get("code"), str) and err["code"], f"missing error code: {data!r}"
+    assert isinstance(err.get("message"), str) and err["message"], f"missing message: {data!r}"
+    assert (hdrs.get("content-type") or "").startswith("application/json"), \
+        f"error Content-Type: {hdrs.get('content-type')!r}"
+    if code is not None:
+        codes = {code} if isinstance(code, str) else set(code)
+        assert err["code"] in codes, f"expected code {codes}, got {err['code']!r}: {data!r}"
+    return err
+
+
+# ---------------------------------------------------------------------------------------------
+# The broker and worker processes
+
+
+class Broker(Proc):
+    """webhook-broker on a free loopback port; start() waits for GET /readyz 200."""
+
+    def __init__(self, log_dir, redis, db, env=None, name="broker"):
+        self.port = free_port()
+        self.redis = redis
+        self.db = db
+        full = {"BROKER_LISTEN": f"127.0.0.1:{self.port}", "REDIS_URL": redis.url,
+                "DATABASE_URL": db.url, "LOG_LEVEL": "debug", "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "1"}
+        full.update(env or {})
+        super().__init__(name, [binary("webhook-broker")], env=base_env(full), log_dir=log_dir,
+                         sanitized=True)
+        self.api = Api(self.port)
+
+    def start(self, timeout=START_TIMEOUT):
+        super().start()
+
+        def ready():
+            if not self.alive():
+                raise AssertionError(f"{self.name} exited with {self.popen.returncode} during "
+                                     f"start-up\n{self.log_tail()}")
+            try:
+                return self.api.request("GET", "/readyz", timeout=2)[0] == 200
+            except OSError:
+                return False
+
+        try:
+            wait_until(ready, timeout, f"{self.name} GET /readyz 200")
+        except AssertionError as e:
+            self.kill()
+            raise AssertionError(f"{e}\n{self.log_tail()}") from None
+        return self
+
+
+WORKER_DEFAULTS = {
+    "RETRY_SCHEDULE": "0.3,0.3,0.3",
+    "DELIVERY_CONNECT_TIMEOUT": "1",
+    "DELIVERY_TIMEOUT": "5",
+    "CLAIM_IDLE": "6",
+    "WORKER_CONCURRENCY": "16",
+    "SUBSCRIPTION_CACHE_TTL": "0.2",
+    "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "1",
+    "LOG_LEVEL": "debug",
+}
+
+_READY_RE = re.compile(r"\bready\b", re.IGNORECASE)
+_NOT_READY_RE = re.compile(r"\bnot ready\b", re.IGNORECASE)
+
+
+class Worker(Proc):
+    """webhook-worker; start() waits for a log line with the word "ready"."""
+
+    def __init__(self, log_dir, redis, db, env=None, name="worker"):
+        full = {"REDIS_URL": redis.url, "DATABASE_URL": db.url, **WORKER_DEFAULTS}
+        full.update(env or {})
+        self.config = full
+        super().__init__(name, [binary("webhook-worker")], env=base_env(full), log_dir=log_dir,
+                         sanitized=True)
+
+    def start(self, timeout=START_TIMEOUT):
+        super().start()
+
+        def ready():
+            if not self.alive():
+                raise AssertionError(f"{self.name} exited with {self.popen.returncode} during "
+                                     f"start-up\n{self.log_tail()}")
+            return any(_READY_RE.search(l) and not _NOT_READY_RE.search(l)
+                       for l in self.log_text().splitlines())
+
+        try:
+            wait_until(ready, timeout, f"{self.name} to log that it is ready")
+        except AssertionError as e:
+            self.kill()
+            raise AssertionError(f"{e}\n{self.log_tail()}") from None
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Standard Webhooks signatures, computed independently of the C code
+
+
+def sign_v1(secret, msg_id, timestamp, body):
+    assert secret.startswith("whsec_"), secret
+    key = base64.b64decode(secret[len("whsec_"):], validate=True)
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def verify_signature(secret, msg_id, timestamp, body, header):
+    """True when any of the space-separated signatures in header matches."""
+    expected = sign_v1(secret, msg_id, timestamp, body)
+    return any(hmac.compare_digest(sig, expected) for sig in (header or "").split())
+
+
+def signature_vectors():
+    """The vectors of tests/testdata/standard-webhooks.json, or None when the file is absent."""
+    path = TESTDATA / "standard-webhooks.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())["vectors"]
