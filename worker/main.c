@@ -39,7 +39,7 @@ static const struct cfg_opt opts[] = {
      "seconds to establish a connection to a subscriber", C(connect_timeout_ms)},
     {"DELIVERY_TIMEOUT", "timeout", CFG_MS, "15", 100, 600000,
      "seconds for a whole delivery request, response included", C(timeout_ms)},
-    {"CLAIM_IDLE", "claim-idle", CFG_MS, "60", 1000, 86400000,
+    {"CLAIM_IDLE", "claim-idle", CFG_MS, "30", 1000, 86400000,
      "seconds a job may sit with a silent worker before another takes it over "
      "(at least DELIVERY_TIMEOUT + 1)",
      C(claim_idle_ms)},
