@@ -100,6 +100,10 @@ static void set_up(struct pg *p, bool up)
 
 static void watch(struct pg *p, short what)
 {
+    if (event_pending(p->io_ev, EV_READ | EV_WRITE, NULL) &&
+        event_get_fd(p->io_ev) == PQsocket(p->conn) &&
+        (event_get_events(p->io_ev) & (EV_READ | EV_WRITE)) == what)
+        return; /* unchanged: no epoll_ctl */
     event_del(p->io_ev);
     event_assign(p->io_ev, p->base, PQsocket(p->conn), what | EV_PERSIST, on_io, p);
     event_add(p->io_ev, NULL);

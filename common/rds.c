@@ -2,8 +2,8 @@
  * reconnects with backoff, plus an argument-vector builder for binary-safe commands. */
 #include "rds.h"
 
-#include <adapters/libevent.h>
 #include <async.h>
+#include <event2/event_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +44,98 @@ struct pending {
 };
 
 static void start_connect(struct rds *r);
+
+/* ---- event-loop adapter -------------------------------------------------------------------
+ * hiredis 0.14's adapters/libevent.h registers one-shot events, so every reply costs an
+ * epoll_ctl DEL and ADD. This adapter (the shape of hiredis 1.x's) keeps one persistent event
+ * per connection and changes it only when the wanted directions change. The context may be
+ * freed inside redisAsyncHandleRead; the adapter's memory then outlives it until the callback
+ * returns. */
+
+struct rds_ev {
+    redisAsyncContext *ac;
+    struct event_base *base;
+    struct event ev;
+    short flags;      /* EV_READ / EV_WRITE wanted */
+    bool in_callback;
+    bool freed;       /* cleanup ran during the callback */
+};
+
+static void ev_handle(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    struct rds_ev *e = arg;
+    e->in_callback = true;
+    if (what & EV_READ)
+        redisAsyncHandleRead(e->ac);
+    if (!e->freed && (what & EV_WRITE) && (e->flags & EV_WRITE))
+        redisAsyncHandleWrite(e->ac);
+    e->in_callback = false;
+    if (e->freed)
+        free(e);
+}
+
+static void ev_update(struct rds_ev *e, short flags)
+{
+    if (e->freed || flags == e->flags)
+        return;
+    if (e->flags)
+        event_del(&e->ev);
+    e->flags = flags;
+    if (flags) {
+        event_assign(&e->ev, e->base, e->ac->c.fd, (short)(flags | EV_PERSIST), ev_handle, e);
+        event_add(&e->ev, NULL);
+    }
+}
+
+static void ev_add_read(void *p)
+{
+    struct rds_ev *e = p;
+    ev_update(e, (short)(e->flags | EV_READ));
+}
+
+static void ev_del_read(void *p)
+{
+    struct rds_ev *e = p;
+    ev_update(e, (short)(e->flags & ~EV_READ));
+}
+
+static void ev_add_write(void *p)
+{
+    struct rds_ev *e = p;
+    ev_update(e, (short)(e->flags | EV_WRITE));
+}
+
+static void ev_del_write(void *p)
+{
+    struct rds_ev *e = p;
+    ev_update(e, (short)(e->flags & ~EV_WRITE));
+}
+
+static void ev_cleanup(void *p)
+{
+    struct rds_ev *e = p;
+    if (e->flags)
+        event_del(&e->ev);
+    e->flags = 0;
+    if (e->in_callback)
+        e->freed = true;
+    else
+        free(e);
+}
+
+static void ev_attach(redisAsyncContext *ac, struct event_base *base)
+{
+    struct rds_ev *e = xcalloc(1, sizeof *e);
+    e->ac = ac;
+    e->base = base;
+    ac->ev.data = e;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+}
 
 static void set_state(struct rds *r, bool up)
 {
@@ -163,7 +255,7 @@ static void start_connect(struct rds *r)
     }
     ac->data = r;
     r->ac = ac;
-    redisLibeventAttach(ac, r->base);
+    ev_attach(ac, r->base);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     struct timeval tv = {RDS_CONNECT_TIMEOUT_MS / 1000, 0};

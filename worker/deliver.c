@@ -5,6 +5,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <event2/event_struct.h>
+
 #include "clock.h"
 #include "log.h"
 #include "worker.h"
@@ -17,7 +19,8 @@ static CURL **pool;
 static size_t npool, cappool;
 
 struct sock_ctx {
-    struct event *ev;
+    struct event ev;
+    short kind; /* what the event waits for now */
 };
 
 static void check_multi_info(void);
@@ -59,7 +62,7 @@ static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *arg, void *s
     struct sock_ctx *sc = sockp;
     if (what == CURL_POLL_REMOVE) {
         if (sc) {
-            event_free(sc->ev);
+            event_del(&sc->ev);
             free(sc);
         }
         curl_multi_assign(multi, s, NULL);
@@ -70,11 +73,14 @@ static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *arg, void *s
     if (!sc) {
         sc = xcalloc(1, sizeof *sc);
         curl_multi_assign(multi, s, sc);
+    } else if (sc->kind == kind) {
+        return 0; /* unchanged: no epoll_ctl */
     } else {
-        event_free(sc->ev);
+        event_del(&sc->ev);
     }
-    sc->ev = event_new(W.base, s, kind, on_socket_event, NULL);
-    event_add(sc->ev, NULL);
+    sc->kind = kind;
+    event_assign(&sc->ev, W.base, s, kind, on_socket_event, NULL);
+    event_add(&sc->ev, NULL);
     return 0;
 }
 
