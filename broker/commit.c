@@ -204,14 +204,16 @@ static void flush(struct broker *b)
         return;
     struct batch *bt = xcalloc(1, sizeof *bt);
     bt->b = b;
-    struct buf ev_ids = {0}, names = {0}, payloads = {0}, job_ids = {0}, job_evs = {0},
-               job_subs = {0}, urls = {0}, parts = {0};
+    /* Reused across batches: large buffers are not freed and reallocated every commit. */
+    static struct buf ev_ids, names, payloads, job_ids, job_evs, job_subs, urls, parts;
     struct buf *arrays[] = {&ev_ids, &names, &payloads, &job_ids, &job_evs, &job_subs, &urls, &parts};
-    for (size_t i = 0; i < 8; i++)
+    for (size_t i = 0; i < 8; i++) {
+        buf_reset(arrays[i]);
         pgarr_begin(arrays[i]);
+    }
     struct event_rec **tail = &bt->head;
-    char *hex = NULL;
-    size_t hexcap = 0;
+    static char *hex;
+    static size_t hexcap;
     while (pending_head && bt->nevents < (size_t)b->cfg.commit_max_events) {
         struct event_rec *e = pending_head;
         pending_head = e->next;
@@ -240,7 +242,6 @@ static void flush(struct broker *b)
     }
     if (!pending_head)
         pending_tail = NULL;
-    free(hex);
     const char *params[8];
     for (size_t i = 0; i < 8; i++) {
         pgarr_end(arrays[i]);
@@ -248,8 +249,6 @@ static void flush(struct broker *b)
     }
     in_flight = true;
     int rc = pg_query_prepared(b->pg_commit, "wh_commit", insert_sql, 8, params, NULL, NULL, 0, committed, bt);
-    for (size_t i = 0; i < 8; i++)
-        buf_free(arrays[i]);
     if (rc < 0)
         committed(bt, NULL, "database connection is down");
 }

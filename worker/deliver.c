@@ -117,6 +117,21 @@ static size_t on_header(char *ptr, size_t size, size_t nitems, void *userdata)
     return n;
 }
 
+/* Returns a handle to the pool, detached from its job (whose memory is about to go). */
+static void pool_put(CURL *e)
+{
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, NULL);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, NULL);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, NULL);
+    if (npool == cappool) {
+        cappool = cappool ? cappool * 2 : 64;
+        pool = xrealloc(pool, cappool * sizeof *pool);
+    }
+    pool[npool++] = e;
+}
+
 static void finish(CURL *e, CURLcode res)
 {
     struct job *j = NULL;
@@ -124,12 +139,7 @@ static void finish(CURL *e, CURLcode res)
     curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&j);
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
     curl_multi_remove_handle(multi, e);
-    if (npool == cappool) {
-        cappool = cappool ? cappool * 2 : 64;
-        pool = xrealloc(pool, cappool * sizeof *pool);
-    }
-    curl_easy_reset(e);
-    pool[npool++] = e;
+    pool_put(e); /* kept configured: only per-transfer options change */
     j->easy = NULL;
     curl_slist_free_all(j->req_headers);
     j->req_headers = NULL;
@@ -178,13 +188,30 @@ static void add_header(struct job *j, const char *line)
     j->req_headers = l;
 }
 
-void deliver_start(struct job *j)
+/* A new handle with the options that are the same for every transfer. */
+static CURL *handle_new(void)
 {
-    CURL *e = npool ? pool[--npool] : curl_easy_init();
+    CURL *e = curl_easy_init();
     if (!e) {
         fprintf(stderr, "fatal: curl_easy_init failed\n");
         abort();
     }
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, W.cfg.connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, W.cfg.timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    return e;
+}
+
+void deliver_start(struct job *j)
+{
+    CURL *e = npool ? pool[--npool] : handle_new();
     j->easy = e;
     j->started_ms = clock_now_ms();
     long long ts = j->started_ms / 1000;
@@ -193,7 +220,7 @@ void deliver_start(struct job *j)
                 j->payload->len, sig, sizeof sig) < 0) {
         snprintf(j->error, sizeof j->error, "signing failed");
         j->easy = NULL;
-        pool[npool++] = e;
+        pool_put(e);
         outcome_failed(j);
         return;
     }
@@ -210,23 +237,13 @@ void deliver_start(struct job *j)
     add_header(j, "Expect:"); /* no 100-continue round trip for larger bodies */
 
     curl_easy_setopt(e, CURLOPT_URL, j->m.url);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, (const char *)j->payload->data);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->payload->len);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, j->req_headers);
     curl_easy_setopt(e, CURLOPT_PRIVATE, j);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, j);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, j);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->error);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(e, CURLOPT_PROXY, "");
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, W.cfg.connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, W.cfg.timeout_ms);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     j->error[0] = '\0';
     active++;
     CURLMcode mc = curl_multi_add_handle(multi, e);
@@ -237,7 +254,7 @@ void deliver_start(struct job *j)
         curl_slist_free_all(j->req_headers);
         j->req_headers = NULL;
         j->easy = NULL;
-        pool[npool++] = e;
+        pool_put(e);
         outcome_failed(j);
     }
 }

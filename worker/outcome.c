@@ -265,11 +265,12 @@ static void flush(void)
     struct job *batch = NULL, **tail = &batch, *direct = NULL, **dtail = &direct;
     size_t n = 0;
     enum { A_ID, A_ATT, A_ST, A_CODE, A_ERR, A_NEXT, A_DUR, A_EXC, A_START, A_N };
-    struct buf arr[A_N];
-    memset(arr, 0, sizeof arr);
-    for (int i = 0; i < A_N; i++)
+    /* Reused across batches: large buffers are not freed and reallocated every commit. */
+    static struct buf arr[A_N], text;
+    for (int i = 0; i < A_N; i++) {
+        buf_reset(&arr[i]);
         pgarr_begin(&arr[i]);
-    struct buf text = {0};
+    }
     while (queue_head && n < OUTCOME_BATCH_MAX) {
         struct job *j = queue_head;
         queue_head = j->next;
@@ -312,7 +313,6 @@ static void flush(void)
     }
     if (!queue_head)
         queue_tail = &queue_head;
-    buf_free(&text);
     if (direct)
         finalize(direct);
     if (batch) {
@@ -325,8 +325,6 @@ static void flush(void)
         if (pg_query_prepared(W.pg, "wh_outcome", outcome_sql, A_N, params, NULL, NULL, 0, written, batch) < 0)
             written(batch, NULL, "database connection is down");
     }
-    for (int i = 0; i < A_N; i++)
-        buf_free(&arr[i]);
 }
 
 void outcome_submit(struct job *j)
