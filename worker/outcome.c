@@ -236,6 +236,32 @@ static const char outcome_sql[] =
     "FROM o WHERE j.id = ANY($1::uuid[]) AND j.id = o.id AND j.status IN ('queued', 'retrying') "
     "RETURNING j.id";
 
+static int cmp_id(const void *a, const void *b)
+{
+    return memcmp(a, b, ID_LEN);
+}
+
+/* A job the statement did not update was already finished (another worker, after a claim):
+ * Redis is only cleaned up, never given a retry or a dead letter for it. */
+static void apply_returned(struct job *batch, PGresult *res)
+{
+    int n = PQntuples(res);
+    char *ids = xmalloc((size_t)n * ID_LEN + 1);
+    for (int i = 0; i < n; i++)
+        memcpy(ids + (size_t)i * ID_LEN, PQgetvalue(res, i, 0), ID_LEN);
+    qsort(ids, (size_t)n, ID_LEN, cmp_id);
+    for (struct job *j = batch; j; j = j->next) {
+        if (bsearch(j->m.job, ids, (size_t)n, ID_LEN, cmp_id))
+            continue;
+        if (j->out != OUT_DELIVERED && j->out != OUT_CANCELLED)
+            log_info(j->m.job, "attempt %d finished after the job was already finished "
+                               "elsewhere; not scheduling anything",
+                     j->m.attempt);
+        j->out = OUT_SKIP;
+    }
+    free(ids);
+}
+
 static void written(void *priv, PGresult *res, const char *err)
 {
     struct job *batch = priv;
@@ -252,7 +278,7 @@ static void written(void *priv, PGresult *res, const char *err)
                             "are claimed again",
                  n, err);
     } else {
-        (void)res;
+        apply_returned(batch, res);
         finalize(batch);
     }
     flush();

@@ -1,6 +1,7 @@
 /* Preparing a batch of jobs for delivery: their payloads (Redis, else PostgreSQL), their
- * subscriptions (a short-lived cache, else PostgreSQL) and, for jobs taken over from a dead
- * worker, their state in PostgreSQL so a finished job is never sent again. */
+ * subscriptions (a short-lived cache, else PostgreSQL) and their state in PostgreSQL, so a job
+ * PostgreSQL records as finished is never sent again (a claim after a crash, a requeue, an old
+ * Redis snapshot). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,14 +157,14 @@ static size_t collect(struct batch *bt, struct buf *arr, int what)
     pgarr_begin(arr);
     for (struct job *j = bt->jobs; j; j = j->next) {
         const char *id = what == 0 ? j->m.event : what == 1 ? j->m.sub : j->m.job;
-        bool want = what == 0 ? !j->payload : what == 1 ? !j->sub : j->claimed;
+        bool want = what == 0 ? !j->payload : what == 1 ? !j->sub : true;
         if (!want)
             continue;
         /* de-duplicate (batches are small) */
         bool seen = false;
         for (struct job *k = bt->jobs; k != j && !seen; k = k->next) {
             const char *kid = what == 0 ? k->m.event : what == 1 ? k->m.sub : k->m.job;
-            bool kwant = what == 0 ? !k->payload : what == 1 ? !k->sub : k->claimed;
+            bool kwant = what == 0 ? !k->payload : what == 1 ? !k->sub : true;
             seen = kwant && memcmp(kid, id, ID_LEN) == 0;
         }
         if (!seen) {
@@ -353,24 +354,23 @@ static void states_from_db(void *priv, PGresult *res, const char *err)
         return;
     }
     for (struct job *j = bt->jobs; j; j = j->next) {
-        if (!j->claimed)
-            continue;
         int row = -1;
         for (int i = 0; i < PQntuples(res) && row < 0; i++)
             if (memcmp(PQgetvalue(res, i, 0), j->m.job, ID_LEN) == 0)
                 row = i;
         if (row < 0) {
-            log_warn(j->m.job, "claimed job unknown to PostgreSQL; dropping it from Redis");
+            log_warn(j->m.job, "job unknown to PostgreSQL; dropping it from Redis");
             j->out = OUT_SKIP;
             continue;
         }
         const char *st = PQgetvalue(res, row, 1);
         int attempts = (int)strtol(PQgetvalue(res, row, 2), NULL, 10);
         if (strcmp(st, "queued") != 0 && strcmp(st, "retrying") != 0) {
-            log_info(j->m.job, "claimed job is already %s; cleaning up", st);
+            log_info(j->m.job, "job is already %s; not sending it again", st);
             j->out = OUT_SKIP;
         } else if (strcmp(st, "retrying") == 0 && attempts >= j->m.attempt) {
-            /* Its failure was recorded but the worker died before parking it. */
+            /* This attempt was recorded as failed already: a worker died before parking it,
+             * or Redis returned an old entry. Re-parking is idempotent (same member). */
             j->out = OUT_RESCHED;
             j->next_ms = PQgetisnull(res, row, 3) ? clock_now_ms()
                                                   : strtoll(PQgetvalue(res, row, 3), NULL, 10);
