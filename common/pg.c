@@ -43,6 +43,7 @@ struct pg {
     struct event *timer_ev; /* reconnect backoff and connect deadline */
     struct event *watch_ev; /* answer watchdog */
     int64_t sent_ms;        /* monotonic time the statement in flight was sent */
+    int64_t last_watch_ms;  /* monotonic time of the previous watchdog tick */
     long backoff_ms;
     struct pgq *head, *tail; /* head is in flight when busy */
     bool busy;
@@ -278,6 +279,11 @@ static void on_watch(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct pg *p = arg;
+    int64_t now = clock_mono_ms();
+    /* A late tick means this process was stopped or starved, not that the server was silent. */
+    if (p->last_watch_ms && now - p->last_watch_ms > 3000)
+        p->sent_ms = now;
+    p->last_watch_ms = now;
     if (p->busy && p->conn && p->state != PGS_CONNECTING &&
         clock_mono_ms() - p->sent_ms > PG_ANSWER_TIMEOUT_MS)
         drop(p, "no answer from the server for 30 s");

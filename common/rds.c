@@ -33,6 +33,7 @@ struct rds {
     struct event *watch_ev;   /* reply watchdog */
     long waiting;             /* commands sent and not yet answered */
     int64_t last_reply_ms;    /* monotonic time of the last reply (or of going idle->busy) */
+    int64_t last_watch_ms;    /* monotonic time of the previous watchdog tick */
     rds_state_fn *on_state;
     void *arg;
 };
@@ -225,6 +226,12 @@ static void on_watch(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct rds *r = arg;
+    int64_t now = clock_mono_ms();
+    /* A late tick means this process was stopped or starved, not that Redis was silent:
+     * give the server a fresh window (replies may already wait in the socket). */
+    if (r->last_watch_ms && now - r->last_watch_ms > 3 * RDS_WATCH_PERIOD_MS)
+        r->last_reply_ms = now;
+    r->last_watch_ms = now;
     if (r->up && r->ac && r->waiting > 0 &&
         clock_mono_ms() - r->last_reply_ms > RDS_REPLY_TIMEOUT_MS) {
         log_warn(r->name, "Redis has not answered for %d ms with %ld commands waiting; "

@@ -155,8 +155,15 @@ static void finish(CURL *e, CURLcode res)
         return;
     }
     if (res == CURLE_OPERATION_TIMEDOUT) {
-        snprintf(j->error, sizeof j->error, "timeout: no complete response within %ld ms",
-                 j->duration_ms);
+        /* libcurl's message tells a connect timeout from a slow response */
+        char detail[CURL_ERROR_SIZE];
+        snprintf(detail, sizeof detail, "%s", j->error[0] ? j->error : "operation timed out");
+        struct buf b = {0};
+        buf_printf(&b, "timeout: %s", detail);
+        size_t n = b.len < sizeof j->error - 1 ? b.len : sizeof j->error - 1;
+        memcpy(j->error, b.data, n);
+        j->error[n] = '\0';
+        buf_free(&b);
     } else if (res != CURLE_OK) {
         /* the error buffer holds libcurl's detailed message; fall back to the generic one */
         if (!j->error[0])

@@ -224,11 +224,16 @@ static void claim_done(struct rds *r, redisReply *reply, void *priv)
     }
 }
 
+/* Claims run when due even if the worker is full: otherwise, under a steady backlog, every
+ * freed slot is refilled from the stream first and a dead worker's jobs wait forever. The
+ * extra transfers queue inside libcurl, and no new reads happen until in-flight work is back
+ * under WORKER_CONCURRENCY. */
 static void claim(unsigned part)
 {
     long room = W.cfg.concurrency - W.inflight;
-    if (room <= 0)
-        return;
+    long floor = W.cfg.concurrency < 32 ? W.cfg.concurrency : 32;
+    if (room < floor)
+        room = floor;
     if (room > READ_MAX)
         room = READ_MAX;
     if (!claim_cursor[part][0])

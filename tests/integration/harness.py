@@ -679,6 +679,12 @@ class _ReceiverHandler(http.server.BaseHTTPRequestHandler):
     do_POST = do_GET = do_PUT = do_DELETE = do_PATCH = _handle
 
 
+class _ReceiverServer(http.server.ThreadingHTTPServer):
+    """The default listen backlog (5) refuses bursts of new connections from the workers."""
+
+    request_queue_size = 256
+
+
 class Receiver:
     """A subscriber: ThreadingHTTPServer on a free 127.0.0.1 port (HTTP/1.1, keep-alive).
 
@@ -698,7 +704,7 @@ class Receiver:
         self._requests = []
         self._conns = set()
         self._closed = threading.Event()
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ReceiverHandler)
+        self.server = _ReceiverServer(("127.0.0.1", 0), _ReceiverHandler)
         self.server.daemon_threads = True
         self.server.owner = self
         self.port = self.server.server_address[1]
