@@ -80,3 +80,71 @@ clean:
 	rm -rf build build-san
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# ---- make fuzz: libFuzzer targets (tests/fuzz/fuzz_*.c), clang + ASan + UBSan, in build-fuzz/ ----
+# make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="fuzz_jsonv fuzz_url"]   (make fuzz-clean removes all)
+# Builds every tests/fuzz/fuzz_*.c against the common/*.c it needs, then runs each target for
+# FUZZ_SECONDS on build-fuzz/corpus/<target> (new inputs are kept there) plus the seeds in
+# tests/fuzz/seeds/<target>/. Fails when any target finds a crash, leak, sanitizer report,
+# slow input or out-of-memory; the reproducer is in build-fuzz/artifacts/, the log in
+# build-fuzz/logs/. Needs Debian's libclang-rt-14-dev (bash scripts/deps.sh).
+FUZZ_CC      ?= clang
+FUZZ_BUILD   := build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -Wstrict-prototypes \
+                -Wwrite-strings -Wshadow -Wformat=2 -MMD -MP -Icommon \
+                $(shell pkg-config --cflags libcurl libcjson) $(FUZZ_SAN) -fsanitize=fuzzer-no-link
+FUZZ_LDLIBS  := $(shell pkg-config --libs libcurl libcjson) -lm
+FUZZ_LIB_OBJ := $(patsubst %,$(FUZZ_BUILD)/common/%.o,codec jsonv mem netguard valid)
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS    := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
+FUZZ_TARGETS ?= $(FUZZ_SRC:tests/fuzz/%.c=%)
+# -max_len per target: a little above the limit each function enforces (JSON: well above the
+# 64-level depth limit, yet small enough to mutate quickly). Unlisted targets get 4096.
+FUZZ_MAXLEN_fuzz_jsonv      := 4096
+FUZZ_MAXLEN_fuzz_url        := 2100
+FUZZ_MAXLEN_fuzz_event_name := 800
+FUZZ_MAXLEN_fuzz_headers    := 4400
+FUZZ_MAXLEN_fuzz_netguard   := 512
+
+.PHONY: fuzz fuzz-build fuzz-clean
+fuzz-build: $(FUZZ_BINS)
+
+$(FUZZ_LIB_OBJ): $(FUZZ_BUILD)/common/%.o: common/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+$(FUZZ_BINS:%=%.o): $(FUZZ_BUILD)/%.o: tests/fuzz/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+$(FUZZ_BINS): $(FUZZ_BUILD)/%: $(FUZZ_BUILD)/%.o $(FUZZ_LIB_OBJ)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(FUZZ_LDLIBS)
+
+fuzz: fuzz-build
+	@mkdir -p $(FUZZ_BUILD)/artifacts $(FUZZ_BUILD)/logs; failed=""; \
+	for tm in $(foreach t,$(FUZZ_TARGETS),$(t):$(FUZZ_MAXLEN_$(t))); do \
+	    t=$${tm%%:*}; maxlen=$${tm#*:}; maxlen=$${maxlen:-4096}; \
+	    log=$(FUZZ_BUILD)/logs/$$t.log; seeds=tests/fuzz/seeds/$$t; \
+	    [ -d "$$seeds" ] || seeds=; \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+	    echo "fuzz: $$t: $(FUZZ_SECONDS) s, -max_len=$$maxlen"; \
+	    if ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	        ./$(FUZZ_BUILD)/$$t -max_total_time=$(FUZZ_SECONDS) -max_len=$$maxlen -timeout=10 \
+	        -print_final_stats=1 -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$t- \
+	        $(FUZZ_BUILD)/corpus/$$t $$seeds >$$log 2>&1; then \
+	        awk -v t=$$t '/^#[0-9]+/ && / cov: / { last = $$0 } \
+	            /average_exec_per_sec/ { eps = $$2 } /number_of_executed_units/ { runs = $$2 } \
+	            END { sub(/^#[0-9]+[ \t]+[A-Z]+[ \t]+/, "", last); \
+	                  printf "fuzz: %s: ok, %s runs, %s exec/s, %s\n", t, runs, eps, last }' $$log; \
+	    else \
+	        echo "fuzz: $$t: FAILED (log: $$log)"; tail -n 30 $$log | sed 's/^/    /'; \
+	        ls $(FUZZ_BUILD)/artifacts/$$t-* 2>/dev/null | sed 's/^/    reproducer: /'; \
+	        failed="$$failed $$t"; \
+	    fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed"; exit 1; fi; echo "fuzz: all passed"
+
+fuzz-clean:
+	rm -rf $(FUZZ_BUILD)
+
+-include $(shell find $(FUZZ_BUILD) -name '*.d' 2>/dev/null)
