@@ -1,6 +1,8 @@
 /* Reconciling the Redis event index (wh:event:<name>) with the active subscriptions in
- * PostgreSQL: missing or outdated entries are written, stale ones removed only when their
- * subscription id is confirmed inactive and the entry is unchanged (compare-and-delete). */
+ * PostgreSQL, in bounded steps: every index key found by SCAN is checked against that event's
+ * subscriptions (stale entries are removed by compare-and-delete, only when their id is
+ * confirmed inactive), then the active subscriptions are read in keyset pages and missing or
+ * outdated entries are written (HMGET per page). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,21 +12,9 @@
 #include "mem.h"
 #include "recon.h"
 
-struct entry {
-    const char *name, *url, *id;
-    bool seen;
-};
-
 static const char cas_hdel_lua[] =
     "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then "
     "return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0";
-
-static int cmp_entry(const void *a, const void *b)
-{
-    const struct entry *x = a, *y = b;
-    int c = strcmp(x->name, y->name);
-    return c ? c : strcmp(x->url, y->url);
-}
 
 static void index_value(struct buf *b, const char *id)
 {
@@ -32,22 +22,24 @@ static void index_value(struct buf *b, const char *id)
     buf_printf(b, "{\"id\":\"%s\",\"status\":\"active\"}", id);
 }
 
-static int write_entry(struct recon *r, const char *key, size_t klen, const struct entry *e,
+static int write_entry(struct recon *r, const char *name, const char *url, const char *id,
                        struct buf *v)
 {
     r->n.index_fixed++;
-    log_info("index", "adding %s -> %s to the event index", e->name, e->url);
+    log_info("index", "adding %s -> %s to the event index", name, url);
     if (r->cfg.dry_run)
         return 0;
-    index_value(v, e->id);
-    const char *argv[] = {"HSET", key, e->url, v->data};
-    size_t lens[] = {4, klen, strlen(e->url), v->len};
+    char key[KEY_MAX];
+    size_t klen = key_event(key, name, strlen(name));
+    index_value(v, id);
+    const char *argv[] = {"HSET", key, url, v->data};
+    size_t lens[] = {4, klen, strlen(url), v->len};
     redisReply *rep = recon_redis(r, 4, argv, lens);
     freeReplyObject(rep);
     return rep ? 0 : -1;
 }
 
-/* A field whose subscription PostgreSQL does not list as active under this name and URL. */
+/* An entry whose event name + URL has no active subscription in PostgreSQL. */
 static int drop_stale(struct recon *r, const char *key, size_t klen, const redisReply *field,
                       const redisReply *value)
 {
@@ -64,7 +56,7 @@ static int drop_stale(struct recon *r, const char *key, size_t klen, const redis
         bool active = PQntuples(res) > 0;
         PQclear(res);
         if (active)
-            return 0; /* registered after our snapshot: keep it */
+            return 0; /* registered after our read: keep it */
     }
     r->n.index_fixed++;
     log_info("index", "removing stale entry %s from %s", field->str, key);
@@ -77,49 +69,47 @@ static int drop_stale(struct recon *r, const char *key, size_t klen, const redis
     return rep ? 0 : -1;
 }
 
-static int check_key(struct recon *r, const char *key, size_t klen, size_t prefix_len,
-                     struct entry *entries, size_t n, struct buf *v)
+static int cmp_str(const void *a, const void *b)
 {
-    const char *name = key + prefix_len;
-    const char *argv[] = {"HGETALL", key};
-    size_t lens[] = {7, klen};
-    redisReply *rep = recon_redis(r, 2, argv, lens);
-    if (!rep)
-        return -1;
-    int rc = 0;
-    for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i + 1 < rep->elements && rc == 0; i += 2) {
-        const redisReply *f = rep->element[i], *val = rep->element[i + 1];
-        if (f->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING)
-            continue;
-        struct entry probe = {.name = name, .url = f->str};
-        struct entry *e = bsearch(&probe, entries, n, sizeof *entries, cmp_entry);
-        if (!e) {
-            rc = drop_stale(r, key, klen, f, val);
-            continue;
-        }
-        e->seen = true;
-        if (!strstr(val->str, e->id))
-            rc = write_entry(r, key, klen, e, v);
-    }
-    freeReplyObject(rep);
-    return rc;
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-int recon_index(struct recon *r)
+/* Redis -> PostgreSQL: the entries of one index key against its event's subscriptions. */
+static int check_key(struct recon *r, const char *key, size_t klen, size_t prefix_len)
 {
+    const char *name = key + prefix_len;
+    const char *params[] = {name};
     PGresult *res = recon_sql(
-        r, "SELECT id::text, event_name, url FROM subscriptions WHERE status = 'active'", 0, NULL);
+        r, "SELECT url FROM subscriptions WHERE event_name = $1 AND status = 'active'", 1,
+        params);
     if (!res)
         return -1;
     size_t n = (size_t)PQntuples(res);
-    struct entry *entries = xcalloc(n + 1, sizeof *entries);
-    for (size_t i = 0; i < n; i++) {
-        entries[i].id = PQgetvalue(res, (int)i, 0);
-        entries[i].name = PQgetvalue(res, (int)i, 1);
-        entries[i].url = PQgetvalue(res, (int)i, 2);
+    const char **urls = xcalloc(n + 1, sizeof *urls);
+    for (size_t i = 0; i < n; i++)
+        urls[i] = PQgetvalue(res, (int)i, 0);
+    qsort(urls, n, sizeof *urls, cmp_str); /* byte order, whatever the database collation */
+    const char *argv[] = {"HGETALL", key};
+    size_t lens[] = {7, klen};
+    redisReply *rep = recon_redis(r, 2, argv, lens);
+    int rc = rep ? 0 : -1;
+    for (size_t i = 0; rep && rep->type == REDIS_REPLY_ARRAY && i + 1 < rep->elements && rc == 0;
+         i += 2) {
+        const redisReply *f = rep->element[i], *val = rep->element[i + 1];
+        if (f->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING)
+            continue;
+        const char *probe = f->str;
+        if (!bsearch(&probe, urls, n, sizeof *urls, cmp_str))
+            rc = drop_stale(r, key, klen, f, val);
     }
-    qsort(entries, n, sizeof *entries, cmp_entry);
+    freeReplyObject(rep);
+    free(urls);
+    PQclear(res);
+    return rc;
+}
 
+static int scan_index(struct recon *r)
+{
     char prefix[KEY_MAX], pattern[2 * KEY_MAX];
     size_t plen = key_event(prefix, "", 0);
     size_t k = 0;
@@ -130,35 +120,101 @@ int recon_index(struct recon *r)
     }
     pattern[k++] = '*';
     pattern[k] = '\0';
-
-    struct buf v = {0};
-    int rc = 0;
     char cursor[32] = "0";
+    int rc = 0;
     do {
         const char *argv[] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "500"};
         size_t lens[] = {4, strlen(cursor), 5, k, 5, 3};
         redisReply *rep = recon_redis(r, 6, argv, lens);
         if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
             freeReplyObject(rep);
-            rc = -1;
-            break;
+            return -1;
         }
         snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
         const redisReply *keys = rep->element[1];
         for (size_t i = 0; i < keys->elements && rc == 0; i++)
-            rc = check_key(r, keys->element[i]->str, keys->element[i]->len, plen, entries, n, &v);
+            rc = check_key(r, keys->element[i]->str, keys->element[i]->len, plen);
         freeReplyObject(rep);
     } while (rc == 0 && strcmp(cursor, "0") != 0);
+    return rc;
+}
 
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        if (entries[i].seen)
+/* PostgreSQL -> Redis: one page of active subscriptions (all of one event name or less). */
+static int check_page(struct recon *r, PGresult *res, int from, int to, struct buf *v)
+{
+    const char *name = PQgetvalue(res, from, 1);
+    char key[KEY_MAX];
+    size_t klen = key_event(key, name, strlen(name));
+    int n = to - from;
+    const char **argv = xcalloc((size_t)n + 2, sizeof *argv);
+    size_t *lens = xcalloc((size_t)n + 2, sizeof *lens);
+    argv[0] = "HMGET";
+    lens[0] = 5;
+    argv[1] = key;
+    lens[1] = klen;
+    for (int i = 0; i < n; i++) {
+        argv[i + 2] = PQgetvalue(res, from + i, 2);
+        lens[i + 2] = (size_t)PQgetlength(res, from + i, 2);
+    }
+    redisReply *rep = recon_redis(r, n + 2, argv, lens);
+    free(argv);
+    free(lens);
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || (int)rep->elements != n) {
+        freeReplyObject(rep);
+        return -1;
+    }
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        const redisReply *e = rep->element[i];
+        const char *id = PQgetvalue(res, from + i, 0);
+        if (e->type == REDIS_REPLY_STRING && strstr(e->str, id))
             continue;
-        char key[KEY_MAX];
-        size_t klen = key_event(key, entries[i].name, strlen(entries[i].name));
-        rc = write_entry(r, key, klen, &entries[i], &v);
+        rc = write_entry(r, name, PQgetvalue(res, from + i, 2), id, v);
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
+static int fill_missing(struct recon *r)
+{
+    char batch[24], after_name[160] = "", after_url[4096] = "";
+    snprintf(batch, sizeof batch, "%ld", r->cfg.batch);
+    struct buf v = {0};
+    int rc = 0;
+    for (;;) {
+        const char *params[] = {after_name, after_url, batch};
+        PGresult *res = recon_sql(
+            r,
+            "SELECT id::text, event_name, url FROM subscriptions WHERE status = 'active' "
+            "AND (event_name, url) > ($1, $2) ORDER BY event_name, url LIMIT $3::int",
+            3, params);
+        if (!res) {
+            rc = -1;
+            break;
+        }
+        int n = PQntuples(res);
+        for (int from = 0; from < n && rc == 0;) {
+            int to = from + 1;
+            while (to < n && strcmp(PQgetvalue(res, to, 1), PQgetvalue(res, from, 1)) == 0)
+                to++;
+            rc = check_page(r, res, from, to, &v);
+            from = to;
+        }
+        if (n) {
+            snprintf(after_name, sizeof after_name, "%s", PQgetvalue(res, n - 1, 1));
+            snprintf(after_url, sizeof after_url, "%s", PQgetvalue(res, n - 1, 2));
+        }
+        PQclear(res);
+        if (rc < 0 || n < r->cfg.batch)
+            break;
     }
     buf_free(&v);
-    free(entries);
-    PQclear(res);
     return rc;
+}
+
+int recon_index(struct recon *r)
+{
+    if (scan_index(r) < 0)
+        return -1;
+    return fill_missing(r);
 }
