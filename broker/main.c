@@ -24,14 +24,10 @@ static struct broker broker;
 static const struct cfg_opt opts[] = {
     {"BROKER_LISTEN", "listen", CFG_STR, "127.0.0.1:8080", 0, 0,
      "address and port to listen on (port 0 picks a free one)", C(listen)},
-    {"REDIS_URL", "redis-url", CFG_STR, "redis://127.0.0.1:6379", 0, 0,
-     "Redis server: redis://[:password@]host[:port][/db]", C(redis_url)},
-    {"DATABASE_URL", "database-url", CFG_STR, "postgresql://webhooks@127.0.0.1:5432/webhooks", 0,
-     0, "PostgreSQL connection string (libpq URI or key=value)", C(database_url)},
-    {"REDIS_PREFIX", "redis-prefix", CFG_STR, "wh:", 0, 0, "prefix of every Redis key",
-     C(redis_prefix)},
-    {"QUEUE_PARTITIONS", "partitions", CFG_INT, "1", 1, 256,
-     "number of job stream partitions (same value on broker and workers)", C(partitions)},
+    CFG_OPT_REDIS_URL(C(redis_url)),
+    CFG_OPT_DATABASE_URL(C(database_url)),
+    CFG_OPT_REDIS_PREFIX(C(redis_prefix)),
+    CFG_OPT_PARTITIONS(C(partitions)),
     {"MAX_BODY_BYTES", "max-body-bytes", CFG_INT, "262144", 1024, 16 * 1024 * 1024,
      "largest request body accepted (payloads included)", C(max_body)},
     {"PAYLOAD_TTL", "payload-ttl", CFG_INT, "3600", 60, 30 * 86400,
@@ -45,8 +41,7 @@ static const struct cfg_opt opts[] = {
      "seconds an idle client connection is kept", C(request_timeout_ms)},
     {"DRAIN_TIMEOUT", "drain-timeout", CFG_MS, "20", 0, 3600000,
      "seconds to finish in-flight requests after SIGTERM", C(drain_timeout_ms)},
-    {"LOG_LEVEL", "log-level", CFG_STR, "info", 0, 0, "debug, info, warn or error",
-     C(log_level)},
+    CFG_OPT_LOG_LEVEL(C(log_level)),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -111,24 +106,11 @@ static void on_pg_state(struct pg *p, bool up, void *arg)
 int main(int argc, char **argv)
 {
     char err[512];
-    signal(SIGPIPE, SIG_IGN);
-    log_set_program("webhook-broker");
-    int rc = cfg_load(opts, NOPTS, argc, argv, usage, "webhook-broker " BROKER_VERSION, err,
-                      sizeof err);
-    if (rc != 0) {
-        if (rc < 0)
-            fprintf(stderr, "webhook-broker: %s\n", err);
-        cfg_free(opts, NOPTS);
-        return rc < 0 ? 2 : 0;
-    }
-    if (log_set_level(broker.cfg.log_level) < 0) {
-        fprintf(stderr, "webhook-broker: LOG_LEVEL must be debug, info, warn or error\n");
-        return 2;
-    }
-    if (keys_set_prefix(broker.cfg.redis_prefix) < 0) {
-        fprintf(stderr, "webhook-broker: REDIS_PREFIX must be at most 64 bytes without braces\n");
-        return 2;
-    }
+    int rc = cfg_startup("webhook-broker", opts, NOPTS, argc, argv, usage,
+                         "webhook-broker " BROKER_VERSION, &broker.cfg.log_level,
+                         &broker.cfg.redis_prefix);
+    if (rc >= 0)
+        return rc;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     broker.base = event_base_new();
     if (!broker.base) {

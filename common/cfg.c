@@ -2,7 +2,11 @@
  * The same table drives environment parsing, command-line flags, --help and range checks. */
 #include "cfg.h"
 
+#include "keys.h"
+#include "log.h"
 #include "mem.h"
+
+#include <signal.h>
 
 #include <errno.h>
 #include <math.h>
@@ -197,4 +201,32 @@ int cfg_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
     host[hl] = '\0';
     *port = (int)p;
     return 0;
+}
+
+int cfg_startup(const char *prog, const struct cfg_opt *opts, size_t n, int argc, char **argv,
+                const char *usage, const char *version, char *const *log_level,
+                char *const *redis_prefix)
+{
+    char err[512];
+    signal(SIGPIPE, SIG_IGN);
+    log_set_program(prog);
+    int rc = cfg_load(opts, n, argc, argv, usage, version, err, sizeof err);
+    if (rc != 0) {
+        if (rc < 0)
+            fprintf(stderr, "%s: %s\n", prog, err);
+        cfg_free(opts, n);
+        return rc < 0 ? 2 : 0;
+    }
+    if (log_set_level(*log_level) < 0) {
+        fprintf(stderr, "%s: LOG_LEVEL must be debug, info, warn or error (got \"%s\")\n", prog,
+                *log_level);
+        cfg_free(opts, n);
+        return 2;
+    }
+    if (keys_set_prefix(*redis_prefix) < 0) {
+        fprintf(stderr, "%s: REDIS_PREFIX must be at most 64 bytes without braces\n", prog);
+        cfg_free(opts, n);
+        return 2;
+    }
+    return -1;
 }

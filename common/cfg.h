@@ -31,6 +31,29 @@ int cfg_load(const struct cfg_opt *opts, size_t n, int argc, char **argv, const 
 void cfg_print_help(const struct cfg_opt *opts, size_t n, const char *usage);
 void cfg_free(const struct cfg_opt *opts, size_t n);
 
+/* Entries every binary shares, so their names, defaults and help are defined once. */
+#define CFG_OPT_REDIS_URL(ptr)                                                                     \
+    {"REDIS_URL", "redis-url", CFG_STR, "redis://127.0.0.1:6379", 0, 0,                          \
+     "Redis server: redis://[:password@]host[:port][/db]", ptr}
+#define CFG_OPT_DATABASE_URL(ptr)                                                                  \
+    {"DATABASE_URL", "database-url", CFG_STR, "postgresql://webhooks@127.0.0.1:5432/webhooks", 0, \
+     0, "PostgreSQL connection string (libpq URI or key=value)", ptr}
+#define CFG_OPT_REDIS_PREFIX(ptr)                                                                  \
+    {"REDIS_PREFIX", "redis-prefix", CFG_STR, "wh:", 0, 0, "prefix of every Redis key", ptr}
+#define CFG_OPT_PARTITIONS(ptr)                                                                    \
+    {"QUEUE_PARTITIONS", "partitions", CFG_INT, "1", 1, 256,                                     \
+     "number of job stream partitions (same value on broker and workers)", ptr}
+#define CFG_OPT_LOG_LEVEL(ptr)                                                                     \
+    {"LOG_LEVEL", "log-level", CFG_STR, "info", 0, 0, "debug, info, warn or error", ptr}
+
+/* The start-up every binary shares: ignores SIGPIPE, names the program in logs, loads the
+ * config (printing --help / --version), applies LOG_LEVEL and REDIS_PREFIX (the fields the
+ * two pointers designate, filled by the load). Returns -1 to go on, or the status main()
+ * should exit with (0 after --help, 2 on a bad setting, with the reason on stderr). */
+int cfg_startup(const char *prog, const struct cfg_opt *opts, size_t n, int argc, char **argv,
+                const char *usage, const char *version, char *const *log_level,
+                char *const *redis_prefix);
+
 /* Parses "host:port" (host may be [v6]); port 0 allowed. host written into host (NUL-terminated). */
 int cfg_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
     __attribute__((warn_unused_result));

@@ -20,14 +20,10 @@ static volatile sig_atomic_t stop;
 
 #define C(field) &R.cfg.field
 static const struct cfg_opt opts[] = {
-    {"REDIS_URL", "redis-url", CFG_STR, "redis://127.0.0.1:6379", 0, 0,
-     "Redis server: redis://[:password@]host[:port][/db]", C(redis_url)},
-    {"DATABASE_URL", "database-url", CFG_STR, "postgresql://webhooks@127.0.0.1:5432/webhooks", 0,
-     0, "PostgreSQL connection string (libpq URI or key=value)", C(database_url)},
-    {"REDIS_PREFIX", "redis-prefix", CFG_STR, "wh:", 0, 0, "prefix of every Redis key",
-     C(redis_prefix)},
-    {"QUEUE_PARTITIONS", "partitions", CFG_INT, "1", 1, 256,
-     "number of job stream partitions (same value on broker and workers)", C(partitions)},
+    CFG_OPT_REDIS_URL(C(redis_url)),
+    CFG_OPT_DATABASE_URL(C(database_url)),
+    CFG_OPT_REDIS_PREFIX(C(redis_prefix)),
+    CFG_OPT_PARTITIONS(C(partitions)),
     {"RECONCILE_GRACE", "grace", CFG_MS, "60", 0, 86400000,
      "seconds a job must have been unchanged before it can count as lost (more than "
      "DELIVERY_TIMEOUT + CLAIM_IDLE is safest)",
@@ -46,8 +42,7 @@ static const struct cfg_opt opts[] = {
     {"RECONCILE_ONCE", "once", CFG_BOOL, "0", 0, 0, "run one pass and exit (for cron)", C(once)},
     {"RECONCILE_DRY_RUN", "dry-run", CFG_BOOL, "0", 0, 0,
      "report what would be repaired, change nothing", C(dry_run)},
-    {"LOG_LEVEL", "log-level", CFG_STR, "info", 0, 0, "debug, info, warn or error",
-     C(log_level)},
+    CFG_OPT_LOG_LEVEL(C(log_level)),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -178,22 +173,11 @@ static void on_signal(int sig)
 
 int main(int argc, char **argv)
 {
-    char err[512];
-    signal(SIGPIPE, SIG_IGN);
-    log_set_program("webhook-reconciler");
-    int rc = cfg_load(opts, NOPTS, argc, argv, usage, "webhook-reconciler " RECON_VERSION, err,
-                      sizeof err);
-    if (rc != 0) {
-        if (rc < 0)
-            fprintf(stderr, "webhook-reconciler: %s\n", err);
-        cfg_free(opts, NOPTS);
-        return rc < 0 ? 2 : 0;
-    }
-    if (log_set_level(R.cfg.log_level) < 0 || keys_set_prefix(R.cfg.redis_prefix) < 0) {
-        fprintf(stderr, "webhook-reconciler: invalid LOG_LEVEL or REDIS_PREFIX\n");
-        cfg_free(opts, NOPTS);
-        return 2;
-    }
+    int rc = cfg_startup("webhook-reconciler", opts, NOPTS, argc, argv, usage,
+                         "webhook-reconciler " RECON_VERSION, &R.cfg.log_level,
+                         &R.cfg.redis_prefix);
+    if (rc >= 0)
+        return rc;
     if (R.cfg.once && R.cfg.interval_s) {
         fprintf(stderr, "webhook-reconciler: --once and --interval exclude each other\n");
         cfg_free(opts, NOPTS);

@@ -22,14 +22,10 @@ struct worker W;
 
 #define C(field) &W.cfg.field
 static const struct cfg_opt opts[] = {
-    {"REDIS_URL", "redis-url", CFG_STR, "redis://127.0.0.1:6379", 0, 0,
-     "Redis server: redis://[:password@]host[:port][/db]", C(redis_url)},
-    {"DATABASE_URL", "database-url", CFG_STR, "postgresql://webhooks@127.0.0.1:5432/webhooks", 0,
-     0, "PostgreSQL connection string (libpq URI or key=value)", C(database_url)},
-    {"REDIS_PREFIX", "redis-prefix", CFG_STR, "wh:", 0, 0, "prefix of every Redis key",
-     C(redis_prefix)},
-    {"QUEUE_PARTITIONS", "partitions", CFG_INT, "1", 1, 256,
-     "number of job stream partitions (same value on broker and workers)", C(partitions)},
+    CFG_OPT_REDIS_URL(C(redis_url)),
+    CFG_OPT_DATABASE_URL(C(database_url)),
+    CFG_OPT_REDIS_PREFIX(C(redis_prefix)),
+    CFG_OPT_PARTITIONS(C(partitions)),
     {"WORKER_CONCURRENCY", "concurrency", CFG_INT, "64", 1, 10000,
      "deliveries in flight at once in this process", C(concurrency)},
     {"RETRY_SCHEDULE", "retry-schedule", CFG_STR, BACKOFF_DEFAULT, 0, 0,
@@ -49,8 +45,7 @@ static const struct cfg_opt opts[] = {
      "seconds to finish in-flight deliveries after SIGTERM", C(drain_timeout_ms)},
     {"WORKER_NAME", "name", CFG_STR, "", 0, 0,
      "consumer name in the Redis group (default host:pid)", C(consumer)},
-    {"LOG_LEVEL", "log-level", CFG_STR, "info", 0, 0, "debug, info, warn or error",
-     C(log_level)},
+    CFG_OPT_LOG_LEVEL(C(log_level)),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -122,24 +117,10 @@ static void on_pg(struct pg *p, bool up, void *arg)
 int main(int argc, char **argv)
 {
     char err[512];
-    signal(SIGPIPE, SIG_IGN);
-    log_set_program("webhook-worker");
-    int rc = cfg_load(opts, NOPTS, argc, argv, usage, "webhook-worker " WORKER_VERSION, err,
-                      sizeof err);
-    if (rc != 0) {
-        if (rc < 0)
-            fprintf(stderr, "webhook-worker: %s\n", err);
-        cfg_free(opts, NOPTS);
-        return rc < 0 ? 2 : 0;
-    }
-    if (log_set_level(W.cfg.log_level) < 0) {
-        fprintf(stderr, "webhook-worker: LOG_LEVEL must be debug, info, warn or error\n");
-        return 2;
-    }
-    if (keys_set_prefix(W.cfg.redis_prefix) < 0) {
-        fprintf(stderr, "webhook-worker: REDIS_PREFIX must be at most 64 bytes without braces\n");
-        return 2;
-    }
+    int rc = cfg_startup("webhook-worker", opts, NOPTS, argc, argv, usage,
+                         "webhook-worker " WORKER_VERSION, &W.cfg.log_level, &W.cfg.redis_prefix);
+    if (rc >= 0)
+        return rc;
     if (backoff_parse(W.cfg.retry_schedule, &W.backoff, err, sizeof err) < 0) {
         fprintf(stderr, "webhook-worker: RETRY_SCHEDULE: %s\n", err);
         return 2;
