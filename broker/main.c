@@ -127,7 +127,7 @@ int main(int argc, char **argv)
              BROKER_VERSION, event_get_version(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH,
              PQlibVersion(), cJSON_Version(), OPENSSL_VERSION_TEXT, schema_version(),
              broker.cfg.partitions, broker.cfg.partitions == 1 ? "" : "s");
-    char *setup = schema_setup_sql();
+    char *setup = schema_daemon_setup_sql();
     broker.redis = rds_new(broker.base, broker.cfg.redis_url, "redis", on_redis_state, &broker,
                            err, sizeof err);
     if (!broker.redis) {

@@ -2,6 +2,8 @@
  * recorded in schema_migrations. */
 #include "schema.h"
 
+#include <stdlib.h>
+
 #include "mem.h"
 
 /* Append-only: never edit a migration that has shipped; add a new one. Statements run inside
@@ -88,4 +90,12 @@ char *schema_setup_sql(void)
                    i + 1, migrations[i], i + 1);
     buf_adds(&b, "COMMIT;");
     return buf_steal(&b, NULL);
+}
+
+char *schema_daemon_setup_sql(void)
+{
+    char *setup = schema_setup_sql();
+    char *all = xasprintf("%s SET enable_seqscan = off;", setup);
+    free(setup);
+    return all;
 }

@@ -5,6 +5,11 @@
 
 /* The whole set-up script (one transaction, idempotent); caller frees. */
 char *schema_setup_sql(void);
+/* The same, followed by the settings of the broker's and workers' sessions: every statement
+ * they run is an index lookup, and sequential scans are turned off so that a prepared
+ * statement's cached generic plan, made while a table was nearly empty, cannot become a scan
+ * of every job once the table has grown (docs/decisions.md). Caller frees. */
+char *schema_daemon_setup_sql(void);
 int schema_version(void); /* newest migration number */
 
 #endif

@@ -155,8 +155,9 @@ int main(int argc, char **argv)
              WORKER_VERSION, W.consumer, event_get_version(), cv->version, HIREDIS_MAJOR,
              HIREDIS_MINOR, HIREDIS_PATCH, PQlibVersion(), cJSON_Version(), W.backoff.n + 1,
              W.cfg.concurrency);
-    char *setup = schema_setup_sql();
+    char *setup = schema_daemon_setup_sql();
     W.pg = pg_new(W.base, W.cfg.database_url, "pg", setup, on_pg, NULL);
+    W.pg_read = pg_new(W.base, W.cfg.database_url, "pg-read", setup, on_pg, NULL);
     free(setup);
     W.rd_cmd = rds_new(W.base, W.cfg.redis_url, "redis", on_redis_cmd, NULL, err, sizeof err);
     W.rd_read = W.rd_cmd ? rds_new(W.base, W.cfg.redis_url, "redis-read", on_redis_read, NULL,
@@ -181,6 +182,7 @@ int main(int argc, char **argv)
     rds_free(W.rd_read);
     rds_free(W.rd_cmd);
     pg_free(W.pg);
+    pg_free(W.pg_read);
     event_free(tick_ev);
     event_free(sig_term);
     event_free(sig_int);

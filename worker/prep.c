@@ -200,7 +200,7 @@ static void fetch_payloads_db(struct batch *bt)
         static const char sql[] = "SELECT id::text, payload FROM events WHERE id = ANY($1::uuid[])";
         const char *params[] = {arr.data};
         bt->waits++;
-        if (pg_query_prepared(W.pg, "wh_payloads", sql, 1, params, NULL, NULL, 1, payloads_from_db, bt) < 0) {
+        if (pg_query_prepared(W.pg_read, "wh_payloads", sql, 1, params, NULL, NULL, 1, payloads_from_db, bt) < 0) {
             bt->failed = true;
             bt->waits--;
         }
@@ -336,7 +336,7 @@ static void fetch_subs(struct batch *bt)
                                   "FROM subscriptions WHERE id = ANY($1::uuid[])";
         const char *params[] = {arr.data};
         bt->waits++;
-        if (pg_query_prepared(W.pg, "wh_subs", sql, 1, params, NULL, NULL, 0, subs_from_db, bt) < 0) {
+        if (pg_query_prepared(W.pg_read, "wh_subs", sql, 1, params, NULL, NULL, 0, subs_from_db, bt) < 0) {
             bt->waits--;
             bt->failed = true;
         }
@@ -390,7 +390,7 @@ static void fetch_states(struct batch *bt)
             "WHERE id = ANY($1::uuid[])";
         const char *params[] = {arr.data};
         bt->waits++;
-        if (pg_query_prepared(W.pg, "wh_states", sql, 1, params, NULL, NULL, 0, states_from_db, bt) < 0) {
+        if (pg_query_prepared(W.pg_read, "wh_states", sql, 1, params, NULL, NULL, 0, states_from_db, bt) < 0) {
             bt->waits--;
             bt->failed = true;
         }

@@ -38,7 +38,7 @@ static void group_created(struct rds *r, redisReply *reply, void *priv)
         log_warn("reader", "cannot create the consumer group: %s", reply->str);
     if (--groups_pending == 0) {
         groups_ok = true;
-        if (!W.ready_logged && pg_up(W.pg)) {
+        if (!W.ready_logged && pg_up(W.pg) && pg_up(W.pg_read)) {
             W.ready_logged = true;
             log_info(NULL, "worker ready: consumer %s, %ld partition%s, concurrency %ld",
                      W.consumer, W.cfg.partitions, W.cfg.partitions == 1 ? "" : "s",
@@ -160,7 +160,8 @@ static void read_done(struct rds *r, redisReply *reply, void *priv)
 
 void reader_kick(void)
 {
-    if (reading || W.draining || !groups_ok || !rds_up(W.rd_read) || !pg_up(W.pg))
+    if (reading || W.draining || !groups_ok || !rds_up(W.rd_read) || !pg_up(W.pg) ||
+        !pg_up(W.pg_read))
         return;
     long room = W.cfg.concurrency - W.inflight;
     if (room <= 0)
@@ -294,7 +295,7 @@ void reader_tick(int64_t now_ms)
     }
     if (!promoting && !W.draining)
         promote(now_ms);
-    if (!W.draining && pg_up(W.pg) && claiming == 0 && now_ms >= next_claim_ms) {
+    if (!W.draining && pg_up(W.pg) && pg_up(W.pg_read) && claiming == 0 && now_ms >= next_claim_ms) {
         long period = W.cfg.claim_idle_ms / 4;
         next_claim_ms = now_ms + (period < 1000 ? 1000 : period);
         for (unsigned p = 0; p < (unsigned)W.cfg.partitions; p++)

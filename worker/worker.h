@@ -43,7 +43,8 @@ struct worker {
     char consumer[160];
     struct rds *rd_read; /* blocking XREADGROUP only */
     struct rds *rd_cmd;  /* everything else */
-    struct pg *pg;
+    struct pg *pg;      /* outcome writes (each a commit) */
+    struct pg *pg_read; /* lookups before sending: never queued behind a commit */
     long inflight; /* jobs taken from Redis and not yet finished */
     bool draining;
     bool ready_logged;
