@@ -86,7 +86,7 @@ clean:
 # Builds every tests/fuzz/fuzz_*.c against the common/*.c it needs, then runs each target for
 # FUZZ_SECONDS on build-fuzz/corpus/<target> (new inputs are kept there) plus the seeds in
 # tests/fuzz/seeds/<target>/. Fails when any target finds a crash, leak, sanitizer report,
-# slow input or out-of-memory; the reproducer is in build-fuzz/artifacts/, the log in
+# input slower than 30 s or out-of-memory; the reproducer is in build-fuzz/artifacts/, the log in
 # build-fuzz/logs/. Needs Debian's libclang-rt-14-dev (bash scripts/deps.sh).
 FUZZ_CC      ?= clang
 FUZZ_BUILD   := build-fuzz
@@ -129,7 +129,7 @@ fuzz: fuzz-build
 	    mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
 	    echo "fuzz: $$t: $(FUZZ_SECONDS) s, -max_len=$$maxlen"; \
 	    if ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	        ./$(FUZZ_BUILD)/$$t -max_total_time=$(FUZZ_SECONDS) -max_len=$$maxlen -timeout=10 \
+	        ./$(FUZZ_BUILD)/$$t -max_total_time=$(FUZZ_SECONDS) -max_len=$$maxlen -timeout=30 \
 	        -print_final_stats=1 -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$t- \
 	        $(FUZZ_BUILD)/corpus/$$t $$seeds >$$log 2>&1; then \
 	        awk -v t=$$t '/^#[0-9]+/ && / cov: / { last = $$0 } \
