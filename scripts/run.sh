@@ -139,12 +139,6 @@ if [[ -z "${DATABASE_URL:-}" ]]; then
     export DATABASE_URL=postgresql://webhooks@127.0.0.1:$RUN_PG_PORT/webhooks
 fi
 
-if [[ -z "${WEBHOOK_ALLOW_PRIVATE_NETWORKS:-}" ]]; then
-    export WEBHOOK_ALLOW_PRIVATE_NETWORKS=1
-    say "delivery to private networks (127.0.0.1, 10.x, ...) is allowed for local development;" \
-        "set WEBHOOK_ALLOW_PRIVATE_NETWORKS=0 to forbid it"
-fi
-
 # --- daemons ----------------------------------------------------------------------------------
 
 names=(broker)
