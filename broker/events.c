@@ -44,10 +44,14 @@ static void got_event(void *priv, PGresult *res, const char *err)
     const char *hex = PQgetvalue(res, 0, 2);
     size_t hl = (size_t)PQgetlength(res, 0, 2);
     buf_reserve(&b, hl / 2);
-    for (size_t i = 0; i + 1 < hl; i += 2) {
-        char pair[3] = {hex[i], hex[i + 1], 0};
-        buf_addc(&b, (char)strtol(pair, NULL, 16));
+    long n = hex_decode(hex, hl, (unsigned char *)b.data + b.len, b.cap - b.len - 1);
+    if (n < 0) {
+        buf_free(&b);
+        http_error(r, 500, "internal", "the stored payload of event %s is unreadable", r->seg[0]);
+        return;
     }
+    b.len += (size_t)n;
+    b.data[b.len] = '\0';
     buf_adds(&b, ",\"jobs\":[");
     for (int i = 0; i < PQntuples(res); i++) {
         if (PQgetisnull(res, i, 4))

@@ -204,3 +204,27 @@ void json_escape(struct buf *b, const char *s, size_t n)
     }
     buf_addc(b, '"');
 }
+
+int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+long hex_decode(const char *in, size_t len, unsigned char *out, size_t outcap)
+{
+    if (len % 2 || len / 2 > outcap)
+        return -1;
+    for (size_t i = 0; i < len; i += 2) {
+        int hi = hex_value(in[i]), lo = hex_value(in[i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        out[i / 2] = (unsigned char)(hi << 4 | lo);
+    }
+    return (long)(len / 2);
+}

@@ -17,6 +17,11 @@ long b64_decode(const char *in, size_t n, unsigned char *out, size_t outcap);
 
 /* Lowercase hex; out must hold 2n+1 bytes; NUL-terminated. */
 void hex_encode(const unsigned char *in, size_t n, char *out);
+/* Value of one hex digit (either case), or -1. */
+int hex_value(char c);
+/* Decodes len hex digits (len even) into len / 2 bytes at out (capacity outcap). Returns the
+ * number of bytes, or -1 on an odd length, a non-hex digit or too small an output. */
+long hex_decode(const char *in, size_t len, unsigned char *out, size_t outcap);
 
 /* True when p[0..n) is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
 bool utf8_valid(const char *p, size_t n);

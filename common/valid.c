@@ -189,16 +189,6 @@ int valid_header(const char *name, const char *value, char *err, size_t errlen)
     return 0;
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 long path_segment_decode(const char *in, size_t n, char *out, size_t outcap)
 {
@@ -210,7 +200,7 @@ long path_segment_decode(const char *in, size_t n, char *out, size_t outcap)
         if (c == '%') {
             if (n - i < 3)
                 return -1;
-            int hi = hex_digit(in[i + 1]), lo = hex_digit(in[i + 2]);
+            int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
             if (hi < 0 || lo < 0)
                 return -1;
             c = (char)(hi << 4 | lo);

@@ -91,6 +91,26 @@ static void test_hex(void)
     CHECK_STR(out, "");
 }
 
+static void test_hex_decode(void)
+{
+    unsigned char out[8];
+    CHECK_EQ_INT(hex_decode("7b7D", 4, out, sizeof out), 2);
+    CHECK(out[0] == 0x7b && out[1] == 0x7d);
+    CHECK_EQ_INT(hex_decode("", 0, out, sizeof out), 0);
+    CHECK_EQ_INT(hex_decode("7b7", 3, out, sizeof out), -1);  /* odd length */
+    CHECK_EQ_INT(hex_decode("7g", 2, out, sizeof out), -1);   /* not hex */
+    CHECK_EQ_INT(hex_decode("000102030405060708", 18, out, sizeof out), -1); /* too long */
+    CHECK_EQ_INT(hex_value('0'), 0);
+    CHECK_EQ_INT(hex_value('f'), 15);
+    CHECK_EQ_INT(hex_value('F'), 15);
+    CHECK_EQ_INT(hex_value('g'), -1);
+    char enc[9];
+    unsigned char in[4] = {0x00, 0xff, 0x10, 0xab}, back[4];
+    hex_encode(in, 4, enc);
+    CHECK_EQ_INT(hex_decode(enc, 8, back, sizeof back), 4);
+    CHECK(memcmp(in, back, 4) == 0);
+}
+
 static void test_utf8(void)
 {
     CHECK(utf8_valid("", 0));
@@ -165,6 +185,7 @@ int main(int argc, char **argv)
     test_b64_round_trip();
     test_b64_decode_rejects();
     test_hex();
+    test_hex_decode();
     test_utf8();
     test_json_escape();
     return unit_done(argv[0]);
