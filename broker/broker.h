@@ -17,6 +17,7 @@ struct broker_cfg {
     char *database_url;
     char *redis_prefix;
     char *log_level;
+    char *api_keys;
     long partitions;
     long max_body;
     long payload_ttl;

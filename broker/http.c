@@ -13,6 +13,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
 #include "api.h"
 #include "cfg.h"
 #include "codec.h"
@@ -21,7 +24,15 @@
 
 #define HTTP_MAX_HEADERS_BYTES (64 * 1024)
 
+#define API_KEYS_MAX 32
+#define API_KEY_MIN 16
+#define API_KEY_MAX 256
+
 static struct evhttp *http;
+/* SHA-256 of each accepted API key: comparing digests takes the same time whatever the
+ * presented key's length or content. */
+static unsigned char key_digest[API_KEYS_MAX][SHA256_DIGEST_LENGTH];
+static int nkeys;
 static struct evhttp_bound_socket *bound;
 static unsigned long req_counter;
 
@@ -136,6 +147,65 @@ char *http_query_param(struct req *r, const char *name)
     return out;
 }
 
+/* Parses WEBHOOK_API_KEYS ("k1,k2"): 0, or -1 with a reason. */
+static int load_keys(const char *list, char *err, size_t errlen)
+{
+    const char *p = list;
+    nkeys = 0;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ",");
+        while (n > 0 && p[n - 1] == ' ')
+            n--;
+        if (n == 0)
+            break;
+        if (n < API_KEY_MIN || n > API_KEY_MAX) {
+            snprintf(err, errlen, "WEBHOOK_API_KEYS: each key must be %d to %d characters",
+                     API_KEY_MIN, API_KEY_MAX);
+            return -1;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (p[i] <= ' ' || p[i] > '~') {
+                snprintf(err, errlen, "WEBHOOK_API_KEYS: keys are printable ASCII without spaces");
+                return -1;
+            }
+        }
+        if (nkeys == API_KEYS_MAX) {
+            snprintf(err, errlen, "WEBHOOK_API_KEYS: at most %d keys", API_KEYS_MAX);
+            return -1;
+        }
+        SHA256((const unsigned char *)p, n, key_digest[nkeys++]);
+        p += n;
+        p += strcspn(p, ",");
+    }
+    if (nkeys == 0) {
+        snprintf(err, errlen,
+                 "WEBHOOK_API_KEYS is empty: set at least one API key for the management API "
+                 "(make run creates a development key in .run/api-key)");
+        return -1;
+    }
+    return 0;
+}
+
+/* "Authorization: Bearer <key>" with a configured key. Every key is compared, in constant
+ * time, whether or not an earlier one matched. */
+static bool authorized(struct evhttp_request *ev)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(ev), "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return false;
+    const char *key = h + 7;
+    while (*key == ' ')
+        key++;
+    unsigned char d[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)key, strnlen(key, API_KEY_MAX + 1), d);
+    int ok = 0;
+    for (int i = 0; i < nkeys; i++)
+        ok |= CRYPTO_memcmp(d, key_digest[i], sizeof d) == 0;
+    return ok;
+}
+
 static const char *method_name(enum evhttp_cmd_type m)
 {
     switch (m) {
@@ -175,6 +245,13 @@ static int split_path(const char *path, const char *seg[6], size_t len[6])
 
 static void dispatch(struct req *r, enum evhttp_cmd_type method, const char *path)
 {
+    if (path && strncmp(path, "/api/", 5) == 0 && !authorized(r->ev)) {
+        evhttp_add_header(evhttp_request_get_output_headers(r->ev), "WWW-Authenticate",
+                          "Bearer");
+        http_error(r, 401, "unauthorized",
+                   "send a valid API key as 'Authorization: Bearer <key>'");
+        return;
+    }
     const char *seg[6];
     size_t len[6];
     int n = split_path(path, seg, len);
@@ -256,6 +333,8 @@ int http_start(struct broker *b, char *err, size_t errlen)
         snprintf(err, errlen, "BROKER_LISTEN must be host:port (got \"%s\")", b->cfg.listen);
         return -1;
     }
+    if (load_keys(b->cfg.api_keys, err, errlen) < 0)
+        return -1;
     http = evhttp_new(b->base);
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                          EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |

@@ -41,6 +41,10 @@ static const struct cfg_opt opts[] = {
      "seconds an idle client connection is kept", C(request_timeout_ms)},
     {"DRAIN_TIMEOUT", "drain-timeout", CFG_MS, "20", 0, 3600000,
      "seconds to finish in-flight requests after SIGTERM", C(drain_timeout_ms)},
+    {"WEBHOOK_API_KEYS", "api-keys", CFG_STR, "", 0, 0,
+     "comma-separated API keys accepted as 'Authorization: Bearer <key>' on /api/v0/* "
+     "(required; 16 to 256 printable characters each)",
+     C(api_keys)},
     CFG_OPT_LOG_LEVEL(C(log_level)),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])

@@ -171,7 +171,9 @@ say "PostgreSQL: $pg_settings"
 export REDIS_URL=redis://127.0.0.1:$redis_port
 export DATABASE_URL=postgresql://webhooks@127.0.0.1:$pg_port/webhooks
 export WEBHOOK_ALLOW_PRIVATE_NETWORKS=1 LOG_LEVEL=warn
-unset WEBHOOK_API_KEYS # the load generator sends no API key
+# A throw-away API key for this run: the broker requires one, the load generator sends it.
+WEBHOOK_API_KEYS="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+export WEBHOOK_API_KEYS
 broker_url=http://127.0.0.1:$broker_port
 
 say "starting the broker on 127.0.0.1:$broker_port"
@@ -220,7 +222,8 @@ for spec in "${SCENARIOS[@]}"; do
     rc=0
     # In the background so that a signal to this script runs the trap at once (the load
     # generator stops by itself on SIGINT/SIGTERM and after --max-seconds).
-    "$BUILD/bench/loadgen" --broker "$broker_url" --receiver-base "http://127.0.0.1:$rcv_port" \
+    "$BUILD/bench/loadgen" --broker "$broker_url" --api-key "$WEBHOOK_API_KEYS" \
+        --receiver-base "http://127.0.0.1:$rcv_port" \
         --subscribers "$subs" --events "$events" --rate "$rate" --duration "$duration" \
         --event-name "bench.$label.$(date +%s).$$" --label "$label" \
         --wait-seconds "$LG_WAIT" --stall-seconds "$LG_STALL" --max-seconds "$LG_MAX" \

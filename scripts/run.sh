@@ -139,6 +139,25 @@ if [[ -z "${DATABASE_URL:-}" ]]; then
     export DATABASE_URL=postgresql://webhooks@127.0.0.1:$RUN_PG_PORT/webhooks
 fi
 
+# --- API key ----------------------------------------------------------------------------------
+
+# The management API requires a key. Without WEBHOOK_API_KEYS, make run creates a development
+# key once (kept in $RUN_DIR/api-key, readable by this user only) and uses it every run.
+KEY_FILE=$RUN_DIR/api-key
+if [[ -z "${WEBHOOK_API_KEYS:-}" ]]; then
+    if [[ ! -s "$KEY_FILE" ]]; then
+        mkdir -p "$RUN_DIR"
+        (umask 077 && printf 'dev-%s\n' "$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" \
+            >"$KEY_FILE")
+        say "created a development API key in $KEY_FILE"
+    fi
+    WEBHOOK_API_KEYS=$(tr -d '[:space:]' <"$KEY_FILE")
+    export WEBHOOK_API_KEYS
+    api_key=$WEBHOOK_API_KEYS
+else
+    api_key='<your key>'
+fi
+
 # --- daemons ----------------------------------------------------------------------------------
 
 names=(broker)
@@ -231,18 +250,16 @@ run: Redis       $(mask_url "$REDIS_URL")
 run: PostgreSQL  $(mask_url "$DATABASE_URL")
 run: processes   ${names[*]}   (PIDs in $PIDS)
 run: logs        $LOGS/*.log   (shown below, prefixed with the process name)
+run: API key    $api_key   (Authorization: Bearer ...; $KEY_FILE unless WEBHOOK_API_KEYS is set)
 run: try it:
-  curl -sS -X POST $broker_url/api/v0/webhooks -H 'Content-Type: application/json' \\
+  curl -sS -X POST $broker_url/api/v0/webhooks -H "Authorization: Bearer $api_key" \\
+       -H 'Content-Type: application/json' \\
        -d '{"eventName":"book.created","webhookUrl":"http://127.0.0.1:9000/hooks"}'
-  curl -sS -X POST $broker_url/api/v0/trigger-event/book.created \\
+  curl -sS -X POST $broker_url/api/v0/trigger-event/book.created -H "Authorization: Bearer $api_key" \\
        -H 'Content-Type: application/json' -d '{"id":1,"title":"Dune"}'
 run: stop with Ctrl-C
 run: ----------------------------------------------------------------------------------------
 EOF
-if [[ -n "${WEBHOOK_API_KEYS:-}" ]]; then
-    say "WEBHOOK_API_KEYS is set: add your API key to these requests (see docs/api.md)"
-fi
-
 while :; do
     check_alive
     sleep 1 &

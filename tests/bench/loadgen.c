@@ -42,6 +42,7 @@
 
 struct lg_cfg {
     char *broker;
+    char *api_key;
     char *receiver_base;
     char *event_name;
     char *label;
@@ -846,6 +847,11 @@ static __attribute__((warn_unused_result)) int lg_init(struct lg *lg, char *err,
     }
     lg->json_hdrs = curl_slist_append(NULL, "Content-Type: application/json");
     lg->json_hdrs = curl_slist_append(lg->json_hdrs, "Expect:");
+    if (lg->cfg.api_key[0]) {
+        char *auth = xasprintf("Authorization: Bearer %s", lg->cfg.api_key);
+        lg->json_hdrs = curl_slist_append(lg->json_hdrs, auth);
+        free(auth);
+    }
     if (!lg->json_hdrs) {
         snprintf(err, errlen, "curl_slist_append failed");
         return -1;
@@ -897,6 +903,8 @@ int main(int argc, char **argv)
     const struct cfg_opt opts[] = {
         {"LOADGEN_BROKER", "broker", CFG_STR, "http://127.0.0.1:8080", 0, 0,
          "broker base URL (loopback only)", &c->broker},
+        {"LOADGEN_API_KEY", "api-key", CFG_STR, "", 0, 0,
+         "API key sent as 'Authorization: Bearer <key>' to the broker", &c->api_key},
         {"LOADGEN_RECEIVER_BASE", "receiver-base", CFG_STR, "", 0, 0,
          "bench receiver base URL, e.g. http://127.0.0.1:9000 (required)", &c->receiver_base},
         {"LOADGEN_SUBSCRIBERS", "subscribers", CFG_INT, "1", 1, 4096,

@@ -39,6 +39,11 @@ UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]
 TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
 
+# The API key every test broker accepts (a second one proves a list works), and the header.
+API_KEY = "test-key-0123456789abcdef"
+API_KEY_2 = "second-test-key-fedcba9876543210"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
 # Configuration keys of our binaries: never inherited from the developer's environment.
 OUR_ENV_KEYS = (
     "BROKER_LISTEN", "REDIS_URL", "DATABASE_URL", "REDIS_PREFIX", "QUEUE_PARTITIONS",
@@ -787,7 +792,7 @@ class Api:
         self.timeout = timeout
 
     def request(self, method, path, body=None, headers=None, timeout=None):
-        hdrs = {}
+        hdrs = dict(AUTH)  # headers={"Authorization": None} sends none
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()
             hdrs["Content-Type"] = "application/json"
@@ -882,7 +887,8 @@ class Broker(Proc):
         self.redis = redis
         self.db = db
         full = {"BROKER_LISTEN": f"127.0.0.1:{self.port}", "REDIS_URL": redis.url,
-                "DATABASE_URL": db.url, "LOG_LEVEL": "debug", "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "1"}
+                "DATABASE_URL": db.url, "LOG_LEVEL": "debug", "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "1",
+                "WEBHOOK_API_KEYS": f"{API_KEY}, {API_KEY_2}"}
         full.update(env or {})
         super().__init__(name, [binary("webhook-broker")], env=base_env(full), log_dir=log_dir,
                          sanitized=True)

@@ -249,7 +249,7 @@ class Load:
                     if conn is None:
                         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
                     conn.request("POST", f"/api/v0/trigger-event/{name}", body=body,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **harness.AUTH})
                     resp = conn.getresponse()
                     raw = resp.read()
                     status = resp.status
