@@ -146,7 +146,12 @@ static void finish(CURL *e, CURLcode res)
     active--;
     j->duration_ms = (long)(clock_now_ms() - j->started_ms);
     j->status_code = code;
-    if (res == CURLE_OK && code >= 200 && code <= 299) {
+    /* A 2xx status is the subscriber's acceptance, even if the connection then broke in the
+     * response body (curl reports that as an error): retrying would only send a duplicate. */
+    if (code >= 200 && code <= 299) {
+        if (res != CURLE_OK)
+            log_info(j->m.job, "HTTP %ld from %s, then: %s (counted as delivered)", code,
+                     j->m.url, j->error[0] ? j->error : curl_easy_strerror(res));
         j->out = OUT_DELIVERED;
         j->error[0] = '\0';
         log_debug(j->m.job, "delivered to %s: HTTP %ld in %ld ms (attempt %d)", j->m.url, code,
