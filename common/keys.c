@@ -16,9 +16,9 @@ int keys_set_prefix(const char *p)
     return 0;
 }
 
-static size_t fmt(const char *out, int n)
+/* snprintf's result as the key's length (truncated keys keep KEY_MAX - 1 bytes). */
+static size_t fmt(int n)
 {
-    (void)out;
     if (n < 0)
         return 0;
     return (size_t)n >= KEY_MAX ? KEY_MAX - 1 : (size_t)n;
@@ -26,35 +26,35 @@ static size_t fmt(const char *out, int n)
 
 size_t key_event(char *out, const char *name, size_t namelen)
 {
-    return fmt(out, snprintf(out, KEY_MAX, "%sevent:%.*s", prefix, (int)namelen, name));
+    return fmt(snprintf(out, KEY_MAX, "%sevent:%.*s", prefix, (int)namelen, name));
 }
 
 size_t key_index_ready(char *out)
 {
-    return fmt(out, snprintf(out, KEY_MAX, "%sindex-ready", prefix));
+    return fmt(snprintf(out, KEY_MAX, "%sindex-ready", prefix));
 }
 
 size_t key_jobs(char *out, unsigned part)
 {
-    return fmt(out, snprintf(out, KEY_MAX, "%s{%u}:jobs", prefix, part));
+    return fmt(snprintf(out, KEY_MAX, "%s{%u}:jobs", prefix, part));
 }
 
 size_t key_retry(char *out, unsigned part)
 {
-    return fmt(out, snprintf(out, KEY_MAX, "%s{%u}:retry", prefix, part));
+    return fmt(snprintf(out, KEY_MAX, "%s{%u}:retry", prefix, part));
 }
 
 size_t key_live(char *out, unsigned part)
 {
-    return fmt(out, snprintf(out, KEY_MAX, "%s{%u}:live", prefix, part));
+    return fmt(snprintf(out, KEY_MAX, "%s{%u}:live", prefix, part));
 }
 
 size_t key_dead(char *out, unsigned part)
 {
-    return fmt(out, snprintf(out, KEY_MAX, "%s{%u}:dead", prefix, part));
+    return fmt(snprintf(out, KEY_MAX, "%s{%u}:dead", prefix, part));
 }
 
 size_t key_payload(char *out, unsigned part, const char *event_id)
 {
-    return fmt(out, snprintf(out, KEY_MAX, "%s{%u}:payload:%s", prefix, part, event_id));
+    return fmt(snprintf(out, KEY_MAX, "%s{%u}:payload:%s", prefix, part, event_id));
 }

@@ -10,6 +10,7 @@
 #include "keys.h"
 #include "log.h"
 #include "mem.h"
+#include "rds.h"
 #include "recon.h"
 
 static const char cas_hdel_lua[] =
@@ -144,21 +145,14 @@ static int check_page(struct recon *r, PGresult *res, int from, int to, struct b
 {
     const char *name = PQgetvalue(res, from, 1);
     char key[KEY_MAX];
-    size_t klen = key_event(key, name, strlen(name));
     int n = to - from;
-    const char **argv = xcalloc((size_t)n + 2, sizeof *argv);
-    size_t *lens = xcalloc((size_t)n + 2, sizeof *lens);
-    argv[0] = "HMGET";
-    lens[0] = 5;
-    argv[1] = key;
-    lens[1] = klen;
-    for (int i = 0; i < n; i++) {
-        argv[i + 2] = PQgetvalue(res, from + i, 2);
-        lens[i + 2] = (size_t)PQgetlength(res, from + i, 2);
-    }
-    redisReply *rep = recon_redis(r, n + 2, argv, lens);
-    free(argv);
-    free(lens);
+    struct rargs a = {0};
+    rargs_adds(&a, "HMGET");
+    rargs_add(&a, key, key_event(key, name, strlen(name)));
+    for (int i = 0; i < n; i++)
+        rargs_add(&a, PQgetvalue(res, from + i, 2), (size_t)PQgetlength(res, from + i, 2));
+    redisReply *rep = recon_redis(r, a.argc, a.argv, a.lens);
+    rargs_free(&a);
     if (!rep || rep->type != REDIS_REPLY_ARRAY || (int)rep->elements != n) {
         freeReplyObject(rep);
         return -1;

@@ -13,6 +13,7 @@
 #include "keys.h"
 #include "log.h"
 #include "mem.h"
+#include "rds.h"
 #include "recon.h"
 
 enum { C_ID, C_EVENT, C_SUB, C_NAME, C_URL, C_PART, C_STATUS, C_ATTEMPTS, C_NEXT, C_UPDATED,
@@ -33,20 +34,13 @@ static int live_members(struct recon *r, PGresult *res, const int *rows, int n, 
                         bool *live)
 {
     char key[KEY_MAX];
-    size_t klen = key_live(key, part);
-    const char **argv = xcalloc((size_t)n + 2, sizeof *argv);
-    size_t *lens = xcalloc((size_t)n + 2, sizeof *lens);
-    argv[0] = "SMISMEMBER";
-    lens[0] = 10;
-    argv[1] = key;
-    lens[1] = klen;
-    for (int i = 0; i < n; i++) {
-        argv[i + 2] = PQgetvalue(res, rows[i], C_ID);
-        lens[i + 2] = (size_t)PQgetlength(res, rows[i], C_ID);
-    }
-    redisReply *rep = recon_redis(r, n + 2, argv, lens);
-    free(argv);
-    free(lens);
+    struct rargs a = {0};
+    rargs_adds(&a, "SMISMEMBER");
+    rargs_add(&a, key, key_live(key, part));
+    for (int i = 0; i < n; i++)
+        rargs_add(&a, PQgetvalue(res, rows[i], C_ID), (size_t)PQgetlength(res, rows[i], C_ID));
+    redisReply *rep = recon_redis(r, a.argc, a.argv, a.lens);
+    rargs_free(&a);
     if (!rep || rep->type != REDIS_REPLY_ARRAY || (int)rep->elements != n) {
         if (rep)
             log_error("jobs", "SMISMEMBER: unexpected reply%s%s", rep->str ? ": " : "",

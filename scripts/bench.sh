@@ -102,15 +102,6 @@ cleanup()
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Starts a process in its own session, output in $LOGS/NAME.log. Usage: start NAME CMD...
-start()
-{
-    local name=$1
-    shift
-    "${WH_DETACH[@]}" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
-    echo $! >"$PIDS/$name.pid"
-    daemons+=("$name")
-}
 
 # Returns 1 (and says which, with its last log lines) when a started process is gone.
 check_alive()
@@ -177,14 +168,14 @@ export WEBHOOK_API_KEYS
 broker_url=http://127.0.0.1:$broker_port
 
 say "starting the broker on 127.0.0.1:$broker_port"
-BROKER_LISTEN=127.0.0.1:$broker_port start broker "$BUILD/webhook-broker"
+BROKER_LISTEN=127.0.0.1:$broker_port wh_start_daemon broker "$BUILD/webhook-broker"
 deadline=$((SECONDS + 30))
 until wh_wait_http "$broker_url/readyz" 1 2>/dev/null; do
     check_alive || die "the broker did not start"
     ((SECONDS < deadline)) || die "the broker did not answer $broker_url/readyz within 30s"
 done
 for ((i = 1; i <= WORKERS; i++)); do
-    start "worker-$i" "$BUILD/webhook-worker"
+    wh_start_daemon "worker-$i" "$BUILD/webhook-worker"
 done
 
 # The receiver exits by itself after the longest the scenarios can take.

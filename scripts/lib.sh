@@ -280,3 +280,15 @@ wh_wait_http()
     echo "wh_wait_http: $url did not answer 200 within ${timeout}s (last status: ${code:-none})" >&2
     return 1
 }
+
+# wh_start_daemon NAME CMD...: starts CMD in its own session (WH_DETACH) with its output in
+# $LOGS/NAME.log and its PID in $PIDS/NAME.pid, and adds NAME to the caller's daemons array.
+# LOGS, PIDS and daemons are the caller's (run.sh, bench.sh).
+wh_start_daemon()
+{
+    local name=$1
+    shift
+    "${WH_DETACH[@]}" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
+    echo $! >"$PIDS/$name.pid"
+    daemons+=("$name")
+}

@@ -195,15 +195,6 @@ done
 tail -n +1 -F --pid=$$ "${logfiles[@]}" 2>/dev/null > >(prefix_logs) &
 tail_pid=$!
 
-# Starts a daemon in its own session with its output in $LOGS/NAME.log. Usage: start NAME CMD...
-start()
-{
-    local name=$1
-    shift
-    "${WH_DETACH[@]}" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
-    echo $! >"$PIDS/$name.pid"
-    daemons+=("$name")
-}
 
 # Exits (through cleanup) when a started daemon or server is gone.
 check_alive()
@@ -231,16 +222,16 @@ check_alive()
 broker_url=http://$BROKER_LISTEN
 broker_url=${broker_url/\/\/0.0.0.0:/\/\/127.0.0.1:}
 
-start broker "$BUILD/webhook-broker"
+wh_start_daemon broker "$BUILD/webhook-broker"
 # The broker applies the schema migrations; start the others once it answers.
 deadline=$((SECONDS + 30))
 until wh_wait_http "$broker_url/healthz" 1 2>/dev/null; do
     check_alive
     ((SECONDS < deadline)) || die "the broker did not answer $broker_url/healthz within 30s"
 done
-for ((i = 1; i <= WORKERS; i++)); do start "worker-$i" "$BUILD/webhook-worker"; done
+for ((i = 1; i <= WORKERS; i++)); do wh_start_daemon "worker-$i" "$BUILD/webhook-worker"; done
 if ((have_reconciler)); then
-    start reconciler "$BUILD/webhook-reconciler" --interval 60
+    wh_start_daemon reconciler "$BUILD/webhook-reconciler" --interval 60
 fi
 
 cat <<EOF

@@ -97,7 +97,6 @@ struct batch {
 static void dispatch(struct batch *bt)
 {
     struct job *j = bt->jobs, *next;
-    long delivered = 0;
     for (; j; j = next) {
         next = j->next;
         j->next = NULL;
@@ -115,11 +114,9 @@ static void dispatch(struct batch *bt)
             outcome_submit(j);
         } else {
             deliver_start(j);
-            delivered++;
         }
     }
     free(bt);
-    (void)delivered;
 }
 
 static void wait_done(struct batch *bt)

@@ -70,7 +70,7 @@ void reader_redis_up(void)
 }
 
 /* Turns one stream entry [id, [field, value, ...]] into a job; NULL when malformed. */
-static struct job *entry_job(unsigned part, const redisReply *e, bool claimed)
+static struct job *entry_job(unsigned part, const redisReply *e)
 {
     if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
         e->element[0]->type != REDIS_REPLY_STRING || e->element[0]->len >= 48)
@@ -78,7 +78,6 @@ static struct job *entry_job(unsigned part, const redisReply *e, bool claimed)
     const redisReply *f = e->element[1];
     struct job *j = xcalloc(1, sizeof *j);
     j->part = part;
-    j->claimed = claimed;
     j->retry_after_ms = -1;
     memcpy(j->entry, e->element[0]->str, e->element[0]->len);
     bool ok = false;
@@ -143,7 +142,7 @@ static void read_done(struct rds *r, redisReply *reply, void *priv)
             unsigned part = key_partition(st->element[0]->str);
             const redisReply *entries = st->element[1];
             for (size_t i = 0; i < entries->elements; i++) {
-                struct job *j = entry_job(part, entries->element[i], false);
+                struct job *j = entry_job(part, entries->element[i]);
                 if (j) {
                     *tail = j;
                     tail = &j->next;
@@ -210,7 +209,7 @@ static void claim_done(struct rds *r, redisReply *reply, void *priv)
     struct job *head = NULL, **tail = &head;
     long n = 0;
     for (size_t i = 0; entries->type == REDIS_REPLY_ARRAY && i < entries->elements; i++) {
-        struct job *j = entry_job(part, entries->element[i], true);
+        struct job *j = entry_job(part, entries->element[i]);
         if (j) {
             *tail = j;
             tail = &j->next;

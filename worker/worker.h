@@ -82,7 +82,6 @@ struct job {
     struct job *next;
     unsigned part;
     char entry[48]; /* stream entry id */
-    bool claimed;   /* taken over from another consumer */
     struct job_msg m;
     struct payload *payload;
     struct sub *sub;

@@ -119,6 +119,24 @@ class Proc:
     def pid(self):
         return self.popen.pid if self.popen else None
 
+    def start_until(self, ready, timeout, what):
+        """start(), then wait until ready() is true; fails (with the log tail, after killing
+        the process) if it exits or the wait times out. Returns self."""
+        Proc.start(self)
+
+        def check():
+            if not self.alive():
+                raise AssertionError(f"{self.name} exited with {self.popen.returncode} during "
+                                     f"start-up\n{self.log_tail()}")
+            return ready()
+
+        try:
+            wait_until(check, timeout, what)
+        except AssertionError as e:
+            self.kill()
+            raise AssertionError(f"{e}\n{self.log_tail()}") from None
+        return self
+
     def start(self):
         assert not self.alive(), f"{self.name} already running"
         self.starts += 1
@@ -895,23 +913,13 @@ class Broker(Proc):
         self.api = Api(self.port)
 
     def start(self, timeout=START_TIMEOUT):
-        super().start()
-
         def ready():
-            if not self.alive():
-                raise AssertionError(f"{self.name} exited with {self.popen.returncode} during "
-                                     f"start-up\n{self.log_tail()}")
             try:
                 return self.api.request("GET", "/readyz", timeout=2)[0] == 200
             except OSError:
                 return False
 
-        try:
-            wait_until(ready, timeout, f"{self.name} GET /readyz 200")
-        except AssertionError as e:
-            self.kill()
-            raise AssertionError(f"{e}\n{self.log_tail()}") from None
-        return self
+        return self.start_until(ready, timeout, f"{self.name} GET /readyz 200")
 
 
 WORKER_DEFAULTS = {
@@ -940,21 +948,11 @@ class Worker(Proc):
                          sanitized=True)
 
     def start(self, timeout=START_TIMEOUT):
-        super().start()
-
         def ready():
-            if not self.alive():
-                raise AssertionError(f"{self.name} exited with {self.popen.returncode} during "
-                                     f"start-up\n{self.log_tail()}")
             return any(_READY_RE.search(l) and not _NOT_READY_RE.search(l)
                        for l in self.log_text().splitlines())
 
-        try:
-            wait_until(ready, timeout, f"{self.name} to log that it is ready")
-        except AssertionError as e:
-            self.kill()
-            raise AssertionError(f"{e}\n{self.log_tail()}") from None
-        return self
+        return self.start_until(ready, timeout, f"{self.name} to log that it is ready")
 
 
 # ---------------------------------------------------------------------------------------------
