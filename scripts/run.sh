@@ -256,7 +256,7 @@ run: Redis       $(mask_url "$REDIS_URL")
 run: PostgreSQL  $(mask_url "$DATABASE_URL")
 run: processes   ${names[*]}   (PIDs in $PIDS)
 run: logs        $LOGS/*.log   (shown below, prefixed with the process name)
-run: API key    $api_key   (Authorization: Bearer ...; $KEY_FILE unless WEBHOOK_API_KEYS is set)
+run: API key     $api_key   (Authorization: Bearer ...; $KEY_FILE unless WEBHOOK_API_KEYS is set)
 run: SSRF guard  $guard_note
 run: try it:
   curl -sS -X POST $broker_url/api/v0/webhooks -H "Authorization: Bearer $api_key" \\
