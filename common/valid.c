@@ -109,6 +109,18 @@ int valid_webhook_url(const char *url, size_t n, char *err, size_t errlen)
         set_err(err, errlen, "webhookUrl must have a host");
         goto out_free_url;
     }
+    /* Percent-encoding in the host would be decoded by libcurl after its IPv4 normalisation:
+     * "%30" is the name "0", which the resolver reads as 0.0.0.0. Only a bracketed IPv6
+     * zone id ("[fe80::1%25eth0]") may contain '%'. */
+    const char *auth = text + slen + 3, *rb = NULL;
+    size_t alen = strcspn(auth, "/?#");
+    if (auth[0] == '[')
+        rb = memchr(auth, ']', alen);
+    const char *after = rb ? rb + 1 : auth;
+    if (memchr(after, '%', alen - (size_t)(after - auth))) {
+        set_err(err, errlen, "webhookUrl host must not be percent-encoded");
+        goto out_free_url;
+    }
     if (host[0] != '[') {
         /* A DNS name (internationalised ones as UTF-8) or an IPv4 literal: nothing else, so
          * that no "%", "!" or "$" reaches the resolver. IPv6 literals were checked by curl. */

@@ -70,7 +70,11 @@ static void test_urls(void)
 
     URL_OK("http://my_host-1.example./x");
     URL_BAD("http://2%25%25/");
-    URL_OK("http://ex%61mple.com/"); /* curl decodes it: example.com */
+    URL_BAD("http://ex%61mple.com/");
+    URL_BAD("http://%30/");
+    URL_BAD("http://%31%32%37.0.0.1:80/");
+    URL_OK("http://[fe80::1%25eth0]/"); /* a zone id (the guard refuses link-local anyway) */
+    URL_OK("http://example.com/%30?%31=%32");
     URL_BAD("http://a!b.example/");
     URL_BAD("http://a$b.example/");
     URL_BAD("http://a*b.example/");
