@@ -16,8 +16,9 @@
 #include "sql.h"
 #include "valid.h"
 
-/* Appends one subscription row (SQL_SUB_COLS order) as JSON. */
-static void sub_json(struct buf *b, PGresult *res, int row, bool with_secret, const char *status)
+/* Appends one subscription row (SQL_SUB_COLS order) as JSON, without the closing brace. */
+static void sub_json_open(struct buf *b, PGresult *res, int row, bool with_secret,
+                          const char *status)
 {
     buf_adds(b, "{\"id\":\"");
     buf_adds(b, PQgetvalue(res, row, 0));
@@ -31,9 +32,29 @@ static void sub_json(struct buf *b, PGresult *res, int row, bool with_secret, co
     }
     buf_adds(b, ",\"headers\":");
     buf_add(b, PQgetvalue(res, row, 4), (size_t)PQgetlength(res, row, 4)); /* jsonb text */
-    buf_printf(b, ",\"status\":\"%s\",\"createdAt\":\"%s\",\"updatedAt\":\"%s\"}",
+    buf_printf(b, ",\"status\":\"%s\",\"createdAt\":\"%s\",\"updatedAt\":\"%s\"",
                status ? status : PQgetvalue(res, row, 5), PQgetvalue(res, row, 6),
                PQgetvalue(res, row, 7));
+}
+
+/* ,"previousSecretExpiresAt": the time, or null when no previous secret signs any more. */
+static void prev_expiry_json(struct buf *b, PGresult *res, int row)
+{
+    buf_adds(b, ",\"previousSecretExpiresAt\":");
+    if (PQgetisnull(res, row, 8))
+        buf_adds(b, "null");
+    else
+        buf_printf(b, "\"%s\"", PQgetvalue(res, row, 8));
+}
+
+/* Appends one subscription row (SQL_SUB_COLS order) as JSON. previousSecretExpiresAt is there
+ * only while a previous secret still signs (the previous secret itself is never shown). */
+static void sub_json(struct buf *b, PGresult *res, int row, bool with_secret, const char *status)
+{
+    sub_json_open(b, res, row, with_secret, status);
+    if (!PQgetisnull(res, row, 8))
+        prev_expiry_json(b, res, row);
+    buf_addc(b, '}');
 }
 
 /* A failed query: 503 when the database was unreachable, 500 for anything else. */
@@ -87,7 +108,7 @@ static void reg_saved(void *priv, PGresult *res, const char *err)
         db_error(r, res, err ? err : "upsert returned no row");
         return;
     }
-    g->status = strcmp(PQgetvalue(res, 0, 8), "t") == 0 ? 201 : 200;
+    g->status = strcmp(PQgetvalue(res, 0, SQL_SUB_NCOLS), "t") == 0 ? 201 : 200;
     sub_json(&g->resp, res, 0, true, NULL);
     char key[KEY_MAX];
     size_t klen = key_event(key, PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
@@ -161,7 +182,7 @@ void subs_register(struct req *r)
         http_error(r, 400, "invalid_json", "the body has the same field twice");
         goto out_free;
     }
-    const cJSON *name = NULL, *url = NULL, *hdrs = NULL;
+    const cJSON *name = NULL, *url = NULL, *hdrs = NULL, *given = NULL;
     for (const cJSON *it = doc->child; it; it = it->next) {
         if (strcmp(it->string, "eventName") == 0)
             name = it;
@@ -169,9 +190,11 @@ void subs_register(struct req *r)
             url = it;
         else if (strcmp(it->string, "headers") == 0)
             hdrs = it;
+        else if (strcmp(it->string, "secret") == 0)
+            given = it;
         else {
             http_error(r, 400, "invalid_field",
-                       "unknown field \"%.64s\" (expected eventName, webhookUrl, headers)",
+                       "unknown field \"%.64s\" (expected eventName, webhookUrl, headers, secret)",
                        it->string);
             goto out_free;
         }
@@ -194,22 +217,42 @@ void subs_register(struct req *r)
         http_error(r, 400, "invalid_field", "%s", err);
         goto out_free;
     }
+    if (given && !cJSON_IsString(given)) {
+        http_error(r, 400, "invalid_field", "secret must be a string");
+        goto out_free;
+    }
+    if (given && sign_secret_check(given->valuestring, strlen(given->valuestring), err,
+                                   sizeof err) < 0) {
+        http_error(r, 400, "invalid_field", "%s", err);
+        goto out_free;
+    }
     char id[ID_LEN + 1], secret[SECRET_TEXT_MAX];
     id_new(id);
-    if (sign_secret_new(secret, sizeof secret) < 0) {
+    if (!given && sign_secret_new(secret, sizeof secret) < 0) {
         http_error(r, 500, "internal", "the random number generator failed");
         goto out_free;
     }
+    /* A secret sent with a re-registration replaces the current one at once, and a previous
+     * secret still in its grace period stops signing too (no grace: that is rotate-secret's
+     * job); the same secret again changes nothing. Without one, the secrets are kept. */
     static const char sql[] =
         "INSERT INTO subscriptions (id, event_name, url, secret, headers) "
         "VALUES ($1, $2, $3, $4, COALESCE($5::jsonb, '{}'::jsonb)) "
         "ON CONFLICT (event_name, url) WHERE status = 'active' DO UPDATE SET "
-        "headers = COALESCE($5::jsonb, subscriptions.headers), updated_at = now() "
+        "headers = COALESCE($5::jsonb, subscriptions.headers), "
+        "secret = COALESCE($6::text, subscriptions.secret), "
+        "previous_secret = CASE WHEN $6::text IS NULL OR $6::text = subscriptions.secret "
+        "  THEN subscriptions.previous_secret END, "
+        "previous_secret_expires_at = CASE WHEN $6::text IS NULL "
+        "  OR $6::text = subscriptions.secret THEN subscriptions.previous_secret_expires_at END, "
+        "updated_at = now() "
         "RETURNING " SQL_SUB_COLS ", (xmax = 0)";
-    const char *params[] = {id, name->valuestring, url->valuestring, secret, headers.data};
+    const char *supplied = given ? given->valuestring : NULL;
+    const char *params[] = {id, name->valuestring, url->valuestring,
+                            supplied ? supplied : secret, headers.data, supplied};
     struct reg *g = xcalloc(1, sizeof *g);
     g->r = r;
-    if (pg_query(r->b->pg_api, sql, 5, params, NULL, NULL, 0, reg_saved, g) < 0) {
+    if (pg_query(r->b->pg_api, sql, 6, params, NULL, NULL, 0, reg_saved, g) < 0) {
         free(g);
         http_error(r, 503, "unavailable", "the database is unavailable; retry later");
     }
@@ -265,8 +308,8 @@ static void list_done(void *priv, PGresult *res, const char *err)
             buf_addc(&b, ',');
         sub_json(&b, res, i, false, NULL);
     }
-    buf_printf(&b, "],\"total\":%s,\"offset\":%ld,\"page_size\":%ld}", PQgetvalue(res, 0, 8),
-               offset, page_size);
+    buf_printf(&b, "],\"total\":%s,\"offset\":%ld,\"page_size\":%ld}",
+               PQgetvalue(res, 0, SQL_SUB_NCOLS), offset, page_size);
     http_reply(r, 200, &b);
 }
 
