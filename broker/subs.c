@@ -1,5 +1,5 @@
-/* Subscription endpoints (register, list, get, delete) and the Redis event index they keep:
- * PostgreSQL first, then the hash wh:event:<name> (field URL, value {"id","status"}). */
+/* Subscription endpoints (register, list, get, delete, rotate-secret) and the Redis event index
+ * they keep: PostgreSQL first, then the hash wh:event:<name> (field URL, value {"id","status"}). */
 #include <cJSON.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -477,6 +477,134 @@ void subs_delete(struct req *r)
                               "AND status = 'active' RETURNING " SQL_SUB_COLS;
     const char *params[] = {r->seg[1], r->seg[0]};
     if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, del_done, r) < 0)
+        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+}
+
+/* ---- rotate-secret ----------------------------------------------------------------------- */
+
+#define GRACE_DEFAULT_S 86400L /* 24 h */
+#define GRACE_MAX_S 604800L    /* 7 days */
+
+/* The optional body {"secret","gracePeriodSeconds"}: the new secret into secret (SECRET_TEXT_MAX
+ * bytes; generated when not given) and the grace period into grace. Replies and returns -1 when
+ * the body is invalid. */
+static int rotate_parse(struct req *r, char *secret, long *grace)
+{
+    char err[256];
+    *grace = GRACE_DEFAULT_S;
+    const cJSON *given = NULL, *g = NULL;
+    cJSON *doc = NULL;
+    int ret = -1;
+    if (r->body_len > 0) {
+        if (!http_require_json_body(r))
+            return -1;
+        if (jsonv_validate(r->body, r->body_len, err, sizeof err) < 0) {
+            http_error(r, 400, "invalid_json", "%s", err);
+            return -1;
+        }
+        doc = cJSON_ParseWithLength(r->body, r->body_len);
+        if (!doc) {
+            http_error(r, 400, "invalid_json", "the body is not valid JSON");
+            return -1;
+        }
+        if (!cJSON_IsObject(doc)) {
+            http_error(r, 400, "invalid_json", "the body must be a JSON object");
+            goto out_free;
+        }
+        if (jsonv_has_dup_keys(doc)) {
+            http_error(r, 400, "invalid_json", "the body has the same field twice");
+            goto out_free;
+        }
+        for (const cJSON *it = doc->child; it; it = it->next) {
+            if (strcmp(it->string, "secret") == 0)
+                given = it;
+            else if (strcmp(it->string, "gracePeriodSeconds") == 0)
+                g = it;
+            else {
+                http_error(r, 400, "invalid_field",
+                           "unknown field \"%.64s\" (expected secret, gracePeriodSeconds)",
+                           it->string);
+                goto out_free;
+            }
+        }
+    }
+    if (g) {
+        double d = cJSON_IsNumber(g) ? g->valuedouble : -1;
+        if (!(d >= 0 && d <= (double)GRACE_MAX_S) || d != (double)(long)d) {
+            http_error(r, 400, "invalid_field",
+                       "gracePeriodSeconds must be a whole number of seconds from 0 to %ld",
+                       GRACE_MAX_S);
+            goto out_free;
+        }
+        *grace = (long)d;
+    }
+    if (given) {
+        if (!cJSON_IsString(given)) {
+            http_error(r, 400, "invalid_field", "secret must be a string");
+            goto out_free;
+        }
+        size_t n = strlen(given->valuestring);
+        if (sign_secret_check(given->valuestring, n, err, sizeof err) < 0) {
+            http_error(r, 400, "invalid_field", "%s", err);
+            goto out_free;
+        }
+        memcpy(secret, given->valuestring, n + 1); /* checked: shorter than SECRET_TEXT_MAX */
+    } else if (sign_secret_new(secret, SECRET_TEXT_MAX) < 0) {
+        http_error(r, 500, "internal", "the random number generator failed");
+        goto out_free;
+    }
+    ret = 0;
+out_free:
+    cJSON_Delete(doc);
+    return ret;
+}
+
+static void rotate_done(void *priv, PGresult *res, const char *err)
+{
+    struct req *r = priv;
+    if (err) {
+        db_error(r, res, err);
+        return;
+    }
+    if (PQntuples(res) != 1) {
+        http_error(r, 404, "not_found", "no subscription %s for event %s", r->seg[1], r->seg[0]);
+        return;
+    }
+    struct buf b = {0};
+    sub_json_open(&b, res, 0, true, NULL);
+    prev_expiry_json(&b, res, 0);
+    buf_addc(&b, '}');
+    if (PQgetisnull(res, 0, 8))
+        log_info(r->id, "subscription %s: secret rotated, the previous one no longer signs",
+                 r->seg[1]);
+    else
+        log_info(r->id, "subscription %s: secret rotated, the previous one signs until %s",
+                 r->seg[1], PQgetvalue(res, 0, 8));
+    http_reply(r, 200, &b);
+}
+
+void subs_rotate_secret(struct req *r)
+{
+    if (!check_name_id(r))
+        return;
+    char secret[SECRET_TEXT_MAX], grace[24];
+    long grace_s;
+    if (rotate_parse(r, secret, &grace_s) < 0)
+        return;
+    snprintf(grace, sizeof grace, "%ld", grace_s);
+    /* The current secret becomes the previous one (an older previous one is dropped: at most
+     * two sign), unless there is no grace; rotating to the current secret changes neither.
+     * Every SET expression reads the row as it was. */
+    static const char sql[] =
+        "UPDATE subscriptions SET "
+        "previous_secret = CASE WHEN secret = $4 THEN previous_secret "
+        "  WHEN $3::int > 0 THEN secret END, "
+        "previous_secret_expires_at = CASE WHEN secret = $4 THEN previous_secret_expires_at "
+        "  WHEN $3::int > 0 THEN now() + $3::int * interval '1 second' END, "
+        "secret = $4, updated_at = now() "
+        "WHERE id = $1 AND event_name = $2 AND status = 'active' RETURNING " SQL_SUB_COLS;
+    const char *params[] = {r->seg[1], r->seg[0], grace, secret};
+    if (pg_query(r->b->pg_api, sql, 4, params, NULL, NULL, 0, rotate_done, r) < 0)
         http_error(r, 503, "unavailable", "the database is unavailable; retry later");
 }
 
