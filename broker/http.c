@@ -268,7 +268,8 @@ static void dispatch(struct req *r, enum evhttp_cmd_type method, const char *pat
         bool match = true;
         for (int k = 0; k < nlit && match; k++) {
             int at = k < rt->nprefix ? k : k + rt->nparams; /* literals after the parameters */
-            match = len[at] == strlen(rt->prefix[k]) && memcmp(seg[at], rt->prefix[k], len[at]) == 0;
+            match =
+                len[at] == strlen(rt->prefix[k]) && memcmp(seg[at], rt->prefix[k], len[at]) == 0;
         }
         if (!match)
             continue;

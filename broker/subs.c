@@ -221,8 +221,8 @@ void subs_register(struct req *r)
         http_error(r, 400, "invalid_field", "secret must be a string");
         goto out_free;
     }
-    if (given && sign_secret_check(given->valuestring, strlen(given->valuestring), err,
-                                   sizeof err) < 0) {
+    if (given &&
+        sign_secret_check(given->valuestring, strlen(given->valuestring), err, sizeof err) < 0) {
         http_error(r, 400, "invalid_field", "%s", err);
         goto out_free;
     }
@@ -248,8 +248,9 @@ void subs_register(struct req *r)
         "updated_at = now() "
         "RETURNING " SQL_SUB_COLS ", (xmax = 0)";
     const char *supplied = given ? given->valuestring : NULL;
-    const char *params[] = {id, name->valuestring, url->valuestring,
-                            supplied ? supplied : secret, headers.data, supplied};
+    const char *stored = supplied ? supplied : secret;
+    const char *params[] = {id,     name->valuestring, url->valuestring,
+                            stored, headers.data,      supplied};
     struct reg *g = xcalloc(1, sizeof *g);
     g->r = r;
     if (pg_query(r->b->pg_api, sql, 6, params, NULL, NULL, 0, reg_saved, g) < 0) {
