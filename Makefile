@@ -12,7 +12,7 @@ OPT     ?= -O2 -g
 CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror -Wstrict-prototypes \
            -Wwrite-strings -Wshadow -Wformat=2 -MMD -MP -Icommon \
            $(shell pkg-config --cflags $(PKGS)) $(SANFLAGS) $(EXTRA_CFLAGS)
-LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm
+LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm -pthread
 LDFLAGS := $(SANFLAGS)
 
 COMMON_SRC := $(wildcard common/*.c)

@@ -18,6 +18,9 @@ struct broker_cfg {
     char *redis_prefix;
     char *log_level;
     char *api_keys;
+    char *allowed_cidrs;
+    bool allow_private;
+    bool https_only;
     long partitions;
     long max_body;
     long payload_ttl;

@@ -1,4 +1,5 @@
-/* GET /api/v0/events/<id>: an event, its payload and the state of each of its jobs. */
+/* GET /api/v0/events/<id>: an event, its payload, the state of each of its jobs and each job's
+ * attempt log. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,24 +54,43 @@ static void got_event(void *priv, PGresult *res, const char *err)
     b.len += (size_t)n;
     b.data[b.len] = '\0';
     buf_adds(&b, ",\"jobs\":[");
+    /* One row per attempt (or per job without attempts), ordered by job then attempt. */
+    const char *job = NULL;
     for (int i = 0; i < PQntuples(res); i++) {
         if (PQgetisnull(res, i, 4))
             continue;
-        if (i)
+        if (!job || strcmp(job, PQgetvalue(res, i, 4)) != 0) {
+            if (job)
+                buf_adds(&b, "]},");
+            job = PQgetvalue(res, i, 4);
+            buf_printf(&b, "{\"id\":\"%s\"", job);
+            col_str(&b, "subscriptionId", res, i, 5);
+            col_str(&b, "webhookUrl", res, i, 6);
+            col_str(&b, "status", res, i, 7);
+            col_num(&b, "attempts", res, i, 8);
+            col_num(&b, "lastStatusCode", res, i, 9);
+            col_str(&b, "lastError", res, i, 10);
+            col_str(&b, "nextAttemptAt", res, i, 11);
+            col_str(&b, "deliveredAt", res, i, 12);
+            col_str(&b, "createdAt", res, i, 13);
+            col_str(&b, "updatedAt", res, i, 14);
+            buf_adds(&b, ",\"attemptLog\":[");
+        } else {
             buf_addc(&b, ',');
-        buf_printf(&b, "{\"id\":\"%s\"", PQgetvalue(res, i, 4));
-        col_str(&b, "subscriptionId", res, i, 5);
-        col_str(&b, "webhookUrl", res, i, 6);
-        col_str(&b, "status", res, i, 7);
-        col_num(&b, "attempts", res, i, 8);
-        col_num(&b, "lastStatusCode", res, i, 9);
-        col_str(&b, "lastError", res, i, 10);
-        col_str(&b, "nextAttemptAt", res, i, 11);
-        col_str(&b, "deliveredAt", res, i, 12);
-        col_str(&b, "createdAt", res, i, 13);
-        col_str(&b, "updatedAt", res, i, 14);
+        }
+        if (PQgetisnull(res, i, 15)) /* a job without attempts yet */
+            continue;
+        buf_printf(&b, "{\"attempt\":%s", PQgetvalue(res, i, 15));
+        col_str(&b, "startedAt", res, i, 16);
+        col_num(&b, "durationMs", res, i, 17);
+        col_num(&b, "statusCode", res, i, 18);
+        col_str(&b, "error", res, i, 19);
+        /* text the worker stored: at most EXCERPT_MAX bytes of the body, made valid UTF-8 */
+        col_str(&b, "responseExcerpt", res, i, 20);
         buf_addc(&b, '}');
     }
+    if (job)
+        buf_adds(&b, "]}");
     buf_adds(&b, "]}");
     http_reply(r, 200, &b);
 }
@@ -88,8 +108,11 @@ void events_get(struct req *r)
         "SELECT e.id, e.event_name, encode(e.payload, 'hex'), " SQL_TS("e.created_at") ", "
         "j.id, j.subscription_id, j.url, j.status, j.attempts, j.last_status_code, j.last_error, "
         SQL_TS("j.next_attempt_at") ", " SQL_TS("j.delivered_at") ", " SQL_TS("j.created_at") ", "
-        SQL_TS("j.updated_at") " FROM events e LEFT JOIN jobs j ON j.event_id = e.id "
-        "WHERE e.id = $1 ORDER BY j.created_at, j.id";
+        SQL_TS("j.updated_at") ", a.attempt, " SQL_TS("a.started_at") ", a.duration_ms, "
+        "a.status_code, a.error, a.response_excerpt "
+        "FROM events e LEFT JOIN jobs j ON j.event_id = e.id "
+        "LEFT JOIN attempts a ON a.job_id = j.id "
+        "WHERE e.id = $1 ORDER BY j.created_at, j.id, a.attempt";
     const char *params[] = {r->seg[0]};
     if (pg_query(r->b->pg_api, sql, 1, params, NULL, NULL, 0, got_event, r) < 0)
         http_error(r, 503, "unavailable", "the database is unavailable; retry later");

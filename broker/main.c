@@ -17,6 +17,7 @@
 #include "keys.h"
 #include "log.h"
 #include "schema.h"
+#include "urlguard.h"
 
 static struct broker broker;
 
@@ -45,6 +46,9 @@ static const struct cfg_opt opts[] = {
      "comma-separated API keys accepted as 'Authorization: Bearer <key>' on /api/v0/* "
      "(required; 16 to 256 printable characters each)",
      C(api_keys)},
+    CFG_OPT_ALLOW_PRIVATE(C(allow_private)),
+    CFG_OPT_ALLOWED_CIDRS(C(allowed_cidrs)),
+    CFG_OPT_HTTPS_ONLY(C(https_only)),
     CFG_OPT_LOG_LEVEL(C(log_level)),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
@@ -121,7 +125,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "webhook-broker: cannot create the event loop\n");
         return 1;
     }
-    if (http_start(&broker, err, sizeof err) < 0) {
+    if (urlguard_start(&broker, err, sizeof err) < 0 || http_start(&broker, err, sizeof err) < 0) {
         fprintf(stderr, "webhook-broker: %s\n", err);
         return 1;
     }
@@ -155,6 +159,7 @@ int main(int argc, char **argv)
     pg_free(broker.pg_commit);
     pg_free(broker.pg_api);
     http_free();
+    urlguard_stop();
     event_free(sig_term);
     event_free(sig_int);
     if (drain_timer)

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "sign.h"
 #include "sql.h"
+#include "urlguard.h"
 #include "valid.h"
 
 /* Appends one subscription row (SQL_SUB_COLS order) as JSON, without the closing brace. */
@@ -75,9 +76,23 @@ static void index_value(struct buf *b, const char *id)
 
 struct reg {
     struct req *r;
+    /* what to upsert, copied out of the request body (it may go before the URL check ends) */
+    char id[ID_LEN + 1];
+    char secret[SECRET_TEXT_MAX];
+    bool secret_given; /* the caller sent it: it replaces the current secret of an existing one */
+    char *event_name, *url, *headers; /* headers: compact JSON, or NULL to keep/default */
     struct buf resp;
     int status; /* 201 or 200 */
 };
+
+static void reg_free(struct reg *g)
+{
+    free(g->event_name);
+    free(g->url);
+    free(g->headers);
+    buf_free(&g->resp);
+    free(g);
+}
 
 static void reg_indexed(struct rds *rd, redisReply *reply, void *priv)
 {
@@ -85,8 +100,7 @@ static void reg_indexed(struct rds *rd, redisReply *reply, void *priv)
     struct reg *g = priv;
     struct req *r = g->r;
     if (!reply || reply->type == REDIS_REPLY_ERROR) {
-        buf_free(&g->resp);
-        free(g);
+        reg_free(g);
         http_error(r, 503, "unavailable",
                    "the subscription was saved but the event index could not be updated "
                    "(%s); repeat the request",
@@ -95,7 +109,8 @@ static void reg_indexed(struct rds *rd, redisReply *reply, void *priv)
     }
     int status = g->status;
     struct buf resp = g->resp;
-    free(g);
+    g->resp = (struct buf){0};
+    reg_free(g);
     http_reply(r, status, &resp);
 }
 
@@ -104,7 +119,7 @@ static void reg_saved(void *priv, PGresult *res, const char *err)
     struct reg *g = priv;
     struct req *r = g->r;
     if (err || PQntuples(res) != 1) {
-        free(g);
+        reg_free(g);
         db_error(r, res, err ? err : "upsert returned no row");
         return;
     }
@@ -157,6 +172,39 @@ static int parse_headers(const cJSON *h, struct buf *out, char *err, size_t errl
     }
     buf_addc(out, '}');
     return 0;
+}
+
+/* The SSRF guard's verdict on the URL: refuse, or upsert. */
+static void reg_checked(void *priv, const char *refused)
+{
+    struct reg *g = priv;
+    struct req *r = g->r;
+    if (refused) {
+        reg_free(g);
+        http_error(r, 400, "url_not_allowed", "%s", refused);
+        return;
+    }
+    /* A secret sent with a re-registration replaces the current one at once, and a previous
+     * secret still in its grace period stops signing too (no grace: that is rotate-secret's
+     * job); the same secret again changes nothing. Without one, the secrets are kept. */
+    static const char sql[] =
+        "INSERT INTO subscriptions (id, event_name, url, secret, headers) "
+        "VALUES ($1, $2, $3, $4, COALESCE($5::jsonb, '{}'::jsonb)) "
+        "ON CONFLICT (event_name, url) WHERE status = 'active' DO UPDATE SET "
+        "headers = COALESCE($5::jsonb, subscriptions.headers), "
+        "secret = COALESCE($6::text, subscriptions.secret), "
+        "previous_secret = CASE WHEN $6::text IS NULL OR $6::text = subscriptions.secret "
+        "  THEN subscriptions.previous_secret END, "
+        "previous_secret_expires_at = CASE WHEN $6::text IS NULL "
+        "  OR $6::text = subscriptions.secret THEN subscriptions.previous_secret_expires_at END, "
+        "updated_at = now() "
+        "RETURNING " SQL_SUB_COLS ", (xmax = 0)";
+    const char *supplied = g->secret_given ? g->secret : NULL;
+    const char *params[] = {g->id, g->event_name, g->url, g->secret, g->headers, supplied};
+    if (pg_query(r->b->pg_api, sql, 6, params, NULL, NULL, 0, reg_saved, g) < 0) {
+        reg_free(g);
+        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+    }
 }
 
 void subs_register(struct req *r)
@@ -226,37 +274,22 @@ void subs_register(struct req *r)
         http_error(r, 400, "invalid_field", "%s", err);
         goto out_free;
     }
-    char id[ID_LEN + 1], secret[SECRET_TEXT_MAX];
-    id_new(id);
-    if (!given && sign_secret_new(secret, sizeof secret) < 0) {
+    struct reg *g = xcalloc(1, sizeof *g);
+    g->r = r;
+    id_new(g->id);
+    if (given) {
+        g->secret_given = true;
+        /* checked above: shorter than SECRET_TEXT_MAX */
+        memcpy(g->secret, given->valuestring, strlen(given->valuestring) + 1);
+    } else if (sign_secret_new(g->secret, sizeof g->secret) < 0) {
+        reg_free(g);
         http_error(r, 500, "internal", "the random number generator failed");
         goto out_free;
     }
-    /* A secret sent with a re-registration replaces the current one at once, and a previous
-     * secret still in its grace period stops signing too (no grace: that is rotate-secret's
-     * job); the same secret again changes nothing. Without one, the secrets are kept. */
-    static const char sql[] =
-        "INSERT INTO subscriptions (id, event_name, url, secret, headers) "
-        "VALUES ($1, $2, $3, $4, COALESCE($5::jsonb, '{}'::jsonb)) "
-        "ON CONFLICT (event_name, url) WHERE status = 'active' DO UPDATE SET "
-        "headers = COALESCE($5::jsonb, subscriptions.headers), "
-        "secret = COALESCE($6::text, subscriptions.secret), "
-        "previous_secret = CASE WHEN $6::text IS NULL OR $6::text = subscriptions.secret "
-        "  THEN subscriptions.previous_secret END, "
-        "previous_secret_expires_at = CASE WHEN $6::text IS NULL "
-        "  OR $6::text = subscriptions.secret THEN subscriptions.previous_secret_expires_at END, "
-        "updated_at = now() "
-        "RETURNING " SQL_SUB_COLS ", (xmax = 0)";
-    const char *supplied = given ? given->valuestring : NULL;
-    const char *stored = supplied ? supplied : secret;
-    const char *params[] = {id,     name->valuestring, url->valuestring,
-                            stored, headers.data,      supplied};
-    struct reg *g = xcalloc(1, sizeof *g);
-    g->r = r;
-    if (pg_query(r->b->pg_api, sql, 6, params, NULL, NULL, 0, reg_saved, g) < 0) {
-        free(g);
-        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
-    }
+    g->event_name = xstrdup(name->valuestring);
+    g->url = xstrdup(url->valuestring);
+    g->headers = headers.data ? xstrdup(headers.data) : NULL;
+    urlguard_check(g->url, reg_checked, g);
 out_free:
     buf_free(&headers);
     cJSON_Delete(doc);

@@ -43,6 +43,19 @@ void cfg_free(const struct cfg_opt *opts, size_t n);
 #define CFG_OPT_PARTITIONS(ptr)                                                                    \
     {"QUEUE_PARTITIONS", "partitions", CFG_INT, "1", 1, 256,                                     \
      "number of job stream partitions (same value on broker and workers)", ptr}
+/* The SSRF guard (common/netguard.h): the broker checks at registration, the worker at connect. */
+#define CFG_OPT_ALLOW_PRIVATE(ptr)                                                                 \
+    {"WEBHOOK_ALLOW_PRIVATE_NETWORKS", "allow-private-networks", CFG_BOOL, "0", 0, 0,              \
+     "allow webhook URLs on loopback, private, link-local and other non-public addresses "        \
+     "(turns the SSRF guard off; development and tests only)",                                    \
+     ptr}
+#define CFG_OPT_ALLOWED_CIDRS(ptr)                                                                 \
+    {"WEBHOOK_ALLOWED_CIDRS", "allowed-cidrs", CFG_STR, "", 0, 0,                                 \
+     "comma-separated non-public networks webhooks may still reach, e.g. 10.20.0.0/16,fd00::/8",  \
+     ptr}
+#define CFG_OPT_HTTPS_ONLY(ptr)                                                                    \
+    {"WEBHOOK_HTTPS_ONLY", "https-only", CFG_BOOL, "0", 0, 0,                                    \
+     "accept and deliver to https:// webhook URLs only", ptr}
 #define CFG_OPT_LOG_LEVEL(ptr)                                                                     \
     {"LOG_LEVEL", "log-level", CFG_STR, "info", 0, 0, "debug, info, warn or error", ptr}
 

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 static const struct {
     const char *name; /* netguard_class_name() */
@@ -383,4 +384,54 @@ int netguard_check(const struct sockaddr *sa, socklen_t len, bool allow_private,
         set_err(why, whylen, "refusing to connect to %s: %s", text, class_text[cls].why);
     }
     return -1;
+}
+
+int netguard_init(struct netguard *g, bool allow_private, bool https_only, const char *cidrs,
+                  char *err, size_t errlen)
+{
+    memset(g, 0, sizeof *g);
+    g->allow_private = allow_private;
+    g->https_only = https_only;
+    return netguard_parse_cidrs(cidrs ? cidrs : "", g->allow, NETGUARD_CIDRS_MAX, &g->nallow, err,
+                                errlen);
+}
+
+int netguard_allows(const struct netguard *g, const struct sockaddr *sa, socklen_t len, char *why,
+                    size_t whylen)
+{
+    return netguard_check(sa, len, g->allow_private, g->allow, g->nallow, why, whylen);
+}
+
+void netguard_describe(const struct netguard *g, char *out, size_t outlen)
+{
+    size_t used = 0;
+    int n;
+    if (g->allow_private)
+        n = snprintf(out, outlen, "off: every address may be dialled "
+                                  "(WEBHOOK_ALLOW_PRIVATE_NETWORKS=1, development only)");
+    else
+        n = snprintf(out, outlen, "on: public addresses only");
+    used = n > 0 ? (size_t)n : 0;
+    for (size_t i = 0; !g->allow_private && i < g->nallow && used < outlen; i++) {
+        char text[INET6_ADDRSTRLEN];
+        if (!inet_ntop(g->allow[i].family, g->allow[i].addr, text, sizeof text))
+            snprintf(text, sizeof text, "?");
+        n = snprintf(out + used, outlen - used, "%s%s/%d", i == 0 ? ", and " : ", ", text,
+                     g->allow[i].prefix);
+        used += n > 0 ? (size_t)n : 0;
+    }
+    if (used < outlen)
+        snprintf(out + used, outlen - used, "%s",
+                 g->https_only ? "; https only" : "; http and https");
+}
+
+bool netguard_is_localhost_name(const char *host)
+{
+    static const char name[] = "localhost";
+    size_t n = strlen(host), k = sizeof name - 1;
+    if (n > 0 && host[n - 1] == '.')
+        n--;
+    if (n < k || strncasecmp(host + n - k, name, k) != 0)
+        return false;
+    return n == k || host[n - k - 1] == '.';
 }

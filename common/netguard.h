@@ -1,6 +1,7 @@
 /* SSRF guard: address classes, CIDR allow-list, and the dial-or-refuse decision. */
-/* Pure functions (no DNS, no sockets), meant for the worker's CURLOPT_OPENSOCKETFUNCTION so the
- * check applies to the address actually dialled. */
+/* Pure functions (no DNS, no sockets): the worker calls them from CURLOPT_OPENSOCKETFUNCTION so
+ * the check applies to the address actually dialled, the broker on the addresses a webhook
+ * URL's host resolves to at registration. */
 #ifndef WH_NETGUARD_H
 #define WH_NETGUARD_H
 
@@ -73,5 +74,30 @@ bool netguard_cidr_match(const struct net_cidr *c, size_t n, const struct sockad
 int netguard_check(const struct sockaddr *sa, socklen_t len, bool allow_private,
                    const struct net_cidr *allow, size_t nallow, char *why, size_t whylen)
     __attribute__((warn_unused_result));
+
+/* The guard's settings, the same in the broker and the worker (WEBHOOK_ALLOW_PRIVATE_NETWORKS,
+ * WEBHOOK_ALLOWED_CIDRS, WEBHOOK_HTTPS_ONLY). */
+#define NETGUARD_CIDRS_MAX 64
+struct netguard {
+    bool allow_private; /* every address but NET_INVALID may be dialled: the guard is off */
+    bool https_only;    /* only https:// URLs are accepted and delivered to */
+    struct net_cidr allow[NETGUARD_CIDRS_MAX];
+    size_t nallow;
+};
+
+/* Fills g; cidrs is a netguard_parse_cidrs() list (may be empty). 0, or -1 with a reason. */
+int netguard_init(struct netguard *g, bool allow_private, bool https_only, const char *cidrs,
+                  char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* netguard_check() with g's settings. */
+int netguard_allows(const struct netguard *g, const struct sockaddr *sa, socklen_t len, char *why,
+                    size_t whylen) __attribute__((warn_unused_result));
+
+/* One line for the start-up log: "on (public addresses only; also 10.0.0.0/8), http and https". */
+void netguard_describe(const struct netguard *g, char *out, size_t outlen);
+
+/* True for the names that always mean the local host (RFC 6761, as libcurl treats them):
+ * "localhost" and any name ending in ".localhost", with or without a final dot, any case. */
+bool netguard_is_localhost_name(const char *host);
 
 #endif

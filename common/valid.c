@@ -109,6 +109,18 @@ int valid_webhook_url(const char *url, size_t n, char *err, size_t errlen)
         set_err(err, errlen, "webhookUrl must have a host");
         goto out_free_url;
     }
+    if (host[0] != '[') {
+        /* A DNS name (internationalised ones as UTF-8) or an IPv4 literal: nothing else, so
+         * that no "%", "!" or "$" reaches the resolver. IPv6 literals were checked by curl. */
+        for (const char *c = host; *c; c++) {
+            if (!is_alnum((unsigned char)*c) && *c != '-' && *c != '.' && *c != '_' &&
+                (unsigned char)*c < 0x80) {
+                set_err(err, errlen,
+                        "webhookUrl host may only contain letters, digits, '-', '.' and '_'");
+                goto out_free_url;
+            }
+        }
+    }
     url_part(u, CURLUPART_FRAGMENT, &fragment);
     if (fragment) {
         set_err(err, errlen, "webhookUrl must not contain a fragment");
@@ -121,6 +133,34 @@ out_free_url:
     curl_free(password);
     curl_free(user);
     curl_free(host);
+    curl_free(scheme);
+    curl_url_cleanup(u);
+    return ret;
+}
+
+int valid_url_host(const char *url, char *host, size_t hostlen, bool *https)
+{
+    int ret = -1;
+    char *scheme = NULL, *h = NULL;
+    CURLU *u = curl_url();
+    if (!u || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        url_part(u, CURLUPART_SCHEME, &scheme) != CURLUE_OK || !scheme ||
+        url_part(u, CURLUPART_HOST, &h) != CURLUE_OK || !h)
+        goto out;
+    const char *start = h;
+    size_t n = strlen(h);
+    if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
+        start++;
+        n -= 2;
+    }
+    if (n == 0 || n >= hostlen)
+        goto out;
+    memcpy(host, start, n);
+    host[n] = '\0';
+    *https = strcasecmp(scheme, "https") == 0;
+    ret = 0;
+out:
+    curl_free(h);
     curl_free(scheme);
     curl_url_cleanup(u);
     return ret;

@@ -158,6 +158,21 @@ else
     api_key='<your key>'
 fi
 
+# --- SSRF guard -------------------------------------------------------------------------------
+
+# The guard refuses loopback and private addresses, which are exactly what a developer's test
+# receivers use: make run allows them unless WEBHOOK_ALLOW_PRIVATE_NETWORKS is set (in the
+# environment or .env; an explicit 0 keeps the guard on).
+if [[ -z "${WEBHOOK_ALLOW_PRIVATE_NETWORKS:-}" ]]; then
+    export WEBHOOK_ALLOW_PRIVATE_NETWORKS=1
+    guard_note="OFF for development: make run set WEBHOOK_ALLOW_PRIVATE_NETWORKS=1, so loopback
+run:             and private webhook URLs are accepted (set it to 0 to run with the guard on)"
+elif [[ "$WEBHOOK_ALLOW_PRIVATE_NETWORKS" =~ ^(1|true|yes|on)$ ]]; then
+    guard_note="OFF (WEBHOOK_ALLOW_PRIVATE_NETWORKS=$WEBHOOK_ALLOW_PRIVATE_NETWORKS)"
+else
+    guard_note="on: only public addresses${WEBHOOK_ALLOWED_CIDRS:+ and $WEBHOOK_ALLOWED_CIDRS} (WEBHOOK_ALLOW_PRIVATE_NETWORKS=$WEBHOOK_ALLOW_PRIVATE_NETWORKS)"
+fi
+
 # --- daemons ----------------------------------------------------------------------------------
 
 names=(broker)
@@ -241,7 +256,8 @@ run: Redis       $(mask_url "$REDIS_URL")
 run: PostgreSQL  $(mask_url "$DATABASE_URL")
 run: processes   ${names[*]}   (PIDs in $PIDS)
 run: logs        $LOGS/*.log   (shown below, prefixed with the process name)
-run: API key    $api_key   (Authorization: Bearer ...; $KEY_FILE unless WEBHOOK_API_KEYS is set)
+run: API key     $api_key   (Authorization: Bearer ...; $KEY_FILE unless WEBHOOK_API_KEYS is set)
+run: SSRF guard  $guard_note
 run: try it:
   curl -sS -X POST $broker_url/api/v0/webhooks -H "Authorization: Bearer $api_key" \\
        -H 'Content-Type: application/json' \\

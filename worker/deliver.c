@@ -117,9 +117,32 @@ static size_t on_header(char *ptr, size_t size, size_t nitems, void *userdata)
     return n;
 }
 
+/* CURLOPT_OPENSOCKETFUNCTION: the SSRF guard, on the address libcurl is about to dial (after
+ * its own resolution, so a name that changes its answer between checks cannot slip past).
+ * A refused address fails this connection attempt; libcurl then tries the host's next
+ * address, if any. */
+static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct job *j = clientp;
+    char why[256];
+    if (purpose != CURLSOCKTYPE_IPCXN || !j ||
+        netguard_allows(&W.guard, &a->addr, a->addrlen, why, sizeof why) < 0) {
+        if (j) {
+            if (purpose != CURLSOCKTYPE_IPCXN)
+                snprintf(why, sizeof why, "refusing a socket that is not an IP connection");
+            j->refused = true;
+            snprintf(j->guard_why, sizeof j->guard_why, "%s", why);
+        }
+        return CURL_SOCKET_BAD;
+    }
+    j->dialled = true; /* a failure now is the connection's, not the guard's */
+    return socket(a->family, a->socktype, a->protocol);
+}
+
 /* Returns a handle to the pool, detached from its job (whose memory is about to go). */
 static void pool_put(CURL *e)
 {
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, NULL);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
     curl_easy_setopt(e, CURLOPT_PRIVATE, NULL);
@@ -130,6 +153,17 @@ static void pool_put(CURL *e)
         pool = xrealloc(pool, cappool * sizeof *pool);
     }
     pool[npool++] = e;
+}
+
+/* Nothing was sent: the destination itself is refused, so retrying cannot help. */
+static void finish_refused(struct job *j)
+{
+    j->duration_ms = (long)(clock_now_ms() - j->started_ms);
+    j->status_code = 0;
+    snprintf(j->error, sizeof j->error, "refused by the SSRF guard: %.220s", j->guard_why);
+    log_warn(j->m.job, "not delivering to %s: %s (not retried)", j->m.url, j->error);
+    j->out = OUT_DEAD;
+    outcome_submit(j);
 }
 
 static void finish(CURL *e, CURLcode res)
@@ -157,6 +191,10 @@ static void finish(CURL *e, CURLcode res)
         log_debug(j->m.job, "delivered to %s: HTTP %ld in %ld ms (attempt %d)", j->m.url, code,
                   j->duration_ms, j->m.attempt);
         outcome_submit(j);
+        return;
+    }
+    if (j->refused && !j->dialled && res != CURLE_OK) {
+        finish_refused(j);
         return;
     }
     if (res == CURLE_OPERATION_TIMEDOUT) {
@@ -208,7 +246,8 @@ static CURL *handle_new(void)
         fprintf(stderr, "fatal: curl_easy_init failed\n");
         abort();
     }
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, W.guard.https_only ? "https" : "http,https");
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
     curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
@@ -223,9 +262,17 @@ static CURL *handle_new(void)
 
 void deliver_start(struct job *j)
 {
+    j->started_ms = clock_now_ms();
+    j->refused = j->dialled = false;
+    if (W.guard.https_only && strncasecmp(j->m.url, "https://", 8) != 0) {
+        snprintf(j->guard_why, sizeof j->guard_why,
+                 "the URL is not https and WEBHOOK_HTTPS_ONLY is on");
+        j->refused = true;
+        finish_refused(j);
+        return;
+    }
     CURL *e = npool ? pool[--npool] : handle_new();
     j->easy = e;
-    j->started_ms = clock_now_ms();
     long long ts = j->started_ms / 1000;
     char sig[SIGNATURE_MAX], prev[SIGNATURE_MAX] = "", line[256];
     /* During a rotation's grace period the previous secret signs too (after the new one). Its
@@ -258,6 +305,7 @@ void deliver_start(struct job *j)
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->payload->len);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, j->req_headers);
     curl_easy_setopt(e, CURLOPT_PRIVATE, j);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, j);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, j);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, j);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->error);

@@ -45,6 +45,9 @@ static const struct cfg_opt opts[] = {
      "seconds to finish in-flight deliveries after SIGTERM", C(drain_timeout_ms)},
     {"WORKER_NAME", "name", CFG_STR, "", 0, 0,
      "consumer name in the Redis group (default host:pid)", C(consumer)},
+    CFG_OPT_ALLOW_PRIVATE(C(allow_private)),
+    CFG_OPT_ALLOWED_CIDRS(C(allowed_cidrs)),
+    CFG_OPT_HTTPS_ONLY(C(https_only)),
     CFG_OPT_LOG_LEVEL(C(log_level)),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
@@ -132,6 +135,11 @@ int main(int argc, char **argv)
                 W.cfg.claim_idle_ms / 1000.0, (W.cfg.timeout_ms + 1000) / 1000.0);
         return 2;
     }
+    if (netguard_init(&W.guard, W.cfg.allow_private, W.cfg.https_only, W.cfg.allowed_cidrs, err,
+                      sizeof err) < 0) {
+        fprintf(stderr, "webhook-worker: WEBHOOK_ALLOWED_CIDRS: %s\n", err);
+        return 2;
+    }
     if (W.cfg.consumer[0]) {
         snprintf(W.consumer, sizeof W.consumer, "%s", W.cfg.consumer);
     } else {
@@ -155,6 +163,12 @@ int main(int argc, char **argv)
              WORKER_VERSION, W.consumer, event_get_version(), cv->version, HIREDIS_MAJOR,
              HIREDIS_MINOR, HIREDIS_PATCH, PQlibVersion(), cJSON_Version(), W.backoff.n + 1,
              W.cfg.concurrency);
+    char guard[1024];
+    netguard_describe(&W.guard, guard, sizeof guard);
+    if (W.guard.allow_private)
+        log_warn(NULL, "SSRF guard %s", guard);
+    else
+        log_info(NULL, "SSRF guard %s", guard);
     char *setup = schema_daemon_setup_sql();
     W.pg = pg_new(W.base, W.cfg.database_url, "pg", setup, on_pg, NULL);
     W.pg_read = pg_new(W.base, W.cfg.database_url, "pg-read", setup, on_pg, NULL);

@@ -13,6 +13,7 @@
 #include "backoff.h"
 #include "jobmsg.h"
 #include "mem.h"
+#include "netguard.h"
 #include "pg.h"
 #include "rds.h"
 #include "sign.h"
@@ -27,6 +28,9 @@ struct worker_cfg {
     char *log_level;
     char *retry_schedule;
     char *consumer;
+    char *allowed_cidrs;
+    bool allow_private;
+    bool https_only;
     long partitions;
     long concurrency;
     long connect_timeout_ms;
@@ -40,6 +44,7 @@ struct worker {
     struct event_base *base;
     struct worker_cfg cfg;
     struct backoff backoff;
+    struct netguard guard; /* checked on every address dialled */
     char consumer[160];
     struct rds *rd_read; /* blocking XREADGROUP only */
     struct rds *rd_cmd;  /* everything else */
@@ -96,6 +101,9 @@ struct job {
     long duration_ms;
     long status_code; /* 0: no HTTP response */
     char error[256];
+    bool refused; /* the SSRF guard refused an address of the destination */
+    bool dialled; /* an address passed the guard (a failure is then the connection's) */
+    char guard_why[256];
     struct buf excerpt;
     long retry_after_ms; /* -1: none */
     int64_t next_ms;     /* due time of the next attempt */

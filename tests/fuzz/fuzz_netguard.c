@@ -1,4 +1,5 @@
-/* libFuzzer target: common/netguard.c classification, allow-list parsing and dial check. */
+/* libFuzzer target: common/netguard.c classification, allow-list parsing, dial check and
+ * localhost names. */
 /* Leading bytes are a socket address to classify and check, the rest a CIDR allow-list;
  * cross-checks IPv6 forms embedding IPv4 and an allow-list format/parse round trip. */
 #include "netguard.h"
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -175,6 +177,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else {
         check_cidrs(allow, nallow);
     }
+    /* The same bytes as a host name: "localhost" names are told apart as libcurl does. */
+    const char *dot_end = list + strlen(list);
+    if (dot_end > list && dot_end[-1] == '.')
+        dot_end--;
+    size_t nl = (size_t)(dot_end - list);
+    bool want_local = nl >= 9 && strncasecmp(dot_end - 9, "localhost", 9) == 0 &&
+                      (nl == 9 || dot_end[-10] == '.');
+    if (netguard_is_localhost_name(list) != want_local)
+        abort();
     free(list);
 
     bool match = netguard_cidr_match(allow, nallow, sa, len);

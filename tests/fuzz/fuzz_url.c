@@ -1,10 +1,16 @@
-/* libFuzzer target: valid_webhook_url (common/valid.c) on arbitrary bytes. */
+/* libFuzzer target: valid_webhook_url and valid_url_host (common/valid.c) on arbitrary bytes. */
+/* The host an accepted URL yields is what the SSRF guard classifies, so anything the system
+ * resolver would read as an IPv4 number ("127.1", "0x7f.1") must come out in the one literal
+ * form the guard parses itself. */
 #include "valid.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -32,6 +38,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size == 0 || size > WEBHOOK_URL_MAX || memchr(url, '\0', size) || memchr(url, '\r', size) ||
         memchr(url, '\n', size) || memchr(url, ' ', size) || memchr(url, '\t', size) ||
         memchr(url, '\\', size) || memchr(url, '#', size))
+        abort();
+    char text[WEBHOOK_URL_MAX + 1], host[WEBHOOK_URL_MAX + 1];
+    bool https;
+    memcpy(text, url, size);
+    text[size] = '\0';
+    if (valid_url_host(text, host, sizeof host, &https) != 0 || host[0] == '\0' ||
+        strchr(host, '[') || strchr(host, ']') || strchr(host, '%'))
+        abort();
+    struct in_addr a4, b4;
+    if (inet_aton(host, &a4) == 1 &&
+        (inet_pton(AF_INET, host, &b4) != 1 || a4.s_addr != b4.s_addr))
+        abort();
+    if (strncasecmp(text, "https:", 6) == 0 ? !https : https)
         abort();
     return 0;
 }

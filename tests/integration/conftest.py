@@ -151,12 +151,13 @@ def start_broker(binaries, redis, db, tmp_path):
 
 @pytest.fixture
 def receiver():
-    """Factory: receiver(statuses=[500, 200], delay=0, headers=None) -> a running Receiver,
-    closed at the end of the test."""
+    """Factory: receiver(statuses=[500, 200], delay=0, headers=None, body=None) -> a running
+    Receiver, closed at the end of the test."""
     made = []
 
-    def make(statuses=200, delay=0.0, headers=None, responder=None, name=None):
-        r = Receiver(statuses, delay, headers, responder, name=name or f"receiver{len(made) + 1}")
+    def make(statuses=200, delay=0.0, headers=None, responder=None, name=None, body=None):
+        r = Receiver(statuses, delay, headers, responder, name=name or f"receiver{len(made) + 1}",
+                     body=body)
         made.append(r)
         return r
 

@@ -49,7 +49,8 @@ OUR_ENV_KEYS = (
     "BROKER_LISTEN", "REDIS_URL", "DATABASE_URL", "REDIS_PREFIX", "QUEUE_PARTITIONS",
     "MAX_BODY_BYTES", "PAYLOAD_TTL", "LOG_LEVEL", "DRAIN_TIMEOUT", "WORKER_CONCURRENCY",
     "RETRY_SCHEDULE", "DELIVERY_CONNECT_TIMEOUT", "DELIVERY_TIMEOUT", "CLAIM_IDLE",
-    "SUBSCRIPTION_CACHE_TTL", "WEBHOOK_ALLOW_PRIVATE_NETWORKS", "WEBHOOK_API_KEYS",
+    "SUBSCRIPTION_CACHE_TTL", "WEBHOOK_ALLOW_PRIVATE_NETWORKS", "WEBHOOK_ALLOWED_CIDRS",
+    "WEBHOOK_HTTPS_ONLY", "WEBHOOK_API_KEYS",
     "RUN_REDIS_PORT", "RUN_PG_PORT", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS",
     "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy",
 )
@@ -685,7 +686,9 @@ class _ReceiverHandler(http.server.BaseHTTPRequestHandler):
         if delay and owner._closed.wait(delay):
             self.close_connection = True
             return
-        payload = b"ok\n" if status not in (204, 304) else b""
+        payload = _at(owner.body, index) if owner.body is not None else b"ok\n"
+        if status in (204, 304):
+            payload = b""
         try:
             self.send_response(status)
             for k, v in (extra or {}).items():
@@ -715,10 +718,13 @@ class Receiver:
     delay: seconds to wait before answering, an int/float or a sequence like statuses.
     headers: extra response headers, a dict or a sequence of dicts like statuses.
     responder: optional callable(index, request) -> (status, delay, headers) overriding the rest.
+    body: response body bytes (default b"ok\n"), or a sequence like statuses.
     """
 
-    def __init__(self, statuses=200, delay=0.0, headers=None, responder=None, name="receiver"):
+    def __init__(self, statuses=200, delay=0.0, headers=None, responder=None, name="receiver",
+                 body=None):
         self.name = name
+        self.body = body
         self.statuses = statuses
         self.delay = delay
         self.headers = headers

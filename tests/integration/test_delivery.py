@@ -220,3 +220,33 @@ def test_worker_drains_on_sigterm(api, db, rc, receiver, start_worker):
     assert r.count() == 1
     assert [a[:2] for a in db.attempts(job["id"])] == [(1, 200)]
     wait_drained(rc, [job["id"]], timeout=2)  # acked before exiting, nothing left pending
+
+
+def test_attempt_log_keeps_capped_json_escaped_excerpts(api, db, receiver, start_worker):
+    """Each attempt is in the event's attemptLog; a hostile response body is stored as at most
+    its first 1024 bytes, with NUL and invalid UTF-8 replaced by U+FFFD, and comes back as
+    valid JSON."""
+    hostile = (b'"}],"injected":true,\\\x00\x01\x1f\r\n<script>\xff\xfe\xc3' + b"\xe2\x80\xa8"
+               + "é€😀".encode() + b"A" * 3000)
+    r = receiver([500, 200], body=[hostile, b"thanks"])
+    event = unique_name("excerpt")
+    api.register(event, r.url())
+    start_worker(RETRY_SCHEDULE="0.2")
+    eid = api.trigger(event, b'{"n": 1}')["eventId"]
+    db.wait_jobs(eid, "delivered", count=1)
+
+    status, _, doc = api.request("GET", f"/api/v0/events/{eid}")
+    assert status == 200
+    assert isinstance(doc, dict), doc  # parsed strictly: raw control characters would fail
+    assert "injected" not in doc
+    [job] = doc["jobs"]
+    assert job["attempts"] == 2 and len(job["attemptLog"]) == 2, job
+    first, second = job["attemptLog"]
+    assert (first["attempt"], first["statusCode"], first["error"]) == (1, 500, "HTTP 500")
+    assert (second["attempt"], second["statusCode"], second["error"]) == (2, 200, None)
+    assert second["responseExcerpt"] == "thanks"
+    assert isinstance(first["durationMs"], int) and first["startedAt"] <= second["startedAt"]
+    expected = hostile[:1024].replace(b"\x00", b"\xff").decode("utf-8", "replace")
+    assert first["responseExcerpt"] == expected
+    assert len(first["responseExcerpt"]) <= 1024
+    assert "\x00" not in first["responseExcerpt"]

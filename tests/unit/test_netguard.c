@@ -655,6 +655,59 @@ static void test_check(void)
     CHECK_STR(tiny, "refusing ");
 }
 
+static void test_localhost_names(void)
+{
+    static const char *const yes[] = {"localhost", "localhost.", "LOCALHOST", "LocalHost.",
+                                      "a.localhost", "x.y.localhost.", "foo.LOCALHOST"};
+    static const char *const no[] = {"", ".", "localhost..", "notlocalhost", "localhost.com",
+                                     "localhostx", "xlocalhost.", "local", "127.0.0.1",
+                                     "localhost.localdomain"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+        if (!CHECK(netguard_is_localhost_name(yes[i])))
+            fprintf(stderr, "    for \"%s\"\n", yes[i]);
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        if (!CHECK(!netguard_is_localhost_name(no[i])))
+            fprintf(stderr, "    for \"%s\"\n", no[i]);
+}
+
+static void test_guard_settings(void)
+{
+    struct netguard g;
+    char err[128], desc[256];
+    struct sockaddr_storage ss;
+    socklen_t len;
+
+    CHECK_EQ_INT(netguard_init(&g, false, false, "", err, sizeof err), 0);
+    netguard_describe(&g, desc, sizeof desc);
+    CHECK_STR(desc, "on: public addresses only; http and https");
+    len = make_sa("10.1.2.3", &ss);
+    CHECK_EQ_INT(netguard_allows(&g, (struct sockaddr *)&ss, len, why, sizeof why), -1);
+    CHECK_STR(why, "refusing to connect to 10.1.2.3: private address");
+    len = make_sa("93.184.215.14", &ss);
+    CHECK_EQ_INT(netguard_allows(&g, (struct sockaddr *)&ss, len, why, sizeof why), 0);
+
+    CHECK_EQ_INT(netguard_init(&g, false, true, "10.0.0.0/8, fd00::/8", err, sizeof err), 0);
+    netguard_describe(&g, desc, sizeof desc);
+    CHECK_STR(desc, "on: public addresses only, and 10.0.0.0/8, fd00::/8; https only");
+    len = make_sa("10.1.2.3", &ss);
+    CHECK_EQ_INT(netguard_allows(&g, (struct sockaddr *)&ss, len, why, sizeof why), 0);
+    len = make_sa("127.0.0.1", &ss);
+    CHECK_EQ_INT(netguard_allows(&g, (struct sockaddr *)&ss, len, why, sizeof why), -1);
+
+    CHECK_EQ_INT(netguard_init(&g, true, false, "", err, sizeof err), 0);
+    netguard_describe(&g, desc, sizeof desc);
+    CHECK(strncmp(desc, "off: ", 5) == 0);
+    CHECK_EQ_INT(netguard_allows(&g, (struct sockaddr *)&ss, len, why, sizeof why), 0);
+
+    CHECK_EQ_INT(netguard_init(&g, false, false, "10.0.0.0/33", err, sizeof err), -1);
+    CHECK(err[0] != '\0');
+
+    char tiny[12];
+    CHECK_EQ_INT(netguard_init(&g, false, false, "10.0.0.0/8", err, sizeof err), 0);
+    netguard_describe(&g, tiny, sizeof tiny);
+    CHECK_STR(tiny, "on: public ");
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -666,5 +719,7 @@ int main(int argc, char **argv)
     test_parse_cidrs();
     test_cidr_match();
     test_check();
+    test_localhost_names();
+    test_guard_settings();
     return unit_done(argv[0]);
 }

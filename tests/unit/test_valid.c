@@ -68,6 +68,12 @@ static void test_urls(void)
     URL_OK("https://example.com/p%20q?a=b&c=%2F");
     URL_OK("https://m\xc3\xbcnchen.example/x"); /* UTF-8 host */
 
+    URL_OK("http://my_host-1.example./x");
+    URL_BAD("http://2%25%25/");
+    URL_OK("http://ex%61mple.com/"); /* curl decodes it: example.com */
+    URL_BAD("http://a!b.example/");
+    URL_BAD("http://a$b.example/");
+    URL_BAD("http://a*b.example/");
     URL_BAD("ftp://x");
     URL_BAD("file:///etc/passwd");
     URL_BAD("gopher://example.com/");
@@ -259,6 +265,40 @@ static void test_path_segments(void)
     CHECK_EQ_INT(path_segment_decode("ab%4", 2, out, sizeof out), 2);
 }
 
+static void test_url_hosts(void)
+{
+    static const struct {
+        const char *url, *host;
+        bool https;
+    } cases[] = {
+        {"https://example.com/hook", "example.com", true},
+        {"HTTP://Example.COM:8080/x?y=1", "Example.COM", false},
+        {"http://127.1/", "127.0.0.1", false},
+        {"http://0x7f000001/", "127.0.0.1", false},
+        {"http://2130706433/", "127.0.0.1", false},
+        {"http://0177.0.0.1/", "127.0.0.1", false},
+        {"http://0/", "0.0.0.0", false},
+        {"http://[::1]:8080/", "::1", false},
+        {"http://[::ffff:127.0.0.1]/", "::ffff:127.0.0.1", false},
+        {"http://[fe80::1%25lo]/", "fe80::1", false},
+        {"https://localhost./", "localhost.", true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char host[256] = "";
+        bool https = !cases[i].https;
+        CHECK_EQ_INT(valid_url_host(cases[i].url, host, sizeof host, &https), 0);
+        CHECK_STR(host, cases[i].host);
+        CHECK_EQ_INT(https, cases[i].https);
+    }
+    char tiny[8];
+    bool https;
+    CHECK_EQ_INT(valid_url_host("http://example.com/", tiny, sizeof tiny, &https), -1);
+    CHECK_EQ_INT(valid_url_host("http://exampl.co/", tiny, sizeof tiny, &https), -1);
+    CHECK_EQ_INT(valid_url_host("http://exam.co/", tiny, sizeof tiny, &https), 0);
+    CHECK_STR(tiny, "exam.co");
+    CHECK_EQ_INT(valid_url_host("not a url", tiny, sizeof tiny, &https), -1);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -266,5 +306,6 @@ int main(int argc, char **argv)
     test_urls();
     test_headers();
     test_path_segments();
+    test_url_hosts();
     return unit_done(argv[0]);
 }
