@@ -109,6 +109,7 @@ class PortReceiver(Receiver):
         self.statuses = 200
         self.delay = 0.0
         self.headers = None
+        self.body = None  # harness.Receiver's default response body (b"ok\n")
         self.responder = responder
         self._lock = threading.Condition()
         self._requests = []
