@@ -27,6 +27,9 @@ struct broker_cfg {
     long commit_max_events;
     long max_pending_events;
     long max_connections;
+    long request_deadline_ms;
+    long max_header_bytes;
+    long max_headers;
     long drain_timeout_ms;
     long request_timeout_ms;
 };
