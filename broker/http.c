@@ -37,8 +37,10 @@ static unsigned long req_counter;
 
 typedef void handler_fn(struct req *r);
 
+/* A path: nprefix literal segments, nparams parameters, then the remaining literals of prefix
+ * (".../<name>/<id>/rotate-secret"). */
 struct route {
-    const char *prefix[3];
+    const char *prefix[4];
     int nprefix;
     int nparams;
     handler_fn *get, *post, *del;
@@ -50,6 +52,7 @@ static const struct route routes[] = {
     {{"api", "v0", "webhooks"}, 3, 0, subs_list, subs_register, NULL},
     {{"api", "v0", "webhooks"}, 3, 1, subs_list_event, NULL, NULL},
     {{"api", "v0", "webhooks"}, 3, 2, subs_get, NULL, subs_delete},
+    {{"api", "v0", "webhooks", "rotate-secret"}, 3, 2, NULL, subs_rotate_secret, NULL},
     {{"api", "v0", "trigger-event"}, 3, 1, NULL, trigger_post, NULL},
     {{"api", "v0", "events"}, 3, 1, events_get, NULL, NULL},
 };
@@ -256,11 +259,17 @@ static void dispatch(struct req *r, enum evhttp_cmd_type method, const char *pat
     int n = split_path(path, seg, len);
     for (size_t i = 0; n > 0 && i < sizeof routes / sizeof routes[0]; i++) {
         const struct route *rt = &routes[i];
-        if (n != rt->nprefix + rt->nparams)
+        int nlit = 0;
+        while (nlit < (int)(sizeof rt->prefix / sizeof rt->prefix[0]) && rt->prefix[nlit])
+            nlit++;
+        if (n != nlit + rt->nparams)
             continue;
         bool match = true;
-        for (int k = 0; k < rt->nprefix && match; k++)
-            match = len[k] == strlen(rt->prefix[k]) && memcmp(seg[k], rt->prefix[k], len[k]) == 0;
+        for (int k = 0; k < nlit && match; k++) {
+            int at = k < rt->nprefix ? k : k + rt->nparams; /* literals after the parameters */
+            match =
+                len[at] == strlen(rt->prefix[k]) && memcmp(seg[at], rt->prefix[k], len[at]) == 0;
+        }
         if (!match)
             continue;
         handler_fn *h = method == EVHTTP_REQ_GET    ? rt->get

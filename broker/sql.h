@@ -4,9 +4,16 @@
 
 #define SQL_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
-/* Columns read by sub_json(): keep in this order. */
+/* When the previous secret stops signing; NULL unless it still does. */
+#define SQL_SUB_PREV_EXPIRES                                                                       \
+    "CASE WHEN previous_secret_expires_at > now() "                                                \
+    "THEN " SQL_TS("previous_secret_expires_at") " END"
+
+/* Columns read by sub_json(): keep in this order. The last one is SQL_SUB_PREV_EXPIRES (the
+ * previous secret itself is never read). */
 #define SQL_SUB_COLS                                                                               \
     "id, event_name, url, secret, headers::text, status, " SQL_TS("created_at") ", " SQL_TS(      \
-        "updated_at")
+        "updated_at") ", " SQL_SUB_PREV_EXPIRES
+#define SQL_SUB_NCOLS 9 /* a query's own columns follow SQL_SUB_COLS */
 
 #endif

@@ -1,5 +1,5 @@
-/* Subscription endpoints (register, list, get, delete) and the Redis event index they keep:
- * PostgreSQL first, then the hash wh:event:<name> (field URL, value {"id","status"}). */
+/* Subscription endpoints (register, list, get, delete, rotate-secret) and the Redis event index
+ * they keep: PostgreSQL first, then the hash wh:event:<name> (field URL, value {"id","status"}). */
 #include <cJSON.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,8 +17,9 @@
 #include "urlguard.h"
 #include "valid.h"
 
-/* Appends one subscription row (SQL_SUB_COLS order) as JSON. */
-static void sub_json(struct buf *b, PGresult *res, int row, bool with_secret, const char *status)
+/* Appends one subscription row (SQL_SUB_COLS order) as JSON, without the closing brace. */
+static void sub_json_open(struct buf *b, PGresult *res, int row, bool with_secret,
+                          const char *status)
 {
     buf_adds(b, "{\"id\":\"");
     buf_adds(b, PQgetvalue(res, row, 0));
@@ -32,9 +33,29 @@ static void sub_json(struct buf *b, PGresult *res, int row, bool with_secret, co
     }
     buf_adds(b, ",\"headers\":");
     buf_add(b, PQgetvalue(res, row, 4), (size_t)PQgetlength(res, row, 4)); /* jsonb text */
-    buf_printf(b, ",\"status\":\"%s\",\"createdAt\":\"%s\",\"updatedAt\":\"%s\"}",
+    buf_printf(b, ",\"status\":\"%s\",\"createdAt\":\"%s\",\"updatedAt\":\"%s\"",
                status ? status : PQgetvalue(res, row, 5), PQgetvalue(res, row, 6),
                PQgetvalue(res, row, 7));
+}
+
+/* ,"previousSecretExpiresAt": the time, or null when no previous secret signs any more. */
+static void prev_expiry_json(struct buf *b, PGresult *res, int row)
+{
+    buf_adds(b, ",\"previousSecretExpiresAt\":");
+    if (PQgetisnull(res, row, 8))
+        buf_adds(b, "null");
+    else
+        buf_printf(b, "\"%s\"", PQgetvalue(res, row, 8));
+}
+
+/* Appends one subscription row (SQL_SUB_COLS order) as JSON. previousSecretExpiresAt is there
+ * only while a previous secret still signs (the previous secret itself is never shown). */
+static void sub_json(struct buf *b, PGresult *res, int row, bool with_secret, const char *status)
+{
+    sub_json_open(b, res, row, with_secret, status);
+    if (!PQgetisnull(res, row, 8))
+        prev_expiry_json(b, res, row);
+    buf_addc(b, '}');
 }
 
 /* A failed query: 503 when the database was unreachable, 500 for anything else. */
@@ -58,6 +79,7 @@ struct reg {
     /* what to upsert, copied out of the request body (it may go before the URL check ends) */
     char id[ID_LEN + 1];
     char secret[SECRET_TEXT_MAX];
+    bool secret_given; /* the caller sent it: it replaces the current secret of an existing one */
     char *event_name, *url, *headers; /* headers: compact JSON, or NULL to keep/default */
     struct buf resp;
     int status; /* 201 or 200 */
@@ -101,7 +123,7 @@ static void reg_saved(void *priv, PGresult *res, const char *err)
         db_error(r, res, err ? err : "upsert returned no row");
         return;
     }
-    g->status = strcmp(PQgetvalue(res, 0, 8), "t") == 0 ? 201 : 200;
+    g->status = strcmp(PQgetvalue(res, 0, SQL_SUB_NCOLS), "t") == 0 ? 201 : 200;
     sub_json(&g->resp, res, 0, true, NULL);
     char key[KEY_MAX];
     size_t klen = key_event(key, PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
@@ -162,14 +184,24 @@ static void reg_checked(void *priv, const char *refused)
         http_error(r, 400, "url_not_allowed", "%s", refused);
         return;
     }
+    /* A secret sent with a re-registration replaces the current one at once, and a previous
+     * secret still in its grace period stops signing too (no grace: that is rotate-secret's
+     * job); the same secret again changes nothing. Without one, the secrets are kept. */
     static const char sql[] =
         "INSERT INTO subscriptions (id, event_name, url, secret, headers) "
         "VALUES ($1, $2, $3, $4, COALESCE($5::jsonb, '{}'::jsonb)) "
         "ON CONFLICT (event_name, url) WHERE status = 'active' DO UPDATE SET "
-        "headers = COALESCE($5::jsonb, subscriptions.headers), updated_at = now() "
+        "headers = COALESCE($5::jsonb, subscriptions.headers), "
+        "secret = COALESCE($6::text, subscriptions.secret), "
+        "previous_secret = CASE WHEN $6::text IS NULL OR $6::text = subscriptions.secret "
+        "  THEN subscriptions.previous_secret END, "
+        "previous_secret_expires_at = CASE WHEN $6::text IS NULL "
+        "  OR $6::text = subscriptions.secret THEN subscriptions.previous_secret_expires_at END, "
+        "updated_at = now() "
         "RETURNING " SQL_SUB_COLS ", (xmax = 0)";
-    const char *params[] = {g->id, g->event_name, g->url, g->secret, g->headers};
-    if (pg_query(r->b->pg_api, sql, 5, params, NULL, NULL, 0, reg_saved, g) < 0) {
+    const char *supplied = g->secret_given ? g->secret : NULL;
+    const char *params[] = {g->id, g->event_name, g->url, g->secret, g->headers, supplied};
+    if (pg_query(r->b->pg_api, sql, 6, params, NULL, NULL, 0, reg_saved, g) < 0) {
         reg_free(g);
         http_error(r, 503, "unavailable", "the database is unavailable; retry later");
     }
@@ -198,7 +230,7 @@ void subs_register(struct req *r)
         http_error(r, 400, "invalid_json", "the body has the same field twice");
         goto out_free;
     }
-    const cJSON *name = NULL, *url = NULL, *hdrs = NULL;
+    const cJSON *name = NULL, *url = NULL, *hdrs = NULL, *given = NULL;
     for (const cJSON *it = doc->child; it; it = it->next) {
         if (strcmp(it->string, "eventName") == 0)
             name = it;
@@ -206,9 +238,11 @@ void subs_register(struct req *r)
             url = it;
         else if (strcmp(it->string, "headers") == 0)
             hdrs = it;
+        else if (strcmp(it->string, "secret") == 0)
+            given = it;
         else {
             http_error(r, 400, "invalid_field",
-                       "unknown field \"%.64s\" (expected eventName, webhookUrl, headers)",
+                       "unknown field \"%.64s\" (expected eventName, webhookUrl, headers, secret)",
                        it->string);
             goto out_free;
         }
@@ -231,10 +265,23 @@ void subs_register(struct req *r)
         http_error(r, 400, "invalid_field", "%s", err);
         goto out_free;
     }
+    if (given && !cJSON_IsString(given)) {
+        http_error(r, 400, "invalid_field", "secret must be a string");
+        goto out_free;
+    }
+    if (given &&
+        sign_secret_check(given->valuestring, strlen(given->valuestring), err, sizeof err) < 0) {
+        http_error(r, 400, "invalid_field", "%s", err);
+        goto out_free;
+    }
     struct reg *g = xcalloc(1, sizeof *g);
     g->r = r;
     id_new(g->id);
-    if (sign_secret_new(g->secret, sizeof g->secret) < 0) {
+    if (given) {
+        g->secret_given = true;
+        /* checked above: shorter than SECRET_TEXT_MAX */
+        memcpy(g->secret, given->valuestring, strlen(given->valuestring) + 1);
+    } else if (sign_secret_new(g->secret, sizeof g->secret) < 0) {
         reg_free(g);
         http_error(r, 500, "internal", "the random number generator failed");
         goto out_free;
@@ -295,8 +342,8 @@ static void list_done(void *priv, PGresult *res, const char *err)
             buf_addc(&b, ',');
         sub_json(&b, res, i, false, NULL);
     }
-    buf_printf(&b, "],\"total\":%s,\"offset\":%ld,\"page_size\":%ld}", PQgetvalue(res, 0, 8),
-               offset, page_size);
+    buf_printf(&b, "],\"total\":%s,\"offset\":%ld,\"page_size\":%ld}",
+               PQgetvalue(res, 0, SQL_SUB_NCOLS), offset, page_size);
     http_reply(r, 200, &b);
 }
 
@@ -464,6 +511,134 @@ void subs_delete(struct req *r)
                               "AND status = 'active' RETURNING " SQL_SUB_COLS;
     const char *params[] = {r->seg[1], r->seg[0]};
     if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, del_done, r) < 0)
+        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+}
+
+/* ---- rotate-secret ----------------------------------------------------------------------- */
+
+#define GRACE_DEFAULT_S 86400L /* 24 h */
+#define GRACE_MAX_S 604800L    /* 7 days */
+
+/* The optional body {"secret","gracePeriodSeconds"}: the new secret into secret (SECRET_TEXT_MAX
+ * bytes; generated when not given) and the grace period into grace. Replies and returns -1 when
+ * the body is invalid. */
+static int rotate_parse(struct req *r, char *secret, long *grace)
+{
+    char err[256];
+    *grace = GRACE_DEFAULT_S;
+    const cJSON *given = NULL, *g = NULL;
+    cJSON *doc = NULL;
+    int ret = -1;
+    if (r->body_len > 0) {
+        if (!http_require_json_body(r))
+            return -1;
+        if (jsonv_validate(r->body, r->body_len, err, sizeof err) < 0) {
+            http_error(r, 400, "invalid_json", "%s", err);
+            return -1;
+        }
+        doc = cJSON_ParseWithLength(r->body, r->body_len);
+        if (!doc) {
+            http_error(r, 400, "invalid_json", "the body is not valid JSON");
+            return -1;
+        }
+        if (!cJSON_IsObject(doc)) {
+            http_error(r, 400, "invalid_json", "the body must be a JSON object");
+            goto out_free;
+        }
+        if (jsonv_has_dup_keys(doc)) {
+            http_error(r, 400, "invalid_json", "the body has the same field twice");
+            goto out_free;
+        }
+        for (const cJSON *it = doc->child; it; it = it->next) {
+            if (strcmp(it->string, "secret") == 0)
+                given = it;
+            else if (strcmp(it->string, "gracePeriodSeconds") == 0)
+                g = it;
+            else {
+                http_error(r, 400, "invalid_field",
+                           "unknown field \"%.64s\" (expected secret, gracePeriodSeconds)",
+                           it->string);
+                goto out_free;
+            }
+        }
+    }
+    if (g) {
+        double d = cJSON_IsNumber(g) ? g->valuedouble : -1;
+        if (!(d >= 0 && d <= (double)GRACE_MAX_S) || d != (double)(long)d) {
+            http_error(r, 400, "invalid_field",
+                       "gracePeriodSeconds must be a whole number of seconds from 0 to %ld",
+                       GRACE_MAX_S);
+            goto out_free;
+        }
+        *grace = (long)d;
+    }
+    if (given) {
+        if (!cJSON_IsString(given)) {
+            http_error(r, 400, "invalid_field", "secret must be a string");
+            goto out_free;
+        }
+        size_t n = strlen(given->valuestring);
+        if (sign_secret_check(given->valuestring, n, err, sizeof err) < 0) {
+            http_error(r, 400, "invalid_field", "%s", err);
+            goto out_free;
+        }
+        memcpy(secret, given->valuestring, n + 1); /* checked: shorter than SECRET_TEXT_MAX */
+    } else if (sign_secret_new(secret, SECRET_TEXT_MAX) < 0) {
+        http_error(r, 500, "internal", "the random number generator failed");
+        goto out_free;
+    }
+    ret = 0;
+out_free:
+    cJSON_Delete(doc);
+    return ret;
+}
+
+static void rotate_done(void *priv, PGresult *res, const char *err)
+{
+    struct req *r = priv;
+    if (err) {
+        db_error(r, res, err);
+        return;
+    }
+    if (PQntuples(res) != 1) {
+        http_error(r, 404, "not_found", "no subscription %s for event %s", r->seg[1], r->seg[0]);
+        return;
+    }
+    struct buf b = {0};
+    sub_json_open(&b, res, 0, true, NULL);
+    prev_expiry_json(&b, res, 0);
+    buf_addc(&b, '}');
+    if (PQgetisnull(res, 0, 8))
+        log_info(r->id, "subscription %s: secret rotated, the previous one no longer signs",
+                 r->seg[1]);
+    else
+        log_info(r->id, "subscription %s: secret rotated, the previous one signs until %s",
+                 r->seg[1], PQgetvalue(res, 0, 8));
+    http_reply(r, 200, &b);
+}
+
+void subs_rotate_secret(struct req *r)
+{
+    if (!check_name_id(r))
+        return;
+    char secret[SECRET_TEXT_MAX], grace[24];
+    long grace_s;
+    if (rotate_parse(r, secret, &grace_s) < 0)
+        return;
+    snprintf(grace, sizeof grace, "%ld", grace_s);
+    /* The current secret becomes the previous one (an older previous one is dropped: at most
+     * two sign), unless there is no grace; rotating to the current secret changes neither.
+     * Every SET expression reads the row as it was. */
+    static const char sql[] =
+        "UPDATE subscriptions SET "
+        "previous_secret = CASE WHEN secret = $4 THEN previous_secret "
+        "  WHEN $3::int > 0 THEN secret END, "
+        "previous_secret_expires_at = CASE WHEN secret = $4 THEN previous_secret_expires_at "
+        "  WHEN $3::int > 0 THEN now() + $3::int * interval '1 second' END, "
+        "secret = $4, updated_at = now() "
+        "WHERE id = $1 AND event_name = $2 AND status = 'active' RETURNING " SQL_SUB_COLS;
+    const char *params[] = {r->seg[1], r->seg[0], grace, secret};
+    if (pg_query(r->b->pg_api, sql, 4, params, NULL, NULL, 0, rotate_done, r) < 0)
         http_error(r, 503, "unavailable", "the database is unavailable; retry later");
 }
 

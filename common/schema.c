@@ -63,6 +63,10 @@ static const char *const migrations[] = {
     "  error text,"
     "  response_excerpt text,"
     "  PRIMARY KEY (job_id, attempt));",
+    /* 2: secret rotation. The secret a rotation replaced keeps signing (next to the new one)
+     * until previous_secret_expires_at; both are NULL when there is none. */
+    "ALTER TABLE subscriptions ADD COLUMN previous_secret text,"
+    "  ADD COLUMN previous_secret_expires_at timestamptz;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

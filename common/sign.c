@@ -42,6 +42,48 @@ int sign_secret_decode(const char *secret, unsigned char *key)
     return (int)len;
 }
 
+int sign_secret_check(const char *s, size_t n, char *err, size_t errlen)
+{
+    size_t prefix = sizeof SECRET_PREFIX - 1;
+    if (!s || n == 0) {
+        snprintf(err, errlen, "secret is empty");
+        return -1;
+    }
+    if (n < prefix || memcmp(s, SECRET_PREFIX, prefix) != 0) {
+        snprintf(err, errlen, "secret must start with \"" SECRET_PREFIX "\"");
+        return -1;
+    }
+    const char *b64 = s + prefix;
+    size_t len = n - prefix;
+    if (len > b64_encoded_len(SECRET_MAX_BYTES)) {
+        snprintf(err, errlen,
+                 "secret is too long: it must be " SECRET_PREFIX " followed by the base64 of %d "
+                 "to %d bytes",
+                 SECRET_MIN_BYTES, SECRET_MAX_BYTES);
+        return -1;
+    }
+    unsigned char key[SECRET_MAX_BYTES + 2]; /* what the longest text allowed here decodes to */
+    long keylen = memchr(b64, '\0', len) ? -1 : b64_decode(b64, len, key, sizeof key);
+    OPENSSL_cleanse(key, sizeof key);
+    if (keylen < 0) {
+        snprintf(err, errlen,
+                 "secret must be " SECRET_PREFIX " followed by canonical standard base64 "
+                 "(A-Z a-z 0-9 + /, '=' padding, no whitespace)");
+        return -1;
+    }
+    if (keylen < SECRET_MIN_BYTES) {
+        snprintf(err, errlen, "secret is too short: it decodes to %ld bytes; %d to %d are allowed",
+                 keylen, SECRET_MIN_BYTES, SECRET_MAX_BYTES);
+        return -1;
+    }
+    if (keylen > SECRET_MAX_BYTES) {
+        snprintf(err, errlen, "secret is too long: it decodes to %ld bytes; %d to %d are allowed",
+                 keylen, SECRET_MIN_BYTES, SECRET_MAX_BYTES);
+        return -1;
+    }
+    return 0;
+}
+
 /* The HMAC implementation, fetched once and kept for the life of the process. */
 static EVP_MAC *hmac_impl(void)
 {

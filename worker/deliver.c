@@ -274,9 +274,14 @@ void deliver_start(struct job *j)
     CURL *e = npool ? pool[--npool] : handle_new();
     j->easy = e;
     long long ts = j->started_ms / 1000;
-    char sig[SIGNATURE_MAX], line[256];
+    char sig[SIGNATURE_MAX], prev[SIGNATURE_MAX] = "", line[256];
+    /* During a rotation's grace period the previous secret signs too (after the new one). Its
+     * expiry is compared now, so a cached subscription never signs with an expired secret. */
+    bool with_prev = j->sub->prev_keylen > 0 && j->started_ms < j->sub->prev_expires_ms;
     if (sign_v1(j->sub->key, (size_t)j->sub->keylen, j->m.event, ts, j->payload->data,
-                j->payload->len, sig, sizeof sig) < 0) {
+                j->payload->len, sig, sizeof sig) < 0 ||
+        (with_prev && sign_v1(j->sub->prev_key, (size_t)j->sub->prev_keylen, j->m.event, ts,
+                              j->payload->data, j->payload->len, prev, sizeof prev) < 0)) {
         snprintf(j->error, sizeof j->error, "signing failed");
         j->easy = NULL;
         pool_put(e);
@@ -291,7 +296,7 @@ void deliver_start(struct job *j)
     add_header(j, line);
     snprintf(line, sizeof line, "webhook-timestamp: %lld", ts);
     add_header(j, line);
-    snprintf(line, sizeof line, "webhook-signature: %s", sig);
+    snprintf(line, sizeof line, "webhook-signature: %s%s%s", sig, with_prev ? " " : "", prev);
     add_header(j, line);
     add_header(j, "Expect:"); /* no 100-continue round trip for larger bodies */
 

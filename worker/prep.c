@@ -287,6 +287,15 @@ static struct sub *sub_from_row(PGresult *res, int i)
         log_error(PQgetvalue(res, i, 0), "the subscription's secret is malformed; not sending");
         s->active = false;
     }
+    if (!PQgetisnull(res, i, 4) && !PQgetisnull(res, i, 5)) {
+        s->prev_keylen = sign_secret_decode(PQgetvalue(res, i, 4), s->prev_key);
+        s->prev_expires_ms = strtoll(PQgetvalue(res, i, 5), NULL, 10);
+        if (s->prev_keylen < 0) {
+            log_error(PQgetvalue(res, i, 0), "the subscription's previous secret is malformed; "
+                                             "signing with the current one only");
+            s->prev_keylen = 0;
+        }
+    }
     cJSON *h = cJSON_Parse(PQgetvalue(res, i, 3));
     for (const cJSON *it = h ? h->child : NULL; it; it = it->next) {
         if (!cJSON_IsString(it))
@@ -329,8 +338,11 @@ static void fetch_subs(struct batch *bt)
         j->sub = cache_get(j->m.sub, now);
     struct buf arr = {0};
     if (collect(bt, &arr, 1) > 0) {
-        static const char sql[] = "SELECT id::text, status, secret, headers::text "
-                                  "FROM subscriptions WHERE id = ANY($1::uuid[])";
+        static const char sql[] =
+            "SELECT id::text, status, secret, headers::text, "
+            "CASE WHEN previous_secret_expires_at > now() THEN previous_secret END, "
+            "(extract(epoch FROM previous_secret_expires_at) * 1000)::bigint "
+            "FROM subscriptions WHERE id = ANY($1::uuid[])";
         const char *params[] = {arr.data};
         bt->waits++;
         if (pg_query_prepared(W.pg_read, "wh_subs", sql, 1, params, NULL, NULL, 0, subs_from_db, bt) < 0) {

@@ -70,6 +70,11 @@ struct sub {
     bool active;
     unsigned char key[SECRET_MAX_BYTES];
     int keylen;
+    /* The secret a rotation replaced signs too until prev_expires_ms (wall clock), compared when
+     * each request is signed, not when the subscription was cached. prev_keylen 0: none. */
+    unsigned char prev_key[SECRET_MAX_BYTES];
+    int prev_keylen;
+    int64_t prev_expires_ms;
     struct curl_slist *headers; /* the subscriber's custom headers, "Name: value" */
 };
 

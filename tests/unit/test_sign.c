@@ -3,6 +3,8 @@
 #include "sign.h"
 #include "unit.h"
 
+#include <stdbool.h>
+
 /* The two vectors of tests/testdata/standard-webhooks.json (from the Standard Webhooks
  * reference libraries' tests). */
 static const struct {
@@ -114,6 +116,127 @@ static void test_secret_decode(void)
     CHECK_EQ_INT(sign_secret_decode(NULL, key), -1);
 }
 
+static char check_err[256];
+
+/* sign_secret_check on a NUL-terminated literal or buffer; the reason must never quote it. */
+static int check_secret(const char *s, size_t n)
+{
+    check_err[0] = '\0';
+    int rc = sign_secret_check(s, n, check_err, sizeof check_err);
+    if (rc < 0 && n > 6)
+        CHECK(!memmem(check_err, strlen(check_err), s + 6, n - 6)); /* no echo of the secret */
+    return rc;
+}
+
+#define SECRET_OK(s) CHECK_EQ_INT(check_secret(s, strlen(s)), 0)
+#define SECRET_BAD(s, why)                                                                         \
+    do {                                                                                           \
+        CHECK_EQ_INT(check_secret(s, strlen(s)), -1);                                              \
+        if (!unit_check(strstr(check_err, why) != NULL, __FILE__, __LINE__, "reason: " why))       \
+            fprintf(stderr, "    got \"%s\"\n", check_err);                                        \
+    } while (0)
+
+static void test_secret_check(void)
+{
+    char s[256];
+    unsigned char key[SECRET_MAX_BYTES];
+
+    /* Length bounds of the decoded key: 24 and 64 accepted, 23 and 65 refused. */
+    make_secret(24, s);
+    SECRET_OK(s);
+    CHECK_EQ_INT(sign_secret_decode(s, key), 24);
+    make_secret(64, s);
+    SECRET_OK(s);
+    CHECK_EQ_INT(sign_secret_decode(s, key), 64);
+    make_secret(32, s);
+    SECRET_OK(s);
+    make_secret(23, s);
+    SECRET_BAD(s, "too short: it decodes to 23 bytes");
+    make_secret(65, s);
+    SECRET_BAD(s, "too long: it decodes to 65 bytes");
+    make_secret(66, s);
+    SECRET_BAD(s, "too long");
+    make_secret(67, s);
+    SECRET_BAD(s, "too long");
+    make_secret(1, s);
+    SECRET_BAD(s, "too short");
+    SECRET_BAD("whsec_", "too short: it decodes to 0 bytes");
+    char gen[SECRET_TEXT_MAX];
+    CHECK_EQ_INT(sign_secret_new(gen, sizeof gen), 0);
+    SECRET_OK(gen); /* what we generate is acceptable input */
+    SECRET_OK("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+
+    /* Empty and the prefix. */
+    SECRET_BAD("", "empty");
+    CHECK_EQ_INT(sign_secret_check(NULL, 0, check_err, sizeof check_err), -1);
+    SECRET_BAD("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "must start with \"whsec_\"");
+    SECRET_BAD("WHSEC_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "must start with");
+    SECRET_BAD("whsec", "must start with");
+    SECRET_BAD(" whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "must start with");
+    SECRET_BAD("whsk_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "must start with");
+
+    /* Padding: missing, extra, in the middle, wrong count. 25 bytes = 32 + "AQ==". */
+    make_secret(25, s);
+    SECRET_OK(s);
+    size_t n = strlen(s);
+    CHECK(s[n - 1] == '=' && s[n - 2] == '=');
+    s[n - 2] = '\0'; /* padding dropped */
+    SECRET_BAD(s, "canonical standard base64");
+    make_secret(25, s);
+    s[n - 1] = '\0'; /* one '=' of two */
+    SECRET_BAD(s, "canonical standard base64");
+    make_secret(25, s);
+    memcpy(s + n, "==", 3); /* extra padding */
+    SECRET_BAD(s, "canonical standard base64");
+    make_secret(26, s); /* 26 bytes end with one '=' */
+    n = strlen(s);
+    CHECK(s[n - 1] == '=' && s[n - 2] != '=');
+    s[n - 2] = '=';
+    s[n - 1] = 'A'; /* '=' before a data character */
+    SECRET_BAD(s, "canonical standard base64");
+    make_secret(24, s);
+    s[10] = '='; /* padding in the middle */
+    SECRET_BAD(s, "canonical standard base64");
+
+    /* Non-canonical: padding bits set ("AR==" decodes like "AQ==" in lax decoders). */
+    make_secret(25, s);
+    n = strlen(s);
+    CHECK(s[n - 3] == 'Q');
+    s[n - 3] = 'R';
+    SECRET_BAD(s, "canonical standard base64");
+    make_secret(26, s);
+    n = strlen(s);
+    CHECK(s[n - 2] == 'A'); /* ...xA=: the last two bits of 'A' (0) are padding */
+    s[n - 2] = 'B';
+    SECRET_BAD(s, "canonical standard base64");
+
+    /* Whitespace, other alphabets, junk, NUL. */
+    SECRET_BAD("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw ", "canonical standard base64");
+    SECRET_BAD("whsec_ MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "canonical standard base64");
+    SECRET_BAD("whsec_MfKQ9r8GKYqrTwjU\nPD8ILPZIo2LaLaSw", "canonical standard base64");
+    SECRET_BAD("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS\t", "canonical standard base64");
+    SECRET_BAD("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLa-_", "canonical standard base64");
+    SECRET_BAD("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS!", "canonical standard base64");
+    SECRET_BAD("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS\xc3\xa9", "canonical standard base64");
+    SECRET_BAD("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS", "canonical standard base64");
+    CHECK_EQ_INT(check_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLa\0w", 38), -1);
+    CHECK_EQ_INT(check_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 38), 0);
+
+    /* Far too long: refused without decoding. */
+    memcpy(s, "whsec_", 6);
+    memset(s + 6, 'A', 200);
+    s[206] = '\0';
+    SECRET_BAD(s, "too long");
+
+    /* Whatever the check accepts, the worker's decoder accepts, and the reverse. */
+    for (size_t len = 20; len <= 70; len++) {
+        make_secret(len, s);
+        bool ok = check_secret(s, strlen(s)) == 0;
+        CHECK_EQ_INT(ok, len >= SECRET_MIN_BYTES && len <= SECRET_MAX_BYTES);
+        CHECK_EQ_INT(sign_secret_decode(s, key) >= 0, ok);
+    }
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -121,5 +244,6 @@ int main(int argc, char **argv)
     test_sign_output();
     test_secret_new();
     test_secret_decode();
+    test_secret_check();
     return unit_done(argv[0]);
 }

@@ -1,0 +1,494 @@
+"""Standard Webhooks secrets: caller-supplied secrets at registration (strictly validated) and
+secret rotation with a grace period, against a real broker, workers, Redis, PostgreSQL and HTTP
+receivers. Signatures are checked with Python's hmac/hashlib/base64 (harness.sign_v1), an
+implementation independent of the C code."""
+
+import base64
+import datetime
+import json
+import os
+import time
+import uuid
+
+import pytest
+
+from harness import API_KEY, assert_error, sign_v1, sql_quote, unique_name, wait_drained
+
+HOOKS = "/api/v0/webhooks"
+GRACE_DEFAULT = 86400
+GRACE_MAX = 604800
+
+
+def new_secret(nbytes=32):
+    """A fresh secret made here: "whsec_" + base64 of random bytes."""
+    return "whsec_" + base64.b64encode(os.urandom(nbytes)).decode()
+
+
+def rotate_path(event, sub_id):
+    return f"{HOOKS}/{event}/{sub_id}/rotate-secret"
+
+
+def parse_time(text):
+    """RFC 3339 UTC with milliseconds -> unix seconds (float)."""
+    dt = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def signatures(req):
+    """The webhook-signature header split into its space-separated entries."""
+    header = req.headers.get("webhook-signature")
+    assert header, f"no webhook-signature header: {req.headers}"
+    sigs = header.split(" ")
+    assert all(s.startswith("v1,") and len(s) == 47 for s in sigs), header
+    return sigs
+
+
+def expected(secret, req):
+    """The v1 signature secret gives this request (Python's own HMAC-SHA256 and base64)."""
+    return sign_v1(secret, req.headers["webhook-id"], int(req.headers["webhook-timestamp"]),
+                   req.body)
+
+
+def deliver_one(api, db, rc, recv, event, payload):
+    """Triggers event (one subscriber: recv) and returns the request recv got for it."""
+    body = json.dumps(payload).encode()
+    eid = api.trigger(event, body)["eventId"]
+    [job] = db.wait_jobs(eid, "delivered", count=1)
+    wait_drained(rc, [job["id"]])
+    reqs = [q for q in recv.requests if q.headers.get("webhook-id") == eid]
+    assert len(reqs) == 1, recv.requests
+    assert reqs[0].body == body
+    return reqs[0]
+
+
+def db_secrets(db, sub_id):
+    """(secret, previous_secret, previous_secret_expires_at as unix seconds or None)."""
+    [row] = db.sql("SELECT secret, previous_secret, extract(epoch FROM previous_secret_expires_at) "
+                   f"FROM subscriptions WHERE id = {sql_quote(sub_id)}")
+    return row[0], row[1], float(row[2]) if row[2] is not None else None
+
+
+def cache_ttl(worker):
+    return float(worker.config["SUBSCRIPTION_CACHE_TTL"])
+
+
+def past_cache_ttl(worker):
+    """Lets every worker-cached copy of a subscription expire."""
+    time.sleep(cache_ttl(worker) + 0.3)
+
+
+# --- registration with a caller-supplied secret ------------------------------------------------
+
+
+@pytest.mark.parametrize("nbytes", [24, 32, 64])
+def test_supplied_secret_is_used_to_sign(api, db, rc, receiver, start_worker, broker, nbytes):
+    recv = receiver()
+    event = unique_name("sec.given")
+    secret = new_secret(nbytes)
+    st, _, sub = api.post(HOOKS, {"eventName": event, "webhookUrl": recv.url(), "secret": secret})
+    assert st == 201, sub
+    assert sub["secret"] == secret
+    assert "previousSecretExpiresAt" not in sub, sub
+    assert db_secrets(db, sub["id"]) == (secret, None, None)
+    st, _, one = api.get(f"{HOOKS}/{event}/{sub['id']}")
+    assert st == 200 and one == sub, one
+
+    w = start_worker()
+    q = deliver_one(api, db, rc, recv, event, {"n": nbytes})
+    assert signatures(q) == [expected(secret, q)]
+    assert not any(secret[6:] in line for line in broker.log_text().splitlines()), \
+        "the secret appears in the broker's log"
+    assert secret[6:] not in w.log_text()
+
+
+# Each class of invalid secret, with the words the 400 message must contain.
+SECRET_BYTES = base64.b64encode(bytes(range(1, 34))).decode()  # 33 bytes: no padding
+PAD25 = base64.b64encode(bytes(range(1, 26))).decode()  # 25 bytes: ends "==" after 2 chars
+assert PAD25.endswith("==") and not SECRET_BYTES.endswith("=")
+
+BAD_SECRETS = {
+    "empty": ("", "empty"),
+    "prefix_only": ("whsec_", "too short"),
+    "no_prefix": (SECRET_BYTES, "must start with"),
+    "prefix_upper": ("WHSEC_" + SECRET_BYTES, "must start with"),
+    "prefix_other": ("whsk_" + SECRET_BYTES, "must start with"),
+    "bytes_23": ("whsec_" + base64.b64encode(b"\x01" * 23).decode(), "too short"),
+    "bytes_65": ("whsec_" + base64.b64encode(b"\x01" * 65).decode(), "too long"),
+    "bytes_200": ("whsec_" + base64.b64encode(b"\x01" * 200).decode(), "too long"),
+    "padding_missing": ("whsec_" + PAD25.rstrip("="), "base64"),
+    "padding_short": ("whsec_" + PAD25[:-1], "base64"),
+    "padding_extra": ("whsec_" + PAD25 + "==", "base64"),
+    "padding_inside": ("whsec_" + SECRET_BYTES[:8] + "=" + SECRET_BYTES[9:], "base64"),
+    "non_canonical_bits": ("whsec_" + PAD25[:-3] + chr(ord(PAD25[-3]) + 1) + "==", "base64"),
+    "leading_space": ("whsec_ " + SECRET_BYTES, "base64"),
+    "trailing_space": ("whsec_" + SECRET_BYTES + " ", "base64"),
+    "trailing_newline": ("whsec_" + SECRET_BYTES + "\n", "base64"),
+    "inner_newline": ("whsec_" + SECRET_BYTES[:20] + "\n" + SECRET_BYTES[20:], "base64"),
+    "url_safe_alphabet": ("whsec_" + base64.urlsafe_b64encode(b"\xfb\xff" * 12).decode(), "base64"),
+    "junk": ("whsec_" + SECRET_BYTES[:-1] + "!", "base64"),
+    "non_ascii": ("whsec_" + SECRET_BYTES[:-1] + "é", "base64"),
+}
+# Sanity: the canonical-bits case decodes in a lax decoder, the url-safe case has - or _.
+assert base64.b64decode(BAD_SECRETS["non_canonical_bits"][0][6:]) == bytes(range(1, 26))
+assert set("-_") & set(BAD_SECRETS["url_safe_alphabet"][0])
+
+NON_STRING_SECRETS = {"number": 12345, "null": None, "true": True, "list": [new_secret()],
+                      "object": {"secret": new_secret()}}
+
+
+@pytest.fixture
+def nothing_written(db, rc):
+    """Asserts at the end of the test that no subscription row or index entry changed."""
+
+    def snapshot():
+        return (db.sql("SELECT id, secret, previous_secret, updated_at FROM subscriptions "
+                       "ORDER BY id"), sorted(rc.call("KEYS", "wh:event:*")))
+
+    before = snapshot()
+    yield
+    assert snapshot() == before, "a refused request wrote something"
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SECRETS))
+def test_register_refuses_invalid_secret(api, broker, nothing_written, case):
+    secret, why = BAD_SECRETS[case]
+    body = {"eventName": unique_name("sec.bad"), "webhookUrl": "http://127.0.0.1:9/x",
+            "secret": secret}
+    err = assert_error(api.post(HOOKS, body), 400, "invalid_field")
+    assert why in err["message"], err
+    assert "secret" in err["message"], err
+    tail = secret[6:].strip()
+    if len(tail) >= 8:
+        assert tail not in err["message"], "the secret is echoed in the error"
+        assert tail not in broker.log_text(), "the secret is in the broker's log"
+
+
+@pytest.mark.parametrize("case", sorted(NON_STRING_SECRETS))
+def test_register_refuses_non_string_secret(api, nothing_written, case):
+    body = {"eventName": unique_name("sec.type"), "webhookUrl": "http://127.0.0.1:9/x",
+            "secret": NON_STRING_SECRETS[case]}
+    err = assert_error(api.post(HOOKS, body), 400, "invalid_field")
+    assert "secret must be a string" in err["message"], err
+
+
+def test_invalid_secret_on_reregistration_changes_nothing(api, db, rc):
+    event = unique_name("sec.rereg.bad")
+    url = "http://127.0.0.1:9/rereg-bad"
+    sub = api.register(event, url, {"X-A": "1"})
+    before = db.sql(f"SELECT secret, headers::text, updated_at FROM subscriptions "
+                    f"WHERE id = {sql_quote(sub['id'])}")
+    for secret in ("whsec_" + PAD25.rstrip("="), "nope", 7):
+        body = {"eventName": event, "webhookUrl": url, "headers": {"X-B": "2"}, "secret": secret}
+        assert_error(api.post(HOOKS, body), 400, "invalid_field")
+    assert db.sql(f"SELECT secret, headers::text, updated_at FROM subscriptions "
+                  f"WHERE id = {sql_quote(sub['id'])}") == before
+    st, _, one = api.get(f"{HOOKS}/{event}/{sub['id']}")
+    assert st == 200 and one["secret"] == sub["secret"] and one["headers"] == {"X-A": "1"}
+
+
+def test_reregistration_with_secret_replaces_it_at_once(api, db, rc, receiver, start_worker):
+    """A secret sent again with the same event + URL replaces the current one with no grace
+    (and ends a rotation's grace period); without one the secret is kept."""
+    recv = receiver()
+    event = unique_name("sec.rereg")
+    first = api.register(event, recv.url())
+    st, _, rotated = api.post(rotate_path(event, first["id"]), {"gracePeriodSeconds": 3600})
+    assert st == 200 and rotated["previousSecretExpiresAt"] is not None, rotated
+
+    replacement = new_secret()
+    st, _, again = api.post(HOOKS, {"eventName": event, "webhookUrl": recv.url(),
+                                    "secret": replacement})
+    assert st == 200, again
+    assert again["id"] == first["id"] and again["secret"] == replacement
+    assert "previousSecretExpiresAt" not in again, again
+    assert db_secrets(db, first["id"]) == (replacement, None, None)
+
+    # Without a secret: kept. The same secret again: nothing changes either.
+    kept = api.register(event, recv.url(), expect=200)
+    assert kept["secret"] == replacement
+    st, _, same = api.post(HOOKS, {"eventName": event, "webhookUrl": recv.url(),
+                                   "secret": replacement})
+    assert st == 200 and same["secret"] == replacement
+
+    start_worker()
+    q = deliver_one(api, db, rc, recv, event, {"after": "re-registration"})
+    assert signatures(q) == [expected(replacement, q)]
+    for old in (first["secret"], rotated["secret"]):
+        assert expected(old, q) not in signatures(q)
+
+
+def test_same_secret_again_keeps_a_rotation_going(api, db):
+    event = unique_name("sec.same")
+    url = "http://127.0.0.1:9/same"
+    sub = api.register(event, url)
+    st, _, rotated = api.post(rotate_path(event, sub["id"]), b"")
+    assert st == 200
+    st, _, again = api.post(HOOKS, {"eventName": event, "webhookUrl": url,
+                                    "secret": rotated["secret"]})
+    assert st == 200 and again["secret"] == rotated["secret"]
+    assert again["previousSecretExpiresAt"] == rotated["previousSecretExpiresAt"]
+    assert db_secrets(db, sub["id"])[:2] == (rotated["secret"], sub["secret"])
+
+
+# --- rotation -------------------------------------------------------------------------------
+
+
+def test_rotate_signs_with_new_and_old_during_grace(api, db, rc, receiver, start_worker):
+    recv = receiver()
+    event = unique_name("sec.rotate")
+    sub = api.register(event, recv.url(), {"X-K": "v"})
+    old = sub["secret"]
+    w = start_worker()
+    q = deliver_one(api, db, rc, recv, event, {"before": "rotation"})
+    assert signatures(q) == [expected(old, q)]
+
+    t0 = time.time()
+    st, _, rot = api.post(rotate_path(event, sub["id"]))  # no body at all
+    assert st == 200, rot
+    assert set(rot) == {"id", "eventName", "webhookUrl", "secret", "headers", "status",
+                        "createdAt", "updatedAt", "previousSecretExpiresAt"}, rot
+    assert rot["id"] == sub["id"] and rot["headers"] == {"X-K": "v"}
+    new = rot["secret"]
+    assert new != old and new.startswith("whsec_")
+    assert len(base64.b64decode(new[6:], validate=True)) == 32
+    expires = parse_time(rot["previousSecretExpiresAt"])
+    assert abs(expires - (t0 + GRACE_DEFAULT)) < 60, rot
+    assert db_secrets(db, sub["id"])[:2] == (new, old)
+
+    # GET and the listings show when the old secret stops, never the old secret itself.
+    st, _, one = api.get(f"{HOOKS}/{event}/{sub['id']}")
+    assert st == 200 and one == rot, one
+    st, _, by_event = api.get(f"{HOOKS}/{event}")
+    [item] = by_event["webhooks"]
+    assert item["previousSecretExpiresAt"] == rot["previousSecretExpiresAt"]
+    st, _, page = api.get(f"{HOOKS}?page_size=500")
+    [item] = [x for x in page["webhooks"] if x["id"] == sub["id"]]
+    assert item["previousSecretExpiresAt"] == rot["previousSecretExpiresAt"]
+    for body in (one, by_event, page, rot):
+        assert old[6:] not in json.dumps(body), "the previous secret was returned"
+
+    past_cache_ttl(w)
+    q = deliver_one(api, db, rc, recv, event, {"after": "rotation"})
+    sigs = signatures(q)
+    assert len(sigs) == 2, sigs
+    assert sigs[0] == expected(new, q), "the first signature is not the new secret's"
+    assert sigs[1] == expected(old, q), "the second signature is not the old secret's"
+
+
+def test_rotate_with_supplied_secret_and_short_grace(api, db, rc, receiver, start_worker):
+    """After a short grace period, plus the worker's cache TTL, only the new secret signs."""
+    recv = receiver()
+    event = unique_name("sec.short")
+    sub = api.register(event, recv.url())
+    old = sub["secret"]
+    w = start_worker(SUBSCRIPTION_CACHE_TTL="0.5")
+    supplied = new_secret(48)
+    st, _, rot = api.post(rotate_path(event, sub["id"]),
+                          {"secret": supplied, "gracePeriodSeconds": 3})
+    assert st == 200, rot
+    assert rot["secret"] == supplied
+    expires = parse_time(rot["previousSecretExpiresAt"])
+    assert 0 < expires - time.time() <= 3.5, rot
+
+    q = deliver_one(api, db, rc, recv, event, {"in": "grace"})
+    assert int(q.headers["webhook-timestamp"]) + 1 <= expires, "took too long to deliver"
+    assert signatures(q) == [expected(supplied, q), expected(old, q)]
+
+    time.sleep(max(0.0, expires - time.time()) + cache_ttl(w) + 0.3)
+    st, _, one = api.get(f"{HOOKS}/{event}/{sub['id']}")
+    assert st == 200 and "previousSecretExpiresAt" not in one, one
+    q = deliver_one(api, db, rc, recv, event, {"after": "grace"})
+    assert signatures(q) == [expected(supplied, q)]
+    assert expected(old, q) not in signatures(q)
+
+
+def test_expired_previous_secret_never_signs_from_the_cache(api, db, rc, receiver, start_worker):
+    """The worker compares the expiry when it signs, not when it cached the subscription: with a
+    60 s cache, a previous secret whose grace ended is dropped at once. To prove the cached copy
+    is the one used, the database is then told the old secret still has an hour to go: a worker
+    that re-read the row would sign with both."""
+    recv = receiver()
+    event = unique_name("sec.cached")
+    sub = api.register(event, recv.url())
+    old = sub["secret"]
+    w = start_worker(SUBSCRIPTION_CACHE_TTL="60")  # nothing cached yet: no delivery so far
+    st, _, rot = api.post(rotate_path(event, sub["id"]), {"gracePeriodSeconds": 3})
+    assert st == 200, rot
+    new = rot["secret"]
+    expires = parse_time(rot["previousSecretExpiresAt"])
+
+    q = deliver_one(api, db, rc, recv, event, {"in": "grace"})  # caches the subscription
+    assert int(q.headers["webhook-timestamp"]) + 1 <= expires, "took too long to deliver"
+    assert signatures(q) == [expected(new, q), expected(old, q)]
+
+    db.sql("UPDATE subscriptions SET previous_secret_expires_at = now() + interval '1 hour' "
+           f"WHERE id = {sql_quote(sub['id'])}")
+    time.sleep(max(0.0, expires - time.time()) + 0.5)
+    q = deliver_one(api, db, rc, recv, event, {"after": "grace"})
+    assert signatures(q) == [expected(new, q)], "an expired previous secret signed"
+    assert w.alive()
+
+
+def test_rotate_twice_drops_the_oldest(api, db, rc, receiver, start_worker):
+    recv = receiver()
+    event = unique_name("sec.twice")
+    s1 = new_secret()
+    sub = api.post(HOOKS, {"eventName": event, "webhookUrl": recv.url(), "secret": s1})[2]
+    assert sub["secret"] == s1
+    s2 = new_secret(24)
+    st, _, r1 = api.post(rotate_path(event, sub["id"]), {"secret": s2})
+    assert st == 200 and r1["secret"] == s2
+    st, _, r2 = api.post(rotate_path(event, sub["id"]), {})
+    assert st == 200
+    s3 = r2["secret"]
+    assert len({s1, s2, s3}) == 3
+    assert db_secrets(db, sub["id"])[:2] == (s3, s2)
+    assert parse_time(r2["previousSecretExpiresAt"]) >= parse_time(r1["previousSecretExpiresAt"])
+
+    start_worker()
+    q = deliver_one(api, db, rc, recv, event, {"rotated": 2})
+    sigs = signatures(q)
+    assert sigs == [expected(s3, q), expected(s2, q)]
+    assert expected(s1, q) not in sigs, "the oldest secret still signs"
+
+
+def test_rotate_without_grace(api, db, rc, receiver, start_worker):
+    recv = receiver()
+    event = unique_name("sec.nograce")
+    sub = api.register(event, recv.url())
+    st, _, rot = api.post(rotate_path(event, sub["id"]), {"gracePeriodSeconds": 0})
+    assert st == 200, rot
+    assert "previousSecretExpiresAt" in rot and rot["previousSecretExpiresAt"] is None, rot
+    assert db_secrets(db, sub["id"]) == (rot["secret"], None, None)
+    st, _, one = api.get(f"{HOOKS}/{event}/{sub['id']}")
+    assert "previousSecretExpiresAt" not in one and one["secret"] == rot["secret"], one
+
+    start_worker()
+    q = deliver_one(api, db, rc, recv, event, {"grace": 0})
+    assert signatures(q) == [expected(rot["secret"], q)]
+    assert expected(sub["secret"], q) not in signatures(q)
+
+
+def test_rotate_grace_limits_accepted(api, db):
+    event = unique_name("sec.limits")
+    sub = api.register(event, "http://127.0.0.1:9/limits")
+    t0 = time.time()
+    st, _, rot = api.post(rotate_path(event, sub["id"]), {"gracePeriodSeconds": GRACE_MAX})
+    assert st == 200, rot
+    assert abs(parse_time(rot["previousSecretExpiresAt"]) - (t0 + GRACE_MAX)) < 60, rot
+    st, _, rot = api.post(rotate_path(event, sub["id"]), b"{}")
+    assert st == 200
+    assert abs(parse_time(rot["previousSecretExpiresAt"]) - (t0 + GRACE_DEFAULT)) < 60, rot
+    # Content-Type parameters are fine; no Content-Type at all is fine without a body.
+    st, _, rot = api.post(rotate_path(event, sub["id"]), b'{"gracePeriodSeconds": 1}',
+                          headers={"Content-Type": "application/json; charset=utf-8"})
+    assert st == 200, rot
+    st, _, rot = api.post(rotate_path(event, sub["id"]), None, headers={"Content-Type": None})
+    assert st == 200, rot
+
+
+BAD_ROTATE_BODIES = {
+    "grace_over_max": ({"gracePeriodSeconds": GRACE_MAX + 1}, "invalid_field", "gracePeriodSeconds"),
+    "grace_negative": ({"gracePeriodSeconds": -1}, "invalid_field", "gracePeriodSeconds"),
+    "grace_fraction": ({"gracePeriodSeconds": 1.5}, "invalid_field", "gracePeriodSeconds"),
+    "grace_huge": ({"gracePeriodSeconds": 1e300}, "invalid_field", "gracePeriodSeconds"),
+    "grace_string": ({"gracePeriodSeconds": "60"}, "invalid_field", "gracePeriodSeconds"),
+    "grace_null": ({"gracePeriodSeconds": None}, "invalid_field", "gracePeriodSeconds"),
+    "grace_bool": ({"gracePeriodSeconds": True}, "invalid_field", "gracePeriodSeconds"),
+    "secret_short": ({"secret": BAD_SECRETS["bytes_23"][0]}, "invalid_field", "too short"),
+    "secret_long": ({"secret": BAD_SECRETS["bytes_65"][0]}, "invalid_field", "too long"),
+    "secret_prefix": ({"secret": SECRET_BYTES}, "invalid_field", "must start with"),
+    "secret_padding": ({"secret": BAD_SECRETS["padding_missing"][0]}, "invalid_field", "base64"),
+    "secret_bits": ({"secret": BAD_SECRETS["non_canonical_bits"][0]}, "invalid_field", "base64"),
+    "secret_space": ({"secret": BAD_SECRETS["trailing_space"][0]}, "invalid_field", "base64"),
+    "secret_empty": ({"secret": ""}, "invalid_field", "empty"),
+    "secret_number": ({"secret": 5}, "invalid_field", "must be a string"),
+    "secret_null": ({"secret": None}, "invalid_field", "must be a string"),
+    "unknown_field": ({"grace": 60}, "invalid_field", "unknown field"),
+    "unknown_field_previous": ({"previousSecret": new_secret()}, "invalid_field", "unknown field"),
+    "body_array": ([], ("invalid_json", "invalid_field"), None),
+    "body_string": ('"x"', ("invalid_json", "invalid_field"), None),
+    "body_number": ("60", ("invalid_json", "invalid_field"), None),
+    "syntax": ('{"gracePeriodSeconds":', "invalid_json", None),
+    "trailing_garbage": ('{} x', "invalid_json", None),
+    "duplicate_keys": ('{"gracePeriodSeconds":1,"gracePeriodSeconds":2}', "invalid_json", None),
+    "whitespace_only": (" ", "invalid_json", None),
+}
+
+
+@pytest.fixture(scope="module")
+def target(broker):
+    """One subscription the refused rotations are aimed at."""
+    event = unique_name("sec.target")
+    return broker.api.register(event, "http://127.0.0.1:9/target")
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ROTATE_BODIES))
+def test_rotate_refuses_bad_bodies(api, target, nothing_written, case):
+    body, codes, words = BAD_ROTATE_BODIES[case]
+    if isinstance(body, str):
+        body = body.encode()
+    err = assert_error(api.post(rotate_path(target["eventName"], target["id"]), body), 400, codes)
+    if words:
+        assert words in err["message"], err
+
+
+def test_rotate_refuses_other_content_types(api, target, nothing_written):
+    assert_error(api.post(rotate_path(target["eventName"], target["id"]), b"{}",
+                          headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type")
+    assert_error(api.post(rotate_path(target["eventName"], target["id"]), b"{}",
+                          headers={"Content-Type": None}), 415, "unsupported_media_type")
+
+
+def test_rotate_unknown_wrong_event_or_deleted_is_404(api, db, target, nothing_written):
+    event, sub_id = target["eventName"], target["id"]
+    for path in (rotate_path(event, str(uuid.uuid4())),
+                 rotate_path(unique_name("sec.wrong"), sub_id),
+                 rotate_path(event, "not-a-uuid")):
+        rotate = api.post(path, {"gracePeriodSeconds": 5})
+        get = api.get(path.rsplit("/", 1)[0])
+        assert_error(rotate, 404, "not_found")
+        assert_error(get, 404, "not_found")  # the same answer as GET of the subscription
+
+
+def test_rotate_deleted_subscription_is_404(api, db):
+    event = unique_name("sec.deleted")
+    sub = api.register(event, "http://127.0.0.1:9/deleted")
+    st, _, _ = api.delete(f"{HOOKS}/{event}/{sub['id']}")
+    assert st == 200
+    assert_error(api.post(rotate_path(event, sub["id"])), 404, "not_found")
+    assert db_secrets(db, sub["id"]) == (sub["secret"], None, None)
+
+
+@pytest.mark.parametrize("auth", [None, "Bearer nope-nope-nope-nope", f"Basic {API_KEY}"])
+def test_rotate_needs_an_api_key(api, target, nothing_written, auth):
+    status, headers, data = api.post(rotate_path(target["eventName"], target["id"]), {},
+                                     headers={"Authorization": auth})
+    assert status == 401, data
+    assert data["error"]["code"] == "unauthorized"
+    assert headers.get("WWW-Authenticate") == "Bearer"
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "PUT", "PATCH"])
+def test_rotate_wrong_method(api, target, nothing_written, method):
+    resp = api.request(method, rotate_path(target["eventName"], target["id"]),
+                       b"{}" if method in ("PUT", "PATCH") else None)
+    assert_error(resp, 405, "method_not_allowed")
+    assert resp[1].get("allow") == "POST", resp[1]
+
+
+@pytest.mark.parametrize("suffix", ["rotate", "rotate-secret/x", "Rotate-Secret", "rotate-secre"])
+def test_rotate_similar_paths_are_404(api, target, nothing_written, suffix):
+    path = f"{HOOKS}/{target['eventName']}/{target['id']}/{suffix}"
+    assert_error(api.post(path, {}), 404, "not_found")
+
+
+def test_rotate_leaves_the_event_index_alone(api, rc):
+    event = unique_name("sec.index")
+    url = "http://127.0.0.1:9/index"
+    sub = api.register(event, url)
+    before = rc.hgetall(f"wh:event:{event}")
+    st, _, _ = api.post(rotate_path(event, sub["id"]), {})
+    assert st == 200
+    assert rc.hgetall(f"wh:event:{event}") == before
+    assert json.loads(before[url]) == {"id": sub["id"], "status": "active"}
