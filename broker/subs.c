@@ -309,9 +309,10 @@ static int query_long(struct req *r, const char *name, long def, long min, long 
         *out = def;
         return 0;
     }
-    char *end;
-    long n = strtol(v, &end, 10);
-    bool ok = *v && !*end && n >= min && n <= max;
+    /* digits only: strtol alone would also take " 5", "+5" and "-0" */
+    bool ok = *v && strspn(v, "0123456789") == strlen(v) && strlen(v) <= 10;
+    long n = ok ? strtol(v, NULL, 10) : 0;
+    ok = ok && n >= min && n <= max;
     free(v);
     if (!ok) {
         http_error(r, 400, "invalid_field", "%s must be a whole number from %ld to %ld", name,

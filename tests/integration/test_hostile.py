@@ -543,6 +543,7 @@ def test_bad_event_names_on_subscription_routes(api, unchanged, segment, route):
 @pytest.mark.parametrize("query", [
     "page_size=99999999999999999999", "offset=99999999999999999999", "page_size=-5",
     "page_size=1e3", "page_size=0x10", "offset=1.5", "offset=1000000001", "page_size=5x",
+    "page_size=%205", "page_size=+5", "offset=-0", "page_size=", "offset=%0A1",
 ])
 def test_more_bad_page_parameters(api, query):
     assert_error(api.get(f"{HOOKS}?{query}"), 400, "invalid_field")
