@@ -37,27 +37,33 @@ static unsigned long req_counter;
 
 typedef void handler_fn(struct req *r);
 
-/* A path: nprefix literal segments, nparams parameters, then the remaining literals of prefix
+/* A path: nprefix literal segments, nparams parameters, then the literal suffix if any
  * (".../<name>/<id>/rotate-secret"). */
 struct route {
-    const char *prefix[4];
+    const char *prefix[3];
     int nprefix;
     int nparams;
+    const char *suffix;
     handler_fn *get, *post, *del;
 };
 
 static const struct route routes[] = {
-    {{"healthz"}, 1, 0, api_healthz, NULL, NULL},
-    {{"readyz"}, 1, 0, api_readyz, NULL, NULL},
-    {{"api", "v0", "webhooks"}, 3, 0, subs_list, subs_register, NULL},
-    {{"api", "v0", "webhooks"}, 3, 1, subs_list_event, NULL, NULL},
-    {{"api", "v0", "webhooks"}, 3, 2, subs_get, NULL, subs_delete},
-    {{"api", "v0", "webhooks", "rotate-secret"}, 3, 2, NULL, subs_rotate_secret, NULL},
-    {{"api", "v0", "trigger-event"}, 3, 1, NULL, trigger_post, NULL},
-    {{"api", "v0", "events"}, 3, 1, events_get, NULL, NULL},
+    {{"healthz"}, 1, 0, NULL, api_healthz, NULL, NULL},
+    {{"readyz"}, 1, 0, NULL, api_readyz, NULL, NULL},
+    {{"api", "v0", "webhooks"}, 3, 0, NULL, subs_list, subs_register, NULL},
+    {{"api", "v0", "webhooks"}, 3, 1, NULL, subs_list_event, NULL, NULL},
+    {{"api", "v0", "webhooks"}, 3, 2, NULL, subs_get, NULL, subs_delete},
+    {{"api", "v0", "webhooks"}, 3, 2, "rotate-secret", NULL, subs_rotate_secret, NULL},
+    {{"api", "v0", "trigger-event"}, 3, 1, NULL, NULL, trigger_post, NULL},
+    {{"api", "v0", "events"}, 3, 1, NULL, events_get, NULL, NULL},
 };
 
-/* The connection closed while the request's handler runs (conn_request_begin). */
+/* True when segment i is the literal s. */
+static bool seg_is(const char *const seg[6], const size_t len[6], int i, const char *s)
+{
+    return len[i] == strlen(s) && memcmp(seg[i], s, len[i]) == 0;
+}
+
 static void on_conn_gone(void *arg)
 {
     struct req *r = arg;
@@ -259,17 +265,11 @@ static void dispatch(struct req *r, enum evhttp_cmd_type method, const char *pat
     int n = split_path(path, seg, len);
     for (size_t i = 0; n > 0 && i < sizeof routes / sizeof routes[0]; i++) {
         const struct route *rt = &routes[i];
-        int nlit = 0;
-        while (nlit < (int)(sizeof rt->prefix / sizeof rt->prefix[0]) && rt->prefix[nlit])
-            nlit++;
-        if (n != nlit + rt->nparams)
+        if (n != rt->nprefix + rt->nparams + (rt->suffix != NULL))
             continue;
-        bool match = true;
-        for (int k = 0; k < nlit && match; k++) {
-            int at = k < rt->nprefix ? k : k + rt->nparams; /* literals after the parameters */
-            match =
-                len[at] == strlen(rt->prefix[k]) && memcmp(seg[at], rt->prefix[k], len[at]) == 0;
-        }
+        bool match = !rt->suffix || seg_is(seg, len, n - 1, rt->suffix);
+        for (int k = 0; k < rt->nprefix && match; k++)
+            match = seg_is(seg, len, k, rt->prefix[k]);
         if (!match)
             continue;
         handler_fn *h = method == EVHTTP_REQ_GET    ? rt->get

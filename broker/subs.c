@@ -67,6 +67,72 @@ static void db_error(struct req *r, PGresult *res, const char *err)
         http_error(r, 500, "internal", "database error: %s", err);
 }
 
+/* A query that returns the path's subscription or no row: false after replying (database
+ * error, 404). */
+static bool one_sub(struct req *r, PGresult *res, const char *err)
+{
+    if (err) {
+        db_error(r, res, err);
+        return false;
+    }
+    if (PQntuples(res) != 1) {
+        http_error(r, 404, "not_found", "no subscription %s for event %s", r->seg[1], r->seg[0]);
+        return false;
+    }
+    return true;
+}
+
+/* The body of a management request: one JSON object without duplicate keys. NULL after
+ * replying (415, 400); the caller cJSON_Delete()s it. */
+static cJSON *body_object(struct req *r)
+{
+    char err[256];
+    if (!http_require_json_body(r))
+        return NULL;
+    if (jsonv_validate(r->body, r->body_len, err, sizeof err) < 0) {
+        http_error(r, 400, "invalid_json", "%s", err);
+        return NULL;
+    }
+    cJSON *doc = cJSON_ParseWithLength(r->body, r->body_len);
+    if (!doc) {
+        http_error(r, 400, "invalid_json", "the body is not valid JSON");
+        return NULL;
+    }
+    if (!cJSON_IsObject(doc)) {
+        http_error(r, 400, "invalid_json", "the body must be a JSON object");
+    } else if (jsonv_has_dup_keys(doc)) {
+        http_error(r, 400, "invalid_json", "the body has the same field twice");
+    } else {
+        return doc;
+    }
+    cJSON_Delete(doc);
+    return NULL;
+}
+
+/* The secret of a registration or rotation into out (SECRET_TEXT_MAX bytes): the "secret"
+ * field when given (validated), else a new one. -1 after replying. */
+static int secret_take(struct req *r, const cJSON *given, char *out)
+{
+    char err[256];
+    if (!given) {
+        if (sign_secret_new(out, SECRET_TEXT_MAX) == 0)
+            return 0;
+        http_error(r, 500, "internal", "the random number generator failed");
+        return -1;
+    }
+    if (!cJSON_IsString(given)) {
+        http_error(r, 400, "invalid_field", "secret must be a string");
+        return -1;
+    }
+    size_t n = strlen(given->valuestring);
+    if (sign_secret_check(given->valuestring, n, err, sizeof err) < 0) {
+        http_error(r, 400, "invalid_field", "%s", err);
+        return -1;
+    }
+    memcpy(out, given->valuestring, n + 1); /* checked: shorter than SECRET_TEXT_MAX */
+    return 0;
+}
+
 static void index_value(struct buf *b, const char *id)
 {
     buf_printf(b, "{\"id\":\"%s\",\"status\":\"active\"}", id);
@@ -210,26 +276,12 @@ static void reg_checked(void *priv, const char *refused)
 void subs_register(struct req *r)
 {
     char err[256];
-    if (!http_require_json_body(r))
+    cJSON *doc = body_object(r);
+    if (!doc)
         return;
-    if (jsonv_validate(r->body, r->body_len, err, sizeof err) < 0) {
-        http_error(r, 400, "invalid_json", "%s", err);
-        return;
-    }
-    cJSON *doc = cJSON_ParseWithLength(r->body, r->body_len);
     struct buf headers = {0};
-    if (!doc) {
-        http_error(r, 400, "invalid_json", "the body is not valid JSON");
-        return;
-    }
-    if (!cJSON_IsObject(doc)) {
-        http_error(r, 400, "invalid_json", "the body must be a JSON object");
-        goto out_free;
-    }
-    if (jsonv_has_dup_keys(doc)) {
-        http_error(r, 400, "invalid_json", "the body has the same field twice");
-        goto out_free;
-    }
+    struct url_host host;
+    struct reg *g = NULL;
     const cJSON *name = NULL, *url = NULL, *hdrs = NULL, *given = NULL;
     for (const cJSON *it = doc->child; it; it = it->next) {
         if (strcmp(it->string, "eventName") == 0)
@@ -257,7 +309,8 @@ void subs_register(struct req *r)
         http_error(r, 400, "invalid_field", "webhookUrl is required and must be a string");
         goto out_free;
     }
-    if (valid_webhook_url(url->valuestring, strlen(url->valuestring), err, sizeof err) < 0) {
+    if (valid_webhook_url(url->valuestring, strlen(url->valuestring), &host, err, sizeof err) <
+        0) {
         http_error(r, 400, "invalid_field", "%s", err);
         goto out_free;
     }
@@ -265,32 +318,20 @@ void subs_register(struct req *r)
         http_error(r, 400, "invalid_field", "%s", err);
         goto out_free;
     }
-    if (given && !cJSON_IsString(given)) {
-        http_error(r, 400, "invalid_field", "secret must be a string");
+    g = xcalloc(1, sizeof *g);
+    if (secret_take(r, given, g->secret) < 0)
         goto out_free;
-    }
-    if (given &&
-        sign_secret_check(given->valuestring, strlen(given->valuestring), err, sizeof err) < 0) {
-        http_error(r, 400, "invalid_field", "%s", err);
-        goto out_free;
-    }
-    struct reg *g = xcalloc(1, sizeof *g);
     g->r = r;
+    g->secret_given = given != NULL;
     id_new(g->id);
-    if (given) {
-        g->secret_given = true;
-        /* checked above: shorter than SECRET_TEXT_MAX */
-        memcpy(g->secret, given->valuestring, strlen(given->valuestring) + 1);
-    } else if (sign_secret_new(g->secret, sizeof g->secret) < 0) {
-        reg_free(g);
-        http_error(r, 500, "internal", "the random number generator failed");
-        goto out_free;
-    }
     g->event_name = xstrdup(name->valuestring);
     g->url = xstrdup(url->valuestring);
     g->headers = headers.data ? xstrdup(headers.data) : NULL;
-    urlguard_check(g->url, reg_checked, g);
+    urlguard_check(&host, reg_checked, g);
+    g = NULL;
 out_free:
+    if (g)
+        reg_free(g);
     buf_free(&headers);
     cJSON_Delete(doc);
 }
@@ -435,14 +476,8 @@ static bool check_name_id(struct req *r)
 static void get_done(void *priv, PGresult *res, const char *err)
 {
     struct req *r = priv;
-    if (err) {
-        db_error(r, res, err);
+    if (!one_sub(r, res, err))
         return;
-    }
-    if (PQntuples(res) != 1) {
-        http_error(r, 404, "not_found", "no subscription %s for event %s", r->seg[1], r->seg[0]);
-        return;
-    }
     struct buf b = {0};
     sub_json(&b, res, 0, true, NULL);
     http_reply(r, 200, &b);
@@ -483,14 +518,8 @@ static void del_unindexed(struct rds *rd, redisReply *reply, void *priv)
 static void del_done(void *priv, PGresult *res, const char *err)
 {
     struct req *r = priv;
-    if (err) {
-        db_error(r, res, err);
+    if (!one_sub(r, res, err))
         return;
-    }
-    if (PQntuples(res) != 1) {
-        http_error(r, 404, "not_found", "no subscription %s for event %s", r->seg[1], r->seg[0]);
-        return;
-    }
     struct del *d = xcalloc(1, sizeof *d);
     d->r = r;
     sub_json(&d->resp, res, 0, false, NULL);
@@ -525,31 +554,13 @@ void subs_delete(struct req *r)
  * the body is invalid. */
 static int rotate_parse(struct req *r, char *secret, long *grace)
 {
-    char err[256];
     *grace = GRACE_DEFAULT_S;
     const cJSON *given = NULL, *g = NULL;
     cJSON *doc = NULL;
     int ret = -1;
     if (r->body_len > 0) {
-        if (!http_require_json_body(r))
+        if (!(doc = body_object(r)))
             return -1;
-        if (jsonv_validate(r->body, r->body_len, err, sizeof err) < 0) {
-            http_error(r, 400, "invalid_json", "%s", err);
-            return -1;
-        }
-        doc = cJSON_ParseWithLength(r->body, r->body_len);
-        if (!doc) {
-            http_error(r, 400, "invalid_json", "the body is not valid JSON");
-            return -1;
-        }
-        if (!cJSON_IsObject(doc)) {
-            http_error(r, 400, "invalid_json", "the body must be a JSON object");
-            goto out_free;
-        }
-        if (jsonv_has_dup_keys(doc)) {
-            http_error(r, 400, "invalid_json", "the body has the same field twice");
-            goto out_free;
-        }
         for (const cJSON *it = doc->child; it; it = it->next) {
             if (strcmp(it->string, "secret") == 0)
                 given = it;
@@ -573,22 +584,7 @@ static int rotate_parse(struct req *r, char *secret, long *grace)
         }
         *grace = (long)d;
     }
-    if (given) {
-        if (!cJSON_IsString(given)) {
-            http_error(r, 400, "invalid_field", "secret must be a string");
-            goto out_free;
-        }
-        size_t n = strlen(given->valuestring);
-        if (sign_secret_check(given->valuestring, n, err, sizeof err) < 0) {
-            http_error(r, 400, "invalid_field", "%s", err);
-            goto out_free;
-        }
-        memcpy(secret, given->valuestring, n + 1); /* checked: shorter than SECRET_TEXT_MAX */
-    } else if (sign_secret_new(secret, SECRET_TEXT_MAX) < 0) {
-        http_error(r, 500, "internal", "the random number generator failed");
-        goto out_free;
-    }
-    ret = 0;
+    ret = secret_take(r, given, secret);
 out_free:
     cJSON_Delete(doc);
     return ret;
@@ -597,14 +593,8 @@ out_free:
 static void rotate_done(void *priv, PGresult *res, const char *err)
 {
     struct req *r = priv;
-    if (err) {
-        db_error(r, res, err);
+    if (!one_sub(r, res, err))
         return;
-    }
-    if (PQntuples(res) != 1) {
-        http_error(r, 404, "not_found", "no subscription %s for event %s", r->seg[1], r->seg[0]);
-        return;
-    }
     struct buf b = {0};
     sub_json_open(&b, res, 0, true, NULL);
     prev_expiry_json(&b, res, 0);

@@ -22,7 +22,6 @@
 #include "log.h"
 #include "mem.h"
 #include "netguard.h"
-#include "valid.h"
 
 #define RESOLVER_THREADS 4
 #define REASON_MAX 512
@@ -148,15 +147,13 @@ static bool literal_addr(const char *host, struct sockaddr_storage *ss, socklen_
     return false;
 }
 
-void urlguard_check(const char *url, urlguard_cb *cb, void *arg)
+void urlguard_check(const struct url_host *url, urlguard_cb *cb, void *arg)
 {
-    char reason[REASON_MAX] = "", why[256], host[WEBHOOK_URL_MAX + 1];
-    bool https;
+    char reason[REASON_MAX] = "", why[256];
+    const char *host = url->name;
     struct sockaddr_storage ss;
     socklen_t sl;
-    if (valid_url_host(url, host, sizeof host, &https) < 0) {
-        snprintf(reason, sizeof reason, "webhookUrl could not be parsed");
-    } else if (guard.https_only && !https) {
+    if (guard.https_only && !url->https) {
         snprintf(reason, sizeof reason, "webhookUrl must use https (WEBHOOK_HTTPS_ONLY is on)");
     } else if (guard.allow_private) {
         /* nothing to check */

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "broker.h"
+#include "valid.h"
 
 /* refused is NULL when the URL may be registered, else the reason (valid during the call). */
 typedef void urlguard_cb(void *arg, const char *refused);
@@ -14,12 +15,12 @@ typedef void urlguard_cb(void *arg, const char *refused);
  * reason. */
 int urlguard_start(struct broker *b, char *err, size_t errlen) __attribute__((warn_unused_result));
 
-/* Checks url (already accepted by valid_webhook_url) and calls cb exactly once: at once when
+/* Checks the host of a URL valid_webhook_url() accepted and calls cb exactly once: at once when
  * no lookup is needed (guard off, refused scheme, address literal), else from the event loop
  * when the lookup finishes. A name that does not exist is refused; a lookup that fails for
  * another reason (no DNS server answering) lets the URL through, since the worker checks the
  * address it dials at every delivery anyway. */
-void urlguard_check(const char *url, urlguard_cb *cb, void *arg);
+void urlguard_check(const struct url_host *url, urlguard_cb *cb, void *arg);
 
 /* Stops the threads (waits for lookups under way) and drops queued checks without calling
  * them back. */

@@ -42,7 +42,7 @@ static CURLUcode url_part(CURLU *u, CURLUPart what, char **out)
     return rc;
 }
 
-int valid_webhook_url(const char *url, size_t n, char *err, size_t errlen)
+int valid_webhook_url(const char *url, size_t n, struct url_host *out, char *err, size_t errlen)
 {
     if (!url || n == 0) {
         set_err(err, errlen, "webhookUrl must not be empty");
@@ -138,6 +138,22 @@ int valid_webhook_url(const char *url, size_t n, char *err, size_t errlen)
         set_err(err, errlen, "webhookUrl must not contain a fragment");
         goto out_free_url;
     }
+    if (out) {
+        /* the host as a resolver takes it: IPv6 literals without brackets (nor zone id) */
+        const char *h = host;
+        size_t hl = strlen(host);
+        if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+            h++;
+            hl -= 2;
+        }
+        if (hl >= sizeof out->name) { /* cannot happen: a host is at most the URL's length */
+            set_err(err, errlen, "webhookUrl host is too long");
+            goto out_free_url;
+        }
+        memcpy(out->name, h, hl);
+        out->name[hl] = '\0';
+        out->https = strcasecmp(scheme, "https") == 0;
+    }
     ret = 0;
 
 out_free_url:
@@ -145,34 +161,6 @@ out_free_url:
     curl_free(password);
     curl_free(user);
     curl_free(host);
-    curl_free(scheme);
-    curl_url_cleanup(u);
-    return ret;
-}
-
-int valid_url_host(const char *url, char *host, size_t hostlen, bool *https)
-{
-    int ret = -1;
-    char *scheme = NULL, *h = NULL;
-    CURLU *u = curl_url();
-    if (!u || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
-        url_part(u, CURLUPART_SCHEME, &scheme) != CURLUE_OK || !scheme ||
-        url_part(u, CURLUPART_HOST, &h) != CURLUE_OK || !h)
-        goto out;
-    const char *start = h;
-    size_t n = strlen(h);
-    if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
-        start++;
-        n -= 2;
-    }
-    if (n == 0 || n >= hostlen)
-        goto out;
-    memcpy(host, start, n);
-    host[n] = '\0';
-    *https = strcasecmp(scheme, "https") == 0;
-    ret = 0;
-out:
-    curl_free(h);
     curl_free(scheme);
     curl_url_cleanup(u);
     return ret;

@@ -15,20 +15,21 @@
 /* [A-Za-z0-9._:-]{1,128}, exact bytes (no decoding done here). */
 bool valid_event_name(const char *s, size_t n);
 
-/* http or https only (scheme case-insensitive), a non-empty host (an IPv6 literal, or
- * letters, digits, '-', '.', '_' and UTF-8 for internationalised names), no userinfo, no fragment,
- * at most WEBHOOK_URL_MAX bytes, no CR, LF, NUL, tab, space or backslash anywhere, must be
- * valid UTF-8 and parse with curl_url(). 0 when acceptable; -1 with a reason in err
- * ("webhookUrl must use http or https"). */
-int valid_webhook_url(const char *url, size_t n, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+/* The host of a webhook URL as a resolver takes it: IPv4 literals in dotted-quad form whatever
+ * their spelling ("127.1", "0x7f000001" and "2130706433" all give "127.0.0.1", as libcurl
+ * dials them), IPv6 literals without brackets or zone id, names as written. */
+struct url_host {
+    char name[WEBHOOK_URL_MAX + 1];
+    bool https; /* the scheme is https */
+};
 
-/* The host of a URL that valid_webhook_url() accepted, as a resolver takes it: IPv4 literals
- * in dotted-quad form whatever their spelling ("127.1", "0x7f000001" and "2130706433" all give
- * "127.0.0.1", as libcurl dials them), IPv6 literals without brackets or zone id, names as
- * written. *https tells whether the scheme is https. 0, or -1 when the URL does not parse or
- * the host does not fit in hostlen. */
-int valid_url_host(const char *url, char *host, size_t hostlen, bool *https)
+/* http or https only (scheme case-insensitive), a non-empty host (an IPv6 literal, or
+ * letters, digits, '-', '.', '_' and UTF-8 for internationalised names; not percent-encoded),
+ * no userinfo, no fragment, at most WEBHOOK_URL_MAX bytes, no CR, LF, NUL, tab, space or
+ * backslash anywhere, must be valid UTF-8 and parse with curl_url(). 0 when acceptable, with
+ * the host in *out unless out is NULL; -1 with a reason in err ("webhookUrl must use http or
+ * https"). */
+int valid_webhook_url(const char *url, size_t n, struct url_host *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* A custom header the subscriber asked us to send. Name: RFC 7230 token characters,

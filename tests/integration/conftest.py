@@ -98,55 +98,79 @@ def rc(redis):
     client.close()
 
 
+def _factory(cls, log_dir, redis, db, prefix, first=1):
+    """start(name=None, **env) making ready cls processes (Broker, Worker) on the module's
+    Redis and database, and the list of those made."""
+    made = []
+
+    def start(name=None, **env):
+        p = cls(log_dir, redis, db, {k: str(v) for k, v in env.items()},
+                name=name or f"{prefix}{len(made) + first}")
+        made.append(p)
+        return p.start()
+
+    return start, made
+
+
+def _stop_all(procs):
+    """Stops every process still running (SIGTERM: must exit 0) and reaps the others, scanning
+    each log; fails with every problem found."""
+    errors = []
+    for p in procs:
+        try:
+            if p.alive():
+                p.stop()
+            else:
+                p.kill()  # reaps and scans the log
+        except AssertionError as e:
+            errors.append(str(e))
+    assert not errors, "\n".join(errors)
+
+
 @pytest.fixture
 def start_worker(binaries, redis, db, broker, tmp_path):
     """Factory: start_worker(NAME=value, ...) -> a ready Worker on the module's Redis and
     database. Every worker still running at the end is stopped with SIGTERM and must exit 0.
     Depends on broker so the schema is migrated first."""
     need("webhook-worker")
-    workers = []
-
-    def start(name=None, **env):
-        w = Worker(tmp_path, redis, db, {k: str(v) for k, v in env.items()},
-                   name=name or f"worker{len(workers) + 1}")
-        workers.append(w)
-        return w.start()
-
+    start, made = _factory(Worker, tmp_path, redis, db, "worker")
     yield start
-    errors = []
-    for w in workers:
-        try:
-            if w.alive():
-                w.stop()
-            else:
-                w.kill()  # reaps and scans the log
-        except AssertionError as e:
-            errors.append(str(e))
-    assert not errors, "\n".join(errors)
+    _stop_all(made)
 
 
 @pytest.fixture
 def start_broker(binaries, redis, db, tmp_path):
     """Factory for extra brokers with overrides: start_broker(MAX_BODY_BYTES=1024)."""
-    brokers = []
-
-    def start(name=None, **env):
-        b = Broker(tmp_path, redis, db, {k: str(v) for k, v in env.items()},
-                   name=name or f"broker{len(brokers) + 2}")
-        brokers.append(b)
-        return b.start()
-
+    start, made = _factory(Broker, tmp_path, redis, db, "broker", first=2)
     yield start
-    errors = []
-    for b in brokers:
-        try:
-            if b.alive():
-                b.stop()
-            else:
-                b.kill()
-        except AssertionError as e:
-            errors.append(str(e))
-    assert not errors, "\n".join(errors)
+    _stop_all(made)
+
+
+@pytest.fixture(scope="module")
+def module_broker(binaries, redis, db, module_dir, broker):
+    """Factory for extra brokers that live as long as the module:
+    module_broker("name", REQUEST_DEADLINE=2). Depends on broker so the schema is migrated
+    first."""
+    start, made = _factory(Broker, module_dir, redis, db, "module-broker")
+    yield start
+    _stop_all(made)
+
+
+@pytest.fixture
+def unchanged(db, rc, subscribed):
+    """Asserts at the end of the test that nothing was written (the module defines
+    subscribed: an event with a subscriber, so an accepted trigger would write a job)."""
+
+    def snapshot():
+        counts = db.sql("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM jobs), "
+                        "(SELECT count(*) FROM subscriptions)")[0]
+        return {"events/jobs/subscriptions": counts, "xlen": rc.xlen(harness.JOBS),
+                "live": rc.call("SCARD", harness.LIVE),
+                "index": sorted(rc.call("KEYS", "wh:event:*"))}
+
+    before = snapshot()
+    yield
+    assert snapshot() == before, "a refused request wrote something"
 
 
 @pytest.fixture

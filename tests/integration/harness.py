@@ -720,10 +720,11 @@ class Receiver:
     headers: extra response headers, a dict or a sequence of dicts like statuses.
     responder: optional callable(index, request) -> (status, delay, headers) overriding the rest.
     body: response body bytes (default b"ok\n"), or a sequence like statuses.
+    port: the port to listen on (0: any free one), so a subscriber can stop and come back.
     """
 
     def __init__(self, statuses=200, delay=0.0, headers=None, responder=None, name="receiver",
-                 body=None):
+                 body=None, port=0):
         self.name = name
         self.body = body
         self.statuses = statuses
@@ -734,7 +735,7 @@ class Receiver:
         self._requests = []
         self._conns = set()
         self._closed = threading.Event()
-        self.server = _ReceiverServer(("127.0.0.1", 0), _ReceiverHandler)
+        self.server = _ReceiverServer(("127.0.0.1", port), _ReceiverHandler)
         self.server.daemon_threads = True
         self.server.owner = self
         self.port = self.server.server_address[1]

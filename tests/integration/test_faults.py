@@ -30,7 +30,6 @@ reconciler runs with RECONCILE_GRACE 1 and RECONCILE_CONFIRM 0.2, in a loop or -
 """
 
 import http.client
-import http.server
 import json
 import os
 import re
@@ -92,39 +91,6 @@ CREATE TRIGGER fault_audit AFTER UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION fa
 # Subscribers
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    # The default listen backlog (5) overflows when two workers open 32 connections at once:
-    # SYNs are dropped and deliveries fail with connect timeouts that are not the fault under
-    # test.
-    request_queue_size = 256
-
-
-class PortReceiver(Receiver):
-    """harness.Receiver bound to a chosen port (0: any free one), so that a subscriber can be
-    stopped and come back on the same port, with a larger listen backlog. Same attributes as
-    Receiver."""
-
-    def __init__(self, port, responder, name):
-        self.name = name
-        self.statuses = 200
-        self.delay = 0.0
-        self.headers = None
-        self.body = None
-        self.responder = responder
-        self._lock = threading.Condition()
-        self._requests = []
-        self._conns = set()
-        self._closed = threading.Event()
-        self.server = _Server(("127.0.0.1", port), harness._ReceiverHandler)
-        self.server.daemon_threads = True
-        self.server.owner = self
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name=f"receiver-{self.port}", daemon=True)
-        self._thread.start()
-
-
 class Sink:
     """One subscriber endpoint. behaviour(webhook_id, nth request for that id) -> (status,
     delay). Counts, per webhook-id, every request and the receipts answered 2xx within the
@@ -141,7 +107,7 @@ class Sink:
         self.start()
 
     def start(self):
-        r = PortReceiver(self.port, self._respond, self.name)
+        r = Receiver(responder=self._respond, name=self.name, port=self.port)
         self.port = r.port
         self.receivers.append(r)
         return self

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from harness import API_KEY, JOBS, LIVE, Broker, assert_error, unique_name, wait_until
+from harness import API_KEY, assert_error, unique_name, wait_until
 
 HOOKS = "/api/v0/webhooks"
 EVENT = "hostile.evt"  # has a subscriber, so an accepted trigger would write a job
@@ -32,31 +32,10 @@ def subscribed(broker):
 
 
 @pytest.fixture(scope="module")
-def tight(binaries, redis, db, module_dir, broker):
+def tight(module_broker):
     """A second broker on the same Redis and database with a 2 s request deadline and a long
     idle timeout, so that whatever cuts a connection off within seconds is the deadline."""
-    b = Broker(module_dir, redis, db, {"REQUEST_DEADLINE": DEADLINE, "REQUEST_TIMEOUT": "60"},
-               name="broker-tight")
-    try:
-        b.start()
-        yield b
-    finally:
-        b.stop()
-
-
-@pytest.fixture
-def unchanged(db, rc, subscribed):
-    """Asserts at the end of the test that nothing was written."""
-
-    def snapshot():
-        counts = db.sql("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM jobs), "
-                        "(SELECT count(*) FROM subscriptions)")[0]
-        return {"events/jobs/subscriptions": counts, "xlen": rc.xlen(JOBS),
-                "live": rc.call("SCARD", LIVE), "index": sorted(rc.call("KEYS", "wh:event:*"))}
-
-    before = snapshot()
-    yield
-    assert snapshot() == before, "a refused request wrote something"
+    return module_broker("broker-tight", REQUEST_DEADLINE=DEADLINE, REQUEST_TIMEOUT=60)
 
 
 # --- a raw HTTP/1.1 client ----------------------------------------------------------------------

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from harness import DEAD, Broker, assert_error, unique_name, wait_drained, wait_until
+from harness import DEAD, assert_error, unique_name, wait_drained, wait_until
 
 INTERNAL = [
     "http://127.0.0.1:9/hook",
@@ -55,14 +55,9 @@ INTERNAL = [
 
 
 @pytest.fixture(scope="module")
-def guarded(binaries, redis, db, module_dir, broker):
-    """A broker with the guard on (the module broker has already migrated the schema)."""
-    b = Broker(module_dir, redis, db, {"WEBHOOK_ALLOW_PRIVATE_NETWORKS": "0"}, name="guarded")
-    try:
-        b.start()
-        yield b
-    finally:
-        b.stop()
+def guarded(module_broker):
+    """A broker with the guard on."""
+    return module_broker("guarded", WEBHOOK_ALLOW_PRIVATE_NETWORKS=0)
 
 
 def refused(api, db, url, words=()):

@@ -37,7 +37,7 @@ static char url_err[256];
 static int url_check(const char *u, size_t n)
 {
     url_err[0] = '\0';
-    return valid_webhook_url(u, n, url_err, sizeof url_err);
+    return valid_webhook_url(u, n, NULL, url_err, sizeof url_err);
 }
 
 static void url_ok(const char *u, size_t n, int line)
@@ -107,7 +107,7 @@ static void test_urls(void)
     URL_BAD("http://\xc0\xae.com/");
     URL_BAD(" http://example.com/");
     URL_BAD("");
-    CHECK_EQ_INT(valid_webhook_url(NULL, 0, NULL, 0), -1);
+    CHECK_EQ_INT(valid_webhook_url(NULL, 0, NULL, NULL, 0), -1);
     /* Scheme message as in the API documentation. */
     CHECK_EQ_INT(url_check("ftp://x", 7), -1);
     CHECK_STR(url_err, "webhookUrl must use http or https");
@@ -288,19 +288,20 @@ static void test_url_hosts(void)
         {"https://localhost./", "localhost.", true},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char host[256] = "";
-        bool https = !cases[i].https;
-        CHECK_EQ_INT(valid_url_host(cases[i].url, host, sizeof host, &https), 0);
-        CHECK_STR(host, cases[i].host);
-        CHECK_EQ_INT(https, cases[i].https);
+        struct url_host h = {.https = !cases[i].https};
+        const char *u = cases[i].url;
+        CHECK_EQ_INT(valid_webhook_url(u, strlen(u), &h, NULL, 0), 0);
+        CHECK_STR(h.name, cases[i].host);
+        CHECK_EQ_INT(h.https, cases[i].https);
     }
-    char tiny[8];
-    bool https;
-    CHECK_EQ_INT(valid_url_host("http://example.com/", tiny, sizeof tiny, &https), -1);
-    CHECK_EQ_INT(valid_url_host("http://exampl.co/", tiny, sizeof tiny, &https), -1);
-    CHECK_EQ_INT(valid_url_host("http://exam.co/", tiny, sizeof tiny, &https), 0);
-    CHECK_STR(tiny, "exam.co");
-    CHECK_EQ_INT(valid_url_host("not a url", tiny, sizeof tiny, &https), -1);
+    /* a refused URL leaves out alone */
+    struct url_host h = {.name = "untouched"};
+    CHECK_EQ_INT(valid_webhook_url("not a url", 9, &h, NULL, 0), -1);
+    CHECK_STR(h.name, "untouched");
+    CHECK_EQ_INT(valid_webhook_url("http://%30/", 11, &h, NULL, 0), -1);
+    CHECK_STR(h.name, "untouched");
+    CHECK_EQ_INT(valid_webhook_url("http://exam.co/", 15, &h, NULL, 0), 0);
+    CHECK_STR(h.name, "exam.co");
 }
 
 int main(int argc, char **argv)
