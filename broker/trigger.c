@@ -14,11 +14,22 @@
 #include "log.h"
 #include "valid.h"
 
+/* The state of one trigger between its two pipelined Redis commands. Each command's callback
+ * holds a reference, and the last one released frees it, whatever order or path (reply,
+ * disconnect, a send that failed) the two take. from_index owns the request and the event;
+ * when it cannot be sent, the trigger answers at once and r and e are NULL for index_state. */
 struct fanout {
+    int refs;
     struct req *r;
     struct event_rec *e;
     bool index_ready;
 };
+
+static void fanout_unref(struct fanout *f)
+{
+    if (--f->refs == 0)
+        free(f);
+}
 
 static void add_job(struct broker *b, struct event_rec *e, const char *sub, size_t sublen,
                     const char *url, size_t urllen)
@@ -37,7 +48,7 @@ static void from_db(void *priv, PGresult *res, const char *err)
     struct fanout *f = priv;
     struct req *r = f->r;
     struct event_rec *e = f->e;
-    free(f);
+    fanout_unref(f);
     if (err) {
         event_rec_free(e);
         if (!res)
@@ -70,7 +81,7 @@ static void from_index(struct rds *rd, redisReply *reply, void *priv)
     struct req *r = f->r;
     struct event_rec *e = f->e;
     if (!reply || reply->type != REDIS_REPLY_ARRAY) {
-        free(f);
+        fanout_unref(f);
         event_rec_free(e);
         http_error(r, 503, "unavailable", "Redis is unavailable (%s); the event was not accepted",
                    reply && reply->str ? reply->str : "connection lost");
@@ -82,14 +93,15 @@ static void from_index(struct rds *rd, redisReply *reply, void *priv)
         static const char sql[] =
             "SELECT id, url FROM subscriptions WHERE event_name = $1 AND status = 'active'";
         const char *params[] = {e->name};
+        /* from_db takes over this callback's reference */
         if (pg_query(r->b->pg_api, sql, 1, params, NULL, NULL, 0, from_db, f) < 0) {
-            free(f);
+            fanout_unref(f);
             event_rec_free(e);
             http_error(r, 503, "unavailable", "the database is unavailable; retry later");
         }
         return;
     }
-    free(f);
+    fanout_unref(f);
     size_t n = reply->elements / 2;
     e->jobs = xcalloc(n + 1, sizeof *e->jobs);
     for (size_t i = 0; i + 1 < reply->elements; i += 2) {
@@ -111,6 +123,7 @@ static void index_state(struct rds *rd, redisReply *reply, void *priv)
     (void)rd;
     struct fanout *f = priv;
     f->index_ready = reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
+    fanout_unref(f);
 }
 
 void trigger_post(struct req *r)
@@ -141,6 +154,7 @@ void trigger_post(struct req *r)
     e->payload = xstrndup(r->body, r->body_len);
     e->payload_len = r->body_len;
     struct fanout *f = xcalloc(1, sizeof *f);
+    f->refs = 2;
     f->r = r;
     f->e = e;
     /* Two pipelined commands on one connection: replies arrive in order, so index_state has
@@ -152,12 +166,17 @@ void trigger_post(struct req *r)
     size_t exl[] = {6, rlen};
     const char *hg[] = {"HGETALL", key};
     size_t hgl[] = {7, klen};
-    if (rds_cmd(b->redis, index_state, f, 2, ex, exl) < 0 ||
-        rds_cmd(b->redis, from_index, f, 2, hg, hgl) < 0) {
-        /* Not connected (nothing was sent) or the first command was sent and the second
-         * failed: the latter cannot happen on a live connection; treat both as down. */
-        free(f);
-        event_rec_free(e);
-        http_error(r, 503, "unavailable", "Redis is unavailable; the event was not accepted");
+    if (rds_cmd(b->redis, index_state, f, 2, ex, exl) < 0) {
+        free(f); /* not connected: no callback holds it */
+    } else if (rds_cmd(b->redis, from_index, f, 2, hg, hgl) == 0) {
+        return;
+    } else {
+        /* Only the first command went out (never seen on a live connection): its callback
+         * keeps the last reference and finds the request already answered. */
+        f->r = NULL;
+        f->e = NULL;
+        fanout_unref(f);
     }
+    event_rec_free(e);
+    http_error(r, 503, "unavailable", "Redis is unavailable; the event was not accepted");
 }
