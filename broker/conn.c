@@ -36,6 +36,7 @@
 
 #include "clock.h"
 #include "codec.h"
+#include "libmem.h"
 #include "log.h"
 #include "mem.h"
 
@@ -168,7 +169,7 @@ static void linger_close(evutil_socket_t fd)
     struct lingerer *l = xcalloc(1, sizeof *l);
     l->fd = fd;
     l->until_ms = clock_mono_ms() + LINGER_MS;
-    l->ev = event_new(base, fd, EV_READ, on_linger, l);
+    l->ev = xnonnull(event_new(base, fd, EV_READ, on_linger, l), "event_new");
     if (!l->ev) {
         evutil_closesocket(fd);
         free(l);
@@ -605,7 +606,7 @@ int conn_attach(struct event_base *b, struct evhttp *http, struct evconnlistener
     base = b;
     lim = *limits;
     listener = l;
-    accept_pause = evtimer_new(base, on_accept_resume, NULL);
+    accept_pause = xnonnull(evtimer_new(base, on_accept_resume, NULL), "evtimer_new");
     if (!accept_pause) {
         snprintf(err, errlen, "cannot create the accept timer");
         return -1;

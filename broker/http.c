@@ -20,6 +20,7 @@
 #include "cfg.h"
 #include "codec.h"
 #include "conn.h"
+#include "libmem.h"
 #include "log.h"
 #include "valid.h"
 
@@ -323,7 +324,7 @@ static void on_request(struct evhttp_request *ev, void *arg)
     r->query = uri ? evhttp_uri_get_query(uri) : NULL;
     struct evbuffer *in = evhttp_request_get_input_buffer(ev);
     r->body_len = evbuffer_get_length(in);
-    r->body = r->body_len ? (const char *)evbuffer_pullup(in, -1) : "";
+    r->body = r->body_len ? xnonnull(evbuffer_pullup(in, -1), "evbuffer_pullup") : "";
     log_debug(r->id, "%s %s (%zu bytes)", method_name(method), path ? path : "?", r->body_len);
     if (r->body_len > (size_t)b->cfg.max_body) {
         http_error(r, 413, "payload_too_large", "the body is %zu bytes; the limit is %ld bytes",
@@ -347,7 +348,7 @@ int http_start(struct broker *b, char *err, size_t errlen)
     }
     if (load_keys(b->cfg.api_keys, err, errlen) < 0)
         return -1;
-    http = evhttp_new(b->base);
+    http = xnonnull(evhttp_new(b->base), "evhttp_new");
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                          EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
                                          EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);

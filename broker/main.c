@@ -15,6 +15,7 @@
 #include "cfg.h"
 #include "http.h"
 #include "keys.h"
+#include "libmem.h"
 #include "log.h"
 #include "schema.h"
 #include "urlguard.h"
@@ -99,7 +100,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
              b->outstanding);
     http_stop_accepting();
     struct timeval tv = {b->cfg.drain_timeout_ms / 1000, (b->cfg.drain_timeout_ms % 1000) * 1000};
-    drain_timer = evtimer_new(b->base, on_drain_timeout, b);
+    drain_timer = xnonnull(evtimer_new(b->base, on_drain_timeout, b), "evtimer_new");
     evtimer_add(drain_timer, &tv);
     /* a token so that zero outstanding work exits at once */
     b->outstanding++;
@@ -128,7 +129,10 @@ int main(int argc, char **argv)
                          &broker.cfg.redis_prefix);
     if (rc >= 0)
         return rc;
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (libmem_init() < 0) {
+        fprintf(stderr, "webhook-broker: libcurl initialisation failed\n");
+        return 1;
+    }
     broker.base = event_base_new();
     if (!broker.base) {
         fprintf(stderr, "webhook-broker: cannot create the event loop\n");
@@ -156,8 +160,8 @@ int main(int argc, char **argv)
     broker.pg_api = pg_new(broker.base, broker.cfg.database_url, "pg-api", setup, on_pg_state,
                            &broker);
     free(setup);
-    sig_term = evsignal_new(broker.base, SIGTERM, on_signal, &broker);
-    sig_int = evsignal_new(broker.base, SIGINT, on_signal, &broker);
+    sig_term = xnonnull(evsignal_new(broker.base, SIGTERM, on_signal, &broker), "evsignal_new");
+    sig_int = xnonnull(evsignal_new(broker.base, SIGINT, on_signal, &broker), "evsignal_new");
     evsignal_add(sig_term, NULL);
     evsignal_add(sig_int, NULL);
 

@@ -8,6 +8,7 @@
 
 #include "cfg.h"
 #include "keys.h"
+#include "libmem.h"
 #include "log.h"
 #include "rds.h"
 #include "recon.h"
@@ -178,6 +179,11 @@ int main(int argc, char **argv)
                          &R.cfg.redis_prefix);
     if (rc >= 0)
         return rc;
+    if (libmem_init() < 0) {
+        fprintf(stderr, "webhook-reconciler: libcurl initialisation failed\n");
+        cfg_free(opts, NOPTS);
+        return 1;
+    }
     if (R.cfg.once && R.cfg.interval_s) {
         fprintf(stderr, "webhook-reconciler: --once and --interval exclude each other\n");
         cfg_free(opts, NOPTS);

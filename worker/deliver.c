@@ -8,6 +8,7 @@
 #include <event2/event_struct.h>
 
 #include "clock.h"
+#include "libmem.h"
 #include "log.h"
 #include "worker.h"
 
@@ -17,6 +18,27 @@ static int running;
 static long active;
 static CURL **pool;
 static size_t npool, cappool;
+static struct job *xfers; /* jobs whose transfer is in the multi handle */
+
+static void xfer_link(struct job *j)
+{
+    j->xfer_prev = NULL;
+    j->xfer_next = xfers;
+    if (xfers)
+        xfers->xfer_prev = j;
+    xfers = j;
+}
+
+static void xfer_unlink(struct job *j)
+{
+    if (j->xfer_prev)
+        j->xfer_prev->xfer_next = j->xfer_next;
+    else
+        xfers = j->xfer_next;
+    if (j->xfer_next)
+        j->xfer_next->xfer_prev = j->xfer_prev;
+    j->xfer_prev = j->xfer_next = NULL;
+}
 
 struct sock_ctx {
     struct event ev;
@@ -174,6 +196,7 @@ static void finish(CURL *e, CURLcode res)
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
     curl_multi_remove_handle(multi, e);
     pool_put(e); /* kept configured: only per-transfer options change */
+    xfer_unlink(j);
     j->easy = NULL;
     curl_slist_free_all(j->req_headers);
     j->req_headers = NULL;
@@ -230,12 +253,7 @@ static void check_multi_info(void)
 
 static void add_header(struct job *j, const char *line)
 {
-    struct curl_slist *l = curl_slist_append(j->req_headers, line);
-    if (!l) {
-        fprintf(stderr, "fatal: out of memory building headers\n");
-        abort();
-    }
-    j->req_headers = l;
+    j->req_headers = xslist_append(j->req_headers, line);
 }
 
 /* A new handle with the options that are the same for every transfer. */
@@ -312,7 +330,9 @@ void deliver_start(struct job *j)
     j->error[0] = '\0';
     active++;
     CURLMcode mc = curl_multi_add_handle(multi, e);
-    if (mc != CURLM_OK) {
+    if (mc == CURLM_OK) {
+        xfer_link(j);
+    } else {
         active--;
         snprintf(j->error, sizeof j->error, "cannot start the transfer: %s",
                  curl_multi_strerror(mc));
@@ -329,7 +349,7 @@ int deliver_init(void)
     multi = curl_multi_init();
     if (!multi)
         return -1;
-    timer_ev = evtimer_new(W.base, on_timeout, NULL);
+    timer_ev = xnonnull(evtimer_new(W.base, on_timeout, NULL), "evtimer_new");
     curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
     curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, W.cfg.concurrency);
@@ -337,13 +357,23 @@ int deliver_init(void)
     return 0;
 }
 
-long deliver_active(void)
-{
-    return active;
-}
-
 void deliver_shutdown(void)
 {
+    long n = 0;
+    while (xfers) {
+        struct job *j = xfers;
+        xfer_unlink(j);
+        curl_multi_remove_handle(multi, j->easy);
+        curl_easy_cleanup(j->easy);
+        j->easy = NULL;
+        active--;
+        W.inflight--;
+        job_free(j);
+        n++;
+    }
+    if (n)
+        log_info(NULL, "stopped %ld deliveries still in flight; their jobs stay pending in Redis",
+                 n);
     curl_multi_cleanup(multi);
     multi = NULL;
     for (size_t i = 0; i < npool; i++)

@@ -12,6 +12,7 @@
 #include "cfg.h"
 #include "clock.h"
 #include "keys.h"
+#include "libmem.h"
 #include "log.h"
 #include "schema.h"
 #include "worker.h"
@@ -147,7 +148,7 @@ int main(int argc, char **argv)
         gethostname(host, sizeof host - 1);
         snprintf(W.consumer, sizeof W.consumer, "%s:%d", host, (int)getpid());
     }
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    if (libmem_init() < 0) {
         fprintf(stderr, "webhook-worker: libcurl initialisation failed\n");
         return 1;
     }
@@ -182,11 +183,11 @@ int main(int argc, char **argv)
         return 2;
     }
     reader_start();
-    tick_ev = event_new(W.base, -1, EV_PERSIST, on_tick, NULL);
+    tick_ev = xnonnull(event_new(W.base, -1, EV_PERSIST, on_tick, NULL), "event_new");
     struct timeval tv = {0, TICK_MS * 1000};
     event_add(tick_ev, &tv);
-    sig_term = evsignal_new(W.base, SIGTERM, on_signal, NULL);
-    sig_int = evsignal_new(W.base, SIGINT, on_signal, NULL);
+    sig_term = xnonnull(evsignal_new(W.base, SIGTERM, on_signal, NULL), "evsignal_new");
+    sig_int = xnonnull(evsignal_new(W.base, SIGINT, on_signal, NULL), "evsignal_new");
     evsignal_add(sig_term, NULL);
     evsignal_add(sig_int, NULL);
 

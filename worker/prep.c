@@ -10,6 +10,7 @@
 #include "codec.h"
 #include "ids.h"
 #include "keys.h"
+#include "libmem.h"
 #include "log.h"
 #include "worker.h"
 
@@ -296,12 +297,18 @@ static struct sub *sub_from_row(PGresult *res, int i)
             s->prev_keylen = 0;
         }
     }
+    /* headers is jsonb NOT NULL: it always parses (allocations abort, see libmem.h). Sending
+     * without the headers the subscriber asked for would be wrong, so never do. */
     cJSON *h = cJSON_Parse(PQgetvalue(res, i, 3));
+    if (!cJSON_IsObject(h)) {
+        log_error(PQgetvalue(res, i, 0), "the subscription's headers are malformed; not sending");
+        s->active = false;
+    }
     for (const cJSON *it = h ? h->child : NULL; it; it = it->next) {
         if (!cJSON_IsString(it))
             continue;
         char *line = xasprintf("%s: %s", it->string, it->valuestring);
-        s->headers = curl_slist_append(s->headers, line);
+        s->headers = xslist_append(s->headers, line);
         free(line);
     }
     cJSON_Delete(h);

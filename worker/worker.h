@@ -109,6 +109,7 @@ struct job {
     int64_t next_ms;     /* due time of the next attempt */
     CURL *easy;
     struct curl_slist *req_headers;
+    struct job *xfer_prev, *xfer_next; /* deliver.c's list of transfers, while easy is set */
 };
 
 void job_free(struct job *j);
@@ -127,8 +128,9 @@ void prep_batch(struct job *jobs);
 /* deliver.c */
 int deliver_init(void) __attribute__((warn_unused_result));
 void deliver_start(struct job *j);
+/* After the loop ended: frees the transfers still running (a drain timeout: their jobs stay
+ * pending in Redis and are claimed again), the handle pool and libcurl's multi handle. */
 void deliver_shutdown(void);
-long deliver_active(void);
 
 /* outcome.c: records a finished job (group commit), then cleans Redis and frees it. */
 void outcome_submit(struct job *j);

@@ -222,6 +222,25 @@ def test_worker_drains_on_sigterm(api, db, rc, receiver, start_worker):
     wait_drained(rc, [job["id"]], timeout=2)  # acked before exiting, nothing left pending
 
 
+def test_drain_timeout_frees_in_flight_deliveries(api, db, rc, receiver, start_worker):
+    """A delivery still running when DRAIN_TIMEOUT ends is abandoned: the worker frees the
+    transfer and its job (nothing for LeakSanitizer to report under SAN=1), exits 0, and the
+    job stays pending in Redis, unfinished in PostgreSQL, for another worker to claim."""
+    r = receiver(200, delay=5.0)
+    event = unique_name("draintimeout")
+    api.register(event, r.url())
+    w = start_worker(DRAIN_TIMEOUT="0.3")
+    eid = api.trigger(event, b"{}")["eventId"]
+    r.wait_for(1)
+    assert w.stop() == 0  # checks the log for sanitizer reports too
+    log = w.log_text()
+    assert "drain timeout: 1 jobs left pending" in log, w.log_tail()
+    assert "stopped 1 deliveries still in flight" in log, w.log_tail()
+    [job] = db.jobs(eid)
+    assert job["status"] == "queued" and db.attempts(job["id"]) == []
+    assert rc.pending() == 1, rc.pending()
+
+
 def test_attempt_log_keeps_capped_json_escaped_excerpts(api, db, receiver, start_worker):
     """Each attempt is in the event's attemptLog; a hostile response body is stored as at most
     its first 1024 bytes, with NUL and invalid UTF-8 replaced by U+FFFD, and comes back as
