@@ -1,6 +1,7 @@
 /* Connections of the HTTP front, beneath evhttp: the connection cap (503), the whole-request
- * deadline (408), the header limits (431) and the early refusal of a declared body over the
- * limit (413), each answered with a JSON error and a bounded lingering close.
+ * deadline (408), the header limits (431), the early refusal of a declared body over the
+ * limit (413) or of a body without a valid API key (401), each answered with a JSON error and
+ * a bounded lingering close. Every size limit of a request is decided here.
  *
  * evhttp 2.1 has no hook for any of these (evhttp_get_request() is not exported, and a filter
  * bufferevent under evhttp loses every reply that closes the connection: see docs/decisions.md).
@@ -34,6 +35,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 
+#include "auth.h"
 #include "clock.h"
 #include "codec.h"
 #include "libmem.h"
@@ -47,6 +49,7 @@
 #define ACCEPT_PAUSE_MS 100        /* accepting pauses this long when descriptors run out */
 #define RATELOG_MS 10000           /* at most one summary line per kind of refusal per period */
 #define LINE_KEEP 48               /* bytes kept of each header line, to read Content-Length */
+#define AUTH_KEEP 320              /* bytes kept of an Authorization value (keys: 256 at most) */
 
 enum conn_state {
     CONN_IDLE,     /* between requests: no deadline (REQUEST_TIMEOUT governs) */
@@ -72,6 +75,11 @@ struct conn {
     int eol;         /* 0 inside a line, 1 just after LF, 2 after LF CR */
     size_t line_len; /* bytes of the current line so far */
     char line[LINE_KEEP];
+    bool body_declared; /* a Content-Length over 0, or a Transfer-Encoding */
+    bool in_auth;       /* the current line is the (first) Authorization header */
+    bool auth_seen;
+    size_t auth_len; /* AUTH_KEEP + 1: longer than any key */
+    char auth[AUTH_KEEP];
     conn_gone_fn *gone;
     void *gone_arg;
     char id[24];
@@ -186,6 +194,8 @@ static void linger_close(evutil_socket_t fd)
 static const char *reason_phrase(int status)
 {
     switch (status) {
+    case 401:
+        return "Unauthorized";
     case 408:
         return "Request Timeout";
     case 413:
@@ -215,15 +225,17 @@ static void refusal_set(struct conn_refusal *f, int status, const char *code, co
 static void send_refusal(evutil_socket_t fd, const struct conn_refusal *f)
 {
     struct buf body = {0};
-    buf_printf(&body, "{\"error\":{\"code\":\"%s\",\"message\":", f->code);
-    json_escape(&body, f->msg, strlen(f->msg));
-    buf_adds(&body, "}}\n");
+    json_error_body(&body, f->code, f->msg);
+    buf_addc(&body, '\n');
     char head[320];
     int n =
         snprintf(head, sizeof head,
                  "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                  "Cache-Control: no-store\r\nConnection: close\r\n%sContent-Length: %zu\r\n\r\n",
-                 f->status, reason_phrase(f->status), f->status == 503 ? "Retry-After: 1\r\n" : "",
+                 f->status, reason_phrase(f->status),
+                 f->status == 503   ? "Retry-After: 1\r\n"
+                 : f->status == 401 ? "WWW-Authenticate: Bearer\r\n"
+                                    : "",
                  body.len);
     struct iovec iov[2] = {{head, (size_t)n}, {body.data, body.len}};
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
@@ -266,13 +278,39 @@ static void conn_begin_request(struct conn *c)
     c->hdr_lines = 0;
     c->eol = 0;
     c->line_len = 0;
+    c->body_declared = c->in_auth = c->auth_seen = false;
+    c->auth_len = 0;
     struct timeval tv = tv_ms(lim.deadline_ms);
     evtimer_add(c->timer, &tv);
 }
 
-/* A header line ended: counts it and reads a Content-Length. 0, or the refusal status. */
+bool conn_body_too_large(long long len, struct conn_refusal *out)
+{
+    if (len <= lim.max_body)
+        return false;
+    if (len == LLONG_MAX)
+        refusal_set(out, 413, "payload_too_large",
+                    "the body is larger than the limit of %ld bytes (MAX_BODY_BYTES)",
+                    lim.max_body);
+    else
+        refusal_set(out, 413, "payload_too_large",
+                    "the body is %lld bytes; the limit is %ld bytes (MAX_BODY_BYTES)", len,
+                    lim.max_body);
+    return true;
+}
+
+/* True when the kept part of the current line starts with the header name hdr (with ':'). */
+static bool line_is(const struct conn *c, const char *hdr, size_t n)
+{
+    size_t kept = c->line_len < LINE_KEEP ? c->line_len : LINE_KEEP;
+    return kept >= n && strncasecmp(c->line, hdr, n) == 0;
+}
+
+/* A header line ended: counts it, reads a Content-Length and notes a body. 0, or the refusal
+ * status. */
 static int conn_line_done(struct conn *c)
 {
+    c->in_auth = false;
     if (c->hdr_lines++ == 0)
         return 0; /* the request line */
     if (c->hdr_lines - 1 > lim.max_headers) {
@@ -280,10 +318,14 @@ static int conn_line_done(struct conn *c)
                     "the request has more than %ld header lines (MAX_HEADERS)", lim.max_headers);
         return 431;
     }
-    static const char cl[] = "content-length:";
-    size_t kept = c->line_len < LINE_KEEP ? c->line_len : LINE_KEEP;
-    if (kept < sizeof cl - 1 || strncasecmp(c->line, cl, sizeof cl - 1) != 0)
+    static const char te[] = "transfer-encoding:", cl[] = "content-length:";
+    if (line_is(c, te, sizeof te - 1)) {
+        c->body_declared = true;
         return 0;
+    }
+    if (!line_is(c, cl, sizeof cl - 1))
+        return 0;
+    size_t kept = c->line_len < LINE_KEEP ? c->line_len : LINE_KEEP;
     size_t i = sizeof cl - 1;
     while (i < kept && (c->line[i] == ' ' || c->line[i] == '\t'))
         i++;
@@ -293,17 +335,25 @@ static int conn_line_done(struct conn *c)
         v = v > (LLONG_MAX - 9) / 10 ? LLONG_MAX : v * 10 + (c->line[i] - '0');
     if (digits && i == kept && c->line_len > LINE_KEEP)
         v = LLONG_MAX; /* digits beyond what was kept */
-    if (digits == 0 || v <= lim.max_body)
+    if (digits == 0)
         return 0; /* not a number: evhttp refuses it */
-    if (v == LLONG_MAX)
-        refusal_set(&c->refusal, 413, "payload_too_large",
-                    "the declared body is larger than the limit of %ld bytes (MAX_BODY_BYTES)",
-                    lim.max_body);
-    else
-        refusal_set(&c->refusal, 413, "payload_too_large",
-                    "the declared body is %lld bytes; the limit is %ld bytes (MAX_BODY_BYTES)", v,
-                    lim.max_body);
-    return 413;
+    c->body_declared |= v > 0;
+    return conn_body_too_large(v, &c->refusal) ? 413 : 0;
+}
+
+/* The headers are complete: a request that brings a body must bring a valid API key first,
+ * so a client without one cannot make the broker buffer bodies (whatever the path; requests
+ * without a body are checked by the router). 0, or 401. */
+static int conn_headers_done(struct conn *c)
+{
+    c->state = CONN_BODY;
+    if (!c->body_declared || (c->auth_seen && c->auth_len <= AUTH_KEEP &&
+                              auth_check(c->auth, c->auth_len)))
+        return 0;
+    refusal_set(&c->refusal, 401, "unauthorized",
+                "send a valid API key as 'Authorization: Bearer <key>' (a request with a body "
+                "is refused before the body is read)");
+    return 401;
 }
 
 /* Feeds bytes p[0..n) of the connection to the scanner: the first byte of a request starts
@@ -324,10 +374,8 @@ static int conn_scan(struct conn *c, const char *p, size_t n)
             return 431;
         }
         if (ch == '\n') {
-            if (c->eol) { /* an empty line (LF or CRLF after a LF): the headers are complete */
-                c->state = CONN_BODY;
-                return 0;
-            }
+            if (c->eol) /* an empty line (LF or CRLF after a LF): the headers are complete */
+                return conn_headers_done(c);
             int st = conn_line_done(c);
             if (st)
                 return st;
@@ -336,10 +384,20 @@ static int conn_scan(struct conn *c, const char *p, size_t n)
         } else if (ch == '\r' && c->eol == 1) {
             c->eol = 2;
         } else {
+            if (c->in_auth) {
+                if (c->auth_len < AUTH_KEEP)
+                    c->auth[c->auth_len++] = ch;
+                else
+                    c->auth_len = AUTH_KEEP + 1;
+            }
             if (c->line_len < LINE_KEEP)
                 c->line[c->line_len] = ch;
             c->line_len++;
             c->eol = 0;
+            static const char au[] = "authorization:";
+            if (c->line_len == sizeof au - 1 && c->hdr_lines > 0 && !c->auth_seen &&
+                line_is(c, au, sizeof au - 1))
+                c->in_auth = c->auth_seen = true;
         }
     }
     return 0;
@@ -378,7 +436,9 @@ static void log_refusal(struct conn *c, const struct conn_refusal *f)
                  n, lim.deadline_ms);
     else if (f->status != 408 && ratelog_due(&log_limits, &n))
         log_info(NULL,
-                 "%lu requests over the header or body limits: answered 431 or 413 (last: %s)", n,
+                 "%lu requests refused for their headers or body: answered 431, 413 or 401 "
+                 "(last: %s)",
+                 n,
                  f->msg);
 }
 
@@ -612,6 +672,14 @@ int conn_attach(struct event_base *b, struct evhttp *http, struct evconnlistener
         return -1;
     }
     fit_descriptor_limit();
+    /* libevent counts header bytes without line ends, so our count (with them) always reaches
+     * the limit first and answers 431 JSON; libevent's HTML 413 is the backstop. */
+    evhttp_set_max_headers_size(http, lim.max_header_bytes);
+    /* A declared Content-Length over the limit never reaches evhttp (conn_line_done), and
+     * http.c refuses a complete body over it (conn_body_too_large). libevent's own 413 is HTML:
+     * let chunked bodies up to twice the limit through so ours answers, and let libevent cut
+     * off anything larger before buffering it (decision 10). */
+    evhttp_set_max_body_size(http, lim.max_body * 2 + 65536);
     evconnlistener_set_error_cb(listener, on_accept_error);
     evhttp_set_bevcb(http, on_new_connection, NULL);
     return 0;

@@ -1,6 +1,7 @@
 /* Connections of the HTTP front, beneath evhttp: the connection cap (503), the whole-request
- * deadline (408), the header limits (431) and the early refusal of a declared body over the
- * limit (413), each answered with a JSON error and a bounded lingering close. */
+ * deadline (408), the header limits (431), the early refusal of a declared body over the
+ * limit (413) or of a body without a valid API key (401), each answered with a JSON error and
+ * a bounded lingering close. Every size limit of a request is decided here. */
 #ifndef WH_CONN_H
 #define WH_CONN_H
 
@@ -26,13 +27,18 @@ struct conn_refusal {
     char msg[192];
 };
 
-/* Takes over the connections evhttp accepts on listener (evhttp_set_bevcb) and pauses
+/* Takes over the connections evhttp accepts on listener (evhttp_set_bevcb), sets evhttp's own
+ * header and body limits (backstops behind ours), and pauses
  * accepting briefly when the process runs out of descriptors. Raises RLIMIT_NOFILE when it
  * is below what max_connections needs; when it cannot, lowers the cap and says so. *lim is
  * copied. 0, or -1 with a reason in err. */
 int conn_attach(struct event_base *base, struct evhttp *http, struct evconnlistener *listener,
                 const struct conn_limits *lim, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+
+/* True, with *out set to the 413 answer, when a body of len bytes is over MAX_BODY_BYTES
+ * (LLONG_MAX: longer than could be counted). */
+bool conn_body_too_large(long long len, struct conn_refusal *out);
 
 /* Call before the listener is freed (draining). */
 void conn_stop_accepting(void);

@@ -13,10 +13,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include <openssl/crypto.h>
-#include <openssl/sha.h>
-
 #include "api.h"
+#include "auth.h"
 #include "cfg.h"
 #include "codec.h"
 #include "conn.h"
@@ -24,15 +22,7 @@
 #include "log.h"
 #include "valid.h"
 
-#define API_KEYS_MAX 32
-#define API_KEY_MIN 16
-#define API_KEY_MAX 256
-
 static struct evhttp *http;
-/* SHA-256 of each accepted API key: comparing digests takes the same time whatever the
- * presented key's length or content. */
-static unsigned char key_digest[API_KEYS_MAX][SHA256_DIGEST_LENGTH];
-static int nkeys;
 static struct evhttp_bound_socket *bound;
 static unsigned long req_counter;
 
@@ -108,9 +98,7 @@ void http_error(struct req *r, int status, const char *code, const char *fmt, ..
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     struct buf b = {0};
-    buf_printf(&b, "{\"error\":{\"code\":\"%s\",\"message\":", code);
-    json_escape(&b, msg, strlen(msg));
-    buf_adds(&b, "}}");
+    json_error_body(&b, code, msg);
     if (status >= 500)
         log_warn(r->id, "%d %s: %s", status, code, msg);
     else
@@ -156,63 +144,11 @@ char *http_query_param(struct req *r, const char *name)
     return out;
 }
 
-/* Parses WEBHOOK_API_KEYS ("k1,k2"): 0, or -1 with a reason. */
-static int load_keys(const char *list, char *err, size_t errlen)
-{
-    const char *p = list;
-    nkeys = 0;
-    while (*p) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        size_t n = strcspn(p, ",");
-        while (n > 0 && p[n - 1] == ' ')
-            n--;
-        if (n == 0)
-            break;
-        if (n < API_KEY_MIN || n > API_KEY_MAX) {
-            snprintf(err, errlen, "WEBHOOK_API_KEYS: each key must be %d to %d characters",
-                     API_KEY_MIN, API_KEY_MAX);
-            return -1;
-        }
-        for (size_t i = 0; i < n; i++) {
-            if (p[i] <= ' ' || p[i] > '~') {
-                snprintf(err, errlen, "WEBHOOK_API_KEYS: keys are printable ASCII without spaces");
-                return -1;
-            }
-        }
-        if (nkeys == API_KEYS_MAX) {
-            snprintf(err, errlen, "WEBHOOK_API_KEYS: at most %d keys", API_KEYS_MAX);
-            return -1;
-        }
-        SHA256((const unsigned char *)p, n, key_digest[nkeys++]);
-        p += n;
-        p += strcspn(p, ",");
-    }
-    if (nkeys == 0) {
-        snprintf(err, errlen,
-                 "WEBHOOK_API_KEYS is empty: set at least one API key for the management API "
-                 "(make run creates a development key in .run/api-key)");
-        return -1;
-    }
-    return 0;
-}
-
-/* "Authorization: Bearer <key>" with a configured key. Every key is compared, in constant
- * time, whether or not an earlier one matched. */
+/* "Authorization: Bearer <key>" with a configured key. */
 static bool authorized(struct evhttp_request *ev)
 {
     const char *h = evhttp_find_header(evhttp_request_get_input_headers(ev), "Authorization");
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
-        return false;
-    const char *key = h + 7;
-    while (*key == ' ')
-        key++;
-    unsigned char d[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)key, strnlen(key, API_KEY_MAX + 1), d);
-    int ok = 0;
-    for (int i = 0; i < nkeys; i++)
-        ok |= CRYPTO_memcmp(d, key_digest[i], sizeof d) == 0;
-    return ok;
+    return h && auth_check(h, strlen(h));
 }
 
 static const char *method_name(enum evhttp_cmd_type m)
@@ -326,9 +262,8 @@ static void on_request(struct evhttp_request *ev, void *arg)
     r->body_len = evbuffer_get_length(in);
     r->body = r->body_len ? xnonnull(evbuffer_pullup(in, -1), "evbuffer_pullup") : "";
     log_debug(r->id, "%s %s (%zu bytes)", method_name(method), path ? path : "?", r->body_len);
-    if (r->body_len > (size_t)b->cfg.max_body) {
-        http_error(r, 413, "payload_too_large", "the body is %zu bytes; the limit is %ld bytes",
-                   r->body_len, b->cfg.max_body);
+    if (conn_body_too_large((long long)r->body_len, &refusal)) {
+        http_error(r, refusal.status, refusal.code, "%s", refusal.msg);
         return;
     }
     if (b->draining) {
@@ -346,19 +281,12 @@ int http_start(struct broker *b, char *err, size_t errlen)
         snprintf(err, errlen, "BROKER_LISTEN must be host:port (got \"%s\")", b->cfg.listen);
         return -1;
     }
-    if (load_keys(b->cfg.api_keys, err, errlen) < 0)
+    if (auth_load(b->cfg.api_keys, err, errlen) < 0)
         return -1;
     http = xnonnull(evhttp_new(b->base), "evhttp_new");
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                          EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
                                          EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
-    /* libevent counts header bytes without line ends, so conn.c's count (with them) always
-     * reaches the limit first and answers 431 JSON; libevent's HTML 413 is the backstop. */
-    evhttp_set_max_headers_size(http, b->cfg.max_header_bytes);
-    /* libevent's own 413 is HTML; let bodies up to twice the limit through so ours (JSON)
-     * answers, and let libevent cut off anything larger before buffering it. (A declared
-     * Content-Length over the limit never gets here: conn.c refuses it with the headers.) */
-    evhttp_set_max_body_size(http, b->cfg.max_body * 2 + 65536);
     evhttp_set_timeout(http, (int)((b->cfg.request_timeout_ms + 999) / 1000));
     evhttp_set_gencb(http, on_request, b);
     bound = evhttp_bind_socket_with_handle(http, host, (ev_uint16_t)port);

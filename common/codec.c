@@ -228,3 +228,10 @@ long hex_decode(const char *in, size_t len, unsigned char *out, size_t outcap)
     }
     return (long)(len / 2);
 }
+
+void json_error_body(struct buf *b, const char *code, const char *msg)
+{
+    buf_printf(b, "{\"error\":{\"code\":\"%s\",\"message\":", code);
+    json_escape(b, msg, strlen(msg));
+    buf_adds(b, "}}");
+}

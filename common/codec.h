@@ -29,5 +29,8 @@ bool utf8_valid(const char *p, size_t n);
 /* Appends s[0..n) to b as a quoted JSON string: escapes ", \ and control characters (\u00XX),
  * keeps valid UTF-8, and replaces each invalid byte with U+FFFD. */
 void json_escape(struct buf *b, const char *s, size_t n);
+/* Appends the API's error body {"error":{"code":"<code>","message":"<msg escaped>"}}; code is
+ * a plain identifier (not escaped). */
+void json_error_body(struct buf *b, const char *code, const char *msg);
 
 #endif

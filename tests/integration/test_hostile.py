@@ -310,6 +310,42 @@ def test_declared_body_over_the_limit_is_refused_before_it_is_sent(api, unchange
         conn.close()
 
 
+BAD_AUTH = [None, b"Authorization: Bearer wrong-key-0123456789", b"Authorization: Basic x",
+            b"Authorization: Bearer " + b"k" * 400]
+
+
+@pytest.mark.parametrize("auth", BAD_AUTH)
+@pytest.mark.parametrize("framing", [b"Content-Length: 200000", b"Transfer-Encoding: chunked"])
+def test_body_without_a_valid_key_is_refused_before_it_is_sent(api, unchanged, auth, framing):
+    """A request that brings a body is refused with 401 as soon as its headers arrive when it
+    has no valid API key, so a client without a key cannot make the broker buffer bodies
+    (before, the broker waited for the body, up to twice MAX_BODY_BYTES, and said 401 after)."""
+    conn = Raw(api.port)
+    head = [b"POST /api/v0/trigger-event/%s HTTP/1.1" % EVENT.encode(), b"Host: 127.0.0.1",
+            b"Content-Type: application/json", framing]
+    if auth:
+        head.append(auth)
+    conn.send(b"\r\n".join(head) + b"\r\n\r\n")  # and no body
+    headers = json_error(conn.response(timeout=SLACK), 401, "unauthorized")
+    assert headers.get("www-authenticate") == "Bearer", headers
+    assert conn.closed_within(SLACK)
+    conn.close()
+
+
+def test_body_with_a_valid_key_passes_the_early_check(api, subscribed):
+    """The key is read from the raw headers (any case, surrounding blanks): the body is then
+    read and the request handled."""
+    conn = Raw(api.port)
+    body = b'{"early": true}'
+    conn.send(b"POST /api/v0/trigger-event/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+              b"authorization:   bearer %s  \r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n" % (subscribed.encode(), API_KEY.encode(), len(body)))
+    conn.send(body)
+    resp = conn.response(timeout=SLACK)
+    assert resp is not None and resp[0] == 202, resp
+    conn.close()
+
+
 # --- connection cap ------------------------------------------------------------------------------
 
 

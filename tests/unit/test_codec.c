@@ -178,6 +178,15 @@ static void test_json_escape(void)
     buf_free(&b);
 }
 
+static void test_json_error_body(void)
+{
+    struct buf b = {0};
+    json_error_body(&b, "invalid_field", "a \"quoted\" name\n");
+    CHECK_STR(b.data, "{\"error\":{\"code\":\"invalid_field\",\"message\":"
+                      "\"a \\\"quoted\\\" name\\n\"}}");
+    buf_free(&b);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -188,5 +197,6 @@ int main(int argc, char **argv)
     test_hex_decode();
     test_utf8();
     test_json_escape();
+    test_json_error_body();
     return unit_done(argv[0]);
 }
