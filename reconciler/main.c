@@ -162,7 +162,11 @@ static int pass(void)
              rc == 0 ? "done" : "failed", R.cfg.dry_run ? " (dry run: nothing changed)" : "",
              R.n.scanned, R.n.requeued, R.n.rescheduled, R.n.payloads, R.n.index_fixed,
              R.n.purged);
-    disconnect_all(); /* ends the session: the advisory lock goes with it */
+    /* Released explicitly: the server ends a session (and frees its locks) only some time
+     * after the client hung up, so a pass started right after this one would skip. */
+    res = recon_sql(&R, "SELECT pg_advisory_unlock(" RECON_LOCK_KEY ")", 0, NULL);
+    PQclear(res);
+    disconnect_all();
     return rc;
 }
 
