@@ -50,7 +50,6 @@ struct pg {
     bool preparing; /* the head's statement is being prepared */
     const char **prepared; /* names prepared on this connection (static strings) */
     size_t nprepared;
-    size_t n;
     PGresult *last; /* last result of the statement in flight */
     pg_state_fn *on_state;
     void *arg;
@@ -79,7 +78,6 @@ static struct pgq *pop(struct pg *p)
     p->head = q->next;
     if (!p->head)
         p->tail = NULL;
-    p->n--;
     return q;
 }
 
@@ -110,8 +108,14 @@ static void watch(struct pg *p, short what)
     event_add(p->io_ev, NULL);
 }
 
-static void drop(struct pg *p, const char *why)
+static void first_line(const char *msg, char *out, size_t outlen);
+
+/* Closes the connection, fails the queued statements and schedules the reconnect. why may
+ * point into the connection's own memory (PQerrorMessage): it is copied before PQfinish. */
+static void drop(struct pg *p, const char *why_in)
 {
+    char why[512];
+    first_line(why_in, why, sizeof why);
     bool was_up = p->state == PGS_UP || p->state == PGS_SETUP;
     event_del(p->io_ev);
     evtimer_del(p->timer_ev);
@@ -362,8 +366,11 @@ static void start_connect(struct pg *p)
 {
     p->conn = PQconnectStart(p->conninfo);
     if (!p->conn || PQstatus(p->conn) == CONNECTION_BAD) {
+        /* Copied now: drop() finishes the connection, which frees its error message. */
+        char line[512];
+        first_line(p->conn ? PQerrorMessage(p->conn) : "out of memory", line, sizeof line);
         p->state = PGS_CONNECTING;
-        drop(p, p->conn ? PQerrorMessage(p->conn) : "out of memory");
+        drop(p, line);
         return;
     }
     p->state = PGS_CONNECTING;
@@ -414,11 +421,6 @@ bool pg_up(const struct pg *p)
     return p->state == PGS_UP;
 }
 
-size_t pg_queue_len(const struct pg *p)
-{
-    return p->n;
-}
-
 int pg_query(struct pg *p, const char *sql, int nparams, const char *const *values,
              const int *lengths, const int *formats, int result_format, pg_result_fn *cb,
              void *priv)
@@ -456,7 +458,6 @@ int pg_query_prepared(struct pg *p, const char *name, const char *sql, int npara
     else
         p->head = q;
     p->tail = q;
-    p->n++;
     send_next(p);
     return 0;
 }

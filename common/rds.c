@@ -368,19 +368,6 @@ bool rds_up(const struct rds *r)
     return r->up;
 }
 
-const char *rds_name(const struct rds *r)
-{
-    return r->name;
-}
-
-void rds_reset(struct rds *r, const char *why)
-{
-    if (!r->ac)
-        return;
-    log_warn(r->name, "dropping the Redis connection: %s", why);
-    redisAsyncDisconnect(r->ac); /* on_disconnect runs once pending replies are flushed */
-}
-
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)ac;

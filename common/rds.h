@@ -35,16 +35,12 @@ struct rds *rds_new(struct event_base *base, const char *url, const char *name,
                     rds_state_fn *on_state, void *arg, char *err, size_t errlen);
 void rds_free(struct rds *r);
 bool rds_up(const struct rds *r);
-const char *rds_name(const struct rds *r);
 
 /* Sends a command. Returns -1 (and never calls cb) when not connected; otherwise cb is called
  * exactly once, with NULL if the connection drops first. cb may be NULL (reply ignored). The
  * argument memory is copied before return. */
 int rds_cmd(struct rds *r, rds_reply_fn *cb, void *priv, int argc, const char **argv,
             const size_t *lens) __attribute__((warn_unused_result));
-
-/* Drops the connection now (pending callbacks get NULL) and reconnects after the backoff. */
-void rds_reset(struct rds *r, const char *why);
 
 /* True for an error reply whose text starts with prefix (e.g. "NOGROUP"). */
 bool rds_is_error(const redisReply *reply, const char *prefix);
