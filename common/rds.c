@@ -25,7 +25,9 @@ struct rds {
     char *name;
     struct rds_addr addr;
     redisAsyncContext *ac;
-    bool up;       /* connected, AUTH/SELECT sent */
+    bool up;       /* connected, AUTH/SELECT answered OK */
+    int handshake_left;    /* AUTH/SELECT replies still due on this connection */
+    bool handshake_failed; /* one was refused: the connection is being dropped */
     bool freeing;  /* rds_free called: no reconnects */
     long backoff_ms;
     struct event *retry_ev;   /* reconnect timer */
@@ -158,34 +160,67 @@ static void schedule_reconnect(struct rds *r)
         r->backoff_ms = RDS_BACKOFF_MAX_MS;
 }
 
+/* The connection counts as up once AUTH and SELECT (those the URL asks for) both succeeded.
+ * A refusal is logged once, without the password, and the connection is dropped: the
+ * disconnect callback schedules the reconnect with backoff (not reset until up). */
+static void handshake_done(struct rds *r)
+{
+    evtimer_del(r->connect_ev);
+    r->backoff_ms = RDS_BACKOFF_MIN_MS;
+    log_info(r->name, "connected to Redis at %s:%d", r->addr.host, r->addr.port);
+    set_state(r, true);
+}
+
+static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct rds *r = privdata;
+    redisReply *rep = reply;
+    if (!rep || ac != r->ac || r->handshake_failed)
+        return; /* connection gone (its callback reports it), or already refused */
+    if (rep->type == REDIS_REPLY_ERROR) {
+        r->handshake_failed = true;
+        /* Replies come in order: AUTH (when a password is set) first, then SELECT. */
+        bool auth = r->addr.password && r->handshake_left == (r->addr.db ? 2 : 1);
+        log_error(r->name, "Redis at %s:%d refused %s: %s (retrying in %ld ms)", r->addr.host,
+                  r->addr.port, auth ? "AUTH" : "SELECT",
+                  rep->str ? rep->str : "error", r->backoff_ms);
+        redisAsyncDisconnect(ac); /* after the replies still due; then on_disconnect */
+        return;
+    }
+    if (--r->handshake_left == 0)
+        handshake_done(r);
+}
+
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     struct rds *r = ac->data;
     if (!r)
         return;
-    evtimer_del(r->connect_ev);
     if (status != REDIS_OK) {
+        evtimer_del(r->connect_ev);
         log_warn(r->name, "cannot connect to Redis at %s:%d: %s (retrying in %ld ms)", r->addr.host,
                  r->addr.port, ac->errstr, r->backoff_ms);
         r->ac = NULL; /* hiredis frees the context after this callback */
         schedule_reconnect(r);
         return;
     }
-    log_info(r->name, "connected to Redis at %s:%d", r->addr.host, r->addr.port);
-    r->backoff_ms = RDS_BACKOFF_MIN_MS;
+    /* The connect deadline stays armed until the handshake answered. */
+    r->handshake_failed = false;
+    r->handshake_left = (r->addr.password ? 1 : 0) + (r->addr.db ? 1 : 0);
     if (r->addr.password) {
         const char *argv[] = {"AUTH", r->addr.password};
         size_t lens[] = {4, strlen(r->addr.password)};
-        redisAsyncCommandArgv(r->ac, NULL, NULL, 2, argv, lens);
+        redisAsyncCommandArgv(r->ac, on_handshake, r, 2, argv, lens);
     }
     if (r->addr.db) {
         char db[16];
         int n = snprintf(db, sizeof db, "%d", r->addr.db);
         const char *argv[] = {"SELECT", db};
         size_t lens[] = {6, (size_t)n};
-        redisAsyncCommandArgv(r->ac, NULL, NULL, 2, argv, lens);
+        redisAsyncCommandArgv(r->ac, on_handshake, r, 2, argv, lens);
     }
-    set_state(r, true);
+    if (r->handshake_left == 0)
+        handshake_done(r);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -196,8 +231,10 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     r->ac = NULL; /* hiredis frees the context after this callback */
     if (r->freeing)
         return;
-    log_warn(r->name, "lost Redis connection%s%s (reconnecting in %ld ms)",
-             status == REDIS_OK ? "" : ": ", status == REDIS_OK ? "" : ac->errstr, r->backoff_ms);
+    if (!r->handshake_failed) /* else the refusal was logged already */
+        log_warn(r->name, "lost Redis connection%s%s (reconnecting in %ld ms)",
+                 status == REDIS_OK ? "" : ": ", status == REDIS_OK ? "" : ac->errstr,
+                 r->backoff_ms);
     set_state(r, false);
     schedule_reconnect(r);
 }
@@ -269,12 +306,37 @@ static void start_connect(struct rds *r)
     evtimer_add(r->connect_ev, &tv);
 }
 
+void rds_mask_url(const char *url, char *out, size_t outlen)
+{
+    if (outlen == 0)
+        return;
+    const char *scheme = strstr(url, "://");
+    const char *user = scheme ? scheme + 3 : url;
+    const char *at = strrchr(user, '@');
+    size_t keep, rest;
+    const char *tail;
+    if (at) {
+        /* user[:password]@: the part after the first colon, or all of it without one (that is
+         * how rds_parse_url reads it), is the password. */
+        const char *colon = memchr(user, ':', (size_t)(at - user));
+        keep = colon ? (size_t)(colon + 1 - url) : (size_t)(user - url);
+        tail = at;
+    } else {
+        keep = strlen(url);
+        tail = url + keep;
+    }
+    rest = strlen(tail);
+    snprintf(out, outlen, "%.*s%s%.*s", (int)keep, url, at ? "****" : "", (int)rest, tail);
+}
+
 int rds_parse_url(const char *url, struct rds_addr *a, char *err, size_t errlen)
 {
     memset(a, 0, sizeof *a);
+    char shown[512]; /* the URL as error messages show it: the password masked */
+    rds_mask_url(url, shown, sizeof shown);
     const char *p = url;
     if (strncmp(p, "redis://", 8) != 0) {
-        snprintf(err, errlen, "REDIS_URL must start with redis:// (got \"%s\")", url);
+        snprintf(err, errlen, "REDIS_URL must start with redis:// (got \"%s\")", shown);
         return -1;
     }
     p += 8;
@@ -291,7 +353,7 @@ int rds_parse_url(const char *url, struct rds_addr *a, char *err, size_t errlen)
     const char *colon = memchr(p, ':', hostport);
     size_t hl = colon ? (size_t)(colon - p) : hostport;
     if (hl == 0 || hl >= sizeof a->host) {
-        snprintf(err, errlen, "REDIS_URL has no host (got \"%s\")", url);
+        snprintf(err, errlen, "REDIS_URL has no host (got \"%s\")", shown);
         goto out_fail;
     }
     memcpy(a->host, p, hl);
@@ -301,7 +363,7 @@ int rds_parse_url(const char *url, struct rds_addr *a, char *err, size_t errlen)
         char *end;
         long port = strtol(colon + 1, &end, 10);
         if (end != p + hostport || port < 1 || port > 65535) {
-            snprintf(err, errlen, "REDIS_URL has an invalid port (got \"%s\")", url);
+            snprintf(err, errlen, "REDIS_URL has an invalid port (got \"%s\")", shown);
             goto out_fail;
         }
         a->port = (int)port;
@@ -310,7 +372,7 @@ int rds_parse_url(const char *url, struct rds_addr *a, char *err, size_t errlen)
         char *end;
         long db = strtol(slash + 1, &end, 10);
         if (*end || db < 0 || db > 1000) {
-            snprintf(err, errlen, "REDIS_URL has an invalid database number (got \"%s\")", url);
+            snprintf(err, errlen, "REDIS_URL has an invalid database number (got \"%s\")", shown);
             goto out_fail;
         }
         a->db = (int)db;
