@@ -11,14 +11,11 @@
 #include "clock.h"
 #include "log.h"
 #include "mem.h"
+#include "reconn.h"
 
-#define RDS_BACKOFF_MIN_MS 100
-#define RDS_BACKOFF_MAX_MS 5000
-#define RDS_CONNECT_TIMEOUT_MS 5000
 /* No reply for this long while commands wait: the server is stopped or unreachable (a
  * blocking read waits at most its BLOCK time, well under this). */
 #define RDS_REPLY_TIMEOUT_MS 5000
-#define RDS_WATCH_PERIOD_MS 1000
 
 struct rds {
     struct event_base *base;
@@ -29,13 +26,12 @@ struct rds {
     int handshake_left;    /* AUTH/SELECT replies still due on this connection */
     bool handshake_failed; /* one was refused: the connection is being dropped */
     bool freeing;  /* rds_free called: no reconnects */
-    long backoff_ms;
+    struct reconn backoff;
     struct event *retry_ev;   /* reconnect timer */
     struct event *connect_ev; /* connect deadline */
     struct event *watch_ev;   /* reply watchdog */
     long waiting;             /* commands sent and not yet answered */
-    int64_t last_reply_ms;    /* monotonic time of the last reply (or of going idle->busy) */
-    int64_t last_watch_ms;    /* monotonic time of the previous watchdog tick */
+    struct reconn_watch watch; /* silence since the last reply (or since going idle->busy) */
     rds_state_fn *on_state;
     void *arg;
 };
@@ -153,11 +149,7 @@ static void schedule_reconnect(struct rds *r)
 {
     if (r->freeing)
         return;
-    struct timeval tv = {r->backoff_ms / 1000, (r->backoff_ms % 1000) * 1000};
-    evtimer_add(r->retry_ev, &tv);
-    r->backoff_ms *= 2;
-    if (r->backoff_ms > RDS_BACKOFF_MAX_MS)
-        r->backoff_ms = RDS_BACKOFF_MAX_MS;
+    reconn_schedule(&r->backoff, r->retry_ev);
 }
 
 /* The connection counts as up once AUTH and SELECT (those the URL asks for) both succeeded.
@@ -166,7 +158,7 @@ static void schedule_reconnect(struct rds *r)
 static void handshake_done(struct rds *r)
 {
     evtimer_del(r->connect_ev);
-    r->backoff_ms = RDS_BACKOFF_MIN_MS;
+    reconn_reset(&r->backoff);
     log_info(r->name, "connected to Redis at %s:%d", r->addr.host, r->addr.port);
     set_state(r, true);
 }
@@ -183,7 +175,7 @@ static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata)
         bool auth = r->addr.password && r->handshake_left == (r->addr.db ? 2 : 1);
         log_error(r->name, "Redis at %s:%d refused %s: %s (retrying in %ld ms)", r->addr.host,
                   r->addr.port, auth ? "AUTH" : "SELECT",
-                  rep->str ? rep->str : "error", r->backoff_ms);
+                  rep->str ? rep->str : "error", reconn_delay(&r->backoff));
         redisAsyncDisconnect(ac); /* after the replies still due; then on_disconnect */
         return;
     }
@@ -199,7 +191,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     if (status != REDIS_OK) {
         evtimer_del(r->connect_ev);
         log_warn(r->name, "cannot connect to Redis at %s:%d: %s (retrying in %ld ms)", r->addr.host,
-                 r->addr.port, ac->errstr, r->backoff_ms);
+                 r->addr.port, ac->errstr, reconn_delay(&r->backoff));
         r->ac = NULL; /* hiredis frees the context after this callback */
         schedule_reconnect(r);
         return;
@@ -234,7 +226,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     if (!r->handshake_failed) /* else the refusal was logged already */
         log_warn(r->name, "lost Redis connection%s%s (reconnecting in %ld ms)",
                  status == REDIS_OK ? "" : ": ", status == REDIS_OK ? "" : ac->errstr,
-                 r->backoff_ms);
+                 reconn_delay(&r->backoff));
     set_state(r, false);
     schedule_reconnect(r);
 }
@@ -263,14 +255,8 @@ static void on_watch(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct rds *r = arg;
-    int64_t now = clock_mono_ms();
-    /* A late tick means this process was stopped or starved, not that Redis was silent:
-     * give the server a fresh window (replies may already wait in the socket). */
-    if (r->last_watch_ms && now - r->last_watch_ms > 3 * RDS_WATCH_PERIOD_MS)
-        r->last_reply_ms = now;
-    r->last_watch_ms = now;
-    if (r->up && r->ac && r->waiting > 0 &&
-        clock_mono_ms() - r->last_reply_ms > RDS_REPLY_TIMEOUT_MS) {
+    bool silent = reconn_watch_tick(&r->watch, clock_mono_ms(), RDS_REPLY_TIMEOUT_MS);
+    if (silent && r->up && r->ac && r->waiting > 0) {
         log_warn(r->name, "Redis has not answered for %d ms with %ld commands waiting; "
                           "reconnecting",
                  RDS_REPLY_TIMEOUT_MS, r->waiting);
@@ -302,8 +288,7 @@ static void start_connect(struct rds *r)
     ev_attach(ac, r->base);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    struct timeval tv = {RDS_CONNECT_TIMEOUT_MS / 1000, 0};
-    evtimer_add(r->connect_ev, &tv);
+    reconn_arm_deadline(r->connect_ev);
 }
 
 void rds_mask_url(const char *url, char *out, size_t outlen)
@@ -392,7 +377,7 @@ struct rds *rds_new(struct event_base *base, const char *url, const char *name,
     r->name = xstrdup(name);
     r->on_state = on_state;
     r->arg = arg;
-    r->backoff_ms = RDS_BACKOFF_MIN_MS;
+    reconn_init(&r->backoff);
     if (rds_parse_url(url, &r->addr, err, errlen) < 0) {
         free(r->name);
         free(r);
@@ -400,9 +385,7 @@ struct rds *rds_new(struct event_base *base, const char *url, const char *name,
     }
     r->retry_ev = evtimer_new(base, on_retry, r);
     r->connect_ev = evtimer_new(base, on_connect_timeout, r);
-    r->watch_ev = event_new(base, -1, EV_PERSIST, on_watch, r);
-    struct timeval wtv = {RDS_WATCH_PERIOD_MS / 1000, (RDS_WATCH_PERIOD_MS % 1000) * 1000};
-    event_add(r->watch_ev, &wtv);
+    r->watch_ev = reconn_watch_event(base, on_watch, r);
     start_connect(r);
     return r;
 }
@@ -435,7 +418,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     (void)ac;
     struct pending *p = privdata;
     p->r->waiting--;
-    p->r->last_reply_ms = clock_mono_ms();
+    reconn_watch_restart(&p->r->watch, clock_mono_ms());
     if (p->cb)
         p->cb(p->r, reply, p->priv);
     free(p);
@@ -455,7 +438,7 @@ int rds_cmd(struct rds *r, rds_reply_fn *cb, void *priv, int argc, const char **
         return -1;
     }
     if (r->waiting++ == 0)
-        r->last_reply_ms = clock_mono_ms();
+        reconn_watch_restart(&r->watch, clock_mono_ms());
     return 0;
 }
 
