@@ -171,6 +171,7 @@ static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata)
         return; /* connection gone (its callback reports it), or already refused */
     if (rep->type == REDIS_REPLY_ERROR) {
         r->handshake_failed = true;
+        evtimer_del(r->connect_ev);
         /* Replies come in order: AUTH (when a password is set) first, then SELECT. */
         bool auth = r->addr.password && r->handshake_left == (r->addr.db ? 2 : 1);
         log_error(r->name, "Redis at %s:%d refused %s: %s (retrying in %ld ms)", r->addr.host,
