@@ -135,7 +135,8 @@ def _stop_all(procs):
     assert not errors, "\n".join(errors)
 
 
-@pytest.mark.parametrize("url_tail, refused", [(f":{WRONG}@", "AUTH"), (f"u:{PASSWORD}@", None)])
+@pytest.mark.parametrize("url_tail, refused", [(f":{WRONG}@", "AUTH"), (f"u:{PASSWORD}@", None)],
+                         ids=["wrong-password", "unknown-db"])
 def test_redis_refusals_are_clear_and_never_ready(binaries, auth_redis, db, tmp_path, url_tail,
                                                   refused):
     """A wrong password (AUTH refused) or a database Redis does not have (SELECT refused):
