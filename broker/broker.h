@@ -25,7 +25,11 @@ struct broker_cfg {
     long max_body;
     long payload_ttl;
     long commit_max_events;
+    long commit_max_jobs;
+    long commit_max_bytes;
     long max_pending_events;
+    long max_pending_jobs;
+    long max_pending_bytes;
     long max_connections;
     long request_deadline_ms;
     long max_header_bytes;

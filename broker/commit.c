@@ -2,8 +2,9 @@
  * committed jobs on the Redis partition streams; completes the HTTP requests of each batch.
  *
  * While one commit is in flight, new events accumulate; when it finishes, everything waiting
- * (up to COMMIT_MAX_EVENTS) goes in the next single-statement transaction, so load raises the
- * batch size rather than the latency. */
+ * (up to COMMIT_MAX_EVENTS, COMMIT_MAX_JOBS and COMMIT_MAX_BYTES) goes in the next
+ * single-statement transaction, so load raises the batch size rather than the latency. The
+ * queue, batching and returned-id matching are common/gcommit.c's. */
 #include "commit.h"
 
 #include <stdio.h>
@@ -11,21 +12,17 @@
 #include <string.h>
 
 #include "codec.h"
+#include "gcommit.h"
 #include "jobmsg.h"
 #include "keys.h"
 #include "log.h"
 
-struct batch {
-    struct broker *b;
-    struct event_rec *head;
-    size_t nevents, njobs;
-};
+static struct gcommit gc;
 
-static struct event_rec *pending_head, *pending_tail;
-static size_t pending_n;
-static bool in_flight;
-
-static void flush(struct broker *b);
+static struct event_rec *rec_of(struct gcommit_node *n)
+{
+    return n ? GCOMMIT_ITEM(n, struct event_rec, gc) : NULL;
+}
 
 void event_rec_free(struct event_rec *e)
 {
@@ -48,27 +45,13 @@ static const char insert_sql[] =
     "JOIN subscriptions s ON s.id = u.sub AND s.status = 'active' "
     "RETURNING jobs.id";
 
-static int cmp_id(const void *a, const void *b)
-{
-    return memcmp(a, b, ID_LEN);
-}
-
 /* Marks which jobs the statement inserted. */
-static void mark_kept(struct batch *bt, PGresult *res)
+static void mark_kept(const struct gcommit_batch *bt, const struct idset *returned)
 {
-    int n = PQntuples(res);
-    bool all = (size_t)n == bt->njobs;
-    char *ids = NULL;
-    if (!all) {
-        ids = xmalloc((size_t)n * ID_LEN + 1);
-        for (int i = 0; i < n; i++)
-            memcpy(ids + (size_t)i * ID_LEN, PQgetvalue(res, i, 0), ID_LEN);
-        qsort(ids, (size_t)n, ID_LEN, cmp_id);
-    }
-    for (struct event_rec *e = bt->head; e; e = e->next)
+    for (struct event_rec *e = rec_of(bt->head); e; e = rec_of(e->gc.next)) {
         for (size_t j = 0; j < e->njobs; j++)
-            e->jobs[j].kept = all || bsearch(e->jobs[j].id, ids, (size_t)n, ID_LEN, cmp_id);
-    free(ids);
+            e->jobs[j].kept = idset_has(returned, e->jobs[j].id);
+    }
 }
 
 static void enqueued(struct rds *r, redisReply *reply, void *priv)
@@ -94,9 +77,8 @@ static bool cmd(struct rds *r, struct rargs *a)
 }
 
 /* Per partition: MULTI { SET payloads, XADD jobs, SADD live } EXEC, all on one hash tag. */
-static void enqueue(struct batch *bt)
+static void enqueue(struct broker *b, const struct gcommit_batch *bt)
 {
-    struct broker *b = bt->b;
     struct rargs a = {0};
     struct buf msg = {0};
     char key[KEY_MAX], jobs_key[KEY_MAX], live_key[KEY_MAX];
@@ -104,14 +86,15 @@ static void enqueue(struct batch *bt)
         size_t jobs_len = key_jobs(jobs_key, p);
         size_t live_len = key_live(live_key, p);
         size_t n = 0;
-        for (struct event_rec *e = bt->head; e; e = e->next)
+        for (struct event_rec *e = rec_of(bt->head); e; e = rec_of(e->gc.next)) {
             for (size_t j = 0; j < e->njobs; j++)
                 n += e->jobs[j].kept && e->jobs[j].part == p;
+        }
         if (n == 0)
             continue;
         rargs_adds(&a, "MULTI");
         bool ok = cmd(b->redis, &a);
-        for (struct event_rec *e = bt->head; ok && e; e = e->next) {
+        for (struct event_rec *e = rec_of(bt->head); ok && e; e = rec_of(e->gc.next)) {
             bool payload_set = false;
             for (size_t j = 0; ok && j < e->njobs; j++) {
                 struct job_rec *jr = &e->jobs[j];
@@ -145,10 +128,11 @@ static void enqueue(struct batch *bt)
         if (ok) {
             rargs_adds(&a, "SADD");
             rargs_add(&a, live_key, live_len);
-            for (struct event_rec *e = bt->head; e; e = e->next)
+            for (struct event_rec *e = rec_of(bt->head); e; e = rec_of(e->gc.next)) {
                 for (size_t j = 0; j < e->njobs; j++)
                     if (e->jobs[j].kept && e->jobs[j].part == p)
                         rargs_add(&a, e->jobs[j].id, ID_LEN);
+            }
             ok = cmd(b->redis, &a);
         }
         rargs_adds(&a, "EXEC");
@@ -164,20 +148,21 @@ static void enqueue(struct batch *bt)
     buf_free(&msg);
 }
 
-static void committed(void *priv, PGresult *res, const char *err)
+static void committed(const struct gcommit_batch *bt, PGresult *res, const char *err,
+                      const struct idset *returned, void *arg)
 {
-    struct batch *bt = priv;
-    struct broker *b = bt->b;
-    in_flight = false;
+    struct broker *b = arg;
     if (err) {
-        log_warn("commit", "commit of %zu events failed: %s", bt->nevents, err);
+        log_warn("commit", "commit of %zu events failed: %s", bt->items, err);
     } else {
-        mark_kept(bt, res);
-        enqueue(bt);
+        log_debug("commit", "committed %zu events, %zu jobs, %zu bytes in one statement", bt->items,
+                  bt->jobs, bt->bytes);
+        mark_kept(bt, returned);
+        enqueue(b, bt);
     }
     struct buf body = {0};
-    for (struct event_rec *e = bt->head, *next; e; e = next) {
-        next = e->next;
+    for (struct event_rec *e = rec_of(bt->head), *next; e; e = next) {
+        next = rec_of(e->gc.next);
         if (err && !res) {
             http_error(e->r, 503, "unavailable",
                        "the database is unavailable (%s); the event was not accepted", err);
@@ -194,79 +179,74 @@ static void committed(void *priv, PGresult *res, const char *err)
         }
         event_rec_free(e);
     }
-    free(bt);
-    flush(b);
 }
 
-static void flush(struct broker *b)
+enum { A_EV_ID, A_NAME, A_PAYLOAD, A_JOB_ID, A_JOB_EV, A_JOB_SUB, A_URL, A_PART, A_N };
+
+/* Appends one event and its jobs to the statement's arrays. */
+static bool add_event(struct gcommit_node *n, struct buf *arr, void *arg)
 {
-    if (in_flight || !pending_head)
-        return;
-    struct batch *bt = xcalloc(1, sizeof *bt);
-    bt->b = b;
-    /* Reused across batches: large buffers are not freed and reallocated every commit. */
-    static struct buf ev_ids, names, payloads, job_ids, job_evs, job_subs, urls, parts;
-    struct buf *arrays[] = {&ev_ids, &names, &payloads, &job_ids, &job_evs, &job_subs, &urls, &parts};
-    for (size_t i = 0; i < 8; i++) {
-        buf_reset(arrays[i]);
-        pgarr_begin(arrays[i]);
-    }
-    struct event_rec **tail = &bt->head;
+    (void)arg;
+    struct event_rec *e = rec_of(n);
+    /* Reused across batches: not freed and reallocated every commit. */
     static char *hex;
     static size_t hexcap;
-    while (pending_head && bt->nevents < (size_t)b->cfg.commit_max_events) {
-        struct event_rec *e = pending_head;
-        pending_head = e->next;
-        pending_n--;
-        e->next = NULL;
-        *tail = e;
-        tail = &e->next;
-        bt->nevents++;
-        pgarr_add(&ev_ids, e->id, ID_LEN);
-        pgarr_add(&names, e->name, strlen(e->name));
-        if (hexcap < e->payload_len * 2 + 1) {
-            hexcap = e->payload_len * 2 + 1;
-            hex = xrealloc(hex, hexcap);
-        }
-        hex_encode((const unsigned char *)e->payload, e->payload_len, hex);
-        pgarr_add(&payloads, hex, e->payload_len * 2);
-        for (size_t j = 0; j < e->njobs; j++) {
-            struct job_rec *jr = &e->jobs[j];
-            pgarr_add(&job_ids, jr->id, ID_LEN);
-            pgarr_add(&job_evs, e->id, ID_LEN);
-            pgarr_add(&job_subs, jr->sub, ID_LEN);
-            pgarr_add(&urls, jr->url, strlen(jr->url));
-            pgarr_addll(&parts, jr->part);
-            bt->njobs++;
-        }
+    pgarr_add(&arr[A_EV_ID], e->id, ID_LEN);
+    pgarr_add(&arr[A_NAME], e->name, strlen(e->name));
+    if (hexcap < e->payload_len * 2 + 1) {
+        hexcap = e->payload_len * 2 + 1;
+        hex = xrealloc(hex, hexcap);
     }
-    if (!pending_head)
-        pending_tail = NULL;
-    const char *params[8];
-    for (size_t i = 0; i < 8; i++) {
-        pgarr_end(arrays[i]);
-        params[i] = arrays[i]->data;
+    hex_encode((const unsigned char *)e->payload, e->payload_len, hex);
+    pgarr_add(&arr[A_PAYLOAD], hex, e->payload_len * 2);
+    for (size_t j = 0; j < e->njobs; j++) {
+        struct job_rec *jr = &e->jobs[j];
+        pgarr_add(&arr[A_JOB_ID], jr->id, ID_LEN);
+        pgarr_add(&arr[A_JOB_EV], e->id, ID_LEN);
+        pgarr_add(&arr[A_JOB_SUB], jr->sub, ID_LEN);
+        pgarr_add(&arr[A_URL], jr->url, strlen(jr->url));
+        pgarr_addll(&arr[A_PART], jr->part);
     }
-    in_flight = true;
-    int rc = pg_query_prepared(b->pg_commit, "wh_commit", insert_sql, 8, params, NULL, NULL, 0, committed, bt);
-    if (rc < 0)
-        committed(bt, NULL, "database connection is down");
+    return true;
 }
+
+static const struct gcommit_ops commit_ops = {
+    .stmt_name = "wh_commit",
+    .sql = insert_sql,
+    .nparams = A_N,
+    .add = add_event,
+    .done = committed,
+};
 
 void commit_submit(struct broker *b, struct event_rec *e)
 {
-    if (pending_n >= (size_t)b->cfg.max_pending_events) {
-        http_error(e->r, 503, "unavailable",
-                   "too many events are waiting for the database; retry shortly");
-        event_rec_free(e);
-        return;
+    if (!gc.ops) {
+        struct gcommit_limits batch = {(size_t)b->cfg.commit_max_events,
+                                       (size_t)b->cfg.commit_max_jobs,
+                                       (size_t)b->cfg.commit_max_bytes};
+        struct gcommit_limits pending = {(size_t)b->cfg.max_pending_events,
+                                         (size_t)b->cfg.max_pending_jobs,
+                                         (size_t)b->cfg.max_pending_bytes};
+        gcommit_init(&gc, &commit_ops, b, b->pg_commit, &batch, &pending);
     }
-    e->next = NULL;
-    if (pending_tail)
-        pending_tail->next = e;
-    else
-        pending_head = e;
-    pending_tail = e;
-    pending_n++;
-    flush(b);
+    /* What the event adds to the statement: its payload (hex) and its jobs' URLs and ids. */
+    size_t bytes = e->payload_len * 2;
+    for (size_t j = 0; j < e->njobs; j++)
+        bytes += strlen(e->jobs[j].url) + 3 * ID_LEN;
+    e->gc.jobs = e->njobs;
+    e->gc.bytes = bytes;
+    enum gcommit_hit hit = gcommit_submit(&gc, &e->gc);
+    if (hit == GCOMMIT_FITS)
+        return;
+    static const char *const what[] = {
+        [GCOMMIT_ITEMS] = "events (MAX_PENDING_EVENTS)",
+        [GCOMMIT_JOBS] = "jobs (MAX_PENDING_JOBS)",
+        [GCOMMIT_BYTES] = "bytes (MAX_PENDING_BYTES)",
+    };
+    if (e->r->ev)
+        evhttp_add_header(evhttp_request_get_output_headers(e->r->ev), "Retry-After", "1");
+    http_error(e->r, 503, "unavailable",
+               "too many %s are waiting for the database; nothing was written, retry shortly",
+               what[hit]);
+    event_rec_free(e);
 }

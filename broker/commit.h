@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 
+#include "gcommit.h"
 #include "http.h"
 #include "ids.h"
 
@@ -17,7 +18,7 @@ struct job_rec {
 };
 
 struct event_rec {
-    struct event_rec *next;
+    struct gcommit_node gc; /* the commit queue, then the batch */
     struct req *r; /* answered once the batch has committed (or failed) */
     char id[ID_LEN + 1];
     char name[130];
@@ -27,7 +28,8 @@ struct event_rec {
     size_t njobs;
 };
 
-/* Takes ownership of e. Answers 503 at once when too many events wait already. */
+/* Takes ownership of e. Answers 503 (Retry-After: 1) at once when MAX_PENDING_EVENTS,
+ * MAX_PENDING_JOBS or MAX_PENDING_BYTES would be passed. */
 void commit_submit(struct broker *b, struct event_rec *e);
 void event_rec_free(struct event_rec *e);
 

@@ -9,10 +9,8 @@
 
 #include "clock.h"
 #include "log.h"
+#include "reconn.h"
 
-#define PG_BACKOFF_MIN_MS 100
-#define PG_BACKOFF_MAX_MS 5000
-#define PG_CONNECT_TIMEOUT_MS 5000
 /* A statement without an answer for this long: the server is stopped or unreachable. */
 #define PG_ANSWER_TIMEOUT_MS 30000
 
@@ -42,15 +40,13 @@ struct pg {
     struct event *io_ev; /* socket; re-assigned when libpq changes sockets while connecting */
     struct event *timer_ev; /* reconnect backoff and connect deadline */
     struct event *watch_ev; /* answer watchdog */
-    int64_t sent_ms;        /* monotonic time the statement in flight was sent */
-    int64_t last_watch_ms;  /* monotonic time of the previous watchdog tick */
-    long backoff_ms;
+    struct reconn_watch watch; /* silence since the statement in flight was sent */
+    struct reconn backoff;
     struct pgq *head, *tail; /* head is in flight when busy */
     bool busy;
     bool preparing; /* the head's statement is being prepared */
     const char **prepared; /* names prepared on this connection (static strings) */
     size_t nprepared;
-    size_t n;
     PGresult *last; /* last result of the statement in flight */
     pg_state_fn *on_state;
     void *arg;
@@ -79,7 +75,6 @@ static struct pgq *pop(struct pg *p)
     p->head = q->next;
     if (!p->head)
         p->tail = NULL;
-    p->n--;
     return q;
 }
 
@@ -110,8 +105,14 @@ static void watch(struct pg *p, short what)
     event_add(p->io_ev, NULL);
 }
 
-static void drop(struct pg *p, const char *why)
+static void first_line(const char *msg, char *out, size_t outlen);
+
+/* Closes the connection, fails the queued statements and schedules the reconnect. why may
+ * point into the connection's own memory (PQerrorMessage): it is copied before PQfinish. */
+static void drop(struct pg *p, const char *why_in)
 {
+    char why[512];
+    first_line(why_in, why, sizeof why);
     bool was_up = p->state == PGS_UP || p->state == PGS_SETUP;
     event_del(p->io_ev);
     evtimer_del(p->timer_ev);
@@ -129,13 +130,11 @@ static void drop(struct pg *p, const char *why)
     if (p->freeing)
         return;
     log_warn(p->name, "PostgreSQL connection %s: %s (retrying in %ld ms)",
-             was_up ? "lost" : "failed", why, p->backoff_ms);
+             was_up ? "lost" : "failed", why, reconn_delay(&p->backoff));
     fail_all(p, "database connection lost");
     if (was_up)
         set_up(p, false);
-    struct timeval tv = {p->backoff_ms / 1000, (p->backoff_ms % 1000) * 1000};
-    evtimer_add(p->timer_ev, &tv);
-    p->backoff_ms = p->backoff_ms * 2 > PG_BACKOFF_MAX_MS ? PG_BACKOFF_MAX_MS : p->backoff_ms * 2;
+    reconn_schedule(&p->backoff, p->timer_ev);
 }
 
 static void first_line(const char *msg, char *out, size_t outlen)
@@ -193,7 +192,7 @@ static void complete(struct pg *p)
         }
         PQclear(res);
         p->state = PGS_UP;
-        p->backoff_ms = PG_BACKOFF_MIN_MS;
+        reconn_reset(&p->backoff);
         log_info(p->name, "connected to PostgreSQL (server %d)", PQserverVersion(p->conn));
         set_up(p, true);
     } else if (p->preparing) {
@@ -271,7 +270,7 @@ static void send_next(struct pg *p)
         return;
     }
     p->busy = true;
-    p->sent_ms = clock_mono_ms();
+    reconn_watch_restart(&p->watch, clock_mono_ms());
     flush_output(p);
 }
 
@@ -279,13 +278,8 @@ static void on_watch(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct pg *p = arg;
-    int64_t now = clock_mono_ms();
-    /* A late tick means this process was stopped or starved, not that the server was silent. */
-    if (p->last_watch_ms && now - p->last_watch_ms > 3000)
-        p->sent_ms = now;
-    p->last_watch_ms = now;
-    if (p->busy && p->conn && p->state != PGS_CONNECTING &&
-        clock_mono_ms() - p->sent_ms > PG_ANSWER_TIMEOUT_MS)
+    bool silent = reconn_watch_tick(&p->watch, clock_mono_ms(), PG_ANSWER_TIMEOUT_MS);
+    if (silent && p->busy && p->conn && p->state != PGS_CONNECTING)
         drop(p, "no answer from the server for 30 s");
 }
 
@@ -319,11 +313,11 @@ static void poll_connect(struct pg *p)
         }
         p->state = PGS_SETUP;
         p->busy = true;
-        p->sent_ms = clock_mono_ms();
+        reconn_watch_restart(&p->watch, clock_mono_ms());
         flush_output(p);
     } else {
         p->state = PGS_UP;
-        p->backoff_ms = PG_BACKOFF_MIN_MS;
+        reconn_reset(&p->backoff);
         log_info(p->name, "connected to PostgreSQL (server %d)", PQserverVersion(p->conn));
         watch(p, EV_READ);
         set_up(p, true);
@@ -362,13 +356,15 @@ static void start_connect(struct pg *p)
 {
     p->conn = PQconnectStart(p->conninfo);
     if (!p->conn || PQstatus(p->conn) == CONNECTION_BAD) {
+        /* Copied now: drop() finishes the connection, which frees its error message. */
+        char line[512];
+        first_line(p->conn ? PQerrorMessage(p->conn) : "out of memory", line, sizeof line);
         p->state = PGS_CONNECTING;
-        drop(p, p->conn ? PQerrorMessage(p->conn) : "out of memory");
+        drop(p, line);
         return;
     }
     p->state = PGS_CONNECTING;
-    struct timeval tv = {PG_CONNECT_TIMEOUT_MS / 1000, 0};
-    evtimer_add(p->timer_ev, &tv);
+    reconn_arm_deadline(p->timer_ev);
     poll_connect(p);
 }
 
@@ -382,12 +378,10 @@ struct pg *pg_new(struct event_base *base, const char *conninfo, const char *nam
     p->setup_sql = setup_sql ? xstrdup(setup_sql) : NULL;
     p->on_state = on_state;
     p->arg = arg;
-    p->backoff_ms = PG_BACKOFF_MIN_MS;
+    reconn_init(&p->backoff);
     p->io_ev = event_new(base, -1, 0, on_io, p);
     p->timer_ev = evtimer_new(base, on_timer, p);
-    p->watch_ev = event_new(base, -1, EV_PERSIST, on_watch, p);
-    struct timeval wtv = {1, 0};
-    event_add(p->watch_ev, &wtv);
+    p->watch_ev = reconn_watch_event(base, on_watch, p);
     start_connect(p);
     return p;
 }
@@ -412,11 +406,6 @@ void pg_free(struct pg *p)
 bool pg_up(const struct pg *p)
 {
     return p->state == PGS_UP;
-}
-
-size_t pg_queue_len(const struct pg *p)
-{
-    return p->n;
 }
 
 int pg_query(struct pg *p, const char *sql, int nparams, const char *const *values,
@@ -456,7 +445,6 @@ int pg_query_prepared(struct pg *p, const char *name, const char *sql, int npara
     else
         p->head = q;
     p->tail = q;
-    p->n++;
     send_next(p);
     return 0;
 }

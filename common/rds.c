@@ -11,29 +11,27 @@
 #include "clock.h"
 #include "log.h"
 #include "mem.h"
+#include "reconn.h"
 
-#define RDS_BACKOFF_MIN_MS 100
-#define RDS_BACKOFF_MAX_MS 5000
-#define RDS_CONNECT_TIMEOUT_MS 5000
 /* No reply for this long while commands wait: the server is stopped or unreachable (a
  * blocking read waits at most its BLOCK time, well under this). */
 #define RDS_REPLY_TIMEOUT_MS 5000
-#define RDS_WATCH_PERIOD_MS 1000
 
 struct rds {
     struct event_base *base;
     char *name;
     struct rds_addr addr;
     redisAsyncContext *ac;
-    bool up;       /* connected, AUTH/SELECT sent */
+    bool up;       /* connected, AUTH/SELECT answered OK */
+    int handshake_left;    /* AUTH/SELECT replies still due on this connection */
+    bool handshake_failed; /* one was refused: the connection is being dropped */
     bool freeing;  /* rds_free called: no reconnects */
-    long backoff_ms;
+    struct reconn backoff;
     struct event *retry_ev;   /* reconnect timer */
     struct event *connect_ev; /* connect deadline */
     struct event *watch_ev;   /* reply watchdog */
     long waiting;             /* commands sent and not yet answered */
-    int64_t last_reply_ms;    /* monotonic time of the last reply (or of going idle->busy) */
-    int64_t last_watch_ms;    /* monotonic time of the previous watchdog tick */
+    struct reconn_watch watch; /* silence since the last reply (or since going idle->busy) */
     rds_state_fn *on_state;
     void *arg;
 };
@@ -151,11 +149,39 @@ static void schedule_reconnect(struct rds *r)
 {
     if (r->freeing)
         return;
-    struct timeval tv = {r->backoff_ms / 1000, (r->backoff_ms % 1000) * 1000};
-    evtimer_add(r->retry_ev, &tv);
-    r->backoff_ms *= 2;
-    if (r->backoff_ms > RDS_BACKOFF_MAX_MS)
-        r->backoff_ms = RDS_BACKOFF_MAX_MS;
+    reconn_schedule(&r->backoff, r->retry_ev);
+}
+
+/* The connection counts as up once AUTH and SELECT (those the URL asks for) both succeeded.
+ * A refusal is logged once, without the password, and the connection is dropped: the
+ * disconnect callback schedules the reconnect with backoff (not reset until up). */
+static void handshake_done(struct rds *r)
+{
+    evtimer_del(r->connect_ev);
+    reconn_reset(&r->backoff);
+    log_info(r->name, "connected to Redis at %s:%d", r->addr.host, r->addr.port);
+    set_state(r, true);
+}
+
+static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct rds *r = privdata;
+    redisReply *rep = reply;
+    if (!rep || ac != r->ac || r->handshake_failed)
+        return; /* connection gone (its callback reports it), or already refused */
+    if (rep->type == REDIS_REPLY_ERROR) {
+        r->handshake_failed = true;
+        evtimer_del(r->connect_ev);
+        /* Replies come in order: AUTH (when a password is set) first, then SELECT. */
+        bool auth = r->addr.password && r->handshake_left == (r->addr.db ? 2 : 1);
+        log_error(r->name, "Redis at %s:%d refused %s: %s (retrying in %ld ms)", r->addr.host,
+                  r->addr.port, auth ? "AUTH" : "SELECT",
+                  rep->str ? rep->str : "error", reconn_delay(&r->backoff));
+        redisAsyncDisconnect(ac); /* after the replies still due; then on_disconnect */
+        return;
+    }
+    if (--r->handshake_left == 0)
+        handshake_done(r);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -163,29 +189,31 @@ static void on_connect(const redisAsyncContext *ac, int status)
     struct rds *r = ac->data;
     if (!r)
         return;
-    evtimer_del(r->connect_ev);
     if (status != REDIS_OK) {
+        evtimer_del(r->connect_ev);
         log_warn(r->name, "cannot connect to Redis at %s:%d: %s (retrying in %ld ms)", r->addr.host,
-                 r->addr.port, ac->errstr, r->backoff_ms);
+                 r->addr.port, ac->errstr, reconn_delay(&r->backoff));
         r->ac = NULL; /* hiredis frees the context after this callback */
         schedule_reconnect(r);
         return;
     }
-    log_info(r->name, "connected to Redis at %s:%d", r->addr.host, r->addr.port);
-    r->backoff_ms = RDS_BACKOFF_MIN_MS;
+    /* The connect deadline stays armed until the handshake answered. */
+    r->handshake_failed = false;
+    r->handshake_left = (r->addr.password ? 1 : 0) + (r->addr.db ? 1 : 0);
     if (r->addr.password) {
         const char *argv[] = {"AUTH", r->addr.password};
         size_t lens[] = {4, strlen(r->addr.password)};
-        redisAsyncCommandArgv(r->ac, NULL, NULL, 2, argv, lens);
+        redisAsyncCommandArgv(r->ac, on_handshake, r, 2, argv, lens);
     }
     if (r->addr.db) {
         char db[16];
         int n = snprintf(db, sizeof db, "%d", r->addr.db);
         const char *argv[] = {"SELECT", db};
         size_t lens[] = {6, (size_t)n};
-        redisAsyncCommandArgv(r->ac, NULL, NULL, 2, argv, lens);
+        redisAsyncCommandArgv(r->ac, on_handshake, r, 2, argv, lens);
     }
-    set_state(r, true);
+    if (r->handshake_left == 0)
+        handshake_done(r);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -196,8 +224,10 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     r->ac = NULL; /* hiredis frees the context after this callback */
     if (r->freeing)
         return;
-    log_warn(r->name, "lost Redis connection%s%s (reconnecting in %ld ms)",
-             status == REDIS_OK ? "" : ": ", status == REDIS_OK ? "" : ac->errstr, r->backoff_ms);
+    if (!r->handshake_failed) /* else the refusal was logged already */
+        log_warn(r->name, "lost Redis connection%s%s (reconnecting in %ld ms)",
+                 status == REDIS_OK ? "" : ": ", status == REDIS_OK ? "" : ac->errstr,
+                 reconn_delay(&r->backoff));
     set_state(r, false);
     schedule_reconnect(r);
 }
@@ -226,14 +256,8 @@ static void on_watch(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct rds *r = arg;
-    int64_t now = clock_mono_ms();
-    /* A late tick means this process was stopped or starved, not that Redis was silent:
-     * give the server a fresh window (replies may already wait in the socket). */
-    if (r->last_watch_ms && now - r->last_watch_ms > 3 * RDS_WATCH_PERIOD_MS)
-        r->last_reply_ms = now;
-    r->last_watch_ms = now;
-    if (r->up && r->ac && r->waiting > 0 &&
-        clock_mono_ms() - r->last_reply_ms > RDS_REPLY_TIMEOUT_MS) {
+    bool silent = reconn_watch_tick(&r->watch, clock_mono_ms(), RDS_REPLY_TIMEOUT_MS);
+    if (silent && r->up && r->ac && r->waiting > 0) {
         log_warn(r->name, "Redis has not answered for %d ms with %ld commands waiting; "
                           "reconnecting",
                  RDS_REPLY_TIMEOUT_MS, r->waiting);
@@ -265,16 +289,40 @@ static void start_connect(struct rds *r)
     ev_attach(ac, r->base);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    struct timeval tv = {RDS_CONNECT_TIMEOUT_MS / 1000, 0};
-    evtimer_add(r->connect_ev, &tv);
+    reconn_arm_deadline(r->connect_ev);
+}
+
+void rds_mask_url(const char *url, char *out, size_t outlen)
+{
+    if (outlen == 0)
+        return;
+    const char *scheme = strstr(url, "://");
+    const char *user = scheme ? scheme + 3 : url;
+    const char *at = strrchr(user, '@');
+    size_t keep, rest;
+    const char *tail;
+    if (at) {
+        /* user[:password]@: the part after the first colon, or all of it without one (that is
+         * how rds_parse_url reads it), is the password. */
+        const char *colon = memchr(user, ':', (size_t)(at - user));
+        keep = colon ? (size_t)(colon + 1 - url) : (size_t)(user - url);
+        tail = at;
+    } else {
+        keep = strlen(url);
+        tail = url + keep;
+    }
+    rest = strlen(tail);
+    snprintf(out, outlen, "%.*s%s%.*s", (int)keep, url, at ? "****" : "", (int)rest, tail);
 }
 
 int rds_parse_url(const char *url, struct rds_addr *a, char *err, size_t errlen)
 {
     memset(a, 0, sizeof *a);
+    char shown[512]; /* the URL as error messages show it: the password masked */
+    rds_mask_url(url, shown, sizeof shown);
     const char *p = url;
     if (strncmp(p, "redis://", 8) != 0) {
-        snprintf(err, errlen, "REDIS_URL must start with redis:// (got \"%s\")", url);
+        snprintf(err, errlen, "REDIS_URL must start with redis:// (got \"%s\")", shown);
         return -1;
     }
     p += 8;
@@ -291,7 +339,7 @@ int rds_parse_url(const char *url, struct rds_addr *a, char *err, size_t errlen)
     const char *colon = memchr(p, ':', hostport);
     size_t hl = colon ? (size_t)(colon - p) : hostport;
     if (hl == 0 || hl >= sizeof a->host) {
-        snprintf(err, errlen, "REDIS_URL has no host (got \"%s\")", url);
+        snprintf(err, errlen, "REDIS_URL has no host (got \"%s\")", shown);
         goto out_fail;
     }
     memcpy(a->host, p, hl);
@@ -301,7 +349,7 @@ int rds_parse_url(const char *url, struct rds_addr *a, char *err, size_t errlen)
         char *end;
         long port = strtol(colon + 1, &end, 10);
         if (end != p + hostport || port < 1 || port > 65535) {
-            snprintf(err, errlen, "REDIS_URL has an invalid port (got \"%s\")", url);
+            snprintf(err, errlen, "REDIS_URL has an invalid port (got \"%s\")", shown);
             goto out_fail;
         }
         a->port = (int)port;
@@ -310,7 +358,7 @@ int rds_parse_url(const char *url, struct rds_addr *a, char *err, size_t errlen)
         char *end;
         long db = strtol(slash + 1, &end, 10);
         if (*end || db < 0 || db > 1000) {
-            snprintf(err, errlen, "REDIS_URL has an invalid database number (got \"%s\")", url);
+            snprintf(err, errlen, "REDIS_URL has an invalid database number (got \"%s\")", shown);
             goto out_fail;
         }
         a->db = (int)db;
@@ -330,7 +378,7 @@ struct rds *rds_new(struct event_base *base, const char *url, const char *name,
     r->name = xstrdup(name);
     r->on_state = on_state;
     r->arg = arg;
-    r->backoff_ms = RDS_BACKOFF_MIN_MS;
+    reconn_init(&r->backoff);
     if (rds_parse_url(url, &r->addr, err, errlen) < 0) {
         free(r->name);
         free(r);
@@ -338,9 +386,7 @@ struct rds *rds_new(struct event_base *base, const char *url, const char *name,
     }
     r->retry_ev = evtimer_new(base, on_retry, r);
     r->connect_ev = evtimer_new(base, on_connect_timeout, r);
-    r->watch_ev = event_new(base, -1, EV_PERSIST, on_watch, r);
-    struct timeval wtv = {RDS_WATCH_PERIOD_MS / 1000, (RDS_WATCH_PERIOD_MS % 1000) * 1000};
-    event_add(r->watch_ev, &wtv);
+    r->watch_ev = reconn_watch_event(base, on_watch, r);
     start_connect(r);
     return r;
 }
@@ -368,25 +414,12 @@ bool rds_up(const struct rds *r)
     return r->up;
 }
 
-const char *rds_name(const struct rds *r)
-{
-    return r->name;
-}
-
-void rds_reset(struct rds *r, const char *why)
-{
-    if (!r->ac)
-        return;
-    log_warn(r->name, "dropping the Redis connection: %s", why);
-    redisAsyncDisconnect(r->ac); /* on_disconnect runs once pending replies are flushed */
-}
-
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)ac;
     struct pending *p = privdata;
     p->r->waiting--;
-    p->r->last_reply_ms = clock_mono_ms();
+    reconn_watch_restart(&p->r->watch, clock_mono_ms());
     if (p->cb)
         p->cb(p->r, reply, p->priv);
     free(p);
@@ -406,7 +439,7 @@ int rds_cmd(struct rds *r, rds_reply_fn *cb, void *priv, int argc, const char **
         return -1;
     }
     if (r->waiting++ == 0)
-        r->last_reply_ms = clock_mono_ms();
+        reconn_watch_restart(&r->watch, clock_mono_ms());
     return 0;
 }
 

@@ -23,28 +23,29 @@ struct rds_addr {
 int rds_parse_url(const char *url, struct rds_addr *a, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* Writes url into out (truncated to outlen) with its password, if any, replaced by ****:
+ * redis://user:****@host:port/db. For logs and error messages. */
+void rds_mask_url(const char *url, char *out, size_t outlen);
+
 /* reply is NULL when the connection was lost before the reply came; it is freed by hiredis
  * after the callback returns (copy what you keep). */
 typedef void rds_reply_fn(struct rds *r, redisReply *reply, void *priv);
-/* Called on every transition: up after connecting (and AUTH/SELECT), down when lost. */
+/* Called on every transition: up after connecting and AUTH/SELECT succeeding, down when
+ * lost. A refused AUTH/SELECT is logged (never the password) and retried with backoff. */
 typedef void rds_state_fn(struct rds *r, bool up, void *arg);
 
 /* Parses redis://[:password@]host[:port][/db]. Returns NULL with a reason in err when the URL
- * is malformed; otherwise starts connecting at once. name appears in logs. */
+ * is malformed (the password masked); otherwise starts connecting at once. name appears in logs. */
 struct rds *rds_new(struct event_base *base, const char *url, const char *name,
                     rds_state_fn *on_state, void *arg, char *err, size_t errlen);
 void rds_free(struct rds *r);
 bool rds_up(const struct rds *r);
-const char *rds_name(const struct rds *r);
 
 /* Sends a command. Returns -1 (and never calls cb) when not connected; otherwise cb is called
  * exactly once, with NULL if the connection drops first. cb may be NULL (reply ignored). The
  * argument memory is copied before return. */
 int rds_cmd(struct rds *r, rds_reply_fn *cb, void *priv, int argc, const char **argv,
             const size_t *lens) __attribute__((warn_unused_result));
-
-/* Drops the connection now (pending callbacks get NULL) and reconnects after the backoff. */
-void rds_reset(struct rds *r, const char *why);
 
 /* True for an error reply whose text starts with prefix (e.g. "NOGROUP"). */
 bool rds_is_error(const redisReply *reply, const char *prefix);

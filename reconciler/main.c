@@ -81,6 +81,16 @@ PGresult *recon_sql(struct recon *r, const char *sql, int n, const char *const *
     return res;
 }
 
+static bool handshake_ok(const redisReply *rep, const char *cmd, const struct rds_addr *a,
+                         char *err, size_t errlen)
+{
+    if (rep && rep->type != REDIS_REPLY_ERROR)
+        return true;
+    snprintf(err, errlen, "Redis at %s:%d refused %s: %s", a->host, a->port, cmd,
+             rep && rep->str ? rep->str : R.rc->errstr[0] ? R.rc->errstr : "no reply");
+    return false;
+}
+
 static int connect_all(char *err, size_t errlen)
 {
     struct rds_addr a;
@@ -96,15 +106,22 @@ static int connect_all(char *err, size_t errlen)
     }
     struct timeval cmd_tv = {30, 0};
     redisSetTimeout(R.rc, cmd_tv);
+    /* Checked replies: a wrong password or database stops the pass with a clear reason
+     * (Redis's error text never contains the password). */
+    bool auth_ok = true;
     if (a.password) {
         redisReply *rep = redisCommand(R.rc, "AUTH %s", a.password);
+        auth_ok = handshake_ok(rep, "AUTH", &a, err, errlen);
         freeReplyObject(rep);
     }
-    if (a.db) {
+    if (auth_ok && a.db) {
         redisReply *rep = redisCommand(R.rc, "SELECT %d", a.db);
+        auth_ok = handshake_ok(rep, "SELECT", &a, err, errlen);
         freeReplyObject(rep);
     }
     free(a.password);
+    if (!auth_ok)
+        return -1;
     R.pg = PQconnectdb(R.cfg.database_url);
     if (PQstatus(R.pg) != CONNECTION_OK) {
         snprintf(err, errlen, "cannot connect to PostgreSQL: %s", PQerrorMessage(R.pg));

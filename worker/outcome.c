@@ -7,6 +7,7 @@
 
 #include "clock.h"
 #include "codec.h"
+#include "gcommit.h"
 #include "ids.h"
 #include "keys.h"
 #include "log.h"
@@ -14,12 +15,13 @@
 
 #define OUTCOME_BATCH_MAX 2000
 
-static struct job *queue_head, **queue_tail = &queue_head;
-static long queued;
-static bool writing;
+static struct gcommit gc;
 static long finalizing; /* Redis MULTIs outstanding */
 
-static void flush(void);
+static struct job *job_of(struct gcommit_node *n)
+{
+    return n ? GCOMMIT_ITEM(n, struct job, gc) : NULL;
+}
 
 void job_free(struct job *j)
 {
@@ -43,7 +45,7 @@ void job_abandon(struct job *j, const char *why)
 
 long outcome_pending(void)
 {
-    return queued + (writing ? 1 : 0) + finalizing;
+    return (long)gcommit_waiting(&gc) + (gcommit_in_flight(&gc) ? 1 : 0) + finalizing;
 }
 
 static const char *out_status(enum outcome o)
@@ -110,14 +112,14 @@ static bool queue_cmd(struct rargs *a)
     return rargs_send(a, W.rd_cmd, NULL, NULL) == 0;
 }
 
-static void finalize(struct job *batch)
+static void finalize(struct gcommit_node *batch)
 {
     struct rargs a = {0};
     struct buf msg = {0};
     char jobs_key[KEY_MAX], live_key[KEY_MAX], retry_key[KEY_MAX], dead_key[KEY_MAX];
     for (unsigned p = 0; p < (unsigned)W.cfg.partitions; p++) {
         size_t n = 0, nlive = 0, nretry = 0;
-        for (struct job *j = batch; j; j = j->next) {
+        for (struct job *j = job_of(batch); j; j = job_of(j->gc.next)) {
             if (j->part != p)
                 continue;
             n++;
@@ -135,20 +137,20 @@ static void finalize(struct job *batch)
         rargs_adds(&a, "XACK");
         rargs_add(&a, jobs_key, jl);
         rargs_adds(&a, KEYS_GROUP);
-        for (struct job *j = batch; j; j = j->next)
+        for (struct job *j = job_of(batch); j; j = job_of(j->gc.next))
             if (j->part == p)
                 rargs_adds(&a, j->entry);
         ok = ok && queue_cmd(&a);
         rargs_adds(&a, "XDEL");
         rargs_add(&a, jobs_key, jl);
-        for (struct job *j = batch; j; j = j->next)
+        for (struct job *j = job_of(batch); j; j = job_of(j->gc.next))
             if (j->part == p)
                 rargs_adds(&a, j->entry);
         ok = ok && queue_cmd(&a);
         if (nlive) {
             rargs_adds(&a, "SREM");
             rargs_add(&a, live_key, ll);
-            for (struct job *j = batch; j; j = j->next)
+            for (struct job *j = job_of(batch); j; j = job_of(j->gc.next))
                 if (j->part == p && j->out != OUT_RETRY && j->out != OUT_RESCHED)
                     rargs_add(&a, j->m.job, ID_LEN);
             ok = ok && queue_cmd(&a);
@@ -158,7 +160,7 @@ static void finalize(struct job *batch)
             struct buf members = {0};
             size_t *offs = xcalloc(nretry, sizeof *offs);
             size_t k = 0;
-            for (struct job *j = batch; j; j = j->next) {
+            for (struct job *j = job_of(batch); j; j = job_of(j->gc.next)) {
                 if (j->part != p || (j->out != OUT_RETRY && j->out != OUT_RESCHED))
                     continue;
                 j->m.attempt++;
@@ -170,7 +172,7 @@ static void finalize(struct job *batch)
             rargs_adds(&a, "ZADD");
             rargs_add(&a, retry_key, rl);
             k = 0;
-            for (struct job *j = batch; j; j = j->next) {
+            for (struct job *j = job_of(batch); j; j = job_of(j->gc.next)) {
                 if (j->part != p || (j->out != OUT_RETRY && j->out != OUT_RESCHED))
                     continue;
                 rargs_addll(&a, j->next_ms);
@@ -180,7 +182,7 @@ static void finalize(struct job *batch)
             free(offs);
             buf_free(&members);
         }
-        for (struct job *j = batch; j; j = j->next) {
+        for (struct job *j = job_of(batch); j; j = job_of(j->gc.next)) {
             if (j->part != p || j->out != OUT_DEAD)
                 continue;
             buf_reset(&msg);
@@ -206,8 +208,8 @@ static void finalize(struct job *batch)
     rargs_free(&a);
     buf_free(&msg);
     long n = 0;
-    for (struct job *j = batch, *next; j; j = next) {
-        next = j->next;
+    for (struct job *j = job_of(batch), *next; j; j = next) {
+        next = job_of(j->gc.next);
         job_free(j);
         n++;
     }
@@ -242,22 +244,12 @@ static const char outcome_sql[] =
     "FROM o WHERE j.id = ANY($1::uuid[]) AND j.id = o.id AND j.status IN ('queued', 'retrying') "
     "RETURNING j.id";
 
-static int cmp_id(const void *a, const void *b)
-{
-    return memcmp(a, b, ID_LEN);
-}
-
 /* A job the statement did not update was already finished (another worker, after a claim):
  * Redis is only cleaned up, never given a retry or a dead letter for it. */
-static void apply_returned(struct job *batch, PGresult *res)
+static void apply_returned(struct gcommit_node *batch, const struct idset *returned)
 {
-    int n = PQntuples(res);
-    char *ids = xmalloc((size_t)n * ID_LEN + 1);
-    for (int i = 0; i < n; i++)
-        memcpy(ids + (size_t)i * ID_LEN, PQgetvalue(res, i, 0), ID_LEN);
-    qsort(ids, (size_t)n, ID_LEN, cmp_id);
-    for (struct job *j = batch; j; j = j->next) {
-        if (bsearch(j->m.job, ids, (size_t)n, ID_LEN, cmp_id))
+    for (struct job *j = job_of(batch); j; j = job_of(j->gc.next)) {
+        if (idset_has(returned, j->m.job))
             continue;
         if (j->out != OUT_DELIVERED && j->out != OUT_CANCELLED)
             log_info(j->m.job, "attempt %d finished after the job was already finished "
@@ -265,17 +257,16 @@ static void apply_returned(struct job *batch, PGresult *res)
                      j->m.attempt);
         j->out = OUT_SKIP;
     }
-    free(ids);
 }
 
-static void written(void *priv, PGresult *res, const char *err)
+static void written(const struct gcommit_batch *bt, PGresult *res, const char *err,
+                    const struct idset *returned, void *arg)
 {
-    struct job *batch = priv;
-    writing = false;
+    (void)res, (void)arg;
     if (err) {
         long n = 0;
-        for (struct job *j = batch, *next; j; j = next) {
-            next = j->next;
+        for (struct job *j = job_of(bt->head), *next; j; j = next) {
+            next = job_of(j->gc.next);
             W.inflight--;
             job_free(j);
             n++;
@@ -284,86 +275,76 @@ static void written(void *priv, PGresult *res, const char *err)
                             "are claimed again",
                  n, err);
     } else {
-        apply_returned(batch, res);
-        finalize(batch);
+        apply_returned(bt->head, returned);
+        finalize(bt->head);
     }
-    flush();
 }
 
-static void flush(void)
+enum { A_ID, A_ATT, A_ST, A_CODE, A_ERR, A_NEXT, A_DUR, A_EXC, A_START, A_N };
+
+/* Appends one outcome to the statement's arrays; false for SKIP / RESCHED (nothing to record:
+ * Redis clean-up only). */
+static bool add_outcome(struct gcommit_node *n, struct buf *arr, void *arg)
 {
-    if (writing || !queue_head)
-        return;
-    struct job *batch = NULL, **tail = &batch, *direct = NULL, **dtail = &direct;
-    size_t n = 0;
-    enum { A_ID, A_ATT, A_ST, A_CODE, A_ERR, A_NEXT, A_DUR, A_EXC, A_START, A_N };
-    /* Reused across batches: large buffers are not freed and reallocated every commit. */
-    static struct buf arr[A_N], text;
-    for (int i = 0; i < A_N; i++) {
-        buf_reset(&arr[i]);
-        pgarr_begin(&arr[i]);
+    (void)arg;
+    struct job *j = job_of(n);
+    /* Reused across batches: not freed and reallocated every commit. */
+    static struct buf text;
+    const char *st = out_status(j->out);
+    if (!st)
+        return false;
+    bool attempted = j->out != OUT_CANCELLED;
+    pgarr_add(&arr[A_ID], j->m.job, ID_LEN);
+    pgarr_addll(&arr[A_ATT], attempted ? j->m.attempt : 0);
+    pgarr_add(&arr[A_ST], st, strlen(st));
+    if (attempted && j->status_code > 0)
+        pgarr_addll(&arr[A_CODE], j->status_code);
+    else
+        pgarr_null(&arr[A_CODE]);
+    if (j->error[0]) {
+        buf_reset(&text);
+        struct buf e = {.data = j->error, .len = strlen(j->error)};
+        excerpt_text(&e, &text);
+        pgarr_add(&arr[A_ERR], text.data, text.len);
+    } else {
+        pgarr_null(&arr[A_ERR]);
     }
-    while (queue_head && n < OUTCOME_BATCH_MAX) {
-        struct job *j = queue_head;
-        queue_head = j->next;
-        queued--;
-        j->next = NULL;
-        const char *st = out_status(j->out);
-        if (!st) { /* SKIP / RESCHED: nothing to record */
-            *dtail = j;
-            dtail = &j->next;
-            continue;
-        }
-        *tail = j;
-        tail = &j->next;
-        n++;
-        bool attempted = j->out != OUT_CANCELLED;
-        pgarr_add(&arr[A_ID], j->m.job, ID_LEN);
-        pgarr_addll(&arr[A_ATT], attempted ? j->m.attempt : 0);
-        pgarr_add(&arr[A_ST], st, strlen(st));
-        if (attempted && j->status_code > 0)
-            pgarr_addll(&arr[A_CODE], j->status_code);
-        else
-            pgarr_null(&arr[A_CODE]);
-        if (j->error[0]) {
-            buf_reset(&text);
-            struct buf e = {.data = j->error, .len = strlen(j->error)};
-            excerpt_text(&e, &text);
-            pgarr_add(&arr[A_ERR], text.data, text.len);
-        } else {
-            pgarr_null(&arr[A_ERR]);
-        }
-        pgarr_addll(&arr[A_NEXT], j->out == OUT_RETRY ? j->next_ms : 0);
-        pgarr_addll(&arr[A_DUR], j->duration_ms);
-        if (attempted && j->started_ms) {
-            excerpt_text(&j->excerpt, &text);
-            pgarr_add(&arr[A_EXC], text.data ? text.data : "", text.len);
-        } else {
-            pgarr_null(&arr[A_EXC]);
-        }
-        pgarr_addll(&arr[A_START], j->started_ms ? j->started_ms : clock_now_ms());
+    pgarr_addll(&arr[A_NEXT], j->out == OUT_RETRY ? j->next_ms : 0);
+    pgarr_addll(&arr[A_DUR], j->duration_ms);
+    if (attempted && j->started_ms) {
+        excerpt_text(&j->excerpt, &text);
+        pgarr_add(&arr[A_EXC], text.data ? text.data : "", text.len);
+    } else {
+        pgarr_null(&arr[A_EXC]);
     }
-    if (!queue_head)
-        queue_tail = &queue_head;
-    if (direct)
-        finalize(direct);
-    if (batch) {
-        const char *params[A_N];
-        for (int i = 0; i < A_N; i++) {
-            pgarr_end(&arr[i]);
-            params[i] = arr[i].data;
-        }
-        writing = true;
-        if (pg_query_prepared(W.pg, "wh_outcome", outcome_sql, A_N, params, NULL, NULL, 0, written, batch) < 0)
-            written(batch, NULL, "database connection is down");
-    }
+    pgarr_addll(&arr[A_START], j->started_ms ? j->started_ms : clock_now_ms());
+    return true;
 }
+
+static void skipped(struct gcommit_node *head, void *arg)
+{
+    (void)arg;
+    finalize(head);
+}
+
+static const struct gcommit_ops outcome_ops = {
+    .stmt_name = "wh_outcome",
+    .sql = outcome_sql,
+    .nparams = A_N,
+    .add = add_outcome,
+    .skipped = skipped,
+    .done = written,
+};
 
 void outcome_submit(struct job *j)
 {
-    j->next = NULL;
-    *queue_tail = j;
-    queue_tail = &j->next;
-    queued++;
-    flush();
+    if (!gc.ops) {
+        /* The same group commit as the broker's, bounded by outcomes per batch only. */
+        struct gcommit_limits batch = {OUTCOME_BATCH_MAX, 0, 0}, pending = {0, 0, 0};
+        gcommit_init(&gc, &outcome_ops, NULL, W.pg, &batch, &pending);
+    }
+    j->gc.jobs = 1; /* one row back per recorded outcome */
+    j->gc.bytes = 0;
+    if (gcommit_submit(&gc, &j->gc) != GCOMMIT_FITS)
+        abort(); /* no pending bound: cannot happen */
 }

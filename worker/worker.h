@@ -11,6 +11,7 @@
 #include <event2/event.h>
 
 #include "backoff.h"
+#include "gcommit.h"
 #include "jobmsg.h"
 #include "mem.h"
 #include "netguard.h"
@@ -90,6 +91,7 @@ enum outcome {
 
 struct job {
     struct job *next;
+    struct gcommit_node gc; /* outcome.c: its commit queue, then its batch */
     unsigned part;
     char entry[48]; /* stream entry id */
     struct job_msg m;
