@@ -121,6 +121,16 @@ out_clear:
     return -1;
 }
 
+int secretbox_load(struct secretbox *sb, char *current, char *previous, char *err, size_t errlen)
+{
+    int rc = secretbox_init(sb, current, previous, err, errlen);
+    if (current)
+        OPENSSL_cleanse(current, strlen(current));
+    if (previous)
+        OPENSSL_cleanse(previous, strlen(previous));
+    return rc;
+}
+
 void secretbox_clear(struct secretbox *sb)
 {
     OPENSSL_cleanse(sb, sizeof *sb);

@@ -37,6 +37,11 @@ int secretbox_parse_key(const char *text, struct secretbox_key *k, char *err, si
 int secretbox_init(struct secretbox *sb, const char *current, const char *previous, char *err,
                    size_t errlen) __attribute__((warn_unused_result));
 
+/* secretbox_init from the two configuration strings, which are then wiped in place (either
+ * may be NULL). */
+int secretbox_load(struct secretbox *sb, char *current, char *previous, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 /* Wipes the keys. */
 void secretbox_clear(struct secretbox *sb);
 

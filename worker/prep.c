@@ -14,6 +14,7 @@
 #include "worker.h"
 
 #include <cJSON.h>
+#include <openssl/crypto.h>
 
 /* ---- subscription cache ------------------------------------------------------------------ */
 
@@ -278,21 +279,39 @@ static void fetch_payloads(struct batch *bt)
     }
 }
 
+/* The HMAC key of a stored secret column of subscription id: decrypted (or taken as it is when
+ * written before encryption), then decoded from "whsec_...". The key length, or -1 (logged,
+ * naming which secret). */
+static int secret_key(const char *id, const char *stored, const char *which, unsigned char *key)
+{
+    char plain[SECRETBOX_PLAIN_MAX + 1], err[256];
+    if (secretbox_open(&W.secrets, stored, id, plain, sizeof plain, err, sizeof err) < 0) {
+        log_error(id, "the subscription's %s cannot be decrypted: %s", which, err);
+        return -1;
+    }
+    int n = sign_secret_decode(plain, key);
+    OPENSSL_cleanse(plain, sizeof plain);
+    if (n < 0)
+        log_error(id, "the subscription's %s is malformed", which);
+    return n;
+}
+
 static struct sub *sub_from_row(PGresult *res, int i)
 {
     struct sub *s = xcalloc(1, sizeof *s);
+    const char *id = PQgetvalue(res, i, 0);
     s->active = strcmp(PQgetvalue(res, i, 1), "active") == 0;
-    s->keylen = sign_secret_decode(PQgetvalue(res, i, 2), s->key);
+    /* A deleted subscription has no secret left: nothing to decode, nothing is sent. */
+    s->keylen = s->active ? secret_key(id, PQgetvalue(res, i, 2), "secret", s->key) : 0;
     if (s->keylen < 0) {
-        log_error(PQgetvalue(res, i, 0), "the subscription's secret is malformed; not sending");
+        log_error(id, "not sending without a usable secret");
         s->active = false;
     }
-    if (!PQgetisnull(res, i, 4) && !PQgetisnull(res, i, 5)) {
-        s->prev_keylen = sign_secret_decode(PQgetvalue(res, i, 4), s->prev_key);
+    if (s->active && !PQgetisnull(res, i, 4) && !PQgetisnull(res, i, 5)) {
+        s->prev_keylen = secret_key(id, PQgetvalue(res, i, 4), "previous secret", s->prev_key);
         s->prev_expires_ms = strtoll(PQgetvalue(res, i, 5), NULL, 10);
         if (s->prev_keylen < 0) {
-            log_error(PQgetvalue(res, i, 0), "the subscription's previous secret is malformed; "
-                                             "signing with the current one only");
+            log_error(id, "signing with the current secret only");
             s->prev_keylen = 0;
         }
     }

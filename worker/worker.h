@@ -16,6 +16,7 @@
 #include "netguard.h"
 #include "pg.h"
 #include "rds.h"
+#include "secretbox.h"
 #include "sign.h"
 
 #define WORKER_VERSION "0.1.0"
@@ -29,6 +30,8 @@ struct worker_cfg {
     char *retry_schedule;
     char *consumer;
     char *allowed_cidrs;
+    char *secrets_key;          /* wiped once parsed */
+    char *secrets_key_previous; /* wiped once parsed */
     bool allow_private;
     bool https_only;
     long partitions;
@@ -45,6 +48,7 @@ struct worker {
     struct worker_cfg cfg;
     struct backoff backoff;
     struct netguard guard; /* checked on every address dialled */
+    struct secretbox secrets; /* opens the signing secrets read from PostgreSQL */
     char consumer[160];
     struct rds *rd_read; /* blocking XREADGROUP only */
     struct rds *rd_cmd;  /* everything else */
