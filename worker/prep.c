@@ -319,7 +319,11 @@ static struct sub *sub_from_row(PGresult *res, int i)
     for (const cJSON *it = h ? h->child : NULL; it; it = it->next) {
         if (!cJSON_IsString(it))
             continue;
-        char *line = xasprintf("%s: %s", it->string, it->valuestring);
+        /* libcurl reads "Name:" with nothing but blanks after it as "do not send Name"; its
+         * "Name;" form sends the header with an empty value (HTTP trims blanks anyway). */
+        bool empty = it->valuestring[strspn(it->valuestring, " \t")] == '\0';
+        char *line = empty ? xasprintf("%s;", it->string)
+                           : xasprintf("%s: %s", it->string, it->valuestring);
         s->headers = curl_slist_append(s->headers, line);
         free(line);
     }

@@ -818,3 +818,21 @@ def test_reconciler_clears_expired_previous_secrets(api, db, redis):
     assert db_raw(db, long_["id"])[1] is not None
     assert db_secrets(db, long_["id"])[1] == long_["secret"]
 
+
+# --- custom headers with an empty value ---------------------------------------------------------
+
+
+def test_empty_header_values_are_sent(api, db, rc, receiver, start_worker):
+    """libcurl drops "Name:" with nothing after it; the worker uses its "Name;" form, so an
+    empty (or blank) value registered is delivered as an empty header."""
+    recv = receiver()
+    event = unique_name("sec.hdr")
+    headers = {"X-Empty": "", "X-Blank": "  ", "X-Full": "v"}
+    sub = api.register(event, recv.url(), headers)
+    assert sub["headers"] == headers
+    start_worker()
+    q = deliver_one(api, db, rc, recv, event, {"headers": "empty"})
+    assert "x-empty" in q.headers and q.headers["x-empty"] == "", q.headers
+    assert "x-blank" in q.headers and q.headers["x-blank"] == "", q.headers
+    assert q.headers["x-full"] == "v"
+    assert signatures(q) == [expected(sub["secret"], q)]
