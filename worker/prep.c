@@ -109,6 +109,17 @@ static void dispatch(struct batch *bt)
             j->out = OUT_CANCELLED;
             snprintf(j->error, sizeof j->error, "subscription deleted");
             outcome_submit(j);
+        } else if (j->sub->keylen < 0) {
+            /* Most likely a SECRETS_KEY mismatch: a failed attempt, retried on schedule, so
+             * that fixing the configuration lets the job through. */
+            j->started_ms = clock_now_ms();
+            j->duration_ms = 0;
+            j->status_code = 0;
+            j->retry_after_ms = -1;
+            snprintf(j->error, sizeof j->error,
+                     "the subscription's secret cannot be decrypted or is malformed (check "
+                     "SECRETS_KEY and SECRETS_KEY_PREVIOUS on the workers)");
+            outcome_failed(j);
         } else if (!j->payload) {
             j->out = OUT_DEAD;
             snprintf(j->error, sizeof j->error, "the event no longer exists");
@@ -301,13 +312,10 @@ static struct sub *sub_from_row(PGresult *res, int i)
     struct sub *s = xcalloc(1, sizeof *s);
     const char *id = PQgetvalue(res, i, 0);
     s->active = strcmp(PQgetvalue(res, i, 1), "active") == 0;
-    /* A deleted subscription has no secret left: nothing to decode, nothing is sent. */
+    /* A deleted subscription has no secret left: nothing to decode, nothing is sent. keylen
+     * -1: unusable (the jobs fail and are retried). */
     s->keylen = s->active ? secret_key(id, PQgetvalue(res, i, 2), "secret", s->key) : 0;
-    if (s->keylen < 0) {
-        log_error(id, "not sending without a usable secret");
-        s->active = false;
-    }
-    if (s->active && !PQgetisnull(res, i, 4) && !PQgetisnull(res, i, 5)) {
+    if (s->active && s->keylen >= 0 && !PQgetisnull(res, i, 4) && !PQgetisnull(res, i, 5)) {
         s->prev_keylen = secret_key(id, PQgetvalue(res, i, 4), "previous secret", s->prev_key);
         s->prev_expires_ms = strtoll(PQgetvalue(res, i, 5), NULL, 10);
         if (s->prev_keylen < 0) {

@@ -73,7 +73,7 @@ struct sub {
     int refs;
     bool active;
     unsigned char key[SECRET_MAX_BYTES];
-    int keylen;
+    int keylen; /* -1: the stored secret cannot be decrypted or decoded; nothing is sent */
     /* The secret a rotation replaced signs too until prev_expires_ms (wall clock), compared when
      * each request is signed, not when the subscription was cached. prev_keylen 0: none. */
     unsigned char prev_key[SECRET_MAX_BYTES];

@@ -683,7 +683,7 @@ def deliver_own(api, db, recv, event, payload):
 def test_key_rotation(own_system, receiver):
     """Rows sealed under key A: a worker with SECRETS_KEY=B and SECRETS_KEY_PREVIOUS=A still
     signs with them; a broker with the same pair re-encrypts them under B at start-up, after
-    which a worker that knows only B signs, and one that knows only A refuses to send."""
+    which a worker that knows only B signs; new writes use B."""
     sys_, recv = own_system, receiver()
     key_a = SECRETS_KEY
     broker_a = sys_.broker("broker-a")
@@ -716,6 +716,31 @@ def test_key_rotation(own_system, receiver):
     assert st == 200
     assert db_raw(sys_.db, sub["id"])[0].startswith(f"enc:v1:{key_id(KEY_B)}:")
     assert db_secrets(sys_.db, sub["id"], KEY_B)[0] == rot2["secret"]
+
+
+def test_worker_with_the_wrong_key_retries_instead_of_dropping(api, db, rc, receiver,
+                                                               start_worker):
+    """A worker whose keys do not open a secret records a failed attempt naming the cause and
+    retries on schedule; a worker with the right key then delivers the job, correctly signed."""
+    recv = receiver()
+    event = unique_name("sec.wrongkey")
+    sub = api.register(event, recv.url())
+    schedule = ",".join(["0.5"] * 20)
+    bad = start_worker(SECRETS_KEY=KEY_B, RETRY_SCHEDULE=schedule)
+    body = b'{"key":"wrong"}'
+    eid = api.trigger(event, body)["eventId"]
+    [job] = wait_until(lambda: [j for j in db.jobs(eid) if j["status"] == "retrying"
+                                and "cannot be decrypted" in (j["last_error"] or "")], 15,
+                       "the job to fail with the decryption error")
+    assert recv.count() == 0
+    assert "fails authentication" in bad.log_text() or "key id" in bad.log_text()
+    bad.stop()
+    start_worker(RETRY_SCHEDULE=schedule)
+    [job] = db.wait_jobs(eid, "delivered", count=1)
+    wait_drained(rc, [job["id"]])
+    [q] = [q for q in recv.requests if q.headers.get("webhook-id") == eid]
+    assert q.body == body and signatures(q) == [expected(sub["secret"], q)]
+    assert any(a[2] and "cannot be decrypted" in a[2] for a in db.attempts(job["id"]))
 
 
 def run_binary(name, **env):
