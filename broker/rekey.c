@@ -18,6 +18,7 @@ static struct {
     bool busy;
     char after[ID_LEN + 1]; /* the batch starts after this id */
     char like[64];          /* 'enc:v1:<current id>:%' */
+    char id[SECRETBOX_KEYID_LEN + 1];
     long sealed, unreadable;
 } K;
 
@@ -30,7 +31,7 @@ static void rekey_end(void)
         log_info("secrets",
                  "%ld stored secrets encrypted under key %s; %ld cannot be decrypted "
                  "and were left as they are",
-                 K.sealed, K.like + 7 /* after "enc:v1:" */, K.unreadable);
+                 K.sealed, K.id, K.unreadable);
     else
         log_info("secrets", "every stored secret is encrypted under the current key");
 }
@@ -195,5 +196,6 @@ void rekey_start(struct broker *b)
     K.sealed = K.unreadable = 0;
     snprintf(K.after, sizeof K.after, "00000000-0000-0000-0000-000000000000");
     snprintf(K.like, sizeof K.like, SECRETBOX_PREFIX "%s:%%", b->secrets.keys[0].id);
+    snprintf(K.id, sizeof K.id, "%s", b->secrets.keys[0].id);
     rekey_batch(b);
 }

@@ -627,8 +627,10 @@ def test_plain_rows_still_sign_and_are_encrypted_at_start(api, db, rc, receiver,
     wait_until(lambda: db.count("subscriptions", "secret LIKE 'whsec_%' "
                                 "OR previous_secret LIKE 'whsec_%'") == 0, 20,
                "every plain secret to be encrypted")
-    wait_until(lambda: "stored secrets encrypted under key" in b2.log_text(), 10,
-               "the broker's re-encryption report")
+    report = wait_until(lambda: [l for l in b2.log_text().splitlines()
+                                 if "stored secrets encrypted under key" in l], 10,
+                        "the broker's re-encryption report")
+    assert f"encrypted under key {key_id(SECRETS_KEY)};" in report[0], report
     assert db_secrets(db, sub["id"])[:2] == (current, previous)
     [bulk] = db.sql("SELECT id, secret FROM subscriptions WHERE event_name = 'sec.plain.bulk' "
                     "AND url = 'http://127.0.0.1:9/7'")
