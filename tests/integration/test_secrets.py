@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import subprocess
+import threading
 import time
 import uuid
 
@@ -639,6 +640,51 @@ def test_plain_rows_still_sign_and_are_encrypted_at_start(api, db, rc, receiver,
     q = deliver_one(api, db, rc, recv, event, {"after": "migration"})
     assert signatures(q) == [expected(current, q), expected(previous, q)]
     assert current[6:] not in b2.log_text() and previous[6:] not in b2.log_text()
+
+
+def concurrently(n, fn):
+    """Runs fn(i) for i in range(n) on n threads started together; returns the results."""
+    results, barrier = [None] * n, threading.Barrier(n)
+
+    def run(i):
+        barrier.wait()
+        results[i] = fn(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_concurrent_rotations_and_registrations_keep_one_consistent_secret(api, db):
+    """Secrets are compared in plain in the broker, then written with a compare-and-set on the
+    ciphertext read: racing requests each either win (and their answer is what is stored) or
+    are told to repeat (503); the row ends with the last winner's secret, readable."""
+    event = unique_name("sec.race")
+    url = "http://127.0.0.1:9/race"
+    sub = api.register(event, url)
+    secrets = [new_secret() for _ in range(8)]
+    answers = concurrently(8, lambda i: api.post(rotate_path(event, sub["id"]),
+                                                 {"secret": secrets[i], "gracePeriodSeconds": 600}))
+    assert all(st in (200, 503) for st, _, _ in answers), answers
+    won = [body["secret"] for st, _, body in answers if st == 200]
+    assert won, answers
+    current, previous, _ = db_secrets(db, sub["id"])
+    assert current in won and previous in won + [sub["secret"]] and current != previous
+    assert get_sub(api, sub)["secret"] == current
+
+    # The same for registrations of one event + URL with different secrets: one row.
+    event2 = unique_name("sec.race")
+    answers = concurrently(8, lambda i: api.post(HOOKS, {"eventName": event2, "webhookUrl": url,
+                                                         "secret": secrets[i]}))
+    assert all(st in (200, 201, 503) for st, _, _ in answers), answers
+    assert [st for st, _, _ in answers].count(201) == 1, answers
+    [row] = db.sql(f"SELECT id FROM subscriptions WHERE event_name = {sql_quote(event2)}")
+    stored = db_secrets(db, row[0])[0]
+    assert stored in [body["secret"] for st, _, body in answers if st in (200, 201)]
+    assert all(body["id"] == row[0] for st, _, body in answers if st in (200, 201))
 
 
 @pytest.fixture
