@@ -83,6 +83,15 @@ static void test_init(void)
                                "3333333333333333333333333333333333333333333333333333333333333333",
                          err, sizeof err) < 0);
     CHECK(strstr(err, "at most") != NULL);
+
+    /* secretbox_load wipes the configuration's copies, whether or not they parse. */
+    char cur[] = KEY_A, prev[] = KEY_B, bad[] = "not-a-key-at-all";
+    CHECK(secretbox_load(&sb, cur, prev, err, sizeof err) == 0);
+    CHECK_EQ_INT(sb.n, 2);
+    CHECK_EQ_INT(cur[0] | cur[10] | cur[63] | prev[0] | prev[63], 0);
+    CHECK(secretbox_load(&sb, bad, NULL, err, sizeof err) < 0);
+    CHECK_EQ_INT(bad[0] | bad[5], 0);
+    CHECK(secretbox_load(&sb, NULL, NULL, err, sizeof err) < 0);
 }
 
 static void test_round_trip(void)
