@@ -8,6 +8,7 @@
 
 #include "pg.h"
 #include "rds.h"
+#include "secretbox.h"
 
 #define BROKER_VERSION "0.1.0"
 
@@ -19,6 +20,8 @@ struct broker_cfg {
     char *log_level;
     char *api_keys;
     char *allowed_cidrs;
+    char *secrets_key;          /* wiped once parsed */
+    char *secrets_key_previous; /* wiped once parsed */
     bool allow_private;
     bool https_only;
     long partitions;
@@ -42,8 +45,9 @@ struct broker {
     struct event_base *base;
     struct broker_cfg cfg;
     struct rds *redis;
-    struct pg *pg_commit; /* group commits of triggered events */
-    struct pg *pg_api;    /* management reads and writes */
+    struct pg *pg_commit;     /* group commits of triggered events */
+    struct pg *pg_api;        /* management reads and writes */
+    struct secretbox secrets; /* SECRETS_KEY and SECRETS_KEY_PREVIOUS */
     bool draining;
     long outstanding; /* requests and Redis writes still to finish before exit */
 };

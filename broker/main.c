@@ -17,6 +17,7 @@
 #include "keys.h"
 #include "libmem.h"
 #include "log.h"
+#include "rekey.h"
 #include "schema.h"
 #include "urlguard.h"
 
@@ -71,6 +72,8 @@ static const struct cfg_opt opts[] = {
     CFG_OPT_ALLOW_PRIVATE(C(allow_private)),
     CFG_OPT_ALLOWED_CIDRS(C(allowed_cidrs)),
     CFG_OPT_HTTPS_ONLY(C(https_only)),
+    CFG_OPT_SECRETS_KEY(C(secrets_key)),
+    CFG_OPT_SECRETS_KEY_PREVIOUS(C(secrets_key_previous)),
     CFG_OPT_LOG_LEVEL(C(log_level)),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
@@ -129,8 +132,10 @@ static void on_redis_state(struct rds *r, bool up, void *arg)
 static void on_pg_state(struct pg *p, bool up, void *arg)
 {
     (void)p;
-    if (up)
+    if (up) {
         subs_index_ensure(arg);
+        rekey_start(arg);
+    }
 }
 
 int main(int argc, char **argv)
@@ -141,6 +146,12 @@ int main(int argc, char **argv)
                          &broker.cfg.redis_prefix);
     if (rc >= 0)
         return rc;
+    if (secretbox_load(&broker.secrets, broker.cfg.secrets_key, broker.cfg.secrets_key_previous,
+                       err, sizeof err) < 0) {
+        fprintf(stderr, "webhook-broker: %s\n", err);
+        cfg_free(opts, NOPTS);
+        return 2;
+    }
     if (libmem_init() < 0) {
         fprintf(stderr, "webhook-broker: libcurl initialisation failed\n");
         return 1;
@@ -160,6 +171,8 @@ int main(int argc, char **argv)
              BROKER_VERSION, event_get_version(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH,
              PQlibVersion(), cJSON_Version(), OPENSSL_VERSION_TEXT, schema_version(),
              broker.cfg.partitions, broker.cfg.partitions == 1 ? "" : "s");
+    log_info(NULL, "signing secrets encrypted at rest with key %s (%d previous key%s)",
+             broker.secrets.keys[0].id, broker.secrets.n - 1, broker.secrets.n == 2 ? "" : "s");
     char *setup = schema_daemon_setup_sql();
     broker.redis = rds_new(broker.base, broker.cfg.redis_url, "redis", on_redis_state, &broker,
                            err, sizeof err);
@@ -191,6 +204,7 @@ int main(int argc, char **argv)
         event_free(drain_timer);
     event_base_free(broker.base);
     cfg_free(opts, NOPTS);
+    secretbox_clear(&broker.secrets);
     curl_global_cleanup();
     log_info(NULL, "stopped");
     return 0;

@@ -1,6 +1,7 @@
 /* Subscription endpoints (register, list, get, delete, rotate-secret) and the Redis event index
  * they keep: PostgreSQL first, then the hash wh:event:<name> (field URL, value {"id","status"}). */
 #include <cJSON.h>
+#include <openssl/crypto.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,13 +13,15 @@
 #include "jsonv.h"
 #include "keys.h"
 #include "log.h"
+#include "secretbox.h"
 #include "sign.h"
 #include "sql.h"
 #include "urlguard.h"
 #include "valid.h"
 
-/* Appends one subscription row (SQL_SUB_COLS order) as JSON, without the closing brace. */
-static void sub_json_open(struct buf *b, PGresult *res, int row, bool with_secret,
+/* Appends one subscription row (SQL_SUB_COLS order) as JSON, without the closing brace. The
+ * "secret" field is there when secret (the plain text, never the stored column) is not NULL. */
+static void sub_json_open(struct buf *b, PGresult *res, int row, const char *secret,
                           const char *status)
 {
     buf_adds(b, "{\"id\":\"");
@@ -27,9 +30,9 @@ static void sub_json_open(struct buf *b, PGresult *res, int row, bool with_secre
     json_escape(b, PQgetvalue(res, row, 1), (size_t)PQgetlength(res, row, 1));
     buf_adds(b, ",\"webhookUrl\":");
     json_escape(b, PQgetvalue(res, row, 2), (size_t)PQgetlength(res, row, 2));
-    if (with_secret) {
+    if (secret) {
         buf_adds(b, ",\"secret\":");
-        json_escape(b, PQgetvalue(res, row, 3), (size_t)PQgetlength(res, row, 3));
+        json_escape(b, secret, strlen(secret));
     }
     buf_adds(b, ",\"headers\":");
     buf_add(b, PQgetvalue(res, row, 4), (size_t)PQgetlength(res, row, 4)); /* jsonb text */
@@ -50,9 +53,9 @@ static void prev_expiry_json(struct buf *b, PGresult *res, int row)
 
 /* Appends one subscription row (SQL_SUB_COLS order) as JSON. previousSecretExpiresAt is there
  * only while a previous secret still signs (the previous secret itself is never shown). */
-static void sub_json(struct buf *b, PGresult *res, int row, bool with_secret, const char *status)
+static void sub_json(struct buf *b, PGresult *res, int row, const char *secret, const char *status)
 {
-    sub_json_open(b, res, row, with_secret, status);
+    sub_json_open(b, res, row, secret, status);
     if (!PQgetisnull(res, row, 8))
         prev_expiry_json(b, res, row);
     buf_addc(b, '}');
@@ -133,6 +136,36 @@ static int secret_take(struct req *r, const cJSON *given, char *out)
     return 0;
 }
 
+/* Seals a secret for subscription id (bound to it: the ciphertext opens in that row only) into
+ * out (SECRETBOX_TEXT_MAX bytes). -1 after replying. */
+static int secret_seal(struct req *r, const char *plain, const char *id, char *out)
+{
+    if (secretbox_seal(&r->b->secrets, plain, id, out, SECRETBOX_TEXT_MAX) == 0)
+        return 0;
+    http_error(r, 500, "internal", "encrypting the secret failed");
+    return -1;
+}
+
+/* The plain text of subscription id's stored secret column (sealed, or plain from before
+ * encryption) into out (SECRETBOX_PLAIN_MAX + 1 bytes). -1 after logging and replying. */
+static int secret_open(struct req *r, const char *stored, const char *id, char *out)
+{
+    char err[256];
+    if (secretbox_open(&r->b->secrets, stored, id, out, SECRETBOX_PLAIN_MAX + 1, err, sizeof err) ==
+        0)
+        return 0;
+    log_error(r->id, "subscription %s: the stored secret cannot be decrypted: %s", id, err);
+    http_error(r, 500, "internal",
+               "the stored secret of subscription %s cannot be decrypted (check SECRETS_KEY and "
+               "SECRETS_KEY_PREVIOUS)",
+               id);
+    return -1;
+}
+
+/* How often a write that lost a compare-and-set to a concurrent change is read and tried
+ * again before the caller is told to repeat the request. */
+#define SECRET_CAS_TRIES 3
+
 static void index_value(struct buf *b, const char *id)
 {
     buf_printf(b, "{\"id\":\"%s\",\"status\":\"active\"}", id);
@@ -147,12 +180,24 @@ struct reg {
     char secret[SECRET_TEXT_MAX];
     bool secret_given; /* the caller sent it: it replaces the current secret of an existing one */
     char *event_name, *url, *headers; /* headers: compact JSON, or NULL to keep/default */
+    /* what the upsert needs, from the row read first (the secrets are compared in plain) */
+    char plain[SECRETBOX_PLAIN_MAX + 1]; /* the secret the answer shows */
+    char insert_ct[SECRETBOX_TEXT_MAX];  /* g->secret sealed for g->id (a new row) */
+    char update_ct[SECRETBOX_TEXT_MAX];  /* g->secret sealed for seen_id; "" to keep */
+    char seen_id[ID_LEN + 1];            /* the existing row, "" if none */
+    char *seen_ct;                       /* its secret column as read: the compare-and-set */
+    int tries;
     struct buf resp;
     int status; /* 201 or 200 */
 };
 
+static void reg_lookup(struct reg *g);
+
 static void reg_free(struct reg *g)
 {
+    OPENSSL_cleanse(g->secret, sizeof g->secret);
+    OPENSSL_cleanse(g->plain, sizeof g->plain);
+    free(g->seen_ct);
     free(g->event_name);
     free(g->url);
     free(g->headers);
@@ -184,13 +229,21 @@ static void reg_saved(void *priv, PGresult *res, const char *err)
 {
     struct reg *g = priv;
     struct req *r = g->r;
+    if (!err && PQntuples(res) == 0 && ++g->tries < SECRET_CAS_TRIES) {
+        reg_lookup(g); /* the row changed (or appeared) since it was read */
+        return;
+    }
     if (err || PQntuples(res) != 1) {
         reg_free(g);
-        db_error(r, res, err ? err : "upsert returned no row");
+        if (!err)
+            http_error(r, 503, "unavailable",
+                       "the subscription was changed by concurrent requests; repeat the request");
+        else
+            db_error(r, res, err);
         return;
     }
     g->status = strcmp(PQgetvalue(res, 0, SQL_SUB_NCOLS), "t") == 0 ? 201 : 200;
-    sub_json(&g->resp, res, 0, true, NULL);
+    sub_json(&g->resp, res, 0, g->plain, NULL);
     char key[KEY_MAX];
     size_t klen = key_event(key, PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
     struct buf v = {0};
@@ -240,6 +293,92 @@ static int parse_headers(const cJSON *h, struct buf *out, char *err, size_t errl
     return 0;
 }
 
+/* With the existing row (if any) read, the upsert: a new row gets the secret sealed for its new
+ * id; an existing one is updated only if it is still the row read, with the secret read (a
+ * compare-and-set: the plain secrets were compared here, and a ciphertext is bound to its row's
+ * id), else reg_saved reads again. */
+static void reg_upsert(struct reg *g)
+{
+    struct req *r = g->r;
+    /* A secret sent with a re-registration replaces the current one at once, and a previous
+     * secret still in its grace period stops signing too (no grace: that is rotate-secret's
+     * job); the same secret again changes nothing. Without one, the secrets are kept. */
+    static const char sql[] =
+        "INSERT INTO subscriptions (id, event_name, url, secret, headers) "
+        "VALUES ($1, $2, $3, $4, COALESCE($5::jsonb, '{}'::jsonb)) "
+        "ON CONFLICT (event_name, url) WHERE status = 'active' DO UPDATE SET "
+        "headers = COALESCE($5::jsonb, subscriptions.headers), "
+        "secret = COALESCE($6::text, subscriptions.secret), "
+        "previous_secret = CASE WHEN $6::text IS NULL THEN subscriptions.previous_secret END, "
+        "previous_secret_expires_at = CASE WHEN $6::text IS NULL "
+        "  THEN subscriptions.previous_secret_expires_at END, "
+        "updated_at = now() "
+        "WHERE subscriptions.id = $7::uuid AND subscriptions.secret = $8::text "
+        "RETURNING " SQL_SUB_COLS ", (xmax = 0)";
+    const char *params[] = {g->id,
+                            g->event_name,
+                            g->url,
+                            g->insert_ct,
+                            g->headers,
+                            g->update_ct[0] ? g->update_ct : NULL,
+                            g->seen_id[0] ? g->seen_id : NULL,
+                            g->seen_ct};
+    if (pg_query(r->b->pg_api, sql, 8, params, NULL, NULL, 0, reg_saved, g) < 0) {
+        reg_free(g);
+        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+    }
+}
+
+static void reg_found(void *priv, PGresult *res, const char *err)
+{
+    struct reg *g = priv;
+    struct req *r = g->r;
+    if (err) {
+        reg_free(g);
+        db_error(r, res, err);
+        return;
+    }
+    free(g->seen_ct);
+    g->seen_ct = NULL;
+    g->seen_id[0] = g->update_ct[0] = '\0';
+    if (secret_seal(r, g->secret, g->id, g->insert_ct) < 0)
+        goto out_free;
+    memcpy(g->plain, g->secret, sizeof g->secret);
+    if (PQntuples(res) == 1) {
+        snprintf(g->seen_id, sizeof g->seen_id, "%s", PQgetvalue(res, 0, 0));
+        g->seen_ct = xstrdup(PQgetvalue(res, 0, 1));
+        char current[SECRETBOX_PLAIN_MAX + 1];
+        if (secret_open(r, g->seen_ct, g->seen_id, current) < 0)
+            goto out_free;
+        if (g->secret_given && strcmp(current, g->secret) != 0) {
+            if (secret_seal(r, g->secret, g->seen_id, g->update_ct) < 0) {
+                OPENSSL_cleanse(current, sizeof current);
+                goto out_free;
+            }
+        } else {
+            memcpy(g->plain, current, sizeof current);
+        }
+        OPENSSL_cleanse(current, sizeof current);
+    }
+    reg_upsert(g);
+    return;
+out_free:
+    reg_free(g);
+}
+
+/* Reads the active row of the event + URL, if any: its id and stored secret. */
+static void reg_lookup(struct reg *g)
+{
+    struct req *r = g->r;
+    static const char sql[] = "SELECT id::text, secret FROM subscriptions WHERE event_name = $1 "
+                              "AND url = $2 AND status = 'active'";
+    const char *params[] = {g->event_name, g->url};
+    if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, reg_found, g) < 0) {
+        reg_free(g);
+        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+    }
+}
+
 /* The SSRF guard's verdict on the URL: refuse, or upsert. */
 static void reg_checked(void *priv, const char *refused)
 {
@@ -250,27 +389,7 @@ static void reg_checked(void *priv, const char *refused)
         http_error(r, 400, "url_not_allowed", "%s", refused);
         return;
     }
-    /* A secret sent with a re-registration replaces the current one at once, and a previous
-     * secret still in its grace period stops signing too (no grace: that is rotate-secret's
-     * job); the same secret again changes nothing. Without one, the secrets are kept. */
-    static const char sql[] =
-        "INSERT INTO subscriptions (id, event_name, url, secret, headers) "
-        "VALUES ($1, $2, $3, $4, COALESCE($5::jsonb, '{}'::jsonb)) "
-        "ON CONFLICT (event_name, url) WHERE status = 'active' DO UPDATE SET "
-        "headers = COALESCE($5::jsonb, subscriptions.headers), "
-        "secret = COALESCE($6::text, subscriptions.secret), "
-        "previous_secret = CASE WHEN $6::text IS NULL OR $6::text = subscriptions.secret "
-        "  THEN subscriptions.previous_secret END, "
-        "previous_secret_expires_at = CASE WHEN $6::text IS NULL "
-        "  OR $6::text = subscriptions.secret THEN subscriptions.previous_secret_expires_at END, "
-        "updated_at = now() "
-        "RETURNING " SQL_SUB_COLS ", (xmax = 0)";
-    const char *supplied = g->secret_given ? g->secret : NULL;
-    const char *params[] = {g->id, g->event_name, g->url, g->secret, g->headers, supplied};
-    if (pg_query(r->b->pg_api, sql, 6, params, NULL, NULL, 0, reg_saved, g) < 0) {
-        reg_free(g);
-        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
-    }
+    reg_lookup(g);
 }
 
 void subs_register(struct req *r)
@@ -382,7 +501,7 @@ static void list_done(void *priv, PGresult *res, const char *err)
             continue; /* the count-only row */
         if (n++)
             buf_addc(&b, ',');
-        sub_json(&b, res, i, false, NULL);
+        sub_json(&b, res, i, NULL, NULL);
     }
     buf_printf(&b, "],\"total\":%s,\"offset\":%ld,\"page_size\":%ld}",
                PQgetvalue(res, 0, SQL_SUB_NCOLS), offset, page_size);
@@ -439,7 +558,7 @@ static void list_event_done(void *priv, PGresult *res, const char *err)
     for (int i = 0; i < PQntuples(res); i++) {
         if (i)
             buf_addc(&b, ',');
-        sub_json(&b, res, i, false, NULL);
+        sub_json(&b, res, i, NULL, NULL);
     }
     buf_adds(&b, "]}");
     http_reply(r, 200, &b);
@@ -478,8 +597,12 @@ static void get_done(void *priv, PGresult *res, const char *err)
     struct req *r = priv;
     if (!one_sub(r, res, err))
         return;
+    char plain[SECRETBOX_PLAIN_MAX + 1];
+    if (secret_open(r, PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 0), plain) < 0)
+        return;
     struct buf b = {0};
-    sub_json(&b, res, 0, true, NULL);
+    sub_json(&b, res, 0, plain, NULL);
+    OPENSSL_cleanse(plain, sizeof plain);
     http_reply(r, 200, &b);
 }
 
@@ -522,7 +645,7 @@ static void del_done(void *priv, PGresult *res, const char *err)
         return;
     struct del *d = xcalloc(1, sizeof *d);
     d->r = r;
-    sub_json(&d->resp, res, 0, false, NULL);
+    sub_json(&d->resp, res, 0, NULL, NULL);
     log_info(r->id, "subscription %s deleted", r->seg[1]);
     char key[KEY_MAX];
     size_t klen = key_event(key, r->seg[0], strlen(r->seg[0]));
@@ -536,7 +659,10 @@ void subs_delete(struct req *r)
 {
     if (!check_name_id(r))
         return;
+    /* A deleted subscription never signs again: its secrets go with it (the row stays). */
     static const char sql[] = "UPDATE subscriptions SET status = 'deleted', deleted_at = now(), "
+                              "secret = NULL, previous_secret = NULL, "
+                              "previous_secret_expires_at = NULL, "
                               "updated_at = now() WHERE id = $1 AND event_name = $2 "
                               "AND status = 'active' RETURNING " SQL_SUB_COLS;
     const char *params[] = {r->seg[1], r->seg[0]};
@@ -590,15 +716,47 @@ out_free:
     return ret;
 }
 
+struct rot {
+    struct req *r;
+    char secret[SECRET_TEXT_MAX];    /* the new secret, plain */
+    char new_ct[SECRETBOX_TEXT_MAX]; /* sealed; "" when it is the current one already */
+    char grace[24];
+    char *seen_ct; /* the secret column as read: the compare-and-set */
+    int tries;
+};
+
+static void rot_free(struct rot *t)
+{
+    OPENSSL_cleanse(t->secret, sizeof t->secret);
+    free(t->seen_ct);
+    free(t);
+}
+
+static void rotate_lookup(struct rot *t);
+
 static void rotate_done(void *priv, PGresult *res, const char *err)
 {
-    struct req *r = priv;
-    if (!one_sub(r, res, err))
+    struct rot *t = priv;
+    struct req *r = t->r;
+    if (!err && PQntuples(res) == 0 && ++t->tries < SECRET_CAS_TRIES) {
+        rotate_lookup(t); /* changed or deleted since it was read: look again */
         return;
+    }
+    if (!err && PQntuples(res) == 0) {
+        rot_free(t);
+        http_error(r, 503, "unavailable",
+                   "the subscription was changed by concurrent requests; repeat the request");
+        return;
+    }
+    if (!one_sub(r, res, err)) {
+        rot_free(t);
+        return;
+    }
     struct buf b = {0};
-    sub_json_open(&b, res, 0, true, NULL);
+    sub_json_open(&b, res, 0, t->secret, NULL);
     prev_expiry_json(&b, res, 0);
     buf_addc(&b, '}');
+    rot_free(t);
     if (PQgetisnull(res, 0, 8))
         log_info(r->id, "subscription %s: secret rotated, the previous one no longer signs",
                  r->seg[1]);
@@ -608,29 +766,72 @@ static void rotate_done(void *priv, PGresult *res, const char *err)
     http_reply(r, 200, &b);
 }
 
+/* With the current secret read and compared in plain, the update: only if the row still has
+ * the secret read (else rotate_done reads again). */
+static void rotate_found(void *priv, PGresult *res, const char *err)
+{
+    struct rot *t = priv;
+    struct req *r = t->r;
+    if (!one_sub(r, res, err))
+        goto out_free;
+    char current[SECRETBOX_PLAIN_MAX + 1];
+    if (secret_open(r, PQgetvalue(res, 0, 0), r->seg[1], current) < 0)
+        goto out_free;
+    bool same = strcmp(current, t->secret) == 0;
+    OPENSSL_cleanse(current, sizeof current);
+    t->new_ct[0] = '\0';
+    if (!same && secret_seal(r, t->secret, r->seg[1], t->new_ct) < 0)
+        goto out_free;
+    free(t->seen_ct);
+    t->seen_ct = xstrdup(PQgetvalue(res, 0, 0));
+    /* The current secret becomes the previous one (an older previous one is dropped: at most
+     * two sign), unless there is no grace; rotating to the current secret ($5 NULL) changes
+     * neither. Every SET expression reads the row as it was. */
+    static const char sql[] =
+        "UPDATE subscriptions SET "
+        "previous_secret = CASE WHEN $5::text IS NULL THEN previous_secret "
+        "  WHEN $3::int > 0 THEN secret END, "
+        "previous_secret_expires_at = CASE WHEN $5::text IS NULL THEN previous_secret_expires_at "
+        "  WHEN $3::int > 0 THEN now() + $3::int * interval '1 second' END, "
+        "secret = COALESCE($5::text, secret), updated_at = now() "
+        "WHERE id = $1 AND event_name = $2 AND status = 'active' AND secret = $4 "
+        "RETURNING " SQL_SUB_COLS;
+    const char *params[] = {r->seg[1], r->seg[0], t->grace, t->seen_ct,
+                            t->new_ct[0] ? t->new_ct : NULL};
+    if (pg_query(r->b->pg_api, sql, 5, params, NULL, NULL, 0, rotate_done, t) < 0) {
+        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+        goto out_free;
+    }
+    return;
+out_free:
+    rot_free(t);
+}
+
+static void rotate_lookup(struct rot *t)
+{
+    struct req *r = t->r;
+    static const char sql[] = "SELECT secret FROM subscriptions WHERE id = $1 "
+                              "AND event_name = $2 AND status = 'active'";
+    const char *params[] = {r->seg[1], r->seg[0]};
+    if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, rotate_found, t) < 0) {
+        rot_free(t);
+        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+    }
+}
+
 void subs_rotate_secret(struct req *r)
 {
     if (!check_name_id(r))
         return;
-    char secret[SECRET_TEXT_MAX], grace[24];
+    struct rot *t = xcalloc(1, sizeof *t);
     long grace_s;
-    if (rotate_parse(r, secret, &grace_s) < 0)
+    t->r = r;
+    if (rotate_parse(r, t->secret, &grace_s) < 0) {
+        rot_free(t);
         return;
-    snprintf(grace, sizeof grace, "%ld", grace_s);
-    /* The current secret becomes the previous one (an older previous one is dropped: at most
-     * two sign), unless there is no grace; rotating to the current secret changes neither.
-     * Every SET expression reads the row as it was. */
-    static const char sql[] =
-        "UPDATE subscriptions SET "
-        "previous_secret = CASE WHEN secret = $4 THEN previous_secret "
-        "  WHEN $3::int > 0 THEN secret END, "
-        "previous_secret_expires_at = CASE WHEN secret = $4 THEN previous_secret_expires_at "
-        "  WHEN $3::int > 0 THEN now() + $3::int * interval '1 second' END, "
-        "secret = $4, updated_at = now() "
-        "WHERE id = $1 AND event_name = $2 AND status = 'active' RETURNING " SQL_SUB_COLS;
-    const char *params[] = {r->seg[1], r->seg[0], grace, secret};
-    if (pg_query(r->b->pg_api, sql, 4, params, NULL, NULL, 0, rotate_done, r) < 0)
-        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+    }
+    snprintf(t->grace, sizeof t->grace, "%ld", grace_s);
+    rotate_lookup(t);
 }
 
 /* ---- the event index --------------------------------------------------------------------- */

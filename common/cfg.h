@@ -56,6 +56,18 @@ void cfg_free(const struct cfg_opt *opts, size_t n);
 #define CFG_OPT_HTTPS_ONLY(ptr)                                                                    \
     {"WEBHOOK_HTTPS_ONLY", "https-only", CFG_BOOL, "0", 0, 0,                                    \
      "accept and deliver to https:// webhook URLs only", ptr}
+/* Encryption at rest of webhook signing secrets (common/secretbox.h): broker and workers. Env
+ * only, so that a key never shows in a process list. */
+#define CFG_OPT_SECRETS_KEY(ptr)                                                                   \
+    {"SECRETS_KEY", NULL, CFG_STR, "", 0, 0,                                                      \
+     "required: 32-byte key that encrypts webhook signing secrets in PostgreSQL (AES-256-GCM), "  \
+     "as 64 hex digits (openssl rand -hex 32) or 44 characters of base64; the same everywhere",   \
+     ptr}
+#define CFG_OPT_SECRETS_KEY_PREVIOUS(ptr)                                                          \
+    {"SECRETS_KEY_PREVIOUS", NULL, CFG_STR, "", 0, 0,                                             \
+     "comma-separated keys SECRETS_KEY replaced: secrets they encrypted still decrypt, and the "  \
+     "broker re-encrypts them under SECRETS_KEY at start-up",                                     \
+     ptr}
 #define CFG_OPT_LOG_LEVEL(ptr)                                                                     \
     {"LOG_LEVEL", "log-level", CFG_STR, "info", 0, 0, "debug, info, warn or error", ptr}
 

@@ -67,6 +67,17 @@ static const char *const migrations[] = {
      * until previous_secret_expires_at; both are NULL when there is none. */
     "ALTER TABLE subscriptions ADD COLUMN previous_secret text,"
     "  ADD COLUMN previous_secret_expires_at timestamptz;",
+    /* 3: secrets at rest. The secret columns hold "enc:v1:<key id>:<base64>" (common/secretbox.h;
+     * the broker encrypts values written before this at start-up). A deleted subscription keeps
+     * no secret, and a previous secret whose grace is over is cleared (by the reconciler). */
+    "ALTER TABLE subscriptions ALTER COLUMN secret DROP NOT NULL,"
+    "  ADD CONSTRAINT subscriptions_active_secret CHECK (status <> 'active' OR secret IS NOT NULL);"
+    "UPDATE subscriptions SET secret = NULL, previous_secret = NULL,"
+    "  previous_secret_expires_at = NULL WHERE status = 'deleted';"
+    "UPDATE subscriptions SET previous_secret = NULL, previous_secret_expires_at = NULL"
+    "  WHERE previous_secret_expires_at <= now();"
+    "CREATE INDEX subscriptions_previous_expiry ON subscriptions (previous_secret_expires_at)"
+    "  WHERE previous_secret_expires_at IS NOT NULL;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -1,7 +1,8 @@
 /* Retention: deleting finished events older than RETENTION_DAYS with their jobs and attempts,
- * in bounded batches. Ids are UUIDv7, so "older than" is a primary-key range; there are no
- * foreign keys, so the children are deleted explicitly in the same statement. Deleted
- * subscriptions are kept (a small audit trail that old jobs still point to). */
+ * in bounded batches, and clearing previous signing secrets whose grace period is over. Ids are
+ * UUIDv7, so "older than" is a primary-key range; there are no foreign keys, so the children
+ * are deleted explicitly in the same statement. Deleted subscriptions are kept (a small audit
+ * trail that old jobs still point to), without their secrets (the broker clears them). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -26,8 +27,43 @@ static const char delete_sql[] =
     "d AS (DELETE FROM events WHERE id IN (SELECT id FROM e) RETURNING 1) "
     "SELECT count(*) FROM d";
 
+/* A previous secret stops signing at its expiry (the worker compares it when signing); this
+ * removes it from the database too. */
+#define EXPIRED_PREVIOUS                                                                           \
+    "SELECT id FROM subscriptions WHERE previous_secret_expires_at <= now() LIMIT $1::int"
+static const char expired_count_sql[] = "SELECT count(*) FROM (" EXPIRED_PREVIOUS ") t";
+static const char expired_clear_sql[] =
+    "WITH c AS (UPDATE subscriptions SET previous_secret = NULL, "
+    "previous_secret_expires_at = NULL WHERE id IN (" EXPIRED_PREVIOUS ") "
+    "AND previous_secret_expires_at <= now() RETURNING 1) SELECT count(*) FROM c";
+
+static int purge_previous_secrets(struct recon *r)
+{
+    char batch[24];
+    snprintf(batch, sizeof batch, "%ld", r->cfg.batch);
+    const char *params[] = {batch};
+    long total = 0;
+    for (;;) {
+        PGresult *res =
+            recon_sql(r, r->cfg.dry_run ? expired_count_sql : expired_clear_sql, 1, params);
+        if (!res)
+            return -1;
+        long n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+        PQclear(res);
+        total += n;
+        if (n < r->cfg.batch || r->cfg.dry_run)
+            break;
+    }
+    if (total)
+        log_info("purge", "%s %ld previous secrets whose grace period is over",
+                 r->cfg.dry_run ? "would clear at least" : "cleared", total);
+    return 0;
+}
+
 int recon_purge(struct recon *r)
 {
+    if (purge_previous_secrets(r) < 0)
+        return -1;
     char days[24], batch[24];
     snprintf(days, sizeof days, "%ld", r->cfg.retention_days);
     snprintf(batch, sizeof batch, "%ld", r->cfg.batch);

@@ -165,6 +165,8 @@ export WEBHOOK_ALLOW_PRIVATE_NETWORKS=1 LOG_LEVEL=warn
 # A throw-away API key for this run: the broker requires one, the load generator sends it.
 WEBHOOK_API_KEYS="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 export WEBHOOK_API_KEYS
+SECRETS_KEY=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+export SECRETS_KEY
 broker_url=http://127.0.0.1:$broker_port
 
 say "starting the broker on 127.0.0.1:$broker_port"

@@ -158,6 +158,25 @@ else
     api_key='<your key>'
 fi
 
+# --- secrets key ------------------------------------------------------------------------------
+
+# Signing secrets are stored encrypted with SECRETS_KEY, which the broker and workers require.
+# Without one, make run creates a key once (32 random bytes as hex, in $RUN_DIR/secrets-key,
+# mode 0600, never committed: .run/ is ignored) and uses it every run: losing it makes the
+# stored secrets unreadable.
+SECRETS_KEY_FILE=$RUN_DIR/secrets-key
+if [[ -z "${SECRETS_KEY:-}" ]]; then
+    if [[ ! -s "$SECRETS_KEY_FILE" ]]; then
+        mkdir -p "$RUN_DIR"
+        (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$SECRETS_KEY_FILE" &&
+            echo >>"$SECRETS_KEY_FILE")
+        say "created a secrets key in $SECRETS_KEY_FILE (keep it: stored secrets need it)"
+    fi
+    chmod 600 "$SECRETS_KEY_FILE"
+    SECRETS_KEY=$(tr -d '[:space:]' <"$SECRETS_KEY_FILE")
+    export SECRETS_KEY
+fi
+
 # --- SSRF guard -------------------------------------------------------------------------------
 
 # The guard refuses loopback and private addresses, which are exactly what a developer's test

@@ -49,6 +49,8 @@ static const struct cfg_opt opts[] = {
     CFG_OPT_ALLOW_PRIVATE(C(allow_private)),
     CFG_OPT_ALLOWED_CIDRS(C(allowed_cidrs)),
     CFG_OPT_HTTPS_ONLY(C(https_only)),
+    CFG_OPT_SECRETS_KEY(C(secrets_key)),
+    CFG_OPT_SECRETS_KEY_PREVIOUS(C(secrets_key_previous)),
     CFG_OPT_LOG_LEVEL(C(log_level)),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
@@ -125,6 +127,11 @@ int main(int argc, char **argv)
                          "webhook-worker " WORKER_VERSION, &W.cfg.log_level, &W.cfg.redis_prefix);
     if (rc >= 0)
         return rc;
+    if (secretbox_load(&W.secrets, W.cfg.secrets_key, W.cfg.secrets_key_previous, err,
+                       sizeof err) < 0) {
+        fprintf(stderr, "webhook-worker: %s\n", err);
+        return 2;
+    }
     if (backoff_parse(W.cfg.retry_schedule, &W.backoff, err, sizeof err) < 0) {
         fprintf(stderr, "webhook-worker: RETRY_SCHEDULE: %s\n", err);
         return 2;
@@ -170,6 +177,8 @@ int main(int argc, char **argv)
         log_warn(NULL, "SSRF guard %s", guard);
     else
         log_info(NULL, "SSRF guard %s", guard);
+    log_info(NULL, "signing secrets decrypted with key %s and %d previous key%s",
+             W.secrets.keys[0].id, W.secrets.n - 1, W.secrets.n == 2 ? "" : "s");
     char *setup = schema_daemon_setup_sql();
     W.pg = pg_new(W.base, W.cfg.database_url, "pg", setup, on_pg, NULL);
     W.pg_read = pg_new(W.base, W.cfg.database_url, "pg-read", setup, on_pg, NULL);
@@ -203,6 +212,7 @@ int main(int argc, char **argv)
     event_free(sig_int);
     event_base_free(W.base);
     cfg_free(opts, NOPTS);
+    secretbox_clear(&W.secrets);
     curl_global_cleanup();
     log_info(NULL, "stopped");
     return 0;

@@ -15,6 +15,7 @@
 #include "worker.h"
 
 #include <cJSON.h>
+#include <openssl/crypto.h>
 
 /* ---- subscription cache ------------------------------------------------------------------ */
 
@@ -109,6 +110,17 @@ static void dispatch(struct batch *bt)
             j->out = OUT_CANCELLED;
             snprintf(j->error, sizeof j->error, "subscription deleted");
             outcome_submit(j);
+        } else if (j->sub->keylen < 0) {
+            /* Most likely a SECRETS_KEY mismatch: a failed attempt, retried on schedule, so
+             * that fixing the configuration lets the job through. */
+            j->started_ms = clock_now_ms();
+            j->duration_ms = 0;
+            j->status_code = 0;
+            j->retry_after_ms = -1;
+            snprintf(j->error, sizeof j->error,
+                     "the subscription's secret cannot be decrypted or is malformed (check "
+                     "SECRETS_KEY and SECRETS_KEY_PREVIOUS on the workers)");
+            outcome_failed(j);
         } else if (!j->payload) {
             j->out = OUT_DEAD;
             snprintf(j->error, sizeof j->error, "the event no longer exists");
@@ -279,21 +291,36 @@ static void fetch_payloads(struct batch *bt)
     }
 }
 
+/* The HMAC key of a stored secret column of subscription id: decrypted (or taken as it is when
+ * written before encryption), then decoded from "whsec_...". The key length, or -1 (logged,
+ * naming which secret). */
+static int secret_key(const char *id, const char *stored, const char *which, unsigned char *key)
+{
+    char plain[SECRETBOX_PLAIN_MAX + 1], err[256];
+    if (secretbox_open(&W.secrets, stored, id, plain, sizeof plain, err, sizeof err) < 0) {
+        log_error(id, "the subscription's %s cannot be decrypted: %s", which, err);
+        return -1;
+    }
+    int n = sign_secret_decode(plain, key);
+    OPENSSL_cleanse(plain, sizeof plain);
+    if (n < 0)
+        log_error(id, "the subscription's %s is malformed", which);
+    return n;
+}
+
 static struct sub *sub_from_row(PGresult *res, int i)
 {
     struct sub *s = xcalloc(1, sizeof *s);
+    const char *id = PQgetvalue(res, i, 0);
     s->active = strcmp(PQgetvalue(res, i, 1), "active") == 0;
-    s->keylen = sign_secret_decode(PQgetvalue(res, i, 2), s->key);
-    if (s->keylen < 0) {
-        log_error(PQgetvalue(res, i, 0), "the subscription's secret is malformed; not sending");
-        s->active = false;
-    }
-    if (!PQgetisnull(res, i, 4) && !PQgetisnull(res, i, 5)) {
-        s->prev_keylen = sign_secret_decode(PQgetvalue(res, i, 4), s->prev_key);
+    /* A deleted subscription has no secret left: nothing to decode, nothing is sent. keylen
+     * -1: unusable (the jobs fail and are retried). */
+    s->keylen = s->active ? secret_key(id, PQgetvalue(res, i, 2), "secret", s->key) : 0;
+    if (s->active && s->keylen >= 0 && !PQgetisnull(res, i, 4) && !PQgetisnull(res, i, 5)) {
+        s->prev_keylen = secret_key(id, PQgetvalue(res, i, 4), "previous secret", s->prev_key);
         s->prev_expires_ms = strtoll(PQgetvalue(res, i, 5), NULL, 10);
         if (s->prev_keylen < 0) {
-            log_error(PQgetvalue(res, i, 0), "the subscription's previous secret is malformed; "
-                                             "signing with the current one only");
+            log_error(id, "signing with the current secret only");
             s->prev_keylen = 0;
         }
     }
@@ -307,7 +334,11 @@ static struct sub *sub_from_row(PGresult *res, int i)
     for (const cJSON *it = h ? h->child : NULL; it; it = it->next) {
         if (!cJSON_IsString(it))
             continue;
-        char *line = xasprintf("%s: %s", it->string, it->valuestring);
+        /* libcurl reads "Name:" with nothing but blanks after it as "do not send Name"; its
+         * "Name;" form sends the header with an empty value (HTTP trims blanks anyway). */
+        bool empty = it->valuestring[strspn(it->valuestring, " \t")] == '\0';
+        char *line = empty ? xasprintf("%s;", it->string)
+                           : xasprintf("%s: %s", it->string, it->valuestring);
         s->headers = xslist_append(s->headers, line);
         free(line);
     }

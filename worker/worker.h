@@ -17,6 +17,7 @@
 #include "netguard.h"
 #include "pg.h"
 #include "rds.h"
+#include "secretbox.h"
 #include "sign.h"
 
 #define WORKER_VERSION "0.1.0"
@@ -30,6 +31,8 @@ struct worker_cfg {
     char *retry_schedule;
     char *consumer;
     char *allowed_cidrs;
+    char *secrets_key;          /* wiped once parsed */
+    char *secrets_key_previous; /* wiped once parsed */
     bool allow_private;
     bool https_only;
     long partitions;
@@ -46,6 +49,7 @@ struct worker {
     struct worker_cfg cfg;
     struct backoff backoff;
     struct netguard guard; /* checked on every address dialled */
+    struct secretbox secrets; /* opens the signing secrets read from PostgreSQL */
     char consumer[160];
     struct rds *rd_read; /* blocking XREADGROUP only */
     struct rds *rd_cmd;  /* everything else */
@@ -70,7 +74,7 @@ struct sub {
     int refs;
     bool active;
     unsigned char key[SECRET_MAX_BYTES];
-    int keylen;
+    int keylen; /* -1: the stored secret cannot be decrypted or decoded; nothing is sent */
     /* The secret a rotation replaced signs too until prev_expires_ms (wall clock), compared when
      * each request is signed, not when the subscription was cached. prev_keylen 0: none. */
     unsigned char prev_key[SECRET_MAX_BYTES];

@@ -51,7 +51,7 @@ OUR_ENV_KEYS = (
     "MAX_PENDING_EVENTS", "MAX_PENDING_JOBS", "MAX_PENDING_BYTES", "LOG_LEVEL", "DRAIN_TIMEOUT", "WORKER_CONCURRENCY",
     "RETRY_SCHEDULE", "DELIVERY_CONNECT_TIMEOUT", "DELIVERY_TIMEOUT", "CLAIM_IDLE",
     "SUBSCRIPTION_CACHE_TTL", "WEBHOOK_ALLOW_PRIVATE_NETWORKS", "WEBHOOK_ALLOWED_CIDRS",
-    "WEBHOOK_HTTPS_ONLY", "WEBHOOK_API_KEYS",
+    "WEBHOOK_HTTPS_ONLY", "WEBHOOK_API_KEYS", "SECRETS_KEY", "SECRETS_KEY_PREVIOUS",
     "MAX_CONNECTIONS", "REQUEST_DEADLINE", "MAX_HEADER_BYTES", "MAX_HEADERS", "REQUEST_TIMEOUT",
     "RUN_REDIS_PORT", "RUN_PG_PORT", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS",
     "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy",
@@ -257,9 +257,16 @@ def kill_leftovers():
                 pass
 
 
+# The key every process started here encrypts signing secrets with (SECRETS_KEY), unless a test
+# gives another one or none (None in extra).
+SECRETS_KEY = "7365637265747320617420726573743a2074657374206b657920303030303031"
+
+
 def base_env(extra):
-    """The parent environment without any of our configuration keys, plus extra (str())."""
+    """The parent environment without any of our configuration keys, plus SECRETS_KEY and extra
+    (str(); None removes a key)."""
     env = {k: v for k, v in os.environ.items() if k not in OUR_ENV_KEYS}
+    env["SECRETS_KEY"] = SECRETS_KEY
     if SAN:
         env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=1"
         env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
