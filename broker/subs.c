@@ -9,6 +9,7 @@
 #include "api.h"
 #include "codec.h"
 #include "ids.h"
+#include "indexval.h"
 #include "jsonv.h"
 #include "keys.h"
 #include "log.h"
@@ -133,11 +134,6 @@ static int secret_take(struct req *r, const cJSON *given, char *out)
     return 0;
 }
 
-static void index_value(struct buf *b, const char *id)
-{
-    buf_printf(b, "{\"id\":\"%s\",\"status\":\"active\"}", id);
-}
-
 /* ---- register ---------------------------------------------------------------------------- */
 
 struct reg {
@@ -193,12 +189,11 @@ static void reg_saved(void *priv, PGresult *res, const char *err)
     sub_json(&g->resp, res, 0, true, NULL);
     char key[KEY_MAX];
     size_t klen = key_event(key, PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
-    struct buf v = {0};
-    index_value(&v, PQgetvalue(res, 0, 0));
-    const char *argv[] = {"HSET", key, PQgetvalue(res, 0, 2), v.data};
-    size_t lens[] = {4, klen, (size_t)PQgetlength(res, 0, 2), v.len};
+    char v[INDEXVAL_SIZE];
+    size_t vlen = indexval_encode(v, PQgetvalue(res, 0, 0));
+    const char *argv[] = {"HSET", key, PQgetvalue(res, 0, 2), v};
+    size_t lens[] = {4, klen, (size_t)PQgetlength(res, 0, 2), vlen};
     int rc = rds_cmd(r->b->redis, reg_indexed, g, 4, argv, lens);
-    buf_free(&v);
     if (rc < 0)
         reg_indexed(r->b->redis, NULL, g);
     else
@@ -663,18 +658,15 @@ static void index_loaded(void *priv, PGresult *res, const char *err)
         index_busy = false;
         return;
     }
-    struct buf v = {0};
     for (int i = 0; i < PQntuples(res); i++) {
-        char key[KEY_MAX];
+        char key[KEY_MAX], v[INDEXVAL_SIZE];
         size_t klen = key_event(key, PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1));
-        buf_reset(&v);
-        index_value(&v, PQgetvalue(res, i, 0));
-        const char *argv[] = {"HSET", key, PQgetvalue(res, i, 2), v.data};
-        size_t lens[] = {4, klen, (size_t)PQgetlength(res, i, 2), v.len};
+        size_t vlen = indexval_encode(v, PQgetvalue(res, i, 0));
+        const char *argv[] = {"HSET", key, PQgetvalue(res, i, 2), v};
+        size_t lens[] = {4, klen, (size_t)PQgetlength(res, i, 2), vlen};
         if (rds_cmd(b->redis, NULL, NULL, 4, argv, lens) < 0)
             break;
     }
-    buf_free(&v);
     char key[KEY_MAX];
     size_t klen = key_index_ready(key);
     const char *set[] = {"SET", key, "1"};
