@@ -30,6 +30,7 @@ struct broker_cfg {
     long request_deadline_ms;
     long max_header_bytes;
     long max_headers;
+    long max_subs_per_event;
     long drain_timeout_ms;
     long request_timeout_ms;
 };

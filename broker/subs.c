@@ -147,6 +147,9 @@ struct reg {
     int status; /* 201 or 200 */
 };
 
+/* Class (first key) of the per-event registration locks: pg_advisory_lock(class, hashtext(name)). */
+#define SUBS_LOCK_CLASS "7231002"
+
 static void reg_free(struct reg *g)
 {
     free(g->event_name);
@@ -180,9 +183,18 @@ static void reg_saved(void *priv, PGresult *res, const char *err)
 {
     struct reg *g = priv;
     struct req *r = g->r;
+    if (!err && PQntuples(res) == 0) {
+        /* the statement's condition: a new pair, and the event is full */
+        http_error(r, 409, "too_many_subscriptions",
+                   "event %s already has %ld active subscriptions, the most allowed "
+                   "(MAX_SUBSCRIPTIONS_PER_EVENT); delete one first",
+                   g->event_name, r->b->cfg.max_subs_per_event);
+        reg_free(g);
+        return;
+    }
     if (err || PQntuples(res) != 1) {
         reg_free(g);
-        db_error(r, res, err ? err : "upsert returned no row");
+        db_error(r, res, err ? err : "upsert returned more than one row");
         return;
     }
     g->status = strcmp(PQgetvalue(res, 0, SQL_SUB_NCOLS), "t") == 0 ? 201 : 200;
@@ -235,6 +247,15 @@ static int parse_headers(const cJSON *h, struct buf *out, char *err, size_t errl
     return 0;
 }
 
+/* The answer to one of the statements around the upsert (the lock and the unlock). Nothing to
+ * do: a failure there makes the upsert fail too, or ends the session, which drops the lock. */
+static void reg_lock_done(void *priv, PGresult *res, const char *err)
+{
+    (void)priv, (void)res;
+    if (err)
+        log_warn("subs", "per-event registration lock: %s", err);
+}
+
 /* The SSRF guard's verdict on the URL: refuse, or upsert. */
 static void reg_checked(void *priv, const char *refused)
 {
@@ -245,12 +266,29 @@ static void reg_checked(void *priv, const char *refused)
         http_error(r, 400, "url_not_allowed", "%s", refused);
         return;
     }
+    /* MAX_SUBSCRIPTIONS_PER_EVENT: the upsert inserts a new pair only while the event has
+     * fewer active subscriptions than the limit (an existing pair is always updated). The
+     * count and the insert are one statement, but under READ COMMITTED that statement's
+     * snapshot would miss a concurrent registration committing meanwhile (another broker), so
+     * registrations of one event are serialised by a session advisory lock taken by the
+     * statement before (the upsert then starts with a snapshot that sees every registration
+     * that held the lock before it) and released by the statement after. The three are queued
+     * together on this connection, so nothing runs between them; a lost connection drops the
+     * lock with the session. The lock key is the two-int form (a space of its own, apart from
+     * the one-bigint locks of the migrations and the reconciler). */
+    static const char lock_sql[] = "SELECT pg_advisory_lock(" SUBS_LOCK_CLASS ", hashtext($1))";
+    static const char unlock_sql[] =
+        "SELECT pg_advisory_unlock(" SUBS_LOCK_CLASS ", hashtext($1))";
     /* A secret sent with a re-registration replaces the current one at once, and a previous
      * secret still in its grace period stops signing too (no grace: that is rotate-secret's
      * job); the same secret again changes nothing. Without one, the secrets are kept. */
     static const char sql[] =
         "INSERT INTO subscriptions (id, event_name, url, secret, headers) "
-        "VALUES ($1, $2, $3, $4, COALESCE($5::jsonb, '{}'::jsonb)) "
+        "SELECT $1::uuid, $2::text, $3::text, $4::text, COALESCE($5::jsonb, '{}'::jsonb) "
+        "WHERE EXISTS (SELECT 1 FROM subscriptions WHERE event_name = $2 AND url = $3 "
+        "  AND status = 'active') "
+        "OR (SELECT count(*) FROM subscriptions WHERE event_name = $2 AND status = 'active') "
+        "  < $7::int "
         "ON CONFLICT (event_name, url) WHERE status = 'active' DO UPDATE SET "
         "headers = COALESCE($5::jsonb, subscriptions.headers), "
         "secret = COALESCE($6::text, subscriptions.secret), "
@@ -261,11 +299,24 @@ static void reg_checked(void *priv, const char *refused)
         "updated_at = now() "
         "RETURNING " SQL_SUB_COLS ", (xmax = 0)";
     const char *supplied = g->secret_given ? g->secret : NULL;
-    const char *params[] = {g->id, g->event_name, g->url, g->secret, g->headers, supplied};
-    if (pg_query(r->b->pg_api, sql, 6, params, NULL, NULL, 0, reg_saved, g) < 0) {
+    char limit[24];
+    snprintf(limit, sizeof limit, "%ld", r->b->cfg.max_subs_per_event);
+    const char *params[] = {g->id, g->event_name, g->url, g->secret, g->headers, supplied, limit};
+    const char *lock_params[] = {g->event_name};
+    struct pg *pg = r->b->pg_api;
+    if (pg_query(pg, lock_sql, 1, lock_params, NULL, NULL, 0, reg_lock_done, NULL) < 0) {
         reg_free(g);
         http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+        return;
     }
+    /* Queued right behind the lock on the same connection: cannot fail while it did not (the
+     * connection is only dropped from the loop). The unlock is queued while g is alive. */
+    if (pg_query(pg, sql, 7, params, NULL, NULL, 0, reg_saved, g) < 0) {
+        reg_saved(g, NULL, "database connection lost");
+        return;
+    }
+    if (pg_query(pg, unlock_sql, 1, lock_params, NULL, NULL, 0, reg_lock_done, NULL) < 0)
+        log_warn(r->id, "cannot queue the registration unlock; the session ends with the lock");
 }
 
 void subs_register(struct req *r)
