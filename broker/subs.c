@@ -13,6 +13,7 @@
 #include "jsonv.h"
 #include "keys.h"
 #include "log.h"
+#include "paging.h"
 #include "sign.h"
 #include "sql.h"
 #include "urlguard.h"
@@ -384,44 +385,34 @@ out_free:
 
 /* ---- list -------------------------------------------------------------------------------- */
 
+/* One page of a listing: the query parameters, and the event name of a per-event listing. */
 struct list {
     struct req *r;
-    long page_size, offset;
+    struct page page;
+    bool by_event;
 };
 
-static int query_long(struct req *r, const char *name, long def, long min, long max, long *out)
-{
-    char *v = http_query_param(r, name);
-    if (!v) {
-        *out = def;
-        return 0;
-    }
-    /* digits only: strtol alone would also take " 5", "+5" and "-0" */
-    bool ok = *v && strspn(v, "0123456789") == strlen(v) && strlen(v) <= 10;
-    long n = ok ? strtol(v, NULL, 10) : 0;
-    ok = ok && n >= min && n <= max;
-    free(v);
-    if (!ok) {
-        http_error(r, 400, "invalid_field", "%s must be a whole number from %ld to %ld", name,
-                   min, max);
-        return -1;
-    }
-    *out = n;
-    return 0;
-}
-
+/* Rows: one per subscription of the page (SQL_SUB_COLS) plus the total count after them; a
+ * page past the end is one row of NULLs with the count. */
 static void list_done(void *priv, PGresult *res, const char *err)
 {
     struct list *l = priv;
     struct req *r = l->r;
-    long page_size = l->page_size, offset = l->offset;
+    struct page page = l->page;
+    bool by_event = l->by_event;
     free(l);
     if (err || PQntuples(res) < 1) {
         db_error(r, res, err ? err : "no rows");
         return;
     }
     struct buf b = {0};
-    buf_adds(&b, "{\"webhooks\":[");
+    buf_addc(&b, '{');
+    if (by_event) {
+        buf_adds(&b, "\"eventName\":");
+        json_escape(&b, r->seg[0], strlen(r->seg[0]));
+        buf_addc(&b, ',');
+    }
+    buf_adds(&b, "\"webhooks\":[");
     int n = 0;
     for (int i = 0; i < PQntuples(res); i++) {
         if (PQgetisnull(res, i, 1))
@@ -430,34 +421,37 @@ static void list_done(void *priv, PGresult *res, const char *err)
             buf_addc(&b, ',');
         sub_json(&b, res, i, false, NULL);
     }
-    buf_printf(&b, "],\"total\":%s,\"offset\":%ld,\"page_size\":%ld}",
-               PQgetvalue(res, 0, SQL_SUB_NCOLS), offset, page_size);
+    buf_addc(&b, ']');
+    paging_json(&b, PQgetvalue(res, 0, SQL_SUB_NCOLS), &page);
+    buf_addc(&b, '}');
     http_reply(r, 200, &b);
+}
+
+/* Runs a listing statement with $1 page size, $2 offset and, by event, $3 the event name. */
+static void list_run(struct req *r, const char *sql, bool by_event)
+{
+    struct list *l = xcalloc(1, sizeof *l);
+    l->r = r;
+    l->by_event = by_event;
+    if (paging_parse(r, &l->page) < 0) {
+        free(l);
+        return;
+    }
+    const char *params[] = {l->page.size_text, l->page.offset_text, r->seg[0]};
+    if (pg_query(r->b->pg_api, sql, by_event ? 3 : 2, params, NULL, NULL, 0, list_done, l) < 0) {
+        free(l);
+        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+    }
 }
 
 void subs_list(struct req *r)
 {
-    long page_size, offset;
-    if (query_long(r, "page_size", 50, 1, 500, &page_size) < 0 ||
-        query_long(r, "offset", 0, 0, 1000000000L, &offset) < 0)
-        return;
     static const char sql[] =
         "WITH t AS (SELECT count(*) AS n FROM subscriptions WHERE status = 'active') "
         "SELECT s.*, t.n FROM t LEFT JOIN LATERAL (SELECT " SQL_SUB_COLS
         " FROM subscriptions WHERE status = 'active' ORDER BY created_at, id "
         "LIMIT $1 OFFSET $2) s ON true";
-    char ps[24], off[24];
-    snprintf(ps, sizeof ps, "%ld", page_size);
-    snprintf(off, sizeof off, "%ld", offset);
-    const char *params[] = {ps, off};
-    struct list *l = xcalloc(1, sizeof *l);
-    l->r = r;
-    l->page_size = page_size;
-    l->offset = offset;
-    if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, list_done, l) < 0) {
-        free(l);
-        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
-    }
+    list_run(r, sql, false);
 }
 
 static bool check_name(struct req *r)
@@ -471,35 +465,17 @@ static bool check_name(struct req *r)
     return true;
 }
 
-static void list_event_done(void *priv, PGresult *res, const char *err)
-{
-    struct req *r = priv;
-    if (err) {
-        db_error(r, res, err);
-        return;
-    }
-    struct buf b = {0};
-    buf_adds(&b, "{\"eventName\":");
-    json_escape(&b, r->seg[0], strlen(r->seg[0]));
-    buf_adds(&b, ",\"webhooks\":[");
-    for (int i = 0; i < PQntuples(res); i++) {
-        if (i)
-            buf_addc(&b, ',');
-        sub_json(&b, res, i, false, NULL);
-    }
-    buf_adds(&b, "]}");
-    http_reply(r, 200, &b);
-}
-
 void subs_list_event(struct req *r)
 {
     if (!check_name(r))
         return;
-    static const char sql[] = "SELECT " SQL_SUB_COLS " FROM subscriptions WHERE event_name = $1 "
-                              "AND status = 'active' ORDER BY created_at, id";
-    const char *params[] = {r->seg[0]};
-    if (pg_query(r->b->pg_api, sql, 1, params, NULL, NULL, 0, list_event_done, r) < 0)
-        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+    static const char sql[] =
+        "WITH t AS (SELECT count(*) AS n FROM subscriptions WHERE event_name = $3 "
+        "AND status = 'active') "
+        "SELECT s.*, t.n FROM t LEFT JOIN LATERAL (SELECT " SQL_SUB_COLS
+        " FROM subscriptions WHERE event_name = $3 AND status = 'active' "
+        "ORDER BY created_at, id LIMIT $1 OFFSET $2) s ON true";
+    list_run(r, sql, true);
 }
 
 /* ---- get / delete ------------------------------------------------------------------------ */

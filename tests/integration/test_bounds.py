@@ -135,3 +135,86 @@ def test_subscription_limit_waits_for_a_registration_in_progress(limited, db, rc
     assert db.count("subscriptions",
                     f"event_name = {sql_quote(event)} AND status = 'active'") == LIMIT
     assert "http://127.0.0.1:9/last-place" not in rc.hgetall(f"wh:event:{event}")
+
+
+# --- pagination of the per-event listing and of an event's jobs -----------------------------
+
+MANY = 120
+
+
+@pytest.fixture(scope="module")
+def crowded(broker):
+    """An event with MANY subscriptions and one trigger of it (no worker runs in this module:
+    its MANY jobs stay queued). -> (event, subscription ids in creation order, event id)."""
+    api = broker.api
+    event = unique_name("crowded")
+    ids = [api.register(event, f"http://127.0.0.1:9/c{i:03d}")["id"] for i in range(MANY)]
+    accepted = api.trigger(event, {"n": 1})
+    return event, ids, accepted
+
+
+def walk(api, path, key, page_size):
+    """Every item of a paginated listing, page by page: (items, pages)."""
+    items, pages, offset = [], 0, 0
+    while True:
+        st, _, page = api.get(f"{path}?page_size={page_size}&offset={offset}")
+        assert st == 200, page
+        assert page["page_size"] == page_size and page["offset"] == offset
+        assert page["total"] == MANY, page["total"]
+        pages += 1
+        items += page[key]
+        if not page[key]:
+            return items, pages
+        assert len(page[key]) == min(page_size, MANY - offset)
+        offset += len(page[key])
+
+
+def event_id_of(accepted):
+    return accepted["eventId"]
+
+
+@pytest.mark.parametrize("what", ["webhooks", "jobs"])
+def test_pagination(api, crowded, what):
+    event, ids, accepted = crowded
+    if what == "webhooks":
+        path, key = f"{HOOKS}/{event}", "webhooks"
+        want = ids
+    else:
+        path, key = f"/api/v0/events/{event_id_of(accepted)}", "jobs"
+        want = None
+
+    st, _, page = api.get(path)
+    assert st == 200, page
+    assert len(page[key]) == 50 and page["total"] == MANY
+    assert page["offset"] == 0 and page["page_size"] == 50
+    if what == "webhooks":
+        assert page["eventName"] == event and all("secret" not in w for w in page[key])
+        assert [w["id"] for w in page[key]] == ids[:50]
+    else:
+        assert page["id"] == event_id_of(accepted) and page["payload"] == {"n": 1}
+
+    st, _, full = api.get(f"{path}?page_size=500")
+    assert st == 200 and len(full[key]) == MANY and full["page_size"] == 500
+    if want is None:  # jobs: one per subscription
+        want = [j["id"] for j in full[key]]
+        assert sorted(j["subscriptionId"] for j in full[key]) == sorted(ids)
+    else:
+        assert [w["id"] for w in full[key]] == want
+
+    for size in (7, 50, MANY):
+        items, pages = walk(api, path, key, size)
+        assert [i["id"] for i in items] == want, f"page_size={size}: gaps, duplicates or order"
+        assert pages == -(-MANY // size) + 1
+
+    st, _, past = api.get(f"{path}?offset=1000")
+    assert st == 200 and past[key] == [] and past["total"] == MANY
+
+
+@pytest.mark.parametrize("query", ["page_size=0", "page_size=501", "page_size=abc", "offset=-1",
+                                   "page_size=", "offset=x", "page_size=3.5", "offset=+1",
+                                   "page_size=%205", "offset=1000000001"])
+@pytest.mark.parametrize("what", ["webhooks", "jobs"])
+def test_pagination_bad_values(api, crowded, what, query):
+    event, _, accepted = crowded
+    path = f"{HOOKS}/{event}" if what == "webhooks" else f"/api/v0/events/{event_id_of(accepted)}"
+    assert_error(api.get(f"{path}?{query}"), 400, "invalid_field")
