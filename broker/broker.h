@@ -31,6 +31,7 @@ struct broker_cfg {
     long max_header_bytes;
     long max_headers;
     long max_subs_per_event;
+    long index_rebuild_page;
     long drain_timeout_ms;
     long request_timeout_ms;
 };

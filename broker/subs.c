@@ -1,7 +1,6 @@
 /* Subscription endpoints (register, list, get, delete, rotate-secret) and the Redis event index
  * they keep: PostgreSQL first, then the hash wh:event:<name> (field URL, value {"id","status"}). */
 #include <cJSON.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,7 +147,7 @@ struct reg {
     int status; /* 201 or 200 */
 };
 
-/* Class (first key) of the per-event registration locks: pg_advisory_lock(class, hashtext(name)). */
+/* Class (first key) of the per-event registration locks: pg_advisory_lock(class, hashtext). */
 #define SUBS_LOCK_CLASS "7231002"
 
 static void reg_free(struct reg *g)
@@ -278,8 +277,7 @@ static void reg_checked(void *priv, const char *refused)
      * lock with the session. The lock key is the two-int form (a space of its own, apart from
      * the one-bigint locks of the migrations and the reconciler). */
     static const char lock_sql[] = "SELECT pg_advisory_lock(" SUBS_LOCK_CLASS ", hashtext($1))";
-    static const char unlock_sql[] =
-        "SELECT pg_advisory_unlock(" SUBS_LOCK_CLASS ", hashtext($1))";
+    static const char unlock_sql[] = "SELECT pg_advisory_unlock(" SUBS_LOCK_CLASS ", hashtext($1))";
     /* A secret sent with a re-registration replaces the current one at once, and a previous
      * secret still in its grace period stops signing too (no grace: that is rotate-secret's
      * job); the same secret again changes nothing. Without one, the secrets are kept. */
@@ -657,81 +655,201 @@ void subs_rotate_secret(struct req *r)
 
 /* ---- the event index --------------------------------------------------------------------- */
 
-static bool index_busy;
+/* Rebuilding the index from PostgreSQL when the ready mark is missing (decision 4), in keyset
+ * pages of INDEX_REBUILD_PAGE subscriptions ordered by (event name, URL): one HSET per event
+ * per page (a single key: any Redis Cluster slot), the next page read once every HSET of the
+ * page has answered. The ready mark is set last by a script that sets it only if the token
+ * written to wh:{<ready>}:rebuild before the first page is still there: a FLUSHALL (or a
+ * restart that lost data) at any point of the rebuild removes the token, so the mark can
+ * never cover an index missing entries written before it. One rebuild at a time per broker; a
+ * rebuild started by another broker replaces the token, and only the last one started marks. */
+static struct {
+    bool busy, failed, last_page;
+    struct broker *b;
+    char token[ID_LEN + 1];
+    char *after_name, *after_url; /* keyset cursor: the last row of the previous page */
+    long written, pages;
+    int pending; /* HSET replies outstanding for the current page */
+} ix;
 
-static void index_marked(struct rds *rd, redisReply *reply, void *priv)
+static const char mark_lua[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[2], '1') "
+    "redis.call('DEL', KEYS[1]) return 1 end return 0";
+
+static void rebuild_end(void)
 {
-    (void)rd;
-    long n = (long)(intptr_t)priv;
-    index_busy = false;
-    if (!reply || reply->type == REDIS_REPLY_ERROR)
-        log_warn("index", "rebuilding the event index failed: %s",
-                 reply ? reply->str : "Redis connection lost");
-    else
-        log_info("index", "event index rebuilt from PostgreSQL: %ld subscriptions", n);
+    free(ix.after_name);
+    free(ix.after_url);
+    ix.after_name = ix.after_url = NULL;
+    ix.busy = false;
 }
 
-static void index_loaded(void *priv, PGresult *res, const char *err)
+static void rebuild_fail(const char *why)
 {
-    struct broker *b = priv;
-    if (err) {
-        index_busy = false;
-        log_warn("index", "cannot read subscriptions to rebuild the event index: %s", err);
+    log_warn("index",
+             "rebuilding the event index failed after %ld entries: %s; it stays "
+             "unmarked (triggers fan out from PostgreSQL) until a rebuild completes",
+             ix.written, why);
+    rebuild_end();
+}
+
+static void rebuild_marked(struct rds *rd, redisReply *reply, void *priv)
+{
+    (void)rd, (void)priv;
+    if (!reply || reply->type != REDIS_REPLY_INTEGER) {
+        rebuild_fail(reply && reply->str ? reply->str : "Redis connection lost");
         return;
     }
-    /* One MULTI: a FLUSHALL cannot fall between the entries and the ready mark. */
-    const char *multi[] = {"MULTI"};
-    if (rds_cmd(b->redis, NULL, NULL, 1, multi, NULL) < 0) {
-        index_busy = false;
+    if (reply->integer == 1)
+        log_info("index", "event index rebuilt from PostgreSQL: %ld subscriptions in %ld pages",
+                 ix.written, ix.pages);
+    else
+        log_warn("index", "event index rebuild ended without the ready mark: its token is gone "
+                          "(Redis emptied meanwhile, or another rebuild started); the next "
+                          "trigger starts again");
+    rebuild_end();
+}
+
+static void page_fetch(void);
+
+/* Every HSET of a page answered: the next page, the mark, or the end. */
+static void page_done(void)
+{
+    if (ix.failed) {
+        rebuild_fail("an index write failed");
         return;
     }
-    for (int i = 0; i < PQntuples(res); i++) {
-        char key[KEY_MAX], v[INDEXVAL_SIZE];
-        size_t klen = key_event(key, PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1));
-        size_t vlen = indexval_encode(v, PQgetvalue(res, i, 0));
-        const char *argv[] = {"HSET", key, PQgetvalue(res, i, 2), v};
-        size_t lens[] = {4, klen, (size_t)PQgetlength(res, i, 2), vlen};
-        if (rds_cmd(b->redis, NULL, NULL, 4, argv, lens) < 0)
-            break;
+    if (!ix.last_page) {
+        page_fetch();
+        return;
     }
+    char tkey[KEY_MAX], rkey[KEY_MAX];
+    size_t tlen = key_index_rebuild(tkey), rlen = key_index_ready(rkey);
+    const char *argv[] = {"EVAL", mark_lua, "2", tkey, rkey, ix.token};
+    size_t lens[] = {4, sizeof mark_lua - 1, 1, tlen, rlen, ID_LEN};
+    if (rds_cmd(ix.b->redis, rebuild_marked, NULL, 6, argv, lens) < 0)
+        rebuild_fail("Redis connection lost");
+}
+
+static void page_written(struct rds *rd, redisReply *reply, void *priv)
+{
+    (void)rd, (void)priv;
+    if (!reply || reply->type == REDIS_REPLY_ERROR)
+        ix.failed = true;
+    if (--ix.pending == 0)
+        page_done();
+}
+
+/* One HSET key url value ... for rows [from, to) of one event name. false when not sent. */
+static bool page_send_event(PGresult *res, int from, int to)
+{
     char key[KEY_MAX];
-    size_t klen = key_index_ready(key);
-    const char *set[] = {"SET", key, "1"};
-    size_t setl[] = {3, klen, 1};
-    const char *exec[] = {"EXEC"};
-    if (rds_cmd(b->redis, NULL, NULL, 3, set, setl) < 0 ||
-        rds_cmd(b->redis, index_marked, (void *)(intptr_t)PQntuples(res), 1, exec, NULL) < 0)
-        index_busy = false;
+    char(*vals)[INDEXVAL_SIZE] = xmalloc((size_t)(to - from) * sizeof *vals);
+    struct rargs a = {0};
+    rargs_adds(&a, "HSET");
+    rargs_add(&a, key, key_event(key, PQgetvalue(res, from, 1), (size_t)PQgetlength(res, from, 1)));
+    for (int i = from; i < to; i++) {
+        rargs_add(&a, PQgetvalue(res, i, 2), (size_t)PQgetlength(res, i, 2));
+        rargs_add(&a, vals[i - from], indexval_encode(vals[i - from], PQgetvalue(res, i, 0)));
+    }
+    int rc = rargs_send(&a, ix.b->redis, page_written, NULL);
+    rargs_free(&a);
+    free(vals);
+    if (rc == 0)
+        ix.pending++;
+    return rc == 0;
+}
+
+static void page_loaded(void *priv, PGresult *res, const char *err)
+{
+    (void)priv;
+    if (err) {
+        rebuild_fail(err);
+        return;
+    }
+    int n = PQntuples(res);
+    ix.last_page = n < ix.b->cfg.index_rebuild_page;
+    ix.pages++;
+    if (n > 0) {
+        free(ix.after_name);
+        free(ix.after_url);
+        ix.after_name = xstrdup(PQgetvalue(res, n - 1, 1));
+        ix.after_url = xstrdup(PQgetvalue(res, n - 1, 2));
+    }
+    ix.pending = 1; /* held while sending, so a reply cannot end the page early */
+    for (int from = 0; from < n && !ix.failed;) {
+        int to = from + 1;
+        while (to < n && strcmp(PQgetvalue(res, to, 1), PQgetvalue(res, from, 1)) == 0)
+            to++;
+        if (!page_send_event(res, from, to))
+            ix.failed = true;
+        else
+            ix.written += to - from;
+        from = to;
+    }
+    log_debug("index", "event index rebuild: page %ld of %d subscriptions sent (%ld in all)",
+              ix.pages, n, ix.written);
+    if (--ix.pending == 0)
+        page_done();
+}
+
+static void page_fetch(void)
+{
+    static const char first_sql[] =
+        "SELECT id, event_name, url FROM subscriptions WHERE status = 'active' "
+        "ORDER BY event_name, url LIMIT $1";
+    static const char next_sql[] =
+        "SELECT id, event_name, url FROM subscriptions WHERE status = 'active' "
+        "AND (event_name, url) > ($2, $3) ORDER BY event_name, url LIMIT $1";
+    char limit[24];
+    snprintf(limit, sizeof limit, "%ld", ix.b->cfg.index_rebuild_page);
+    const char *params[] = {limit, ix.after_name, ix.after_url};
+    bool first = ix.after_name == NULL;
+    if (pg_query(ix.b->pg_api, first ? first_sql : next_sql, first ? 1 : 3, params, NULL, NULL, 0,
+                 page_loaded, NULL) < 0)
+        rebuild_fail("the database is unavailable");
+}
+
+static void token_set(struct rds *rd, redisReply *reply, void *priv)
+{
+    (void)rd, (void)priv;
+    if (!reply || reply->type == REDIS_REPLY_ERROR)
+        ix.failed = true; /* seen when the first page is done */
 }
 
 static void index_checked(struct rds *rd, redisReply *reply, void *priv)
 {
-    (void)rd;
-    struct broker *b = priv;
-    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) {
-        index_busy = false;
-        return;
-    }
-    if (!reply || reply->type != REDIS_REPLY_INTEGER) {
-        index_busy = false;
+    (void)rd, (void)priv;
+    if (!reply || reply->type != REDIS_REPLY_INTEGER || reply->integer == 1) {
+        ix.busy = false;
         return;
     }
     log_info("index", "the Redis event index is not marked complete; rebuilding it");
-    static const char sql[] =
-        "SELECT id, event_name, url FROM subscriptions WHERE status = 'active'";
-    if (pg_query(b->pg_api, sql, 0, NULL, NULL, NULL, 0, index_loaded, b) < 0)
-        index_busy = false;
+    /* The token goes first on this connection, so it is in Redis before any entry. */
+    id_new(ix.token);
+    ix.failed = ix.last_page = false;
+    ix.written = ix.pages = 0;
+    char tkey[KEY_MAX];
+    size_t tlen = key_index_rebuild(tkey);
+    const char *argv[] = {"SET", tkey, ix.token};
+    size_t lens[] = {3, tlen, ID_LEN};
+    if (rds_cmd(ix.b->redis, token_set, NULL, 3, argv, lens) < 0) {
+        ix.busy = false;
+        return;
+    }
+    page_fetch();
 }
 
 void subs_index_ensure(struct broker *b)
 {
-    if (index_busy || !rds_up(b->redis) || !pg_up(b->pg_api))
+    if (ix.busy || !rds_up(b->redis) || !pg_up(b->pg_api))
         return;
     char key[KEY_MAX];
     size_t klen = key_index_ready(key);
     const char *argv[] = {"EXISTS", key};
     size_t lens[] = {6, klen};
-    index_busy = true;
-    if (rds_cmd(b->redis, index_checked, b, 2, argv, lens) < 0)
-        index_busy = false;
+    ix.b = b;
+    ix.busy = true;
+    if (rds_cmd(b->redis, index_checked, NULL, 2, argv, lens) < 0)
+        ix.busy = false;
 }

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from harness import assert_error, sql_quote, unique_name
+from harness import assert_error, sql_quote, unique_name, wait_until
 
 HOOKS = "/api/v0/webhooks"
 LIMIT = 3
@@ -94,7 +94,6 @@ def test_subscription_limit_waits_for_a_registration_in_progress(limited, db, rc
     event full (without the lock it would count the uncommitted row as absent: LIMIT + 1)."""
     import subprocess
 
-    from harness import wait_until
 
     api = limited[0].api
     event = unique_name("limit.lock")
@@ -218,3 +217,102 @@ def test_pagination_bad_values(api, crowded, what, query):
     event, _, accepted = crowded
     path = f"{HOOKS}/{event}" if what == "webhooks" else f"/api/v0/events/{event_id_of(accepted)}"
     assert_error(api.get(f"{path}?{query}"), 400, "invalid_field")
+
+
+# --- the event index rebuilt in pages (decision 4) ------------------------------------------
+# These run last in the module: they FLUSHALL its Redis.
+
+READY = "wh:index-ready"
+TOKEN = "{wh:index-ready}:rebuild"
+EVENTS, PER_EVENT = 40, 30
+
+
+@pytest.fixture(scope="module")
+def many(db):
+    """EVENTS events of PER_EVENT subscriptions each, written straight to PostgreSQL (the
+    truth the index is rebuilt from). -> the event names."""
+    tag = unique_name("rb").split(".")[1]
+    db.sql(f"INSERT INTO subscriptions (id, event_name, url, secret) "
+           f"SELECT gen_random_uuid(), 'rb.{tag}.' || e, 'http://127.0.0.1:9/s' || s, 'whsec_x' "
+           f"FROM generate_series(1, {EVENTS}) e, generate_series(1, {PER_EVENT}) s")
+    return [f"rb.{tag}.{e}" for e in range(1, EVENTS + 1)]
+
+
+def index_matches_db(db, rc):
+    """Every active subscription is in the index with its id, and nothing else is."""
+    want = {}
+    for sid, name, url in db.sql("SELECT id, event_name, url FROM subscriptions "
+                                 "WHERE status = 'active'"):
+        want.setdefault(f"wh:event:{name}", {})[url] = sid
+    keys = index_keys(rc)
+    got = {k: {u: json.loads(v)["id"] for u, v in rc.hgetall(k).items()} for k in keys}
+    if got != want:
+        missing = sorted(set(want) - set(got))[:5]
+        extra = sorted(set(got) - set(want))[:5]
+        differ = [k for k in want if k in got and got[k] != want[k]][:3]
+        print("index differs: missing keys", missing, "extra keys", extra,
+              "differing", [(k, len(got[k]), len(want[k])) for k in differ])
+    return got == want
+
+
+def index_keys(rc):
+    return [k.decode() if isinstance(k, bytes) else k for k in rc.call("KEYS", "wh:event:*")]
+
+
+def rebuilds(broker, what):
+    return broker.log_text().count(what)
+
+
+def test_index_rebuilt_in_pages_after_flushall(module_broker, db, rc, many):
+    b = module_broker("broker-rebuild", INDEX_REBUILD_PAGE=7)
+    total = db.count("subscriptions", "status = 'active'")
+    assert rc.call("FLUSHALL") == "OK"
+    done = rebuilds(b, "event index rebuilt")
+    # The trigger fans out fully from PostgreSQL while the index is rebuilt.
+    assert b.api.trigger(many[3], {"x": 1})["jobs"] == PER_EVENT
+    wait_until(lambda: rebuilds(b, "event index rebuilt") > done, 30, "the rebuild to finish")
+    assert rc.call("EXISTS", READY) == 1 and rc.call("EXISTS", TOKEN) == 0
+    assert index_matches_db(db, rc), "the rebuilt index differs from PostgreSQL"
+    pages = rebuilds(b, "event index rebuild: page")
+    assert pages >= total // 7 + 1, f"{pages} pages for {total} subscriptions of 7"
+    # Fan-out from the rebuilt index.
+    assert b.api.trigger(many[5], {"x": 2})["jobs"] == PER_EVENT
+
+
+def test_flushall_during_rebuild_leaves_no_mark(module_broker, db, rc, many):
+    """A FLUSHALL between pages: the entries written before it are gone and the ones after it
+    are there, so the index is partial; the ready mark must not be set over it. The broker is
+    stopped (SIGSTOP) in the middle of a rebuild of one subscription per page, the FLUSHALL
+    happens, and it is continued."""
+    import signal
+
+    b = module_broker("broker-rebuild-slow", INDEX_REBUILD_PAGE=1)
+    total = db.count("subscriptions", "status = 'active'")
+    assert rc.call("FLUSHALL") == "OK"
+    refused = rebuilds(b, "ended without the ready mark")
+    done = rebuilds(b, "event index rebuilt")
+    pages0 = rebuilds(b, "event index rebuild: page")
+    assert b.api.trigger(many[0])["jobs"] == PER_EVENT
+    wait_until(lambda: rebuilds(b, "event index rebuild: page") >= pages0 + 20, 30,
+               "20 pages of the rebuild", interval=0.002)
+    b.send(signal.SIGSTOP)
+    try:
+        partial = sum(rc.call("HLEN", k) for k in index_keys(rc))
+        assert rc.call("EXISTS", READY) == 0, \
+            f"the rebuild of {total} pages finished before it could be stopped"
+        assert rc.call("EXISTS", TOKEN) == 1 and 0 < partial < total, partial
+        assert rc.call("FLUSHALL") == "OK"
+    finally:
+        b.send(signal.SIGCONT)
+    wait_until(lambda: rebuilds(b, "ended without the ready mark") > refused, 60,
+               "the rebuild to end without the mark")
+    assert rebuilds(b, "event index rebuilt") == done
+    assert rc.call("EXISTS", READY) == 0, "the ready mark covers a partial index"
+    left = sum(rc.call("HLEN", k) for k in index_keys(rc))
+    assert 0 < left < total, f"{left} entries after the FLUSHALL of {total}"
+
+    # The next trigger still fans out fully (from PostgreSQL) and starts a complete rebuild.
+    assert b.api.trigger(many[1])["jobs"] == PER_EVENT
+    wait_until(lambda: rebuilds(b, "event index rebuilt") > done, 60, "a complete rebuild")
+    assert rc.call("EXISTS", READY) == 1 and rc.call("EXISTS", TOKEN) == 0
+    assert index_matches_db(db, rc)
