@@ -32,6 +32,8 @@ struct broker_cfg {
     long max_headers;
     long max_subs_per_event;
     long index_rebuild_page;
+    long resolve_queue_max;
+    long resolve_timeout_ms;
     long drain_timeout_ms;
     long request_timeout_ms;
 };

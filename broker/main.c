@@ -55,6 +55,13 @@ static const struct cfg_opt opts[] = {
     {"INDEX_REBUILD_PAGE", "index-rebuild-page", CFG_INT, "1000", 1, 100000,
      "subscriptions read and written per page when the event index is rebuilt",
      C(index_rebuild_page)},
+    {"RESOLVE_QUEUE_MAX", "resolve-queue-max", CFG_INT, "256", 1, 4096,
+     "webhook URL host lookups waiting or under way; a registration beyond gets 503",
+     C(resolve_queue_max)},
+    {"RESOLVE_TIMEOUT", "resolve-timeout", CFG_MS, "5", 100, 60000,
+     "seconds a registration waits for its host lookup (then accepted with a warning; the "
+     "worker checks every address it dials)",
+     C(resolve_timeout_ms)},
     {"DRAIN_TIMEOUT", "drain-timeout", CFG_MS, "20", 0, 3600000,
      "seconds to finish in-flight requests after SIGTERM", C(drain_timeout_ms)},
     {"WEBHOOK_API_KEYS", "api-keys", CFG_STR, "", 0, 0,
@@ -173,8 +180,8 @@ int main(int argc, char **argv)
     rds_free(broker.redis);
     pg_free(broker.pg_commit);
     pg_free(broker.pg_api);
+    urlguard_stop(); /* answers the registrations still waiting for DNS: before http_free */
     http_free();
-    urlguard_stop();
     event_free(sig_term);
     event_free(sig_int);
     if (drain_timer)

@@ -257,13 +257,20 @@ static void reg_lock_done(void *priv, PGresult *res, const char *err)
 }
 
 /* The SSRF guard's verdict on the URL: refuse, or upsert. */
-static void reg_checked(void *priv, const char *refused)
+static void reg_checked(void *priv, enum urlguard_verdict verdict, const char *reason)
 {
     struct reg *g = priv;
     struct req *r = g->r;
-    if (refused) {
+    if (verdict == URLGUARD_REFUSED) {
         reg_free(g);
-        http_error(r, 400, "url_not_allowed", "%s", refused);
+        http_error(r, 400, "url_not_allowed", "%s", reason);
+        return;
+    }
+    if (verdict == URLGUARD_BUSY) {
+        reg_free(g);
+        if (r->ev)
+            evhttp_add_header(evhttp_request_get_output_headers(r->ev), "Retry-After", "1");
+        http_error(r, 503, "unavailable", "%s", reason);
         return;
     }
     /* MAX_SUBSCRIPTIONS_PER_EVENT: the upsert inserts a new pair only while the event has
