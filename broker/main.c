@@ -124,6 +124,8 @@ static void on_redis_state(struct rds *r, bool up, void *arg)
     (void)r;
     if (up)
         subs_index_ensure(arg);
+    else
+        subs_index_redis_lost();
 }
 
 static void on_pg_state(struct pg *p, bool up, void *arg)

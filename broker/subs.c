@@ -847,6 +847,12 @@ static void index_checked(struct rds *rd, redisReply *reply, void *priv)
     page_fetch();
 }
 
+void subs_index_redis_lost(void)
+{
+    if (ix.busy)
+        ix.failed = true; /* seen before anything else is sent: at the page's end */
+}
+
 void subs_index_ensure(struct broker *b)
 {
     if (ix.busy || !rds_up(b->redis) || !pg_up(b->pg_api))

@@ -316,3 +316,34 @@ def test_flushall_during_rebuild_leaves_no_mark(module_broker, db, rc, many):
     wait_until(lambda: rebuilds(b, "event index rebuilt") > done, 60, "a complete rebuild")
     assert rc.call("EXISTS", READY) == 1 and rc.call("EXISTS", TOKEN) == 0
     assert index_matches_db(db, rc)
+
+
+def test_rebuild_ends_unmarked_when_redis_connection_drops(module_broker, db, rc, many):
+    """Redis may come back from a snapshot that holds the rebuild's token but not the entries
+    written after it, so a rebuild whose connection dropped must not set the mark."""
+    import signal
+
+    b = module_broker("broker-rebuild-drop", INDEX_REBUILD_PAGE=1)
+    assert rc.call("FLUSHALL") == "OK"
+    failed = rebuilds(b, "rebuilding the event index failed")
+    done = rebuilds(b, "event index rebuilt")
+    pages0 = rebuilds(b, "event index rebuild: page")
+    assert b.api.trigger(many[2])["jobs"] == PER_EVENT
+    wait_until(lambda: rebuilds(b, "event index rebuild: page") >= pages0 + 20, 30,
+               "20 pages of the rebuild", interval=0.002)
+    b.send(signal.SIGSTOP)
+    try:
+        assert rc.call("EXISTS", READY) == 0, "the rebuild finished before it could be stopped"
+        # every client but this one: the stopped broker's connections too
+        assert rc.call("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") >= 1
+    finally:
+        b.send(signal.SIGCONT)
+    wait_until(lambda: rebuilds(b, "rebuilding the event index failed") > failed, 30,
+               "the rebuild to fail with its connection")
+    assert rebuilds(b, "event index rebuilt") == done
+    # A later rebuild (this broker's or another's: every broker of the module lost its
+    # connection and rebuilds on reconnect; the last one started marks) completes and marks.
+    wait_until(lambda: b.api.get("/readyz")[0] == 200, 30, "the broker back on Redis")
+    assert b.api.trigger(many[4])["jobs"] == PER_EVENT
+    wait_until(lambda: rc.call("EXISTS", READY) == 1, 60, "a complete rebuild to set the mark")
+    assert index_matches_db(db, rc)
