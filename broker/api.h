@@ -16,6 +16,9 @@ void subs_delete(struct req *r);     /* DELETE /api/v0/webhooks/<name>/<id> */
 void subs_rotate_secret(struct req *r);
 /* Rebuilds the Redis event index from PostgreSQL when it is not known to be complete. */
 void subs_index_ensure(struct broker *b);
+/* The Redis connection was lost: a rebuild under way ends without the ready mark (Redis may
+ * come back from an older snapshot holding the rebuild's token but not its later entries). */
+void subs_index_redis_lost(void);
 
 void trigger_post(struct req *r); /* POST /api/v0/trigger-event/<name> */
 void events_get(struct req *r);   /* GET /api/v0/events/<id> */

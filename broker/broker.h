@@ -37,6 +37,10 @@ struct broker_cfg {
     long request_deadline_ms;
     long max_header_bytes;
     long max_headers;
+    long max_subs_per_event;
+    long index_rebuild_page;
+    long resolve_queue_max;
+    long resolve_timeout_ms;
     long drain_timeout_ms;
     long request_timeout_ms;
 };

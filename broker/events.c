@@ -1,11 +1,12 @@
-/* GET /api/v0/events/<id>: an event, its payload, the state of each of its jobs and each job's
- * attempt log. */
+/* GET /api/v0/events/<id>: an event, its payload, one page of its jobs (page_size / offset) with
+ * the state of each and its attempt log. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
 #include "codec.h"
 #include "ids.h"
+#include "paging.h"
 #include "sql.h"
 
 static void col_str(struct buf *b, const char *key, PGresult *res, int row, int col)
@@ -22,9 +23,20 @@ static void col_num(struct buf *b, const char *key, PGresult *res, int row, int 
     buf_printf(b, ",\"%s\":%s", key, PQgetisnull(res, row, col) ? "null" : PQgetvalue(res, row, col));
 }
 
+struct ev_get {
+    struct req *r;
+    struct page page;
+};
+
+/* Rows: the event's columns on every row, then one row per attempt of the page's jobs (or per
+ * job without attempts) ordered by job then attempt, or one row without a job; the last
+ * column is the event's total number of jobs. */
 static void got_event(void *priv, PGresult *res, const char *err)
 {
-    struct req *r = priv;
+    struct ev_get *g = priv;
+    struct req *r = g->r;
+    struct page page = g->page;
+    free(g);
     if (err) {
         if (!res)
             http_error(r, 503, "unavailable", "the database is unavailable; retry later");
@@ -91,7 +103,9 @@ static void got_event(void *priv, PGresult *res, const char *err)
     }
     if (job)
         buf_adds(&b, "]}");
-    buf_adds(&b, "]}");
+    buf_addc(&b, ']');
+    paging_json(&b, PQgetvalue(res, 0, 21), &page);
+    buf_addc(&b, '}');
     http_reply(r, 200, &b);
 }
 
@@ -104,16 +118,26 @@ void events_get(struct req *r)
     char id[ID_LEN + 1];
     id_normalize(r->seg[0], id);
     memcpy(r->seg[0], id, sizeof id);
+    struct ev_get *g = xcalloc(1, sizeof *g);
+    g->r = r;
+    if (paging_parse(r, &g->page) < 0) {
+        free(g);
+        return;
+    }
     static const char sql[] =
         "SELECT e.id, e.event_name, encode(e.payload, 'hex'), " SQL_TS("e.created_at") ", "
         "j.id, j.subscription_id, j.url, j.status, j.attempts, j.last_status_code, j.last_error, "
         SQL_TS("j.next_attempt_at") ", " SQL_TS("j.delivered_at") ", " SQL_TS("j.created_at") ", "
         SQL_TS("j.updated_at") ", a.attempt, " SQL_TS("a.started_at") ", a.duration_ms, "
-        "a.status_code, a.error, a.response_excerpt "
-        "FROM events e LEFT JOIN jobs j ON j.event_id = e.id "
+        "a.status_code, a.error, a.response_excerpt, "
+        "(SELECT count(*) FROM jobs WHERE event_id = e.id) "
+        "FROM events e LEFT JOIN LATERAL (SELECT * FROM jobs WHERE event_id = e.id "
+        "  ORDER BY created_at, id LIMIT $2 OFFSET $3) j ON true "
         "LEFT JOIN attempts a ON a.job_id = j.id "
         "WHERE e.id = $1 ORDER BY j.created_at, j.id, a.attempt";
-    const char *params[] = {r->seg[0]};
-    if (pg_query(r->b->pg_api, sql, 1, params, NULL, NULL, 0, got_event, r) < 0)
+    const char *params[] = {r->seg[0], g->page.size_text, g->page.offset_text};
+    if (pg_query(r->b->pg_api, sql, 3, params, NULL, NULL, 0, got_event, g) < 0) {
+        free(g);
         http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+    }
 }

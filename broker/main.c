@@ -63,6 +63,19 @@ static const struct cfg_opt opts[] = {
      "largest request line + headers in bytes (431 beyond)", C(max_header_bytes)},
     {"MAX_HEADERS", "max-headers", CFG_INT, "100", 8, 10000,
      "most header lines in a request (431 beyond)", C(max_headers)},
+    {"MAX_SUBSCRIPTIONS_PER_EVENT", "max-subscriptions-per-event", CFG_INT, "1000", 1, 1000000,
+     "active subscriptions one event name may have (a new registration beyond gets 409)",
+     C(max_subs_per_event)},
+    {"INDEX_REBUILD_PAGE", "index-rebuild-page", CFG_INT, "1000", 1, 100000,
+     "subscriptions read and written per page when the event index is rebuilt",
+     C(index_rebuild_page)},
+    {"RESOLVE_QUEUE_MAX", "resolve-queue-max", CFG_INT, "256", 1, 4096,
+     "webhook URL host lookups waiting or under way; a registration beyond gets 503",
+     C(resolve_queue_max)},
+    {"RESOLVE_TIMEOUT", "resolve-timeout", CFG_MS, "5", 100, 60000,
+     "seconds a registration waits for its host lookup (then accepted with a warning; the "
+     "worker checks every address it dials)",
+     C(resolve_timeout_ms)},
     {"DRAIN_TIMEOUT", "drain-timeout", CFG_MS, "20", 0, 3600000,
      "seconds to finish in-flight requests after SIGTERM", C(drain_timeout_ms)},
     {"WEBHOOK_API_KEYS", "api-keys", CFG_STR, "", 0, 0,
@@ -127,6 +140,8 @@ static void on_redis_state(struct rds *r, bool up, void *arg)
     (void)r;
     if (up)
         subs_index_ensure(arg);
+    else
+        subs_index_redis_lost();
 }
 
 static void on_pg_state(struct pg *p, bool up, void *arg)
@@ -196,8 +211,8 @@ int main(int argc, char **argv)
     rds_free(broker.redis);
     pg_free(broker.pg_commit);
     pg_free(broker.pg_api);
+    urlguard_stop(); /* answers the registrations still waiting for DNS: before http_free */
     http_free();
-    urlguard_stop();
     event_free(sig_term);
     event_free(sig_int);
     if (drain_timer)

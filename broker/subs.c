@@ -10,10 +10,12 @@
 #include "api.h"
 #include "codec.h"
 #include "ids.h"
+#include "indexval.h"
 #include "jsonv.h"
 #include "keys.h"
 #include "log.h"
 #include "secretbox.h"
+#include "paging.h"
 #include "sign.h"
 #include "sql.h"
 #include "urlguard.h"
@@ -166,11 +168,6 @@ static int secret_open(struct req *r, const char *stored, const char *id, char *
  * again before the caller is told to repeat the request. */
 #define SECRET_CAS_TRIES 3
 
-static void index_value(struct buf *b, const char *id)
-{
-    buf_printf(b, "{\"id\":\"%s\",\"status\":\"active\"}", id);
-}
-
 /* ---- register ---------------------------------------------------------------------------- */
 
 struct reg {
@@ -192,6 +189,8 @@ struct reg {
 };
 
 static void reg_lookup(struct reg *g);
+/* Class (first key) of the per-event registration locks: pg_advisory_lock(class, hashtext). */
+#define SUBS_LOCK_CLASS "7231002"
 
 static void reg_free(struct reg *g)
 {
@@ -230,7 +229,9 @@ static void reg_saved(void *priv, PGresult *res, const char *err)
     struct reg *g = priv;
     struct req *r = g->r;
     if (!err && PQntuples(res) == 0 && ++g->tries < SECRET_CAS_TRIES) {
-        reg_lookup(g); /* the row changed (or appeared) since it was read */
+        /* The row changed (or appeared) since it was read, or the event filled up meanwhile:
+         * read again (reg_found then answers 409 for a full event). */
+        reg_lookup(g);
         return;
     }
     if (err || PQntuples(res) != 1) {
@@ -246,12 +247,11 @@ static void reg_saved(void *priv, PGresult *res, const char *err)
     sub_json(&g->resp, res, 0, g->plain, NULL);
     char key[KEY_MAX];
     size_t klen = key_event(key, PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
-    struct buf v = {0};
-    index_value(&v, PQgetvalue(res, 0, 0));
-    const char *argv[] = {"HSET", key, PQgetvalue(res, 0, 2), v.data};
-    size_t lens[] = {4, klen, (size_t)PQgetlength(res, 0, 2), v.len};
+    char v[INDEXVAL_SIZE];
+    size_t vlen = indexval_encode(v, PQgetvalue(res, 0, 0));
+    const char *argv[] = {"HSET", key, PQgetvalue(res, 0, 2), v};
+    size_t lens[] = {4, klen, (size_t)PQgetlength(res, 0, 2), vlen};
     int rc = rds_cmd(r->b->redis, reg_indexed, g, 4, argv, lens);
-    buf_free(&v);
     if (rc < 0)
         reg_indexed(r->b->redis, NULL, g);
     else
@@ -293,19 +293,43 @@ static int parse_headers(const cJSON *h, struct buf *out, char *err, size_t errl
     return 0;
 }
 
+/* The answer to one of the statements around the upsert (the lock and the unlock). Nothing to
+ * do: a failure there makes the upsert fail too, or ends the session, which drops the lock. */
+static void reg_lock_done(void *priv, PGresult *res, const char *err)
+{
+    (void)priv, (void)res;
+    if (err)
+        log_warn("subs", "per-event registration lock: %s", err);
+}
+
 /* With the existing row (if any) read, the upsert: a new row gets the secret sealed for its new
- * id; an existing one is updated only if it is still the row read, with the secret read (a
- * compare-and-set: the plain secrets were compared here, and a ciphertext is bound to its row's
- * id), else reg_saved reads again. */
+ * id, and is inserted only while the event has fewer active subscriptions than
+ * MAX_SUBSCRIPTIONS_PER_EVENT; an existing one is updated only if it is still the row read, with
+ * the secret read (a compare-and-set: the plain secrets were compared here, and a ciphertext is
+ * bound to its row's id). No row back: reg_saved reads again. */
 static void reg_upsert(struct reg *g)
 {
     struct req *r = g->r;
+    /* The count and the insert are one statement, but under READ COMMITTED that statement's
+     * snapshot would miss a concurrent registration committing meanwhile (another broker), so
+     * registrations of one event are serialised by a session advisory lock taken by the
+     * statement before (the upsert then starts with a snapshot that sees every registration
+     * that held the lock before it) and released by the statement after. The three are queued
+     * together on this connection, so nothing runs between them; a lost connection drops the
+     * lock with the session. The lock key is the two-int form (a space of its own, apart from
+     * the one-bigint locks of the migrations and the reconciler). */
+    static const char lock_sql[] = "SELECT pg_advisory_lock(" SUBS_LOCK_CLASS ", hashtext($1))";
+    static const char unlock_sql[] = "SELECT pg_advisory_unlock(" SUBS_LOCK_CLASS ", hashtext($1))";
     /* A secret sent with a re-registration replaces the current one at once, and a previous
      * secret still in its grace period stops signing too (no grace: that is rotate-secret's
      * job); the same secret again changes nothing. Without one, the secrets are kept. */
     static const char sql[] =
         "INSERT INTO subscriptions (id, event_name, url, secret, headers) "
-        "VALUES ($1, $2, $3, $4, COALESCE($5::jsonb, '{}'::jsonb)) "
+        "SELECT $1::uuid, $2::text, $3::text, $4::text, COALESCE($5::jsonb, '{}'::jsonb) "
+        "WHERE EXISTS (SELECT 1 FROM subscriptions WHERE event_name = $2 AND url = $3 "
+        "  AND status = 'active') "
+        "OR (SELECT count(*) FROM subscriptions WHERE event_name = $2 AND status = 'active') "
+        "  < $9::int "
         "ON CONFLICT (event_name, url) WHERE status = 'active' DO UPDATE SET "
         "headers = COALESCE($5::jsonb, subscriptions.headers), "
         "secret = COALESCE($6::text, subscriptions.secret), "
@@ -315,6 +339,8 @@ static void reg_upsert(struct reg *g)
         "updated_at = now() "
         "WHERE subscriptions.id = $7::uuid AND subscriptions.secret = $8::text "
         "RETURNING " SQL_SUB_COLS ", (xmax = 0)";
+    char limit[24];
+    snprintf(limit, sizeof limit, "%ld", r->b->cfg.max_subs_per_event);
     const char *params[] = {g->id,
                             g->event_name,
                             g->url,
@@ -322,11 +348,23 @@ static void reg_upsert(struct reg *g)
                             g->headers,
                             g->update_ct[0] ? g->update_ct : NULL,
                             g->seen_id[0] ? g->seen_id : NULL,
-                            g->seen_ct};
-    if (pg_query(r->b->pg_api, sql, 8, params, NULL, NULL, 0, reg_saved, g) < 0) {
+                            g->seen_ct,
+                            limit};
+    const char *lock_params[] = {g->event_name};
+    struct pg *pg = r->b->pg_api;
+    if (pg_query(pg, lock_sql, 1, lock_params, NULL, NULL, 0, reg_lock_done, NULL) < 0) {
         reg_free(g);
         http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+        return;
     }
+    /* Queued right behind the lock on the same connection: cannot fail while it did not (the
+     * connection is only dropped from the loop). The unlock is queued while g is alive. */
+    if (pg_query(pg, sql, 9, params, NULL, NULL, 0, reg_saved, g) < 0) {
+        reg_saved(g, NULL, "database connection lost");
+        return;
+    }
+    if (pg_query(pg, unlock_sql, 1, lock_params, NULL, NULL, 0, reg_lock_done, NULL) < 0)
+        log_warn(r->id, "cannot queue the registration unlock; the session ends with the lock");
 }
 
 static void reg_found(void *priv, PGresult *res, const char *err)
@@ -341,12 +379,20 @@ static void reg_found(void *priv, PGresult *res, const char *err)
     free(g->seen_ct);
     g->seen_ct = NULL;
     g->seen_id[0] = g->update_ct[0] = '\0';
+    bool exists = !PQgetisnull(res, 0, 1);
+    if (!exists && strtol(PQgetvalue(res, 0, 0), NULL, 10) >= r->b->cfg.max_subs_per_event) {
+        http_error(r, 409, "too_many_subscriptions",
+                   "event %s already has %ld active subscriptions, the most allowed "
+                   "(MAX_SUBSCRIPTIONS_PER_EVENT); delete one first",
+                   g->event_name, r->b->cfg.max_subs_per_event);
+        goto out_free;
+    }
     if (secret_seal(r, g->secret, g->id, g->insert_ct) < 0)
         goto out_free;
     memcpy(g->plain, g->secret, sizeof g->secret);
-    if (PQntuples(res) == 1) {
-        snprintf(g->seen_id, sizeof g->seen_id, "%s", PQgetvalue(res, 0, 0));
-        g->seen_ct = xstrdup(PQgetvalue(res, 0, 1));
+    if (exists) {
+        snprintf(g->seen_id, sizeof g->seen_id, "%s", PQgetvalue(res, 0, 1));
+        g->seen_ct = xstrdup(PQgetvalue(res, 0, 2));
         char current[SECRETBOX_PLAIN_MAX + 1];
         if (secret_open(r, g->seen_ct, g->seen_id, current) < 0)
             goto out_free;
@@ -366,12 +412,15 @@ out_free:
     reg_free(g);
 }
 
-/* Reads the active row of the event + URL, if any: its id and stored secret. */
+/* Reads the number of active subscriptions of the event, and its active row for the URL if
+ * any: id and stored secret (NULL when none). */
 static void reg_lookup(struct reg *g)
 {
     struct req *r = g->r;
-    static const char sql[] = "SELECT id::text, secret FROM subscriptions WHERE event_name = $1 "
-                              "AND url = $2 AND status = 'active'";
+    static const char sql[] =
+        "SELECT (SELECT count(*) FROM subscriptions WHERE event_name = $1 AND status = 'active'), "
+        "s.id::text, s.secret FROM (SELECT 1) one LEFT JOIN subscriptions s "
+        "ON s.event_name = $1 AND s.url = $2 AND s.status = 'active'";
     const char *params[] = {g->event_name, g->url};
     if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, reg_found, g) < 0) {
         reg_free(g);
@@ -380,13 +429,20 @@ static void reg_lookup(struct reg *g)
 }
 
 /* The SSRF guard's verdict on the URL: refuse, or upsert. */
-static void reg_checked(void *priv, const char *refused)
+static void reg_checked(void *priv, enum urlguard_verdict verdict, const char *reason)
 {
     struct reg *g = priv;
     struct req *r = g->r;
-    if (refused) {
+    if (verdict == URLGUARD_REFUSED) {
         reg_free(g);
-        http_error(r, 400, "url_not_allowed", "%s", refused);
+        http_error(r, 400, "url_not_allowed", "%s", reason);
+        return;
+    }
+    if (verdict == URLGUARD_BUSY) {
+        reg_free(g);
+        if (r->ev)
+            evhttp_add_header(evhttp_request_get_output_headers(r->ev), "Retry-After", "1");
+        http_error(r, 503, "unavailable", "%s", reason);
         return;
     }
     reg_lookup(g);
@@ -457,44 +513,34 @@ out_free:
 
 /* ---- list -------------------------------------------------------------------------------- */
 
+/* One page of a listing: the query parameters, and the event name of a per-event listing. */
 struct list {
     struct req *r;
-    long page_size, offset;
+    struct page page;
+    bool by_event;
 };
 
-static int query_long(struct req *r, const char *name, long def, long min, long max, long *out)
-{
-    char *v = http_query_param(r, name);
-    if (!v) {
-        *out = def;
-        return 0;
-    }
-    /* digits only: strtol alone would also take " 5", "+5" and "-0" */
-    bool ok = *v && strspn(v, "0123456789") == strlen(v) && strlen(v) <= 10;
-    long n = ok ? strtol(v, NULL, 10) : 0;
-    ok = ok && n >= min && n <= max;
-    free(v);
-    if (!ok) {
-        http_error(r, 400, "invalid_field", "%s must be a whole number from %ld to %ld", name,
-                   min, max);
-        return -1;
-    }
-    *out = n;
-    return 0;
-}
-
+/* Rows: one per subscription of the page (SQL_SUB_COLS) plus the total count after them; a
+ * page past the end is one row of NULLs with the count. */
 static void list_done(void *priv, PGresult *res, const char *err)
 {
     struct list *l = priv;
     struct req *r = l->r;
-    long page_size = l->page_size, offset = l->offset;
+    struct page page = l->page;
+    bool by_event = l->by_event;
     free(l);
     if (err || PQntuples(res) < 1) {
         db_error(r, res, err ? err : "no rows");
         return;
     }
     struct buf b = {0};
-    buf_adds(&b, "{\"webhooks\":[");
+    buf_addc(&b, '{');
+    if (by_event) {
+        buf_adds(&b, "\"eventName\":");
+        json_escape(&b, r->seg[0], strlen(r->seg[0]));
+        buf_addc(&b, ',');
+    }
+    buf_adds(&b, "\"webhooks\":[");
     int n = 0;
     for (int i = 0; i < PQntuples(res); i++) {
         if (PQgetisnull(res, i, 1))
@@ -503,34 +549,37 @@ static void list_done(void *priv, PGresult *res, const char *err)
             buf_addc(&b, ',');
         sub_json(&b, res, i, NULL, NULL);
     }
-    buf_printf(&b, "],\"total\":%s,\"offset\":%ld,\"page_size\":%ld}",
-               PQgetvalue(res, 0, SQL_SUB_NCOLS), offset, page_size);
+    buf_addc(&b, ']');
+    paging_json(&b, PQgetvalue(res, 0, SQL_SUB_NCOLS), &page);
+    buf_addc(&b, '}');
     http_reply(r, 200, &b);
+}
+
+/* Runs a listing statement with $1 page size, $2 offset and, by event, $3 the event name. */
+static void list_run(struct req *r, const char *sql, bool by_event)
+{
+    struct list *l = xcalloc(1, sizeof *l);
+    l->r = r;
+    l->by_event = by_event;
+    if (paging_parse(r, &l->page) < 0) {
+        free(l);
+        return;
+    }
+    const char *params[] = {l->page.size_text, l->page.offset_text, r->seg[0]};
+    if (pg_query(r->b->pg_api, sql, by_event ? 3 : 2, params, NULL, NULL, 0, list_done, l) < 0) {
+        free(l);
+        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+    }
 }
 
 void subs_list(struct req *r)
 {
-    long page_size, offset;
-    if (query_long(r, "page_size", 50, 1, 500, &page_size) < 0 ||
-        query_long(r, "offset", 0, 0, 1000000000L, &offset) < 0)
-        return;
     static const char sql[] =
         "WITH t AS (SELECT count(*) AS n FROM subscriptions WHERE status = 'active') "
         "SELECT s.*, t.n FROM t LEFT JOIN LATERAL (SELECT " SQL_SUB_COLS
         " FROM subscriptions WHERE status = 'active' ORDER BY created_at, id "
         "LIMIT $1 OFFSET $2) s ON true";
-    char ps[24], off[24];
-    snprintf(ps, sizeof ps, "%ld", page_size);
-    snprintf(off, sizeof off, "%ld", offset);
-    const char *params[] = {ps, off};
-    struct list *l = xcalloc(1, sizeof *l);
-    l->r = r;
-    l->page_size = page_size;
-    l->offset = offset;
-    if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, list_done, l) < 0) {
-        free(l);
-        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
-    }
+    list_run(r, sql, false);
 }
 
 static bool check_name(struct req *r)
@@ -544,35 +593,17 @@ static bool check_name(struct req *r)
     return true;
 }
 
-static void list_event_done(void *priv, PGresult *res, const char *err)
-{
-    struct req *r = priv;
-    if (err) {
-        db_error(r, res, err);
-        return;
-    }
-    struct buf b = {0};
-    buf_adds(&b, "{\"eventName\":");
-    json_escape(&b, r->seg[0], strlen(r->seg[0]));
-    buf_adds(&b, ",\"webhooks\":[");
-    for (int i = 0; i < PQntuples(res); i++) {
-        if (i)
-            buf_addc(&b, ',');
-        sub_json(&b, res, i, NULL, NULL);
-    }
-    buf_adds(&b, "]}");
-    http_reply(r, 200, &b);
-}
-
 void subs_list_event(struct req *r)
 {
     if (!check_name(r))
         return;
-    static const char sql[] = "SELECT " SQL_SUB_COLS " FROM subscriptions WHERE event_name = $1 "
-                              "AND status = 'active' ORDER BY created_at, id";
-    const char *params[] = {r->seg[0]};
-    if (pg_query(r->b->pg_api, sql, 1, params, NULL, NULL, 0, list_event_done, r) < 0)
-        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+    static const char sql[] =
+        "WITH t AS (SELECT count(*) AS n FROM subscriptions WHERE event_name = $3 "
+        "AND status = 'active') "
+        "SELECT s.*, t.n FROM t LEFT JOIN LATERAL (SELECT " SQL_SUB_COLS
+        " FROM subscriptions WHERE event_name = $3 AND status = 'active' "
+        "ORDER BY created_at, id LIMIT $1 OFFSET $2) s ON true";
+    list_run(r, sql, true);
 }
 
 /* ---- get / delete ------------------------------------------------------------------------ */
@@ -836,84 +867,207 @@ void subs_rotate_secret(struct req *r)
 
 /* ---- the event index --------------------------------------------------------------------- */
 
-static bool index_busy;
+/* Rebuilding the index from PostgreSQL when the ready mark is missing (decision 4), in keyset
+ * pages of INDEX_REBUILD_PAGE subscriptions ordered by (event name, URL): one HSET per event
+ * per page (a single key: any Redis Cluster slot), the next page read once every HSET of the
+ * page has answered. The ready mark is set last by a script that sets it only if the token
+ * written to wh:{<ready>}:rebuild before the first page is still there: a FLUSHALL (or a
+ * restart that lost data) at any point of the rebuild removes the token, so the mark can
+ * never cover an index missing entries written before it. One rebuild at a time per broker; a
+ * rebuild started by another broker replaces the token, and only the last one started marks. */
+static struct {
+    bool busy, failed, last_page;
+    struct broker *b;
+    char token[ID_LEN + 1];
+    char *after_name, *after_url; /* keyset cursor: the last row of the previous page */
+    long written, pages;
+    int pending; /* HSET replies outstanding for the current page */
+} ix;
 
-static void index_marked(struct rds *rd, redisReply *reply, void *priv)
+static const char mark_lua[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[2], '1') "
+    "redis.call('DEL', KEYS[1]) return 1 end return 0";
+
+static void rebuild_end(void)
 {
-    (void)rd;
-    long n = (long)(intptr_t)priv;
-    index_busy = false;
-    if (!reply || reply->type == REDIS_REPLY_ERROR)
-        log_warn("index", "rebuilding the event index failed: %s",
-                 reply ? reply->str : "Redis connection lost");
-    else
-        log_info("index", "event index rebuilt from PostgreSQL: %ld subscriptions", n);
+    free(ix.after_name);
+    free(ix.after_url);
+    ix.after_name = ix.after_url = NULL;
+    ix.busy = false;
 }
 
-static void index_loaded(void *priv, PGresult *res, const char *err)
+static void rebuild_fail(const char *why)
 {
-    struct broker *b = priv;
-    if (err) {
-        index_busy = false;
-        log_warn("index", "cannot read subscriptions to rebuild the event index: %s", err);
+    log_warn("index",
+             "rebuilding the event index failed after %ld entries: %s; it stays "
+             "unmarked (triggers fan out from PostgreSQL) until a rebuild completes",
+             ix.written, why);
+    rebuild_end();
+}
+
+static void rebuild_marked(struct rds *rd, redisReply *reply, void *priv)
+{
+    (void)rd, (void)priv;
+    if (!reply || reply->type != REDIS_REPLY_INTEGER) {
+        rebuild_fail(reply && reply->str ? reply->str : "Redis connection lost");
         return;
     }
-    /* One MULTI: a FLUSHALL cannot fall between the entries and the ready mark. */
-    const char *multi[] = {"MULTI"};
-    if (rds_cmd(b->redis, NULL, NULL, 1, multi, NULL) < 0) {
-        index_busy = false;
+    if (reply->integer == 1)
+        log_info("index", "event index rebuilt from PostgreSQL: %ld subscriptions in %ld pages",
+                 ix.written, ix.pages);
+    else
+        log_warn("index", "event index rebuild ended without the ready mark: its token is gone "
+                          "(Redis emptied meanwhile, or another rebuild started); the next "
+                          "trigger starts again");
+    rebuild_end();
+}
+
+static void page_fetch(void);
+
+/* Every HSET of a page answered: the next page, the mark, or the end. */
+static void page_done(void)
+{
+    if (ix.failed) {
+        rebuild_fail("an index write failed");
         return;
     }
-    struct buf v = {0};
-    for (int i = 0; i < PQntuples(res); i++) {
-        char key[KEY_MAX];
-        size_t klen = key_event(key, PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1));
-        buf_reset(&v);
-        index_value(&v, PQgetvalue(res, i, 0));
-        const char *argv[] = {"HSET", key, PQgetvalue(res, i, 2), v.data};
-        size_t lens[] = {4, klen, (size_t)PQgetlength(res, i, 2), v.len};
-        if (rds_cmd(b->redis, NULL, NULL, 4, argv, lens) < 0)
-            break;
+    if (!ix.last_page) {
+        page_fetch();
+        return;
     }
-    buf_free(&v);
+    char tkey[KEY_MAX], rkey[KEY_MAX];
+    size_t tlen = key_index_rebuild(tkey), rlen = key_index_ready(rkey);
+    const char *argv[] = {"EVAL", mark_lua, "2", tkey, rkey, ix.token};
+    size_t lens[] = {4, sizeof mark_lua - 1, 1, tlen, rlen, ID_LEN};
+    if (rds_cmd(ix.b->redis, rebuild_marked, NULL, 6, argv, lens) < 0)
+        rebuild_fail("Redis connection lost");
+}
+
+static void page_written(struct rds *rd, redisReply *reply, void *priv)
+{
+    (void)rd, (void)priv;
+    if (!reply || reply->type == REDIS_REPLY_ERROR)
+        ix.failed = true;
+    if (--ix.pending == 0)
+        page_done();
+}
+
+/* One HSET key url value ... for rows [from, to) of one event name. false when not sent. */
+static bool page_send_event(PGresult *res, int from, int to)
+{
     char key[KEY_MAX];
-    size_t klen = key_index_ready(key);
-    const char *set[] = {"SET", key, "1"};
-    size_t setl[] = {3, klen, 1};
-    const char *exec[] = {"EXEC"};
-    if (rds_cmd(b->redis, NULL, NULL, 3, set, setl) < 0 ||
-        rds_cmd(b->redis, index_marked, (void *)(intptr_t)PQntuples(res), 1, exec, NULL) < 0)
-        index_busy = false;
+    char(*vals)[INDEXVAL_SIZE] = xmalloc((size_t)(to - from) * sizeof *vals);
+    struct rargs a = {0};
+    rargs_adds(&a, "HSET");
+    rargs_add(&a, key, key_event(key, PQgetvalue(res, from, 1), (size_t)PQgetlength(res, from, 1)));
+    for (int i = from; i < to; i++) {
+        rargs_add(&a, PQgetvalue(res, i, 2), (size_t)PQgetlength(res, i, 2));
+        rargs_add(&a, vals[i - from], indexval_encode(vals[i - from], PQgetvalue(res, i, 0)));
+    }
+    int rc = rargs_send(&a, ix.b->redis, page_written, NULL);
+    rargs_free(&a);
+    free(vals);
+    if (rc == 0)
+        ix.pending++;
+    return rc == 0;
+}
+
+static void page_loaded(void *priv, PGresult *res, const char *err)
+{
+    (void)priv;
+    if (err) {
+        rebuild_fail(err);
+        return;
+    }
+    int n = PQntuples(res);
+    ix.last_page = n < ix.b->cfg.index_rebuild_page;
+    ix.pages++;
+    if (n > 0) {
+        free(ix.after_name);
+        free(ix.after_url);
+        ix.after_name = xstrdup(PQgetvalue(res, n - 1, 1));
+        ix.after_url = xstrdup(PQgetvalue(res, n - 1, 2));
+    }
+    ix.pending = 1; /* held while sending, so a reply cannot end the page early */
+    for (int from = 0; from < n && !ix.failed;) {
+        int to = from + 1;
+        while (to < n && strcmp(PQgetvalue(res, to, 1), PQgetvalue(res, from, 1)) == 0)
+            to++;
+        if (!page_send_event(res, from, to))
+            ix.failed = true;
+        else
+            ix.written += to - from;
+        from = to;
+    }
+    log_debug("index", "event index rebuild: page %ld of %d subscriptions sent (%ld in all)",
+              ix.pages, n, ix.written);
+    if (--ix.pending == 0)
+        page_done();
+}
+
+static void page_fetch(void)
+{
+    static const char first_sql[] =
+        "SELECT id, event_name, url FROM subscriptions WHERE status = 'active' "
+        "ORDER BY event_name, url LIMIT $1";
+    static const char next_sql[] =
+        "SELECT id, event_name, url FROM subscriptions WHERE status = 'active' "
+        "AND (event_name, url) > ($2, $3) ORDER BY event_name, url LIMIT $1";
+    char limit[24];
+    snprintf(limit, sizeof limit, "%ld", ix.b->cfg.index_rebuild_page);
+    const char *params[] = {limit, ix.after_name, ix.after_url};
+    bool first = ix.after_name == NULL;
+    if (pg_query(ix.b->pg_api, first ? first_sql : next_sql, first ? 1 : 3, params, NULL, NULL, 0,
+                 page_loaded, NULL) < 0)
+        rebuild_fail("the database is unavailable");
+}
+
+static void token_set(struct rds *rd, redisReply *reply, void *priv)
+{
+    (void)rd, (void)priv;
+    if (!reply || reply->type == REDIS_REPLY_ERROR)
+        ix.failed = true; /* seen when the first page is done */
 }
 
 static void index_checked(struct rds *rd, redisReply *reply, void *priv)
 {
-    (void)rd;
-    struct broker *b = priv;
-    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) {
-        index_busy = false;
-        return;
-    }
-    if (!reply || reply->type != REDIS_REPLY_INTEGER) {
-        index_busy = false;
+    (void)rd, (void)priv;
+    if (!reply || reply->type != REDIS_REPLY_INTEGER || reply->integer == 1) {
+        ix.busy = false;
         return;
     }
     log_info("index", "the Redis event index is not marked complete; rebuilding it");
-    static const char sql[] =
-        "SELECT id, event_name, url FROM subscriptions WHERE status = 'active'";
-    if (pg_query(b->pg_api, sql, 0, NULL, NULL, NULL, 0, index_loaded, b) < 0)
-        index_busy = false;
+    /* The token goes first on this connection, so it is in Redis before any entry. */
+    id_new(ix.token);
+    ix.failed = ix.last_page = false;
+    ix.written = ix.pages = 0;
+    char tkey[KEY_MAX];
+    size_t tlen = key_index_rebuild(tkey);
+    const char *argv[] = {"SET", tkey, ix.token};
+    size_t lens[] = {3, tlen, ID_LEN};
+    if (rds_cmd(ix.b->redis, token_set, NULL, 3, argv, lens) < 0) {
+        ix.busy = false;
+        return;
+    }
+    page_fetch();
+}
+
+void subs_index_redis_lost(void)
+{
+    if (ix.busy)
+        ix.failed = true; /* seen before anything else is sent: at the page's end */
 }
 
 void subs_index_ensure(struct broker *b)
 {
-    if (index_busy || !rds_up(b->redis) || !pg_up(b->pg_api))
+    if (ix.busy || !rds_up(b->redis) || !pg_up(b->pg_api))
         return;
     char key[KEY_MAX];
     size_t klen = key_index_ready(key);
     const char *argv[] = {"EXISTS", key};
     size_t lens[] = {6, klen};
-    index_busy = true;
-    if (rds_cmd(b->redis, index_checked, b, 2, argv, lens) < 0)
-        index_busy = false;
+    ix.b = b;
+    ix.busy = true;
+    if (rds_cmd(b->redis, index_checked, NULL, 2, argv, lens) < 0)
+        ix.busy = false;
 }

@@ -9,6 +9,7 @@
 #include "api.h"
 #include "commit.h"
 #include "ids.h"
+#include "indexval.h"
 #include "jsonv.h"
 #include "keys.h"
 #include "log.h"
@@ -65,15 +66,6 @@ static void from_db(void *priv, PGresult *res, const char *err)
     commit_submit(r->b, e);
 }
 
-/* The hash value is {"id":"<uuid>",...}: pull the id out without a full parse. */
-static const char *value_id(const char *v, size_t n)
-{
-    const char *p = memmem(v, n, "\"id\":\"", 6);
-    if (!p || (size_t)(p - v) + 6 + ID_LEN > n)
-        return NULL;
-    return p + 6;
-}
-
 static void from_index(struct rds *rd, redisReply *reply, void *priv)
 {
     (void)rd;
@@ -108,12 +100,12 @@ static void from_index(struct rds *rd, redisReply *reply, void *priv)
         redisReply *url = reply->element[i], *val = reply->element[i + 1];
         if (url->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING)
             continue;
-        const char *id = value_id(val->str, val->len);
-        if (!id) {
+        struct indexval iv;
+        if (!indexval_decode(val->str, val->len, &iv)) {
             log_warn(r->id, "ignoring a malformed event index entry for %s", e->name);
             continue;
         }
-        add_job(r->b, e, id, ID_LEN, url->str, url->len);
+        add_job(r->b, e, iv.id, ID_LEN, url->str, url->len);
     }
     commit_submit(r->b, e);
 }

@@ -15,6 +15,9 @@ int keys_set_prefix(const char *prefix) __attribute__((warn_unused_result));
 /* Each writes a NUL-terminated key into out (KEY_MAX bytes) and returns its length. */
 size_t key_event(char *out, const char *name, size_t namelen); /* hash url -> subscription JSON */
 size_t key_index_ready(char *out);                   /* string: the event index is complete */
+/* string: the token of the index rebuild under way; hash tag {<ready key>}, so it shares the
+ * ready mark's slot and one script may touch both (the prefix has no braces). */
+size_t key_index_rebuild(char *out);
 size_t key_jobs(char *out, unsigned part);           /* stream of jobs to run */
 size_t key_retry(char *out, unsigned part);          /* zset: due ms -> job message */
 size_t key_live(char *out, unsigned part);           /* set: job ids Redis holds */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "indexval.h"
 #include "keys.h"
 #include "log.h"
 #include "mem.h"
@@ -17,14 +18,7 @@ static const char cas_hdel_lua[] =
     "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then "
     "return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0";
 
-static void index_value(struct buf *b, const char *id)
-{
-    buf_reset(b);
-    buf_printf(b, "{\"id\":\"%s\",\"status\":\"active\"}", id);
-}
-
-static int write_entry(struct recon *r, const char *name, const char *url, const char *id,
-                       struct buf *v)
+static int write_entry(struct recon *r, const char *name, const char *url, const char *id)
 {
     r->n.index_fixed++;
     log_info("index", "adding %s -> %s to the event index", name, url);
@@ -32,9 +26,10 @@ static int write_entry(struct recon *r, const char *name, const char *url, const
         return 0;
     char key[KEY_MAX];
     size_t klen = key_event(key, name, strlen(name));
-    index_value(v, id);
-    const char *argv[] = {"HSET", key, url, v->data};
-    size_t lens[] = {4, klen, strlen(url), v->len};
+    char v[INDEXVAL_SIZE];
+    size_t vlen = indexval_encode(v, id);
+    const char *argv[] = {"HSET", key, url, v};
+    size_t lens[] = {4, klen, strlen(url), vlen};
     redisReply *rep = recon_redis(r, 4, argv, lens);
     freeReplyObject(rep);
     return rep ? 0 : -1;
@@ -44,12 +39,9 @@ static int write_entry(struct recon *r, const char *name, const char *url, const
 static int drop_stale(struct recon *r, const char *key, size_t klen, const redisReply *field,
                       const redisReply *value)
 {
-    const char *p = strstr(value->str, "\"id\":\"");
-    char id[37] = "";
-    if (p && strlen(p + 6) >= 36)
-        memcpy(id, p + 6, 36);
-    if (id[0]) {
-        const char *params[] = {id};
+    struct indexval iv;
+    if (indexval_decode(value->str, value->len, &iv)) { /* a malformed value is simply stale */
+        const char *params[] = {iv.id};
         PGresult *res = recon_sql(
             r, "SELECT 1 FROM subscriptions WHERE id = $1::uuid AND status = 'active'", 1, params);
         if (!res)
@@ -141,7 +133,7 @@ static int scan_index(struct recon *r)
 }
 
 /* PostgreSQL -> Redis: one page of active subscriptions (all of one event name or less). */
-static int check_page(struct recon *r, PGresult *res, int from, int to, struct buf *v)
+static int check_page(struct recon *r, PGresult *res, int from, int to)
 {
     const char *name = PQgetvalue(res, from, 1);
     char key[KEY_MAX];
@@ -161,9 +153,11 @@ static int check_page(struct recon *r, PGresult *res, int from, int to, struct b
     for (int i = 0; i < n && rc == 0; i++) {
         const redisReply *e = rep->element[i];
         const char *id = PQgetvalue(res, from + i, 0);
-        if (e->type == REDIS_REPLY_STRING && strstr(e->str, id))
+        struct indexval iv;
+        if (e->type == REDIS_REPLY_STRING && indexval_decode(e->str, e->len, &iv) &&
+            strcmp(iv.id, id) == 0 && strcmp(iv.status, "active") == 0)
             continue;
-        rc = write_entry(r, name, PQgetvalue(res, from + i, 2), id, v);
+        rc = write_entry(r, name, PQgetvalue(res, from + i, 2), id);
     }
     freeReplyObject(rep);
     return rc;
@@ -173,7 +167,6 @@ static int fill_missing(struct recon *r)
 {
     char batch[24], after_name[160] = "", after_url[4096] = "";
     snprintf(batch, sizeof batch, "%ld", r->cfg.batch);
-    struct buf v = {0};
     int rc = 0;
     for (;;) {
         const char *params[] = {after_name, after_url, batch};
@@ -191,7 +184,7 @@ static int fill_missing(struct recon *r)
             int to = from + 1;
             while (to < n && strcmp(PQgetvalue(res, to, 1), PQgetvalue(res, from, 1)) == 0)
                 to++;
-            rc = check_page(r, res, from, to, &v);
+            rc = check_page(r, res, from, to);
             from = to;
         }
         if (n) {
@@ -202,7 +195,6 @@ static int fill_missing(struct recon *r)
         if (rc < 0 || n < r->cfg.batch)
             break;
     }
-    buf_free(&v);
     return rc;
 }
 

@@ -42,6 +42,8 @@ static const struct cfg_opt opts[] = {
      C(claim_idle_ms)},
     {"SUBSCRIPTION_CACHE_TTL", "subscription-cache-ttl", CFG_MS, "5", 0, 3600000,
      "seconds a subscription (secret, headers, status) is cached", C(sub_cache_ttl_ms)},
+    {"SUBSCRIPTION_CACHE_MAX", "subscription-cache-max", CFG_INT, "10000", 1, 10000000,
+     "subscriptions cached at most (the one read longest ago goes first)", C(sub_cache_max)},
     {"DRAIN_TIMEOUT", "drain-timeout", CFG_MS, "20", 0, 3600000,
      "seconds to finish in-flight deliveries after SIGTERM", C(drain_timeout_ms)},
     {"WORKER_NAME", "name", CFG_STR, "", 0, 0,
@@ -82,6 +84,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what, (void)arg;
     reader_tick(clock_now_ms());
+    prep_tick();
     maybe_exit();
 }
 
@@ -207,6 +210,7 @@ int main(int argc, char **argv)
     rds_free(W.rd_cmd);
     pg_free(W.pg);
     pg_free(W.pg_read);
+    prep_shutdown(); /* after the connections: their last callbacks may still use the cache */
     event_free(tick_ev);
     event_free(sig_term);
     event_free(sig_int);

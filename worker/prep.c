@@ -12,6 +12,7 @@
 #include "keys.h"
 #include "libmem.h"
 #include "log.h"
+#include "ttlcache.h"
 #include "worker.h"
 
 #include <cJSON.h>
@@ -19,58 +20,62 @@
 
 /* ---- subscription cache ------------------------------------------------------------------ */
 
-#define CACHE_BUCKETS 4096
+/* Bounded (common/ttlcache.h): SUBSCRIPTION_CACHE_TTL after it was read an entry is stale, the
+ * tick sweeps stale entries every CACHE_SWEEP_MS, and beyond SUBSCRIPTION_CACHE_MAX entries the
+ * one read longest ago goes. */
+#define CACHE_SWEEP_MS 1000
 
-struct cache_entry {
-    struct cache_entry *next;
-    char id[ID_LEN + 1];
-    int64_t fetched_ms;
-    struct sub *sub;
-};
+static struct ttlcache *cache;
+static int64_t cache_swept_ms;
+static uint64_t cache_evictions_logged;
 
-static struct cache_entry *cache[CACHE_BUCKETS];
-
-static unsigned bucket(const char *id)
+static void cache_drop(void *v)
 {
-    return id_partition(id, CACHE_BUCKETS);
+    sub_unref(v);
 }
 
+static struct ttlcache *cache_get_or_make(void)
+{
+    if (!cache)
+        cache = ttlcache_new((size_t)W.cfg.sub_cache_max, W.cfg.sub_cache_ttl_ms, cache_drop);
+    return cache;
+}
+
+/* A new reference to the cached subscription, or NULL. */
 static struct sub *cache_get(const char *id, int64_t now)
 {
-    struct cache_entry **pp = &cache[bucket(id)];
-    for (struct cache_entry *e; (e = *pp); pp = &e->next) {
-        if (memcmp(e->id, id, ID_LEN) != 0)
-            continue;
-        if (now - e->fetched_ms > W.cfg.sub_cache_ttl_ms) {
-            *pp = e->next;
-            sub_unref(e->sub);
-            free(e);
-            return NULL;
-        }
-        e->sub->refs++;
-        return e->sub;
-    }
-    return NULL;
+    struct sub *s = ttlcache_get(cache_get_or_make(), id, now);
+    if (s)
+        s->refs++;
+    return s;
 }
 
 static void cache_put(const char *id, struct sub *s, int64_t now)
 {
-    struct cache_entry **pp = &cache[bucket(id)];
-    for (struct cache_entry *e; (e = *pp); pp = &e->next) {
-        if (memcmp(e->id, id, ID_LEN) == 0) {
-            *pp = e->next;
-            sub_unref(e->sub);
-            free(e);
-            break;
-        }
-    }
-    struct cache_entry *e = xcalloc(1, sizeof *e);
-    memcpy(e->id, id, ID_LEN);
-    e->fetched_ms = now;
-    e->sub = s;
-    s->refs++;
-    e->next = cache[bucket(id)];
-    cache[bucket(id)] = e;
+    s->refs++; /* the cache's */
+    ttlcache_put(cache_get_or_make(), id, s, now);
+}
+
+void prep_tick(void)
+{
+    int64_t now = clock_mono_ms();
+    if (!cache || now - cache_swept_ms < CACHE_SWEEP_MS)
+        return;
+    cache_swept_ms = now;
+    size_t swept = ttlcache_sweep(cache, now);
+    uint64_t evicted = ttlcache_evictions(cache) - cache_evictions_logged;
+    cache_evictions_logged += evicted;
+    if (swept || evicted)
+        log_debug("prep",
+                  "subscription cache: %zu stale entries swept, %llu evicted over the limit, "
+                  "%zu cached",
+                  swept, (unsigned long long)evicted, ttlcache_count(cache));
+}
+
+void prep_shutdown(void)
+{
+    ttlcache_free(cache);
+    cache = NULL;
 }
 
 void sub_unref(struct sub *s)

@@ -42,6 +42,7 @@ struct worker_cfg {
     long claim_idle_ms;
     long drain_timeout_ms;
     long sub_cache_ttl_ms;
+    long sub_cache_max;
 };
 
 struct worker {
@@ -130,6 +131,8 @@ void reader_redis_up(void);
 
 /* prep.c: resolves payloads and subscriptions for a batch, then delivers or finishes each. */
 void prep_batch(struct job *jobs);
+void prep_tick(void);     /* sweeps stale subscriptions out of the cache (its own sub-period) */
+void prep_shutdown(void); /* frees the subscription cache */
 
 /* deliver.c */
 int deliver_init(void) __attribute__((warn_unused_result));
