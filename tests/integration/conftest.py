@@ -166,7 +166,7 @@ def unchanged(db, rc, subscribed):
                         "(SELECT count(*) FROM subscriptions)")[0]
         return {"events/jobs/subscriptions": counts, "xlen": rc.xlen(harness.JOBS),
                 "live": rc.call("SCARD", harness.LIVE),
-                "index": sorted(rc.call("KEYS", "wh:event:*"))}
+                "index": sorted(rc.call("KEYS", harness.event_key("*")))}
 
     before = snapshot()
     yield
