@@ -287,9 +287,9 @@ def binary(name):
     return BUILD_DIR / name
 
 
-def binaries_missing():
-    """Names of the broker/worker binaries that are not built (empty list when all are)."""
-    return [n for n in ("webhook-broker", "webhook-worker") if not os.access(binary(n), os.X_OK)]
+def binaries_missing(names=("webhook-broker", "webhook-worker")):
+    """Those of the binaries named that are not built (empty list when all are)."""
+    return [n for n in names if not os.access(binary(n), os.X_OK)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,12 +531,16 @@ class PgServer:
         def ready():
             if not self.proc.alive():
                 raise AssertionError(f"postgres exited\n{self.proc.log_tail()}")
-            return subprocess.run(
-                [str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port),
-                 "-U", "postgres", "-d", "postgres", "-t", "1"], env=self.env).returncode == 0
+            return self.accepting()
 
         wait_until(ready, timeout, f"postgres on port {self.port} to accept connections", 0.1)
         return self
+
+    def accepting(self):
+        """Whether the server accepts connections now (pg_isready, 1 s at most)."""
+        return subprocess.run(
+            [str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port),
+             "-U", "postgres", "-d", "postgres", "-t", "1"], env=self.env).returncode == 0
 
     def stop(self):
         """SIGINT (fast shutdown) to the postmaster, SIGKILL after 30 s."""

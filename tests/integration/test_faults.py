@@ -35,7 +35,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -256,12 +255,6 @@ class Load:
 # One test's servers and processes
 
 
-def _pg_ready(server):
-    return subprocess.run(
-        [str(server.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(server.port),
-         "-U", "postgres", "-d", "postgres", "-t", "1"], env=server.env).returncode == 0
-
-
 class Cluster:
     """Redis, database, broker, workers, receivers and reconciler of one test. Everything it
     starts is stopped by PID in close()."""
@@ -456,15 +449,10 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(binaries, pg, tmp_path, request):
+def cluster(binaries, need_binaries, pg, tmp_path, request):
     """Factory: cluster(redis_aof=False, own_pg=False) -> a Cluster whose processes are all
     stopped by PID at the end of the test."""
-    for n in ("webhook-worker", "webhook-reconciler"):
-        if not os.access(binary(n), os.X_OK):
-            msg = f"not built in {harness.BUILD_DIR}: {n}"
-            if os.environ.get("WH_BUILD_DIR"):
-                pytest.fail(msg)
-            pytest.skip(msg)
+    need_binaries("webhook-worker", "webhook-reconciler")
     made = []
     test = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[-40:]
 
@@ -665,20 +653,28 @@ def slow(delay):
     return lambda wid, nth: (200, delay)
 
 
-# ---------------------------------------------------------------------------------------------
-# 1. redis-server SIGKILLed and restarted on the same port with its data removed
-
-
-def test_redis_killed_and_wiped(cluster, report):
-    cl = cluster(redis_aof=True)
+def start_under_load(cl, prefix):
+    """The set-up of the Redis and PostgreSQL faults: the broker, three subscribers answering
+    in 10 ms, two workers of concurrency 8 and a reconciler loop, then a load of 900 events
+    and 300 of them answered 202. Returns (event name, load)."""
     cl.start_broker()
-    name = unique_name("wipe")
+    name = unique_name(prefix)
     cl.subscribe(name, sinks(3, behaviour=slow(0.01)))
     for i in range(2):
         cl.start_worker(f"worker{i + 1}", WORKER_CONCURRENCY=8)
     cl.start_reconciler_loop()
     load = cl.start_load(900, threads=3)
     load.wait_accepted(300)
+    return name, load
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. redis-server SIGKILLed and restarted on the same port with its data removed
+
+
+def test_redis_killed_and_wiped(cluster, report):
+    cl = cluster(redis_aof=True)
+    name, load = start_under_load(cl, "wipe")
 
     before = cl.redis_state()
     assert any((cl.redis_data / "appendonlydir").iterdir()), "no append-only file was written"
@@ -718,14 +714,7 @@ def test_redis_killed_and_wiped(cluster, report):
 
 def test_flushall_mid_load(cluster, report):
     cl = cluster()
-    cl.start_broker()
-    name = unique_name("flush")
-    cl.subscribe(name, sinks(3, behaviour=slow(0.01)))
-    for i in range(2):
-        cl.start_worker(f"worker{i + 1}", WORKER_CONCURRENCY=8)
-    cl.start_reconciler_loop()
-    load = cl.start_load(900, threads=3)
-    load.wait_accepted(300)
+    name, load = start_under_load(cl, "flush")
 
     before = cl.redis_state()
     with cl.rc() as c:
@@ -788,14 +777,7 @@ def test_worker_killed_three_times(cluster, report):
 
 def test_pg_restart(cluster, report):
     cl = cluster(own_pg=True)
-    cl.start_broker()
-    name = unique_name("pgrestart")
-    cl.subscribe(name, sinks(3, behaviour=slow(0.01)))
-    for i in range(2):
-        cl.start_worker(f"worker{i + 1}", WORKER_CONCURRENCY=8)
-    cl.start_reconciler_loop()
-    load = cl.start_load(900, threads=3)
-    load.wait_accepted(300)
+    _, load = start_under_load(cl, "pgrestart")
 
     server = cl.own_pg
     t_fault = time.time()
@@ -803,7 +785,7 @@ def test_pg_restart(cluster, report):
     assert server.proc.wait(30) is not None, "postgres ignored SIGQUIT"
     cl.broker_sees("postgres", "down")
     server.proc.start()
-    wait_until(lambda: _pg_ready(server), 60, "postgres to accept connections again", 0.1)
+    wait_until(server.accepting, 60, "postgres to accept connections again", 0.1)
     t_back = time.time()
     load.wait_done(60)
     cl.settle()
