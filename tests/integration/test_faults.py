@@ -595,19 +595,18 @@ def consumer_name(worker):
     return m.group(1)
 
 
-def redis_clients_of(cl, proc):
-    """The CLIENT LIST entries (dicts) of proc's connections to the cluster's Redis, found by
-    the local ports of the process's sockets (/proc/<pid>/fd and /proc/net/tcp*)."""
+def tcp_connections(pid):
+    """{(local port, remote port)} of the TCP sockets process pid has open (/proc/<pid>/fd and
+    /proc/net/tcp*)."""
     inodes = set()
-    fd_dir = Path(f"/proc/{proc.pid}/fd")
-    for fd in fd_dir.iterdir():
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
             target = os.readlink(fd)
         except OSError:
             continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
-    ports = set()
+    conns = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -615,9 +614,15 @@ def redis_clients_of(cl, proc):
             continue
         for line in lines:
             f = line.split()
-            remote_port = int(f[2].rsplit(":", 1)[1], 16)
-            if f[9] in inodes and remote_port == cl.redis.port:
-                ports.add(int(f[1].rsplit(":", 1)[1], 16))
+            if f[9] in inodes:
+                conns.add((int(f[1].rsplit(":", 1)[1], 16), int(f[2].rsplit(":", 1)[1], 16)))
+    return conns
+
+
+def redis_clients_of(cl, proc):
+    """The CLIENT LIST entries (dicts) of proc's connections to the cluster's Redis, found by
+    the local ports of the process's sockets."""
+    ports = {local for local, remote in tcp_connections(proc.pid) if remote == cl.redis.port}
     with cl.rc() as c:
         listing = c.call("CLIENT", "LIST").decode()
     clients = []
@@ -972,6 +977,8 @@ class FreezeGate:
         self.frozen_at = None
         self.released = threading.Event()
         self.held = 0
+        self.held_ids = set()  # webhook-ids of the held requests
+        self.held_frozen = 0  # of them, requests of the frozen worker
 
     def freeze(self):
         self.frozen_at = time.monotonic()
@@ -984,6 +991,7 @@ class FreezeGate:
         time.sleep(0.5)  # the receiver's response time, not a wait
         if self.frozen_at is not None and arrived < self.frozen_at:
             self.held += 1
+            self.held_ids.add(wid)
             self.released.wait(20)
             return 503, 0.0
         return 200, 0.0
@@ -997,6 +1005,7 @@ def freeze_and_resume(cl, frozen, other, freeze_s, gate=None):
     frozen.send(signal.SIGSTOP)
     if gate is not None:
         gate.freeze()
+    frozen_ports = {local for local, _ in tcp_connections(frozen.pid)}
     try:
         # A blocking XREADGROUP the frozen worker sent before the stop may still be served (or
         # time out after its BLOCK): wait until none of its connections is blocked any more.
@@ -1021,9 +1030,15 @@ def freeze_and_resume(cl, frozen, other, freeze_s, gate=None):
         frozen.send(signal.SIGCONT)
         if gate is not None:
             try:
-                # Released once the resumed worker has ended its held transfers (timed out).
-                wait_until(lambda: len(re.findall(TRANSFER_END_RE, frozen.log_text())) > ended,
-                           5, "the resumed worker to end its held transfers")
+                # Released once the resumed worker has ended its held transfers (timed out),
+                # when it has any: requests held by the gate that came from its sockets.
+                held_reqs = [r for sink in cl.sinks for r in sink.receivers[-1].requests
+                             if r.headers.get("webhook-id") in gate.held_ids
+                             and r.mono < gate.frozen_at and r.client[1] in frozen_ports]
+                gate.held_frozen = len(held_reqs)
+                if held_reqs:
+                    wait_until(lambda: len(re.findall(TRANSFER_END_RE, frozen.log_text())) > ended,
+                               5, f"the resumed worker to end its {len(held_reqs)} held transfers")
             finally:
                 gate.release()
     return held, before_resume, claims, backlog, frozen_s
@@ -1055,7 +1070,8 @@ def test_worker_frozen_then_resumed(cluster, report):
     verify(cl, report, f"worker SIGSTOP {frozen_s:.1f} s (spare capacity)", extra=(
         f"frozen worker held {len(held)} jobs; their statuses before SIGCONT {before_resume}, "
         f"at the end {after}; claim log lines of the other worker during the freeze: {claims}; "
-        f"responses held until after SIGCONT: {gate.held}"))
+        f"responses held until after SIGCONT: {gate.held} ({gate.held_frozen} of the frozen "
+        f"worker)"))
     assert gate.held > 0, "no request was in flight at the freeze"
     assert held, "the frozen worker held no jobs"
     assert before_resume == {"delivered": str(len(held))}, \
