@@ -24,7 +24,7 @@ def _module_name(request):
 def need(*names):
     """Skips when a binary is not built, unless WH_BUILD_DIR was given (make sets it): then a
     missing binary is a failure."""
-    missing = [n for n in harness.binaries_missing() if n in names]
+    missing = harness.binaries_missing(names)
     if missing:
         msg = f"not built in {harness.BUILD_DIR}: {', '.join(missing)}"
         if os.environ.get("WH_BUILD_DIR"):
@@ -36,6 +36,12 @@ def need(*names):
 def binaries():
     need("webhook-broker")
     return harness.BUILD_DIR
+
+
+@pytest.fixture(scope="session")
+def need_binaries():
+    """need(*names) for modules that use more binaries than the broker and the worker."""
+    return need
 
 
 # --- servers ----------------------------------------------------------------------------------
@@ -166,7 +172,7 @@ def unchanged(db, rc, subscribed):
                         "(SELECT count(*) FROM subscriptions)")[0]
         return {"events/jobs/subscriptions": counts, "xlen": rc.xlen(harness.JOBS),
                 "live": rc.call("SCARD", harness.LIVE),
-                "index": sorted(rc.call("KEYS", "wh:event:*"))}
+                "index": sorted(rc.call("KEYS", harness.event_key("*")))}
 
     before = snapshot()
     yield

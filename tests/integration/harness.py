@@ -33,7 +33,18 @@ JOBS = PREFIX + "{0}:jobs"
 RETRY = PREFIX + "{0}:retry"
 LIVE = PREFIX + "{0}:live"
 DEAD = PREFIX + "{0}:dead"
+INDEX_READY = PREFIX + "index-ready"
 GROUP = "workers"
+
+
+def payload_key(event_id, partition=0):
+    """The Redis key of an event's payload: wh:{0}:payload:<event id>."""
+    return f"{PREFIX}{{{partition}}}:payload:{event_id}"
+
+
+def event_key(event_name):
+    """The Redis key of an event's subscriber index (hash url -> JSON): wh:event:<name>."""
+    return f"{PREFIX}event:{event_name}"
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -48,10 +59,13 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 OUR_ENV_KEYS = (
     "BROKER_LISTEN", "REDIS_URL", "DATABASE_URL", "REDIS_PREFIX", "QUEUE_PARTITIONS",
     "MAX_BODY_BYTES", "PAYLOAD_TTL", "COMMIT_MAX_EVENTS", "COMMIT_MAX_JOBS", "COMMIT_MAX_BYTES",
-    "MAX_PENDING_EVENTS", "MAX_PENDING_JOBS", "MAX_PENDING_BYTES", "LOG_LEVEL", "DRAIN_TIMEOUT", "WORKER_CONCURRENCY",
+    "MAX_PENDING_EVENTS", "MAX_PENDING_JOBS", "MAX_PENDING_BYTES", "LOG_LEVEL", "DRAIN_TIMEOUT",
+    "WORKER_CONCURRENCY",
     "RETRY_SCHEDULE", "DELIVERY_CONNECT_TIMEOUT", "DELIVERY_TIMEOUT", "CLAIM_IDLE",
     "SUBSCRIPTION_CACHE_TTL", "WEBHOOK_ALLOW_PRIVATE_NETWORKS", "WEBHOOK_ALLOWED_CIDRS",
     "WEBHOOK_HTTPS_ONLY", "WEBHOOK_API_KEYS", "SECRETS_KEY", "SECRETS_KEY_PREVIOUS",
+    "WORKER_NAME", "RECONCILE_GRACE", "RECONCILE_CONFIRM", "RECONCILE_BATCH", "RETENTION_DAYS",
+    "RECONCILE_INTERVAL", "RECONCILE_ONCE", "RECONCILE_DRY_RUN",
     "MAX_CONNECTIONS", "REQUEST_DEADLINE", "MAX_HEADER_BYTES", "MAX_HEADERS", "REQUEST_TIMEOUT",
     "MAX_SUBSCRIPTIONS_PER_EVENT", "INDEX_REBUILD_PAGE", "SUBSCRIPTION_CACHE_MAX",
     "RESOLVE_QUEUE_MAX", "RESOLVE_TIMEOUT",
@@ -284,9 +298,9 @@ def binary(name):
     return BUILD_DIR / name
 
 
-def binaries_missing():
-    """Names of the broker/worker binaries that are not built (empty list when all are)."""
-    return [n for n in ("webhook-broker", "webhook-worker") if not os.access(binary(n), os.X_OK)]
+def binaries_missing(names=("webhook-broker", "webhook-worker")):
+    """Those of the binaries named that are not built (empty list when all are)."""
+    return [n for n in names if not os.access(binary(n), os.X_OK)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,6 +388,17 @@ class RedisClient:
             if "NOGROUP" in str(e):
                 return 0
             raise
+
+    def pending_by_consumer(self, key=JOBS, group=GROUP):
+        """{consumer name: pending-entry count} of the group; {} when the stream or group does
+        not exist."""
+        try:
+            summary = self.call("XPENDING", key, group)
+        except RedisError as e:
+            if "NOGROUP" in str(e):
+                return {}
+            raise
+        return {name.decode(): int(n) for name, n in (summary[3] or [])}
 
     def smembers(self, key):
         return {m.decode() for m in self.call("SMEMBERS", key)}
@@ -517,12 +542,16 @@ class PgServer:
         def ready():
             if not self.proc.alive():
                 raise AssertionError(f"postgres exited\n{self.proc.log_tail()}")
-            return subprocess.run(
-                [str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port),
-                 "-U", "postgres", "-d", "postgres", "-t", "1"], env=self.env).returncode == 0
+            return self.accepting()
 
         wait_until(ready, timeout, f"postgres on port {self.port} to accept connections", 0.1)
         return self
+
+    def accepting(self):
+        """Whether the server accepts connections now (pg_isready, 1 s at most)."""
+        return subprocess.run(
+            [str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port),
+             "-U", "postgres", "-d", "postgres", "-t", "1"], env=self.env).returncode == 0
 
     def stop(self):
         """SIGINT (fast shutdown) to the postmaster, SIGKILL after 30 s."""
@@ -915,6 +944,35 @@ def assert_error(resp, status, code=None):
 # The broker and worker processes
 
 
+def broker_env(port, redis, db, env=None):
+    """The environment of a test broker on 127.0.0.1:port: Redis and database of the test, debug
+    logs, private networks allowed, both test API keys; env (str()-ed, None removes) on top."""
+    full = {"BROKER_LISTEN": f"127.0.0.1:{port}", "REDIS_URL": redis.url, "DATABASE_URL": db.url,
+            "LOG_LEVEL": "debug", "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "1",
+            "WEBHOOK_API_KEYS": f"{API_KEY}, {API_KEY_2}"}
+    full.update(env or {})
+    return base_env(full)
+
+
+def assert_no_sanitizer_report(text, who):
+    for marker in SANITIZER_MARKERS:
+        assert marker not in text, f"sanitizer report from {who}:\n{text}"
+
+
+def broker_refuses_to_start(redis, db, naming, **env):
+    """Runs webhook-broker with the test configuration (broker_env) overridden by env, e.g.
+    WEBHOOK_API_KEYS="", and asserts that it exits non-zero within 30 s, naming `naming` (the
+    offending key) on stderr. Returns the stderr text."""
+    out = subprocess.run([str(binary("webhook-broker"))],
+                         env=broker_env(free_port(), redis, db, env), stdin=subprocess.DEVNULL,
+                         capture_output=True, timeout=30)
+    err = out.stderr.decode(errors="replace")
+    assert_no_sanitizer_report(err, "the broker")
+    assert out.returncode != 0, f"the broker started (exit {out.returncode}) with {env}:\n{err}"
+    assert naming in err, f"the broker's refusal does not name {naming!r}:\n{err}"
+    return err
+
+
 class Broker(Proc):
     """webhook-broker on a free loopback port; start() waits for GET /readyz 200."""
 
@@ -922,12 +980,8 @@ class Broker(Proc):
         self.port = free_port()
         self.redis = redis
         self.db = db
-        full = {"BROKER_LISTEN": f"127.0.0.1:{self.port}", "REDIS_URL": redis.url,
-                "DATABASE_URL": db.url, "LOG_LEVEL": "debug", "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "1",
-                "WEBHOOK_API_KEYS": f"{API_KEY}, {API_KEY_2}"}
-        full.update(env or {})
-        super().__init__(name, [binary("webhook-broker")], env=base_env(full), log_dir=log_dir,
-                         sanitized=True)
+        super().__init__(name, [binary("webhook-broker")], env=broker_env(self.port, redis, db, env),
+                         log_dir=log_dir, sanitized=True)
         self.api = Api(self.port)
 
     def start(self, timeout=START_TIMEOUT):
@@ -971,6 +1025,50 @@ class Worker(Proc):
                        for l in self.log_text().splitlines())
 
         return self.start_until(ready, timeout, f"{self.name} to log that it is ready")
+
+
+# ---------------------------------------------------------------------------------------------
+# The reconciler
+
+# The summary line of every reconciler pass, its counters in RECONCILER_COUNTS order.
+RECONCILER_PASS_RE = re.compile(
+    r"pass done(?: \(dry run: nothing changed\))?: scanned (\d+), requeued (\d+), "
+    r"rescheduled (\d+), payloads restored (\d+), index entries fixed (\d+), purged (\d+)")
+RECONCILER_COUNTS = ("scanned", "requeued", "rescheduled", "payloads", "index", "purged")
+
+
+def reconciler_passes(text):
+    """The counters ({name in RECONCILER_COUNTS: int}) of every 'pass done' line in text, in
+    order (a reconciler's output or log)."""
+    return [dict(zip(RECONCILER_COUNTS, map(int, m.groups())))
+            for m in RECONCILER_PASS_RE.finditer(text)]
+
+
+def reconciler_env(redis, db, env=None):
+    """The environment of a test reconciler on the test's Redis and database, info logs; env
+    (str()-ed, None removes) on top."""
+    return base_env({"REDIS_URL": redis.url, "DATABASE_URL": db.url, "LOG_LEVEL": "info",
+                     **(env or {})})
+
+
+def run_reconciler(redis, db, *args, log_path=None, **env):
+    """Runs one `webhook-reconciler --once *args` pass (e.g. "--dry-run") on the test's Redis and
+    database, env (RECONCILE_GRACE=0, ...) on top of reconciler_env. Asserts exit 0 and no
+    sanitizer report. Returns (the pass's counters, or None when it printed no 'pass done'
+    line, e.g. when another reconciler holds the lock; its whole output). log_path: a file the
+    output is appended to."""
+    out = subprocess.run([str(binary("webhook-reconciler")), "--once", *args],
+                         env=reconciler_env(redis, db, env), stdin=subprocess.DEVNULL,
+                         capture_output=True, timeout=60)
+    text = (out.stdout + out.stderr).decode(errors="replace")
+    if log_path is not None:
+        with open(log_path, "a") as f:
+            f.write(text)
+    assert_no_sanitizer_report(text, "the reconciler")
+    assert out.returncode == 0, f"reconciler --once exited {out.returncode}:\n{text}"
+    passes = reconciler_passes(text)
+    assert len(passes) <= 1, f"--once printed {len(passes)} passes:\n{text}"
+    return (passes[0] if passes else None), text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from harness import LIVE, TIME_RE, UUID_RE, assert_error, sql_quote, unique_name
+from harness import (LIVE, TIME_RE, UUID_RE, assert_error, event_key, payload_key, sql_quote,
+                     unique_name)
 
 HOOKS = "/api/v0/webhooks"
 
@@ -51,7 +52,7 @@ def test_register_creates_subscription(api, db, rc):
                  f"WHERE id = {sql_quote(sub['id'])}")
     assert row == [(event, url, "t", "0", "active")]
 
-    index = rc.hgetall(f"wh:event:{event}")
+    index = rc.hgetall(event_key(event))
     assert list(index) == [url], index
     assert json.loads(index[url])["id"] == sub["id"]
 
@@ -68,12 +69,12 @@ def test_register_same_event_and_url_returns_existing(api, db, rc):
     assert db.count("subscriptions", f"event_name = {sql_quote(event)}") == 1
     st, _, one = api.get(f"{HOOKS}/{event}/{first['id']}")
     assert st == 200 and one["headers"] == {"X-B": "2"}
-    index = rc.hgetall(f"wh:event:{event}")
+    index = rc.hgetall(event_key(event))
     assert list(index) == [url] and json.loads(index[url])["id"] == first["id"]
     # A different URL for the same event is a second subscription.
     other = api.register(event, "http://127.0.0.1:9/other")
     assert other["id"] != first["id"] and other["secret"] != first["secret"]
-    assert set(rc.hgetall(f"wh:event:{event}")) == {url, "http://127.0.0.1:9/other"}
+    assert set(rc.hgetall(event_key(event))) == {url, "http://127.0.0.1:9/other"}
 
 
 def test_list_paging(api):
@@ -151,13 +152,13 @@ def test_delete(api, db, rc):
     assert [w["id"] for w in listed["webhooks"]] == [keep["id"]]
     st, _, page = api.get(f"{HOOKS}?page_size=500")
     assert sub["id"] not in {w["id"] for w in page["webhooks"]}
-    assert set(rc.hgetall(f"wh:event:{event}")) == {"http://127.0.0.1:9/keep"}
+    assert set(rc.hgetall(event_key(event))) == {"http://127.0.0.1:9/keep"}
     assert db.scalar(f"SELECT status FROM subscriptions WHERE id = {sql_quote(sub['id'])}") == "deleted"
     assert_error(api.delete(f"{HOOKS}/{event}/{sub['id']}"), 404, "not_found")
 
     again = api.register(event, url, expect=201)
     assert again["id"] != sub["id"] and again["secret"] != sub["secret"]
-    assert set(rc.hgetall(f"wh:event:{event}")) == {url, "http://127.0.0.1:9/keep"}
+    assert set(rc.hgetall(event_key(event))) == {url, "http://127.0.0.1:9/keep"}
 
 
 def test_trigger_without_subscribers(api, db):
@@ -198,7 +199,7 @@ def test_trigger_enqueues_jobs(api, db, rc):
         assert e["n"] == event and e["a"] == 1
         assert e["u"] == next(s["webhookUrl"] for s in subs if s["id"] == e["s"])
     assert {j["id"] for j in jobs} <= rc.smembers(LIVE)
-    assert rc.call("GET", f"wh:{{0}}:payload:{eid}") == payload
+    assert rc.call("GET", payload_key(eid)) == payload
 
 
 def test_get_unknown_event(api):

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from harness import (DEAD, LIVE, signature_vectors, unique_name, verify_signature,
+from harness import (DEAD, LIVE, payload_key, signature_vectors, unique_name, verify_signature,
                      wait_drained, wait_until)
 
 # Unusual but valid formatting: proves the body is sent as received, not re-serialized.
@@ -101,7 +101,7 @@ def test_payload_read_from_postgres_when_redis_lost_it(api, db, rc, receiver, st
     event = unique_name("nopayload")
     sub = api.register(event, r.url())
     eid = api.trigger(event, PAYLOAD)["eventId"]  # no worker yet: the job waits on the stream
-    assert rc.call("DEL", f"wh:{{0}}:payload:{eid}") == 1
+    assert rc.call("DEL", payload_key(eid)) == 1
     start_worker()
     [job] = db.wait_jobs(eid, "delivered", count=1)
     [q] = r.requests
@@ -162,7 +162,7 @@ def test_dead_after_last_attempt(api, db, rc, receiver, start_worker):
     wait_drained(rc, [job["id"]])
     [j] = api.event(eid)["jobs"]
     assert (j["status"], j["attempts"], j["lastStatusCode"]) == ("dead", 3, 500), j
-    time.sleep(1.0)  # a dead job is not tried again
+    time.sleep(1.0)  # proves an absence (a dead job is not tried again): no event to wait for
     assert r.count() == 3, r.requests
 
 
@@ -202,7 +202,9 @@ def test_delete_cancels_retrying_job(api, db, rc, receiver, start_worker):
 
     [job] = db.wait_jobs(eid, "cancelled", count=1, timeout=15)
     wait_drained(rc, [job["id"]])
-    time.sleep(2.5)  # past when the next attempt would have been due
+    # Proves an absence (no attempt after the cancel, past when the next would have been due):
+    # there is no event to wait for.
+    time.sleep(2.5)
     assert r.count() == seen, f"deliveries after the delete: {r.requests[seen:]}"
     assert db.jobs(eid)[0]["status"] == "cancelled", "a terminal state changed"
     assert len(db.attempts(job["id"])) == 1

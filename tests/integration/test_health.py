@@ -3,7 +3,7 @@ killed and restarted on the same port), and graceful stops."""
 
 import json
 
-from harness import JOBS, assert_error, unique_name, wait_until
+from harness import JOBS, assert_error, event_key, unique_name, wait_until
 
 
 def readyz(api):
@@ -54,4 +54,4 @@ def test_redis_down_and_back(api, db, redis):
     with redis.client() as rc:
         entries = [e for e in rc.stream_jobs(JOBS) if e["e"] == data["eventId"]]
         assert len(entries) == 1 and entries[0]["n"] == fresh, entries
-        assert json.loads(rc.hgetall(f"wh:event:{fresh}")["http://127.0.0.1:9/after"])["id"]
+        assert json.loads(rc.hgetall(event_key(fresh))["http://127.0.0.1:9/after"])["id"]

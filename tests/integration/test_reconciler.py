@@ -2,50 +2,34 @@
 requeue of jobs Redis lost and of missing payloads, the grace period, retention, and the
 advisory lock that makes overlapping runs harmless."""
 
-import os
-import re
 import subprocess
 import time
 import uuid
 
 import harness
-from harness import SANITIZER_MARKERS, binary, sql_quote, unique_name
-
-PASS_RE = re.compile(r"pass done.*?: scanned (\d+), requeued (\d+), rescheduled (\d+), "
-                     r"payloads restored (\d+), index entries fixed (\d+), purged (\d+)")
-KEYS = ("scanned", "requeued", "rescheduled", "payloads", "index", "purged")
-JOBS, LIVE = "wh:{0}:jobs", "wh:{0}:live"
+from harness import JOBS, LIVE, event_key, payload_key, run_reconciler, sql_quote, unique_name
 
 
 def reconcile(redis, db, *args, **env):
-    """Runs one pass; returns (counts or None, log text)."""
-    e = dict(os.environ, REDIS_URL=redis.url, DATABASE_URL=db.url, LOG_LEVEL="info",
-             RECONCILE_GRACE="0", RECONCILE_CONFIRM="0.1")
-    e.update({k: str(v) for k, v in env.items()})
-    out = subprocess.run([str(binary("webhook-reconciler")), "--once", *args], env=e,
-                         capture_output=True, timeout=60)
-    text = (out.stdout + out.stderr).decode(errors="replace")
-    for marker in SANITIZER_MARKERS:
-        assert marker not in text, text
-    assert out.returncode == 0, text
-    m = PASS_RE.search(text)
-    return (dict(zip(KEYS, map(int, m.groups()))) if m else None), text
+    """One --once pass with no grace and a short confirmation pause unless env says otherwise;
+    returns (counts or None, output)."""
+    return run_reconciler(redis, db, *args, **{"RECONCILE_GRACE": 0, "RECONCILE_CONFIRM": 0.1,
+                                               **env})
 
 
 def index_of(rc, event):
-    flat = [x.decode() for x in rc.call("HGETALL", f"wh:event:{event}") or []]
-    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+    return rc.hgetall(event_key(event))
 
 
 def test_index_repaired_in_both_directions(api, rc, redis, db):
     event = unique_name("idx")
     a = api.register(event, "http://127.0.0.1:9/a")
     api.register(event, "http://127.0.0.1:9/b")
-    rc.call("HDEL", f"wh:event:{event}", "http://127.0.0.1:9/b")  # missing entry
-    rc.call("HSET", f"wh:event:{event}", "http://127.0.0.1:9/stale",
+    rc.call("HDEL", event_key(event), "http://127.0.0.1:9/b")  # missing entry
+    rc.call("HSET", event_key(event), "http://127.0.0.1:9/stale",
             '{"id":"%s","status":"active"}' % uuid.uuid4())  # stale entry
     orphan = unique_name("orphan")
-    rc.call("HSET", f"wh:event:{orphan}", "http://127.0.0.1:9/x",
+    rc.call("HSET", event_key(orphan), "http://127.0.0.1:9/x",
             '{"id":"%s","status":"active"}' % uuid.uuid4())  # no subscription at all
     before = index_of(rc, event)
 
@@ -58,7 +42,7 @@ def test_index_repaired_in_both_directions(api, rc, redis, db):
     idx = index_of(rc, event)
     assert set(idx) == {"http://127.0.0.1:9/a", "http://127.0.0.1:9/b"}
     assert a["id"] in idx["http://127.0.0.1:9/a"]
-    assert rc.call("EXISTS", f"wh:event:{orphan}") == 0
+    assert rc.call("EXISTS", event_key(orphan)) == 0
 
     counts, _ = reconcile(redis, db)
     assert counts["index"] == 0, "a second pass found more to fix"
@@ -76,10 +60,10 @@ def test_lost_jobs_and_payloads_are_restored(api, rc, redis, db):
     assert counts["requeued"] == 0
 
     # A payload key vanishes while its job is live: restored from PostgreSQL.
-    rc.call("DEL", f"wh:{{0}}:payload:{ids[0]}")
+    rc.call("DEL", payload_key(ids[0]))
     counts, _ = reconcile(redis, db)
     assert counts["payloads"] >= 1
-    assert rc.call("GET", f"wh:{{0}}:payload:{ids[0]}") == b'{"n": 0}'
+    assert rc.call("GET", payload_key(ids[0])) == b'{"n": 0}'
 
     # Redis loses the stream and the live set: with a long grace nothing is touched yet...
     xlen_before = rc.xlen(JOBS)

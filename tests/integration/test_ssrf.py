@@ -10,7 +10,8 @@ import socket
 
 import pytest
 
-from harness import DEAD, assert_error, unique_name, wait_drained, wait_until
+from harness import (DEAD, assert_error, broker_refuses_to_start, unique_name, wait_drained,
+                     wait_until)
 
 INTERNAL = [
     "http://127.0.0.1:9/hook",
@@ -131,16 +132,7 @@ def test_allow_listed_networks_are_accepted(start_broker, db):
 
 
 def test_bad_allow_list_stops_the_broker(binaries, redis, db):
-    import subprocess
-    import harness
-    env = harness.base_env({"BROKER_LISTEN": f"127.0.0.1:{harness.free_port()}",
-                            "REDIS_URL": redis.url, "DATABASE_URL": db.url,
-                            "WEBHOOK_API_KEYS": harness.API_KEY,
-                            "WEBHOOK_ALLOWED_CIDRS": "10.0.0.0/33"})
-    out = subprocess.run([str(harness.binary("webhook-broker"))], env=env, capture_output=True,
-                         timeout=30)
-    assert out.returncode != 0
-    assert b"WEBHOOK_ALLOWED_CIDRS" in out.stderr
+    broker_refuses_to_start(redis, db, "WEBHOOK_ALLOWED_CIDRS", WEBHOOK_ALLOWED_CIDRS="10.0.0.0/33")
 
 
 def test_https_only_at_registration(start_broker, db):

@@ -13,14 +13,6 @@ WORKER_ENV = dict(WORKER_CONCURRENCY=CONCURRENCY, DELIVERY_TIMEOUT=2, DELIVERY_C
                   CLAIM_IDLE=3, RETRY_SCHEDULE="0.5,0.5,0.5,0.5")
 
 
-def pending_by_consumer(rc):
-    try:
-        summary = rc.call("XPENDING", "wh:{0}:jobs", "workers")
-    except Exception as e:  # informative only
-        return repr(e)
-    return {c.decode(): int(n) for c, n in (summary[3] or [])}
-
-
 def test_killed_worker_jobs_are_finished(api, db, rc, receiver, start_worker, report):
     r = receiver(200, delay=0.5)
     event = unique_name("crash")
@@ -31,7 +23,7 @@ def test_killed_worker_jobs_are_finished(api, db, rc, receiver, start_worker, re
     event_ids = [api.trigger(event, json.dumps({"n": i}).encode())["eventId"]
                  for i in range(N_EVENTS)]
     r.wait_for(N_EVENTS // 3, timeout=30)  # steady state: both workers busy
-    before_kill = pending_by_consumer(rc)
+    before_kill = rc.pending_by_consumer()
     worker_a.kill()
     received_at_kill = r.count()
     assert received_at_kill < N_EVENTS, "all deliveries were done before the kill: nothing tested"
@@ -45,7 +37,7 @@ def test_killed_worker_jobs_are_finished(api, db, rc, receiver, start_worker, re
                    "every job delivered after the kill", 0.2)
     except AssertionError as e:
         raise AssertionError(f"{e}; jobs by status: {statuses()}; pending by consumer: "
-                             f"{pending_by_consumer(rc)}") from None
+                             f"{rc.pending_by_consumer()}") from None
 
     ids = Counter(q.headers.get("webhook-id") for q in r.requests)
     missing = set(event_ids) - set(ids)

@@ -1,21 +1,25 @@
-"""Self-test of the harness alone (no broker or worker needed). Not collected by default (the
-name does not match test_*.py); run it explicitly when changing harness.py or conftest.py:
+"""Self-test of the harness alone (no broker or worker needed): the PostgreSQL and Redis
+helpers, receivers, process handling, signatures and the shared parsers and key names. Part of
+`make test`; on its own:
 
-    pytest-3 -q -p no:cacheprovider tests/integration/selftest_harness.py
+    pytest-3 -q -p no:cacheprovider tests/integration/test_harness_self.py
 """
 
+import http.client
 import json
+import threading
 import time
 
 import pytest
 
-from harness import (Api, Headers, RedisError, assert_error, sign_v1, signature_vectors,
-                     verify_signature)
+import harness
+from harness import (Api, Headers, Proc, RedisError, assert_error, event_key, payload_key,
+                     reconciler_passes, sign_v1, signature_vectors, verify_signature, wait_until)
 
 
 def test_postgres_database_and_query(db):
     assert db.scalar("SELECT 1") == "1"
-    assert db.name == "wh_selftest_harness"
+    assert db.name == "wh_test_harness_self"
     db.sql("CREATE TABLE t (id int, note text, data bytea)")
     db.sql("INSERT INTO t VALUES (1, 'a|b\nc', '\\x00ff'), (2, NULL, NULL)")
     assert db.sql("SELECT id, note, encode(data, 'hex') FROM t ORDER BY id") == [
@@ -76,7 +80,6 @@ def test_receiver_statuses_delay_headers(receiver):
 
 
 def test_receiver_keep_alive(receiver):
-    import http.client
     r = receiver(200)
     conn = http.client.HTTPConnection("127.0.0.1", r.port, timeout=5)
     for i in range(3):
@@ -90,24 +93,26 @@ def test_receiver_keep_alive(receiver):
 
 def test_receiver_close_interrupts_delay(receiver):
     r = receiver(200, delay=30)
-    import threading
-    t = threading.Thread(target=lambda: _swallow(Api(r.port, timeout=5).post, "/slow", b"{}"))
+    outcome = []
+
+    def post():
+        try:
+            outcome.append(Api(r.port, timeout=20).post("/slow", b"{}")[0])
+        except (OSError, http.client.HTTPException) as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=post)
     t.start()
     r.wait_for(1, timeout=2)
     t0 = time.monotonic()
     r.close()
     t.join(10)
     assert not t.is_alive() and time.monotonic() - t0 < 10
+    assert len(outcome) == 1 and isinstance(outcome[0], Exception), \
+        f"the delayed request was answered instead of cut off: {outcome}"
 
 
-def _swallow(fn, *a):
-    try:
-        fn(*a)
-    except Exception:
-        pass
-
-
-def test_assert_error_shape(receiver):
+def test_assert_error_shape():
     with pytest.raises(AssertionError):
         assert_error((400, Headers([("Content-Type", "application/json")]), {"x": 1}), 400)
     err = assert_error((404, Headers([("Content-Type", "application/json; charset=utf-8")]),
@@ -131,19 +136,69 @@ def test_signature_helpers():
 
 
 def test_proc_stop_checks_exit_code_and_sanitizer_reports(tmp_path):
-    from harness import Proc
     script = tmp_path / "fake.sh"
-    script.write_text("#!/bin/sh\necho 'ERROR: AddressSanitizer: heap-use-after-free' >&2\n"
-                      "trap 'exit 3' TERM\nwhile :; do sleep 0.05; done\n")
+    # The trap is set before the line is printed: once the line is in the log, SIGTERM exits 3.
+    script.write_text("#!/bin/sh\ntrap 'exit 3' TERM\n"
+                      "echo 'ERROR: AddressSanitizer: heap-use-after-free' >&2\n"
+                      "while :; do sleep 0.05; done\n")
     script.chmod(0o755)
     p = Proc("fake", [script], log_dir=tmp_path, sanitized=True).start()
-    time.sleep(0.3)
+    wait_until(lambda: "AddressSanitizer" in p.log_text(), 5, "the fake report in the log")
     with pytest.raises(AssertionError, match="sanitizer report"):
         p.stop()
     assert not p.alive() and p.returncode == 3
     p.sanitized = False
     p.start()
-    time.sleep(0.3)
+    assert p.log_path.name == "fake-2.log"
+    wait_until(lambda: "AddressSanitizer" in p.log_text(), 5, "the fake report in the second log")
     with pytest.raises(AssertionError, match="exited 3"):
         p.stop()
-    assert p.log_path.name == "fake-2.log"
+
+
+def test_wait_until_returns_the_value_or_names_what_timed_out():
+    values = iter([0, None, "", 7])
+    assert wait_until(lambda: next(values), 5, "a value", 0.001) == 7
+    with pytest.raises(AssertionError, match=r"waiting for nothing \(last: 0\)"):
+        wait_until(lambda: 0, 0.05, "nothing", 0.01)
+
+
+def test_key_names_match_the_c_key_formats():
+    """The formats of common/keys.c, read from the source so that a change there shows here."""
+    keys_c = (harness.REPO / "common" / "keys.c").read_text()
+    for fmt in ('"%sevent:%.*s"', '"%sindex-ready"', '"%s{%u}:jobs"', '"%s{%u}:retry"',
+                '"%s{%u}:live"', '"%s{%u}:dead"', '"%s{%u}:payload:%s"'):
+        assert fmt in keys_c, f"common/keys.c no longer formats {fmt}"
+    assert (harness.JOBS, harness.RETRY, harness.LIVE, harness.DEAD) == (
+        "wh:{0}:jobs", "wh:{0}:retry", "wh:{0}:live", "wh:{0}:dead")
+    assert harness.INDEX_READY == "wh:index-ready"
+    assert payload_key("0190-ab") == "wh:{0}:payload:0190-ab"
+    assert payload_key("e", partition=3) == "wh:{3}:payload:e"
+    assert event_key("order.created") == "wh:event:order.created"
+
+
+def test_reconciler_pass_lines_are_parsed():
+    text = ("2026-01-01T00:00:00.000Z info webhook-reconciler 1.0 (one pass, grace 1 s)\n"
+            "2026-01-01T00:00:00.100Z info pass done: scanned 12, requeued 3, rescheduled 1, "
+            "payloads restored 2, index entries fixed 4, purged 5\n"
+            "2026-01-01T00:00:01.100Z info pass done (dry run: nothing changed): scanned 1, "
+            "requeued 0, rescheduled 0, payloads restored 0, index entries fixed 7, purged 0\n"
+            "2026-01-01T00:00:02.100Z error pass failed: scanned 9, requeued 9, rescheduled 9, "
+            "payloads restored 9, index entries fixed 9, purged 9\n")
+    assert reconciler_passes(text) == [
+        {"scanned": 12, "requeued": 3, "rescheduled": 1, "payloads": 2, "index": 4, "purged": 5},
+        {"scanned": 1, "requeued": 0, "rescheduled": 0, "payloads": 0, "index": 7, "purged": 0}]
+    assert reconciler_passes("another reconciler holds the lock; skipping this pass") == []
+
+
+def test_pending_by_consumer(rc):
+    stream = "wh:{0}:jobs"
+    rc.call("DEL", stream)
+    assert rc.pending_by_consumer() == {}  # no stream, no group
+    for i in range(3):
+        rc.call("XADD", stream, "*", "d", json.dumps({"j": str(i)}))
+    rc.call("XGROUP", "CREATE", stream, "workers", "0")
+    assert rc.pending_by_consumer() == {}
+    rc.call("XREADGROUP", "GROUP", "workers", "a", "COUNT", "2", "STREAMS", stream, ">")
+    rc.call("XREADGROUP", "GROUP", "workers", "b", "COUNT", "5", "STREAMS", stream, ">")
+    assert rc.pending_by_consumer() == {"a": 2, "b": 1}
+    assert rc.pending() == 3
