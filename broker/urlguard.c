@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "libmem.h"
 #include "log.h"
 #include "mem.h"
 #include "netguard.h"
@@ -254,7 +255,7 @@ void urlguard_check(const struct url_host *url, urlguard_cb *cb, void *arg)
         l->host = xstrdup(host);
         l->cb = cb;
         l->arg = arg;
-        l->deadline = evtimer_new(base, on_deadline, l);
+        l->deadline = xnonnull(evtimer_new(base, on_deadline, l), "evtimer_new");
         struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
         evtimer_add(l->deadline, &tv);
         outstanding++;
@@ -294,7 +295,8 @@ int urlguard_start(struct broker *b, char *err, size_t errlen)
     base = b->base;
     queue_max = b->cfg.resolve_queue_max;
     timeout_ms = b->cfg.resolve_timeout_ms;
-    done_ev = event_new(b->base, done_pipe[0], EV_READ | EV_PERSIST, on_done, NULL);
+    done_ev = xnonnull(event_new(b->base, done_pipe[0], EV_READ | EV_PERSIST, on_done, NULL),
+                       "event_new");
     event_add(done_ev, NULL);
     for (; nthreads < RESOLVER_THREADS; nthreads++) {
         int rc =

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "libmem.h"
 #include "log.h"
 #include "reconn.h"
 
@@ -379,8 +380,8 @@ struct pg *pg_new(struct event_base *base, const char *conninfo, const char *nam
     p->on_state = on_state;
     p->arg = arg;
     reconn_init(&p->backoff);
-    p->io_ev = event_new(base, -1, 0, on_io, p);
-    p->timer_ev = evtimer_new(base, on_timer, p);
+    p->io_ev = xnonnull(event_new(base, -1, 0, on_io, p), "event_new");
+    p->timer_ev = xnonnull(evtimer_new(base, on_timer, p), "evtimer_new");
     p->watch_ev = reconn_watch_event(base, on_watch, p);
     start_connect(p);
     return p;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "libmem.h"
 #include "log.h"
 #include "mem.h"
 #include "reconn.h"
@@ -384,8 +385,8 @@ struct rds *rds_new(struct event_base *base, const char *url, const char *name,
         free(r);
         return NULL;
     }
-    r->retry_ev = evtimer_new(base, on_retry, r);
-    r->connect_ev = evtimer_new(base, on_connect_timeout, r);
+    r->retry_ev = xnonnull(evtimer_new(base, on_retry, r), "evtimer_new");
+    r->connect_ev = xnonnull(evtimer_new(base, on_connect_timeout, r), "evtimer_new");
     r->watch_ev = reconn_watch_event(base, on_watch, r);
     start_connect(r);
     return r;

@@ -2,6 +2,8 @@
  * the connect deadline, and the reply watchdog with its late-tick rule. */
 #include "reconn.h"
 
+#include "libmem.h"
+
 static struct timeval ms_tv(long ms)
 {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -59,7 +61,7 @@ bool reconn_watch_tick(struct reconn_watch *w, int64_t now, long timeout_ms)
 
 struct event *reconn_watch_event(struct event_base *base, event_callback_fn cb, void *arg)
 {
-    struct event *ev = event_new(base, -1, EV_PERSIST, cb, arg);
+    struct event *ev = xnonnull(event_new(base, -1, EV_PERSIST, cb, arg), "event_new");
     struct timeval tv = ms_tv(RECONN_WATCH_PERIOD_MS);
     event_add(ev, &tv);
     return ev;
