@@ -173,16 +173,16 @@ static int pass(void)
     int rc = 0;
     if (recon_index(&R) < 0 || recon_jobs(&R) < 0 || recon_purge(&R) < 0)
         rc = -1;
+    /* Released explicitly: the server ends a session (and frees its locks) only some time
+     * after the client hung up, so a pass started right after this one would skip. */
+    res = recon_sql(&R, "SELECT pg_advisory_unlock(" RECON_LOCK_KEY ")", 0, NULL);
+    PQclear(res);
     log_info(NULL,
              "pass %s%s: scanned %ld, requeued %ld, rescheduled %ld, payloads restored %ld, "
              "index entries fixed %ld, purged %ld",
              rc == 0 ? "done" : "failed", R.cfg.dry_run ? " (dry run: nothing changed)" : "",
              R.n.scanned, R.n.requeued, R.n.rescheduled, R.n.payloads, R.n.index_fixed,
              R.n.purged);
-    /* Released explicitly: the server ends a session (and frees its locks) only some time
-     * after the client hung up, so a pass started right after this one would skip. */
-    res = recon_sql(&R, "SELECT pg_advisory_unlock(" RECON_LOCK_KEY ")", 0, NULL);
-    PQclear(res);
     disconnect_all();
     return rc;
 }

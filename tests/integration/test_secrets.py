@@ -19,8 +19,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from harness import (API_KEY, SANITIZER_MARKERS, SECRETS_KEY, Broker, RedisServer, Worker,
-                     assert_error, base_env, binary, free_port, sign_v1, sql_quote, unique_name,
-                     wait_drained, wait_until)
+                     assert_error, base_env, binary, free_port, run_reconciler, sign_v1,
+                     sql_quote, unique_name, wait_drained, wait_until)
 
 HOOKS = "/api/v0/webhooks"
 GRACE_DEFAULT = 86400
@@ -859,18 +859,6 @@ def test_delete_clears_the_secrets(api, db):
         db.sql(f"UPDATE subscriptions SET secret = NULL WHERE id = {sql_quote(other['id'])}")
 
 
-def reconcile_once(redis, db):
-    out = subprocess.run([str(binary("webhook-reconciler")), "--once"],
-                         env=base_env({"REDIS_URL": redis.url, "DATABASE_URL": db.url,
-                                       "RECONCILE_GRACE": "0", "SECRETS_KEY": None}),
-                         capture_output=True, timeout=60)
-    text = (out.stdout + out.stderr).decode(errors="replace")
-    assert out.returncode == 0, text
-    for marker in SANITIZER_MARKERS:
-        assert marker not in text, text
-    return text
-
-
 def test_reconciler_clears_expired_previous_secrets(api, db, redis):
     """Once a previous secret's grace period is over, the reconciler's purge removes it from
     the row; one still in its grace period stays."""
@@ -884,7 +872,7 @@ def test_reconciler_clears_expired_previous_secrets(api, db, redis):
     wait_until(lambda: "previousSecretExpiresAt" not in get_sub(api, short), 10,
                "the short grace period to end")
     assert db_raw(db, short["id"])[1] is not None  # still stored until the purge
-    text = reconcile_once(redis, db)
+    _, text = run_reconciler(redis, db, RECONCILE_GRACE=0, SECRETS_KEY=None)
     assert "cleared" in text and "previous secrets whose grace period is over" in text, text
     assert db_raw(db, short["id"])[1:] == (None, None)
     assert db_secrets(db, short["id"])[0] == rot["secret"]
