@@ -37,23 +37,32 @@ static const char expired_clear_sql[] =
     "previous_secret_expires_at = NULL WHERE id IN (" EXPIRED_PREVIOUS ") "
     "AND previous_secret_expires_at <= now() RETURNING 1) SELECT count(*) FROM c";
 
-static int purge_previous_secrets(struct recon *r)
+/* Runs sql (dry run: dry_sql, once) with params until a batch comes back smaller than
+ * RECONCILE_BATCH; the statements return the number of rows they handled. The total, or -1. */
+static long in_batches(struct recon *r, const char *sql, const char *dry_sql, int nparams,
+                       const char *const *params)
 {
-    char batch[24];
-    snprintf(batch, sizeof batch, "%ld", r->cfg.batch);
-    const char *params[] = {batch};
     long total = 0;
     for (;;) {
-        PGresult *res =
-            recon_sql(r, r->cfg.dry_run ? expired_count_sql : expired_clear_sql, 1, params);
+        PGresult *res = recon_sql(r, r->cfg.dry_run ? dry_sql : sql, nparams, params);
         if (!res)
             return -1;
         long n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
         PQclear(res);
         total += n;
         if (n < r->cfg.batch || r->cfg.dry_run)
-            break;
+            return total;
     }
+}
+
+static int purge_previous_secrets(struct recon *r)
+{
+    char batch[24];
+    snprintf(batch, sizeof batch, "%ld", r->cfg.batch);
+    const char *params[] = {batch};
+    long total = in_batches(r, expired_clear_sql, expired_count_sql, 1, params);
+    if (total < 0)
+        return -1;
     if (total)
         log_info("purge", "%s %ld previous secrets whose grace period is over",
                  r->cfg.dry_run ? "would clear at least" : "cleared", total);
@@ -68,17 +77,9 @@ int recon_purge(struct recon *r)
     snprintf(days, sizeof days, "%ld", r->cfg.retention_days);
     snprintf(batch, sizeof batch, "%ld", r->cfg.batch);
     const char *params[] = {days, batch};
-    long total = 0;
-    for (;;) {
-        PGresult *res = recon_sql(r, r->cfg.dry_run ? count_sql : delete_sql, 2, params);
-        if (!res)
-            return -1;
-        long n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
-        PQclear(res);
-        total += n;
-        if (n < r->cfg.batch || r->cfg.dry_run)
-            break;
-    }
+    long total = in_batches(r, delete_sql, count_sql, 2, params);
+    if (total < 0)
+        return -1;
     if (total)
         log_info("purge", "%s %ld events (with their jobs and attempts) older than %ld days",
                  r->cfg.dry_run ? "would delete at least" : "deleted", total,

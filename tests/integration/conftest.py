@@ -118,21 +118,6 @@ def _factory(cls, log_dir, redis, db, prefix, first=1):
     return start, made
 
 
-def _stop_all(procs):
-    """Stops every process still running (SIGTERM: must exit 0) and reaps the others, scanning
-    each log; fails with every problem found."""
-    errors = []
-    for p in procs:
-        try:
-            if p.alive():
-                p.stop()
-            else:
-                p.kill()  # reaps and scans the log
-        except AssertionError as e:
-            errors.append(str(e))
-    assert not errors, "\n".join(errors)
-
-
 @pytest.fixture
 def start_worker(binaries, redis, db, broker, tmp_path):
     """Factory: start_worker(NAME=value, ...) -> a ready Worker on the module's Redis and
@@ -141,7 +126,7 @@ def start_worker(binaries, redis, db, broker, tmp_path):
     need("webhook-worker")
     start, made = _factory(Worker, tmp_path, redis, db, "worker")
     yield start
-    _stop_all(made)
+    harness.stop_all(made)
 
 
 @pytest.fixture
@@ -149,7 +134,7 @@ def start_broker(binaries, redis, db, tmp_path):
     """Factory for extra brokers with overrides: start_broker(MAX_BODY_BYTES=1024)."""
     start, made = _factory(Broker, tmp_path, redis, db, "broker", first=2)
     yield start
-    _stop_all(made)
+    harness.stop_all(made)
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +144,7 @@ def module_broker(binaries, redis, db, module_dir, broker):
     first."""
     start, made = _factory(Broker, module_dir, redis, db, "module-broker")
     yield start
-    _stop_all(made)
+    harness.stop_all(made)
 
 
 @pytest.fixture

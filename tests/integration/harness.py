@@ -252,6 +252,21 @@ class Proc:
                 raise AssertionError(f"sanitizer report in {self.log_path}:\n{excerpt}")
 
 
+def stop_all(procs):
+    """Stops every process still running (SIGTERM: must exit 0) and reaps the others, scanning
+    each log; fails with every problem found."""
+    errors = []
+    for p in procs:
+        try:
+            if p.alive():
+                p.stop()
+            else:
+                p.kill()  # reaps and scans the log
+        except AssertionError as e:
+            errors.append(str(e))
+    assert not errors, "\n".join(errors)
+
+
 def recent_processes(since):
     """Registered processes running now or stopped after the time since."""
     with _PROCESSES_LOCK:

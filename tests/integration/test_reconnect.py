@@ -11,7 +11,7 @@ import pytest
 from conftest import need
 from harness import (_NOT_READY_RE, _READY_RE, API_KEY, SANITIZER_MARKERS, START_TIMEOUT, Broker, Proc,
                      RedisClient, RedisError, RedisServer, Worker, base_env, binary, free_port,
-                     unique_name, wait_until)
+                     stop_all, unique_name, wait_until)
 
 PG_FAILED = "PostgreSQL connection failed"
 
@@ -57,16 +57,7 @@ def test_refused_postgres_reconnects_cleanly(binaries, redis, tmp_path, kind):
         broker = procs[0]
         assert broker.api.get("/readyz", timeout=5)[0] == 503
     finally:
-        errors = []
-        for p in procs:
-            try:
-                if p.alive():
-                    p.stop()
-                else:
-                    p.kill()
-            except AssertionError as e:
-                errors.append(str(e))
-        assert not errors, "\n".join(errors)
+        stop_all(procs)
 
 
 # --- Redis with a password --------------------------------------------------------------------
@@ -122,19 +113,6 @@ def _no_secret(proc):
     assert PASSWORD not in text and WRONG not in text, f"a password is in {proc.log_path}"
 
 
-def _stop_all(procs):
-    errors = []
-    for p in procs:
-        try:
-            if p.alive():
-                p.stop()
-            else:
-                p.kill()
-        except AssertionError as e:
-            errors.append(str(e))
-    assert not errors, "\n".join(errors)
-
-
 @pytest.mark.parametrize("url_tail, refused", [(f":{WRONG}@", "AUTH"), (f"u:{PASSWORD}@", None)],
                          ids=["wrong-password", "unknown-db"])
 def test_redis_refusals_are_clear_and_never_ready(binaries, auth_redis, db, tmp_path, url_tail,
@@ -166,7 +144,7 @@ def test_redis_refusals_are_clear_and_never_ready(binaries, auth_redis, db, tmp_
         assert not any(_READY_RE.search(l) and not _NOT_READY_RE.search(l)
                        for l in worker.log_text().splitlines()), worker.log_tail()
     finally:
-        _stop_all(procs)
+        stop_all(procs)
     for p in procs:
         _no_secret(p)
 
@@ -194,7 +172,7 @@ def test_redis_right_password_works(binaries, auth_redis, db, tmp_path, receiver
             c.call("SELECT", "0")
             assert c.call("EXISTS", f"wh:event:{event}") == 0
     finally:
-        _stop_all(procs)
+        stop_all(procs)
     for p in procs:
         _no_secret(p)
 
