@@ -291,6 +291,7 @@ BAD_KEYS = {
     "control": "a\x01b",
     "tab": "a\tb",
     "delete": "a\x7fb",
+    "nul": b"ab\x00cd",  # refused by the connection layer before evhttp cuts it to "ab"
 }
 
 
