@@ -54,31 +54,32 @@ static const char insert_sql[] =
 
 /* The same for events with an Idempotency-Key ($9 keys, $10 hex SHA-256 of the payloads), in
  * four steps that one statement orders:
- * - f frees the batch's keys whose first use is older than SCHEMA_IDEMPOTENCY_TTL (rows locked
- *   in key order); w reads f's count, so f has run to the end before w inserts a row, and the
- *   unique check no longer sees the freed keys.
+ * - f frees the batch's keys whose first use is older than SCHEMA_IDEMPOTENCY_TTL (looked up
+ *   in the unique index); w reads f's count, so f has run to the end before w inserts a row,
+ *   and the unique check no longer sees the freed keys.
  * - w inserts the first event of each key (in key order, the same in every broker, so two
  *   batches never wait on each other in a cycle), with its job count. A key already taken, by
  *   an earlier batch or by another broker's transaction (the unique index makes this one wait
  *   for it to end), is a conflict: the no-op DO UPDATE locks that row and returns it, even
  *   when it committed after this statement's snapshot, which a plain SELECT would not see.
- * - j inserts the jobs of the events w inserted, and only those.
+ * - j inserts the jobs of the events w inserted, and only those (a join, not IN: the generic
+ *   plan estimates tiny CTEs and made IN a nested loop, jobs x events comparisons).
  * - Rows: each inserted job (o NULL), then for each event of the batch its ordinal, the key's
  *   event (itself when inserted), that event's job count and whether the name and payload
  *   match. */
-#define KEY_EXPIRED "idempotency_at <= now() - " SCHEMA_IDEMPOTENCY_TTL
+/* Written as an age so that it cannot use the purge's index on idempotency_at (a scan of
+ * every expired key not purged yet): the batch's keys are looked up in the key index. */
+#define KEY_EXPIRED "now() - idempotency_at >= " SCHEMA_IDEMPOTENCY_TTL
 static const char keyed_sql[] =
     "WITH t AS MATERIALIZED (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], "
     "  $9::text[], $10::text[]) WITH ORDINALITY AS t(i, n, p, k, d, o)), "
     "u AS MATERIALIZED (SELECT u.* FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], "
     "  $8::int[]) AS u(id, ev, sub, url, part) "
     "  JOIN subscriptions s ON s.id = u.sub AND s.status = 'active'), "
-    "f AS (UPDATE events e SET idempotency_key = NULL, idempotency_at = NULL, "
+    "f AS (UPDATE events SET idempotency_key = NULL, idempotency_at = NULL, "
     "  idempotency_sha256 = NULL, idempotency_jobs = NULL "
-    "  FROM (SELECT id FROM events WHERE idempotency_key IS NOT NULL "
-    "    AND idempotency_key IN (SELECT k FROM t) "
-    "    AND " KEY_EXPIRED " ORDER BY idempotency_key FOR UPDATE) x "
-    "  WHERE e.id = x.id AND e." KEY_EXPIRED " RETURNING 1), "
+    "  WHERE idempotency_key IS NOT NULL AND idempotency_key = ANY($9::text[]) "
+    "  AND " KEY_EXPIRED " RETURNING 1), "
     "w AS (INSERT INTO events (id, event_name, payload, idempotency_key, idempotency_at, "
     "  idempotency_sha256, idempotency_jobs) "
     "  SELECT DISTINCT ON (t.k) t.i, t.n, decode(t.p, 'hex'), t.k, now(), decode(t.d, 'hex'), "
@@ -90,7 +91,7 @@ static const char keyed_sql[] =
     "  DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key "
     "  RETURNING id, event_name, idempotency_key, idempotency_sha256, idempotency_jobs), "
     "j AS (INSERT INTO jobs (id, event_id, subscription_id, url, partition) "
-    "  SELECT id, ev, sub, url, part FROM u WHERE ev IN (SELECT id FROM w) RETURNING id) "
+    "  SELECT u.id, u.ev, u.sub, u.url, u.part FROM u JOIN w ON w.id = u.ev RETURNING id) "
     "SELECT id, NULL::bigint, NULL::uuid, NULL::int, NULL::bool, NULL::bool FROM j "
     "UNION ALL "
     "SELECT t.i, t.o, w.id, w.idempotency_jobs, w.event_name = t.n, "
