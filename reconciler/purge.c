@@ -41,15 +41,17 @@ static const char expired_clear_sql[] =
 
 /* A key older than the TTL no longer holds its event (the broker already treats it as free);
  * this removes it, with its time, digest and job count. Rows a trigger has locked (it is
- * freeing or answering that key) are skipped, so the purge never waits for the brokers. */
+ * freeing or answering that key) are skipped, so the purge never waits for the brokers. The
+ * batch's ids go as an array so that the update finds them in the primary key (as IN, the
+ * planner preferred a scan of every event). */
 #define EXPIRED_KEYS                                                                               \
     "SELECT id FROM events WHERE idempotency_key IS NOT NULL AND idempotency_at <= now() - "      \
     SCHEMA_IDEMPOTENCY_TTL " ORDER BY idempotency_at LIMIT $1::int"
 static const char keys_count_sql[] = "SELECT count(*) FROM (" EXPIRED_KEYS ") t";
 static const char keys_clear_sql[] =
     "WITH c AS (UPDATE events SET idempotency_key = NULL, idempotency_at = NULL, "
-    "idempotency_sha256 = NULL, idempotency_jobs = NULL WHERE id IN (" EXPIRED_KEYS
-    " FOR UPDATE SKIP LOCKED) AND idempotency_at <= now() - " SCHEMA_IDEMPOTENCY_TTL
+    "idempotency_sha256 = NULL, idempotency_jobs = NULL WHERE id = ANY(ARRAY(" EXPIRED_KEYS
+    " FOR UPDATE SKIP LOCKED)) AND idempotency_at <= now() - " SCHEMA_IDEMPOTENCY_TTL
     " RETURNING 1) SELECT count(*) FROM c";
 
 /* Runs sql (dry run: dry_sql, once) with params until a batch comes back smaller than
