@@ -4,7 +4,12 @@
  * While one commit is in flight, new events accumulate; when it finishes, everything waiting
  * (up to COMMIT_MAX_EVENTS, COMMIT_MAX_JOBS and COMMIT_MAX_BYTES) goes in the next
  * single-statement transaction, so load raises the batch size rather than the latency. The
- * queue, batching and returned-id matching are common/gcommit.c's. */
+ * queue, batching and returned-id matching are common/gcommit.c's.
+ *
+ * Events with an Idempotency-Key go through a second group commit of their own, whose
+ * statement also frees expired keys, inserts one event per key (the unique index arbitrates
+ * between batches and brokers) and reports, for every event of the batch, the key's event
+ * (docs/decisions.md 22). Events without a key never meet that statement. */
 #include "commit.h"
 
 #include <stdio.h>
@@ -16,8 +21,9 @@
 #include "jobmsg.h"
 #include "keys.h"
 #include "log.h"
+#include "schema.h"
 
-static struct gcommit gc;
+static struct gcommit gc, gc_keyed;
 
 static struct event_rec *rec_of(struct gcommit_node *n)
 {
@@ -30,6 +36,7 @@ void event_rec_free(struct event_rec *e)
         free(e->jobs[i].url);
     free(e->jobs);
     free(e->payload);
+    free(e->idem);
     free(e);
 }
 
@@ -44,6 +51,52 @@ static const char insert_sql[] =
     "  AS u(id, ev, sub, url, part) "
     "JOIN subscriptions s ON s.id = u.sub AND s.status = 'active' "
     "RETURNING jobs.id";
+
+/* The same for events with an Idempotency-Key ($9 keys, $10 hex SHA-256 of the payloads), in
+ * four steps that one statement orders:
+ * - f frees the batch's keys whose first use is older than SCHEMA_IDEMPOTENCY_TTL (looked up
+ *   in the unique index); w reads f's count, so f has run to the end before w inserts a row,
+ *   and the unique check no longer sees the freed keys.
+ * - w inserts the first event of each key (in key order, the same in every broker, so two
+ *   batches never wait on each other in a cycle), with its job count. A key already taken, by
+ *   an earlier batch or by another broker's transaction (the unique index makes this one wait
+ *   for it to end), is a conflict: the no-op DO UPDATE locks that row and returns it, even
+ *   when it committed after this statement's snapshot, which a plain SELECT would not see.
+ * - j inserts the jobs of the events w inserted, and only those (a join, not IN: the generic
+ *   plan estimates tiny CTEs and made IN a nested loop, jobs x events comparisons).
+ * - Rows: each inserted job (o NULL), then for each event of the batch its ordinal, the key's
+ *   event (itself when inserted), that event's job count and whether the name and payload
+ *   match. */
+/* Written as an age so that it cannot use the purge's index on idempotency_at (a scan of
+ * every expired key not purged yet): the batch's keys are looked up in the key index. */
+#define KEY_EXPIRED "now() - idempotency_at >= " SCHEMA_IDEMPOTENCY_TTL
+static const char keyed_sql[] =
+    "WITH t AS MATERIALIZED (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], "
+    "  $9::text[], $10::text[]) WITH ORDINALITY AS t(i, n, p, k, d, o)), "
+    "u AS MATERIALIZED (SELECT u.* FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], "
+    "  $8::int[]) AS u(id, ev, sub, url, part) "
+    "  JOIN subscriptions s ON s.id = u.sub AND s.status = 'active'), "
+    "f AS (UPDATE events SET idempotency_key = NULL, idempotency_at = NULL, "
+    "  idempotency_sha256 = NULL, idempotency_jobs = NULL "
+    "  WHERE idempotency_key IS NOT NULL AND idempotency_key = ANY($9::text[]) "
+    "  AND " KEY_EXPIRED " RETURNING 1), "
+    "w AS (INSERT INTO events (id, event_name, payload, idempotency_key, idempotency_at, "
+    "  idempotency_sha256, idempotency_jobs) "
+    "  SELECT DISTINCT ON (t.k) t.i, t.n, decode(t.p, 'hex'), t.k, now(), decode(t.d, 'hex'), "
+    "    coalesce(c.n, 0) "
+    "  FROM t LEFT JOIN (SELECT ev, count(*)::int AS n FROM u GROUP BY ev) c ON c.ev = t.i "
+    "  WHERE (SELECT count(*) FROM f) >= 0 "
+    "  ORDER BY t.k, t.o "
+    "  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL "
+    "  DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key "
+    "  RETURNING id, event_name, idempotency_key, idempotency_sha256, idempotency_jobs), "
+    "j AS (INSERT INTO jobs (id, event_id, subscription_id, url, partition) "
+    "  SELECT u.id, u.ev, u.sub, u.url, u.part FROM u JOIN w ON w.id = u.ev RETURNING id) "
+    "SELECT id, NULL::bigint, NULL::uuid, NULL::int, NULL::bool, NULL::bool FROM j "
+    "UNION ALL "
+    "SELECT t.i, t.o, w.id, w.idempotency_jobs, w.event_name = t.n, "
+    "  w.idempotency_sha256 = decode(t.d, 'hex') "
+    "FROM t JOIN w ON w.idempotency_key = t.k";
 
 /* Marks which jobs the statement inserted. */
 static void mark_kept(const struct gcommit_batch *bt, const struct idset *returned)
@@ -148,40 +201,129 @@ static void enqueue(struct broker *b, const struct gcommit_batch *bt)
     buf_free(&msg);
 }
 
-static void committed(const struct gcommit_batch *bt, PGresult *res, const char *err,
-                      const struct idset *returned, void *arg)
+/* The answer of one event of a committed batch: a new event with the jobs kept, or, for a key
+ * already taken, that key's first event (202) or 422 when the name or payload differ. */
+static void answer_committed(struct event_rec *e, struct buf *body)
 {
-    struct broker *b = arg;
+    const struct idem *id = e->idem;
+    if (id && !id->found) {
+        http_error(e->r, 500, "internal", "the commit reported nothing on this keyed event");
+        return;
+    }
+    if (id && strcmp(id->orig, e->id) != 0) {
+        if (!id->same_name || !id->same_payload) {
+            http_error(e->r, 422, "idempotency_key_reused",
+                       "this Idempotency-Key was used within 24 hours with a different %s; "
+                       "nothing was written",
+                       !id->same_name && !id->same_payload ? "event name and payload"
+                       : !id->same_name                    ? "event name"
+                                                           : "payload");
+            return;
+        }
+        buf_printf(body, "{\"eventId\":\"%s\",\"eventName\":\"%s\",\"jobs\":%ld}", id->orig,
+                   e->name, id->orig_jobs);
+        log_debug(e->r->id, "Idempotency-Key repeated: answered with event %s", id->orig);
+        if (e->r->ev)
+            evhttp_add_header(evhttp_request_get_output_headers(e->r->ev), "Idempotent-Replayed",
+                              "true");
+        http_reply(e->r, 202, body);
+        return;
+    }
+    size_t k = 0;
+    for (size_t j = 0; j < e->njobs; j++)
+        k += (size_t)e->jobs[j].kept;
+    buf_printf(body, "{\"eventId\":\"%s\",\"eventName\":\"%s\",\"jobs\":%zu}", e->id, e->name,
+               k);
+    log_debug(e->r->id, "event %s committed with %zu jobs", e->id, k);
+    http_reply(e->r, 202, body);
+}
+
+/* Enqueues what a committed batch inserted and answers (and frees) every event of it. */
+static void finish(struct broker *b, const struct gcommit_batch *bt, PGresult *res,
+                   const char *err)
+{
     if (err) {
         log_warn("commit", "commit of %zu events failed: %s", bt->items, err);
     } else {
         log_debug("commit", "committed %zu events, %zu jobs, %zu bytes in one statement", bt->items,
                   bt->jobs, bt->bytes);
-        mark_kept(bt, returned);
         enqueue(b, bt);
     }
     struct buf body = {0};
     for (struct event_rec *e = rec_of(bt->head), *next; e; e = next) {
         next = rec_of(e->gc.next);
-        if (err && !res) {
+        if (err && !res)
             http_error(e->r, 503, "unavailable",
                        "the database is unavailable (%s); the event was not accepted", err);
-        } else if (err) {
+        else if (err)
             http_error(e->r, 500, "internal", "the event could not be stored: %s", err);
-        } else {
-            size_t k = 0;
-            for (size_t j = 0; j < e->njobs; j++)
-                k += (size_t)e->jobs[j].kept;
-            buf_printf(&body, "{\"eventId\":\"%s\",\"eventName\":\"%s\",\"jobs\":%zu}", e->id,
-                       e->name, k);
-            log_debug(e->r->id, "event %s committed with %zu jobs", e->id, k);
-            http_reply(e->r, 202, &body);
-        }
+        else
+            answer_committed(e, &body);
         event_rec_free(e);
     }
 }
 
-enum { A_EV_ID, A_NAME, A_PAYLOAD, A_JOB_ID, A_JOB_EV, A_JOB_SUB, A_URL, A_PART, A_N };
+static void committed(const struct gcommit_batch *bt, PGresult *res, const char *err,
+                      const struct idset *returned, void *arg)
+{
+    if (!err)
+        mark_kept(bt, returned);
+    finish(arg, bt, res, err);
+}
+
+/* Reads the keyed statement's rows: the inserted jobs, and each event's outcome. */
+static void committed_keyed(const struct gcommit_batch *bt, PGresult *res, const char *err,
+                            const struct idset *returned, void *arg)
+{
+    (void)returned; /* column 0 mixes job and event ids: read here instead */
+    static struct idset jobs;
+    static struct event_rec **byord;
+    static size_t cap;
+    if (!err) {
+        if (cap < bt->items) {
+            cap = bt->items;
+            byord = xrealloc(byord, cap * sizeof *byord);
+        }
+        size_t n = 0;
+        for (struct event_rec *e = rec_of(bt->head); e; e = rec_of(e->gc.next))
+            byord[n++] = e;
+        idset_clear(&jobs);
+        for (int i = 0; i < PQntuples(res); i++) {
+            if (PQgetisnull(res, i, 1)) {
+                idset_add(&jobs, PQgetvalue(res, i, 0));
+                continue;
+            }
+            long o = strtol(PQgetvalue(res, i, 1), NULL, 10);
+            if (o < 1 || (size_t)o > n)
+                continue;
+            struct idem *id = byord[o - 1]->idem;
+            id->found = true;
+            snprintf(id->orig, sizeof id->orig, "%s", PQgetvalue(res, i, 2));
+            id->orig_jobs = strtol(PQgetvalue(res, i, 3), NULL, 10);
+            id->same_name = PQgetvalue(res, i, 4)[0] == 't';
+            id->same_payload = PQgetvalue(res, i, 5)[0] == 't';
+        }
+        idset_sort(&jobs);
+        mark_kept(bt, &jobs);
+    }
+    finish(arg, bt, res, err);
+}
+
+enum {
+    A_EV_ID,
+    A_NAME,
+    A_PAYLOAD,
+    A_JOB_ID,
+    A_JOB_EV,
+    A_JOB_SUB,
+    A_URL,
+    A_PART,
+    A_N,
+    /* the keyed statement's two more */
+    A_KEY = A_N,
+    A_SHA256,
+    A_KEYED_N
+};
 
 /* Appends one event and its jobs to the statement's arrays. */
 static bool add_event(struct gcommit_node *n, struct buf *arr, void *arg)
@@ -210,12 +352,30 @@ static bool add_event(struct gcommit_node *n, struct buf *arr, void *arg)
     return true;
 }
 
+/* The same, with the event's key and payload digest. */
+static bool add_keyed_event(struct gcommit_node *n, struct buf *arr, void *arg)
+{
+    struct event_rec *e = rec_of(n);
+    add_event(n, arr, arg);
+    pgarr_add(&arr[A_KEY], e->idem->key, strlen(e->idem->key));
+    pgarr_add(&arr[A_SHA256], e->idem->sha256, sizeof e->idem->sha256 - 1);
+    return true;
+}
+
 static const struct gcommit_ops commit_ops = {
     .stmt_name = "wh_commit",
     .sql = insert_sql,
     .nparams = A_N,
     .add = add_event,
     .done = committed,
+};
+
+static const struct gcommit_ops keyed_ops = {
+    .stmt_name = "wh_commit_keyed",
+    .sql = keyed_sql,
+    .nparams = A_KEYED_N,
+    .add = add_keyed_event,
+    .done = committed_keyed,
 };
 
 void commit_submit(struct broker *b, struct event_rec *e)
@@ -228,14 +388,20 @@ void commit_submit(struct broker *b, struct event_rec *e)
                                          (size_t)b->cfg.max_pending_jobs,
                                          (size_t)b->cfg.max_pending_bytes};
         gcommit_init(&gc, &commit_ops, b, b->pg_commit, &batch, &pending);
+        gcommit_init(&gc_keyed, &keyed_ops, b, b->pg_commit, &batch, &pending);
     }
     /* What the event adds to the statement: its payload (hex) and its jobs' URLs and ids. */
     size_t bytes = e->payload_len * 2;
     for (size_t j = 0; j < e->njobs; j++)
         bytes += strlen(e->jobs[j].url) + 3 * ID_LEN;
+    if (e->idem) {
+        bytes += strlen(e->idem->key) + sizeof e->idem->sha256;
+        log_debug(e->r->id, "event with an Idempotency-Key goes to the keyed commit");
+    }
     e->gc.jobs = e->njobs;
     e->gc.bytes = bytes;
-    enum gcommit_hit hit = gcommit_submit(&gc, &e->gc);
+    /* e may be answered and freed inside (a send that fails at once) */
+    enum gcommit_hit hit = gcommit_submit(e->idem ? &gc_keyed : &gc, &e->gc);
     if (hit == GCOMMIT_FITS)
         return;
     static const char *const what[] = {

@@ -8,6 +8,7 @@
 #include "gcommit.h"
 #include "http.h"
 #include "ids.h"
+#include "valid.h"
 
 struct job_rec {
     char id[ID_LEN + 1];
@@ -15,6 +16,18 @@ struct job_rec {
     char *url; /* owned */
     unsigned part;
     int kept; /* inserted by the commit (its subscription was still active) */
+};
+
+/* What an event triggered with an Idempotency-Key carries to the keyed commit, and the
+ * outcome the commit found for it. */
+struct idem {
+    char key[IDEMPOTENCY_KEY_MAX + 1];
+    char sha256[64 + 1]; /* hex SHA-256 of the payload */
+    /* set by the commit */
+    bool found;            /* the statement reported on this event */
+    char orig[ID_LEN + 1]; /* the key's event: this one when it was inserted */
+    long orig_jobs;        /* jobs that event created */
+    bool same_name, same_payload;
 };
 
 struct event_rec {
@@ -26,10 +39,13 @@ struct event_rec {
     size_t payload_len;
     struct job_rec *jobs;
     size_t njobs;
+    struct idem *idem; /* owned; NULL without an Idempotency-Key (the plain commit) */
 };
 
-/* Takes ownership of e. Answers 503 (Retry-After: 1) at once when MAX_PENDING_EVENTS,
- * MAX_PENDING_JOBS or MAX_PENDING_BYTES would be passed. */
+/* Takes ownership of e. An event with an Idempotency-Key goes to the keyed commit (its own
+ * queue and statement; docs/decisions.md 22), the others to the plain one. Answers 503
+ * (Retry-After: 1) at once when MAX_PENDING_EVENTS, MAX_PENDING_JOBS or MAX_PENDING_BYTES
+ * would be passed. */
 void commit_submit(struct broker *b, struct event_rec *e);
 void event_rec_free(struct event_rec *e);
 

@@ -1,7 +1,8 @@
 /* Connections of the HTTP front, beneath evhttp: the connection cap (503), the whole-request
- * deadline (408), the header limits (431), the early refusal of a declared body over the
- * limit (413) or of a body without a valid API key (401), each answered with a JSON error and
- * a bounded lingering close. Every size limit of a request is decided here.
+ * deadline (408), the header limits (431), a NUL byte in the request line or headers (400),
+ * the early refusal of a declared body over the limit (413) or of a body without a valid API
+ * key (401), each answered with a JSON error and a bounded lingering close. Every size limit
+ * of a request is decided here.
  *
  * evhttp 2.1 has no hook for any of these (evhttp_get_request() is not exported, and a filter
  * bufferevent under evhttp loses every reply that closes the connection: see docs/decisions.md).
@@ -18,6 +19,7 @@
  * evhttp frees one: the timeout event is deferred. */
 #include "conn.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -194,6 +196,8 @@ static void linger_close(evutil_socket_t fd)
 static const char *reason_phrase(int status)
 {
     switch (status) {
+    case 400:
+        return "Bad Request";
     case 401:
         return "Unauthorized";
     case 408:
@@ -356,9 +360,29 @@ static int conn_headers_done(struct conn *c)
     return 401;
 }
 
+/* A NUL byte in the request line or a header. evhttp keeps lines as C strings, so it would cut
+ * the line there and use the rest as if it were whole (an Idempotency-Key "ab\0cd" read as
+ * "ab"). Refused with 400, naming the header when its name is a token within the kept part of
+ * the line. Returns 400. */
+static int conn_nul(struct conn *c)
+{
+    size_t kept = c->line_len < LINE_KEEP ? c->line_len : LINE_KEEP;
+    size_t name = 0;
+    while (name < kept && c->line[name] &&
+           (isalnum((unsigned char)c->line[name]) || strchr("!#$%&'*+-.^_`|~", c->line[name])))
+        name++;
+    if (c->hdr_lines > 0 && name > 0 && name < kept && c->line[name] == ':')
+        refusal_set(&c->refusal, 400, "invalid_field", "the header %.*s holds a NUL byte",
+                    (int)name, c->line);
+    else
+        refusal_set(&c->refusal, 400, "invalid_field", "the request %s holds a NUL byte",
+                    c->hdr_lines == 0 ? "line" : "headers");
+    return 400;
+}
+
 /* Feeds bytes p[0..n) of the connection to the scanner: the first byte of a request starts
  * it (and its deadline); the request line and headers are counted up to the empty line.
- * Returns 0, or the status (431, 413) the request is refused with (c->refusal is set). */
+ * Returns 0, or the status (431, 413, 400) the request is refused with (c->refusal is set). */
 static int conn_scan(struct conn *c, const char *p, size_t n)
 {
     if (n && (c->state == CONN_IDLE || c->state == CONN_HANDLING))
@@ -383,6 +407,8 @@ static int conn_scan(struct conn *c, const char *p, size_t n)
             c->line_len = 0;
         } else if (ch == '\r' && c->eol == 1) {
             c->eol = 2;
+        } else if (ch == '\0') {
+            return conn_nul(c);
         } else {
             if (c->in_auth) {
                 if (c->auth_len < AUTH_KEEP)
@@ -436,7 +462,7 @@ static void log_refusal(struct conn *c, const struct conn_refusal *f)
                  n, lim.deadline_ms);
     else if (f->status != 408 && ratelog_due(&log_limits, &n))
         log_info(NULL,
-                 "%lu requests refused for their headers or body: answered 431, 413 or 401 "
+                 "%lu requests refused for their headers or body: answered 431, 413, 401 or 400 "
                  "(last: %s)",
                  n,
                  f->msg);

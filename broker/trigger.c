@@ -1,12 +1,17 @@
-/* POST /api/v0/trigger-event/<name>: validates the payload, fans out through the Redis event
- * index (PostgreSQL when the index is not marked complete) and hands the event to the group
- * commit. */
+/* POST /api/v0/trigger-event/<name>: validates the payload and an Idempotency-Key, fans out
+ * through the Redis event index (PostgreSQL when the index is not marked complete) and hands
+ * the event to the group commit. */
 #include <cJSON.h>
+#include <event2/keyvalq_struct.h>
+#include <openssl/evp.h>
+#include <strings.h>
+#include <sys/queue.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
+#include "codec.h"
 #include "commit.h"
 #include "ids.h"
 #include "indexval.h"
@@ -118,6 +123,38 @@ static void index_state(struct rds *rd, redisReply *reply, void *priv)
     fanout_unref(f);
 }
 
+/* The request's Idempotency-Key header: 0 with *key NULL when there is none, 0 with the value,
+ * or -1 when there are several (the value borrowed from the request). */
+static int idem_header(struct req *r, const char **key)
+{
+    *key = NULL;
+    if (!r->ev)
+        return 0;
+    struct evkeyval *kv;
+    TAILQ_FOREACH (kv, evhttp_request_get_input_headers(r->ev), next) {
+        if (strcasecmp(kv->key, "Idempotency-Key") != 0)
+            continue;
+        if (*key)
+            return -1;
+        *key = kv->value;
+    }
+    return 0;
+}
+
+/* The keyed commit's part of an event: the key and the SHA-256 of the payload. NULL when
+ * OpenSSL fails; caller frees. */
+static struct idem *idem_new(const char *key, const char *payload, size_t len)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (EVP_Digest(payload, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+        return NULL;
+    struct idem *id = xcalloc(1, sizeof *id);
+    memcpy(id->key, key, strlen(key) + 1);
+    hex_encode(md, mdlen, id->sha256);
+    return id;
+}
+
 void trigger_post(struct req *r)
 {
     char err[256];
@@ -126,6 +163,17 @@ void trigger_post(struct req *r)
         http_error(r, 400, "invalid_field",
                    "event name must be 1 to %d characters of A-Z a-z 0-9 . _ : -",
                    EVENT_NAME_MAX);
+        return;
+    }
+    const char *idem_key;
+    if (idem_header(r, &idem_key) < 0) {
+        http_error(r, 400, "invalid_field", "send at most one Idempotency-Key header");
+        return;
+    }
+    if (idem_key && !valid_idempotency_key(idem_key, strlen(idem_key))) {
+        http_error(r, 400, "invalid_field",
+                   "Idempotency-Key must be 1 to %d characters of printable ASCII (0x20-0x7e)",
+                   IDEMPOTENCY_KEY_MAX);
         return;
     }
     if (!http_require_json_body(r))
@@ -139,7 +187,13 @@ void trigger_post(struct req *r)
         http_error(r, 503, "unavailable", "the database is unavailable; retry later");
         return;
     }
+    struct idem *idem = NULL;
+    if (idem_key && !(idem = idem_new(idem_key, r->body, r->body_len))) {
+        http_error(r, 500, "internal", "SHA-256 of the payload failed");
+        return;
+    }
     struct event_rec *e = xcalloc(1, sizeof *e);
+    e->idem = idem;
     e->r = r;
     id_new(e->id);
     memcpy(e->name, name, strlen(name) + 1);

@@ -78,6 +78,18 @@ static const char *const migrations[] = {
     "  WHERE previous_secret_expires_at <= now();"
     "CREATE INDEX subscriptions_previous_expiry ON subscriptions (previous_secret_expires_at)"
     "  WHERE previous_secret_expires_at IS NOT NULL;",
+    /* 4: idempotent triggers. A keyed event keeps, beside its key (unique among the keyed rows:
+     * the arbiter between brokers), when the key was first used, the SHA-256 of its payload
+     * and the number of jobs it created, so that a repeat is compared and answered from the
+     * row alone. All four are NULL on an event triggered without a key, and cleared together
+     * once the key is SCHEMA_IDEMPOTENCY_TTL old (by the reconciler; a trigger also treats such
+     * a key as free). No code wrote idempotency_key before this migration. */
+    "ALTER TABLE events ADD COLUMN idempotency_at timestamptz,"
+    "  ADD COLUMN idempotency_sha256 bytea,"
+    "  ADD COLUMN idempotency_jobs int;"
+    "UPDATE events SET idempotency_key = NULL WHERE idempotency_key IS NOT NULL;"
+    "CREATE INDEX events_idempotency_at ON events (idempotency_at)"
+    "  WHERE idempotency_key IS NOT NULL;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -12,4 +12,9 @@ char *schema_setup_sql(void);
 char *schema_daemon_setup_sql(void);
 int schema_version(void); /* newest migration number */
 
+/* How long an Idempotency-Key holds its first event (an SQL interval): a repeat within it is
+ * answered with that event; after it the key is free (the broker's keyed commit and the
+ * reconciler's purge both use it). */
+#define SCHEMA_IDEMPOTENCY_TTL "interval '24 hours'"
+
 #endif

@@ -32,6 +32,18 @@ bool valid_event_name(const char *s, size_t n)
     return true;
 }
 
+bool valid_idempotency_key(const char *s, size_t n)
+{
+    if (!s || n == 0 || n > IDEMPOTENCY_KEY_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c > 0x7e)
+            return false;
+    }
+    return true;
+}
+
 /* Reads one part of a parsed URL; *out is NULL when the part is absent. Caller curl_free()s. */
 static CURLUcode url_part(CURLU *u, CURLUPart what, char **out)
 {

@@ -11,9 +11,14 @@
 #define HEADER_NAME_MAX 256
 #define HEADER_VALUE_MAX 4096
 #define HEADERS_MAX_COUNT 32
+#define IDEMPOTENCY_KEY_MAX 255
 
 /* [A-Za-z0-9._:-]{1,128}, exact bytes (no decoding done here). */
 bool valid_event_name(const char *s, size_t n);
+
+/* An Idempotency-Key header value: 1..IDEMPOTENCY_KEY_MAX bytes of printable ASCII (0x20 to
+ * 0x7e; HTTP has already removed spaces around the value). */
+bool valid_idempotency_key(const char *s, size_t n);
 
 /* The host of a webhook URL as a resolver takes it: IPv4 literals in dotted-quad form whatever
  * their spelling ("127.1", "0x7f000001" and "2130706433" all give "127.0.0.1", as libcurl

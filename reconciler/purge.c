@@ -1,5 +1,6 @@
 /* Retention: deleting finished events older than RETENTION_DAYS with their jobs and attempts,
- * in bounded batches, and clearing previous signing secrets whose grace period is over. Ids are
+ * in bounded batches, clearing previous signing secrets whose grace period is over and
+ * Idempotency-Keys older than SCHEMA_IDEMPOTENCY_TTL. Ids are
  * UUIDv7, so "older than" is a primary-key range; there are no foreign keys, so the children
  * are deleted explicitly in the same statement. Deleted subscriptions are kept (a small audit
  * trail that old jobs still point to), without their secrets (the broker clears them). */
@@ -8,6 +9,7 @@
 
 #include "log.h"
 #include "recon.h"
+#include "schema.h"
 
 /* The smallest UUIDv7 of the cutoff millisecond: every id below it is older. */
 #define CUTOFF_ID                                                                                  \
@@ -36,6 +38,21 @@ static const char expired_clear_sql[] =
     "WITH c AS (UPDATE subscriptions SET previous_secret = NULL, "
     "previous_secret_expires_at = NULL WHERE id IN (" EXPIRED_PREVIOUS ") "
     "AND previous_secret_expires_at <= now() RETURNING 1) SELECT count(*) FROM c";
+
+/* A key older than the TTL no longer holds its event (the broker already treats it as free);
+ * this removes it, with its time, digest and job count. Rows a trigger has locked (it is
+ * freeing or answering that key) are skipped, so the purge never waits for the brokers. The
+ * batch's ids go as an array so that the update finds them in the primary key (as IN, the
+ * planner preferred a scan of every event). */
+#define EXPIRED_KEYS                                                                               \
+    "SELECT id FROM events WHERE idempotency_key IS NOT NULL AND idempotency_at <= now() - "      \
+    SCHEMA_IDEMPOTENCY_TTL " ORDER BY idempotency_at LIMIT $1::int"
+static const char keys_count_sql[] = "SELECT count(*) FROM (" EXPIRED_KEYS ") t";
+static const char keys_clear_sql[] =
+    "WITH c AS (UPDATE events SET idempotency_key = NULL, idempotency_at = NULL, "
+    "idempotency_sha256 = NULL, idempotency_jobs = NULL WHERE id = ANY(ARRAY(" EXPIRED_KEYS
+    " FOR UPDATE SKIP LOCKED)) AND idempotency_at <= now() - " SCHEMA_IDEMPOTENCY_TTL
+    " RETURNING 1) SELECT count(*) FROM c";
 
 /* Runs sql (dry run: dry_sql, once) with params until a batch comes back smaller than
  * RECONCILE_BATCH; the statements return the number of rows they handled. The total, or -1. */
@@ -69,9 +86,23 @@ static int purge_previous_secrets(struct recon *r)
     return 0;
 }
 
+static int purge_idempotency_keys(struct recon *r)
+{
+    char batch[24];
+    snprintf(batch, sizeof batch, "%ld", r->cfg.batch);
+    const char *params[] = {batch};
+    long total = in_batches(r, keys_clear_sql, keys_count_sql, 1, params);
+    if (total < 0)
+        return -1;
+    if (total)
+        log_info("purge", "%s %ld Idempotency-Keys older than 24 hours",
+                 r->cfg.dry_run ? "would clear at least" : "cleared", total);
+    return 0;
+}
+
 int recon_purge(struct recon *r)
 {
-    if (purge_previous_secrets(r) < 0)
+    if (purge_previous_secrets(r) < 0 || purge_idempotency_keys(r) < 0)
         return -1;
     char days[24], batch[24];
     snprintf(days, sizeof days, "%ld", r->cfg.retention_days);

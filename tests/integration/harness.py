@@ -655,6 +655,43 @@ class Database:
             raise AssertionError(f"{e}; jobs now: {self.jobs(event_id)}") from None
 
 
+class OpenTransaction:
+    """A psql session that runs BEGIN and sql, then holds the transaction open until release()
+    commits it: what it locked or wrote stays locked, and invisible to others, until then."""
+
+    def __init__(self, db, sql):
+        pg = db.pg
+        self.proc = subprocess.Popen(
+            [str(pg.bindir / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h",
+             "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "-d", db.name],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=pg.env, text=True)
+        self.proc.stdin.write(f"BEGIN;\n{sql}\nSELECT 'ready';\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def release(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.write("COMMIT;\n")
+            self.proc.stdin.close()
+            self.proc.wait(30)
+
+
+class TableLock(OpenTransaction):
+    """LOCK TABLE <table> IN EXCLUSIVE MODE until release(): the broker's next commit waits on
+    it (in flight) and the triggers after it wait in its queue, so a test can build a batch
+    deterministically."""
+
+    def __init__(self, db, table="events"):
+        super().__init__(db, f"LOCK TABLE {table} IN EXCLUSIVE MODE;")
+
+
+def lock_waiters(db):
+    """How many sessions of the database wait for a lock (a commit behind a TableLock or an
+    OpenTransaction)."""
+    return int(db.scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                         "AND datname = current_database()"))
+
+
 # ---------------------------------------------------------------------------------------------
 # HTTP receivers: real servers in threads that record every request
 

@@ -7,40 +7,18 @@ The queue is made to build up deterministically: a test session holds an EXCLUSI
 `events`, so the first commit waits on it (in flight) and the next triggers wait in the queue."""
 
 import re
-import subprocess
 import threading
 
 import pytest
 
-from harness import unique_name, wait_until
+from harness import TableLock, lock_waiters, unique_name, wait_until
 
 COMMITTED_RE = re.compile(r"commit: committed (\d+) events, (\d+) jobs, (\d+) bytes")
 
 
-class TableLock:
-    """A psql session holding LOCK TABLE events IN EXCLUSIVE MODE until release()."""
-
-    def __init__(self, db):
-        pg = db.pg
-        self.proc = subprocess.Popen(
-            [str(pg.bindir / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h",
-             "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "-d", db.name],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=pg.env, text=True)
-        self.proc.stdin.write("BEGIN;\nLOCK TABLE events IN EXCLUSIVE MODE;\nSELECT 'locked';\n")
-        self.proc.stdin.flush()
-        assert self.proc.stdout.readline().strip() == "locked"
-
-    def release(self):
-        if self.proc.poll() is None:
-            self.proc.stdin.write("COMMIT;\n")
-            self.proc.stdin.close()
-            self.proc.wait(30)
-
-
 def commit_waiting(db):
     """True once a session (the broker's commit) waits for the lock on events."""
-    return db.scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                     "AND datname = current_database()") != "0"
+    return lock_waiters(db) > 0
 
 
 def fire(api, event, payload, results):

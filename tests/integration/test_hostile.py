@@ -298,6 +298,29 @@ def test_header_bytes_limit(api, unchanged):
     assert_error(resp, 431, "headers_too_large")
 
 
+NUL_CASES = {
+    # (request line path suffix, extra header line, the name the message gives)
+    "request_line": ("\x00x", None, "request line"),
+    "header": ("", b"X-Note: a\x00b", "header X-Note"),
+    "idempotency_key": ("", b"Idempotency-Key: ab\x00cd", "header Idempotency-Key"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NUL_CASES))
+def test_nul_byte_in_the_head_is_refused(api, unchanged, case):
+    """evhttp keeps header lines as C strings and would use the part before a NUL as the whole
+    value (an Idempotency-Key "ab\\0cd" read as "ab"): 400 naming the line, nothing written."""
+    suffix, line, named = NUL_CASES[case]
+    conn = Raw(api.port)
+    conn.send(request("POST", f"/api/v0/trigger-event/{EVENT}{suffix}", [line] if line else [],
+                      b"{}"))
+    resp = conn.response()
+    json_error(resp, 400, "invalid_field")
+    assert f"the {named} holds a NUL byte" in json.loads(resp[2])["error"]["message"], resp
+    assert conn.closed_within(SLACK)
+    conn.close()
+
+
 def test_declared_body_over_the_limit_is_refused_before_it_is_sent(api, unchanged):
     """A Content-Length over MAX_BODY_BYTES is answered with the JSON 413 as soon as the
     headers arrive (before, beyond twice the limit, libevent answered with its HTML 413)."""

@@ -76,6 +76,7 @@ void event_rec_free(struct event_rec *e)
         free(e->jobs[i].url);
     free(e->jobs);
     free(e->payload);
+    free(e->idem);
     free(e);
 }
 

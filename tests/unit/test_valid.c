@@ -1,4 +1,5 @@
-/* Unit tests for common/valid.c: event names, webhook URLs, custom headers, path segments. */
+/* Unit tests for common/valid.c: event names, idempotency keys, webhook URLs, custom headers,
+ * path segments. */
 #include "mem.h"
 #include "unit.h"
 #include "valid.h"
@@ -30,6 +31,30 @@ static void test_event_names(void)
     memset(name, 'x', sizeof name);
     CHECK(valid_event_name(name, 128));
     CHECK(!valid_event_name(name, 129));
+}
+
+#define KEY_OK(lit) CHECK(valid_idempotency_key(lit, sizeof(lit) - 1))
+#define KEY_BAD(lit) CHECK(!valid_idempotency_key(lit, sizeof(lit) - 1))
+
+static void test_idempotency_keys(void)
+{
+    KEY_OK("a");
+    KEY_OK("order-42/retry 1");
+    KEY_OK(" !~");
+    KEY_OK("550e8400-e29b-41d4-a716-446655440000");
+    KEY_BAD("");
+    KEY_BAD("a\tb");
+    KEY_BAD("a\x7f");
+    KEY_BAD("a\x1f");
+    KEY_BAD("\xc3\xa9"); /* é */
+    KEY_BAD("a\0b");
+    KEY_BAD("a\r\n");
+    CHECK(!valid_idempotency_key(NULL, 0));
+
+    char key[IDEMPOTENCY_KEY_MAX + 1];
+    memset(key, '~', sizeof key);
+    CHECK(valid_idempotency_key(key, 255));
+    CHECK(!valid_idempotency_key(key, 256));
 }
 
 static char url_err[256];
@@ -308,6 +333,7 @@ int main(int argc, char **argv)
 {
     (void)argc;
     test_event_names();
+    test_idempotency_keys();
     test_urls();
     test_headers();
     test_path_segments();
