@@ -12,7 +12,10 @@
  * The hot tables carry no foreign keys and only the indexes a query needs (docs/decisions.md):
  * the writers enforce the references (jobs are inserted joined with active subscriptions,
  * attempts joined with jobs) and retention deletes children explicitly. Ids are UUIDv7, so
- * "older than" is an id range on the primary key. */
+ * "older than" is an id range on the primary key.
+ *
+ * A NULL entry is a number taken by work not merged yet: skipped and not recorded, so the real
+ * migration still runs once it is merged. */
 static const char *const migrations[] = {
     /* 1: subscriptions, events, jobs, attempts */
     "CREATE TABLE subscriptions ("
@@ -78,6 +81,16 @@ static const char *const migrations[] = {
     "  WHERE previous_secret_expires_at <= now();"
     "CREATE INDEX subscriptions_previous_expiry ON subscriptions (previous_secret_expires_at)"
     "  WHERE previous_secret_expires_at IS NOT NULL;",
+    /* 4: reserved for the Idempotency-Key branch (NULL: not part of this build). */
+    NULL,
+    /* 5: the global delivery switch (PUT /api/v0/admin/delivery, docs/decisions.md 23): one row
+     * that always exists; changed_at moves only when status changes. */
+    "CREATE TABLE delivery_switch ("
+    "  id boolean PRIMARY KEY DEFAULT true CHECK (id),"
+    "  status text NOT NULL DEFAULT 'online' CHECK (status IN ('online', 'offline')),"
+    "  message text,"
+    "  changed_at timestamptz NOT NULL DEFAULT now());"
+    "INSERT INTO delivery_switch DEFAULT VALUES;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -95,7 +108,9 @@ char *schema_setup_sql(void)
                  "SELECT pg_advisory_xact_lock(7231001);"
                  "CREATE TABLE IF NOT EXISTS schema_migrations ("
                  "  version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());");
-    for (int i = 0; i < NMIGRATIONS; i++)
+    for (int i = 0; i < NMIGRATIONS; i++) {
+        if (!migrations[i])
+            continue; /* a number kept for another branch: nothing recorded under it */
         buf_printf(&b,
                    "DO $wh_migration$ BEGIN "
                    "IF NOT EXISTS (SELECT 1 FROM schema_migrations WHERE version = %d) THEN "
@@ -103,6 +118,7 @@ char *schema_setup_sql(void)
                    "INSERT INTO schema_migrations (version) VALUES (%d); "
                    "END IF; END $wh_migration$;",
                    i + 1, migrations[i], i + 1);
+    }
     buf_adds(&b, "COMMIT;");
     return buf_steal(&b, NULL);
 }
