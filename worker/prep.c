@@ -460,8 +460,8 @@ static void fetch_states(struct batch *bt)
     struct buf arr = {0};
     if (collect(bt, &arr, 2) > 0) {
         /* The last column is the delivery switch (an InitPlan run once per statement), so a
-         * batch taken from Redis just after it went offline is parked, not sent, whenever this
-         * worker polls it next (offline.c). No extra round trip. */
+         * batch taken from Redis after it went offline is parked, not sent, even before this
+         * worker's next poll of it (offline.c). No extra round trip. */
         static const char sql[] = "SELECT id::text, status, attempts, "
                                   "(extract(epoch FROM next_attempt_at) * 1000)::bigint, "
                                   "(SELECT status = 'offline' FROM delivery_switch) FROM jobs "
