@@ -56,7 +56,7 @@ void offline_tick(int64_t now_mono_ms)
     if (polling || now_mono_ms < next_poll_ms || !pg_up(W.pg_read))
         return;
     next_poll_ms = now_mono_ms + OFFLINE_POLL_MS;
-    static const char sql[] = "SELECT status = 'offline' FROM delivery_switch";
+    static const char sql[] = "SELECT status = 'offline' FROM delivery_switch WHERE id";
     if (pg_query_prepared(W.pg_read, "wh_switch", sql, 0, NULL, NULL, NULL, 0, polled, NULL) == 0)
         polling = true;
 }
