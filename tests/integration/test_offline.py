@@ -261,15 +261,19 @@ def test_entries_of_a_dead_worker_are_not_claimed_while_offline(api, db, rc, rec
     switch_put(api, "offline", "claim test")
     wait_until(lambda: switch_logged(w, "offline"), 10, "the worker to see offline")
     event_ids = [api.trigger(event, {"n": i})["eventId"] for i in range(10)]
-    wait_until(lambda: rc.xlen(JOBS) == 10, 10, "the 10 jobs on the stream")
+    # The worker's blocking read, sent while online, may take some and park them in the retry
+    # set; the ghost takes the rest.
+    wait_until(lambda: rc.xlen(JOBS) + rc.call("ZCARD", RETRY) == 10 and rc.pending() == 0, 10,
+               "the 10 jobs waiting in Redis")
     read = rc.call("XREADGROUP", "GROUP", harness.GROUP, "ghost", "COUNT", 100, "STREAMS", JOBS,
                    ">")
-    assert len(read[0][1]) == 10
-    assert rc.pending_by_consumer() == {"ghost": 10}
+    ghost = len(read[0][1])
+    assert ghost >= 5, f"the ghost read only {ghost} of the 10 jobs"
+    assert rc.pending_by_consumer() == {"ghost": ghost}
 
     # Idle past CLAIM_IDLE (2 s) plus the claim period (1 s), and then some: still the ghost's.
     def still_the_ghosts():
-        assert rc.pending_by_consumer() == {"ghost": 10}
+        assert rc.pending_by_consumer() == {"ghost": ghost}
 
     assert_nothing_sent([recv], 4.5, also=still_the_ghosts)
     idle_ms = min(int(e[2]) for e in rc.call("XPENDING", JOBS, harness.GROUP, "-", "+", 100))
