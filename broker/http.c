@@ -18,6 +18,7 @@
 #include "cfg.h"
 #include "codec.h"
 #include "conn.h"
+#include "jsonv.h"
 #include "libmem.h"
 #include "log.h"
 #include "valid.h"
@@ -35,18 +36,19 @@ struct route {
     int nprefix;
     int nparams;
     const char *suffix;
-    handler_fn *get, *post, *del;
+    handler_fn *get, *post, *del, *put;
 };
 
 static const struct route routes[] = {
-    {{"healthz"}, 1, 0, NULL, api_healthz, NULL, NULL},
-    {{"readyz"}, 1, 0, NULL, api_readyz, NULL, NULL},
-    {{"api", "v0", "webhooks"}, 3, 0, NULL, subs_list, subs_register, NULL},
-    {{"api", "v0", "webhooks"}, 3, 1, NULL, subs_list_event, NULL, NULL},
-    {{"api", "v0", "webhooks"}, 3, 2, NULL, subs_get, NULL, subs_delete},
-    {{"api", "v0", "webhooks"}, 3, 2, "rotate-secret", NULL, subs_rotate_secret, NULL},
-    {{"api", "v0", "trigger-event"}, 3, 1, NULL, NULL, trigger_post, NULL},
-    {{"api", "v0", "events"}, 3, 1, NULL, events_get, NULL, NULL},
+    {{"healthz"}, 1, 0, NULL, api_healthz, NULL, NULL, NULL},
+    {{"readyz"}, 1, 0, NULL, api_readyz, NULL, NULL, NULL},
+    {{"api", "v0", "webhooks"}, 3, 0, NULL, subs_list, subs_register, NULL, NULL},
+    {{"api", "v0", "webhooks"}, 3, 1, NULL, subs_list_event, NULL, NULL, NULL},
+    {{"api", "v0", "webhooks"}, 3, 2, NULL, subs_get, NULL, subs_delete, NULL},
+    {{"api", "v0", "webhooks"}, 3, 2, "rotate-secret", NULL, subs_rotate_secret, NULL, NULL},
+    {{"api", "v0", "trigger-event"}, 3, 1, NULL, NULL, trigger_post, NULL, NULL},
+    {{"api", "v0", "events"}, 3, 1, NULL, events_get, NULL, NULL, NULL},
+    {{"api", "v0", "admin"}, 3, 0, "delivery", admin_delivery_get, NULL, NULL, admin_delivery_put},
 };
 
 /* True when segment i is the literal s. */
@@ -126,6 +128,31 @@ bool http_require_json_body(struct req *r)
         return false;
     }
     return true;
+}
+
+cJSON *http_body_object(struct req *r)
+{
+    char err[256];
+    if (!http_require_json_body(r))
+        return NULL;
+    if (jsonv_validate(r->body, r->body_len, err, sizeof err) < 0) {
+        http_error(r, 400, "invalid_json", "%s", err);
+        return NULL;
+    }
+    cJSON *doc = cJSON_ParseWithLength(r->body, r->body_len);
+    if (!doc) {
+        http_error(r, 400, "invalid_json", "the body is not valid JSON");
+        return NULL;
+    }
+    if (!cJSON_IsObject(doc)) {
+        http_error(r, 400, "invalid_json", "the body must be a JSON object");
+    } else if (jsonv_has_dup_keys(doc)) {
+        http_error(r, 400, "invalid_json", "the body has the same field twice");
+    } else {
+        return doc;
+    }
+    cJSON_Delete(doc);
+    return NULL;
 }
 
 char *http_query_param(struct req *r, const char *name)
@@ -209,15 +236,22 @@ static void dispatch(struct req *r, enum evhttp_cmd_type method, const char *pat
             match = seg_is(seg, len, k, rt->prefix[k]);
         if (!match)
             continue;
-        handler_fn *h = method == EVHTTP_REQ_GET    ? rt->get
-                        : method == EVHTTP_REQ_POST ? rt->post
+        handler_fn *h = method == EVHTTP_REQ_GET      ? rt->get
+                        : method == EVHTTP_REQ_POST   ? rt->post
                         : method == EVHTTP_REQ_DELETE ? rt->del
+                        : method == EVHTTP_REQ_PUT    ? rt->put
                                                       : NULL;
         if (!h) {
             char allow[32] = "";
-            snprintf(allow, sizeof allow, "%s%s%s%s%s", rt->get ? "GET" : "",
-                     rt->get && (rt->post || rt->del) ? ", " : "", rt->post ? "POST" : "",
-                     rt->post && rt->del ? ", " : "", rt->del ? "DELETE" : "");
+            size_t al = 0;
+            const struct {
+                handler_fn *h;
+                const char *name;
+            } ms[] = {{rt->get, "GET"}, {rt->post, "POST"}, {rt->put, "PUT"}, {rt->del, "DELETE"}};
+            for (size_t m = 0; m < sizeof ms / sizeof ms[0]; m++)
+                if (ms[m].h)
+                    al += (size_t)snprintf(allow + al, sizeof allow - al, "%s%s", al ? ", " : "",
+                                           ms[m].name);
             evhttp_add_header(evhttp_request_get_output_headers(r->ev), "Allow", allow);
             http_error(r, 405, "method_not_allowed", "%s is not allowed here; use %s",
                        method_name(method), allow);

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <cJSON.h>
 #include <event2/http.h>
 
 #include "broker.h"
@@ -35,6 +36,10 @@ void http_error(struct req *r, int status, const char *code, const char *fmt, ..
 /* Checks Content-Type (application/json) and that there is a body; replies and returns false
  * when not. */
 bool http_require_json_body(struct req *r);
+
+/* The body of a management request: one JSON object without duplicate keys (Content-Type and
+ * strict validation as above). NULL after replying (415, 400); the caller cJSON_Delete()s it. */
+cJSON *http_body_object(struct req *r);
 
 /* Query parameter lookup (percent-decoded); returns a malloc'd string or NULL. */
 char *http_query_param(struct req *r, const char *name);

@@ -87,33 +87,6 @@ static bool one_sub(struct req *r, PGresult *res, const char *err)
     return true;
 }
 
-/* The body of a management request: one JSON object without duplicate keys. NULL after
- * replying (415, 400); the caller cJSON_Delete()s it. */
-static cJSON *body_object(struct req *r)
-{
-    char err[256];
-    if (!http_require_json_body(r))
-        return NULL;
-    if (jsonv_validate(r->body, r->body_len, err, sizeof err) < 0) {
-        http_error(r, 400, "invalid_json", "%s", err);
-        return NULL;
-    }
-    cJSON *doc = cJSON_ParseWithLength(r->body, r->body_len);
-    if (!doc) {
-        http_error(r, 400, "invalid_json", "the body is not valid JSON");
-        return NULL;
-    }
-    if (!cJSON_IsObject(doc)) {
-        http_error(r, 400, "invalid_json", "the body must be a JSON object");
-    } else if (jsonv_has_dup_keys(doc)) {
-        http_error(r, 400, "invalid_json", "the body has the same field twice");
-    } else {
-        return doc;
-    }
-    cJSON_Delete(doc);
-    return NULL;
-}
-
 /* The secret of a registration or rotation into out (SECRET_TEXT_MAX bytes): the "secret"
  * field when given (validated), else a new one. -1 after replying. */
 static int secret_take(struct req *r, const cJSON *given, char *out)
@@ -451,7 +424,7 @@ static void reg_checked(void *priv, enum urlguard_verdict verdict, const char *r
 void subs_register(struct req *r)
 {
     char err[256];
-    cJSON *doc = body_object(r);
+    cJSON *doc = http_body_object(r);
     if (!doc)
         return;
     struct buf headers = {0};
@@ -716,7 +689,7 @@ static int rotate_parse(struct req *r, char *secret, long *grace)
     cJSON *doc = NULL;
     int ret = -1;
     if (r->body_len > 0) {
-        if (!(doc = body_object(r)))
+        if (!(doc = http_body_object(r)))
             return -1;
         for (const cJSON *it = doc->child; it; it = it->next) {
             if (strcmp(it->string, "secret") == 0)

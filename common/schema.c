@@ -90,6 +90,14 @@ static const char *const migrations[] = {
     "UPDATE events SET idempotency_key = NULL WHERE idempotency_key IS NOT NULL;"
     "CREATE INDEX events_idempotency_at ON events (idempotency_at)"
     "  WHERE idempotency_key IS NOT NULL;",
+    /* 5: the global delivery switch (PUT /api/v0/admin/delivery, docs/decisions.md 23): one row
+     * that always exists; changed_at moves only when status changes. */
+    "CREATE TABLE delivery_switch ("
+    "  id boolean PRIMARY KEY DEFAULT true CHECK (id),"
+    "  status text NOT NULL DEFAULT 'online' CHECK (status IN ('online', 'offline')),"
+    "  message text,"
+    "  changed_at timestamptz NOT NULL DEFAULT now());"
+    "INSERT INTO delivery_switch DEFAULT VALUES;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -83,6 +83,7 @@ static void maybe_exit(void)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what, (void)arg;
+    offline_tick(clock_mono_ms());
     reader_tick(clock_now_ms());
     prep_tick();
     maybe_exit();

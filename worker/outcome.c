@@ -112,6 +112,12 @@ static bool queue_cmd(struct rargs *a)
     return rargs_send(a, W.rd_cmd, NULL, NULL) == 0;
 }
 
+/* Whether the job goes (back) to the retry set rather than leaving Redis. */
+static bool parks(const struct job *j)
+{
+    return j->out == OUT_RETRY || j->out == OUT_RESCHED || j->out == OUT_HOLD;
+}
+
 static void finalize(struct gcommit_node *batch)
 {
     struct rargs a = {0};
@@ -123,7 +129,7 @@ static void finalize(struct gcommit_node *batch)
             if (j->part != p)
                 continue;
             n++;
-            if (j->out == OUT_RETRY || j->out == OUT_RESCHED)
+            if (parks(j))
                 nretry++;
             else
                 nlive++;
@@ -151,29 +157,31 @@ static void finalize(struct gcommit_node *batch)
             rargs_adds(&a, "SREM");
             rargs_add(&a, live_key, ll);
             for (struct job *j = job_of(batch); j; j = job_of(j->gc.next))
-                if (j->part == p && j->out != OUT_RETRY && j->out != OUT_RESCHED)
+                if (j->part == p && !parks(j))
                     rargs_add(&a, j->m.job, ID_LEN);
             ok = ok && queue_cmd(&a);
         }
         if (nretry) {
-            /* one member per job and attempt: the message for the next attempt */
+            /* one member per job and attempt: the message for the next attempt (a held job's
+             * attempt has not been made: the same one) */
             struct buf members = {0};
             size_t *offs = xcalloc(nretry, sizeof *offs);
             size_t k = 0;
             for (struct job *j = job_of(batch); j; j = job_of(j->gc.next)) {
-                if (j->part != p || (j->out != OUT_RETRY && j->out != OUT_RESCHED))
+                if (j->part != p || !parks(j))
                     continue;
-                j->m.attempt++;
+                int next = j->out == OUT_HOLD ? 0 : 1;
+                j->m.attempt += next;
                 offs[k++] = members.len;
                 jobmsg_encode(&j->m, &members);
                 buf_addc(&members, '\0');
-                j->m.attempt--;
+                j->m.attempt -= next;
             }
             rargs_adds(&a, "ZADD");
             rargs_add(&a, retry_key, rl);
             k = 0;
             for (struct job *j = job_of(batch); j; j = job_of(j->gc.next)) {
-                if (j->part != p || (j->out != OUT_RETRY && j->out != OUT_RESCHED))
+                if (j->part != p || !parks(j))
                     continue;
                 rargs_addll(&a, j->next_ms);
                 rargs_adds(&a, members.data + offs[k++]);

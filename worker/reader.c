@@ -159,8 +159,8 @@ static void read_done(struct rds *r, redisReply *reply, void *priv)
 
 void reader_kick(void)
 {
-    if (reading || W.draining || !groups_ok || !rds_up(W.rd_read) || !pg_up(W.pg) ||
-        !pg_up(W.pg_read))
+    if (reading || W.draining || !W.switch_known || W.offline || !groups_ok || !rds_up(W.rd_read) ||
+        !pg_up(W.pg) || !pg_up(W.pg_read))
         return;
     long room = W.cfg.concurrency - W.inflight;
     if (room <= 0)
@@ -292,9 +292,12 @@ void reader_tick(int64_t now_ms)
         ensure_groups();
         return;
     }
-    if (!promoting && !W.draining)
+    /* Offline (or not known yet): due retries stay in the retry set and other workers'
+     * pending entries stay theirs; both wait, and nothing counts as an attempt. */
+    bool may_send = W.switch_known && !W.offline && !W.draining;
+    if (!promoting && may_send)
         promote(now_ms);
-    if (!W.draining && pg_up(W.pg) && pg_up(W.pg_read) && claiming == 0 && now_ms >= next_claim_ms) {
+    if (may_send && pg_up(W.pg) && pg_up(W.pg_read) && claiming == 0 && now_ms >= next_claim_ms) {
         long period = W.cfg.claim_idle_ms / 4;
         next_claim_ms = now_ms + (period < 1000 ? 1000 : period);
         for (unsigned p = 0; p < (unsigned)W.cfg.partitions; p++)

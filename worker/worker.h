@@ -57,6 +57,10 @@ struct worker {
     struct pg *pg;      /* outcome writes (each a commit) */
     struct pg *pg_read; /* lookups before sending: never queued behind a commit */
     long inflight; /* jobs taken from Redis and not yet finished */
+    /* The global delivery switch as last read from PostgreSQL (offline.c). Nothing is read,
+     * claimed or promoted until it is known, nor while it is offline. */
+    bool switch_known;
+    bool offline;
     bool draining;
     bool ready_logged;
 };
@@ -92,6 +96,7 @@ enum outcome {
     OUT_CANCELLED, /* subscription gone */
     OUT_SKIP,      /* already finished in PostgreSQL: only clean Redis up */
     OUT_RESCHED,   /* this attempt was already recorded as failed: just re-park it */
+    OUT_HOLD,      /* delivery is offline: parked in the retry set, due now, same attempt */
 };
 
 struct job {
@@ -133,6 +138,12 @@ void reader_redis_up(void);
 void prep_batch(struct job *jobs);
 void prep_tick(void);     /* sweeps stale subscriptions out of the cache (its own sub-period) */
 void prep_shutdown(void); /* frees the subscription cache */
+
+/* offline.c: the global delivery switch. */
+void offline_tick(int64_t now_mono_ms); /* reads it every OFFLINE_POLL_MS */
+/* What PostgreSQL said (the tick's read, or a batch's job-state lookup): logs a change, and
+ * going online lets the reader read again. */
+void offline_seen(bool offline);
 
 /* deliver.c */
 int deliver_init(void) __attribute__((warn_unused_result));
