@@ -72,37 +72,27 @@ static long in_batches(struct recon *r, const char *sql, const char *dry_sql, in
     }
 }
 
-static int purge_previous_secrets(struct recon *r)
+/* Clears, in batches of RECONCILE_BATCH, what sql clears (dry_sql: what it would, in a dry
+ * run); what names it in the log line. 0, or -1. */
+static int clear_expired(struct recon *r, const char *sql, const char *dry_sql, const char *what)
 {
     char batch[24];
     snprintf(batch, sizeof batch, "%ld", r->cfg.batch);
     const char *params[] = {batch};
-    long total = in_batches(r, expired_clear_sql, expired_count_sql, 1, params);
+    long total = in_batches(r, sql, dry_sql, 1, params);
     if (total < 0)
         return -1;
     if (total)
-        log_info("purge", "%s %ld previous secrets whose grace period is over",
-                 r->cfg.dry_run ? "would clear at least" : "cleared", total);
-    return 0;
-}
-
-static int purge_idempotency_keys(struct recon *r)
-{
-    char batch[24];
-    snprintf(batch, sizeof batch, "%ld", r->cfg.batch);
-    const char *params[] = {batch};
-    long total = in_batches(r, keys_clear_sql, keys_count_sql, 1, params);
-    if (total < 0)
-        return -1;
-    if (total)
-        log_info("purge", "%s %ld Idempotency-Keys older than 24 hours",
-                 r->cfg.dry_run ? "would clear at least" : "cleared", total);
+        log_info("purge", "%s %ld %s", r->cfg.dry_run ? "would clear at least" : "cleared", total,
+                 what);
     return 0;
 }
 
 int recon_purge(struct recon *r)
 {
-    if (purge_previous_secrets(r) < 0 || purge_idempotency_keys(r) < 0)
+    if (clear_expired(r, expired_clear_sql, expired_count_sql,
+                      "previous secrets whose grace period is over") < 0 ||
+        clear_expired(r, keys_clear_sql, keys_count_sql, "Idempotency-Keys older than 24 hours") < 0)
         return -1;
     char days[24], batch[24];
     snprintf(days, sizeof days, "%ld", r->cfg.retention_days);
