@@ -165,6 +165,13 @@ void trigger_post(struct req *r)
                    EVENT_NAME_MAX);
         return;
     }
+    if (event_name_reserved(name, strlen(name))) {
+        http_error(r, 403, "reserved_event_name",
+                   "event names starting with \"%s\" are the broker's own operational events; "
+                   "they can be subscribed to but not triggered",
+                   EVENT_NAME_RESERVED);
+        return;
+    }
     const char *idem_key;
     if (idem_header(r, &idem_key) < 0) {
         http_error(r, 400, "invalid_field", "send at most one Idempotency-Key header");

@@ -32,6 +32,12 @@ bool valid_event_name(const char *s, size_t n)
     return true;
 }
 
+bool event_name_reserved(const char *s, size_t n)
+{
+    size_t p = sizeof EVENT_NAME_RESERVED - 1;
+    return s && n >= p && memcmp(s, EVENT_NAME_RESERVED, p) == 0;
+}
+
 bool valid_idempotency_key(const char *s, size_t n)
 {
     if (!s || n == 0 || n > IDEMPOTENCY_KEY_MAX)

@@ -16,6 +16,11 @@
 /* [A-Za-z0-9._:-]{1,128}, exact bytes (no decoding done here). */
 bool valid_event_name(const char *s, size_t n);
 
+/* Names under EVENT_NAME_RESERVED ("broker.", exact case) are the broker's own operational
+ * events: anyone may subscribe to them, only the broker triggers them. */
+#define EVENT_NAME_RESERVED "broker."
+bool event_name_reserved(const char *s, size_t n);
+
 /* An Idempotency-Key header value: 1..IDEMPOTENCY_KEY_MAX bytes of printable ASCII (0x20 to
  * 0x7e; HTTP has already removed spaces around the value). */
 bool valid_idempotency_key(const char *s, size_t n);

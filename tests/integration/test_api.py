@@ -175,6 +175,22 @@ def test_trigger_without_subscribers(api, db):
     assert bytes.fromhex(stored) == payload
 
 
+def test_reserved_event_names_can_be_subscribed_but_not_triggered(api, db, rc):
+    """broker.* names are the broker's own operational events: registering a subscription to
+    one works, triggering one is 403 reserved_event_name and writes nothing."""
+    sub = api.register("broker.endpoint.disabled", "http://127.0.0.1:9/ops")
+    assert sub["eventName"] == "broker.endpoint.disabled"
+    events, xlen = db.count("events"), rc.xlen()
+    for name in ("broker.endpoint.disabled", "broker.attempt.exhausted", "broker.anything"):
+        resp = api.post(f"/api/v0/trigger-event/{name}", b'{"forged": true}')
+        assert_error(resp, 403, "reserved_event_name")
+        assert "broker." in resp[2]["error"]["message"]
+    assert db.count("events") == events and rc.xlen() == xlen
+    # Only the exact prefix is reserved.
+    for name in ("brokers.x", "Broker.endpoint.disabled", "my.broker.x"):
+        assert api.trigger(unique_name(name), b"{}")["jobs"] == 0
+
+
 def test_trigger_enqueues_jobs(api, db, rc):
     event = unique_name("enqueue")
     subs = [api.register(event, f"http://127.0.0.1:9/e{i}") for i in range(2)]

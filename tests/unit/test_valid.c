@@ -329,10 +329,22 @@ static void test_url_hosts(void)
     CHECK_STR(h.name, "exam.co");
 }
 
+static void test_reserved_event_names(void)
+{
+    CHECK(event_name_reserved("broker.endpoint.disabled", 24));
+    CHECK(event_name_reserved("broker.", 7));
+    CHECK(!event_name_reserved("broker", 6));
+    CHECK(!event_name_reserved("Broker.endpoint.disabled", 24)); /* names are exact case */
+    CHECK(!event_name_reserved("brokers.x", 9));
+    CHECK(!event_name_reserved("my.broker.x", 11));
+    CHECK(!event_name_reserved("", 0));
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
     test_event_names();
+    test_reserved_event_names();
     test_idempotency_keys();
     test_urls();
     test_headers();
