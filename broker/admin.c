@@ -36,10 +36,7 @@ static void answered(void *priv, PGresult *res, const char *err)
 {
     struct req *r = priv;
     if (err) {
-        if (!res)
-            http_error(r, 503, "unavailable", "the database is unavailable; retry later");
-        else
-            http_error(r, 500, "internal", "database error: %s", err);
+        http_db_error(r, res, err);
         return;
     }
     if (PQntuples(res) != 1) {

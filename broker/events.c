@@ -38,10 +38,7 @@ static void got_event(void *priv, PGresult *res, const char *err)
     struct page page = g->page;
     free(g);
     if (err) {
-        if (!res)
-            http_error(r, 503, "unavailable", "the database is unavailable; retry later");
-        else
-            http_error(r, 500, "internal", "database error: %s", err);
+        http_db_error(r, res, err);
         return;
     }
     if (PQntuples(res) < 1) {

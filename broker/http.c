@@ -108,6 +108,14 @@ void http_error(struct req *r, int status, const char *code, const char *fmt, ..
     http_reply(r, status, &b);
 }
 
+void http_db_error(struct req *r, PGresult *res, const char *err)
+{
+    if (!res)
+        http_error(r, 503, "unavailable", "the database is unavailable (%s); retry later", err);
+    else
+        http_error(r, 500, "internal", "database error: %s", err);
+}
+
 bool http_require_json_body(struct req *r)
 {
     const char *ct = evhttp_find_header(evhttp_request_get_input_headers(r->ev), "Content-Type");

@@ -33,6 +33,10 @@ void http_reply(struct req *r, int status, struct buf *body);
 void http_error(struct req *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Answers a failed database query: 503 when the database could not be reached (res NULL),
+ * else 500 with the server's error. */
+void http_db_error(struct req *r, PGresult *res, const char *err);
+
 /* Checks Content-Type (application/json) and that there is a body; replies and returns false
  * when not. */
 bool http_require_json_body(struct req *r);

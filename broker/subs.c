@@ -64,20 +64,12 @@ static void sub_json(struct buf *b, PGresult *res, int row, const char *secret, 
 }
 
 /* A failed query: 503 when the database was unreachable, 500 for anything else. */
-static void db_error(struct req *r, PGresult *res, const char *err)
-{
-    if (!res)
-        http_error(r, 503, "unavailable", "the database is unavailable (%s); retry later", err);
-    else
-        http_error(r, 500, "internal", "database error: %s", err);
-}
-
 /* A query that returns the path's subscription or no row: false after replying (database
  * error, 404). */
 static bool one_sub(struct req *r, PGresult *res, const char *err)
 {
     if (err) {
-        db_error(r, res, err);
+        http_db_error(r, res, err);
         return false;
     }
     if (PQntuples(res) != 1) {
@@ -213,7 +205,7 @@ static void reg_saved(void *priv, PGresult *res, const char *err)
             http_error(r, 503, "unavailable",
                        "the subscription was changed by concurrent requests; repeat the request");
         else
-            db_error(r, res, err);
+            http_db_error(r, res, err);
         return;
     }
     g->status = strcmp(PQgetvalue(res, 0, SQL_SUB_NCOLS), "t") == 0 ? 201 : 200;
@@ -346,7 +338,7 @@ static void reg_found(void *priv, PGresult *res, const char *err)
     struct req *r = g->r;
     if (err) {
         reg_free(g);
-        db_error(r, res, err);
+        http_db_error(r, res, err);
         return;
     }
     free(g->seen_ct);
@@ -503,7 +495,7 @@ static void list_done(void *priv, PGresult *res, const char *err)
     bool by_event = l->by_event;
     free(l);
     if (err || PQntuples(res) < 1) {
-        db_error(r, res, err ? err : "no rows");
+        http_db_error(r, res, err ? err : "no rows");
         return;
     }
     struct buf b = {0};

@@ -57,10 +57,7 @@ static void from_db(void *priv, PGresult *res, const char *err)
     fanout_unref(f);
     if (err) {
         event_rec_free(e);
-        if (!res)
-            http_error(r, 503, "unavailable", "the database is unavailable; retry later");
-        else
-            http_error(r, 500, "internal", "database error: %s", err);
+        http_db_error(r, res, err);
         return;
     }
     int n = PQntuples(res);

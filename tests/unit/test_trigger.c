@@ -70,6 +70,14 @@ void http_error(struct req *r, int status, const char *code, const char *fmt, ..
     free(r);
 }
 
+void http_db_error(struct req *r, PGresult *res, const char *err)
+{
+    (void)err;
+    answered++;
+    last_status = res ? 500 : 503;
+    free(r);
+}
+
 void event_rec_free(struct event_rec *e)
 {
     for (size_t i = 0; i < e->njobs; i++)
