@@ -70,7 +70,7 @@ static void answered(void *priv, PGresult *res, const char *err)
 void admin_delivery_get(struct req *r)
 {
     if (pg_query(r->b->pg_api, get_sql, 0, NULL, NULL, NULL, 0, answered, r) < 0)
-        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+        http_db_error(r, NULL, "not connected");
 }
 
 /* A message: a string of at most MESSAGE_MAX bytes without control characters (the body was

@@ -135,6 +135,6 @@ void events_get(struct req *r)
     const char *params[] = {r->seg[0], g->page.size_text, g->page.offset_text};
     if (pg_query(r->b->pg_api, sql, 3, params, NULL, NULL, 0, got_event, g) < 0) {
         free(g);
-        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+        http_db_error(r, NULL, "not connected");
     }
 }

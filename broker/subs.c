@@ -319,7 +319,7 @@ static void reg_upsert(struct reg *g)
     struct pg *pg = r->b->pg_api;
     if (pg_query(pg, lock_sql, 1, lock_params, NULL, NULL, 0, reg_lock_done, NULL) < 0) {
         reg_free(g);
-        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+        http_db_error(r, NULL, "not connected");
         return;
     }
     /* Queued right behind the lock on the same connection: cannot fail while it did not (the
@@ -389,7 +389,7 @@ static void reg_lookup(struct reg *g)
     const char *params[] = {g->event_name, g->url};
     if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, reg_found, g) < 0) {
         reg_free(g);
-        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+        http_db_error(r, NULL, "not connected");
     }
 }
 
@@ -533,7 +533,7 @@ static void list_run(struct req *r, const char *sql, bool by_event)
     const char *params[] = {l->page.size_text, l->page.offset_text, r->seg[0]};
     if (pg_query(r->b->pg_api, sql, by_event ? 3 : 2, params, NULL, NULL, 0, list_done, l) < 0) {
         free(l);
-        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+        http_db_error(r, NULL, "not connected");
     }
 }
 
@@ -610,7 +610,7 @@ void subs_get(struct req *r)
                               "AND event_name = $2 AND status = 'active'";
     const char *params[] = {r->seg[1], r->seg[0]};
     if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, get_done, r) < 0)
-        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+        http_db_error(r, NULL, "not connected");
 }
 
 struct del {
@@ -663,7 +663,7 @@ void subs_delete(struct req *r)
                               "AND status = 'active' RETURNING " SQL_SUB_COLS;
     const char *params[] = {r->seg[1], r->seg[0]};
     if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, del_done, r) < 0)
-        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+        http_db_error(r, NULL, "not connected");
 }
 
 /* ---- rotate-secret ----------------------------------------------------------------------- */
@@ -795,7 +795,7 @@ static void rotate_found(void *priv, PGresult *res, const char *err)
     const char *params[] = {r->seg[1], r->seg[0], t->grace, t->seen_ct,
                             t->new_ct[0] ? t->new_ct : NULL};
     if (pg_query(r->b->pg_api, sql, 5, params, NULL, NULL, 0, rotate_done, t) < 0) {
-        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+        http_db_error(r, NULL, "not connected");
         goto out_free;
     }
     return;
@@ -811,7 +811,7 @@ static void rotate_lookup(struct rot *t)
     const char *params[] = {r->seg[1], r->seg[0]};
     if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, rotate_found, t) < 0) {
         rot_free(t);
-        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+        http_db_error(r, NULL, "not connected");
     }
 }
 

@@ -91,7 +91,7 @@ static void from_index(struct rds *rd, redisReply *reply, void *priv)
         if (pg_query(r->b->pg_api, sql, 1, params, NULL, NULL, 0, from_db, f) < 0) {
             fanout_unref(f);
             event_rec_free(e);
-            http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+            http_db_error(r, NULL, "not connected");
         }
         return;
     }
@@ -188,7 +188,7 @@ void trigger_post(struct req *r)
     }
     struct broker *b = r->b;
     if (!pg_up(b->pg_commit)) {
-        http_error(r, 503, "unavailable", "the database is unavailable; retry later");
+        http_db_error(r, NULL, "not connected");
         return;
     }
     struct idem *idem = NULL;

@@ -351,7 +351,7 @@ static struct sub *sub_from_row(PGresult *res, int i)
      * without the headers the subscriber asked for would be wrong, so never do. */
     cJSON *h = cJSON_Parse(PQgetvalue(res, i, 3));
     if (!cJSON_IsObject(h)) {
-        log_error(PQgetvalue(res, i, 0), "the subscription's headers are malformed; not sending");
+        log_error(id, "the subscription's headers are malformed; not sending");
         s->active = false;
     }
     for (const cJSON *it = h ? h->child : NULL; it; it = it->next) {
