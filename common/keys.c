@@ -63,3 +63,23 @@ size_t key_payload(char *out, unsigned part, const char *event_id)
 {
     return fmt(snprintf(out, KEY_MAX, "%s{%u}:payload:%s", prefix, part, event_id));
 }
+
+size_t key_ctl(char *out, unsigned part, const char *sub_id)
+{
+    return fmt(snprintf(out, KEY_MAX, "%s{%u}:ctl:%s", prefix, part, sub_id));
+}
+
+size_t key_held(char *out, unsigned part, const char *sub_id)
+{
+    return fmt(snprintf(out, KEY_MAX, "%s{%u}:held:%s", prefix, part, sub_id));
+}
+
+size_t key_held_subs(char *out, unsigned part)
+{
+    return fmt(snprintf(out, KEY_MAX, "%s{%u}:held-subs", prefix, part));
+}
+
+size_t key_rate(char *out, unsigned part, const char *sub_id)
+{
+    return fmt(snprintf(out, KEY_MAX, "%s{%u}:rate:%s", prefix, part, sub_id));
+}

@@ -23,5 +23,16 @@ size_t key_retry(char *out, unsigned part);          /* zset: due ms -> job mess
 size_t key_live(char *out, unsigned part);           /* set: job ids Redis holds */
 size_t key_dead(char *out, unsigned part);           /* stream: jobs out of attempts */
 size_t key_payload(char *out, unsigned part, const char *event_id); /* string payload */
+/* Per-subscription state in the subscription's partition (id_partition of its id):
+ * ctl: hash, the delivery state workers and brokers share ("st": "paused" | "active", written
+ *   by the broker after PostgreSQL; the probe lock of the circuit breaker);
+ * held: zset, the messages of a paused subscription's waiting jobs, all with score 0 so they
+ *   sort by message, i.e. by job id (UUIDv7: creation order);
+ * held-subs: set, per partition, the subscriptions that have a held zset;
+ * rate: the rate limiter's reservations (common/controls.h). */
+size_t key_ctl(char *out, unsigned part, const char *sub_id);
+size_t key_held(char *out, unsigned part, const char *sub_id);
+size_t key_held_subs(char *out, unsigned part);
+size_t key_rate(char *out, unsigned part, const char *sub_id);
 
 #endif

@@ -98,6 +98,28 @@ static const char *const migrations[] = {
     "  message text,"
     "  changed_at timestamptz NOT NULL DEFAULT now());"
     "INSERT INTO delivery_switch DEFAULT VALUES;",
+    /* 6: subscription controls (docs/decisions.md 24). status stays the lifecycle ('active':
+     * exists, 'deleted'); the delivery state beside it is paused_at / disabled_at (the API's
+     * "status": disabled when disabled_at is set, else paused when paused_at is set, else
+     * active). Settings, as the API accepted them (canonical JSON, common/controls.h):
+     * rate_limit, retry_policy, timeout_seconds; NULL = the global default. Health, written by
+     * the workers' outcome commit: failures (consecutive failed attempts), failing_since (the
+     * first failure of the streak; NULL after a success), circuit_open_until (the breaker is
+     * open until then, then lets one probe through; NULL: closed), circuit_cooldown_s (the
+     * cooldown that opened it last; NULL: closed), slow_until (a 429/503 Retry-After). A job is
+     * created for a paused subscription (it waits), never for a disabled one. */
+    "ALTER TABLE subscriptions ADD COLUMN description text,"
+    "  ADD COLUMN paused_at timestamptz,"
+    "  ADD COLUMN disabled_at timestamptz,"
+    "  ADD COLUMN disabled_reason text,"
+    "  ADD COLUMN rate_limit jsonb,"
+    "  ADD COLUMN retry_policy jsonb,"
+    "  ADD COLUMN timeout_seconds int CHECK (timeout_seconds BETWEEN 1 AND 30),"
+    "  ADD COLUMN failures int NOT NULL DEFAULT 0,"
+    "  ADD COLUMN failing_since timestamptz,"
+    "  ADD COLUMN circuit_open_until timestamptz,"
+    "  ADD COLUMN circuit_cooldown_s int,"
+    "  ADD COLUMN slow_until timestamptz;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
