@@ -3,6 +3,7 @@
 #include "held.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* KEYS: ctl. ARGV: version, state. */
@@ -28,6 +29,8 @@ static const char release_lua[] =
 
 static void add(struct held_cmd *c, const char *p, size_t n)
 {
+    if (c->argc >= (int)(sizeof c->argv / sizeof c->argv[0]))
+        abort(); /* a programming error: the array is sized for the longest command */
     c->argv[c->argc] = p;
     c->lens[c->argc++] = n;
 }

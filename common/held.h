@@ -40,8 +40,8 @@
 /* An EVAL command ready for rds_cmd or redisCommandArgv; owns its argument storage. */
 struct held_cmd {
     int argc;
-    const char *argv[10];
-    size_t lens[10];
+    const char *argv[12];
+    size_t lens[12];
     char keys[4][KEY_MAX];
     char sub[ID_LEN + 1];
     char num[24];
