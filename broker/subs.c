@@ -33,6 +33,26 @@ static void raw_or_null(struct buf *b, const char *name, PGresult *res, int row,
         buf_add(b, PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
 }
 
+/* ,"name": a rateLimit or retryPolicy column (jsonb text, whose member order and spacing are
+ * PostgreSQL's) in the canonical form of common/controls.h, or null. */
+static void setting_json(struct buf *b, const char *name, PGresult *res, int row, int col,
+                         bool retry)
+{
+    char err[256];
+    cJSON *v = PQgetisnull(res, row, col) ? NULL : cJSON_Parse(PQgetvalue(res, row, col));
+    size_t mark = b->len;
+    buf_printf(b, ",\"%s\":", name);
+    int rc = !v ? -1
+             : retry ? controls_retry_parse(v, NULL, b, err, sizeof err)
+                     : controls_rate_parse(v, NULL, b, err, sizeof err);
+    if (rc < 0) {
+        b->len = mark; /* unreadable (a hand-made row): shown as stored */
+        b->data[b->len] = '\0';
+        raw_or_null(b, name, res, row, col);
+    }
+    cJSON_Delete(v);
+}
+
 /* The controls of a row (SQL_SUB_COLS 9..15): description, rateLimit, retryPolicy and
  * timeoutSeconds (null when default), pausedAt when paused, disabledAt and disabledReason when
  * disabled. */
@@ -43,8 +63,8 @@ static void controls_json(struct buf *b, PGresult *res, int row)
         buf_adds(b, "null");
     else
         json_escape(b, PQgetvalue(res, row, 9), (size_t)PQgetlength(res, row, 9));
-    raw_or_null(b, "rateLimit", res, row, 13);
-    raw_or_null(b, "retryPolicy", res, row, 14);
+    setting_json(b, "rateLimit", res, row, 13, false);
+    setting_json(b, "retryPolicy", res, row, 14, true);
     raw_or_null(b, "timeoutSeconds", res, row, 15);
     if (!PQgetisnull(res, row, 10))
         buf_printf(b, ",\"pausedAt\":\"%s\"", PQgetvalue(res, row, 10));

@@ -69,6 +69,8 @@ def test_every_field(api, db, rc, sub):
     assert out["rateLimit"] == {"perSecond": 5}
     assert out["retryPolicy"] == {"strategy": "exponential", "baseSeconds": 1, "maxSeconds": 60,
                                   "maxAttempts": 5}
+    assert list(out["retryPolicy"]) == ["strategy", "baseSeconds", "maxSeconds", "maxAttempts"], \
+        "not in the canonical member order"
     assert out["timeoutSeconds"] == 7 and out["description"] == "Bücher, für das Team"
     assert out["status"] == "active" and out["updatedAt"] >= sub["updatedAt"]
     assert get(api, sub) == out
@@ -84,6 +86,7 @@ def test_every_field(api, db, rc, sub):
     out = ok(api, sub, {"rateLimit": {"periodSeconds": 60, "max": 100},
                         "retryPolicy": {"schedule": [1, 2.5, 30.0]}})
     assert out["rateLimit"] == {"max": 100, "periodSeconds": 60}
+    assert list(out["rateLimit"]) == ["max", "periodSeconds"]
     assert out["retryPolicy"] == {"schedule": [1, 2.5, 30]}
     out = ok(api, sub, {"retryPolicy": {"strategy": "fixed", "intervalSeconds": 0.5,
                                         "maxAttempts": 3}})
