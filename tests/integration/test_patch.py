@@ -251,8 +251,9 @@ def test_disabled_gets_no_jobs_paused_does(api, db, sub):
     ok(api, sub, {"status": "active"})
     db.sql(f"UPDATE subscriptions SET disabled_at = now(), disabled_reason = 'test' "
            f"WHERE id = {sql_quote(sub['id'])}")
-    ev = api.trigger(sub["eventName"], {"n": 2})["eventId"]
-    assert db.jobs(ev) == [], "a disabled subscription got a job"
+    answer = api.trigger(sub["eventName"], {"n": 2})
+    assert answer["jobs"] == 0, answer
+    assert db.jobs(answer["eventId"]) == [], "a disabled subscription got a job"
 
 
 def test_register_with_settings(api, db):
