@@ -212,7 +212,7 @@ def trigger_many(api, event, n):
 
 
 def arrival(receiver):
-    return [json.loads(r.body)["n"] for r in receiver.requests()]
+    return [json.loads(r.body)["n"] for r in receiver.requests]
 
 
 @needs_worker_gate
