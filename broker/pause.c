@@ -27,7 +27,7 @@ static void pause_end(struct pause *p, const char *failure)
         log_warn(p->ctx,
                  "subscription %s is %s in PostgreSQL but Redis was not told (%s); the "
                  "reconciler %s",
-                 p->sub, p->paused ? "paused" : "active", failure,
+                 p->sub, p->paused ? "paused" : p->version < 0 ? "deleted" : "active", failure,
                  p->paused ? "holds its lost jobs, and workers hold the others by PostgreSQL"
                            : "releases its held jobs");
     pause_done_fn *done = p->done;

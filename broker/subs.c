@@ -764,20 +764,29 @@ struct del {
     struct buf resp;
 };
 
+static void del_released(void *priv)
+{
+    struct del *d = priv;
+    struct req *r = d->r;
+    struct buf resp = d->resp;
+    free(d);
+    http_reply(r, 200, &resp);
+}
+
 static void del_unindexed(struct rds *rd, redisReply *reply, void *priv)
 {
     (void)rd;
     struct del *d = priv;
     struct req *r = d->r;
-    struct buf resp = d->resp;
-    free(d);
     if (!reply || reply->type == REDIS_REPLY_ERROR) {
         /* PostgreSQL says deleted: the reconciler removes the stale index entry, and workers
          * cancel any job created for it meanwhile. */
         log_warn(r->id, "subscription deleted but the event index was not updated: %s",
                  reply ? reply->str : "Redis connection lost");
     }
-    http_reply(r, 200, &resp);
+    /* Jobs held while it was paused go back to the stream, where the workers cancel them
+     * (else they would wait for the reconciler). */
+    pause_apply(r->b, r->id, r->seg[1], false, -1, del_released, d);
 }
 
 static void del_done(void *priv, PGresult *res, const char *err)

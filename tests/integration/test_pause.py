@@ -165,8 +165,9 @@ def test_reconciler_releases_deleted_and_keeps_paused(api, rc, redis, db):
     for s in (paused, gone):
         rc.call("ZADD", held(s["id"]), "0", job_msg(f"01900000-0000-7000-8000-{1:012x}", s))
         rc.call("SADD", HELD_SUBS, s["id"])
-    st, _, _ = api.delete(f"{HOOKS}/{gone['eventName']}/{gone['id']}")
-    assert st == 200
+    # Deleted by a broker that died before its Redis step (the DELETE releases them itself).
+    db.sql(f"UPDATE subscriptions SET status = 'deleted', deleted_at = now() "
+           f"WHERE id = {sql_quote(gone['id'])}")
     _, _, released, out = reconcile(redis, db, RECONCILE_DRY_RUN=1)
     assert released == 1 and rc.call("ZCARD", held(gone["id"])) == 1, out
     _, _, released, out = reconcile(redis, db)
@@ -196,6 +197,25 @@ def test_patch_answers_when_redis_is_down(start_broker, broker, redis, db):
         redis.start()
         wait_until(lambda: broker.api.request("GET", "/readyz", timeout=2)[0] == 200, 15,
                    "the module broker to be ready again")
+
+
+def test_delete_releases_held_jobs(api, rc):
+    """The jobs a paused subscription held go back to the stream when it is deleted (the
+    workers cancel them there), and Redis forgets that it held any."""
+    sub = api.register(unique_name("pause-del"), "http://127.0.0.1:9/x")
+    set_status(api, sub, "paused")
+    msg = job_msg("01900000-0000-7000-8000-000000000001", sub)
+    rc.call("ZADD", held(sub["id"]), "0", msg)
+    rc.call("SADD", HELD_SUBS, sub["id"])
+    st, _, out = api.delete(f"{HOOKS}/{sub['eventName']}/{sub['id']}")
+    assert st == 200 and out["status"] == "deleted", out
+    try:
+        assert [m for _, m in stream_of(rc, sub["id"])] == [msg]
+        assert rc.call("EXISTS", held(sub["id"])) == 0
+        assert sub["id"] not in rc.smembers(HELD_SUBS)
+    finally:
+        for eid, _ in stream_of(rc, sub["id"]):
+            rc.call("XDEL", JOBS, eid)
 
 
 # --- end to end, with a worker ----------------------------------------------------------------
