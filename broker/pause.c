@@ -27,7 +27,11 @@ static void pause_end(struct pause *p, const char *failure)
         log_warn(p->ctx,
                  "subscription %s is %s in PostgreSQL but Redis was not told (%s); the "
                  "reconciler %s",
-                 p->sub, p->paused ? "paused" : p->version < 0 ? "deleted" : "active", failure,
+                 p->sub,
+                 p->paused        ? "paused"
+                 : p->version < 0 ? "deleted"
+                                  : "active",
+                 failure,
                  p->paused ? "holds its lost jobs, and workers hold the others by PostgreSQL"
                            : "releases its held jobs");
     pause_done_fn *done = p->done;
@@ -74,8 +78,8 @@ static void send_step(struct pause *p)
         pause_end(p, "Redis is not connected");
 }
 
-void pause_apply(struct broker *b, const char *ctx, const char *sub, bool paused,
-                 long long version, pause_done_fn *done, void *priv)
+void pause_apply(struct broker *b, const char *ctx, const char *sub, bool paused, long long version,
+                 pause_done_fn *done, void *priv)
 {
     struct pause *p = xcalloc(1, sizeof *p);
     p->b = b;

@@ -17,7 +17,7 @@ typedef void pause_done_fn(void *priv);
  * them). A Redis failure is logged as a warning under ctx (copied) and otherwise ignored:
  * PostgreSQL is the truth and the reconciler releases what stays held. done(priv) may run
  * before this returns. */
-void pause_apply(struct broker *b, const char *ctx, const char *sub, bool paused,
-                 long long version, pause_done_fn *done, void *priv);
+void pause_apply(struct broker *b, const char *ctx, const char *sub, bool paused, long long version,
+                 pause_done_fn *done, void *priv);
 
 #endif

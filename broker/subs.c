@@ -42,7 +42,7 @@ static void setting_json(struct buf *b, const char *name, PGresult *res, int row
     cJSON *v = PQgetisnull(res, row, col) ? NULL : cJSON_Parse(PQgetvalue(res, row, col));
     size_t mark = b->len;
     buf_printf(b, ",\"%s\":", name);
-    int rc = !v ? -1
+    int rc = !v      ? -1
              : retry ? controls_retry_parse(v, NULL, b, err, sizeof err)
                      : controls_rate_parse(v, NULL, b, err, sizeof err);
     if (rc < 0) {
@@ -98,9 +98,9 @@ static void sub_json_open(struct buf *b, PGresult *res, int row, const char *sec
     buf_add(b, PQgetvalue(res, row, 4), (size_t)PQgetlength(res, row, 4)); /* jsonb text */
     if (!status)
         status = strcmp(PQgetvalue(res, row, 5), "active") != 0 ? PQgetvalue(res, row, 5)
-                 : !PQgetisnull(res, row, 11)                    ? "disabled"
-                 : !PQgetisnull(res, row, 10)                    ? "paused"
-                                                                 : "active";
+                 : !PQgetisnull(res, row, 11)                   ? "disabled"
+                 : !PQgetisnull(res, row, 10)                   ? "paused"
+                                                                : "active";
     buf_printf(b, ",\"status\":\"%s\",\"createdAt\":\"%s\",\"updatedAt\":\"%s\"", status,
                PQgetvalue(res, row, 6), PQgetvalue(res, row, 7));
     controls_json(b, res, row);
@@ -255,13 +255,13 @@ static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
     "NULLIF(" p "::jsonb -> 'rateLimit', 'null'), NULLIF(" p "::jsonb -> 'retryPolicy', 'null'), " \
     "(" p "::jsonb ->> 'timeoutSeconds')::int, " p "::jsonb ->> 'description'"
 #define SQL_CTL_SET(p, t)                                                                          \
-    "rate_limit = CASE WHEN " p "::jsonb ? 'rateLimit' "                                          \
-    "  THEN NULLIF(" p "::jsonb -> 'rateLimit', 'null') ELSE " t ".rate_limit END, "              \
-    "retry_policy = CASE WHEN " p "::jsonb ? 'retryPolicy' "                                      \
-    "  THEN NULLIF(" p "::jsonb -> 'retryPolicy', 'null') ELSE " t ".retry_policy END, "          \
-    "timeout_seconds = CASE WHEN " p "::jsonb ? 'timeoutSeconds' "                                \
-    "  THEN (" p "::jsonb ->> 'timeoutSeconds')::int ELSE " t ".timeout_seconds END, "            \
-    "description = CASE WHEN " p "::jsonb ? 'description' "                                       \
+    "rate_limit = CASE WHEN " p "::jsonb ? 'rateLimit' "                                           \
+    "  THEN NULLIF(" p "::jsonb -> 'rateLimit', 'null') ELSE " t ".rate_limit END, "               \
+    "retry_policy = CASE WHEN " p "::jsonb ? 'retryPolicy' "                                       \
+    "  THEN NULLIF(" p "::jsonb -> 'retryPolicy', 'null') ELSE " t ".retry_policy END, "           \
+    "timeout_seconds = CASE WHEN " p "::jsonb ? 'timeoutSeconds' "                                 \
+    "  THEN (" p "::jsonb ->> 'timeoutSeconds')::int ELSE " t ".timeout_seconds END, "             \
+    "description = CASE WHEN " p "::jsonb ? 'description' "                                        \
     "  THEN " p "::jsonb ->> 'description' ELSE " t ".description END, "
 
 /* ---- register ---------------------------------------------------------------------------- */
@@ -273,7 +273,7 @@ struct reg {
     char secret[SECRET_TEXT_MAX];
     bool secret_given; /* the caller sent it: it replaces the current secret of an existing one */
     char *event_name, *url, *headers; /* headers: compact JSON, or NULL to keep/default */
-    char *controls; /* the settings given (control_field's JSON object) */
+    char *controls;                   /* the settings given (control_field's JSON object) */
     /* what the upsert needs, from the row read first (the secrets are compared in plain) */
     char plain[SECRETBOX_PLAIN_MAX + 1]; /* the secret the answer shows */
     char insert_ct[SECRETBOX_TEXT_MAX];  /* g->secret sealed for g->id (a new row) */

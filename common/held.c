@@ -7,10 +7,9 @@
 #include <string.h>
 
 /* KEYS: ctl. ARGV: version, state. */
-static const char pause_lua[] =
-    "local v = redis.call('HGET', KEYS[1], 'v') "
-    "if v and tonumber(v) > tonumber(ARGV[1]) then return 0 end "
-    "redis.call('HSET', KEYS[1], 'st', ARGV[2], 'v', ARGV[1]) return 1";
+static const char pause_lua[] = "local v = redis.call('HGET', KEYS[1], 'v') "
+                                "if v and tonumber(v) > tonumber(ARGV[1]) then return 0 end "
+                                "redis.call('HSET', KEYS[1], 'st', ARGV[2], 'v', ARGV[1]) return 1";
 
 /* KEYS: ctl, held, held-subs, jobs. ARGV: sub, max, version ('' = leave ctl), stream field.
  * unpack() of max <= HELD_RELEASE_CHUNK members stays far below Lua's stack limit. */

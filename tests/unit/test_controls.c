@@ -40,7 +40,7 @@ static int retry(const char *text, struct backoff *out, char *canon_out, size_t 
         char c_[512] = "x";                                                                        \
         CHECK_EQ_INT(call(text_, NULL, c_, sizeof c_), -1);                                        \
         if (!CHECK(strstr(err, what) != NULL))                                                     \
-            fprintf(stderr, "    %s: message \"%s\" does not name %s\n", text_, err, what);      \
+            fprintf(stderr, "    %s: message \"%s\" does not name %s\n", text_, err, what);        \
         CHECK_STR(c_, "");                                                                         \
     } while (0)
 
@@ -197,8 +197,8 @@ static void test_retry_fixed(void)
     CHECK_EQ_INT(b.delay_ms[0], 500);
     CHECK_EQ_INT(b.delay_ms[1], 500);
     CHECK_STR(c, "{\"strategy\":\"fixed\",\"intervalSeconds\":0.5,\"maxAttempts\":3}");
-    CHECK_EQ_INT(retry("{\"strategy\": \"fixed\", \"intervalSeconds\": 60, \"maxAttempts\": 1}",
-                       &b, c, sizeof c),
+    CHECK_EQ_INT(retry("{\"strategy\": \"fixed\", \"intervalSeconds\": 60, \"maxAttempts\": 1}", &b,
+                       c, sizeof c),
                  0);
     CHECK_EQ_INT(b.n, 0);
     CHECK_STR(c, "{\"strategy\":\"fixed\",\"intervalSeconds\":60,\"maxAttempts\":1}");
