@@ -12,6 +12,7 @@ void subs_list(struct req *r);       /* GET /api/v0/webhooks */
 void subs_list_event(struct req *r); /* GET /api/v0/webhooks/<name> */
 void subs_get(struct req *r);        /* GET /api/v0/webhooks/<name>/<id> */
 void subs_delete(struct req *r);     /* DELETE /api/v0/webhooks/<name>/<id> */
+void subs_patch(struct req *r);      /* PATCH /api/v0/webhooks/<name>/<id> */
 /* POST /api/v0/webhooks/<name>/<id>/rotate-secret */
 void subs_rotate_secret(struct req *r);
 /* Rebuilds the Redis event index from PostgreSQL when it is not known to be complete. */

@@ -40,8 +40,9 @@ void event_rec_free(struct event_rec *e)
     free(e);
 }
 
-/* One statement = one transaction: the events, and the jobs whose subscription is still
- * active (a stale index entry cannot fail the batch). Returns the inserted job ids. */
+/* One statement = one transaction: the events, and the jobs whose subscription still exists
+ * and is not disabled (a stale index entry cannot fail the batch; a paused subscription gets
+ * its jobs: they wait, decision 24). Returns the inserted job ids. */
 static const char insert_sql[] =
     "WITH ev AS (INSERT INTO events (id, event_name, payload) "
     "  SELECT i, n, decode(p, 'hex') FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(i, n, p)) "
@@ -49,7 +50,7 @@ static const char insert_sql[] =
     "SELECT u.id, u.ev, u.sub, u.url, u.part "
     "FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::int[]) "
     "  AS u(id, ev, sub, url, part) "
-    "JOIN subscriptions s ON s.id = u.sub AND s.status = 'active' "
+    "JOIN subscriptions s ON s.id = u.sub AND s.status = 'active' AND s.disabled_at IS NULL "
     "RETURNING jobs.id";
 
 /* The same for events with an Idempotency-Key ($9 keys, $10 hex SHA-256 of the payloads), in
@@ -75,7 +76,8 @@ static const char keyed_sql[] =
     "  $9::text[], $10::text[]) WITH ORDINALITY AS t(i, n, p, k, d, o)), "
     "u AS MATERIALIZED (SELECT u.* FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], "
     "  $8::int[]) AS u(id, ev, sub, url, part) "
-    "  JOIN subscriptions s ON s.id = u.sub AND s.status = 'active'), "
+    "  JOIN subscriptions s ON s.id = u.sub AND s.status = 'active' "
+    "  AND s.disabled_at IS NULL), "
     "f AS (UPDATE events SET idempotency_key = NULL, idempotency_at = NULL, "
     "  idempotency_sha256 = NULL, idempotency_jobs = NULL "
     "  WHERE idempotency_key IS NOT NULL AND idempotency_key = ANY($9::text[]) "

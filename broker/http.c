@@ -36,19 +36,20 @@ struct route {
     int nprefix;
     int nparams;
     const char *suffix;
-    handler_fn *get, *post, *del, *put;
+    handler_fn *get, *post, *del, *put, *patch;
 };
 
 static const struct route routes[] = {
-    {{"healthz"}, 1, 0, NULL, api_healthz, NULL, NULL, NULL},
-    {{"readyz"}, 1, 0, NULL, api_readyz, NULL, NULL, NULL},
-    {{"api", "v0", "webhooks"}, 3, 0, NULL, subs_list, subs_register, NULL, NULL},
-    {{"api", "v0", "webhooks"}, 3, 1, NULL, subs_list_event, NULL, NULL, NULL},
-    {{"api", "v0", "webhooks"}, 3, 2, NULL, subs_get, NULL, subs_delete, NULL},
-    {{"api", "v0", "webhooks"}, 3, 2, "rotate-secret", NULL, subs_rotate_secret, NULL, NULL},
-    {{"api", "v0", "trigger-event"}, 3, 1, NULL, NULL, trigger_post, NULL, NULL},
-    {{"api", "v0", "events"}, 3, 1, NULL, events_get, NULL, NULL, NULL},
-    {{"api", "v0", "admin"}, 3, 0, "delivery", admin_delivery_get, NULL, NULL, admin_delivery_put},
+    {{"healthz"}, 1, 0, NULL, api_healthz, NULL, NULL, NULL, NULL},
+    {{"readyz"}, 1, 0, NULL, api_readyz, NULL, NULL, NULL, NULL},
+    {{"api", "v0", "webhooks"}, 3, 0, NULL, subs_list, subs_register, NULL, NULL, NULL},
+    {{"api", "v0", "webhooks"}, 3, 1, NULL, subs_list_event, NULL, NULL, NULL, NULL},
+    {{"api", "v0", "webhooks"}, 3, 2, NULL, subs_get, NULL, subs_delete, NULL, subs_patch},
+    {{"api", "v0", "webhooks"}, 3, 2, "rotate-secret", NULL, subs_rotate_secret, NULL, NULL, NULL},
+    {{"api", "v0", "trigger-event"}, 3, 1, NULL, NULL, trigger_post, NULL, NULL, NULL},
+    {{"api", "v0", "events"}, 3, 1, NULL, events_get, NULL, NULL, NULL, NULL},
+    {{"api", "v0", "admin"}, 3, 0, "delivery", admin_delivery_get, NULL, NULL, admin_delivery_put,
+     NULL},
 };
 
 /* True when segment i is the literal s. */
@@ -248,14 +249,16 @@ static void dispatch(struct req *r, enum evhttp_cmd_type method, const char *pat
                         : method == EVHTTP_REQ_POST   ? rt->post
                         : method == EVHTTP_REQ_DELETE ? rt->del
                         : method == EVHTTP_REQ_PUT    ? rt->put
+                        : method == EVHTTP_REQ_PATCH  ? rt->patch
                                                       : NULL;
         if (!h) {
-            char allow[32] = "";
+            char allow[40] = "";
             size_t al = 0;
             const struct {
                 handler_fn *h;
                 const char *name;
-            } ms[] = {{rt->get, "GET"}, {rt->post, "POST"}, {rt->put, "PUT"}, {rt->del, "DELETE"}};
+            } ms[] = {{rt->get, "GET"},    {rt->post, "POST"},    {rt->put, "PUT"},
+                      {rt->del, "DELETE"}, {rt->patch, "PATCH"}};
             for (size_t m = 0; m < sizeof ms / sizeof ms[0]; m++)
                 if (ms[m].h)
                     al += (size_t)snprintf(allow + al, sizeof allow - al, "%s%s", al ? ", " : "",

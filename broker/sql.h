@@ -9,11 +9,15 @@
     "CASE WHEN previous_secret_expires_at > now() "                                                \
     "THEN " SQL_TS("previous_secret_expires_at") " END"
 
-/* Columns read by sub_json(): keep in this order. The last one is SQL_SUB_PREV_EXPIRES (the
- * previous secret itself is never read). */
+/* Columns read by sub_json(): keep in this order. The ninth is SQL_SUB_PREV_EXPIRES (the
+ * previous secret itself is never read); the controls follow (decision 24): description,
+ * paused_at, disabled_at, disabled_reason, rate_limit, retry_policy, timeout_seconds (the
+ * settings NULL when default). */
 #define SQL_SUB_COLS                                                                               \
     "id, event_name, url, secret, headers::text, status, " SQL_TS("created_at") ", " SQL_TS(      \
-        "updated_at") ", " SQL_SUB_PREV_EXPIRES
-#define SQL_SUB_NCOLS 9 /* a query's own columns follow SQL_SUB_COLS */
+        "updated_at") ", " SQL_SUB_PREV_EXPIRES ", description, " SQL_TS("paused_at") ", "         \
+        SQL_TS("disabled_at") ", disabled_reason, rate_limit::text, retry_policy::text, "        \
+        "timeout_seconds"
+#define SQL_SUB_NCOLS 16 /* a query's own columns follow SQL_SUB_COLS */
 
 #endif

@@ -9,6 +9,7 @@
 
 #include "api.h"
 #include "codec.h"
+#include "controls.h"
 #include "ids.h"
 #include "indexval.h"
 #include "jsonv.h"
@@ -16,13 +17,70 @@
 #include "log.h"
 #include "secretbox.h"
 #include "paging.h"
+#include "pause.h"
 #include "sign.h"
 #include "sql.h"
 #include "urlguard.h"
 #include "valid.h"
 
+/* ,"name": column col of the row as JSON text (jsonb, integer), or null. */
+static void raw_or_null(struct buf *b, const char *name, PGresult *res, int row, int col)
+{
+    buf_printf(b, ",\"%s\":", name);
+    if (PQgetisnull(res, row, col))
+        buf_adds(b, "null");
+    else
+        buf_add(b, PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
+}
+
+/* ,"name": a rateLimit or retryPolicy column (jsonb text, whose member order and spacing are
+ * PostgreSQL's) in the canonical form of common/controls.h, or null. */
+static void setting_json(struct buf *b, const char *name, PGresult *res, int row, int col,
+                         bool retry)
+{
+    char err[256];
+    cJSON *v = PQgetisnull(res, row, col) ? NULL : cJSON_Parse(PQgetvalue(res, row, col));
+    size_t mark = b->len;
+    buf_printf(b, ",\"%s\":", name);
+    int rc = !v      ? -1
+             : retry ? controls_retry_parse(v, NULL, b, err, sizeof err)
+                     : controls_rate_parse(v, NULL, b, err, sizeof err);
+    if (rc < 0) {
+        b->len = mark; /* unreadable (a hand-made row): shown as stored */
+        b->data[b->len] = '\0';
+        raw_or_null(b, name, res, row, col);
+    }
+    cJSON_Delete(v);
+}
+
+/* The controls of a row (SQL_SUB_COLS 9..15): description, rateLimit, retryPolicy and
+ * timeoutSeconds (null when default), pausedAt when paused, disabledAt and disabledReason when
+ * disabled. */
+static void controls_json(struct buf *b, PGresult *res, int row)
+{
+    buf_adds(b, ",\"description\":");
+    if (PQgetisnull(res, row, 9))
+        buf_adds(b, "null");
+    else
+        json_escape(b, PQgetvalue(res, row, 9), (size_t)PQgetlength(res, row, 9));
+    setting_json(b, "rateLimit", res, row, 13, false);
+    setting_json(b, "retryPolicy", res, row, 14, true);
+    raw_or_null(b, "timeoutSeconds", res, row, 15);
+    if (!PQgetisnull(res, row, 10))
+        buf_printf(b, ",\"pausedAt\":\"%s\"", PQgetvalue(res, row, 10));
+    if (!PQgetisnull(res, row, 11)) {
+        buf_printf(b, ",\"disabledAt\":\"%s\",\"disabledReason\":", PQgetvalue(res, row, 11));
+        if (PQgetisnull(res, row, 12))
+            buf_adds(b, "null");
+        else
+            json_escape(b, PQgetvalue(res, row, 12), (size_t)PQgetlength(res, row, 12));
+    }
+}
+
 /* Appends one subscription row (SQL_SUB_COLS order) as JSON, without the closing brace. The
- * "secret" field is there when secret (the plain text, never the stored column) is not NULL. */
+ * "secret" field is there when secret (the plain text, never the stored column) is not NULL.
+ * "status" is the one given, else the delivery state (decision 24): "disabled", "paused" or
+ * "active" ("deleted" for a deleted row). */
 static void sub_json_open(struct buf *b, PGresult *res, int row, const char *secret,
                           const char *status)
 {
@@ -38,9 +96,14 @@ static void sub_json_open(struct buf *b, PGresult *res, int row, const char *sec
     }
     buf_adds(b, ",\"headers\":");
     buf_add(b, PQgetvalue(res, row, 4), (size_t)PQgetlength(res, row, 4)); /* jsonb text */
-    buf_printf(b, ",\"status\":\"%s\",\"createdAt\":\"%s\",\"updatedAt\":\"%s\"",
-               status ? status : PQgetvalue(res, row, 5), PQgetvalue(res, row, 6),
-               PQgetvalue(res, row, 7));
+    if (!status)
+        status = strcmp(PQgetvalue(res, row, 5), "active") != 0 ? PQgetvalue(res, row, 5)
+                 : !PQgetisnull(res, row, 11)                   ? "disabled"
+                 : !PQgetisnull(res, row, 10)                   ? "paused"
+                                                                : "active";
+    buf_printf(b, ",\"status\":\"%s\",\"createdAt\":\"%s\",\"updatedAt\":\"%s\"", status,
+               PQgetvalue(res, row, 6), PQgetvalue(res, row, 7));
+    controls_json(b, res, row);
 }
 
 /* ,"previousSecretExpiresAt": the time, or null when no previous secret signs any more. */
@@ -133,6 +196,74 @@ static int secret_open(struct req *r, const char *stored, const char *id, char *
  * again before the caller is told to repeat the request. */
 #define SECRET_CAS_TRIES 3
 
+/* ---- settings shared by register and PATCH ------------------------------------------------ */
+
+/* Checks one body member that is a delivery setting (rateLimit, retryPolicy, timeoutSeconds,
+ * description; docs/api.md) and adds it, canonical, to the JSON object being built in ctl
+ * ("{" first, a member per setting given: null resets it to the default). 1 when it was one
+ * (and valid), 0 when it is another field, -1 after replying 400 naming the field. */
+static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
+{
+    char err[256];
+    const char *n = it->string;
+    bool rate = strcmp(n, "rateLimit") == 0, retry = strcmp(n, "retryPolicy") == 0;
+    bool timeout = strcmp(n, "timeoutSeconds") == 0, desc = strcmp(n, "description") == 0;
+    if (!rate && !retry && !timeout && !desc)
+        return 0;
+    buf_adds(ctl, ctl->len > 1 ? ",\"" : "\"");
+    buf_adds(ctl, n);
+    buf_adds(ctl, "\":");
+    if (cJSON_IsNull(it)) {
+        buf_adds(ctl, "null");
+        return 1;
+    }
+    if (rate && controls_rate_parse(it, NULL, ctl, err, sizeof err) < 0) {
+        http_error(r, 400, "invalid_field", "%s", err);
+        return -1;
+    }
+    if (retry && controls_retry_parse(it, NULL, ctl, err, sizeof err) < 0) {
+        http_error(r, 400, "invalid_field", "%s", err);
+        return -1;
+    }
+    if (timeout) {
+        double d = cJSON_IsNumber(it) ? it->valuedouble : 0;
+        if (!(d >= TIMEOUT_SECONDS_MIN && d <= TIMEOUT_SECONDS_MAX) || d != (double)(long)d) {
+            http_error(r, 400, "invalid_field",
+                       "timeoutSeconds must be an integer from %d to %d, or null for the "
+                       "default (DELIVERY_TIMEOUT)",
+                       TIMEOUT_SECONDS_MIN, TIMEOUT_SECONDS_MAX);
+            return -1;
+        }
+        buf_printf(ctl, "%ld", (long)d);
+    }
+    if (desc) {
+        size_t len = cJSON_IsString(it) ? strlen(it->valuestring) : 0;
+        if (!cJSON_IsString(it) || len > DESCRIPTION_MAX || !utf8_valid(it->valuestring, len)) {
+            http_error(r, 400, "invalid_field",
+                       "description must be a string of at most %d bytes of UTF-8, or null",
+                       DESCRIPTION_MAX);
+            return -1;
+        }
+        json_escape(ctl, it->valuestring, len);
+    }
+    return 1;
+}
+
+/* The settings of the controls object $N (control_field's JSON) for an INSERT's values, and
+ * for an UPDATE's SET (t: the table's name; a setting not in the object is kept). */
+#define SQL_CTL_VALUES(p)                                                                          \
+    "NULLIF(" p "::jsonb -> 'rateLimit', 'null'), NULLIF(" p "::jsonb -> 'retryPolicy', 'null'), " \
+    "(" p "::jsonb ->> 'timeoutSeconds')::int, " p "::jsonb ->> 'description'"
+#define SQL_CTL_SET(p, t)                                                                          \
+    "rate_limit = CASE WHEN " p "::jsonb ? 'rateLimit' "                                           \
+    "  THEN NULLIF(" p "::jsonb -> 'rateLimit', 'null') ELSE " t ".rate_limit END, "               \
+    "retry_policy = CASE WHEN " p "::jsonb ? 'retryPolicy' "                                       \
+    "  THEN NULLIF(" p "::jsonb -> 'retryPolicy', 'null') ELSE " t ".retry_policy END, "           \
+    "timeout_seconds = CASE WHEN " p "::jsonb ? 'timeoutSeconds' "                                 \
+    "  THEN (" p "::jsonb ->> 'timeoutSeconds')::int ELSE " t ".timeout_seconds END, "             \
+    "description = CASE WHEN " p "::jsonb ? 'description' "                                        \
+    "  THEN " p "::jsonb ->> 'description' ELSE " t ".description END, "
+
 /* ---- register ---------------------------------------------------------------------------- */
 
 struct reg {
@@ -142,6 +273,7 @@ struct reg {
     char secret[SECRET_TEXT_MAX];
     bool secret_given; /* the caller sent it: it replaces the current secret of an existing one */
     char *event_name, *url, *headers; /* headers: compact JSON, or NULL to keep/default */
+    char *controls;                   /* the settings given (control_field's JSON object) */
     /* what the upsert needs, from the row read first (the secrets are compared in plain) */
     char plain[SECRETBOX_PLAIN_MAX + 1]; /* the secret the answer shows */
     char insert_ct[SECRETBOX_TEXT_MAX];  /* g->secret sealed for g->id (a new row) */
@@ -165,6 +297,7 @@ static void reg_free(struct reg *g)
     free(g->event_name);
     free(g->url);
     free(g->headers);
+    free(g->controls);
     buf_free(&g->resp);
     free(g);
 }
@@ -289,14 +422,16 @@ static void reg_upsert(struct reg *g)
      * secret still in its grace period stops signing too (no grace: that is rotate-secret's
      * job); the same secret again changes nothing. Without one, the secrets are kept. */
     static const char sql[] =
-        "INSERT INTO subscriptions (id, event_name, url, secret, headers) "
-        "SELECT $1::uuid, $2::text, $3::text, $4::text, COALESCE($5::jsonb, '{}'::jsonb) "
+        "INSERT INTO subscriptions (id, event_name, url, secret, headers, rate_limit, "
+        "  retry_policy, timeout_seconds, description) "
+        "SELECT $1::uuid, $2::text, $3::text, $4::text, COALESCE($5::jsonb, '{}'::jsonb), "
+        SQL_CTL_VALUES("$10") " "
         "WHERE EXISTS (SELECT 1 FROM subscriptions WHERE event_name = $2 AND url = $3 "
         "  AND status = 'active') "
         "OR (SELECT count(*) FROM subscriptions WHERE event_name = $2 AND status = 'active') "
         "  < $9::int "
         "ON CONFLICT (event_name, url) WHERE status = 'active' DO UPDATE SET "
-        "headers = COALESCE($5::jsonb, subscriptions.headers), "
+        "headers = COALESCE($5::jsonb, subscriptions.headers), " SQL_CTL_SET("$10", "subscriptions")
         "secret = COALESCE($6::text, subscriptions.secret), "
         "previous_secret = CASE WHEN $6::text IS NULL THEN subscriptions.previous_secret END, "
         "previous_secret_expires_at = CASE WHEN $6::text IS NULL "
@@ -314,7 +449,8 @@ static void reg_upsert(struct reg *g)
                             g->update_ct[0] ? g->update_ct : NULL,
                             g->seen_id[0] ? g->seen_id : NULL,
                             g->seen_ct,
-                            limit};
+                            limit,
+                            g->controls};
     const char *lock_params[] = {g->event_name};
     struct pg *pg = r->b->pg_api;
     if (pg_query(pg, lock_sql, 1, lock_params, NULL, NULL, 0, reg_lock_done, NULL) < 0) {
@@ -324,7 +460,7 @@ static void reg_upsert(struct reg *g)
     }
     /* Queued right behind the lock on the same connection: cannot fail while it did not (the
      * connection is only dropped from the loop). The unlock is queued while g is alive. */
-    if (pg_query(pg, sql, 9, params, NULL, NULL, 0, reg_saved, g) < 0) {
+    if (pg_query(pg, sql, 10, params, NULL, NULL, 0, reg_saved, g) < 0) {
         reg_saved(g, NULL, "database connection lost");
         return;
     }
@@ -419,11 +555,17 @@ void subs_register(struct req *r)
     cJSON *doc = http_body_object(r);
     if (!doc)
         return;
-    struct buf headers = {0};
+    struct buf headers = {0}, ctl = {0};
     struct url_host host;
     struct reg *g = NULL;
     const cJSON *name = NULL, *url = NULL, *hdrs = NULL, *given = NULL;
+    buf_addc(&ctl, '{');
     for (const cJSON *it = doc->child; it; it = it->next) {
+        int c = control_field(r, it, &ctl);
+        if (c < 0)
+            goto out_free;
+        if (c > 0)
+            continue;
         if (strcmp(it->string, "eventName") == 0)
             name = it;
         else if (strcmp(it->string, "webhookUrl") == 0)
@@ -434,7 +576,8 @@ void subs_register(struct req *r)
             given = it;
         else {
             http_error(r, 400, "invalid_field",
-                       "unknown field \"%.64s\" (expected eventName, webhookUrl, headers, secret)",
+                       "unknown field \"%.64s\" (expected eventName, webhookUrl, headers, "
+                       "secret, rateLimit, retryPolicy, timeoutSeconds, description)",
                        it->string);
             goto out_free;
         }
@@ -467,12 +610,15 @@ void subs_register(struct req *r)
     g->event_name = xstrdup(name->valuestring);
     g->url = xstrdup(url->valuestring);
     g->headers = headers.data ? xstrdup(headers.data) : NULL;
+    buf_addc(&ctl, '}');
+    g->controls = xstrdup(ctl.data);
     urlguard_check(&host, reg_checked, g);
     g = NULL;
 out_free:
     if (g)
         reg_free(g);
     buf_free(&headers);
+    buf_free(&ctl);
     cJSON_Delete(doc);
 }
 
@@ -618,20 +764,29 @@ struct del {
     struct buf resp;
 };
 
+static void del_released(void *priv)
+{
+    struct del *d = priv;
+    struct req *r = d->r;
+    struct buf resp = d->resp;
+    free(d);
+    http_reply(r, 200, &resp);
+}
+
 static void del_unindexed(struct rds *rd, redisReply *reply, void *priv)
 {
     (void)rd;
     struct del *d = priv;
     struct req *r = d->r;
-    struct buf resp = d->resp;
-    free(d);
     if (!reply || reply->type == REDIS_REPLY_ERROR) {
         /* PostgreSQL says deleted: the reconciler removes the stale index entry, and workers
          * cancel any job created for it meanwhile. */
         log_warn(r->id, "subscription deleted but the event index was not updated: %s",
                  reply ? reply->str : "Redis connection lost");
     }
-    http_reply(r, 200, &resp);
+    /* Jobs held while it was paused go back to the stream, where the workers cancel them
+     * (else they would wait for the reconciler). */
+    pause_apply(r->b, r->id, r->seg[1], false, -1, del_released, d);
 }
 
 static void del_done(void *priv, PGresult *res, const char *err)
@@ -664,6 +819,262 @@ void subs_delete(struct req *r)
     const char *params[] = {r->seg[1], r->seg[0]};
     if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, del_done, r) < 0)
         http_db_error(r, NULL, "not connected");
+}
+
+/* ---- PATCH ------------------------------------------------------------------------------- */
+
+/* A change of a subscription's settings or delivery state, copied out of the body (it may go
+ * before the URL check ends). */
+struct patch {
+    struct req *r;
+    char *url;         /* the new webhookUrl, or NULL to keep */
+    char *headers;     /* compact JSON, or NULL to keep */
+    char *controls;    /* the settings given (control_field's JSON object) */
+    const char *state; /* "active", "paused" or NULL to keep (a literal) */
+    char sub[ID_LEN + 1];
+    char *old_url;     /* the URL before the update (index entry to move) */
+    struct buf resp;
+};
+
+static void patch_free(struct patch *p)
+{
+    free(p->url);
+    free(p->headers);
+    free(p->controls);
+    free(p->old_url);
+    buf_free(&p->resp);
+    free(p);
+}
+
+static void patch_reply(struct patch *p)
+{
+    struct req *r = p->r;
+    struct buf resp = p->resp;
+    p->resp = (struct buf){0};
+    patch_free(p);
+    http_reply(r, 200, &resp);
+}
+
+/* The new URL is in the event index (or not, after a Redis failure: as for a registration,
+ * repeating the request writes it). */
+static void patch_indexed(struct rds *rd, redisReply *reply, void *priv)
+{
+    (void)rd;
+    struct patch *p = priv;
+    struct req *r = p->r;
+    if (!reply || reply->type == REDIS_REPLY_ERROR) {
+        patch_free(p);
+        http_error(r, 503, "unavailable",
+                   "the subscription was saved but the event index could not be updated "
+                   "(%s); repeat the request",
+                   reply ? reply->str : "Redis connection lost");
+        return;
+    }
+    patch_reply(p);
+}
+
+/* The index entry moves from the old URL (only if it still names this subscription: a new
+ * registration may have taken that URL meanwhile) to the new one. */
+static const char move_lua[] =
+    "if ARGV[1] ~= ARGV[2] and redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[3] then "
+    "redis.call('HDEL', KEYS[1], ARGV[1]) end redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) "
+    "return 1";
+
+/* After the delivery state (if any) is in Redis: the index when the URL was given, then the
+ * answer. */
+static void patch_paused(void *priv)
+{
+    struct patch *p = priv;
+    struct req *r = p->r;
+    if (!p->url) {
+        patch_reply(p);
+        return;
+    }
+    char key[KEY_MAX], v[INDEXVAL_SIZE];
+    size_t klen = key_event(key, r->seg[0], strlen(r->seg[0]));
+    size_t vlen = indexval_encode(v, p->sub);
+    const char *argv[] = {"EVAL", move_lua, "1", key, p->old_url, p->url, v};
+    size_t lens[] = {4, sizeof move_lua - 1, 1, klen, strlen(p->old_url), strlen(p->url), vlen};
+    if (rds_cmd(r->b->redis, patch_indexed, p, 7, argv, lens) < 0)
+        patch_indexed(r->b->redis, NULL, p);
+}
+
+/* Row: SQL_SUB_COLS, the URL before, the version (updated_at in microseconds), whether it is
+ * disabled; the SQL_SUB_COLS part NULL when the update was refused (a pause of a disabled
+ * subscription); no row: no such subscription. */
+static void patch_done(void *priv, PGresult *res, const char *err)
+{
+    struct patch *p = priv;
+    struct req *r = p->r;
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (err && state && strcmp(state, "23505") == 0) {
+        http_error(r, 409, "url_in_use",
+                   "another subscription of event %s already delivers to %s; delete it or "
+                   "choose another URL",
+                   r->seg[0], p->url);
+        goto out_free;
+    }
+    if (!one_sub(r, res, err))
+        goto out_free;
+    if (PQgetisnull(res, 0, 0)) {
+        http_error(r, 409, "subscription_disabled",
+                   "subscription %s is disabled (see disabledReason); set \"status\": "
+                   "\"active\" first (that resumes delivery), then pause it",
+                   r->seg[1]);
+        goto out_free;
+    }
+    memcpy(p->sub, PQgetvalue(res, 0, 0), ID_LEN);
+    p->sub[ID_LEN] = '\0';
+    p->old_url = xstrdup(PQgetvalue(res, 0, SQL_SUB_NCOLS));
+    long long version = strtoll(PQgetvalue(res, 0, SQL_SUB_NCOLS + 1), NULL, 10);
+    char plain[SECRETBOX_PLAIN_MAX + 1], e[256];
+    bool opened = secretbox_open(&r->b->secrets, PQgetvalue(res, 0, 3), p->sub, plain,
+                                 sizeof plain, e, sizeof e) == 0;
+    if (!opened)
+        log_error(r->id, "subscription %s: the stored secret cannot be decrypted: %s", p->sub, e);
+    sub_json(&p->resp, res, 0, opened ? plain : NULL, NULL);
+    OPENSSL_cleanse(plain, sizeof plain);
+    log_info(r->id, "subscription %s changed%s%s", p->sub, p->state ? ": status " : "",
+             p->state ? p->state : "");
+    if (p->state)
+        pause_apply(r->b, r->id, p->sub, strcmp(p->state, "paused") == 0, version, patch_paused,
+                    p);
+    else
+        patch_paused(p);
+    return;
+out_free:
+    patch_free(p);
+}
+
+/* One statement: the row locked and read (its URL and whether it is disabled), then updated
+ * unless that is a pause of a disabled subscription. "active" clears the delivery state and
+ * the health a worker recorded; "paused" keeps the first pause time. updated_at is the clock
+ * at the update (after the row lock), the version Redis compares (common/held.h). */
+static void patch_update(struct patch *p)
+{
+    struct req *r = p->r;
+    static const char sql[] =
+        "WITH o AS (SELECT id AS o_id, url AS o_url, disabled_at IS NOT NULL AS o_disabled "
+        "  FROM subscriptions WHERE id = $1 AND event_name = $2 AND status = 'active' "
+        "  FOR UPDATE), "
+        "u AS (UPDATE subscriptions s SET url = COALESCE($3::text, s.url), "
+        "  headers = COALESCE($4::jsonb, s.headers), " SQL_CTL_SET("$5", "s")
+        "  paused_at = CASE $6::text WHEN 'active' THEN NULL "
+        "    WHEN 'paused' THEN COALESCE(s.paused_at, now()) ELSE s.paused_at END, "
+        "  disabled_at = CASE WHEN $6::text = 'active' THEN NULL ELSE s.disabled_at END, "
+        "  disabled_reason = CASE WHEN $6::text = 'active' THEN NULL ELSE s.disabled_reason END, "
+        "  failures = CASE WHEN $6::text = 'active' THEN 0 ELSE s.failures END, "
+        "  failing_since = CASE WHEN $6::text = 'active' THEN NULL ELSE s.failing_since END, "
+        "  circuit_open_until = CASE WHEN $6::text = 'active' THEN NULL "
+        "    ELSE s.circuit_open_until END, "
+        "  circuit_cooldown_s = CASE WHEN $6::text = 'active' THEN NULL "
+        "    ELSE s.circuit_cooldown_s END, "
+        "  slow_until = CASE WHEN $6::text = 'active' THEN NULL ELSE s.slow_until END, "
+        "  updated_at = clock_timestamp() "
+        "  FROM o WHERE s.id = o.o_id "
+        "  AND NOT (coalesce($6::text, '') = 'paused' AND o.o_disabled) "
+        "  RETURNING " SQL_SUB_COLS ", o.o_url, "
+        "  (extract(epoch FROM s.updated_at) * 1000000)::bigint) "
+        "SELECT u.*, o.o_disabled FROM o LEFT JOIN u ON true";
+    const char *params[] = {r->seg[1], r->seg[0], p->url, p->headers, p->controls, p->state};
+    if (pg_query(r->b->pg_api, sql, 6, params, NULL, NULL, 0, patch_done, p) < 0) {
+        patch_free(p);
+        http_db_error(r, NULL, "not connected");
+    }
+}
+
+/* The SSRF guard's verdict on a new URL: refuse, or update. */
+static void patch_checked(void *priv, enum urlguard_verdict verdict, const char *reason)
+{
+    struct patch *p = priv;
+    struct req *r = p->r;
+    if (verdict == URLGUARD_REFUSED) {
+        patch_free(p);
+        http_error(r, 400, "url_not_allowed", "%s", reason);
+        return;
+    }
+    if (verdict == URLGUARD_BUSY) {
+        patch_free(p);
+        if (r->ev)
+            evhttp_add_header(evhttp_request_get_output_headers(r->ev), "Retry-After", "1");
+        http_error(r, 503, "unavailable", "%s", reason);
+        return;
+    }
+    patch_update(p);
+}
+
+void subs_patch(struct req *r)
+{
+    char err[256];
+    if (!check_name_id(r))
+        return;
+    cJSON *doc = http_body_object(r);
+    if (!doc)
+        return;
+    struct buf headers = {0}, ctl = {0};
+    struct url_host host;
+    struct patch *p = xcalloc(1, sizeof *p);
+    p->r = r;
+    buf_addc(&ctl, '{');
+    for (const cJSON *it = doc->child; it; it = it->next) {
+        int c = control_field(r, it, &ctl);
+        if (c < 0)
+            goto out_free;
+        if (c > 0)
+            continue;
+        if (strcmp(it->string, "webhookUrl") == 0) {
+            if (!cJSON_IsString(it)) {
+                http_error(r, 400, "invalid_field", "webhookUrl must be a string");
+                goto out_free;
+            }
+            if (valid_webhook_url(it->valuestring, strlen(it->valuestring), &host, err,
+                                  sizeof err) < 0) {
+                http_error(r, 400, "invalid_field", "%s", err);
+                goto out_free;
+            }
+            p->url = xstrdup(it->valuestring);
+        } else if (strcmp(it->string, "headers") == 0) {
+            if (cJSON_IsNull(it)) {
+                buf_adds(&headers, "{}");
+            } else if (parse_headers(it, &headers, err, sizeof err) < 0) {
+                http_error(r, 400, "invalid_field", "%s", err);
+                goto out_free;
+            }
+        } else if (strcmp(it->string, "status") == 0) {
+            const char *v = cJSON_IsString(it) ? it->valuestring : "";
+            if (strcmp(v, "disabled") == 0) {
+                http_error(r, 400, "invalid_field",
+                           "status \"disabled\" is set by the broker only (after failing "
+                           "deliveries); use \"paused\" to stop delivering");
+                goto out_free;
+            }
+            if (strcmp(v, "active") != 0 && strcmp(v, "paused") != 0) {
+                http_error(r, 400, "invalid_field", "status must be \"active\" or \"paused\"");
+                goto out_free;
+            }
+            p->state = strcmp(v, "active") == 0 ? "active" : "paused";
+        } else {
+            http_error(r, 400, "invalid_field",
+                       "unknown field \"%.64s\" (expected webhookUrl, headers, status, rateLimit, "
+                       "retryPolicy, timeoutSeconds, description)",
+                       it->string);
+            goto out_free;
+        }
+    }
+    buf_addc(&ctl, '}');
+    p->controls = xstrdup(ctl.data);
+    p->headers = headers.data ? xstrdup(headers.data) : NULL;
+    if (p->url)
+        urlguard_check(&host, patch_checked, p);
+    else
+        patch_update(p);
+    p = NULL;
+out_free:
+    if (p)
+        patch_free(p);
+    buf_free(&headers);
+    buf_free(&ctl);
+    cJSON_Delete(doc);
 }
 
 /* ---- rotate-secret ----------------------------------------------------------------------- */

@@ -64,13 +64,19 @@ static int seconds_field(const cJSON *o, const char *name, long *ms, char *err, 
     return 0;
 }
 
-/* Seconds as JSON: integral values without a fraction, others to the millisecond. */
+/* Seconds as JSON: integral values without a fraction, others to the millisecond without
+ * trailing zeros (2.5, not 2.500: the canonical form is the shortest). */
 static void seconds_json(struct buf *b, long ms)
 {
-    if (ms % 1000 == 0)
+    if (ms % 1000 == 0) {
         buf_printf(b, "%ld", ms / 1000);
-    else
-        buf_printf(b, "%ld.%03ld", ms / 1000, ms % 1000);
+        return;
+    }
+    long frac = ms % 1000;
+    int digits = 3;
+    for (; frac % 10 == 0; frac /= 10)
+        digits--;
+    buf_printf(b, "%ld.%0*ld", ms / 1000, digits, frac);
 }
 
 int controls_rate_parse(const cJSON *v, struct rate_limit *out, struct buf *canon, char *err,

@@ -1,7 +1,10 @@
 /* Finding jobs Redis lost: unfinished jobs (a cursor over the partial index) unchanged for the
  * grace period whose ids are missing from wh:{p}:live on two checks are re-enqueued (queued
- * ones on the stream, retrying ones in the retry set at their due time) after a
- * compare-and-set on the row; payloads missing for live jobs are restored. */
+ * ones on the stream, retrying ones in the retry set at their due time; those of a paused
+ * subscription held again instead, common/held.h) after a compare-and-set on the row;
+ * payloads missing for live jobs are restored. And the held jobs of subscriptions PostgreSQL
+ * does not call paused are released (a resume whose Redis step failed, a broker that died
+ * before it, a subscription deleted or disabled while paused). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +12,10 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "held.h"
+#include "ids.h"
 #include "jobmsg.h"
+#include "pg.h"
 #include "keys.h"
 #include "log.h"
 #include "mem.h"
@@ -17,14 +23,16 @@
 #include "recon.h"
 
 enum { C_ID, C_EVENT, C_SUB, C_NAME, C_URL, C_PART, C_STATUS, C_ATTEMPTS, C_NEXT, C_UPDATED,
-       C_CREATED };
+       C_CREATED, C_PAUSED };
 
 static const char scan_sql[] =
     "SELECT j.id::text, j.event_id::text, j.subscription_id::text, e.event_name, j.url, "
     "j.partition, j.status, j.attempts, "
     "(extract(epoch FROM j.next_attempt_at) * 1000)::bigint, j.updated_at::text, "
-    "j.created_at::text "
+    "j.created_at::text, "
+    "coalesce(s.status = 'active' AND s.disabled_at IS NULL AND s.paused_at IS NOT NULL, false) "
     "FROM jobs j JOIN events e ON e.id = j.event_id "
+    "LEFT JOIN subscriptions s ON s.id = j.subscription_id "
     "WHERE j.status IN ('queued', 'retrying') "
     "AND (j.created_at, j.id) > ($1::timestamptz, $2::uuid) "
     "ORDER BY j.created_at, j.id LIMIT $3::int";
@@ -77,15 +85,19 @@ static bool send_all(struct recon *r, int argc, const char **argv, const size_t 
     return ok;
 }
 
-/* Compare-and-set on the row (only the reconciler that wins enqueues), then one MULTI. */
+/* Compare-and-set on the row (only the reconciler that wins enqueues), then one MULTI. A job
+ * of a paused subscription is held again (its due time, if retrying, is dropped: it runs when
+ * the subscription is resumed). */
 static int requeue(struct recon *r, PGresult *res, int row)
 {
     const char *id = PQgetvalue(res, row, C_ID);
     const char *status = PQgetvalue(res, row, C_STATUS);
     bool retrying = strcmp(status, "retrying") == 0;
+    bool paused = strcmp(PQgetvalue(res, row, C_PAUSED), "t") == 0;
     if (r->cfg.dry_run) {
-        log_info(id, "would re-enqueue this %s job missing from Redis", status);
-        retrying ? r->n.rescheduled++ : r->n.requeued++;
+        log_info(id, "would %s this %s job missing from Redis",
+                 paused ? "hold (subscription paused)" : "re-enqueue", status);
+        paused ? r->n.held++ : retrying ? r->n.rescheduled++ : r->n.requeued++;
         return 0;
     }
     const char *cas[] = {id, status, PQgetvalue(res, row, C_UPDATED)};
@@ -116,14 +128,17 @@ static int requeue(struct recon *r, PGresult *res, int row)
     struct buf msg = {0};
     jobmsg_encode(&m, &msg);
 
-    char pkey[KEY_MAX], qkey[KEY_MAX], lkey[KEY_MAX], ttl[24], due[24];
+    char pkey[KEY_MAX], qkey[KEY_MAX], lkey[KEY_MAX], hkey[KEY_MAX], ttl[24], due[24];
     size_t pl_len = key_payload(pkey, part, m.event);
-    size_t ql = retrying ? key_retry(qkey, part) : key_jobs(qkey, part);
+    size_t ql = paused     ? key_held(qkey, part, m.sub)
+                : retrying ? key_retry(qkey, part)
+                           : key_jobs(qkey, part);
+    size_t hl = key_held_subs(hkey, part);
     size_t ll = key_live(lkey, part);
     snprintf(ttl, sizeof ttl, "%ld", r->cfg.payload_ttl);
     long long next = PQgetisnull(res, row, C_NEXT) ? 0 : strtoll(PQgetvalue(res, row, C_NEXT), NULL, 10);
     long long now = clock_now_ms();
-    snprintf(due, sizeof due, "%lld", next > now ? next : now);
+    snprintf(due, sizeof due, "%lld", paused ? 0 : next > now ? next : now);
 
     const char *multi[] = {"MULTI"};
     const char *set[] = {"SET", pkey, PQgetvalue(pl, 0, 0), "EX", ttl};
@@ -134,17 +149,23 @@ static int requeue(struct recon *r, PGresult *res, int row)
     size_t zaddl[] = {4, ql, strlen(due), msg.len};
     const char *sadd[] = {"SADD", lkey, id};
     size_t saddl[] = {4, ll, ID_LEN};
+    const char *hadd[] = {"SADD", hkey, m.sub};
+    size_t haddl[] = {4, hl, ID_LEN};
     const char *exec[] = {"EXEC"};
     bool ok = send_all(r, 1, multi, NULL) && send_all(r, 5, set, setl) &&
-              (retrying ? send_all(r, 4, zadd, zaddl) : send_all(r, 5, xadd, xaddl)) &&
-              send_all(r, 3, sadd, saddl) && send_all(r, 1, exec, NULL);
+              (retrying || paused ? send_all(r, 4, zadd, zaddl) : send_all(r, 5, xadd, xaddl)) &&
+              (!paused || send_all(r, 3, hadd, haddl)) && send_all(r, 3, sadd, saddl) &&
+              send_all(r, 1, exec, NULL);
     buf_free(&msg);
     PQclear(pl);
     if (!ok)
         return -1;
     log_info(id, "was missing from Redis: %s (attempt %d)",
-             retrying ? "back in the retry set" : "back on the stream", m.attempt);
-    retrying ? r->n.rescheduled++ : r->n.requeued++;
+             paused     ? "held again, its subscription is paused"
+             : retrying ? "back in the retry set"
+                        : "back on the stream",
+             m.attempt);
+    paused ? r->n.held++ : retrying ? r->n.rescheduled++ : r->n.requeued++;
     return 0;
 }
 
@@ -265,4 +286,108 @@ int recon_jobs(struct recon *r)
         if (n < r->cfg.batch)
             return 0;
     }
+}
+
+/* Moves every held message of sub (partition part) to the stream, HELD_RELEASE_CHUNK per
+ * script call; ctl is left alone (this view of PostgreSQL may be older than a PATCH's). */
+static int release(struct recon *r, unsigned part, const char *sub)
+{
+    char key[KEY_MAX];
+    const char *zc[] = {"ZCARD", key};
+    size_t zcl[] = {5, key_held(key, part, sub)};
+    redisReply *rep = recon_redis(r, 2, zc, zcl);
+    if (!rep)
+        return -1;
+    long long n = rep->type == REDIS_REPLY_INTEGER ? rep->integer : 0;
+    freeReplyObject(rep);
+    if (r->cfg.dry_run) {
+        log_info(sub, "would release %lld held jobs: the subscription is not paused", n);
+        r->n.released += n;
+        return 0;
+    }
+    for (;;) {
+        struct held_cmd c;
+        held_release_cmd(&c, part, sub, HELD_RELEASE_CHUNK, -1);
+        rep = recon_redis(r, c.argc, c.argv, c.lens);
+        if (!rep || rep->type != REDIS_REPLY_INTEGER) {
+            if (rep)
+                log_error(sub, "releasing held jobs: %s", rep->str ? rep->str : "bad reply");
+            freeReplyObject(rep);
+            return -1;
+        }
+        long long left = rep->integer;
+        freeReplyObject(rep);
+        if (left == 0)
+            break;
+    }
+    log_info(sub, "released %lld held jobs: the subscription is not paused in PostgreSQL", n);
+    r->n.released += n;
+    return 0;
+}
+
+/* One partition's held-subs: the subscriptions PostgreSQL calls paused keep their held jobs;
+ * every other one (active, disabled, deleted, unknown) has them released: delivered, or
+ * cancelled by the worker. */
+static int held_partition(struct recon *r, unsigned part)
+{
+    char key[KEY_MAX];
+    const char *sm[] = {"SMEMBERS", key};
+    size_t sml[] = {8, key_held_subs(key, part)};
+    redisReply *subs = recon_redis(r, 2, sm, sml);
+    if (!subs)
+        return -1;
+    int rc = 0;
+    if (subs->type != REDIS_REPLY_ARRAY || subs->elements == 0)
+        goto out_free;
+    struct buf arr = {0};
+    pgarr_begin(&arr);
+    for (size_t i = 0; i < subs->elements; i++) {
+        redisReply *m = subs->element[i];
+        if (m->type == REDIS_REPLY_STRING && id_valid(m->str, m->len))
+            pgarr_add(&arr, m->str, m->len);
+    }
+    pgarr_end(&arr);
+    const char *params[] = {arr.data};
+    PGresult *paused = recon_sql(r,
+                                 "SELECT id::text FROM subscriptions WHERE id = ANY($1::uuid[]) "
+                                 "AND status = 'active' AND disabled_at IS NULL "
+                                 "AND paused_at IS NOT NULL",
+                                 1, params);
+    buf_free(&arr);
+    if (!paused) {
+        rc = -1;
+        goto out_free;
+    }
+    for (size_t i = 0; i < subs->elements && rc == 0; i++) {
+        redisReply *m = subs->element[i];
+        if (m->type != REDIS_REPLY_STRING)
+            continue;
+        if (!id_valid(m->str, m->len)) {
+            log_warn("held", "dropping a malformed member of %s: not a subscription id", key);
+            const char *srem[] = {"SREM", key, m->str};
+            size_t sreml[] = {4, strlen(key), m->len};
+            if (!r->cfg.dry_run && !send_all(r, 3, srem, sreml))
+                rc = -1;
+            continue;
+        }
+        char sub[ID_LEN + 1];
+        id_normalize(m->str, sub);
+        bool is_paused = false;
+        for (int k = 0; k < PQntuples(paused) && !is_paused; k++)
+            is_paused = strcmp(PQgetvalue(paused, k, 0), sub) == 0;
+        if (!is_paused)
+            rc = release(r, part, sub);
+    }
+    PQclear(paused);
+out_free:
+    freeReplyObject(subs);
+    return rc;
+}
+
+int recon_held(struct recon *r)
+{
+    for (unsigned p = 0; p < (unsigned)r->cfg.partitions; p++)
+        if (held_partition(r, p) < 0)
+            return -1;
+    return 0;
 }

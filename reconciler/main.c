@@ -171,7 +171,7 @@ static int pass(void)
         return 0;
     }
     int rc = 0;
-    if (recon_index(&R) < 0 || recon_jobs(&R) < 0 || recon_purge(&R) < 0)
+    if (recon_index(&R) < 0 || recon_jobs(&R) < 0 || recon_held(&R) < 0 || recon_purge(&R) < 0)
         rc = -1;
     /* Released explicitly: the server ends a session (and frees its locks) only some time
      * after the client hung up, so a pass started right after this one would skip. */
@@ -179,10 +179,10 @@ static int pass(void)
     PQclear(res);
     log_info(NULL,
              "pass %s%s: scanned %ld, requeued %ld, rescheduled %ld, payloads restored %ld, "
-             "index entries fixed %ld, purged %ld",
+             "index entries fixed %ld, purged %ld, held again %ld, released %ld",
              rc == 0 ? "done" : "failed", R.cfg.dry_run ? " (dry run: nothing changed)" : "",
              R.n.scanned, R.n.requeued, R.n.rescheduled, R.n.payloads, R.n.index_fixed,
-             R.n.purged);
+             R.n.purged, R.n.held, R.n.released);
     disconnect_all();
     return rc;
 }

@@ -33,6 +33,8 @@ struct recon_counts {
     long payloads;    /* payloads restored to Redis */
     long index_fixed; /* index entries added or removed */
     long purged;      /* events (with their jobs and attempts) and subscriptions deleted */
+    long held;        /* lost jobs of paused subscriptions held again */
+    long released;    /* held jobs released: their subscription is not paused */
 };
 
 struct recon {
@@ -49,6 +51,7 @@ PGresult *recon_sql(struct recon *r, const char *sql, int n, const char *const *
 
 int recon_index(struct recon *r) __attribute__((warn_unused_result)); /* index.c */
 int recon_jobs(struct recon *r) __attribute__((warn_unused_result));  /* jobs.c */
+int recon_held(struct recon *r) __attribute__((warn_unused_result));  /* jobs.c */
 int recon_purge(struct recon *r) __attribute__((warn_unused_result)); /* purge.c */
 
 #endif

@@ -283,7 +283,8 @@ def test_rotate_signs_with_new_and_old_during_grace(api, db, rc, receiver, start
     st, _, rot = api.post(rotate_path(event, sub["id"]))  # no body at all
     assert st == 200, rot
     assert set(rot) == {"id", "eventName", "webhookUrl", "secret", "headers", "status",
-                        "createdAt", "updatedAt", "previousSecretExpiresAt"}, rot
+                        "createdAt", "updatedAt", "previousSecretExpiresAt", "description",
+                        "rateLimit", "retryPolicy", "timeoutSeconds"}, rot
     assert rot["id"] == sub["id"] and rot["headers"] == {"X-K": "v"}
     new = rot["secret"]
     assert new != old and new.startswith("whsec_")
