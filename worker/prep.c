@@ -140,6 +140,8 @@ static void dispatch_ctl(struct job *j, int64_t now, long *held)
     int64_t hold_until = c->slow_until_ms > c->circuit_open_until_ms ? c->slow_until_ms
                                                                      : c->circuit_open_until_ms;
     bool half_open = c->circuit_open_until_ms && c->circuit_open_until_ms <= now;
+    if (!c->has_rate)
+        j->m.rslot = 0; /* the limit was removed since the slot was reserved: no wait */
     if (c->disabled) {
         j->m.rslot = 0;
         cancel_disabled(j);
