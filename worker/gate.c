@@ -16,8 +16,8 @@
 #include "log.h"
 #include "worker.h"
 
-#define SLOT_NEAR_MS 250   /* a slot this close is waited for in memory; later ones are parked */
-#define PROBE_BUSY_MS 1000 /* jobs of a half-open subscription wait this long for the probe */
+#define SLOT_NEAR_MS 250     /* a slot this close is waited for in memory; later ones are parked */
+#define PROBE_BUSY_MS 1000   /* jobs of a half-open subscription wait this long for the probe */
 #define PROBE_MARGIN_MS 2000 /* the probe lock outlives the probe's timeout by this */
 
 /* The limiter and the probe lock, one call per subscription per batch. KEYS: ctl, rate. ARGV:
@@ -78,13 +78,12 @@ static const char gate_lua[] =
     "return out";
 
 /* Releases the probe lock if the job still holds it. KEYS: ctl. ARGV: job id. */
-static const char release_lua[] =
-    "local v = redis.call('HGET', KEYS[1], 'probe') "
-    "if v and string.match(v, ':(.+)$') == ARGV[1] then "
-    "  redis.call('HDEL', KEYS[1], 'probe') "
-    "  return 1 "
-    "end "
-    "return 0";
+static const char release_lua[] = "local v = redis.call('HGET', KEYS[1], 'probe') "
+                                  "if v and string.match(v, ':(.+)$') == ARGV[1] then "
+                                  "  redis.call('HDEL', KEYS[1], 'probe') "
+                                  "  return 1 "
+                                  "end "
+                                  "return 0";
 
 /* The held protocol (docs/decisions.md 24), for a job whose subscription PostgreSQL called
  * paused. KEYS: ctl, held, held-subs, retry. ARGV: the job message, subscription id, now ms.
@@ -92,14 +91,13 @@ static const char release_lua[] =
  * in the retry set due now; otherwise (paused, or st missing after Redis lost it) it joins the
  * held zset with score 0 (sorted by message = by job id = creation order). Either way the job
  * stays in the live set. */
-static const char hold_lua[] =
-    "if redis.call('HGET', KEYS[1], 'st') == 'active' then "
-    "  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1]) "
-    "  return 0 "
-    "end "
-    "redis.call('ZADD', KEYS[2], 0, ARGV[1]) "
-    "redis.call('SADD', KEYS[3], ARGV[2]) "
-    "return 1";
+static const char hold_lua[] = "if redis.call('HGET', KEYS[1], 'st') == 'active' then "
+                               "  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1]) "
+                               "  return 0 "
+                               "end "
+                               "redis.call('ZADD', KEYS[2], 0, ARGV[1]) "
+                               "redis.call('SADD', KEYS[3], ARGV[2]) "
+                               "return 1";
 
 /* The jobs of one subscription in the batch being dispatched. */
 struct group {
@@ -109,8 +107,8 @@ struct group {
     long nslots; /* jobs asking the limiter for a slot */
 };
 
-static struct group *groups;   /* of the batch being dispatched (gate_add .. gate_flush) */
-static struct job *waiting;    /* jobs waiting in memory for their slot */
+static struct group *groups;    /* of the batch being dispatched (gate_add .. gate_flush) */
+static struct job *waiting;     /* jobs waiting in memory for their slot */
 static int64_t redis_offset_ms; /* Redis TIME - our clock, as of the last script reply */
 
 /* Redis's clock now, as far as we know it. */
@@ -208,8 +206,7 @@ static void decided(struct rds *r, redisReply *reply, void *priv)
     struct group *g = priv;
     if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
         reply->element[0]->type != REDIS_REPLY_INTEGER ||
-        reply->element[1]->type != REDIS_REPLY_INTEGER ||
-        (long)reply->elements - 2 > g->nslots) {
+        reply->element[1]->type != REDIS_REPLY_INTEGER || (long)reply->elements - 2 > g->nslots) {
         log_warn("gate", "the rate limit / probe script failed: %s",
                  reply && reply->str ? reply->str : "connection lost");
         abandon_group(g, "the rate limiter could not be asked");

@@ -137,8 +137,8 @@ static void cancel_disabled(struct job *j)
 static void dispatch_ctl(struct job *j, int64_t now, long *held)
 {
     const struct subctl *c = j->ctl;
-    int64_t hold_until = c->slow_until_ms > c->circuit_open_until_ms ? c->slow_until_ms
-                                                                     : c->circuit_open_until_ms;
+    int64_t hold_until =
+        c->slow_until_ms > c->circuit_open_until_ms ? c->slow_until_ms : c->circuit_open_until_ms;
     bool half_open = c->circuit_open_until_ms && c->circuit_open_until_ms <= now;
     if (!c->has_rate)
         j->m.rslot = 0; /* the limit was removed since the slot was reserved: no wait */
@@ -153,7 +153,7 @@ static void dispatch_ctl(struct job *j, int64_t now, long *held)
     } else if (hold_until > now) {
         log_debug(j->m.job, "subscription %s %s until %lld: parked", j->m.sub,
                   hold_until == c->circuit_open_until_ms ? "has its circuit open"
-                                                        : "is slowed down",
+                                                         : "is slowed down",
                   (long long)hold_until);
         j->m.rslot = 0;
         hold(j, hold_until);
@@ -210,8 +210,7 @@ static void dispatch(struct batch *bt)
         log_info("prep", "delivery is offline: %ld job%s parked until it is online", held,
                  held == 1 ? "" : "s");
     if (paused)
-        log_debug("prep", "%ld job%s of paused subscriptions held", paused,
-                  paused == 1 ? "" : "s");
+        log_debug("prep", "%ld job%s of paused subscriptions held", paused, paused == 1 ? "" : "s");
     free(bt);
 }
 
@@ -476,9 +475,21 @@ static void fetch_subs(struct batch *bt)
 
 /* Columns of the job-state statement (fetch_states). */
 enum {
-    S_ID, S_STATUS, S_ATTEMPTS, S_NEXT, S_OFFLINE,
-    S_SUB_STATUS, S_URL, S_PAUSED, S_DISABLED, S_REASON, S_RATE, S_RETRY, S_TIMEOUT,
-    S_CIRCUIT, S_SLOW
+    S_ID,
+    S_STATUS,
+    S_ATTEMPTS,
+    S_NEXT,
+    S_OFFLINE,
+    S_SUB_STATUS,
+    S_URL,
+    S_PAUSED,
+    S_DISABLED,
+    S_REASON,
+    S_RATE,
+    S_RETRY,
+    S_TIMEOUT,
+    S_CIRCUIT,
+    S_SLOW
 };
 
 static int64_t ms_col(PGresult *res, int row, int col)
@@ -559,8 +570,8 @@ static void states_from_db(void *priv, PGresult *res, const char *err)
     }
     if (PQntuples(res) > 0) {
         /* The switch, read in the same statement (NULL: its row is missing; see offline.c). */
-        bt->offline = PQgetisnull(res, 0, S_OFFLINE) ||
-                      strcmp(PQgetvalue(res, 0, S_OFFLINE), "t") == 0;
+        bt->offline =
+            PQgetisnull(res, 0, S_OFFLINE) || strcmp(PQgetvalue(res, 0, S_OFFLINE), "t") == 0;
         offline_seen(bt->offline);
     }
     for (struct job *j = bt->jobs; j; j = j->next) {
@@ -584,8 +595,9 @@ static void states_from_db(void *priv, PGresult *res, const char *err)
              * or Redis returned an old entry. Re-parking is idempotent (same member). */
             j->out = OUT_RESCHED;
             j->m.rslot = 0;
-            j->next_ms = PQgetisnull(res, row, S_NEXT) ? clock_now_ms()
-                                                       : strtoll(PQgetvalue(res, row, S_NEXT), NULL, 10);
+            j->next_ms = PQgetisnull(res, row, S_NEXT)
+                             ? clock_now_ms()
+                             : strtoll(PQgetvalue(res, row, S_NEXT), NULL, 10);
             j->m.attempt = attempts; /* outcome parks attempt + 1 */
         }
     }

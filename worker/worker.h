@@ -94,10 +94,10 @@ struct sub {
  * applies to every job read after it. */
 struct subctl {
     int refs;
-    bool gone;     /* deleted, or no row */
-    bool disabled; /* disabled_at set: its jobs are cancelled */
-    bool paused;   /* paused_at set: its jobs wait in the held zset */
-    char *url;     /* the webhook URL now (owned) */
+    bool gone;             /* deleted, or no row */
+    bool disabled;         /* disabled_at set: its jobs are cancelled */
+    bool paused;           /* paused_at set: its jobs wait in the held zset */
+    char *url;             /* the webhook URL now (owned) */
     char *disabled_reason; /* owned; NULL: none */
     long timeout_ms;       /* the whole request; 0: DELIVERY_TIMEOUT */
     bool has_rate;
@@ -133,8 +133,8 @@ struct job {
     struct job_msg m;
     struct payload *payload;
     struct sub *sub;
-    struct subctl *ctl; /* set by the job-state lookup; NULL when the job was not found */
-    bool probe; /* holds the circuit breaker's probe lock (released once recorded) */
+    struct subctl *ctl;    /* set by the job-state lookup; NULL when the job was not found */
+    bool probe;            /* holds the circuit breaker's probe lock (released once recorded) */
     struct event *wait_ev; /* gate.c: waiting in memory for its rate-limit slot */
     struct job *wait_prev, *wait_next;
     /* attempt result */
