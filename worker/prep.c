@@ -613,7 +613,10 @@ static void fetch_states(struct batch *bt)
          * worker's next poll of it (offline.c). The rest is the subscription's delivery state
          * and settings now (joined by primary key), so a PATCH applies to every job read after
          * it whatever the subscription cache holds. No extra round trip. "WHERE id": an index
-         * scan (with enable_seqscan off, a table scan is costed at 10^10 and JIT-compiled). */
+         * scan (with enable_seqscan off, a table scan is costed at 10^10 and JIT-compiled).
+         * The LATERAL ... LIMIT 1 keeps the join a primary-key probe per distinct subscription
+         * (Memoize): a plain join was planned as a hash join over an index scan of every
+         * subscription, whose cost grows with the table, not the batch. */
         static const char sql[] =
             "SELECT j.id::text, j.status, j.attempts, "
             "(extract(epoch FROM j.next_attempt_at) * 1000)::bigint, "
@@ -622,7 +625,8 @@ static void fetch_states(struct batch *bt)
             "s.disabled_reason, s.rate_limit::text, s.retry_policy::text, s.timeout_seconds, "
             "(extract(epoch FROM s.circuit_open_until) * 1000)::bigint, "
             "(extract(epoch FROM s.slow_until) * 1000)::bigint "
-            "FROM jobs j LEFT JOIN subscriptions s ON s.id = j.subscription_id "
+            "FROM jobs j LEFT JOIN LATERAL (SELECT * FROM subscriptions "
+            "  WHERE id = j.subscription_id LIMIT 1) s ON true "
             "WHERE j.id = ANY($1::uuid[])";
         const char *params[] = {arr.data};
         bt->waits++;
