@@ -14,7 +14,10 @@ void jobmsg_encode(const struct job_msg *m, struct buf *b)
     buf_printf(b, "{\"j\":\"%s\",\"e\":\"%s\",\"s\":\"%s\",\"n\":\"%s\",\"u\":", m->job, m->event,
                m->sub, m->name);
     json_escape(b, m->url, strlen(m->url));
-    buf_printf(b, ",\"a\":%d}", m->attempt);
+    if (m->rslot > 0)
+        buf_printf(b, ",\"a\":%d,\"r\":%lld}", m->attempt, (long long)m->rslot);
+    else
+        buf_printf(b, ",\"a\":%d}", m->attempt);
 }
 
 static int get_id(const cJSON *o, const char *k, char *out)
@@ -36,6 +39,7 @@ int jobmsg_decode(const char *p, size_t n, struct job_msg *m)
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "n");
     const cJSON *url = cJSON_GetObjectItemCaseSensitive(o, "u");
     const cJSON *att = cJSON_GetObjectItemCaseSensitive(o, "a");
+    const cJSON *slot = cJSON_GetObjectItemCaseSensitive(o, "r"); /* optional */
     if (get_id(o, "j", m->job) < 0 || get_id(o, "e", m->event) < 0 || get_id(o, "s", m->sub) < 0)
         goto out_free;
     if (!cJSON_IsString(name) || !valid_event_name(name->valuestring, strlen(name->valuestring)))
@@ -43,9 +47,14 @@ int jobmsg_decode(const char *p, size_t n, struct job_msg *m)
     if (!cJSON_IsString(url) || !cJSON_IsNumber(att) || att->valuedouble < 1 ||
         att->valuedouble > 1000)
         goto out_free;
+    /* a reservation is a time in ms: positive, below 2^53 (exact in a double) */
+    if (slot && (!cJSON_IsNumber(slot) || !(slot->valuedouble >= 1) ||
+                 slot->valuedouble > 9007199254740991.0))
+        goto out_free;
     memcpy(m->name, name->valuestring, strlen(name->valuestring) + 1);
     m->url = xstrdup(url->valuestring);
     m->attempt = (int)att->valuedouble;
+    m->rslot = slot ? (int64_t)slot->valuedouble : 0;
     rc = 0;
 out_free:
     cJSON_Delete(o);

@@ -183,7 +183,7 @@ static void finish_refused(struct job *j)
     j->duration_ms = (long)(clock_now_ms() - j->started_ms);
     j->status_code = 0;
     snprintf(j->error, sizeof j->error, "refused by the SSRF guard: %.220s", j->guard_why);
-    log_warn(j->m.job, "not delivering to %s: %s (not retried)", j->m.url, j->error);
+    log_warn(j->m.job, "not delivering to %s: %s (not retried)", job_url(j), j->error);
     j->out = OUT_DEAD;
     outcome_submit(j);
 }
@@ -208,10 +208,10 @@ static void finish(CURL *e, CURLcode res)
     if (code >= 200 && code <= 299) {
         if (res != CURLE_OK)
             log_info(j->m.job, "HTTP %ld from %s, then: %s (counted as delivered)", code,
-                     j->m.url, j->error[0] ? j->error : curl_easy_strerror(res));
+                     job_url(j), j->error[0] ? j->error : curl_easy_strerror(res));
         j->out = OUT_DELIVERED;
         j->error[0] = '\0';
-        log_debug(j->m.job, "delivered to %s: HTTP %ld in %ld ms (attempt %d)", j->m.url, code,
+        log_debug(j->m.job, "delivered to %s: HTTP %ld in %ld ms (attempt %d)", job_url(j), code,
                   j->duration_ms, j->m.attempt);
         outcome_submit(j);
         return;
@@ -237,7 +237,7 @@ static void finish(CURL *e, CURLcode res)
     } else {
         snprintf(j->error, sizeof j->error, "HTTP %ld", code);
     }
-    log_debug(j->m.job, "attempt %d to %s failed: %s", j->m.attempt, j->m.url, j->error);
+    log_debug(j->m.job, "attempt %d to %s failed: %s", j->m.attempt, job_url(j), j->error);
     outcome_failed(j);
 }
 
@@ -280,9 +280,11 @@ static CURL *handle_new(void)
 
 void deliver_start(struct job *j)
 {
+    const char *url = job_url(j); /* the subscription's URL now, not the one queued */
     j->started_ms = clock_now_ms();
     j->refused = j->dialled = false;
-    if (W.guard.https_only && strncasecmp(j->m.url, "https://", 8) != 0) {
+    j->m.rslot = 0; /* the reservation is used: a retry asks for a new one */
+    if (W.guard.https_only && strncasecmp(url, "https://", 8) != 0) {
         snprintf(j->guard_why, sizeof j->guard_why,
                  "the URL is not https and WEBHOOK_HTTPS_ONLY is on");
         j->refused = true;
@@ -318,7 +320,10 @@ void deliver_start(struct job *j)
     add_header(j, line);
     add_header(j, "Expect:"); /* no 100-continue round trip for larger bodies */
 
-    curl_easy_setopt(e, CURLOPT_URL, j->m.url);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    /* per transfer: the subscription's timeoutSeconds, else DELIVERY_TIMEOUT */
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
+                     j->ctl && j->ctl->timeout_ms ? j->ctl->timeout_ms : W.cfg.timeout_ms);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, (const char *)j->payload->data);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->payload->len);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, j->req_headers);
@@ -360,6 +365,7 @@ int deliver_init(void)
 void deliver_shutdown(void)
 {
     long n = 0;
+    gate_shutdown(); /* the jobs waiting for a rate-limit slot */
     while (xfers) {
         struct job *j = xfers;
         xfer_unlink(j);

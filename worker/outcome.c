@@ -30,6 +30,7 @@ void job_free(struct job *j)
     curl_slist_free_all(j->req_headers);
     payload_unref(j->payload);
     sub_unref(j->sub);
+    subctl_unref(j->ctl);
     buf_free(&j->excerpt);
     jobmsg_clear(&j->m);
     free(j);
@@ -61,7 +62,9 @@ static const char *out_status(enum outcome o)
 
 void outcome_failed(struct job *j)
 {
-    long delay = backoff_next_ms(&W.backoff, j->m.attempt, id_rand32());
+    /* The subscription's retryPolicy as read with the batch, else RETRY_SCHEDULE. */
+    const struct backoff *b = j->ctl && j->ctl->has_retry ? &j->ctl->retry : &W.backoff;
+    long delay = backoff_next_ms(b, j->m.attempt, id_rand32());
     if (delay < 0) {
         j->out = OUT_DEAD;
         log_info(j->m.job, "dead after %d attempts: %s", j->m.attempt, j->error);
@@ -118,6 +121,12 @@ static bool parks(const struct job *j)
     return j->out == OUT_RETRY || j->out == OUT_RESCHED || j->out == OUT_HOLD;
 }
 
+/* Whether the job stays in the live set: parked in the retry set or held (paused). */
+static bool stays_live(const struct job *j)
+{
+    return parks(j) || j->out == OUT_PAUSED;
+}
+
 static void finalize(struct gcommit_node *batch)
 {
     struct rargs a = {0};
@@ -131,7 +140,7 @@ static void finalize(struct gcommit_node *batch)
             n++;
             if (parks(j))
                 nretry++;
-            else
+            else if (!stays_live(j))
                 nlive++;
         }
         if (n == 0)
@@ -157,7 +166,7 @@ static void finalize(struct gcommit_node *batch)
             rargs_adds(&a, "SREM");
             rargs_add(&a, live_key, ll);
             for (struct job *j = job_of(batch); j; j = job_of(j->gc.next))
-                if (j->part == p && !parks(j))
+                if (j->part == p && !stays_live(j))
                     rargs_add(&a, j->m.job, ID_LEN);
             ok = ok && queue_cmd(&a);
         }
@@ -189,6 +198,19 @@ static void finalize(struct gcommit_node *batch)
             ok = ok && queue_cmd(&a);
             free(offs);
             buf_free(&members);
+        }
+        for (struct job *j = job_of(batch); j; j = job_of(j->gc.next)) {
+            if (j->part != p)
+                continue;
+            /* a paused subscription's job: its held zset, the message of the same attempt */
+            if (j->out == OUT_PAUSED) {
+                buf_reset(&msg);
+                jobmsg_encode(&j->m, &msg);
+                ok = ok && gate_send_hold(j, msg.data, msg.len);
+            }
+            /* the breaker's probe is recorded: the next one may go when PostgreSQL says so */
+            if (j->probe && j->out != OUT_HOLD && j->out != OUT_PAUSED)
+                ok = ok && gate_send_probe_release(j);
         }
         for (struct job *j = job_of(batch); j; j = job_of(j->gc.next)) {
             if (j->part != p || j->out != OUT_DEAD)
@@ -245,7 +267,8 @@ static const char outcome_sql[] =
     "  AND attempts.status_code IS DISTINCT FROM EXCLUDED.status_code) "
     "UPDATE jobs j SET status = o.status, attempts = GREATEST(j.attempts, o.attempt), "
     "  last_status_code = CASE WHEN o.attempt > 0 THEN o.code ELSE j.last_status_code END, "
-    "  last_error = CASE WHEN o.attempt > 0 THEN o.err ELSE j.last_error END, "
+    "  last_error = CASE WHEN o.attempt > 0 OR o.status = 'cancelled' THEN o.err "
+    "    ELSE j.last_error END, "
     "  next_attempt_at = CASE WHEN o.status = 'retrying' THEN to_timestamp(o.next_ms / 1000.0) END, "
     "  delivered_at = CASE WHEN o.status = 'delivered' THEN now() ELSE j.delivered_at END, "
     "  updated_at = now() "

@@ -1,7 +1,9 @@
 /* Preparing a batch of jobs for delivery: their payloads (Redis, else PostgreSQL), their
- * subscriptions (a short-lived cache, else PostgreSQL) and their state in PostgreSQL, so a job
+ * subscriptions' secrets and headers (a short-lived cache, else PostgreSQL), and their state in
+ * PostgreSQL together with their subscription's current delivery state and settings, so a job
  * PostgreSQL records as finished is never sent again (a claim after a crash, a requeue, an old
- * Redis snapshot). */
+ * Redis snapshot) and a pause, a disable or a new setting applies to every job read after it.
+ * Then each job is decided: finished, cancelled, parked, or handed to the gate and delivery. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +88,15 @@ void sub_unref(struct sub *s)
     free(s);
 }
 
+void subctl_unref(struct subctl *c)
+{
+    if (!c || --c->refs > 0)
+        return;
+    free(c->url);
+    free(c->disabled_reason);
+    free(c);
+}
+
 void payload_unref(struct payload *p)
 {
     if (p && --p->refs == 0)
@@ -102,20 +113,79 @@ struct batch {
     bool offline; /* the job-state lookup found delivery offline: park instead of sending */
 };
 
-/* Delivery went offline after these jobs were taken from Redis: back to the retry set, due now,
- * the same attempt (nothing recorded in PostgreSQL); the promoter moves them to the stream once
- * delivery is online again. */
-static void hold(struct job *j)
+/* Not attempted now: back to the retry set due at due_ms, the same attempt (nothing recorded in
+ * PostgreSQL); the promoter moves it to the stream then. Delivery offline (due now: the
+ * promoter waits for online), the subscription slowed down or its circuit open. */
+static void hold(struct job *j, int64_t due_ms)
 {
     j->out = OUT_HOLD;
-    j->next_ms = clock_now_ms();
+    j->next_ms = due_ms;
     outcome_submit(j);
+}
+
+static void cancel_disabled(struct job *j)
+{
+    j->out = OUT_CANCELLED;
+    snprintf(j->error, sizeof j->error, "subscription disabled: %.200s",
+             j->ctl->disabled_reason ? j->ctl->disabled_reason : "no reason given");
+    outcome_submit(j);
+}
+
+/* The controls decided from what PostgreSQL said with the batch, after the existing checks
+ * (docs/decisions.md 25): disabled, paused, held back (slowed down, circuit open), then the
+ * gate (half-open probe, rate limit) or delivery. Counts what it parked in *held. */
+static void dispatch_ctl(struct job *j, int64_t now, long *held)
+{
+    const struct subctl *c = j->ctl;
+    int64_t hold_until =
+        c->slow_until_ms > c->circuit_open_until_ms ? c->slow_until_ms : c->circuit_open_until_ms;
+    bool half_open = c->circuit_open_until_ms && c->circuit_open_until_ms <= now;
+    if (!c->has_rate)
+        j->m.rslot = 0; /* the limit was removed since the slot was reserved: no wait */
+    if (c->disabled) {
+        j->m.rslot = 0;
+        cancel_disabled(j);
+    } else if (c->paused) {
+        j->m.rslot = 0; /* a reservation is stale by the time a pause ends */
+        j->out = OUT_PAUSED;
+        outcome_submit(j);
+        (*held)++;
+    } else if (hold_until > now) {
+        log_debug(j->m.job, "subscription %s %s until %lld: parked", j->m.sub,
+                  hold_until == c->circuit_open_until_ms ? "has its circuit open"
+                                                         : "is slowed down",
+                  (long long)hold_until);
+        j->m.rslot = 0;
+        hold(j, hold_until);
+    } else if (j->sub->keylen < 0) {
+        /* Most likely a SECRETS_KEY mismatch: a failed attempt, retried on schedule, so
+         * that fixing the configuration lets the job through. */
+        j->m.rslot = 0;
+        j->started_ms = clock_now_ms();
+        j->duration_ms = 0;
+        j->status_code = 0;
+        j->retry_after_ms = -1;
+        snprintf(j->error, sizeof j->error,
+                 "the subscription's secret cannot be decrypted or is malformed (check "
+                 "SECRETS_KEY and SECRETS_KEY_PREVIOUS on the workers)");
+        outcome_failed(j);
+    } else if (!j->payload) {
+        j->m.rslot = 0;
+        j->out = OUT_DEAD;
+        snprintf(j->error, sizeof j->error, "the event no longer exists");
+        outcome_submit(j);
+    } else if (half_open || c->has_rate || j->m.rslot) {
+        gate_add(j, half_open);
+    } else {
+        deliver_start(j);
+    }
 }
 
 static void dispatch(struct batch *bt)
 {
     struct job *j = bt->jobs, *next;
-    long held = 0;
+    long held = 0, paused = 0;
+    int64_t now = clock_now_ms();
     for (; j; j = next) {
         next = j->next;
         j->next = NULL;
@@ -124,34 +194,23 @@ static void dispatch(struct batch *bt)
         } else if (j->out != OUT_NONE) {
             outcome_submit(j);
         } else if (bt->offline) {
-            hold(j);
+            j->m.rslot = 0;
+            hold(j, now);
             held++;
-        } else if (!j->sub || !j->sub->active) {
+        } else if (!j->sub || !j->sub->active || !j->ctl || j->ctl->gone) {
             j->out = OUT_CANCELLED;
             snprintf(j->error, sizeof j->error, "subscription deleted");
             outcome_submit(j);
-        } else if (j->sub->keylen < 0) {
-            /* Most likely a SECRETS_KEY mismatch: a failed attempt, retried on schedule, so
-             * that fixing the configuration lets the job through. */
-            j->started_ms = clock_now_ms();
-            j->duration_ms = 0;
-            j->status_code = 0;
-            j->retry_after_ms = -1;
-            snprintf(j->error, sizeof j->error,
-                     "the subscription's secret cannot be decrypted or is malformed (check "
-                     "SECRETS_KEY and SECRETS_KEY_PREVIOUS on the workers)");
-            outcome_failed(j);
-        } else if (!j->payload) {
-            j->out = OUT_DEAD;
-            snprintf(j->error, sizeof j->error, "the event no longer exists");
-            outcome_submit(j);
         } else {
-            deliver_start(j);
+            dispatch_ctl(j, now, &paused);
         }
     }
+    gate_flush();
     if (held)
         log_info("prep", "delivery is offline: %ld job%s parked until it is online", held,
                  held == 1 ? "" : "s");
+    if (paused)
+        log_debug("prep", "%ld job%s of paused subscriptions held", paused, paused == 1 ? "" : "s");
     free(bt);
 }
 
@@ -414,6 +473,92 @@ static void fetch_subs(struct batch *bt)
     buf_free(&arr);
 }
 
+/* Columns of the job-state statement (fetch_states). */
+enum {
+    S_ID,
+    S_STATUS,
+    S_ATTEMPTS,
+    S_NEXT,
+    S_OFFLINE,
+    S_SUB_STATUS,
+    S_URL,
+    S_PAUSED,
+    S_DISABLED,
+    S_REASON,
+    S_RATE,
+    S_RETRY,
+    S_TIMEOUT,
+    S_CIRCUIT,
+    S_SLOW
+};
+
+static int64_t ms_col(PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+/* A jsonb column of controls (canonical, as the broker stored it) parsed with common/controls.h;
+ * false (logged) when it does not parse: the global default applies then. */
+static bool parse_ctl_json(const char *sub, const char *what, const char *text, bool rate,
+                           struct subctl *c)
+{
+    char err[256];
+    cJSON *v = cJSON_Parse(text);
+    int rc = rate ? controls_rate_parse(v, &c->rate, NULL, err, sizeof err)
+                  : controls_retry_parse(v, &c->retry, NULL, err, sizeof err);
+    cJSON_Delete(v);
+    if (rc < 0)
+        log_error(sub, "the subscription's %s is not valid (%s); using the default", what, err);
+    return rc == 0;
+}
+
+/* The subscription part of row i (S_SUB_STATUS onwards); sub is the job message's. */
+static struct subctl *subctl_from_row(PGresult *res, int i, const char *sub)
+{
+    struct subctl *c = xcalloc(1, sizeof *c);
+    c->gone = PQgetisnull(res, i, S_SUB_STATUS) ||
+              strcmp(PQgetvalue(res, i, S_SUB_STATUS), "active") != 0;
+    if (c->gone)
+        return c;
+    c->url = xstrdup(PQgetvalue(res, i, S_URL));
+    c->paused = strcmp(PQgetvalue(res, i, S_PAUSED), "t") == 0;
+    c->disabled = strcmp(PQgetvalue(res, i, S_DISABLED), "t") == 0;
+    if (!PQgetisnull(res, i, S_REASON))
+        c->disabled_reason = xstrdup(PQgetvalue(res, i, S_REASON));
+    /* Most subscriptions have no controls: NULL columns, nothing parsed. */
+    if (!PQgetisnull(res, i, S_RATE))
+        c->has_rate = parse_ctl_json(sub, "rateLimit", PQgetvalue(res, i, S_RATE), true, c);
+    if (!PQgetisnull(res, i, S_RETRY))
+        c->has_retry = parse_ctl_json(sub, "retryPolicy", PQgetvalue(res, i, S_RETRY), false, c);
+    if (!PQgetisnull(res, i, S_TIMEOUT)) {
+        c->timeout_ms = strtol(PQgetvalue(res, i, S_TIMEOUT), NULL, 10) * 1000;
+        /* A delivery longer than CLAIM_IDLE would be claimed and sent twice. */
+        if (c->timeout_ms > W.cfg.claim_idle_ms - 1000)
+            c->timeout_ms = W.cfg.claim_idle_ms - 1000;
+    }
+    c->circuit_open_until_ms = ms_col(res, i, S_CIRCUIT);
+    c->slow_until_ms = ms_col(res, i, S_SLOW);
+    return c;
+}
+
+/* Gives j the batch's settings of its subscription: shared with an earlier job of the same
+ * subscription, else read from row. */
+static void attach_ctl(struct batch *bt, struct job *j, PGresult *res, int row)
+{
+    for (struct job *k = bt->jobs; k != j; k = k->next) {
+        if (k->ctl && memcmp(k->m.sub, j->m.sub, ID_LEN) == 0) {
+            j->ctl = k->ctl;
+            j->ctl->refs++;
+            return;
+        }
+    }
+    j->ctl = subctl_from_row(res, row, j->m.sub);
+    j->ctl->refs = 1;
+    if (j->ctl->url && strcmp(j->ctl->url, j->m.url) != 0)
+        log_debug(j->m.job, "the subscription's URL is now %s (the job was queued for %s)",
+                  j->ctl->url, j->m.url);
+}
+
 static void states_from_db(void *priv, PGresult *res, const char *err)
 {
     struct batch *bt = priv;
@@ -425,21 +570,23 @@ static void states_from_db(void *priv, PGresult *res, const char *err)
     }
     if (PQntuples(res) > 0) {
         /* The switch, read in the same statement (NULL: its row is missing; see offline.c). */
-        bt->offline = PQgetisnull(res, 0, 4) || strcmp(PQgetvalue(res, 0, 4), "t") == 0;
+        bt->offline =
+            PQgetisnull(res, 0, S_OFFLINE) || strcmp(PQgetvalue(res, 0, S_OFFLINE), "t") == 0;
         offline_seen(bt->offline);
     }
     for (struct job *j = bt->jobs; j; j = j->next) {
         int row = -1;
         for (int i = 0; i < PQntuples(res) && row < 0; i++)
-            if (memcmp(PQgetvalue(res, i, 0), j->m.job, ID_LEN) == 0)
+            if (memcmp(PQgetvalue(res, i, S_ID), j->m.job, ID_LEN) == 0)
                 row = i;
         if (row < 0) {
             log_warn(j->m.job, "job unknown to PostgreSQL; dropping it from Redis");
             j->out = OUT_SKIP;
             continue;
         }
-        const char *st = PQgetvalue(res, row, 1);
-        int attempts = (int)strtol(PQgetvalue(res, row, 2), NULL, 10);
+        attach_ctl(bt, j, res, row);
+        const char *st = PQgetvalue(res, row, S_STATUS);
+        int attempts = (int)strtol(PQgetvalue(res, row, S_ATTEMPTS), NULL, 10);
         if (strcmp(st, "queued") != 0 && strcmp(st, "retrying") != 0) {
             log_info(j->m.job, "job is already %s; not sending it again", st);
             j->out = OUT_SKIP;
@@ -447,8 +594,10 @@ static void states_from_db(void *priv, PGresult *res, const char *err)
             /* This attempt was recorded as failed already: a worker died before parking it,
              * or Redis returned an old entry. Re-parking is idempotent (same member). */
             j->out = OUT_RESCHED;
-            j->next_ms = PQgetisnull(res, row, 3) ? clock_now_ms()
-                                                  : strtoll(PQgetvalue(res, row, 3), NULL, 10);
+            j->m.rslot = 0;
+            j->next_ms = PQgetisnull(res, row, S_NEXT)
+                             ? clock_now_ms()
+                             : strtoll(PQgetvalue(res, row, S_NEXT), NULL, 10);
             j->m.attempt = attempts; /* outcome parks attempt + 1 */
         }
     }
@@ -459,14 +608,26 @@ static void fetch_states(struct batch *bt)
 {
     struct buf arr = {0};
     if (collect(bt, &arr, 2) > 0) {
-        /* The last column is the delivery switch (an InitPlan run once per statement), so a
-         * batch taken from Redis after it went offline is parked, not sent, even before this
-         * worker's next poll of it (offline.c). No extra round trip. "WHERE id": an index
-         * scan (with enable_seqscan off, a table scan is costed at 10^10 and JIT-compiled). */
-        static const char sql[] = "SELECT id::text, status, attempts, "
-                                  "(extract(epoch FROM next_attempt_at) * 1000)::bigint, "
-                                  "(SELECT status = 'offline' FROM delivery_switch WHERE id) "
-                                  "FROM jobs WHERE id = ANY($1::uuid[])";
+        /* Column 5 is the delivery switch (an InitPlan run once per statement), so a batch
+         * taken from Redis after it went offline is parked, not sent, even before this
+         * worker's next poll of it (offline.c). The rest is the subscription's delivery state
+         * and settings now (joined by primary key), so a PATCH applies to every job read after
+         * it whatever the subscription cache holds. No extra round trip. "WHERE id": an index
+         * scan (with enable_seqscan off, a table scan is costed at 10^10 and JIT-compiled).
+         * The LATERAL ... LIMIT 1 keeps the join a primary-key probe per distinct subscription
+         * (Memoize): a plain join was planned as a hash join over an index scan of every
+         * subscription, whose cost grows with the table, not the batch. */
+        static const char sql[] =
+            "SELECT j.id::text, j.status, j.attempts, "
+            "(extract(epoch FROM j.next_attempt_at) * 1000)::bigint, "
+            "(SELECT status = 'offline' FROM delivery_switch WHERE id), "
+            "s.status, s.url, s.paused_at IS NOT NULL, s.disabled_at IS NOT NULL, "
+            "s.disabled_reason, s.rate_limit::text, s.retry_policy::text, s.timeout_seconds, "
+            "(extract(epoch FROM s.circuit_open_until) * 1000)::bigint, "
+            "(extract(epoch FROM s.slow_until) * 1000)::bigint "
+            "FROM jobs j LEFT JOIN LATERAL (SELECT * FROM subscriptions "
+            "  WHERE id = j.subscription_id LIMIT 1) s ON true "
+            "WHERE j.id = ANY($1::uuid[])";
         const char *params[] = {arr.data};
         bt->waits++;
         if (pg_query_prepared(W.pg_read, "wh_states", sql, 1, params, NULL, NULL, 0, states_from_db, bt) < 0) {

@@ -11,6 +11,7 @@
 #include <event2/event.h>
 
 #include "backoff.h"
+#include "controls.h"
 #include "gcommit.h"
 #include "jobmsg.h"
 #include "mem.h"
@@ -88,6 +89,27 @@ struct sub {
     struct curl_slist *headers; /* the subscriber's custom headers, "Name: value" */
 };
 
+/* A subscription's delivery state and settings as PostgreSQL had them when a batch's job states
+ * were read (prep.c): shared by that batch's jobs of the subscription, never cached, so a change
+ * applies to every job read after it. */
+struct subctl {
+    int refs;
+    bool gone;             /* deleted, or no row */
+    bool disabled;         /* disabled_at set: its jobs are cancelled */
+    bool paused;           /* paused_at set: its jobs wait in the held zset */
+    char *url;             /* the webhook URL now (owned) */
+    char *disabled_reason; /* owned; NULL: none */
+    long timeout_ms;       /* the whole request; 0: DELIVERY_TIMEOUT */
+    bool has_rate;
+    bool has_retry;
+    struct rate_limit rate;
+    struct backoff retry;
+    int64_t circuit_open_until_ms; /* 0: closed (NULL) */
+    int64_t slow_until_ms;         /* 0: none */
+};
+
+void subctl_unref(struct subctl *c);
+
 enum outcome {
     OUT_NONE = 0,
     OUT_DELIVERED, /* 2xx */
@@ -96,7 +118,11 @@ enum outcome {
     OUT_CANCELLED, /* subscription gone */
     OUT_SKIP,      /* already finished in PostgreSQL: only clean Redis up */
     OUT_RESCHED,   /* this attempt was already recorded as failed: just re-park it */
-    OUT_HOLD,      /* delivery is offline: parked in the retry set, due now, same attempt */
+    OUT_HOLD,      /* not attempted now (delivery offline, the subscription slowed or its circuit
+                    * open, the rate limit): parked in the retry set due at next_ms, same
+                    * attempt, nothing recorded */
+    OUT_PAUSED,    /* the subscription is paused: parked in its held zset, same attempt,
+                    * nothing recorded (docs/decisions.md 24, the held protocol) */
 };
 
 struct job {
@@ -107,6 +133,10 @@ struct job {
     struct job_msg m;
     struct payload *payload;
     struct sub *sub;
+    struct subctl *ctl;    /* set by the job-state lookup; NULL when the job was not found */
+    bool probe;            /* holds the circuit breaker's probe lock (released once recorded) */
+    struct event *wait_ev; /* gate.c: waiting in memory for its rate-limit slot */
+    struct job *wait_prev, *wait_next;
     /* attempt result */
     enum outcome out;
     int64_t started_ms;
@@ -125,6 +155,11 @@ struct job {
 };
 
 void job_free(struct job *j);
+/* The URL to deliver to: the subscription's as read with the batch, else the message's. */
+static inline const char *job_url(const struct job *j)
+{
+    return j->ctl && j->ctl->url ? j->ctl->url : j->m.url;
+}
 void payload_unref(struct payload *p);
 void sub_unref(struct sub *s);
 
@@ -138,6 +173,21 @@ void reader_redis_up(void);
 void prep_batch(struct job *jobs);
 void prep_tick(void);     /* sweeps stale subscriptions out of the cache (its own sub-period) */
 void prep_shutdown(void); /* frees the subscription cache */
+
+/* gate.c: what is decided in Redis just before an attempt, shared by every worker: the circuit
+ * breaker's probe lock and the per-subscription rate limiter (a slot per attempt, reserved in
+ * one script call per subscription per batch). Jobs are added while a batch is dispatched and
+ * decided by gate_flush; each is then started (at once, or at its slot by a timer), or parked. */
+void gate_add(struct job *j, bool half_open);
+void gate_flush(void);
+/* Sends on W.rd_cmd (inside finalize's MULTI) the held-protocol script that parks j
+ * (OUT_PAUSED) in its subscription's held zset, its member msg[0..len) (the job message of the
+ * same attempt). false when it could not be sent. */
+bool gate_send_hold(const struct job *j, const char *msg, size_t len);
+/* Sends the script that releases j's probe lock, if j still holds it. */
+bool gate_send_probe_release(const struct job *j);
+/* After the loop ended: frees the jobs waiting for their slot (they stay pending in Redis). */
+void gate_shutdown(void);
 
 /* offline.c: the global delivery switch. */
 void offline_tick(int64_t now_mono_ms); /* reads it every OFFLINE_POLL_MS */

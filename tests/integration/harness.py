@@ -1146,3 +1146,40 @@ def signature_vectors():
     if not path.exists():
         return None
     return json.loads(path.read_text())["vectors"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Subscription controls, the worker's side (issue 9; test_gate, test_ratelimit,
+# test_retry_policy): per-subscription Redis keys of partition 0 (QUEUE_PARTITIONS=1), settings
+# written straight into PostgreSQL, and the receiver's densest window.
+
+HELD_SUBS = PREFIX + "{0}:held-subs"
+
+
+def sub_key(kind, sub_id, partition=0):
+    """wh:{p}:<kind>:<subscription id> for kind ctl, held or rate."""
+    return f"{PREFIX}{{{partition}}}:{kind}:{sub_id}"
+
+
+def set_subscription(db, sub_id, **cols):
+    """UPDATE subscriptions SET <col> = <SQL expression> for the subscription, e.g.
+    set_subscription(db, sid, paused_at="now()", rate_limit="'{\"perSecond\": 20}'")."""
+    sets = ", ".join(f"{k} = {v}" for k, v in cols.items())
+    db.sql(f"UPDATE subscriptions SET {sets}, updated_at = now() WHERE id = {sql_quote(sub_id)}")
+
+
+def densest_window(times, window):
+    """The most of the sorted times that lie in one half-open interval [t, t + window)."""
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while times[lo] <= t - window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+def attempt_times(db, job_id):
+    """started_at of every attempt of the job (epoch seconds, in attempt order)."""
+    rows = db.sql("SELECT extract(epoch FROM started_at) FROM attempts WHERE job_id = "
+                  f"{sql_quote(job_id)} ORDER BY attempt")
+    return [float(r[0]) for r in rows]
