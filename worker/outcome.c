@@ -263,7 +263,8 @@ static void finalize(struct gcommit_node *batch)
     "  AND attempts.status_code IS DISTINCT FROM EXCLUDED.status_code), " \
     "u AS (UPDATE jobs j SET status = o.status, attempts = GREATEST(j.attempts, o.attempt), " \
     "  last_status_code = CASE WHEN o.attempt > 0 THEN o.code ELSE j.last_status_code END, " \
-    "  last_error = CASE WHEN o.attempt > 0 THEN o.err ELSE j.last_error END, " \
+    "  last_error = CASE WHEN o.attempt > 0 OR o.status = 'cancelled' THEN o.err " \
+    "    ELSE j.last_error END, " \
     "  next_attempt_at = CASE WHEN o.status = 'retrying' THEN to_timestamp(o.next_ms / 1000.0) END, " \
     "  delivered_at = CASE WHEN o.status = 'delivered' THEN now() ELSE j.delivered_at END, " \
     "  updated_at = now() " \
