@@ -21,8 +21,9 @@ static void enqueued(struct rds *r, redisReply *reply, void *priv)
 {
     (void)r, (void)priv;
     if (!reply || reply->type != REDIS_REPLY_ARRAY)
-        log_warn("opevents", "enqueue of operational event jobs failed (%s): they stay queued in "
-                             "PostgreSQL for the reconciler",
+        log_warn("opevents",
+                 "enqueue of operational event jobs failed (%s): they stay queued in "
+                 "PostgreSQL for the reconciler",
                  reply && reply->str ? reply->str : "Redis connection lost");
 }
 
@@ -117,8 +118,9 @@ void opevents_enqueue(const char *json, size_t n)
         }
         rargs_adds(&a, "EXEC");
         if (!ok || rargs_send(&a, W.rd_cmd, enqueued, NULL) < 0)
-            log_warn("opevents", "Redis is unavailable: %zu operational event jobs stay queued in "
-                                 "PostgreSQL for the reconciler",
+            log_warn("opevents",
+                     "Redis is unavailable: %zu operational event jobs stay queued in "
+                     "PostgreSQL for the reconciler",
                      np);
         rargs_reset(&a);
     }
