@@ -904,12 +904,14 @@ class Receiver:
 class SmtpSink:
     """An SMTP server on a free 127.0.0.1 port that keeps every message it accepts.
 
-    refuse: how many DATA commands to answer with 451 (a temporary failure) before accepting.
+    refuse: how many DATA commands to answer with 451 (a temporary failure) before accepting,
+    counting only messages to refuse_to when it is given.
     messages: (mail_from, [rcpt_tos], email.message.Message) in arrival order."""
 
-    def __init__(self, refuse=0):
+    def __init__(self, refuse=0, refuse_to=None):
         from aiosmtpd.controller import Controller  # imported here: only the mail tests need it
         self.refuse = refuse
+        self.refuse_to = refuse_to
         self.refused = 0
         self._lock = threading.Condition()
         self._messages = []
@@ -924,7 +926,8 @@ class SmtpSink:
     async def handle_DATA(self, server, session, envelope):
         import email
         with self._lock:
-            if self.refused < self.refuse:
+            if self.refused < self.refuse and (self.refuse_to is None
+                                               or self.refuse_to in envelope.rcpt_tos):
                 self.refused += 1
                 return "451 4.3.0 try again later"
             msg = email.message_from_bytes(envelope.original_content or envelope.content)

@@ -194,7 +194,7 @@ def test_success_resets_failures(api, db, receiver, start_worker):
 def test_breaker_bounds_attempts_then_recovers(api, db, receiver, start_worker, report):
     """100 % failures for 60 s with the default BREAKER_FAILURES 10 and BREAKER_COOLDOWN 30:
     the attempts stay within the breaker's schedule (10, what was in flight, the probes), not
-    one a second per job. Then the receiver recovers and the probe is due: the backlog is
+    one every 2 s per job. Then the receiver recovers: after the next probe the backlog is
     delivered, the circuit columns are cleared, and circuit_opened and recovered events reach a
     subscriber of those names. Needs the gate (decision 25)."""
     healthy = threading.Event()
@@ -223,11 +223,13 @@ def test_breaker_bounds_attempts_then_recovers(api, db, receiver, start_worker, 
     opened = [p for p in map(operational_event, watcher.requests)
               if p["type"] == "broker.endpoint.circuit_opened" and p["subscriptionId"] == sub["id"]]
     assert len(opened) == 1, opened
+    assert health(db, sub["id"])["cooldown"] == 60, "the failed probe did not double the cooldown"
 
+    # The probe at ~30 s failed and re-opened the circuit for 60 s: the next one, at ~90 s,
+    # finds the receiver healthy, and the jobs parked until then follow.
     healthy.set()
-    db.sql(f"UPDATE subscriptions SET circuit_open_until = now() WHERE id = '{sub['id']}'")
     for eid in eids:
-        db.wait_jobs(eid, "delivered", count=1, timeout=30)
+        db.wait_jobs(eid, "delivered", count=1, timeout=60)
     h = health(db, sub["id"])
     assert h == {"failures": 0, "failing": False, "open": False, "cooldown": None,
                  "disabled": False, "reason": ""}, h

@@ -11,8 +11,8 @@ from harness import SmtpSink, assert_error, unique_name, wait_until
 def smtp():
     sinks = []
 
-    def make(refuse=0):
-        s = SmtpSink(refuse=refuse)
+    def make(refuse=0, refuse_to=None):
+        s = SmtpSink(refuse=refuse, refuse_to=refuse_to)
         sinks.append(s)
         return s
 
@@ -86,8 +86,8 @@ def test_mail_delivered(api, db, receiver, smtp, start_worker):
 
 
 def test_mail_refused_then_retried(api, db, receiver, smtp, start_worker):
-    sink = smtp(refuse=1)
     addr = address()
+    sink = smtp(refuse=1, refuse_to=addr)
     sub = api.register("broker.endpoint.disabled", f"mailto:{addr}")
     start_worker(SMTP_URL=sink.url, RETRY_SCHEDULE="0.3,0.3")
     cause_disabled_event(api, receiver)
