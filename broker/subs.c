@@ -592,8 +592,18 @@ void subs_register(struct req *r)
         http_error(r, 400, "invalid_field", "webhookUrl is required and must be a string");
         goto out_free;
     }
-    if (valid_webhook_url(url->valuestring, strlen(url->valuestring), &host, err, sizeof err) <
-        0) {
+    /* mailto: e-mail alerts, for the broker's operational events only (worker/mail.c): no
+     * host to resolve, so no SSRF check */
+    bool mailto = strncmp(url->valuestring, MAILTO_PREFIX, sizeof MAILTO_PREFIX - 1) == 0;
+    if (mailto && !event_name_reserved(name->valuestring, strlen(name->valuestring))) {
+        http_error(r, 400, "invalid_field",
+                   "a mailto: webhookUrl is accepted only for the broker's operational events "
+                   "(event names starting with \"" EVENT_NAME_RESERVED "\")");
+        goto out_free;
+    }
+    if (mailto ? valid_mailto(url->valuestring, strlen(url->valuestring), err, sizeof err) < 0
+               : valid_webhook_url(url->valuestring, strlen(url->valuestring), &host, err,
+                                   sizeof err) < 0) {
         http_error(r, 400, "invalid_field", "%s", err);
         goto out_free;
     }
@@ -612,7 +622,10 @@ void subs_register(struct req *r)
     g->headers = headers.data ? xstrdup(headers.data) : NULL;
     buf_addc(&ctl, '}');
     g->controls = xstrdup(ctl.data);
-    urlguard_check(&host, reg_checked, g);
+    if (mailto)
+        reg_lookup(g);
+    else
+        urlguard_check(&host, reg_checked, g);
     g = NULL;
 out_free:
     if (g)

@@ -120,6 +120,21 @@ static const char *const migrations[] = {
     "  ADD COLUMN circuit_open_until timestamptz,"
     "  ADD COLUMN circuit_cooldown_s int,"
     "  ADD COLUMN slow_until timestamptz;",
+    /* 7: operational events (docs/decisions.md 26). The workers' outcome commit creates the
+     * broker.* events and their jobs inside its one statement, so it needs, in SQL, the ids
+     * and the partition the processes compute in C: wh_uuidv7() as common/ids.c's id_new
+     * (48-bit unix ms, version 7, variant 10, random bits; from gen_random_uuid) and
+     * wh_partition() as id_partition (FNV-1a 32-bit over the id's text, mod n). */
+    "CREATE FUNCTION wh_uuidv7() RETURNS uuid LANGUAGE sql VOLATILE AS $f$"
+    "  SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) PLACING"
+    "    substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
+    "    FROM 3) FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid $f$;"
+    "CREATE FUNCTION wh_partition(id uuid, n int) RETURNS int LANGUAGE plpgsql IMMUTABLE"
+    "  STRICT AS $f$ DECLARE h bigint := 2166136261; t text := id::text; BEGIN"
+    "  FOR i IN 1..length(t) LOOP"
+    "    h := ((h # ascii(substr(t, i, 1))) * 16777619) & 4294967295;"
+    "  END LOOP;"
+    "  RETURN (h % n)::int; END $f$;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -38,6 +38,57 @@ bool event_name_reserved(const char *s, size_t n)
     return s && n >= p && memcmp(s, EVENT_NAME_RESERVED, p) == 0;
 }
 
+int valid_mailto(const char *url, size_t n, char *err, size_t errlen)
+{
+    size_t p = sizeof MAILTO_PREFIX - 1;
+    if (!url || n < p || memcmp(url, MAILTO_PREFIX, p) != 0) {
+        set_err(err, errlen, "a mailto: URL must start with \"mailto:\"");
+        return -1;
+    }
+    if (n > MAILTO_MAX) {
+        set_err(err, errlen, "a mailto: URL is at most 254 bytes");
+        return -1;
+    }
+    const char *a = url + p, *end = url + n;
+    const char *at = memchr(a, '@', (size_t)(end - a));
+    if (!at || at == a || at + 1 == end || memchr(at + 1, '@', (size_t)(end - at - 1))) {
+        set_err(err, errlen, "a mailto: URL takes one address, local@domain");
+        return -1;
+    }
+    static const char local_extra[] = "!#$&'*+/=^_`{|}~.-";
+    for (const char *c = a; c < at; c++) {
+        if (!is_alnum((unsigned char)*c) && (!*c || !strchr(local_extra, *c))) {
+            set_err(err, errlen,
+                    "the address of a mailto: URL may use letters, digits and !#$&'*+/=^_`{|}~.- "
+                    "before the @ (no percent-encoding, query or second address)");
+            return -1;
+        }
+        if (*c == '.' && (c == a || c + 1 == at || c[1] == '.')) {
+            set_err(err, errlen, "the address of a mailto: URL has a misplaced dot");
+            return -1;
+        }
+    }
+    const char *label = at + 1;
+    for (const char *c = at + 1;; c++) {
+        if (c == end || *c == '.') {
+            size_t len = (size_t)(c - label);
+            if (len == 0 || len > 63 || label[0] == '-' || c[-1] == '-') {
+                set_err(err, errlen, "the domain of a mailto: URL must be dot-separated labels "
+                                     "of letters, digits and '-'");
+                return -1;
+            }
+            if (c == end)
+                break;
+            label = c + 1;
+        } else if (!is_alnum((unsigned char)*c) && *c != '-') {
+            set_err(err, errlen, "the domain of a mailto: URL must be dot-separated labels of "
+                                 "letters, digits and '-'");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 bool valid_idempotency_key(const char *s, size_t n)
 {
     if (!s || n == 0 || n > IDEMPOTENCY_KEY_MAX)

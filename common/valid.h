@@ -21,6 +21,17 @@ bool valid_event_name(const char *s, size_t n);
 #define EVENT_NAME_RESERVED "broker."
 bool event_name_reserved(const char *s, size_t n);
 
+/* An e-mail alert destination (worker/mail.c), accepted for EVENT_NAME_RESERVED names only:
+ * "mailto:" (lower case) and one bare address local@domain, at most MAILTO_MAX bytes in all.
+ * Local part: letters, digits and !#$&'*+/=^_`{|}~.- (no leading, trailing or double dot);
+ * domain: dot-separated labels of letters, digits and '-' (1 to 63 bytes, no '-' at either
+ * end). No percent-encoding, no query (?subject=...), no second address, no spaces, angle
+ * brackets or control characters. 0, or -1 with a reason in err. */
+#define MAILTO_PREFIX "mailto:"
+#define MAILTO_MAX 254
+int valid_mailto(const char *url, size_t n, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 /* An Idempotency-Key header value: 1..IDEMPOTENCY_KEY_MAX bytes of printable ASCII (0x20 to
  * 0x7e; HTTP has already removed spaces around the value). */
 bool valid_idempotency_key(const char *s, size_t n);

@@ -10,6 +10,7 @@
 #include "clock.h"
 #include "libmem.h"
 #include "log.h"
+#include "mail.h"
 #include "worker.h"
 
 static CURLM *multi;
@@ -193,6 +194,14 @@ static void finish(CURL *e, CURLcode res)
     struct job *j = NULL;
     long code = 0;
     curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&j);
+    if (mail_is(j)) { /* mail.c's own handle, never pooled */
+        curl_multi_remove_handle(multi, e);
+        xfer_unlink(j);
+        j->easy = NULL;
+        active--;
+        mail_done(j, e, res);
+        return;
+    }
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
     curl_multi_remove_handle(multi, e);
     pool_put(e); /* kept configured: only per-transfer options change */
@@ -284,6 +293,10 @@ void deliver_start(struct job *j)
     j->started_ms = clock_now_ms();
     j->refused = j->dialled = false;
     j->m.rslot = 0; /* the reservation is used: a retry asks for a new one */
+    if (mail_is(j)) {
+        mail_start(j);
+        return;
+    }
     if (W.guard.https_only && strncasecmp(url, "https://", 8) != 0) {
         snprintf(j->guard_why, sizeof j->guard_why,
                  "the URL is not https and WEBHOOK_HTTPS_ONLY is on");
@@ -347,6 +360,23 @@ void deliver_start(struct job *j)
         pool_put(e);
         outcome_failed(j);
     }
+}
+
+int deliver_add(struct job *j, CURL *e)
+{
+    j->easy = e;
+    curl_easy_setopt(e, CURLOPT_PRIVATE, j);
+    active++;
+    CURLMcode mc = curl_multi_add_handle(multi, e);
+    if (mc != CURLM_OK) {
+        active--;
+        j->easy = NULL;
+        snprintf(j->error, sizeof j->error, "cannot start the transfer: %s",
+                 curl_multi_strerror(mc));
+        return -1;
+    }
+    xfer_link(j);
+    return 0;
 }
 
 int deliver_init(void)

@@ -14,6 +14,7 @@
 #include "keys.h"
 #include "libmem.h"
 #include "log.h"
+#include "mail.h"
 #include "schema.h"
 #include "worker.h"
 
@@ -48,6 +49,28 @@ static const struct cfg_opt opts[] = {
      "seconds to finish in-flight deliveries after SIGTERM", C(drain_timeout_ms)},
     {"WORKER_NAME", "name", CFG_STR, "", 0, 0,
      "consumer name in the Redis group (default host:pid)", C(consumer)},
+    {"BREAKER_FAILURES", "breaker-failures", CFG_INT, "10", 1, 1000000,
+     "consecutive failed attempts that open a subscription's circuit (nothing is sent to it "
+     "for BREAKER_COOLDOWN, then one probe)",
+     C(breaker_failures)},
+    {"BREAKER_COOLDOWN", "breaker-cooldown", CFG_INT, "30", 1, 86400,
+     "seconds an opened circuit waits before its probe; doubled after each failed probe",
+     C(breaker_cooldown)},
+    {"BREAKER_COOLDOWN_MAX", "breaker-cooldown-max", CFG_INT, "600", 1, 604800,
+     "seconds the doubled cooldown stops at (at least BREAKER_COOLDOWN)", C(breaker_cooldown_max)},
+    {"DISABLE_AFTER_HOURS", "disable-after-hours", CFG_STR, "120", 0, 0,
+     "hours without a successful delivery after which a failing subscription is disabled "
+     "(decimals allowed, e.g. 0.5)",
+     C(disable_after_hours)},
+    {"SMTP_URL", "smtp-url", CFG_STR, "", 0, 0,
+     "SMTP server for mailto: subscriptions to broker.* events, e.g. smtp://127.0.0.1:25 or "
+     "smtps://user:password@mail.example.com (empty: their attempts fail)",
+     C(smtp_url)},
+    {"SMTP_FROM", "smtp-from", CFG_STR, "webhooks@localhost", 0, 0,
+     "sender address of e-mail alerts", C(smtp_from)},
+    {"PAYLOAD_TTL", "payload-ttl", CFG_INT, "3600", 60, 30 * 86400,
+     "seconds an operational event's payload stays in Redis (as the broker's PAYLOAD_TTL)",
+     C(payload_ttl)},
     CFG_OPT_ALLOW_PRIVATE(C(allow_private)),
     CFG_OPT_ALLOWED_CIDRS(C(allowed_cidrs)),
     CFG_OPT_HTTPS_ONLY(C(https_only)),
@@ -147,6 +170,27 @@ int main(int argc, char **argv)
                 W.cfg.claim_idle_ms / 1000.0, (W.cfg.timeout_ms + 1000) / 1000.0);
         return 2;
     }
+    if (W.cfg.breaker_cooldown_max < W.cfg.breaker_cooldown) {
+        fprintf(stderr, "webhook-worker: BREAKER_COOLDOWN_MAX (%ld) must be at least "
+                        "BREAKER_COOLDOWN (%ld)\n",
+                W.cfg.breaker_cooldown_max, W.cfg.breaker_cooldown);
+        return 2;
+    }
+    char *end = NULL;
+    W.disable_after_hours = strtod(W.cfg.disable_after_hours, &end);
+    if (end == W.cfg.disable_after_hours || *end || !(W.disable_after_hours >= 0.0001) ||
+        W.disable_after_hours > 100000) {
+        fprintf(stderr, "webhook-worker: DISABLE_AFTER_HOURS must be a number of hours from "
+                        "0.0001 to 100000 (got \"%s\")\n",
+                W.cfg.disable_after_hours);
+        return 2;
+    }
+    if (strchr(W.cfg.smtp_from, '<') || strchr(W.cfg.smtp_from, '>') ||
+        strpbrk(W.cfg.smtp_from, "\r\n") || !strchr(W.cfg.smtp_from, '@')) {
+        fprintf(stderr, "webhook-worker: SMTP_FROM must be a bare address like "
+                        "webhooks@example.com\n");
+        return 2;
+    }
     if (netguard_init(&W.guard, W.cfg.allow_private, W.cfg.https_only, W.cfg.allowed_cidrs, err,
                       sizeof err) < 0) {
         fprintf(stderr, "webhook-worker: WEBHOOK_ALLOWED_CIDRS: %s\n", err);
@@ -207,6 +251,7 @@ int main(int argc, char **argv)
     event_base_dispatch(W.base);
 
     deliver_shutdown();
+    mail_shutdown();
     rds_free(W.rd_read);
     rds_free(W.rd_cmd);
     pg_free(W.pg);

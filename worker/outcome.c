@@ -1,5 +1,6 @@
-/* Recording finished attempts: outcomes are group-committed to PostgreSQL (attempt rows and
- * conditional job updates in one statement), then each partition's Redis state is cleaned in
+/* Recording finished attempts: outcomes are group-committed to PostgreSQL (attempt rows,
+ * conditional job updates, the subscriptions' health and the operational events it causes, in
+ * one statement), then each partition's Redis state is cleaned in
  * one MULTI (XACK + XDEL, SREM live, ZADD retry, XADD dead), then the jobs are freed. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include "ids.h"
 #include "keys.h"
 #include "log.h"
+#include "opevents.h"
 #include "worker.h"
 
 #define OUTCOME_BATCH_MAX 2000
@@ -250,30 +252,140 @@ static void finalize(struct gcommit_node *batch)
 /* ---- PostgreSQL group commit -------------------------------------------------------------- */
 
 /* Attempt rows, and job updates that only move unfinished jobs: a terminal state never goes
- * back. Jobs are looked up by primary key (= ANY), whatever the planner thinks of unnest. */
-static const char outcome_sql[] =
-    "WITH o AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[], $5::text[], "
-    "  $6::bigint[], $7::int[], $8::text[], $9::bigint[]) "
-    "  AS o(id, attempt, status, code, err, next_ms, dur, excerpt, started_ms)), "
-    "a AS (INSERT INTO attempts (job_id, attempt, started_at, duration_ms, status_code, error, "
-    "  response_excerpt) "
-    "  SELECT o.id, o.attempt, to_timestamp(o.started_ms / 1000.0), o.dur, o.code, o.err, o.excerpt "
-    "  FROM o WHERE o.attempt > 0 "
-    /* two workers ran the same attempt (a claim after a freeze): a success wins */
-    "  ON CONFLICT (job_id, attempt) DO UPDATE SET started_at = EXCLUDED.started_at, "
-    "  duration_ms = EXCLUDED.duration_ms, status_code = EXCLUDED.status_code, "
-    "  error = EXCLUDED.error, response_excerpt = EXCLUDED.response_excerpt "
-    "  WHERE EXCLUDED.status_code BETWEEN 200 AND 299 "
-    "  AND attempts.status_code IS DISTINCT FROM EXCLUDED.status_code) "
-    "UPDATE jobs j SET status = o.status, attempts = GREATEST(j.attempts, o.attempt), "
-    "  last_status_code = CASE WHEN o.attempt > 0 THEN o.code ELSE j.last_status_code END, "
-    "  last_error = CASE WHEN o.attempt > 0 OR o.status = 'cancelled' THEN o.err "
-    "    ELSE j.last_error END, "
-    "  next_attempt_at = CASE WHEN o.status = 'retrying' THEN to_timestamp(o.next_ms / 1000.0) END, "
-    "  delivered_at = CASE WHEN o.status = 'delivered' THEN now() ELSE j.delivered_at END, "
-    "  updated_at = now() "
-    "FROM o WHERE j.id = ANY($1::uuid[]) AND j.id = o.id AND j.status IN ('queued', 'retrying') "
-    "RETURNING j.id";
+ * back. Jobs are looked up by primary key (= ANY), whatever the planner thinks of unnest.
+ *
+ * In the same statement, the health of the batch's subscriptions (docs/decisions.md 26),
+ * aggregated per subscription from the jobs it updated (u):
+ * - lo/g: the last success, the failed attempts after it (nf), the first of them, the last
+ *   failure, a 410 among them, the latest Retry-After end of a 429/503 (capped at an hour);
+ * - s0 locks, in id order (two workers never wait on each other in a cycle), only the rows
+ *   that change: a failure, or a success of a subscription that was failing. A healthy
+ *   subscription's success reads its row and writes nothing;
+ * - s1/s2 compute the new counters, the circuit transition (opened after BREAKER_FAILURES
+ *   consecutive failures; a failed probe, one started after the circuit's end, reopens it
+ *   with the cooldown doubled up to BREAKER_COOLDOWN_MAX; a success closes it: recovered)
+ *   and the reason to disable (410 Gone, or failing since DISABLE_AFTER_HOURS);
+ * - h writes them; x lists the operational events (none about a subscription to a broker.*
+ *   name), ev inserts them and nj their jobs, one per live subscriber of the name.
+ * Rows: each updated job; the first also carries the new jobs as JSON (NULL: none), which
+ * opevents.c puts in Redis. Built once by outcome_sql_build (the settings are literals). */
+#define OUTCOME_SQL_FMT                                                                     \
+    "WITH o AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[], $5::text[], " \
+    "  $6::bigint[], $7::int[], $8::text[], $9::bigint[], $10::bigint[]) " \
+    "  AS o(id, attempt, status, code, err, next_ms, dur, excerpt, started_ms, retry_ms)), " \
+    "a AS (INSERT INTO attempts (job_id, attempt, started_at, duration_ms, status_code, error, " \
+    "  response_excerpt) " \
+    "  SELECT o.id, o.attempt, to_timestamp(o.started_ms / 1000.0), o.dur, o.code, o.err, o.excerpt " \
+    "  FROM o WHERE o.attempt > 0 " \
+    /* two workers ran the same attempt (a claim after a freeze): a success wins */ \
+    "  ON CONFLICT (job_id, attempt) DO UPDATE SET started_at = EXCLUDED.started_at, " \
+    "  duration_ms = EXCLUDED.duration_ms, status_code = EXCLUDED.status_code, " \
+    "  error = EXCLUDED.error, response_excerpt = EXCLUDED.response_excerpt " \
+    "  WHERE EXCLUDED.status_code BETWEEN 200 AND 299 " \
+    "  AND attempts.status_code IS DISTINCT FROM EXCLUDED.status_code), " \
+    "u AS (UPDATE jobs j SET status = o.status, attempts = GREATEST(j.attempts, o.attempt), " \
+    "  last_status_code = CASE WHEN o.attempt > 0 THEN o.code ELSE j.last_status_code END, " \
+    "  last_error = CASE WHEN o.attempt > 0 OR o.status = 'cancelled' THEN o.err " \
+    "    ELSE j.last_error END, " \
+    "  next_attempt_at = CASE WHEN o.status = 'retrying' THEN to_timestamp(o.next_ms / 1000.0) END, " \
+    "  delivered_at = CASE WHEN o.status = 'delivered' THEN now() ELSE j.delivered_at END, " \
+    "  updated_at = now() " \
+    "  FROM o WHERE j.id = ANY($1::uuid[]) AND j.id = o.id AND j.status IN ('queued', 'retrying') " \
+    "  RETURNING j.id, j.subscription_id AS sub, o.attempt, o.status, o.code, o.err, " \
+    "  o.started_ms, o.retry_ms), " \
+    "f AS (SELECT u.*, u.status = 'delivered' AS ok FROM u WHERE u.attempt > 0), " \
+    "lo AS (SELECT sub, max(started_ms) FILTER (WHERE ok) AS last_ok FROM f GROUP BY sub), " \
+    "g AS (SELECT f.sub, lo.last_ok, " \
+    "  count(*) FILTER (WHERE NOT f.ok AND (lo.last_ok IS NULL OR f.started_ms > lo.last_ok)) " \
+    "    AS nf, " \
+    "  min(f.started_ms) FILTER (WHERE NOT f.ok AND (lo.last_ok IS NULL " \
+    "    OR f.started_ms > lo.last_ok)) AS first_fail, " \
+    "  max(f.started_ms) FILTER (WHERE NOT f.ok) AS last_fail, " \
+    "  coalesce(bool_or(f.code = 410), false) AS gone, " \
+    "  max(f.started_ms + LEAST(f.retry_ms, 3600000)) FILTER (WHERE f.code IN (429, 503) " \
+    "    AND f.retry_ms >= 0) AS slow_ms " \
+    "  FROM f JOIN lo ON lo.sub = f.sub GROUP BY f.sub, lo.last_ok), " \
+    "s0 AS (SELECT s.id, s.event_name, s.url, s.failures, s.failing_since, s.circuit_open_until, " \
+    "  s.circuit_cooldown_s, s.disabled_at, g.last_ok, g.nf, g.first_fail, g.last_fail, g.gone, " \
+    "  g.slow_ms " \
+    "  FROM subscriptions s JOIN g ON g.sub = s.id " \
+    "  WHERE s.status = 'active' AND (g.nf > 0 OR g.gone OR g.slow_ms IS NOT NULL " \
+    "  OR s.failures > 0 OR s.failing_since IS NOT NULL OR s.circuit_open_until IS NOT NULL) " \
+    "  ORDER BY s.id FOR UPDATE OF s), " \
+    "s1 AS (SELECT s0.*, " \
+    "  CASE WHEN last_ok IS NULL THEN failures + nf ELSE nf END AS nfail, " \
+    "  CASE WHEN nf = 0 THEN NULL " \
+    "    WHEN last_ok IS NULL AND failing_since IS NOT NULL THEN failing_since " \
+    "    ELSE to_timestamp(first_fail / 1000.0) END AS nsince, " \
+    "  CASE WHEN last_ok IS NULL THEN circuit_open_until END AS still_open " \
+    "  FROM s0), " \
+    "s2 AS (SELECT s1.*, " \
+    "  CASE WHEN still_open IS NOT NULL AND nf > 0 " \
+    "      AND last_fail >= extract(epoch FROM still_open) * 1000 THEN 'reopened' " \
+    "    WHEN still_open IS NOT NULL THEN 'open' " \
+    "    WHEN nf > 0 AND nfail >= %ld THEN 'opened' " \
+    "    WHEN circuit_open_until IS NOT NULL THEN 'recovered' " \
+    "    ELSE 'closed' END AS circ, " \
+    "  CASE WHEN disabled_at IS NOT NULL THEN NULL " \
+    "    WHEN gone THEN 'the endpoint answered 410 Gone' " \
+    "    WHEN nf > 0 AND nsince <= now() - %s * interval '1 hour' " \
+    "      THEN 'no successful delivery for %s hours' END AS why, " \
+    "  LEAST(coalesce(circuit_cooldown_s, %ld) * 2, %ld) AS doubled " \
+    "  FROM s1), " \
+    "h AS (UPDATE subscriptions s SET failures = s2.nfail, failing_since = s2.nsince, " \
+    "  circuit_open_until = CASE s2.circ " \
+    "    WHEN 'reopened' THEN now() + s2.doubled * interval '1 second' " \
+    "    WHEN 'opened' THEN now() + %ld * interval '1 second' " \
+    "    WHEN 'open' THEN s.circuit_open_until END, " \
+    "  circuit_cooldown_s = CASE s2.circ WHEN 'reopened' THEN s2.doubled WHEN 'opened' THEN %ld " \
+    "    WHEN 'open' THEN s.circuit_cooldown_s END, " \
+    "  slow_until = GREATEST(s.slow_until, to_timestamp(s2.slow_ms / 1000.0)), " \
+    "  disabled_at = CASE WHEN s2.why IS NULL THEN s.disabled_at ELSE now() END, " \
+    "  disabled_reason = coalesce(s2.why, s.disabled_reason), " \
+    "  updated_at = CASE WHEN s2.why IS NULL THEN s.updated_at ELSE now() END " \
+    "  FROM s2 WHERE s.id = s2.id " \
+    "  RETURNING s.id, s.event_name, s.url, s2.circ, s2.why, s2.nfail, s.circuit_cooldown_s), " \
+    "x AS (SELECT * FROM (" \
+    "  SELECT 'broker.endpoint.circuit_opened' AS type, id AS sub, event_name AS name, url, " \
+    "    nfail || ' consecutive failed attempts: nothing is sent for ' || circuit_cooldown_s " \
+    "    || ' seconds, then one probe' AS reason, NULL::uuid AS job FROM h WHERE circ = 'opened' " \
+    "  UNION ALL SELECT 'broker.endpoint.recovered', id, event_name, url, " \
+    "    'a delivery succeeded: the circuit is closed', NULL FROM h WHERE circ = 'recovered' " \
+    "  UNION ALL SELECT 'broker.endpoint.disabled', id, event_name, url, why, NULL " \
+    "    FROM h WHERE why IS NOT NULL " \
+    "  UNION ALL SELECT 'broker.attempt.exhausted', s.id, s.event_name, s.url, " \
+    "    'attempt ' || u.attempt || ' failed: ' || coalesce(u.err, 'unknown error'), u.id " \
+    "    FROM u JOIN subscriptions s ON s.id = u.sub " \
+    "    WHERE u.status = 'dead' AND u.code IS DISTINCT FROM 410) t " \
+    "  WHERE left(t.name, 7) <> 'broker.'), " \
+    "ev AS (INSERT INTO events (id, event_name, payload) " \
+    "  SELECT wh_uuidv7(), x.type, convert_to(json_strip_nulls(json_build_object('type', x.type, " \
+    "    'subscriptionId', x.sub, 'eventName', x.name, 'url', x.url, 'reason', x.reason, " \
+    "    'jobId', x.job, 'time', to_char(now() AT TIME ZONE 'UTC', " \
+    "    'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')))::text, 'UTF8') FROM x " \
+    "  RETURNING id, event_name, payload), " \
+    "nj AS (INSERT INTO jobs (id, event_id, subscription_id, url, partition) " \
+    "  SELECT wh_uuidv7(), ev.id, r.id, r.url, wh_partition(r.id, %ld) " \
+    "  FROM ev JOIN subscriptions r ON r.event_name = ev.event_name AND r.status = 'active' " \
+    "  AND r.disabled_at IS NULL " \
+    "  RETURNING id, event_id, subscription_id, url, partition) " \
+    "SELECT u.id, CASE WHEN row_number() OVER () = 1 THEN (SELECT json_agg(json_build_object(" \
+    "  'j', nj.id, 'e', nj.event_id, 's', nj.subscription_id, 'u', nj.url, 'p', nj.partition, " \
+    "  'n', ev.event_name, 'd', convert_from(ev.payload, 'UTF8'))) " \
+    "  FROM nj JOIN ev ON ev.id = nj.event_id) END " \
+    "FROM u"
+
+static char *outcome_sql;
+
+/* The statement with the settings written in (numbers the config table has bounded). */
+static void outcome_sql_build(void)
+{
+    char hours[64];
+    snprintf(hours, sizeof hours, "%.6g", W.disable_after_hours);
+    outcome_sql = xasprintf(OUTCOME_SQL_FMT, W.cfg.breaker_failures, hours, hours,
+                            W.cfg.breaker_cooldown, W.cfg.breaker_cooldown_max,
+                            W.cfg.breaker_cooldown, W.cfg.breaker_cooldown, W.cfg.partitions);
+}
 
 /* A job the statement did not update was already finished (another worker, after a claim):
  * Redis is only cleaned up, never given a retry or a dead letter for it. */
@@ -293,7 +405,7 @@ static void apply_returned(struct gcommit_node *batch, const struct idset *retur
 static void written(const struct gcommit_batch *bt, PGresult *res, const char *err,
                     const struct idset *returned, void *arg)
 {
-    (void)res, (void)arg;
+    (void)arg;
     if (err) {
         long n = 0;
         for (struct job *j = job_of(bt->head), *next; j; j = next) {
@@ -306,12 +418,15 @@ static void written(const struct gcommit_batch *bt, PGresult *res, const char *e
                             "are claimed again",
                  n, err);
     } else {
+        /* the operational events the batch caused, committed with it: now to Redis */
+        if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 1))
+            opevents_enqueue(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
         apply_returned(bt->head, returned);
         finalize(bt->head);
     }
 }
 
-enum { A_ID, A_ATT, A_ST, A_CODE, A_ERR, A_NEXT, A_DUR, A_EXC, A_START, A_N };
+enum { A_ID, A_ATT, A_ST, A_CODE, A_ERR, A_NEXT, A_DUR, A_EXC, A_START, A_RETRY, A_N };
 
 /* Appends one outcome to the statement's arrays; false for SKIP / RESCHED (nothing to record:
  * Redis clean-up only). */
@@ -349,6 +464,11 @@ static bool add_outcome(struct gcommit_node *n, struct buf *arr, void *arg)
         pgarr_null(&arr[A_EXC]);
     }
     pgarr_addll(&arr[A_START], j->started_ms ? j->started_ms : clock_now_ms());
+    /* a Retry-After slows the whole subscription down (slow_until) */
+    if (attempted && (j->status_code == 429 || j->status_code == 503) && j->retry_after_ms >= 0)
+        pgarr_addll(&arr[A_RETRY], j->retry_after_ms);
+    else
+        pgarr_null(&arr[A_RETRY]);
     return true;
 }
 
@@ -358,9 +478,8 @@ static void skipped(struct gcommit_node *head, void *arg)
     finalize(head);
 }
 
-static const struct gcommit_ops outcome_ops = {
+static struct gcommit_ops outcome_ops = {
     .stmt_name = "wh_outcome",
-    .sql = outcome_sql,
     .nparams = A_N,
     .add = add_outcome,
     .skipped = skipped,
@@ -370,9 +489,16 @@ static const struct gcommit_ops outcome_ops = {
 void outcome_submit(struct job *j)
 {
     if (!gc.ops) {
+        outcome_sql_build();
+        outcome_ops.sql = outcome_sql;
         /* The same group commit as the broker's, bounded by outcomes per batch only. */
         struct gcommit_limits batch = {OUTCOME_BATCH_MAX, 0, 0}, pending = {0, 0, 0};
         gcommit_init(&gc, &outcome_ops, NULL, W.pg, &batch, &pending);
+    }
+    if (j->out == OUT_RETRY && j->status_code == 410) {
+        /* Gone: the subscription is disabled in the same commit; no retry for this job */
+        log_info(j->m.job, "HTTP 410 from %s: dead, and the subscription is disabled", j->m.url);
+        j->out = OUT_DEAD;
     }
     j->gc.jobs = 1; /* one row back per recorded outcome */
     j->gc.bytes = 0;

@@ -44,6 +44,14 @@ struct worker_cfg {
     long drain_timeout_ms;
     long sub_cache_ttl_ms;
     long sub_cache_max;
+    /* subscription health and operational events (outcome.c, opevents.c, mail.c) */
+    long breaker_failures;
+    long breaker_cooldown;     /* seconds */
+    long breaker_cooldown_max; /* seconds */
+    char *disable_after_hours; /* parsed into W.disable_after_hours */
+    char *smtp_url;            /* "": mailto: attempts fail */
+    char *smtp_from;
+    long payload_ttl; /* seconds an operational event's payload stays in Redis */
 };
 
 struct worker {
@@ -64,6 +72,7 @@ struct worker {
     bool offline;
     bool draining;
     bool ready_logged;
+    double disable_after_hours; /* DISABLE_AFTER_HOURS */
 };
 
 extern struct worker W;
@@ -198,6 +207,9 @@ void offline_seen(bool offline);
 /* deliver.c */
 int deliver_init(void) __attribute__((warn_unused_result));
 void deliver_start(struct job *j);
+/* Runs another module's transfer e for j on the multi handle (mail.c); its completion goes
+ * back to that module. 0, or -1 with the reason in j->error (e is then the caller's). */
+int deliver_add(struct job *j, CURL *e) __attribute__((warn_unused_result));
 /* After the loop ended: frees the transfers still running (a drain timeout: their jobs stay
  * pending in Redis and are claimed again), the handle pool and libcurl's multi handle. */
 void deliver_shutdown(void);

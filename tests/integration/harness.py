@@ -69,6 +69,8 @@ OUR_ENV_KEYS = (
     "MAX_CONNECTIONS", "REQUEST_DEADLINE", "MAX_HEADER_BYTES", "MAX_HEADERS", "REQUEST_TIMEOUT",
     "MAX_SUBSCRIPTIONS_PER_EVENT", "INDEX_REBUILD_PAGE", "SUBSCRIPTION_CACHE_MAX",
     "RESOLVE_QUEUE_MAX", "RESOLVE_TIMEOUT",
+    "BREAKER_FAILURES", "BREAKER_COOLDOWN", "BREAKER_COOLDOWN_MAX", "DISABLE_AFTER_HOURS",
+    "SMTP_URL", "SMTP_FROM",
     "RUN_REDIS_PORT", "RUN_PG_PORT", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS",
     "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy",
 )
@@ -893,6 +895,69 @@ class Receiver:
             except OSError:
                 pass
         self._thread.join(5)
+
+
+# ---------------------------------------------------------------------------------------------
+# An SMTP server for the e-mail alerts (aiosmtpd, python3-aiosmtpd)
+
+
+class SmtpSink:
+    """An SMTP server on a free 127.0.0.1 port that keeps every message it accepts.
+
+    refuse: how many DATA commands to answer with 451 (a temporary failure) before accepting,
+    counting only messages to refuse_to when it is given.
+    messages: (mail_from, [rcpt_tos], email.message.Message) in arrival order."""
+
+    def __init__(self, refuse=0, refuse_to=None):
+        from aiosmtpd.controller import Controller  # imported here: only the mail tests need it
+        self.refuse = refuse
+        self.refuse_to = refuse_to
+        self.refused = 0
+        self._lock = threading.Condition()
+        self._messages = []
+        self.port = free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    @property
+    def url(self):
+        return f"smtp://127.0.0.1:{self.port}"
+
+    async def handle_DATA(self, server, session, envelope):
+        import email
+        with self._lock:
+            if self.refused < self.refuse and (self.refuse_to is None
+                                               or self.refuse_to in envelope.rcpt_tos):
+                self.refused += 1
+                return "451 4.3.0 try again later"
+            msg = email.message_from_bytes(envelope.original_content or envelope.content)
+            self._messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg))
+            self._lock.notify_all()
+        return "250 OK"
+
+    @property
+    def messages(self):
+        with self._lock:
+            return list(self._messages)
+
+    def wait_for(self, count, timeout=15):
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len(self._messages) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"SMTP sink got {len(self._messages)} messages within "
+                                         f"{timeout}s, expected {count}")
+                self._lock.wait(min(left, POLL))
+            return list(self._messages)
+
+    def close(self):
+        self.controller.stop()
+
+
+def operational_event(req):
+    """The JSON payload of an operational event a Receiver got (a Request)."""
+    return json.loads(req.body)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 #include "valid.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #define NAME_OK(lit) CHECK(valid_event_name(lit, sizeof(lit) - 1))
 #define NAME_BAD(lit) CHECK(!valid_event_name(lit, sizeof(lit) - 1))
@@ -329,6 +330,43 @@ static void test_url_hosts(void)
     CHECK_STR(h.name, "exam.co");
 }
 
+#define MAILTO_OK(lit) CHECK(valid_mailto(lit, sizeof(lit) - 1, err, sizeof err) == 0)
+#define MAILTO_BAD(lit) CHECK(valid_mailto(lit, sizeof(lit) - 1, err, sizeof err) < 0)
+
+static void test_mailto(void)
+{
+    char err[256];
+    MAILTO_OK("mailto:ops@example.com");
+    MAILTO_OK("mailto:a.b+alerts@mail.example-1.org");
+    MAILTO_OK("mailto:x@localhost");
+    MAILTO_BAD("mailto:");
+    MAILTO_BAD("MAILTO:ops@example.com");
+    MAILTO_BAD("mailto:ops");
+    MAILTO_BAD("mailto:@example.com");
+    MAILTO_BAD("mailto:ops@");
+    MAILTO_BAD("mailto:a@b@example.com");
+    MAILTO_BAD("mailto:ops@example.com,evil@example.com");
+    MAILTO_BAD("mailto:ops@example.com?subject=x");
+    MAILTO_BAD("mailto:ops%40x@example.com");
+    MAILTO_BAD("mailto:ops@example.com\r\nRCPT TO:<x@y>");
+    MAILTO_BAD("mailto:<ops@example.com>");
+    MAILTO_BAD("mailto:o ps@example.com");
+    MAILTO_BAD("mailto:.ops@example.com");
+    MAILTO_BAD("mailto:ops.@example.com");
+    MAILTO_BAD("mailto:o..ps@example.com");
+    MAILTO_BAD("mailto:ops@-example.com");
+    MAILTO_BAD("mailto:ops@example..com");
+    MAILTO_BAD("mailto:ops@example.com.");
+    MAILTO_BAD("mailto:ops@exa_mple.com");
+    MAILTO_BAD("mailto:ops@ex\xc3\xa9.com");
+    MAILTO_BAD("http://example.com/");
+    CHECK(valid_mailto("mailto:a\0b@example.com", 21, err, sizeof err) < 0);
+    char longer[300] = "mailto:";
+    memset(longer + 7, 'a', 250);
+    memcpy(longer + 257, "@x.io", 6);
+    CHECK(valid_mailto(longer, strlen(longer), err, sizeof err) < 0);
+}
+
 static void test_reserved_event_names(void)
 {
     CHECK(event_name_reserved("broker.endpoint.disabled", 24));
@@ -345,6 +383,7 @@ int main(int argc, char **argv)
     (void)argc;
     test_event_names();
     test_reserved_event_names();
+    test_mailto();
     test_idempotency_keys();
     test_urls();
     test_headers();
