@@ -286,6 +286,28 @@ struct reg {
 };
 
 static void reg_lookup(struct reg *g);
+
+/* The webhookUrl of a registration or a PATCH for event name: 0 for an http(s) URL (its host in
+ * *host, for the SSRF check), 1 for a mailto: address (e-mail alerts, for the broker's
+ * operational events only, worker/mail.c: no host to resolve, so no SSRF check), -1 answered
+ * 400. */
+static int check_url(struct req *r, const char *event_name, const char *url, struct url_host *host)
+{
+    char err[256];
+    bool mailto = strncmp(url, MAILTO_PREFIX, sizeof MAILTO_PREFIX - 1) == 0;
+    if (mailto && !event_name_reserved(event_name, strlen(event_name))) {
+        http_error(r, 400, "invalid_field",
+                   "a mailto: webhookUrl is accepted only for the broker's operational events "
+                   "(event names starting with \"" EVENT_NAME_RESERVED "\")");
+        return -1;
+    }
+    if (mailto ? valid_mailto(url, strlen(url), err, sizeof err) < 0
+               : valid_webhook_url(url, strlen(url), host, err, sizeof err) < 0) {
+        http_error(r, 400, "invalid_field", "%s", err);
+        return -1;
+    }
+    return mailto;
+}
 /* Class (first key) of the per-event registration locks: pg_advisory_lock(class, hashtext). */
 #define SUBS_LOCK_CLASS "7231002"
 
@@ -592,21 +614,9 @@ void subs_register(struct req *r)
         http_error(r, 400, "invalid_field", "webhookUrl is required and must be a string");
         goto out_free;
     }
-    /* mailto: e-mail alerts, for the broker's operational events only (worker/mail.c): no
-     * host to resolve, so no SSRF check */
-    bool mailto = strncmp(url->valuestring, MAILTO_PREFIX, sizeof MAILTO_PREFIX - 1) == 0;
-    if (mailto && !event_name_reserved(name->valuestring, strlen(name->valuestring))) {
-        http_error(r, 400, "invalid_field",
-                   "a mailto: webhookUrl is accepted only for the broker's operational events "
-                   "(event names starting with \"" EVENT_NAME_RESERVED "\")");
+    int mailto = check_url(r, name->valuestring, url->valuestring, &host);
+    if (mailto < 0)
         goto out_free;
-    }
-    if (mailto ? valid_mailto(url->valuestring, strlen(url->valuestring), err, sizeof err) < 0
-               : valid_webhook_url(url->valuestring, strlen(url->valuestring), &host, err,
-                                   sizeof err) < 0) {
-        http_error(r, 400, "invalid_field", "%s", err);
-        goto out_free;
-    }
     if (hdrs && !cJSON_IsNull(hdrs) && parse_headers(hdrs, &headers, err, sizeof err) < 0) {
         http_error(r, 400, "invalid_field", "%s", err);
         goto out_free;
@@ -1026,6 +1036,7 @@ void subs_patch(struct req *r)
         return;
     struct buf headers = {0}, ctl = {0};
     struct url_host host;
+    int mailto = 0;
     struct patch *p = xcalloc(1, sizeof *p);
     p->r = r;
     buf_addc(&ctl, '{');
@@ -1040,11 +1051,9 @@ void subs_patch(struct req *r)
                 http_error(r, 400, "invalid_field", "webhookUrl must be a string");
                 goto out_free;
             }
-            if (valid_webhook_url(it->valuestring, strlen(it->valuestring), &host, err,
-                                  sizeof err) < 0) {
-                http_error(r, 400, "invalid_field", "%s", err);
+            mailto = check_url(r, r->seg[0], it->valuestring, &host);
+            if (mailto < 0)
                 goto out_free;
-            }
             p->url = xstrdup(it->valuestring);
         } else if (strcmp(it->string, "headers") == 0) {
             if (cJSON_IsNull(it)) {
@@ -1077,7 +1086,7 @@ void subs_patch(struct req *r)
     buf_addc(&ctl, '}');
     p->controls = xstrdup(ctl.data);
     p->headers = headers.data ? xstrdup(headers.data) : NULL;
-    if (p->url)
+    if (p->url && !mailto)
         urlguard_check(&host, patch_checked, p);
     else
         patch_update(p);

@@ -1226,6 +1226,13 @@ def sub_key(kind, sub_id, partition=0):
     return f"{PREFIX}{{{partition}}}:{kind}:{sub_id}"
 
 
+def patch_subscription(api, sub, body):
+    """PATCH /api/v0/webhooks/<event>/<id> with body; asserts 200 and returns the subscription."""
+    st, _, data = api.request("PATCH", f"/api/v0/webhooks/{sub['eventName']}/{sub['id']}", body)
+    assert st == 200, (st, data)
+    return data
+
+
 def set_subscription(db, sub_id, **cols):
     """UPDATE subscriptions SET <col> = <SQL expression> for the subscription, e.g.
     set_subscription(db, sid, paused_at="now()", rate_limit="'{\"perSecond\": 20}'")."""

@@ -3,14 +3,15 @@ settings and delivery state are read from PostgreSQL with every batch (a change 
 job read after it, whatever the subscription cache holds): timeoutSeconds, the current webhook
 URL, disabled (cancelled with the reason), paused (held in the held zset, in order, nothing
 sent), slowed down or circuit open (parked, no attempt), half-open (one probe at a time across
-workers). The columns are set in SQL and Redis directly (the broker's PATCH is built
-separately)."""
+workers). timeoutSeconds and the URL are changed with PATCH; the delivery state and health
+columns in SQL and Redis directly, to test the worker alone (test_pause.py covers PATCH's
+pause and resume end to end)."""
 
 import json
 import time
 
-from harness import (HELD_SUBS, JOBS, LIVE, RETRY, set_subscription, sub_key, unique_name,
-                     wait_drained, wait_until)
+from harness import (HELD_SUBS, JOBS, LIVE, RETRY, patch_subscription, set_subscription, sub_key,
+                     unique_name, wait_drained, wait_until)
 
 
 def jobs_of(db, event_name):
@@ -36,9 +37,8 @@ def test_timeout_seconds_per_subscription(api, db, receiver, start_worker):
     recv = receiver(delay=3, name="slow")
     event = unique_name("gate.timeout")
     sub = api.register(event, recv.url())
-    set_subscription(db, sub["id"], timeout_seconds=1,
-                     retry_policy="'{\"strategy\":\"fixed\",\"intervalSeconds\":0.2,"
-                                  "\"maxAttempts\":1}'")
+    patch_subscription(api, sub, {"timeoutSeconds": 1, "retryPolicy": {
+        "strategy": "fixed", "intervalSeconds": 0.2, "maxAttempts": 1}})
     start_worker(DELIVERY_TIMEOUT=5)
     api.trigger(event, {"slow": True})
     (job_id, status, attempts, err), = wait_statuses(db, event, "dead", 1, timeout=15)
@@ -56,7 +56,7 @@ def test_url_changed_in_postgresql_applies_to_queued_jobs(api, db, rc, receiver,
     ids = [api.trigger(event, {"n": i})["eventId"] for i in range(5)]
     queued = rc.stream_jobs(JOBS)
     assert any(m["s"] == sub["id"] and m["u"] == old.url("/before") for m in queued), queued
-    set_subscription(db, sub["id"], url=f"'{new.url('/after')}'")
+    patch_subscription(api, sub, {"webhookUrl": new.url("/after")})
     start_worker()
     wait_statuses(db, event, "delivered", 5)
     got = new.wait_for(5)

@@ -282,3 +282,19 @@ def test_register_with_settings(api, db):
                                             "http://127.0.0.1:9/q", **bad}), 400, "invalid_field")
         assert naming in err["message"], err
     assert db.count("subscriptions", f"event_name = {sql_quote(event)}") == 1
+
+
+def test_mailto_url_rules(api, sub):
+    """A PATCH's webhookUrl is checked like a registration's: mailto: only for the broker's
+    operational events, and a well-formed address."""
+    err = assert_error(patch(api, sub, {"webhookUrl": "mailto:ops@example.com"}), 400,
+                       "invalid_field")
+    assert "mailto:" in err["message"] and "broker." in err["message"], err
+    alert = api.register("broker.endpoint.disabled", "mailto:" + unique_name("ops") + "@example.com")
+    assert ok(api, alert, {"webhookUrl": "mailto:oncall@example.com"})["webhookUrl"] == \
+        "mailto:oncall@example.com"
+    assert_error(patch(api, alert, {"webhookUrl": "mailto:not an address"}), 400, "invalid_field")
+    assert get(api, alert)["webhookUrl"] == "mailto:oncall@example.com"
+    back = ok(api, alert, {"webhookUrl": "http://127.0.0.1:9/ops"})
+    assert back["webhookUrl"] == "http://127.0.0.1:9/ops"
+    api.request("DELETE", path(alert))

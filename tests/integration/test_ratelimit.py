@@ -2,18 +2,20 @@
 every worker (a Lua script on Redis TIME), slots reserved per batch so that a burst is spread
 without being read over and over: every job delivered, no window at the receiver with more than
 the limit (one request of slack for timing), and exactly one attempt per job (waiting for a slot
-is not an attempt). The limit is set in SQL (the broker's PATCH is built separately)."""
+is not an attempt). The limit is set with PATCH."""
 
 from collections import Counter
 
-from harness import densest_window, set_subscription, sub_key, unique_name, wait_drained, wait_until
+import json
+
+from harness import densest_window, patch_subscription, sub_key, unique_name, wait_drained, wait_until
 
 
 def run_limited(api, db, rc, receiver, start_worker, report, limit_json, events, workers=2):
     recv = receiver(name="limited")
     event = unique_name("rate")
     sub = api.register(event, recv.url())
-    set_subscription(db, sub["id"], rate_limit=f"'{limit_json}'")
+    patch_subscription(api, sub, {"rateLimit": json.loads(limit_json)})
     for _ in range(workers):
         start_worker(WORKER_CONCURRENCY=16)
     ids = [api.trigger(event, {"n": i})["eventId"] for i in range(events)]

@@ -1,12 +1,13 @@
 """Per-subscription retryPolicy (issue 9, decision 25): each strategy gives the documented
 delays between attempts (attempts.started_at, within the ±20 % jitter plus the promoter's tick)
 and the job is dead after its last attempt; without a policy RETRY_SCHEDULE applies. The policy
-is set in SQL (the broker's PATCH is built separately), in the canonical form the broker
-stores."""
+is set with PATCH."""
+
+import json
 
 import pytest
 
-from harness import attempt_times, set_subscription, unique_name
+from harness import attempt_times, patch_subscription, unique_name
 
 JITTER = 0.20
 SLACK = 0.35  # the promoter's 100 ms tick, the read and the lookup before sending
@@ -17,7 +18,7 @@ def run_failing(api, db, receiver, start_worker, policy):
     event = unique_name("retry")
     sub = api.register(event, recv.url())
     if policy is not None:
-        set_subscription(db, sub["id"], retry_policy=f"'{policy}'")
+        patch_subscription(api, sub, {"retryPolicy": json.loads(policy)})
     start_worker(RETRY_SCHEDULE="0.3,0.3,0.3")
     eid = api.trigger(event, {"fail": True})["eventId"]
     job, = db.wait_jobs(eid, "dead", timeout=30)
@@ -50,8 +51,7 @@ def test_policy_change_applies_to_the_next_retry(api, db, receiver, start_worker
     start_worker(RETRY_SCHEDULE="2,2,2")
     eid = api.trigger(event, {})["eventId"]
     recv.wait_for(1)
-    set_subscription(db, sub["id"],
-                     retry_policy="'{\"strategy\":\"fixed\",\"intervalSeconds\":0.2,"
-                                  "\"maxAttempts\":2}'")
+    patch_subscription(api, sub, {"retryPolicy": {"strategy": "fixed", "intervalSeconds": 0.2,
+                                                  "maxAttempts": 2}})
     job, = db.wait_jobs(eid, "dead", timeout=15)
     assert int(job["attempts"]) == 2, job
