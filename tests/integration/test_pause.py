@@ -2,9 +2,8 @@
 writes ctl st after PostgreSQL, a resume runs the release script (held zset to the job stream,
 lowest first, in chunks), a PATCH answers 200 when Redis is down, the reconciler holds the lost
 jobs of a paused subscription again and releases the held jobs of subscriptions that are not
-paused. End to end with a worker (needs its side of the held protocol, worker/gate.c): nothing
-is delivered while paused, everything after the resume, in creation order; also after Redis
-lost everything while paused.
+paused. End to end with a worker: nothing is delivered while paused, everything after the
+resume, in creation order; also after Redis lost everything while paused.
 
 The end-to-end order check runs one worker with WORKER_CONCURRENCY=1, so arrival order is the
 order the release put the jobs on the stream: with more concurrent deliveries, jobs only start
@@ -17,18 +16,12 @@ import shutil
 import time
 import uuid
 
-import pytest
-
-import harness
 from harness import (JOBS, LIVE, PREFIX, RedisClient, run_reconciler, sql_quote, unique_name,
                      wait_until)
 
 HOOKS = "/api/v0/webhooks"
 HELD_SUBS = PREFIX + "{0}:held-subs"
 PASS_RE = re.compile(r"pass done[^:]*: .* held again (\d+), released (\d+)")
-WORKER_GATE = (harness.REPO / "worker" / "gate.c").exists()
-needs_worker_gate = pytest.mark.skipif(
-    not WORKER_GATE, reason="needs the worker side of the held protocol (worker/gate.c)")
 
 
 def ctl(sub_id):
@@ -235,7 +228,6 @@ def arrival(receiver):
     return [json.loads(r.body)["n"] for r in receiver.requests]
 
 
-@needs_worker_gate
 def test_pause_then_resume_delivers_all_in_order(api, db, rc, start_worker, receiver):
     rcv = receiver()
     sub = api.register(unique_name("pause-e2e"), rcv.url())
@@ -252,7 +244,6 @@ def test_pause_then_resume_delivers_all_in_order(api, db, rc, start_worker, rece
     assert rc.call("EXISTS", held(sub["id"])) == 0
 
 
-@needs_worker_gate
 def test_pause_survives_redis_data_loss(api, db, rc, redis, start_worker, receiver):
     rcv = receiver()
     sub = api.register(unique_name("pause-loss"), rcv.url())
