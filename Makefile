@@ -85,7 +85,7 @@ unit: $(UNIT_BINS)
 check-hardening: $(BINS)
 	@bash scripts/check-hardening.sh $(BINS)
 integration: $(BINS)
-	WH_BUILD_DIR=$(abspath $(BUILD)) WH_SAN=$(SAN) pytest-3 -q -p no:cacheprovider tests/integration
+	WH_BUILD_DIR=$(abspath $(BUILD)) WH_SAN=$(SAN) pytest-3 -q -p no:cacheprovider --durations=12 tests/integration
 
 run: deps
 	@$(MAKE) --no-print-directory build-run
