@@ -59,7 +59,7 @@ static const struct route routes[] = {
 };
 
 /* True when segment i is the literal s (without a trailing '/'). */
-static bool seg_is(const char *const seg[6], const size_t len[6], int i, const char *s)
+static bool seg_is(const char *const seg[7], const size_t len[7], int i, const char *s)
 {
     size_t n = strlen(s);
     n -= n > 0 && s[n - 1] == '/';
@@ -217,8 +217,8 @@ static const char *method_name(enum evhttp_cmd_type m)
     return "?";
 }
 
-/* Splits the raw path into at most 6 segments; -1 on an empty segment or too many. */
-static int split_path(const char *path, const char *seg[6], size_t len[6])
+/* Splits the raw path into at most 7 segments; -1 on an empty segment or too many. */
+static int split_path(const char *path, const char *seg[7], size_t len[7])
 {
     if (!path || path[0] != '/')
         return -1;
@@ -227,7 +227,7 @@ static int split_path(const char *path, const char *seg[6], size_t len[6])
     while (1) {
         const char *slash = strchr(p, '/');
         size_t l = slash ? (size_t)(slash - p) : strlen(p);
-        if (l == 0 || n == 6)
+        if (l == 0 || n == 7)
             return -1;
         seg[n] = p;
         len[n] = l;
@@ -247,8 +247,8 @@ static void dispatch(struct req *r, enum evhttp_cmd_type method, const char *pat
                    "send a valid API key as 'Authorization: Bearer <key>'");
         return;
     }
-    const char *seg[6];
-    size_t len[6];
+    const char *seg[7];
+    size_t len[7];
     int n = split_path(path, seg, len);
     for (size_t i = 0; n > 0 && i < sizeof routes / sizeof routes[0]; i++) {
         const struct route *rt = &routes[i];
