@@ -607,10 +607,10 @@ static int body_ts(struct req *r, cJSON *doc, const char *field, bool *present, 
     return 0;
 }
 
+/* Microseconds since the epoch as a bigint parameter: exact (a double of seconds is not). */
 static void us_text(int64_t us, char *out, size_t n)
 {
-    /* seconds and microseconds since the epoch, as PostgreSQL's to_timestamp reads them */
-    snprintf(out, n, "%lld.%06lld", (long long)(us / 1000000), (long long)(us % 1000000));
+    snprintf(out, n, "%lld", (long long)us);
 }
 
 void recover_start(struct req *r)
@@ -667,14 +667,14 @@ void recover_start(struct req *r)
         "  WHERE id = $1 AND event_name = $2), "
         "ex AS (SELECT id, subscription_id, status, total, done, since, until, created_at "
         "  FROM recoveries WHERE subscription_id = $1 AND status = 'running' "
-        "  AND since = to_timestamp($4::double precision) "
-        "  AND until = to_timestamp($5::double precision)), "
+        "  AND since = (timestamptz 'epoch' + $4::bigint * interval '1 microsecond') "
+        "  AND until = (timestamptz 'epoch' + $5::bigint * interval '1 microsecond')), "
         "ins AS (INSERT INTO recoveries (id, subscription_id, since, until, total) "
-        "  SELECT $3, s.id, to_timestamp($4::double precision), "
-        "    to_timestamp($5::double precision), "
+        "  SELECT $3, s.id, (timestamptz 'epoch' + $4::bigint * interval '1 microsecond'), "
+        "    (timestamptz 'epoch' + $5::bigint * interval '1 microsecond'), "
         "    (SELECT count(*) FROM jobs j WHERE j.subscription_id = s.id AND j.status = 'dead' "
-        "     AND j.created_at >= to_timestamp($4::double precision) "
-        "     AND j.created_at < to_timestamp($5::double precision)) "
+        "     AND j.created_at >= (timestamptz 'epoch' + $4::bigint * interval '1 microsecond') "
+        "     AND j.created_at < (timestamptz 'epoch' + $5::bigint * interval '1 microsecond')) "
         "  FROM s WHERE s.status = 'active' AND s.disabled_at IS NULL "
         "  AND NOT EXISTS (SELECT 1 FROM ex) "
         "  ON CONFLICT (subscription_id, since, until) WHERE status = 'running' DO NOTHING "

@@ -187,3 +187,40 @@ def test_recover_bad_input_names_the_field(api, db, receiver):
     assert st == 202 and rec["count"] == 0, rec
     wait_until(lambda: api.get(f"{path}/{rec['id']}")[2]["status"] == "done", 10,
                "an empty recovery to be done")
+
+
+def test_a_broker_resumes_a_running_recovery_at_start_up(api, db, receiver, start_worker,
+                                                         start_broker):
+    """What a broker killed between two chunks leaves: a running recovery whose cursor is
+    half-way. A broker started later re-sends the rest, after the cursor, in order, once."""
+    recv = receiver(statuses=200, name="resume")
+    event = unique_name("recover.resume")
+    sub = api.register(event, recv.url())
+    sid = sub["id"]
+    db.sql(f"""
+        INSERT INTO events (id, event_name, payload, created_at)
+        SELECT wh_uuidv7(), '{event}', convert_to('{{"n":' || g || '}}', 'UTF8'),
+               now() - interval '1 hour' + g * interval '1 second'
+        FROM generate_series(1, 20) g;
+        INSERT INTO jobs (id, event_id, subscription_id, url, partition, status, attempts,
+                          last_status_code, created_at, updated_at)
+        SELECT wh_uuidv7(), e.id, '{sid}', '{recv.url()}', wh_partition('{sid}', 1), 'dead', 2,
+               500, e.created_at, now() - interval '1 minute'
+        FROM events e WHERE e.event_name = '{event}';
+        INSERT INTO recoveries (id, subscription_id, since, until, total, done, cursor_at,
+                                cursor_id)
+        SELECT wh_uuidv7(), '{sid}', now() - interval '2 hours', now(), 20, 10, created_at, id
+        FROM jobs WHERE subscription_id = '{sid}' ORDER BY created_at, id OFFSET 9 LIMIT 1;
+    """)
+    rid = db.scalar(f"SELECT id FROM recoveries WHERE subscription_id = '{sid}'")
+    start_worker(WORKER_CONCURRENCY="1")
+    start_broker()
+    path = f"/api/v0/webhooks/{event}/{sid}/recover/{rid}"
+    wait_until(lambda: api.get(path)[2].get("status") == "done", 30, "the recovery resumed")
+    st, _, prog = api.get(path)
+    assert prog["done"] == 20 and prog["total"] == 20, prog
+    recv.wait_for(10)
+    wait_until(lambda: db.count("jobs", f"subscription_id = '{sid}' AND status = 'delivered'")
+               == 10, 30, "the second half delivered")
+    assert [json.loads(r.body)["n"] for r in recv.requests] == list(range(11, 21))
+    assert db.count("jobs", f"subscription_id = '{sid}' AND status = 'dead'") == 10
