@@ -336,12 +336,20 @@ void recover_retry(struct req *r)
 
 /* ---- the recovery runner ------------------------------------------------------------------- */
 
-/* A recovery this broker is working through: one chunk statement, then its enqueue, then the
- * next, until PostgreSQL calls it done or failed. */
+/* A recovery this broker is working through: its row read once (the window, the subscription,
+ * the cursor), then one chunk statement, its enqueue, the next, until PostgreSQL calls it done
+ * or failed. The values go to each chunk as parameters of an unprepared statement, so the
+ * planner sees them and walks jobs_dead in its order from the cursor (with the values hidden
+ * in a generic plan or an InitPlan it estimated a few rows, and sorted every remaining dead
+ * job of the window for each chunk). */
 struct runner {
     struct broker *b;
     char id[ID_LEN + 1];
+    char sub[ID_LEN + 1];
+    char since[48], until[48], created[48]; /* timestamptz as PostgreSQL prints them */
+    char cursor_at[48], cursor_id[ID_LEN + 1];
     struct event *timer;
+    bool loaded; /* the fields above hold the row (as last read or moved by a chunk) */
     struct sendrows *rows;
     struct runner *next;
 };
@@ -360,12 +368,12 @@ static void runner_free(struct runner *x)
     free(x);
 }
 
-static void chunk_send(struct runner *x);
+static void runner_step(struct runner *x);
 
 static void on_runner_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
-    chunk_send(arg);
+    runner_step(arg);
 }
 
 static void runner_later(struct runner *x, long ms)
@@ -376,6 +384,39 @@ static void runner_later(struct runner *x, long ms)
     evtimer_add(x->timer, &tv);
 }
 
+static void copy_col(char *out, size_t n, PGresult *res, int row, int col, const char *null)
+{
+    snprintf(out, n, "%s", PQgetisnull(res, row, col) ? null : PQgetvalue(res, row, col));
+}
+
+#define CURSOR_START_AT "-infinity"
+#define CURSOR_START_ID "00000000-0000-0000-0000-000000000000"
+
+static void got_row(void *priv, PGresult *res, const char *err)
+{
+    struct runner *x = priv;
+    if (err) {
+        log_warn(x->id, "cannot read the recovery (%s)", err);
+        if (x->b->draining || !strcmp(err, "shutting down"))
+            runner_free(x);
+        else
+            runner_later(x, RECOVER_ERROR_MS);
+        return;
+    }
+    if (PQntuples(res) < 1) {
+        runner_free(x); /* finished (or failed) meanwhile */
+        return;
+    }
+    copy_col(x->sub, sizeof x->sub, res, 0, 0, "");
+    copy_col(x->since, sizeof x->since, res, 0, 1, "");
+    copy_col(x->until, sizeof x->until, res, 0, 2, "");
+    copy_col(x->created, sizeof x->created, res, 0, 3, "");
+    copy_col(x->cursor_at, sizeof x->cursor_at, res, 0, 4, CURSOR_START_AT);
+    copy_col(x->cursor_id, sizeof x->cursor_id, res, 0, 5, CURSOR_START_ID);
+    x->loaded = true;
+    runner_step(x);
+}
+
 static void chunk_enqueued(void *priv, bool ok)
 {
     struct runner *x = priv;
@@ -384,17 +425,17 @@ static void chunk_enqueued(void *priv, bool ok)
                  x->rows->l.n);
     sendrows_free(x->rows);
     x->rows = NULL;
-    chunk_send(x);
+    runner_step(x);
 }
 
-/* Rows: the recovery's state after the chunk (NULL when another broker holds the row or it is
- * not running), its state before, then the chunk's re-queued jobs in creation order. */
+/* Rows: the recovery's state after the chunk and its new cursor (NULL when the row is locked
+ * by another broker's chunk, not running any more, or its cursor is not the one this broker
+ * read), its state before, then the chunk's re-queued jobs in creation order. */
 static void got_chunk(void *priv, PGresult *res, const char *err)
 {
     struct runner *x = priv;
     if (err) {
-        log_warn(x->id, "recovery chunk failed (%s); trying again in %d ms", err,
-                 RECOVER_ERROR_MS);
+        log_warn(x->id, "recovery chunk failed (%s)", err);
         if (x->b->draining || !strcmp(err, "shutting down"))
             runner_free(x);
         else
@@ -402,16 +443,20 @@ static void got_chunk(void *priv, PGresult *res, const char *err)
         return;
     }
     if (PQntuples(res) < 1 || PQgetisnull(res, 0, 0)) {
-        if (PQntuples(res) >= 1 && !PQgetisnull(res, 0, 2) &&
-            !strcmp(PQgetvalue(res, 0, 2), "running")) {
-            runner_later(x, RECOVER_BUSY_MS); /* another broker's chunk holds it */
+        if (PQntuples(res) >= 1 && !PQgetisnull(res, 0, 4) &&
+            !strcmp(PQgetvalue(res, 0, 4), "running")) {
+            /* another broker holds it or moved it on: read the row again in a while */
+            x->loaded = false;
+            runner_later(x, RECOVER_BUSY_MS);
             return;
         }
         runner_free(x);
         return;
     }
     const char *st = PQgetvalue(res, 0, 0);
-    x->rows = sendrows_of(res, 3, x->b);
+    copy_col(x->cursor_at, sizeof x->cursor_at, res, 0, 2, CURSOR_START_AT);
+    copy_col(x->cursor_id, sizeof x->cursor_id, res, 0, 3, CURSOR_START_ID);
+    x->rows = sendrows_of(res, 5, x->b);
     log_debug(x->id, "recovery chunk: %zu jobs re-queued, %s done, %s", x->rows->l.n,
               PQgetvalue(res, 0, 1), st);
     if (strcmp(st, "running") != 0) {
@@ -426,19 +471,22 @@ static void got_chunk(void *priv, PGresult *res, const char *err)
 }
 
 /* One chunk in one statement: lock the recovery's row (SKIP LOCKED: another broker's chunk is
- * under way), take the next RECOVER_CHUNK dead jobs after the cursor that died before the
- * recovery began, re-queue those still dead, move the cursor and the count, and end the
- * recovery when the chunk was short (or fail it when the subscription is no longer live). */
+ * under way) if it is still at the cursor this broker knows, take the next RECOVER_CHUNK jobs
+ * after the cursor that are dead, created in the window and dead before the recovery began,
+ * re-queue those still dead, move the cursor and the count, and end the recovery when the
+ * chunk was short (or fail it when the subscription is no longer live). */
 static const char chunk_sql[] =
-    "WITH r AS (SELECT x.id, x.subscription_id, x.since, x.until, x.created_at, x.cursor_at, "
-    "  x.cursor_id, coalesce(s.status = 'active' AND s.disabled_at IS NULL, false) AS live "
-    "  FROM recoveries x LEFT JOIN subscriptions s ON s.id = x.subscription_id "
-    "  WHERE x.id = $1 AND x.status = 'running' FOR UPDATE OF x SKIP LOCKED), "
-    "c AS (SELECT j.id, j.created_at FROM r JOIN jobs j ON j.subscription_id = r.subscription_id "
-    "  AND j.status = 'dead' AND j.created_at >= r.since AND j.created_at < r.until "
-    "  AND j.updated_at <= r.created_at "
-    "  AND (r.cursor_at IS NULL OR (j.created_at, j.id) > (r.cursor_at, r.cursor_id)) "
-    "  WHERE r.live ORDER BY j.created_at, j.id LIMIT " RECOVER_CHUNK_TEXT "), "
+    "WITH r AS (SELECT x.id, coalesce(s.status = 'active' AND s.disabled_at IS NULL, false) "
+    "  AS live FROM recoveries x LEFT JOIN subscriptions s ON s.id = x.subscription_id "
+    "  WHERE x.id = $1 AND x.status = 'running' "
+    "  AND coalesce(x.cursor_at, '" CURSOR_START_AT "') = $6::timestamptz "
+    "  AND coalesce(x.cursor_id, '" CURSOR_START_ID "') = $7::uuid "
+    "  FOR UPDATE OF x SKIP LOCKED), "
+    "c AS (SELECT j.id, j.created_at FROM jobs j "
+    "  WHERE j.subscription_id = $2 AND j.status = 'dead' AND j.created_at >= $3::timestamptz "
+    "  AND j.created_at < $4::timestamptz AND (j.created_at, j.id) > ($6::timestamptz, $7::uuid) "
+    "  AND j.updated_at <= $5::timestamptz AND (SELECT live FROM r) "
+    "  ORDER BY j.created_at, j.id LIMIT " RECOVER_CHUNK_TEXT "), "
     "u AS (UPDATE jobs j SET status = 'queued', next_attempt_at = NULL, updated_at = now() "
     "  FROM c WHERE j.id = c.id AND j.status = 'dead' "
     "  RETURNING j.id, j.event_id, j.subscription_id, j.attempts, j.partition, j.created_at), "
@@ -451,8 +499,10 @@ static const char chunk_sql[] =
     "  error = CASE WHEN NOT r.live THEN 'the subscription was disabled or deleted' END, "
     "  finished_at = CASE WHEN NOT r.live OR (SELECT count(*) FROM c) < " RECOVER_CHUNK_TEXT
     "    THEN now() END, "
-    "  updated_at = now() FROM r WHERE x.id = r.id RETURNING x.status, x.done) "
-    "SELECT p.status, p.done, (SELECT status FROM recoveries WHERE id = $1), "
+    "  updated_at = now() FROM r WHERE x.id = r.id "
+    "  RETURNING x.status, x.done, x.cursor_at::text, x.cursor_id) "
+    "SELECT p.status, p.done, p.cursor_at, p.cursor_id, "
+    "  (SELECT status FROM recoveries WHERE id = $1), "
     "  v.id, v.event_id, v.subscription_id, v.event_name, v.url, v.attempts + 1, v.partition, "
     "  v.payload "
     "FROM (SELECT 1) one LEFT JOIN p ON true LEFT JOIN ("
@@ -461,16 +511,27 @@ static const char chunk_sql[] =
     "  FROM u JOIN events e ON e.id = u.event_id JOIN subscriptions s ON s.id = u.subscription_id"
     ") v ON true ORDER BY v.created_at, v.id";
 
-static void chunk_send(struct runner *x)
+/* The next step: read the row when not known, else send a chunk. */
+static void runner_step(struct runner *x)
 {
     if (x->b->draining) {
         log_info(x->id, "recovery paused by the shutdown; a broker resumes it at start-up");
         runner_free(x);
         return;
     }
-    const char *params[] = {x->id};
-    if (pg_query_prepared(x->b->pg_api, "wh_recover_chunk", chunk_sql, 1, params, NULL, NULL, 0,
-                          got_chunk, x) < 0)
+    int rc;
+    if (!x->loaded) {
+        static const char sql[] =
+            "SELECT subscription_id, since::text, until::text, created_at::text, "
+            "cursor_at::text, cursor_id FROM recoveries WHERE id = $1 AND status = 'running'";
+        const char *params[] = {x->id};
+        rc = pg_query(x->b->pg_api, sql, 1, params, NULL, NULL, 0, got_row, x);
+    } else {
+        const char *params[] = {x->id,      x->sub,       x->since,    x->until,
+                                x->created, x->cursor_at, x->cursor_id};
+        rc = pg_query(x->b->pg_api, chunk_sql, 7, params, NULL, NULL, 0, got_chunk, x);
+    }
+    if (rc < 0)
         runner_later(x, RECOVER_ERROR_MS);
 }
 
@@ -486,7 +547,7 @@ static void runner_start(struct broker *b, const char *id)
     x->next = runners;
     runners = x;
     log_info(x->id, "working on recovery %s", id);
-    chunk_send(x);
+    runner_step(x);
 }
 
 static void got_running(void *priv, PGresult *res, const char *err)
