@@ -23,8 +23,7 @@
 #include "sql.h"
 #include "valid.h"
 
-#define RECOVER_CHUNK 500                 /* jobs per statement of a recovery */
-#define RECOVER_CHUNK_TEXT "500"
+#define RECOVER_CHUNK_TEXT "500"                       /* jobs per statement of a recovery */
 #define RECOVER_WINDOW_MAX_US (14LL * 86400 * 1000000) /* 14 days */
 #define RECOVER_BUSY_MS 1000  /* another broker holds the recovery's row: look again then */
 #define RECOVER_ERROR_MS 5000 /* a chunk failed (database down): try again then */
@@ -137,8 +136,7 @@ static bool sub_path_ok(struct req *r)
 {
     if (!valid_event_name(r->seg[0], strlen(r->seg[0]))) {
         http_error(r, 400, "invalid_field",
-                   "event name must be 1 to %d characters of A-Z a-z 0-9 . _ : -",
-                   EVENT_NAME_MAX);
+                   "event name must be 1 to %d characters of A-Z a-z 0-9 . _ : -", EVENT_NAME_MAX);
         return false;
     }
     if (!id_valid(r->seg[1], strlen(r->seg[1]))) {
@@ -151,39 +149,29 @@ static bool sub_path_ok(struct req *r)
     return true;
 }
 
-/* Copies the enqueue list of a statement's rows (columns: job, event, sub, name, url, attempt,
- * partition, payload hex) starting at column c0, rows with a NULL job skipped. The payload of
- * a row without one is the previous row's of the same event (replay sends it once). */
-struct sendlist {
+/* The jobs a statement re-queued or created, ready for commit_enqueue: their strings copied
+ * out of the result (freed after the callback) into one block, their payloads decoded. */
+struct sendrows {
     struct enq_job *jobs;
     size_t n;
-    char **payloads; /* owned, one per row */
-};
-
-static void sendlist_free(struct sendlist *l)
-{
-    for (size_t i = 0; i < l->n; i++)
-        free(l->payloads[i]);
-    free(l->payloads);
-    free(l->jobs);
-    l->jobs = NULL;
-    l->payloads = NULL;
-    l->n = 0;
-}
-
-/* The rows' strings are copied into l->owned (the result is freed after the callback). */
-struct sendrows {
-    struct sendlist l;
-    char *text; /* one block holding every string */
+    char **payloads; /* owned, one per job (NULL when borrowed from the previous job) */
+    char *text;      /* one block holding every string */
 };
 
 static void sendrows_free(struct sendrows *s)
 {
-    sendlist_free(&s->l);
+    for (size_t i = 0; i < s->n; i++)
+        free(s->payloads[i]);
+    free(s->payloads);
+    free(s->jobs);
     free(s->text);
     free(s);
 }
 
+/* Rows from column c0: job, event, subscription, event name, URL, attempt, partition, payload
+ * (hex; NULL when not cached); rows with a NULL job are skipped. A job without a payload
+ * shares the previous job's when both are of the same event (replay sends it on one row).
+ * Caller frees with sendrows_free. */
 static struct sendrows *sendrows_of(PGresult *res, int c0, const struct broker *b)
 {
     struct sendrows *s = xcalloc(1, sizeof *s);
@@ -193,8 +181,8 @@ static struct sendrows *sendrows_of(PGresult *res, int c0, const struct broker *
         for (int c = 0; c < 5; c++)
             total += (size_t)PQgetlength(res, i, c0 + c) + 1;
     s->text = xmalloc(total + 1);
-    s->l.jobs = xcalloc((size_t)rows + 1, sizeof *s->l.jobs);
-    s->l.payloads = xcalloc((size_t)rows + 1, sizeof *s->l.payloads);
+    s->jobs = xcalloc((size_t)rows + 1, sizeof *s->jobs);
+    s->payloads = xcalloc((size_t)rows + 1, sizeof *s->payloads);
     char *t = s->text;
     const char *last_payload = NULL;
     size_t last_len = 0;
@@ -209,25 +197,29 @@ static struct sendrows *sendrows_of(PGresult *res, int c0, const struct broker *
             str[c] = t;
             t += l + 1;
         }
-        struct enq_job *j = &s->l.jobs[s->l.n];
+        struct enq_job *j = &s->jobs[s->n];
         size_t plen;
         char *pl = col_hex(res, i, c0 + 7, &plen);
-        s->l.payloads[s->l.n] = pl;
+        s->payloads[s->n] = pl;
         if (pl) {
             last_payload = pl;
             last_len = plen;
-        } else if (last_payload && s->l.n > 0 && strcmp(s->l.jobs[s->l.n - 1].event, str[1]) == 0 &&
-                   s->l.jobs[s->l.n - 1].payload) {
+        } else if (last_payload && s->n > 0 && strcmp(s->jobs[s->n - 1].event, str[1]) == 0 &&
+                   s->jobs[s->n - 1].payload) {
             pl = (char *)last_payload;
             plen = last_len;
         }
         long part = strtol(PQgetvalue(res, i, c0 + 6), NULL, 10);
-        *j = (struct enq_job){.id = str[0], .event = str[1], .sub = str[2], .name = str[3],
+        *j = (struct enq_job){.id = str[0],
+                              .event = str[1],
+                              .sub = str[2],
+                              .name = str[3],
                               .url = str[4],
                               .attempt = (int)strtol(PQgetvalue(res, i, c0 + 5), NULL, 10),
                               .part = part >= 0 && part < b->cfg.partitions ? (unsigned)part : 0,
-                              .payload = pl, .payload_len = plen};
-        s->l.n++;
+                              .payload = pl,
+                              .payload_len = plen};
+        s->n++;
     }
     return s;
 }
@@ -244,8 +236,10 @@ static void retry_enqueued(void *priv, bool ok)
 {
     struct retry *rt = priv;
     if (!ok)
-        log_warn(rt->r->id, "job %s is queued in PostgreSQL but not in Redis: the reconciler "
-                            "enqueues it", rt->r->seg[0]);
+        log_warn(rt->r->id,
+                 "job %s is queued in PostgreSQL but not in Redis: the reconciler "
+                 "enqueues it",
+                 rt->r->seg[0]);
     sendrows_free(rt->rows);
     struct req *r = rt->r;
     struct buf body = rt->body;
@@ -275,8 +269,7 @@ static void got_retry(void *priv, PGresult *res, const char *err)
                        r->seg[0], st);
         else if (PQgetisnull(res, 0, 1) || strcmp(PQgetvalue(res, 0, 1), "active") != 0)
             http_error(r, 409, "subscription_deleted",
-                       "the subscription of job %s is deleted: nothing to send it to",
-                       r->seg[0]);
+                       "the subscription of job %s is deleted: nothing to send it to", r->seg[0]);
         else if (PQgetvalue(res, 0, 2)[0] == 't')
             http_error(r, 409, "subscription_disabled",
                        "the subscription of job %s is disabled: re-enable it (PATCH "
@@ -305,7 +298,7 @@ static void got_retry(void *priv, PGresult *res, const char *err)
     buf_addc(b, '}');
     log_info(r->id, "job %s re-queued for attempt %s", r->seg[0], PQgetvalue(res, 0, 8));
     rt->rows = sendrows_of(res, 3, r->b);
-    commit_enqueue(r->b, r->id, rt->rows->l.jobs, rt->rows->l.n, retry_enqueued, rt);
+    commit_enqueue(r->b, r->id, rt->rows->jobs, rt->rows->n, retry_enqueued, rt);
 }
 
 void recover_retry(struct req *r)
@@ -326,9 +319,11 @@ void recover_retry(struct req *r)
         "  RETURNING j.*, s.url AS surl) "
         "SELECT j0.status, j0.sst, j0.dis, u.id, u.event_id, u.subscription_id, e.event_name, "
         "  u.surl, u.attempts + 1, u.partition, "
-        "  CASE WHEN length(e.payload) <= " INLINE_PAYLOAD_MAX " THEN encode(e.payload, 'hex') END, "
-        "  u.last_status_code, u.last_error, " SQL_TS("u.created_at") ", " SQL_TS("u.updated_at") " "
-        "FROM j0 LEFT JOIN u ON true LEFT JOIN events e ON e.id = u.event_id";
+        "  CASE WHEN length(e.payload) <= " INLINE_PAYLOAD_MAX
+        " THEN encode(e.payload, 'hex') END, "
+        "  u.last_status_code, u.last_error, " SQL_TS("u.created_at") ", " SQL_TS(
+            "u.updated_at") " "
+                            "FROM j0 LEFT JOIN u ON true LEFT JOIN events e ON e.id = u.event_id";
     const char *params[] = {r->seg[0]};
     if (pg_query(r->b->pg_api, sql, 1, params, NULL, NULL, 0, got_retry, r) < 0)
         http_db_error(r, NULL, "not connected");
@@ -422,7 +417,7 @@ static void chunk_enqueued(void *priv, bool ok)
     struct runner *x = priv;
     if (!ok)
         log_warn(x->id, "recovery: %zu re-queued jobs not in Redis; the reconciler enqueues them",
-                 x->rows->l.n);
+                 x->rows->n);
     sendrows_free(x->rows);
     x->rows = NULL;
     runner_step(x);
@@ -457,17 +452,17 @@ static void got_chunk(void *priv, PGresult *res, const char *err)
     copy_col(x->cursor_at, sizeof x->cursor_at, res, 0, 2, CURSOR_START_AT);
     copy_col(x->cursor_id, sizeof x->cursor_id, res, 0, 3, CURSOR_START_ID);
     x->rows = sendrows_of(res, 5, x->b);
-    log_debug(x->id, "recovery chunk: %zu jobs re-queued, %s done, %s", x->rows->l.n,
+    log_debug(x->id, "recovery chunk: %zu jobs re-queued, %s done, %s", x->rows->n,
               PQgetvalue(res, 0, 1), st);
     if (strcmp(st, "running") != 0) {
         log_info(x->id, "recovery %s: %s jobs re-sent", st, PQgetvalue(res, 0, 1));
-        if (x->rows->l.n)
-            commit_enqueue(x->b, x->id, x->rows->l.jobs, x->rows->l.n, NULL, NULL);
+        if (x->rows->n)
+            commit_enqueue(x->b, x->id, x->rows->jobs, x->rows->n, NULL, NULL);
         sendrows_free(x->rows);
         runner_free(x);
         return;
     }
-    commit_enqueue(x->b, x->id, x->rows->l.jobs, x->rows->l.n, chunk_enqueued, x);
+    commit_enqueue(x->b, x->id, x->rows->jobs, x->rows->n, chunk_enqueued, x);
 }
 
 /* One chunk in one statement: lock the recovery's row (SKIP LOCKED: another broker's chunk is
@@ -594,9 +589,9 @@ static void recovery_json(struct buf *b, PGresult *res, int row)
 }
 
 #define SQL_RECOVERY_COLS(x)                                                                       \
-    x "id, " x "subscription_id, " x "status, " x "total, " x "done, " SQL_TS(x "since") ", "    \
-        SQL_TS(x "until") ", " x "error, " SQL_TS(x "created_at") ", " SQL_TS(x "updated_at")   \
-        ", " SQL_TS(x "finished_at")
+    x "id, " x "subscription_id, " x "status, " x "total, " x                                      \
+      "done, " SQL_TS(x "since") ", " SQL_TS(x "until") ", " x "error, " SQL_TS(                   \
+          x "created_at") ", " SQL_TS(x "updated_at") ", " SQL_TS(x "finished_at")
 
 /* Rows: the subscription (status, disabled) and, when it is live, the recovery inserted or the
  * running one of the same window. */
@@ -742,8 +737,8 @@ void recover_start(struct req *r)
         "  RETURNING id, subscription_id, status, total, done, since, until, created_at), "
         "v AS (SELECT * FROM ins UNION ALL SELECT * FROM ex) "
         "SELECT s.status, s.disabled_at IS NOT NULL, v.id, v.subscription_id, v.status, "
-        "  v.total, v.done, " SQL_TS("v.since") ", " SQL_TS("v.until") ", "
-        SQL_TS("v.created_at") " FROM s LEFT JOIN v ON true";
+        "  v.total, v.done, " SQL_TS("v.since") ", " SQL_TS("v.until") ", " SQL_TS(
+            "v.created_at") " FROM s LEFT JOIN v ON true";
     const char *params[] = {r->seg[1], r->seg[0], s->rid, since_t, until_t};
     if (pg_query(r->b->pg_api, sql, 5, params, NULL, NULL, 0, got_start, s) < 0) {
         free(s);
@@ -761,8 +756,7 @@ static void got_recovery(void *priv, PGresult *res, const char *err)
         return;
     }
     if (PQntuples(res) < 1) {
-        http_error(r, 404, "not_found", "no recovery %s for subscription %s", r->seg[2],
-                   r->seg[1]);
+        http_error(r, 404, "not_found", "no recovery %s for subscription %s", r->seg[2], r->seg[1]);
         return;
     }
     struct buf b = {0};
@@ -781,9 +775,10 @@ void recover_get(struct req *r)
     char id[ID_LEN + 1];
     id_normalize(r->seg[2], id);
     memcpy(r->seg[2], id, sizeof id);
-    static const char sql[] = "SELECT " SQL_RECOVERY_COLS("x.") " FROM recoveries x "
-                              "JOIN subscriptions s ON s.id = x.subscription_id "
-                              "WHERE x.id = $1 AND x.subscription_id = $2 AND s.event_name = $3";
+    static const char sql[] = "SELECT " SQL_RECOVERY_COLS(
+        "x.") " FROM recoveries x "
+              "JOIN subscriptions s ON s.id = x.subscription_id "
+              "WHERE x.id = $1 AND x.subscription_id = $2 AND s.event_name = $3";
     const char *params[] = {r->seg[2], r->seg[1], r->seg[0]};
     if (pg_query(r->b->pg_api, sql, 3, params, NULL, NULL, 0, got_recovery, r) < 0)
         http_db_error(r, NULL, "not connected");
@@ -801,8 +796,10 @@ static void replay_enqueued(void *priv, bool ok)
 {
     struct replay *rp = priv;
     if (!ok)
-        log_warn(rp->r->id, "replayed jobs of event %s are queued in PostgreSQL but not in "
-                            "Redis: the reconciler enqueues them", rp->r->seg[0]);
+        log_warn(rp->r->id,
+                 "replayed jobs of event %s are queued in PostgreSQL but not in "
+                 "Redis: the reconciler enqueues them",
+                 rp->r->seg[0]);
     sendrows_free(rp->rows);
     struct req *r = rp->r;
     struct buf body = rp->body;
@@ -835,16 +832,16 @@ static void got_replay(void *priv, PGresult *res, const char *err)
     rp->rows = sendrows_of(res, 2, r->b);
     struct buf *b = &rp->body;
     buf_printf(b, "{\"eventId\":\"%s\",\"jobs\":[", r->seg[0]);
-    for (size_t i = 0; i < rp->rows->l.n; i++) {
-        const struct enq_job *j = &rp->rows->l.jobs[i];
+    for (size_t i = 0; i < rp->rows->n; i++) {
+        const struct enq_job *j = &rp->rows->jobs[i];
         buf_printf(b, "%s{\"id\":\"%s\",\"subscriptionId\":\"%s\",\"webhookUrl\":", i ? "," : "",
                    j->id, j->sub);
         json_escape(b, j->url, strlen(j->url));
         buf_addc(b, '}');
     }
-    buf_printf(b, "],\"count\":%zu}", rp->rows->l.n);
-    log_info(r->id, "event %s replayed as %zu new jobs", r->seg[0], rp->rows->l.n);
-    commit_enqueue(r->b, r->id, rp->rows->l.jobs, rp->rows->l.n, replay_enqueued, rp);
+    buf_printf(b, "],\"count\":%zu}", rp->rows->n);
+    log_info(r->id, "event %s replayed as %zu new jobs", r->seg[0], rp->rows->n);
+    commit_enqueue(r->b, r->id, rp->rows->jobs, rp->rows->n, replay_enqueued, rp);
 }
 
 void recover_replay(struct req *r)
@@ -913,8 +910,8 @@ void recover_replay(struct req *r)
         "SELECT EXISTS (SELECT 1 FROM e), (SELECT string_agg(id::text, ', ') FROM bad), "
         "  v.id, v.event_id, v.subscription_id, v.event_name, v.url, 1, v.partition, v.payload "
         "FROM (SELECT 1) one LEFT JOIN (SELECT ins.*, e.event_name, "
-        "  CASE WHEN row_number() OVER (ORDER BY ins.id) = 1 AND length(e.payload) <= "
-        INLINE_PAYLOAD_MAX " THEN encode(e.payload, 'hex') END AS payload "
+        "  CASE WHEN row_number() OVER (ORDER BY ins.id) = 1 AND length(e.payload) "
+        "<= " INLINE_PAYLOAD_MAX " THEN encode(e.payload, 'hex') END AS payload "
         "  FROM ins CROSS JOIN e) v ON true ORDER BY v.id";
     const char *params[] = {r->seg[0], some ? ids.data : NULL, parts};
     if (pg_query(r->b->pg_api, sql, 3, params, NULL, NULL, 0, got_replay, r) < 0)
