@@ -27,4 +27,12 @@ void events_get(struct req *r);   /* GET /api/v0/events/<id> */
 void admin_delivery_get(struct req *r); /* GET /api/v0/admin/delivery */
 void admin_delivery_put(struct req *r); /* PUT /api/v0/admin/delivery */
 
+/* Sending finished jobs again (broker/recover.c, issue 10). */
+void recover_retry(struct req *r);  /* POST /api/v0/jobs/<id>/retry */
+void recover_start(struct req *r);  /* POST /api/v0/webhooks/<name>/<id>/recover */
+void recover_get(struct req *r);    /* GET /api/v0/webhooks/<name>/<id>/recover/<rid> */
+void recover_replay(struct req *r); /* POST /api/v0/events/<id>/replay */
+/* Resumes the recoveries PostgreSQL calls running (start-up, reconnect): any broker may. */
+void recover_resume(struct broker *b);
+
 #endif

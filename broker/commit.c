@@ -109,21 +109,44 @@ static void mark_kept(const struct gcommit_batch *bt, const struct idset *return
     }
 }
 
+/* One commit_enqueue call: its MULTIs outstanding, whether one failed, and whom to tell. */
+struct enq {
+    struct broker *b;
+    char ctx[24];
+    int outstanding;
+    bool failed;
+    commit_enqueued_fn *done;
+    void *priv;
+};
+
+static void enq_finish(struct enq *q)
+{
+    if (q->done)
+        q->done(q->priv, !q->failed);
+    struct broker *b = q->b;
+    free(q);
+    broker_work_done(b);
+}
+
 static void enqueued(struct rds *r, redisReply *reply, void *priv)
 {
     (void)r;
-    struct broker *b = priv;
+    struct enq *q = priv;
     if (!reply || reply->type != REDIS_REPLY_ARRAY) {
-        log_warn("commit",
+        log_warn(q->ctx,
                  "enqueue failed (%s): the jobs stay queued in PostgreSQL for the reconciler",
                  reply && reply->str ? reply->str : "Redis connection lost");
+        q->failed = true;
     } else {
         for (size_t i = 0; i < reply->elements; i++)
-            if (reply->element[i]->type == REDIS_REPLY_ERROR)
-                log_warn("commit", "enqueue step failed: %s (reconciler will requeue)",
+            if (reply->element[i]->type == REDIS_REPLY_ERROR) {
+                log_warn(q->ctx, "enqueue step failed: %s (reconciler will requeue)",
                          reply->element[i]->str);
+                q->failed = true;
+            }
     }
-    broker_work_done(b);
+    if (--q->outstanding == 0)
+        enq_finish(q);
 }
 
 static bool cmd(struct rds *r, struct rargs *a)
@@ -131,9 +154,18 @@ static bool cmd(struct rds *r, struct rargs *a)
     return rargs_send(a, r, NULL, NULL) == 0;
 }
 
-/* Per partition: MULTI { SET payloads, XADD jobs, SADD live } EXEC, all on one hash tag. */
-static void enqueue(struct broker *b, const struct gcommit_batch *bt)
+/* Per partition: MULTI { SET payloads, XADD jobs, SADD live } EXEC, all on one hash tag. A
+ * payload is set once per run of consecutive jobs of one event in a partition. */
+void commit_enqueue(struct broker *b, const char *ctx, const struct enq_job *jobs, size_t njobs,
+                    commit_enqueued_fn *done, void *priv)
 {
+    struct enq *q = xcalloc(1, sizeof *q);
+    q->b = b;
+    snprintf(q->ctx, sizeof q->ctx, "%s", ctx ? ctx : "enqueue");
+    q->done = done;
+    q->priv = priv;
+    q->outstanding = 1; /* ours until every MULTI is sent */
+    b->outstanding++;
     struct rargs a = {0};
     struct buf msg = {0};
     char key[KEY_MAX], jobs_key[KEY_MAX], live_key[KEY_MAX];
@@ -141,66 +173,91 @@ static void enqueue(struct broker *b, const struct gcommit_batch *bt)
         size_t jobs_len = key_jobs(jobs_key, p);
         size_t live_len = key_live(live_key, p);
         size_t n = 0;
-        for (struct event_rec *e = rec_of(bt->head); e; e = rec_of(e->gc.next)) {
-            for (size_t j = 0; j < e->njobs; j++)
-                n += e->jobs[j].kept && e->jobs[j].part == p;
-        }
+        for (size_t j = 0; j < njobs; j++)
+            n += jobs[j].part == p;
         if (n == 0)
             continue;
         rargs_adds(&a, "MULTI");
         bool ok = cmd(b->redis, &a);
-        for (struct event_rec *e = rec_of(bt->head); ok && e; e = rec_of(e->gc.next)) {
-            bool payload_set = false;
-            for (size_t j = 0; ok && j < e->njobs; j++) {
-                struct job_rec *jr = &e->jobs[j];
-                if (!jr->kept || jr->part != p)
-                    continue;
-                if (!payload_set) {
-                    size_t klen = key_payload(key, p, e->id);
-                    rargs_adds(&a, "SET");
-                    rargs_add(&a, key, klen);
-                    rargs_add(&a, e->payload, e->payload_len);
-                    rargs_adds(&a, "EX");
-                    rargs_addll(&a, b->cfg.payload_ttl);
-                    ok = cmd(b->redis, &a);
-                    payload_set = true;
-                }
-                struct job_msg m = {.attempt = 1, .url = jr->url};
-                memcpy(m.job, jr->id, sizeof m.job);
-                memcpy(m.event, e->id, sizeof m.event);
-                memcpy(m.sub, jr->sub, sizeof m.sub);
-                memcpy(m.name, e->name, sizeof m.name - 1);
-                buf_reset(&msg);
-                jobmsg_encode(&m, &msg);
-                rargs_adds(&a, "XADD");
-                rargs_add(&a, jobs_key, jobs_len);
-                rargs_adds(&a, "*");
-                rargs_adds(&a, KEYS_STREAM_FIELD);
-                rargs_add(&a, msg.data, msg.len);
-                ok = ok && cmd(b->redis, &a);
+        const char *payload_of = NULL; /* the event whose payload was set last */
+        for (size_t j = 0; ok && j < njobs; j++) {
+            const struct enq_job *jr = &jobs[j];
+            if (jr->part != p)
+                continue;
+            /* no payload (too large to carry): the worker reads it from PostgreSQL */
+            if (jr->payload && (!payload_of || strcmp(payload_of, jr->event) != 0)) {
+                size_t klen = key_payload(key, p, jr->event);
+                rargs_adds(&a, "SET");
+                rargs_add(&a, key, klen);
+                rargs_add(&a, jr->payload, jr->payload_len);
+                rargs_adds(&a, "EX");
+                rargs_addll(&a, b->cfg.payload_ttl);
+                ok = cmd(b->redis, &a);
+                payload_of = jr->event;
             }
+            struct job_msg m = {.attempt = jr->attempt, .url = (char *)jr->url};
+            snprintf(m.job, sizeof m.job, "%s", jr->id);
+            snprintf(m.event, sizeof m.event, "%s", jr->event);
+            snprintf(m.sub, sizeof m.sub, "%s", jr->sub);
+            snprintf(m.name, sizeof m.name, "%s", jr->name);
+            buf_reset(&msg);
+            jobmsg_encode(&m, &msg);
+            rargs_adds(&a, "XADD");
+            rargs_add(&a, jobs_key, jobs_len);
+            rargs_adds(&a, "*");
+            rargs_adds(&a, KEYS_STREAM_FIELD);
+            rargs_add(&a, msg.data, msg.len);
+            ok = ok && cmd(b->redis, &a);
         }
         if (ok) {
             rargs_adds(&a, "SADD");
             rargs_add(&a, live_key, live_len);
-            for (struct event_rec *e = rec_of(bt->head); e; e = rec_of(e->gc.next)) {
-                for (size_t j = 0; j < e->njobs; j++)
-                    if (e->jobs[j].kept && e->jobs[j].part == p)
-                        rargs_add(&a, e->jobs[j].id, ID_LEN);
-            }
+            for (size_t j = 0; j < njobs; j++)
+                if (jobs[j].part == p)
+                    rargs_add(&a, jobs[j].id, ID_LEN);
             ok = cmd(b->redis, &a);
         }
         rargs_adds(&a, "EXEC");
-        if (ok && rargs_send(&a, b->redis, enqueued, b) == 0)
-            b->outstanding++;
-        else
-            log_warn("commit", "Redis is unavailable: %zu jobs stay queued in PostgreSQL for the "
-                               "reconciler",
+        if (ok && rargs_send(&a, b->redis, enqueued, q) == 0) {
+            q->outstanding++;
+        } else {
+            q->failed = true;
+            log_warn(q->ctx,
+                     "Redis is unavailable: %zu jobs stay queued in PostgreSQL for the "
+                     "reconciler",
                      n);
+        }
         rargs_reset(&a);
     }
     rargs_free(&a);
     buf_free(&msg);
+    if (--q->outstanding == 0)
+        enq_finish(q);
+}
+
+/* The jobs a committed batch inserted, to the streams. */
+static void enqueue(struct broker *b, const struct gcommit_batch *bt)
+{
+    static struct enq_job *jobs;
+    static size_t cap;
+    size_t n = 0;
+    for (struct event_rec *e = rec_of(bt->head); e; e = rec_of(e->gc.next)) {
+        for (size_t j = 0; j < e->njobs; j++) {
+            const struct job_rec *jr = &e->jobs[j];
+            if (!jr->kept)
+                continue;
+            if (n == cap) {
+                cap = cap ? cap * 2 : 256;
+                jobs = xrealloc(jobs, cap * sizeof *jobs);
+            }
+            jobs[n++] = (struct enq_job){.id = jr->id, .event = e->id, .sub = jr->sub,
+                                         .name = e->name, .url = jr->url, .part = jr->part,
+                                         .attempt = 1, .payload = e->payload,
+                                         .payload_len = e->payload_len};
+        }
+    }
+    if (n)
+        commit_enqueue(b, "commit", jobs, n, NULL, NULL);
 }
 
 /* The answer of one event of a committed batch: a new event with the jobs kept, or, for a key

@@ -3,6 +3,7 @@
 #ifndef WH_COMMIT_H
 #define WH_COMMIT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "gcommit.h"
@@ -47,6 +48,24 @@ struct event_rec {
  * (Retry-After: 1) at once when MAX_PENDING_EVENTS, MAX_PENDING_JOBS or MAX_PENDING_BYTES
  * would be passed. */
 void commit_submit(struct broker *b, struct event_rec *e);
+
+/* One job to put on its partition's stream (borrowed strings, valid during the call). */
+struct enq_job {
+    const char *id, *event, *sub, *name, *url;
+    unsigned part;
+    int attempt; /* the attempt the message asks for: jobs.attempts + 1 */
+    const char *payload; /* the event's original bytes, cached for PAYLOAD_TTL; NULL: not cached */
+    size_t payload_len;
+};
+
+typedef void commit_enqueued_fn(void *priv, bool ok);
+
+/* Puts committed jobs in Redis as a trigger does: per partition one MULTI (SET payload EX
+ * PAYLOAD_TTL, XADD the job message, SADD live). done (may be NULL) is called once every reply
+ * came, ok false when a step failed or Redis was down: the rows are queued in PostgreSQL and
+ * the reconciler enqueues them. Failures are logged under ctx. Counts as outstanding work. */
+void commit_enqueue(struct broker *b, const char *ctx, const struct enq_job *jobs, size_t njobs,
+                    commit_enqueued_fn *done, void *priv);
 void event_rec_free(struct event_rec *e);
 
 #endif

@@ -1,4 +1,4 @@
-/* GET /api/v0/events/<id>: an event, its payload, one page of its jobs (page_size / offset) with
+/* GET /api/v0/events/<id>: an event, its payload (parsed, and as the original bytes), one page of its jobs (page_size / offset) with
  * the state of each and its attempt log. */
 #include <stdlib.h>
 #include <string.h>
@@ -53,15 +53,21 @@ static void got_event(void *priv, PGresult *res, const char *err)
     /* Stored bytes were validated JSON (UTF-8) at trigger time: embed them as they are. */
     const char *hex = PQgetvalue(res, 0, 2);
     size_t hl = (size_t)PQgetlength(res, 0, 2);
-    buf_reserve(&b, hl / 2);
-    long n = hex_decode(hex, hl, (unsigned char *)b.data + b.len, b.cap - b.len - 1);
+    char *raw = xmalloc(hl / 2 + 1);
+    long n = hex_decode(hex, hl, (unsigned char *)raw, hl / 2 + 1);
     if (n < 0) {
+        free(raw);
         buf_free(&b);
         http_error(r, 500, "internal", "the stored payload of event %s is unreadable", r->seg[0]);
         return;
     }
-    b.len += (size_t)n;
-    b.data[b.len] = '\0';
+    buf_add(&b, raw, (size_t)n);
+    /* The same bytes as a JSON string: exactly what was triggered, signed and delivered (a
+     * client's JSON parser re-spells the numbers and drops the whitespace of "payload"), so
+     * a receiver's signature can be recomputed from it (docs/decisions.md 28). */
+    buf_adds(&b, ",\"payloadRaw\":");
+    json_escape(&b, raw, (size_t)n);
+    free(raw);
     buf_adds(&b, ",\"jobs\":[");
     /* One row per attempt (or per job without attempts), ordered by job then attempt. */
     const char *job = NULL;

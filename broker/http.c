@@ -30,7 +30,8 @@ static unsigned long req_counter;
 typedef void handler_fn(struct req *r);
 
 /* A path: nprefix literal segments, nparams parameters, then the literal suffix if any
- * (".../<name>/<id>/rotate-secret"). */
+ * (".../<name>/<id>/rotate-secret"); a suffix ending in '/' is followed by one more parameter
+ * (".../<name>/<id>/recover/<rid>"). */
 struct route {
     const char *prefix[3];
     int nprefix;
@@ -50,12 +51,25 @@ static const struct route routes[] = {
     {{"api", "v0", "events"}, 3, 1, NULL, events_get, NULL, NULL, NULL, NULL},
     {{"api", "v0", "admin"}, 3, 0, "delivery", admin_delivery_get, NULL, NULL, admin_delivery_put,
      NULL},
+    /* issue 10, recovery (broker/recover.c) */
+    {{"api", "v0", "jobs"}, 3, 1, "retry", NULL, recover_retry, NULL, NULL, NULL},
+    {{"api", "v0", "webhooks"}, 3, 2, "recover", NULL, recover_start, NULL, NULL, NULL},
+    {{"api", "v0", "webhooks"}, 3, 2, "recover/", recover_get, NULL, NULL, NULL, NULL},
+    {{"api", "v0", "events"}, 3, 1, "replay", NULL, recover_replay, NULL, NULL, NULL},
 };
 
-/* True when segment i is the literal s. */
-static bool seg_is(const char *const seg[6], const size_t len[6], int i, const char *s)
+/* True when segment i is the literal s (without a trailing '/'). */
+static bool seg_is(const char *const seg[7], const size_t len[7], int i, const char *s)
 {
-    return len[i] == strlen(s) && memcmp(seg[i], s, len[i]) == 0;
+    size_t n = strlen(s);
+    n -= n > 0 && s[n - 1] == '/';
+    return len[i] == n && memcmp(seg[i], s, len[i]) == 0;
+}
+
+/* Whether the route's suffix is followed by a parameter. */
+static int route_tail(const struct route *rt)
+{
+    return rt->suffix && rt->suffix[0] && rt->suffix[strlen(rt->suffix) - 1] == '/';
 }
 
 static void on_conn_gone(void *arg)
@@ -203,8 +217,8 @@ static const char *method_name(enum evhttp_cmd_type m)
     return "?";
 }
 
-/* Splits the raw path into at most 6 segments; -1 on an empty segment or too many. */
-static int split_path(const char *path, const char *seg[6], size_t len[6])
+/* Splits the raw path into at most 7 segments; -1 on an empty segment or too many. */
+static int split_path(const char *path, const char *seg[7], size_t len[7])
 {
     if (!path || path[0] != '/')
         return -1;
@@ -213,7 +227,7 @@ static int split_path(const char *path, const char *seg[6], size_t len[6])
     while (1) {
         const char *slash = strchr(p, '/');
         size_t l = slash ? (size_t)(slash - p) : strlen(p);
-        if (l == 0 || n == 6)
+        if (l == 0 || n == 7)
             return -1;
         seg[n] = p;
         len[n] = l;
@@ -233,14 +247,14 @@ static void dispatch(struct req *r, enum evhttp_cmd_type method, const char *pat
                    "send a valid API key as 'Authorization: Bearer <key>'");
         return;
     }
-    const char *seg[6];
-    size_t len[6];
+    const char *seg[7];
+    size_t len[7];
     int n = split_path(path, seg, len);
     for (size_t i = 0; n > 0 && i < sizeof routes / sizeof routes[0]; i++) {
         const struct route *rt = &routes[i];
-        if (n != rt->nprefix + rt->nparams + (rt->suffix != NULL))
+        if (n != rt->nprefix + rt->nparams + (rt->suffix != NULL) + route_tail(rt))
             continue;
-        bool match = !rt->suffix || seg_is(seg, len, n - 1, rt->suffix);
+        bool match = !rt->suffix || seg_is(seg, len, rt->nprefix + rt->nparams, rt->suffix);
         for (int k = 0; k < rt->nprefix && match; k++)
             match = seg_is(seg, len, k, rt->prefix[k]);
         if (!match)
@@ -268,10 +282,11 @@ static void dispatch(struct req *r, enum evhttp_cmd_type method, const char *pat
                        method_name(method), allow);
             return;
         }
-        r->nseg = rt->nparams;
-        for (int k = 0; k < rt->nparams; k++) {
-            const char *s = seg[rt->nprefix + k];
-            size_t l = len[rt->nprefix + k];
+        r->nseg = rt->nparams + route_tail(rt);
+        for (int k = 0; k < r->nseg; k++) {
+            int at = k < rt->nparams ? rt->nprefix + k : n - 1; /* the tail follows the suffix */
+            const char *s = seg[at];
+            size_t l = len[at];
             if (path_segment_decode(s, l, r->seg[k], sizeof r->seg[k]) < 0) {
                 http_error(r, 400, "invalid_field",
                            "path segment %d is too long or not valid percent-encoding", k + 1);

@@ -150,6 +150,7 @@ static void on_pg_state(struct pg *p, bool up, void *arg)
     if (up) {
         subs_index_ensure(arg);
         rekey_start(arg);
+        recover_resume(arg);
     }
 }
 

@@ -135,6 +135,31 @@ static const char *const migrations[] = {
     "    h := ((h # ascii(substr(t, i, 1))) * 16777619) & 4294967295;"
     "  END LOOP;"
     "  RETURN (h % n)::int; END $f$;",
+    /* recover (issue 10, docs/decisions.md 28): a bulk re-send of a subscription's dead jobs
+     * created in [since, until), worked through in (created_at, id) order by the brokers in
+     * chunks; the cursor is the last job looked at, so a broker that restarts resumes after
+     * it. Only jobs dead before the recovery began (updated_at <= created_at) are taken: one
+     * that dies again after being re-sent is not taken twice. One running recovery per
+     * subscription and window (the unique index). jobs_dead serves the chunks and the count
+     * (and dead-letter listings): dead jobs are few, queued/retrying/delivered rows never enter
+     * it (status is already in jobs_unfinished's predicate, so no update loses HOT by it). */
+    "CREATE TABLE recoveries ("
+    "  id uuid PRIMARY KEY,"
+    "  subscription_id uuid NOT NULL,"
+    "  since timestamptz NOT NULL,"
+    "  until timestamptz NOT NULL,"
+    "  status text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'done', 'failed')),"
+    "  total int NOT NULL,"
+    "  done int NOT NULL DEFAULT 0,"
+    "  cursor_at timestamptz,"
+    "  cursor_id uuid,"
+    "  error text,"
+    "  created_at timestamptz NOT NULL DEFAULT now(),"
+    "  updated_at timestamptz NOT NULL DEFAULT now(),"
+    "  finished_at timestamptz);"
+    "CREATE UNIQUE INDEX recoveries_running ON recoveries (subscription_id, since, until)"
+    "  WHERE status = 'running';"
+    "CREATE INDEX jobs_dead ON jobs (subscription_id, created_at, id) WHERE status = 'dead';",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
