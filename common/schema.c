@@ -135,6 +135,15 @@ static const char *const migrations[] = {
     "    h := ((h # ascii(substr(t, i, 1))) * 16777619) & 4294967295;"
     "  END LOOP;"
     "  RETURN (h % n)::int; END $f$;",
+    /* jobs: the indexes of GET /api/v0/jobs (docs/decisions.md 27). Every job is written to
+     * the two full ones when inserted and again at each status change (a job's updates are not
+     * HOT: jobs_unfinished's predicate reads status); jobs_failed only holds dead and cancelled
+     * jobs. subscriptions_event_name serves the event filter (deleted subscriptions too: their
+     * jobs remain). */
+    "CREATE INDEX jobs_created ON jobs (created_at, id);"
+    "CREATE INDEX jobs_subscription ON jobs (subscription_id, created_at, id);"
+    "CREATE INDEX jobs_failed ON jobs (created_at, id) WHERE status IN ('dead', 'cancelled');"
+    "CREATE INDEX subscriptions_event_name ON subscriptions (event_name);",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
