@@ -366,29 +366,49 @@ static void got_list(void *priv, PGresult *res, const char *err)
     http_reply(r, 200, &b);
 }
 
-/* Builds the statement for q into sql, its parameters into params (texts in store).
+/* Appends the newest limit + 1 jobs of one subscription (sub: a SQL expression) matching w,
+ * newest first, as a parenthesised query: one range of jobs_subscription (subscription_id,
+ * status, created_at, id) per status, merged (Merge Append) when no status is asked for, so
+ * that any status is an exact index range and rows are read only until the page is full. */
+static void sub_query(struct buf *sql, const struct jobs_q *q, const char *sub, const char *w,
+                      int lim)
+{
+    size_t n = sizeof statuses / sizeof statuses[0];
+    if (!q->status)
+        buf_adds(sql, "(SELECT * FROM (");
+    for (size_t i = 0; i < n; i++) {
+        const char *st = q->status ? q->status : statuses[i];
+        buf_printf(sql,
+                   "%s(SELECT * FROM jobs j WHERE j.subscription_id = %s AND j.status = '%s'%s "
+                   "ORDER BY j.created_at DESC, j.id DESC LIMIT $%d)",
+                   i ? " UNION ALL " : "", sub, st, w, lim);
+        if (q->status)
+            return;
+    }
+    buf_printf(sql, ") u ORDER BY u.created_at DESC, u.id DESC LIMIT $%d)", lim);
+}
+
+/* Builds the statement for q into sql and its parameters into params (texts in store);
+ * returns their number. Values are parameters; the status, from statuses[], is a constant so
+ * that the planner can match partial indexes.
  *
- * Without an event filter, one index range scan newest first, stopped by LIMIT: jobs_created
- * (created_at, id), jobs_subscription (subscription_id, created_at, id), jobs_failed (dead and
- * cancelled) or jobs_unfinished (queued and retrying), whichever the planner finds cheapest
- * for the constant status. Jobs carry no event name, but a job's subscription is always of its
- * event's name (jobs are only ever created for subscriptions of the event's name, and a
- * subscription's name never changes), so the event filter walks that name's subscriptions
- * (subscriptions_event_name) and takes the newest limit + 1 jobs of each from
- * jobs_subscription, then the newest limit + 1 of those: cost ~ subscriptions of the name x
- * page size, whatever the table size. */
+ * - No subscription and no event: one range of jobs_created (created_at, id) newest first
+ *   stopped by LIMIT, or for a status of jobs_failed (dead, cancelled) or jobs_unfinished
+ *   (queued, retrying); delivered jobs are nearly all jobs, so jobs_created filtered.
+ * - A subscription: sub_query.
+ * - An event name: jobs carry no event name, but a job's subscription is always of its event's
+ *   name (jobs are created only for subscriptions of the event's name, and a subscription's
+ *   name never changes). So the name's subscriptions (subscriptions_event_name, deleted ones
+ *   included) each give their newest limit + 1 jobs (sub_query), and the newest limit + 1 of
+ *   those are the page: cost ~ subscriptions of the name x page size, whatever the table size.
+ * Every job is then joined with its event (primary key) for the name. */
 static int jobs_sql(const struct jobs_q *q, struct buf *sql, const char *params[8],
                     char store[8][64])
 {
     int np = 0;
     struct buf w = {0};
-    buf_adds(&w, "true");
-    if (q->status)
-        buf_printf(&w, " AND j.status = '%s'", q->status);
-    if (q->sub[0] && !q->event) {
-        params[np] = q->sub;
-        buf_printf(&w, " AND j.subscription_id = $%d::uuid", ++np);
-    }
+    buf_reserve(&w, 1); /* w.data is a string even when no condition is added */
+    w.data[0] = '\0';
     if (q->has_since) {
         us_format(q->since_us, store[np]);
         params[np] = store[np];
@@ -410,14 +430,8 @@ static int jobs_sql(const struct jobs_q *q, struct buf *sql, const char *params[
     snprintf(store[np], 64, "%ld", q->limit + 1);
     params[np] = store[np];
     int lim = ++np;
-    if (!q->event) {
-        buf_printf(sql,
-                   "SELECT " SQL_JOB_COLS " FROM (SELECT * FROM jobs j WHERE %s "
-                   "ORDER BY j.created_at DESC, j.id DESC LIMIT $%d) j "
-                   "LEFT JOIN events e ON e.id = j.event_id "
-                   "ORDER BY j.created_at DESC, j.id DESC",
-                   w.data, lim);
-    } else {
+    buf_adds(sql, "SELECT " SQL_JOB_COLS " FROM ");
+    if (q->event) {
         params[np] = q->event;
         int ev = ++np;
         char subf[64] = "";
@@ -425,16 +439,29 @@ static int jobs_sql(const struct jobs_q *q, struct buf *sql, const char *params[
             params[np] = q->sub;
             snprintf(subf, sizeof subf, " AND s.id = $%d::uuid", ++np);
         }
+        buf_adds(sql, "(SELECT j.* FROM subscriptions s CROSS JOIN LATERAL ");
+        sub_query(sql, q, "s.id", w.data, lim);
         buf_printf(sql,
-                   "SELECT " SQL_JOB_COLS " FROM (SELECT j.* FROM subscriptions s "
-                   "CROSS JOIN LATERAL (SELECT * FROM jobs j WHERE j.subscription_id = s.id "
-                   "AND %s ORDER BY j.created_at DESC, j.id DESC LIMIT $%d) j "
-                   "WHERE s.event_name = $%d%s "
-                   "ORDER BY j.created_at DESC, j.id DESC LIMIT $%d) j "
-                   "LEFT JOIN events e ON e.id = j.event_id "
-                   "ORDER BY j.created_at DESC, j.id DESC",
-                   w.data, lim, ev, subf, lim);
+                   " j WHERE s.event_name = $%d%s "
+                   "ORDER BY j.created_at DESC, j.id DESC LIMIT $%d) j",
+                   ev, subf, lim);
+    } else if (q->sub[0]) {
+        params[np] = q->sub;
+        char sub[16];
+        snprintf(sub, sizeof sub, "$%d::uuid", ++np);
+        sub_query(sql, q, sub, w.data, lim);
+        buf_adds(sql, " j");
+    } else {
+        char st[40] = "";
+        if (q->status)
+            snprintf(st, sizeof st, " AND j.status = '%s'", q->status);
+        buf_printf(sql,
+                   "(SELECT * FROM jobs j WHERE true%s%s "
+                   "ORDER BY j.created_at DESC, j.id DESC LIMIT $%d) j",
+                   st, w.data, lim);
     }
+    buf_adds(sql, " LEFT JOIN events e ON e.id = j.event_id "
+                  "ORDER BY j.created_at DESC, j.id DESC");
     buf_free(&w);
     return np;
 }

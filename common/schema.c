@@ -141,7 +141,7 @@ static const char *const migrations[] = {
      * jobs. subscriptions_event_name serves the event filter (deleted subscriptions too: their
      * jobs remain). */
     "CREATE INDEX jobs_created ON jobs (created_at, id);"
-    "CREATE INDEX jobs_subscription ON jobs (subscription_id, created_at, id);"
+    "CREATE INDEX jobs_subscription ON jobs (subscription_id, status, created_at, id);"
     "CREATE INDEX jobs_failed ON jobs (created_at, id) WHERE status IN ('dead', 'cancelled');"
     "CREATE INDEX subscriptions_event_name ON subscriptions (event_name);",
 };

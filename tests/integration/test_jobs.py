@@ -285,7 +285,8 @@ def test_bad_input_is_400_naming_the_field(api, db):
         ("since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z", "until"),
         ("since=2026-01-01T01:00:00%2B02:00&until=2025-12-31T22:00:00Z", "until"),
         ("cursor=abc", "cursor"), ("cursor=", "cursor"), ("cursor=" + good[:-1], "cursor"),
-        ("cursor=" + good + "A", "cursor"), ("cursor=" + good.replace("-", "+"), "cursor"),
+        ("cursor=" + good + "A", "cursor"), ("cursor=" + good[:5] + "%2B" + good[6:], "cursor"),
+        ("cursor=" + good[:5] + "/" + good[6:], "cursor"),
         ("cursor=" + forged_cursor(), "cursor"), ("cursor=" + good[:-1] + "!", "cursor"),
         ("colour=red", "colour"), ("status=dead&status=queued", "status"),
     ]
