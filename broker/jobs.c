@@ -16,9 +16,9 @@
 #define JOBS_LIMIT_DEFAULT 50
 #define JOBS_LIMIT_MAX 500
 #define CURSOR_VERSION 1
-#define CURSOR_BYTES 25    /* version, created_at in µs since 1970 (int64 BE), job id */
-#define CURSOR_CHARS 34    /* base64url of CURSOR_BYTES, no padding */
-#define TS_MIN_US 0LL      /* 1970-01-01 */
+#define CURSOR_BYTES 25 /* version, created_at in µs since 1970 (int64 BE), job id */
+#define CURSOR_CHARS 34 /* base64url of CURSOR_BYTES, no padding */
+#define TS_MIN_US 0LL   /* 1970-01-01 */
 #define TS_MAX_US 253402300799999999LL /* 9999-12-31T23:59:59.999999Z */
 
 /* The statuses a job can have; the filter's value is written into the statement from this
@@ -27,9 +27,9 @@
 static const char *const statuses[] = {"queued", "retrying", "delivered", "dead", "cancelled"};
 
 struct jobs_q {
-    const char *status;           /* from statuses[], or NULL */
-    char sub[ID_LEN + 1];         /* "" when not filtered */
-    char *event;                  /* NULL when not filtered */
+    const char *status;   /* from statuses[], or NULL */
+    char sub[ID_LEN + 1]; /* "" when not filtered */
+    char *event;          /* NULL when not filtered */
     bool has_since, has_until, has_cursor;
     long long since_us, until_us; /* µs since 1970, UTC */
     long long cur_us;
@@ -69,8 +69,8 @@ static int rfc3339_parse(const char *s, long long *us)
         return -1;
     int y = digits(s, 4), mo = digits(s + 5, 2), d = digits(s + 8, 2);
     int h = digits(s + 11, 2), mi = digits(s + 14, 2), se = digits(s + 17, 2);
-    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 ||
-        se < 0 || se > 59)
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 || se < 0 ||
+        se > 59)
         return -1;
     static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
@@ -137,8 +137,8 @@ static void cursor_encode(long long us, const char *id, char out[CURSOR_CHARS + 
     for (int i = 0, k = 0; i < ID_LEN; i++) {
         if (id[i] == '-')
             continue;
-        raw[9 + k / 2] = (unsigned char)(k % 2 ? raw[9 + k / 2] | hex_value(id[i])
-                                               : hex_value(id[i]) << 4);
+        raw[9 + k / 2] =
+            (unsigned char)(k % 2 ? raw[9 + k / 2] | hex_value(id[i]) : hex_value(id[i]) << 4);
         k++;
     }
     char std[40];
@@ -240,8 +240,9 @@ static int jobs_parse(struct req *r, struct jobs_q *q)
             q->event = xstrdup(v);
         } else if (k == 2) {
             if (!id_valid(v, vl)) {
-                http_error(r, 400, "invalid_field", "subscription must be a subscription id "
-                                                    "(a UUID)");
+                http_error(r, 400, "invalid_field",
+                           "subscription must be a subscription id "
+                           "(a UUID)");
                 goto out;
             }
             id_normalize(v, q->sub);
@@ -303,10 +304,15 @@ static void col_num(struct buf *b, const char *key, PGresult *res, int row, int 
 /* The columns of one job, in the order job_json reads them; the last is created_at in µs for
  * the cursor. */
 #define SQL_JOB_COLS                                                                               \
-    "j.id, j.event_id, e.event_name, j.subscription_id, j.url, j.status, j.attempts, "            \
-    "j.last_status_code, j.last_error, " SQL_TS("j.next_attempt_at") ", " SQL_TS(                \
-        "j.created_at") ", " SQL_TS("j.updated_at") ", " SQL_TS("j.delivered_at") ", "            \
-                        "(extract(epoch FROM j.created_at) * 1000000)::bigint"
+    "j.id, j.event_id, e.event_name, j.subscription_id, j.url, j.status, j.attempts, "             \
+    "j.last_status_code, j.last_error, " SQL_TS("j.next_attempt_at") ", " SQL_TS(                  \
+        "j.created_at") ", " SQL_TS("j.updated_at") ", " SQL_TS("j.delivered_at") ", "             \
+                                                                                  "(extract("      \
+                                                                                  "epoch FROM "    \
+                                                                                  "j.created_at) " \
+                                                                                  "* "             \
+                                                                                  "1000000)::"     \
+                                                                                  "bigint"
 #define SQL_JOB_NCOLS 14
 
 /* Appends one job object without its closing brace. */
@@ -369,9 +375,11 @@ static void got_list(void *priv, PGresult *res, const char *err)
 /* Appends the newest limit + 1 jobs of one subscription (sub: a SQL expression) matching w,
  * newest first, as a parenthesised query: one range of jobs_subscription (subscription_id,
  * status, created_at, id) per status, merged (Merge Append) when no status is asked for, so
- * that any status is an exact index range and rows are read only until the page is full. */
+ * that any status is an exact index range read only until the page is full. With keys_only,
+ * only (created_at, id), read from the index alone (an index-only scan), for the event filter,
+ * which reads limit + 1 jobs per subscription and fetches only the page's rows. */
 static void sub_query(struct buf *sql, const struct jobs_q *q, const char *sub, const char *w,
-                      int lim)
+                      int lim, bool keys_only)
 {
     size_t n = sizeof statuses / sizeof statuses[0];
     if (!q->status)
@@ -379,9 +387,10 @@ static void sub_query(struct buf *sql, const struct jobs_q *q, const char *sub, 
     for (size_t i = 0; i < n; i++) {
         const char *st = q->status ? q->status : statuses[i];
         buf_printf(sql,
-                   "%s(SELECT * FROM jobs j WHERE j.subscription_id = %s AND j.status = '%s'%s "
+                   "%s(SELECT %s FROM jobs j WHERE j.subscription_id = %s "
+                   "AND j.status = '%s'%s "
                    "ORDER BY j.created_at DESC, j.id DESC LIMIT $%d)",
-                   i ? " UNION ALL " : "", sub, st, w, lim);
+                   i ? " UNION ALL " : "", keys_only ? "j.created_at, j.id" : "*", sub, st, w, lim);
         if (q->status)
             return;
     }
@@ -400,8 +409,10 @@ static void sub_query(struct buf *sql, const struct jobs_q *q, const char *sub, 
  *   name (jobs are created only for subscriptions of the event's name, and a subscription's
  *   name never changes). So the name's subscriptions (subscriptions_event_name, deleted ones
  *   included) each give their newest limit + 1 jobs (sub_query), and the newest limit + 1 of
- *   those are the page: cost ~ subscriptions of the name x page size, whatever the table size.
- * Every job is then joined with its event (primary key) for the name. */
+ *   those are the page: cost ~ subscriptions of the name x page size index entries, whatever
+ *   the table size.
+ * The page's jobs are then read by primary key and joined with their event (primary key) for
+ * the name. */
 static int jobs_sql(const struct jobs_q *q, struct buf *sql, const char *params[8],
                     char store[8][64])
 {
@@ -423,8 +434,7 @@ static int jobs_sql(const struct jobs_q *q, struct buf *sql, const char *params[
         us_format(q->cur_us, store[np]);
         params[np] = store[np];
         params[np + 1] = q->cur_id;
-        buf_printf(&w, " AND (j.created_at, j.id) < ($%d::timestamptz, $%d::uuid)", np + 1,
-                   np + 2);
+        buf_printf(&w, " AND (j.created_at, j.id) < ($%d::timestamptz, $%d::uuid)", np + 1, np + 2);
         np += 2;
     }
     snprintf(store[np], 64, "%ld", q->limit + 1);
@@ -439,17 +449,17 @@ static int jobs_sql(const struct jobs_q *q, struct buf *sql, const char *params[
             params[np] = q->sub;
             snprintf(subf, sizeof subf, " AND s.id = $%d::uuid", ++np);
         }
-        buf_adds(sql, "(SELECT j.* FROM subscriptions s CROSS JOIN LATERAL ");
-        sub_query(sql, q, "s.id", w.data, lim);
+        buf_adds(sql, "(SELECT k.* FROM subscriptions s CROSS JOIN LATERAL ");
+        sub_query(sql, q, "s.id", w.data, lim, true);
         buf_printf(sql,
-                   " j WHERE s.event_name = $%d%s "
-                   "ORDER BY j.created_at DESC, j.id DESC LIMIT $%d) j",
+                   " k WHERE s.event_name = $%d%s "
+                   "ORDER BY k.created_at DESC, k.id DESC LIMIT $%d) k JOIN jobs j ON j.id = k.id",
                    ev, subf, lim);
     } else if (q->sub[0]) {
         params[np] = q->sub;
         char sub[16];
         snprintf(sub, sizeof sub, "$%d::uuid", ++np);
-        sub_query(sql, q, sub, w.data, lim);
+        sub_query(sql, q, sub, w.data, lim, false);
         buf_adds(sql, " j");
     } else {
         char st[40] = "";
@@ -526,18 +536,18 @@ static void got_job(void *priv, PGresult *res, const char *err)
 void jobs_get(struct req *r)
 {
     if (!id_valid(r->seg[0], strlen(r->seg[0]))) {
-        http_error(r, 400, "invalid_field", "the job id must be a UUID (got \"%.64s\")",
-                   r->seg[0]);
+        http_error(r, 400, "invalid_field", "the job id must be a UUID (got \"%.64s\")", r->seg[0]);
         return;
     }
     char id[ID_LEN + 1];
     id_normalize(r->seg[0], id);
     memcpy(r->seg[0], id, sizeof id);
-    static const char sql[] =
-        "SELECT " SQL_JOB_COLS ", a.attempt, " SQL_TS("a.started_at") ", a.duration_ms, "
-        "a.status_code, a.error, a.response_excerpt "
-        "FROM jobs j LEFT JOIN events e ON e.id = j.event_id "
-        "LEFT JOIN attempts a ON a.job_id = j.id WHERE j.id = $1 ORDER BY a.attempt";
+    static const char sql[] = "SELECT " SQL_JOB_COLS ", a.attempt, " SQL_TS(
+        "a.started_at") ", a.duration_ms, "
+                        "a.status_code, a.error, a.response_excerpt "
+                        "FROM jobs j LEFT JOIN events e ON e.id = j.event_id "
+                        "LEFT JOIN attempts a ON a.job_id = j.id WHERE j.id = $1 ORDER BY "
+                        "a.attempt";
     const char *params[] = {r->seg[0]};
     if (pg_query(r->b->pg_api, sql, 1, params, NULL, NULL, 0, got_job, r) < 0)
         http_db_error(r, NULL, "not connected");
