@@ -193,6 +193,10 @@ static int jobs_parse(struct req *r, struct jobs_q *q)
     static const char *const known[] = {"status", "event", "subscription", "since",
                                         "until",  "limit", "cursor"};
     q->limit = JOBS_LIMIT_DEFAULT;
+    if (r->query && strcasestr(r->query, "%00")) { /* decoding would cut the value there */
+        http_error(r, 400, "invalid_field", "the query string holds a NUL byte (%%00)");
+        return -1;
+    }
     struct evkeyvalq kv;
     TAILQ_INIT(&kv);
     if (r->query && evhttp_parse_query_str(r->query, &kv) != 0) {
@@ -209,10 +213,15 @@ static int jobs_parse(struct req *r, struct jobs_q *q)
         while (k < sizeof known / sizeof known[0] && strcmp(known[k], e->key) != 0)
             k++;
         if (k == sizeof known / sizeof known[0]) {
+            char name[65]; /* printable for the log */
+            size_t n = 0;
+            for (; e->key[n] && n < sizeof name - 1; n++)
+                name[n] = e->key[n] >= 0x20 && e->key[n] < 0x7f ? e->key[n] : '?';
+            name[n] = '\0';
             http_error(r, 400, "invalid_field",
-                       "unknown query parameter \"%.64s\"; use status, event, subscription, "
+                       "unknown query parameter \"%s\"; use status, event, subscription, "
                        "since, until, limit or cursor",
-                       e->key);
+                       name);
             goto out;
         }
         if (seen & (1u << k)) {
@@ -241,8 +250,7 @@ static int jobs_parse(struct req *r, struct jobs_q *q)
         } else if (k == 2) {
             if (!id_valid(v, vl)) {
                 http_error(r, 400, "invalid_field",
-                           "subscription must be a subscription id "
-                           "(a UUID)");
+                           "subscription must be a subscription id (a UUID)");
                 goto out;
             }
             id_normalize(v, q->sub);

@@ -289,6 +289,7 @@ def test_bad_input_is_400_naming_the_field(api, db):
         ("cursor=" + good[:5] + "/" + good[6:], "cursor"),
         ("cursor=" + forged_cursor(), "cursor"), ("cursor=" + good[:-1] + "!", "cursor"),
         ("colour=red", "colour"), ("status=dead&status=queued", "status"),
+        ("status=dead%00x", "NUL"), ("event=book%00", "NUL"),
     ]
     for query, field in cases:
         err = assert_error(api.get(f"{JOBS}?{query}"), 400, "invalid_field")
