@@ -1,5 +1,5 @@
 # Non-recursive build of the webhook broker: libcommon.a, three daemons, unit tests, bench tools.
-# make all | test | run | bench | lint | clean      (SAN=1: ASan+UBSan build in build-san/)
+# make all | test | run | bench | bench-queries | lint | clean      (SAN=1: ASan+UBSan build in build-san/)
 # run, test and bench install missing Debian packages (scripts/deps.sh) before they compile
 # anything: they call make again for the build, so its pkg-config flags are read after the
 # install (scripts/check-order.sh, run by CI, keeps it that way).
@@ -40,7 +40,8 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard tests/bench/*.c)
 BENCH_BINS := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test unit integration run bench lint clean deps check-hardening build-run build-bench
+.PHONY: all test unit integration run bench bench-queries lint clean deps check-hardening build-run \
+        build-bench
 all: $(BINS) $(UNIT_BINS) $(BENCH_BINS)
 
 $(BUILD)/%.o: %.c
@@ -96,6 +97,11 @@ bench: deps
 	@$(MAKE) --no-print-directory build-bench
 	@WH_BUILD_DIR=$(abspath $(BUILD)) bash scripts/bench.sh
 build-bench: $(BINS) $(BENCH_BINS)
+
+# Read latency over 10 million jobs (scripts/bench-queries.sh; BENCH_JOBS=N for fewer).
+bench-queries: deps
+	@$(MAKE) --no-print-directory build-run
+	@WH_BUILD_DIR=$(abspath $(BUILD)) bash scripts/bench-queries.sh
 
 deps:
 	@bash scripts/deps.sh

@@ -24,6 +24,9 @@ void subs_index_redis_lost(void);
 void trigger_post(struct req *r); /* POST /api/v0/trigger-event/<name> */
 void events_get(struct req *r);   /* GET /api/v0/events/<id> */
 
+void jobs_list(struct req *r); /* GET /api/v0/jobs */
+void jobs_get(struct req *r);  /* GET /api/v0/jobs/<id> */
+
 void admin_delivery_get(struct req *r); /* GET /api/v0/admin/delivery */
 void admin_delivery_put(struct req *r); /* PUT /api/v0/admin/delivery */
 

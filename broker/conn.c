@@ -23,6 +23,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -545,6 +547,11 @@ static bool conn_bind(struct conn *c)
     c->evcon = arg;
     c->fd = bufferevent_getfd(bev);
     by_fd_set(c->fd, c);
+    /* A reply is written as several chunks (headers, body): with Nagle's algorithm the last
+     * one waits for the client's delayed ACK, 40 ms per request on a keep-alive connection. */
+    int one = 1;
+    if (setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
+        log_debug(c->id, "TCP_NODELAY: %s", strerror(errno));
     evhttp_connection_set_closecb(c->evcon, on_closed, c);
     bufferevent_decref(bev); /* evhttp's reference remains */
     if (c->refused) {

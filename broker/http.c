@@ -49,6 +49,8 @@ static const struct route routes[] = {
     {{"api", "v0", "webhooks"}, 3, 2, "rotate-secret", NULL, subs_rotate_secret, NULL, NULL, NULL},
     {{"api", "v0", "trigger-event"}, 3, 1, NULL, NULL, trigger_post, NULL, NULL, NULL},
     {{"api", "v0", "events"}, 3, 1, NULL, events_get, NULL, NULL, NULL, NULL},
+    {{"api", "v0", "jobs"}, 3, 0, NULL, jobs_list, NULL, NULL, NULL, NULL},
+    {{"api", "v0", "jobs"}, 3, 1, NULL, jobs_get, NULL, NULL, NULL, NULL},
     {{"api", "v0", "admin"}, 3, 0, "delivery", admin_delivery_get, NULL, NULL, admin_delivery_put,
      NULL},
     /* issue 10, recovery (broker/recover.c) */

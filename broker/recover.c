@@ -334,9 +334,9 @@ void recover_retry(struct req *r)
 /* A recovery this broker is working through: its row read once (the window, the subscription,
  * the cursor), then one chunk statement, its enqueue, the next, until PostgreSQL calls it done
  * or failed. The values go to each chunk as parameters of an unprepared statement, so the
- * planner sees them and walks jobs_dead in its order from the cursor (with the values hidden
- * in a generic plan or an InitPlan it estimated a few rows, and sorted every remaining dead
- * job of the window for each chunk). */
+ * planner sees them and walks the subscription's 'dead' range of jobs_subscription in its
+ * order from the cursor (with the values hidden in a generic plan or an InitPlan it estimated
+ * a few rows, and sorted every remaining dead job of the window for each chunk). */
 struct runner {
     struct broker *b;
     char id[ID_LEN + 1];

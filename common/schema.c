@@ -135,14 +135,22 @@ static const char *const migrations[] = {
     "    h := ((h # ascii(substr(t, i, 1))) * 16777619) & 4294967295;"
     "  END LOOP;"
     "  RETURN (h % n)::int; END $f$;",
+    /* jobs: the indexes of GET /api/v0/jobs (docs/decisions.md 27). Every job is written to
+     * the two full ones when inserted and again at each status change (a job's updates are not
+     * HOT: jobs_unfinished's predicate reads status); jobs_failed only holds dead and cancelled
+     * jobs. subscriptions_event_name serves the event filter (deleted subscriptions too: their
+     * jobs remain). */
+    "CREATE INDEX jobs_created ON jobs (created_at, id);"
+    "CREATE INDEX jobs_subscription ON jobs (subscription_id, status, created_at, id);"
+    "CREATE INDEX jobs_failed ON jobs (created_at, id) WHERE status IN ('dead', 'cancelled');"
+    "CREATE INDEX subscriptions_event_name ON subscriptions (event_name);",
     /* recover (issue 10, docs/decisions.md 28): a bulk re-send of a subscription's dead jobs
      * created in [since, until), worked through in (created_at, id) order by the brokers in
      * chunks; the cursor is the last job looked at, so a broker that restarts resumes after
      * it. Only jobs dead before the recovery began (updated_at <= created_at) are taken: one
      * that dies again after being re-sent is not taken twice. One running recovery per
-     * subscription and window (the unique index). jobs_dead serves the chunks and the count
-     * (and dead-letter listings): dead jobs are few, queued/retrying/delivered rows never enter
-     * it (status is already in jobs_unfinished's predicate, so no update loses HOT by it). */
+     * subscription and window (the unique index). The chunks and the count read a range of
+     * jobs_subscription (subscription_id, status = 'dead', created_at, id), migration 8. */
     "CREATE TABLE recoveries ("
     "  id uuid PRIMARY KEY,"
     "  subscription_id uuid NOT NULL,"
@@ -158,8 +166,7 @@ static const char *const migrations[] = {
     "  updated_at timestamptz NOT NULL DEFAULT now(),"
     "  finished_at timestamptz);"
     "CREATE UNIQUE INDEX recoveries_running ON recoveries (subscription_id, since, until)"
-    "  WHERE status = 'running';"
-    "CREATE INDEX jobs_dead ON jobs (subscription_id, created_at, id) WHERE status = 'dead';",
+    "  WHERE status = 'running';",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

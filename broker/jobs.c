@@ -1,0 +1,562 @@
+/* GET /api/v0/jobs (search: filters, newest first, keyset cursor) and GET /api/v0/jobs/<id> (one
+ * job with its attempt log); docs/decisions.md 27 explains the query shapes and indexes. */
+#include <event2/keyvalq_struct.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include "api.h"
+#include "codec.h"
+#include "ids.h"
+#include "sql.h"
+#include "valid.h"
+
+#define JOBS_LIMIT_DEFAULT 50
+#define JOBS_LIMIT_MAX 500
+#define CURSOR_VERSION 1
+#define CURSOR_BYTES 25 /* version, created_at in µs since 1970 (int64 BE), job id */
+#define CURSOR_CHARS 34 /* base64url of CURSOR_BYTES, no padding */
+#define TS_MIN_US 0LL   /* 1970-01-01 */
+#define TS_MAX_US 253402300799999999LL /* 9999-12-31T23:59:59.999999Z */
+
+/* The statuses a job can have; the filter's value is written into the statement from this
+ * table (never from the request) so that the planner sees a constant and can prove a partial
+ * index's predicate (jobs_unfinished, jobs_failed). */
+static const char *const statuses[] = {"queued", "retrying", "delivered", "dead", "cancelled"};
+
+struct jobs_q {
+    const char *status;   /* from statuses[], or NULL */
+    char sub[ID_LEN + 1]; /* "" when not filtered */
+    char *event;          /* NULL when not filtered */
+    bool has_since, has_until, has_cursor;
+    long long since_us, until_us; /* µs since 1970, UTC */
+    long long cur_us;
+    char cur_id[ID_LEN + 1];
+    long limit;
+};
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian; H. Hinnant's days_from_civil). */
+static long long days_from_civil(long long y, int m, int d)
+{
+    y -= m <= 2;
+    long long era = (y >= 0 ? y : y - 399) / 400;
+    long long yoe = y - era * 400;
+    long long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static int digits(const char *s, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+/* Strict RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|+HH:MM|-HH:MM), 'T'/'Z' in either
+ * case, no leap second. 0 with *us (µs since 1970, UTC), or -1. */
+static int rfc3339_parse(const char *s, long long *us)
+{
+    size_t n = strlen(s);
+    if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' ||
+        s[16] != ':')
+        return -1;
+    int y = digits(s, 4), mo = digits(s + 5, 2), d = digits(s + 8, 2);
+    int h = digits(s + 11, 2), mi = digits(s + 14, 2), se = digits(s + 17, 2);
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 || se < 0 ||
+        se > 59)
+        return -1;
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d > mdays[mo - 1] + (mo == 2 && leap))
+        return -1;
+    size_t i = 19;
+    long long frac = 0;
+    if (s[i] == '.') {
+        size_t k = 0;
+        for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++, k++) {
+            if (k == 6)
+                return -1; /* finer than PostgreSQL keeps: refused rather than rounded */
+            frac = frac * 10 + (s[i] - '0');
+        }
+        if (k == 0)
+            return -1;
+        for (; k < 6; k++)
+            frac *= 10;
+    }
+    long long off = 0;
+    if (i + 1 == n && (s[i] == 'Z' || s[i] == 'z')) {
+        off = 0;
+    } else if (i + 6 == n && (s[i] == '+' || s[i] == '-') && s[i + 3] == ':') {
+        int oh = digits(s + i + 1, 2), om = digits(s + i + 4, 2);
+        if (oh < 0 || oh > 23 || om < 0 || om > 59)
+            return -1;
+        off = (oh * 60LL + om) * 60 * (s[i] == '+' ? 1 : -1);
+    } else {
+        return -1;
+    }
+    long long secs = days_from_civil(y, mo, d) * 86400 + h * 3600LL + mi * 60LL + se - off;
+    *us = secs * 1000000 + frac;
+    return *us < TS_MIN_US || *us > TS_MAX_US ? -1 : 0;
+}
+
+/* µs since 1970 as PostgreSQL timestamptz input, UTC, microseconds. out: 64 bytes. */
+static void us_format(long long us, char out[64])
+{
+    long long secs = us / 1000000, frac = us % 1000000;
+    long long days = secs / 86400, rem = secs % 86400;
+    /* civil_from_days */
+    long long z = days + 719468;
+    long long era = (z >= 0 ? z : z - 146096) / 146097;
+    long long doe = z - era * 146097;
+    long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    long long y = yoe + era * 400;
+    long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    long long mp = (5 * doy + 2) / 153;
+    long long d = doy - (153 * mp + 2) / 5 + 1;
+    long long m = mp + (mp < 10 ? 3 : -9);
+    y += m <= 2;
+    snprintf(out, 64, "%04d-%02d-%02d %02d:%02d:%02d.%06d+00", (int)y, (int)m, (int)d,
+             (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60), (int)frac);
+}
+
+/* The cursor: base64url (no padding) of CURSOR_VERSION, the last row's created_at (µs) and id.
+ * out: CURSOR_CHARS + 1 bytes. */
+static void cursor_encode(long long us, const char *id, char out[CURSOR_CHARS + 1])
+{
+    unsigned char raw[CURSOR_BYTES];
+    raw[0] = CURSOR_VERSION;
+    for (int i = 0; i < 8; i++)
+        raw[1 + i] = (unsigned char)((uint64_t)us >> (56 - 8 * i));
+    for (int i = 0, k = 0; i < ID_LEN; i++) {
+        if (id[i] == '-')
+            continue;
+        raw[9 + k / 2] =
+            (unsigned char)(k % 2 ? raw[9 + k / 2] | hex_value(id[i]) : hex_value(id[i]) << 4);
+        k++;
+    }
+    char std[40];
+    size_t n = b64_encode(raw, sizeof raw, std);
+    size_t o = 0;
+    for (size_t i = 0; i < n && std[i] != '='; i++)
+        out[o++] = std[i] == '+' ? '-' : std[i] == '/' ? '_' : std[i];
+    out[o] = '\0';
+}
+
+/* Strict inverse of cursor_encode: exactly its length and alphabet, canonical (encodes back to
+ * the same text), the version, a time in range. 0 or -1. */
+static int cursor_decode(const char *s, long long *us, char id[ID_LEN + 1])
+{
+    if (strlen(s) != CURSOR_CHARS)
+        return -1;
+    char std[CURSOR_CHARS + 3];
+    for (size_t i = 0; i < CURSOR_CHARS; i++) {
+        char c = s[i];
+        if (c == '-')
+            c = '+';
+        else if (c == '_')
+            c = '/';
+        else if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')))
+            return -1;
+        std[i] = c;
+    }
+    memcpy(std + CURSOR_CHARS, "==", 3);
+    unsigned char raw[CURSOR_BYTES + 2];
+    if (b64_decode(std, CURSOR_CHARS + 2, raw, sizeof raw) != CURSOR_BYTES ||
+        raw[0] != CURSOR_VERSION)
+        return -1;
+    uint64_t u = 0;
+    for (int i = 0; i < 8; i++)
+        u = u << 8 | raw[1 + i];
+    *us = (long long)u;
+    if (*us < TS_MIN_US || *us > TS_MAX_US)
+        return -1;
+    char hex[33];
+    hex_encode(raw + 9, 16, hex);
+    snprintf(id, ID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16,
+             hex + 20);
+    char back[CURSOR_CHARS + 1];
+    cursor_encode(*us, id, back);
+    return strcmp(back, s) == 0 ? 0 : -1;
+}
+
+/* Reads the query string into q. Unknown and repeated parameters are refused, so a typo does
+ * not silently widen a search. 0, or -1 after answering 400 naming the field. */
+static int jobs_parse(struct req *r, struct jobs_q *q)
+{
+    static const char *const known[] = {"status", "event", "subscription", "since",
+                                        "until",  "limit", "cursor"};
+    q->limit = JOBS_LIMIT_DEFAULT;
+    if (r->query && strcasestr(r->query, "%00")) { /* decoding would cut the value there */
+        http_error(r, 400, "invalid_field", "the query string holds a NUL byte (%%00)");
+        return -1;
+    }
+    struct evkeyvalq kv;
+    TAILQ_INIT(&kv);
+    if (r->query && evhttp_parse_query_str(r->query, &kv) != 0) {
+        evhttp_clear_headers(&kv);
+        http_error(r, 400, "invalid_field", "the query string is not valid percent-encoding");
+        return -1;
+    }
+    int rc = -1;
+    unsigned seen = 0;
+    struct evkeyval *e;
+    TAILQ_FOREACH(e, &kv, next)
+    {
+        size_t k = 0;
+        while (k < sizeof known / sizeof known[0] && strcmp(known[k], e->key) != 0)
+            k++;
+        if (k == sizeof known / sizeof known[0]) {
+            char name[65]; /* printable for the log */
+            size_t n = 0;
+            for (; e->key[n] && n < sizeof name - 1; n++)
+                name[n] = e->key[n] >= 0x20 && e->key[n] < 0x7f ? e->key[n] : '?';
+            name[n] = '\0';
+            http_error(r, 400, "invalid_field",
+                       "unknown query parameter \"%s\"; use status, event, subscription, "
+                       "since, until, limit or cursor",
+                       name);
+            goto out;
+        }
+        if (seen & (1u << k)) {
+            http_error(r, 400, "invalid_field", "%s is given twice", known[k]);
+            goto out;
+        }
+        seen |= 1u << k;
+        const char *v = e->value;
+        size_t vl = strlen(v);
+        if (k == 0) {
+            for (size_t s = 0; s < sizeof statuses / sizeof statuses[0]; s++)
+                if (strcmp(statuses[s], v) == 0)
+                    q->status = statuses[s];
+            if (!q->status) {
+                http_error(r, 400, "invalid_field",
+                           "status must be one of queued, retrying, delivered, dead, cancelled");
+                goto out;
+            }
+        } else if (k == 1) {
+            if (!valid_event_name(v, vl)) {
+                http_error(r, 400, "invalid_field",
+                           "event must be an event name: 1 to 128 of A-Z a-z 0-9 . _ : -");
+                goto out;
+            }
+            q->event = xstrdup(v);
+        } else if (k == 2) {
+            if (!id_valid(v, vl)) {
+                http_error(r, 400, "invalid_field",
+                           "subscription must be a subscription id (a UUID)");
+                goto out;
+            }
+            id_normalize(v, q->sub);
+        } else if (k == 3 || k == 4) {
+            long long *us = k == 3 ? &q->since_us : &q->until_us;
+            if (rfc3339_parse(v, us) < 0) {
+                http_error(r, 400, "invalid_field",
+                           "%s must be an RFC 3339 time such as 2026-12-02T05:00:00Z (at most "
+                           "6 fractional digits, 1970 to 9999)",
+                           known[k]);
+                goto out;
+            }
+            *(k == 3 ? &q->has_since : &q->has_until) = true;
+        } else if (k == 5) {
+            /* digits only: strtol alone would also take " 5", "+5" and "-0" */
+            bool ok = vl > 0 && vl <= 3 && strspn(v, "0123456789") == vl;
+            long n = ok ? strtol(v, NULL, 10) : 0;
+            if (!ok || n < 1 || n > JOBS_LIMIT_MAX) {
+                http_error(r, 400, "invalid_field", "limit must be a whole number from 1 to %d",
+                           JOBS_LIMIT_MAX);
+                goto out;
+            }
+            q->limit = n;
+        } else {
+            if (cursor_decode(v, &q->cur_us, q->cur_id) < 0) {
+                http_error(r, 400, "invalid_field",
+                           "cursor is not a cursor this endpoint returned (pass \"next\" of the "
+                           "previous page as it is)");
+                goto out;
+            }
+            q->has_cursor = true;
+        }
+    }
+    if (q->has_since && q->has_until && q->until_us < q->since_us) {
+        http_error(r, 400, "invalid_field", "until is before since");
+        goto out;
+    }
+    rc = 0;
+out:
+    evhttp_clear_headers(&kv);
+    return rc;
+}
+
+static void col_str(struct buf *b, const char *key, PGresult *res, int row, int col)
+{
+    buf_printf(b, ",\"%s\":", key);
+    if (PQgetisnull(res, row, col))
+        buf_adds(b, "null");
+    else
+        json_escape(b, PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
+}
+
+static void col_num(struct buf *b, const char *key, PGresult *res, int row, int col)
+{
+    buf_printf(b, ",\"%s\":%s", key,
+               PQgetisnull(res, row, col) ? "null" : PQgetvalue(res, row, col));
+}
+
+/* The columns of one job, in the order job_json reads them; the last is created_at in µs for
+ * the cursor. */
+#define SQL_JOB_COLS                                                                               \
+    "j.id, j.event_id, e.event_name, j.subscription_id, j.url, j.status, j.attempts, "             \
+    "j.last_status_code, j.last_error, " SQL_TS("j.next_attempt_at") ", " SQL_TS(                  \
+        "j.created_at") ", " SQL_TS("j.updated_at") ", " SQL_TS("j.delivered_at") ", "             \
+                                                                                  "(extract("      \
+                                                                                  "epoch FROM "    \
+                                                                                  "j.created_at) " \
+                                                                                  "* "             \
+                                                                                  "1000000)::"     \
+                                                                                  "bigint"
+#define SQL_JOB_NCOLS 14
+
+/* Appends one job object without its closing brace. */
+static void job_json(struct buf *b, PGresult *res, int i)
+{
+    buf_printf(b, "{\"id\":\"%s\",\"eventId\":\"%s\",\"event\":\"/api/v0/events/%s\"",
+               PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 1));
+    col_str(b, "eventName", res, i, 2);
+    col_str(b, "subscriptionId", res, i, 3);
+    col_str(b, "url", res, i, 4);
+    col_str(b, "status", res, i, 5);
+    col_num(b, "attempts", res, i, 6);
+    col_num(b, "lastStatusCode", res, i, 7);
+    col_str(b, "lastError", res, i, 8);
+    col_str(b, "nextAttemptAt", res, i, 9);
+    col_str(b, "createdAt", res, i, 10);
+    col_str(b, "updatedAt", res, i, 11);
+    col_str(b, "deliveredAt", res, i, 12);
+}
+
+struct jobs_list {
+    struct req *r;
+    long limit;
+};
+
+/* Rows: up to limit + 1 jobs, newest first; the extra row only says that there is a next page. */
+static void got_list(void *priv, PGresult *res, const char *err)
+{
+    struct jobs_list *g = priv;
+    struct req *r = g->r;
+    long limit = g->limit;
+    free(g);
+    if (err) {
+        http_db_error(r, res, err);
+        return;
+    }
+    int n = PQntuples(res);
+    int shown = n > limit ? (int)limit : n;
+    struct buf b = {0};
+    buf_adds(&b, "{\"jobs\":[");
+    for (int i = 0; i < shown; i++) {
+        if (i)
+            buf_addc(&b, ',');
+        job_json(&b, res, i);
+        buf_addc(&b, '}');
+    }
+    buf_adds(&b, "],\"next\":");
+    if (n > limit) {
+        char cur[CURSOR_CHARS + 1];
+        long long us = strtoll(PQgetvalue(res, shown - 1, SQL_JOB_NCOLS - 1), NULL, 10);
+        cursor_encode(us, PQgetvalue(res, shown - 1, 0), cur);
+        buf_printf(&b, "\"%s\"", cur);
+    } else {
+        buf_adds(&b, "null");
+    }
+    buf_addc(&b, '}');
+    http_reply(r, 200, &b);
+}
+
+/* Appends the newest limit + 1 jobs of one subscription (sub: a SQL expression) matching w,
+ * newest first, as a parenthesised query: one range of jobs_subscription (subscription_id,
+ * status, created_at, id) per status, merged (Merge Append) when no status is asked for, so
+ * that any status is an exact index range read only until the page is full. With keys_only,
+ * only (created_at, id), read from the index alone (an index-only scan), for the event filter,
+ * which reads limit + 1 jobs per subscription and fetches only the page's rows. */
+static void sub_query(struct buf *sql, const struct jobs_q *q, const char *sub, const char *w,
+                      int lim, bool keys_only)
+{
+    size_t n = sizeof statuses / sizeof statuses[0];
+    if (!q->status)
+        buf_adds(sql, "(SELECT * FROM (");
+    for (size_t i = 0; i < n; i++) {
+        const char *st = q->status ? q->status : statuses[i];
+        buf_printf(sql,
+                   "%s(SELECT %s FROM jobs j WHERE j.subscription_id = %s "
+                   "AND j.status = '%s'%s "
+                   "ORDER BY j.created_at DESC, j.id DESC LIMIT $%d)",
+                   i ? " UNION ALL " : "", keys_only ? "j.created_at, j.id" : "*", sub, st, w, lim);
+        if (q->status)
+            return;
+    }
+    buf_printf(sql, ") u ORDER BY u.created_at DESC, u.id DESC LIMIT $%d)", lim);
+}
+
+/* Builds the statement for q into sql and its parameters into params (texts in store);
+ * returns their number. Values are parameters; the status, from statuses[], is a constant so
+ * that the planner can match partial indexes.
+ *
+ * - No subscription and no event: one range of jobs_created (created_at, id) newest first
+ *   stopped by LIMIT, or for a status of jobs_failed (dead, cancelled) or jobs_unfinished
+ *   (queued, retrying); delivered jobs are nearly all jobs, so jobs_created filtered.
+ * - A subscription: sub_query.
+ * - An event name: jobs carry no event name, but a job's subscription is always of its event's
+ *   name (jobs are created only for subscriptions of the event's name, and a subscription's
+ *   name never changes). So the name's subscriptions (subscriptions_event_name, deleted ones
+ *   included) each give their newest limit + 1 jobs (sub_query), and the newest limit + 1 of
+ *   those are the page: cost ~ subscriptions of the name x page size index entries, whatever
+ *   the table size.
+ * The page's jobs are then read by primary key and joined with their event (primary key) for
+ * the name. */
+static int jobs_sql(const struct jobs_q *q, struct buf *sql, const char *params[8],
+                    char store[8][64])
+{
+    int np = 0;
+    struct buf w = {0};
+    buf_reserve(&w, 1); /* w.data is a string even when no condition is added */
+    w.data[0] = '\0';
+    if (q->has_since) {
+        us_format(q->since_us, store[np]);
+        params[np] = store[np];
+        buf_printf(&w, " AND j.created_at >= $%d::timestamptz", ++np);
+    }
+    if (q->has_until) {
+        us_format(q->until_us, store[np]);
+        params[np] = store[np];
+        buf_printf(&w, " AND j.created_at < $%d::timestamptz", ++np);
+    }
+    if (q->has_cursor) {
+        us_format(q->cur_us, store[np]);
+        params[np] = store[np];
+        params[np + 1] = q->cur_id;
+        buf_printf(&w, " AND (j.created_at, j.id) < ($%d::timestamptz, $%d::uuid)", np + 1, np + 2);
+        np += 2;
+    }
+    snprintf(store[np], 64, "%ld", q->limit + 1);
+    params[np] = store[np];
+    int lim = ++np;
+    buf_adds(sql, "SELECT " SQL_JOB_COLS " FROM ");
+    if (q->event) {
+        params[np] = q->event;
+        int ev = ++np;
+        char subf[64] = "";
+        if (q->sub[0]) {
+            params[np] = q->sub;
+            snprintf(subf, sizeof subf, " AND s.id = $%d::uuid", ++np);
+        }
+        buf_adds(sql, "(SELECT k.* FROM subscriptions s CROSS JOIN LATERAL ");
+        sub_query(sql, q, "s.id", w.data, lim, true);
+        buf_printf(sql,
+                   " k WHERE s.event_name = $%d%s "
+                   "ORDER BY k.created_at DESC, k.id DESC LIMIT $%d) k JOIN jobs j ON j.id = k.id",
+                   ev, subf, lim);
+    } else if (q->sub[0]) {
+        params[np] = q->sub;
+        char sub[16];
+        snprintf(sub, sizeof sub, "$%d::uuid", ++np);
+        sub_query(sql, q, sub, w.data, lim, false);
+        buf_adds(sql, " j");
+    } else {
+        char st[40] = "";
+        if (q->status)
+            snprintf(st, sizeof st, " AND j.status = '%s'", q->status);
+        buf_printf(sql,
+                   "(SELECT * FROM jobs j WHERE true%s%s "
+                   "ORDER BY j.created_at DESC, j.id DESC LIMIT $%d) j",
+                   st, w.data, lim);
+    }
+    buf_adds(sql, " LEFT JOIN events e ON e.id = j.event_id "
+                  "ORDER BY j.created_at DESC, j.id DESC");
+    buf_free(&w);
+    return np;
+}
+
+void jobs_list(struct req *r)
+{
+    struct jobs_q q = {0};
+    if (jobs_parse(r, &q) < 0) {
+        free(q.event);
+        return;
+    }
+    struct buf sql = {0};
+    const char *params[8];
+    char store[8][64];
+    int np = jobs_sql(&q, &sql, params, store);
+    struct jobs_list *g = xcalloc(1, sizeof *g);
+    g->r = r;
+    g->limit = q.limit;
+    if (pg_query(r->b->pg_api, sql.data, np, params, NULL, NULL, 0, got_list, g) < 0) {
+        free(g);
+        http_db_error(r, NULL, "not connected");
+    }
+    buf_free(&sql);
+    free(q.event);
+}
+
+/* Rows: the job's columns on every row, then one attempt per row (ordered), or one row with
+ * NULL attempt columns for a job without attempts. */
+static void got_job(void *priv, PGresult *res, const char *err)
+{
+    struct req *r = priv;
+    if (err) {
+        http_db_error(r, res, err);
+        return;
+    }
+    if (PQntuples(res) < 1) {
+        http_error(r, 404, "not_found", "no job %s", r->seg[0]);
+        return;
+    }
+    struct buf b = {0};
+    job_json(&b, res, 0);
+    buf_adds(&b, ",\"attemptLog\":[");
+    const int a = SQL_JOB_NCOLS;
+    for (int i = 0; i < PQntuples(res); i++) {
+        if (PQgetisnull(res, i, a))
+            continue;
+        if (i)
+            buf_addc(&b, ',');
+        buf_printf(&b, "{\"attempt\":%s", PQgetvalue(res, i, a));
+        col_str(&b, "startedAt", res, i, a + 1);
+        col_num(&b, "durationMs", res, i, a + 2);
+        col_num(&b, "statusCode", res, i, a + 3);
+        col_str(&b, "error", res, i, a + 4);
+        /* text the worker stored: at most EXCERPT_MAX bytes of the body, made valid UTF-8 */
+        col_str(&b, "responseExcerpt", res, i, a + 5);
+        buf_addc(&b, '}');
+    }
+    buf_adds(&b, "]}");
+    http_reply(r, 200, &b);
+}
+
+void jobs_get(struct req *r)
+{
+    if (!id_valid(r->seg[0], strlen(r->seg[0]))) {
+        http_error(r, 400, "invalid_field", "the job id must be a UUID (got \"%.64s\")", r->seg[0]);
+        return;
+    }
+    char id[ID_LEN + 1];
+    id_normalize(r->seg[0], id);
+    memcpy(r->seg[0], id, sizeof id);
+    static const char sql[] = "SELECT " SQL_JOB_COLS ", a.attempt, " SQL_TS(
+        "a.started_at") ", a.duration_ms, "
+                        "a.status_code, a.error, a.response_excerpt "
+                        "FROM jobs j LEFT JOIN events e ON e.id = j.event_id "
+                        "LEFT JOIN attempts a ON a.job_id = j.id WHERE j.id = $1 ORDER BY "
+                        "a.attempt";
+    const char *params[] = {r->seg[0]};
+    if (pg_query(r->b->pg_api, sql, 1, params, NULL, NULL, 0, got_job, r) < 0)
+        http_db_error(r, NULL, "not connected");
+}
