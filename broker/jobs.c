@@ -10,6 +10,7 @@
 #include "api.h"
 #include "codec.h"
 #include "ids.h"
+#include "rfc3339.h"
 #include "sql.h"
 #include "valid.h"
 
@@ -18,8 +19,6 @@
 #define CURSOR_VERSION 1
 #define CURSOR_BYTES 25 /* version, created_at in µs since 1970 (int64 BE), job id */
 #define CURSOR_CHARS 34 /* base64url of CURSOR_BYTES, no padding */
-#define TS_MIN_US 0LL   /* 1970-01-01 */
-#define TS_MAX_US 253402300799999999LL /* 9999-12-31T23:59:59.999999Z */
 
 /* The statuses a job can have; the filter's value is written into the statement from this
  * table (never from the request) so that the planner sees a constant and can prove a partial
@@ -31,104 +30,15 @@ struct jobs_q {
     char sub[ID_LEN + 1]; /* "" when not filtered */
     char *event;          /* NULL when not filtered */
     bool has_since, has_until, has_cursor;
-    long long since_us, until_us; /* µs since 1970, UTC */
-    long long cur_us;
+    int64_t since_us, until_us; /* µs since 1970, UTC */
+    int64_t cur_us;
     char cur_id[ID_LEN + 1];
     long limit;
 };
 
-/* Days from 1970-01-01 to y-m-d (proleptic Gregorian; H. Hinnant's days_from_civil). */
-static long long days_from_civil(long long y, int m, int d)
-{
-    y -= m <= 2;
-    long long era = (y >= 0 ? y : y - 399) / 400;
-    long long yoe = y - era * 400;
-    long long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static int digits(const char *s, int n)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    return v;
-}
-
-/* Strict RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|+HH:MM|-HH:MM), 'T'/'Z' in either
- * case, no leap second. 0 with *us (µs since 1970, UTC), or -1. */
-static int rfc3339_parse(const char *s, long long *us)
-{
-    size_t n = strlen(s);
-    if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' ||
-        s[16] != ':')
-        return -1;
-    int y = digits(s, 4), mo = digits(s + 5, 2), d = digits(s + 8, 2);
-    int h = digits(s + 11, 2), mi = digits(s + 14, 2), se = digits(s + 17, 2);
-    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 || se < 0 ||
-        se > 59)
-        return -1;
-    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (d > mdays[mo - 1] + (mo == 2 && leap))
-        return -1;
-    size_t i = 19;
-    long long frac = 0;
-    if (s[i] == '.') {
-        size_t k = 0;
-        for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++, k++) {
-            if (k == 6)
-                return -1; /* finer than PostgreSQL keeps: refused rather than rounded */
-            frac = frac * 10 + (s[i] - '0');
-        }
-        if (k == 0)
-            return -1;
-        for (; k < 6; k++)
-            frac *= 10;
-    }
-    long long off = 0;
-    if (i + 1 == n && (s[i] == 'Z' || s[i] == 'z')) {
-        off = 0;
-    } else if (i + 6 == n && (s[i] == '+' || s[i] == '-') && s[i + 3] == ':') {
-        int oh = digits(s + i + 1, 2), om = digits(s + i + 4, 2);
-        if (oh < 0 || oh > 23 || om < 0 || om > 59)
-            return -1;
-        off = (oh * 60LL + om) * 60 * (s[i] == '+' ? 1 : -1);
-    } else {
-        return -1;
-    }
-    long long secs = days_from_civil(y, mo, d) * 86400 + h * 3600LL + mi * 60LL + se - off;
-    *us = secs * 1000000 + frac;
-    return *us < TS_MIN_US || *us > TS_MAX_US ? -1 : 0;
-}
-
-/* µs since 1970 as PostgreSQL timestamptz input, UTC, microseconds. out: 64 bytes. */
-static void us_format(long long us, char out[64])
-{
-    long long secs = us / 1000000, frac = us % 1000000;
-    long long days = secs / 86400, rem = secs % 86400;
-    /* civil_from_days */
-    long long z = days + 719468;
-    long long era = (z >= 0 ? z : z - 146096) / 146097;
-    long long doe = z - era * 146097;
-    long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    long long y = yoe + era * 400;
-    long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    long long mp = (5 * doy + 2) / 153;
-    long long d = doy - (153 * mp + 2) / 5 + 1;
-    long long m = mp + (mp < 10 ? 3 : -9);
-    y += m <= 2;
-    snprintf(out, 64, "%04d-%02d-%02d %02d:%02d:%02d.%06d+00", (int)y, (int)m, (int)d,
-             (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60), (int)frac);
-}
-
 /* The cursor: base64url (no padding) of CURSOR_VERSION, the last row's created_at (µs) and id.
  * out: CURSOR_CHARS + 1 bytes. */
-static void cursor_encode(long long us, const char *id, char out[CURSOR_CHARS + 1])
+static void cursor_encode(int64_t us, const char *id, char out[CURSOR_CHARS + 1])
 {
     unsigned char raw[CURSOR_BYTES];
     raw[0] = CURSOR_VERSION;
@@ -151,7 +61,7 @@ static void cursor_encode(long long us, const char *id, char out[CURSOR_CHARS + 
 
 /* Strict inverse of cursor_encode: exactly its length and alphabet, canonical (encodes back to
  * the same text), the version, a time in range. 0 or -1. */
-static int cursor_decode(const char *s, long long *us, char id[ID_LEN + 1])
+static int cursor_decode(const char *s, int64_t *us, char id[ID_LEN + 1])
 {
     if (strlen(s) != CURSOR_CHARS)
         return -1;
@@ -174,8 +84,8 @@ static int cursor_decode(const char *s, long long *us, char id[ID_LEN + 1])
     uint64_t u = 0;
     for (int i = 0; i < 8; i++)
         u = u << 8 | raw[1 + i];
-    *us = (long long)u;
-    if (*us < TS_MIN_US || *us > TS_MAX_US)
+    *us = (int64_t)u;
+    if (*us < RFC3339_MIN_US || *us > RFC3339_MAX_US)
         return -1;
     char hex[33];
     hex_encode(raw + 9, 16, hex);
@@ -255,7 +165,7 @@ static int jobs_parse(struct req *r, struct jobs_q *q)
             }
             id_normalize(v, q->sub);
         } else if (k == 3 || k == 4) {
-            long long *us = k == 3 ? &q->since_us : &q->until_us;
+            int64_t *us = k == 3 ? &q->since_us : &q->until_us;
             if (rfc3339_parse(v, us) < 0) {
                 http_error(r, 400, "invalid_field",
                            "%s must be an RFC 3339 time such as 2026-12-02T05:00:00Z (at most "
@@ -370,7 +280,7 @@ static void got_list(void *priv, PGresult *res, const char *err)
     buf_adds(&b, "],\"next\":");
     if (n > limit) {
         char cur[CURSOR_CHARS + 1];
-        long long us = strtoll(PQgetvalue(res, shown - 1, SQL_JOB_NCOLS - 1), NULL, 10);
+        int64_t us = strtoll(PQgetvalue(res, shown - 1, SQL_JOB_NCOLS - 1), NULL, 10);
         cursor_encode(us, PQgetvalue(res, shown - 1, 0), cur);
         buf_printf(&b, "\"%s\"", cur);
     } else {
@@ -429,17 +339,17 @@ static int jobs_sql(const struct jobs_q *q, struct buf *sql, const char *params[
     buf_reserve(&w, 1); /* w.data is a string even when no condition is added */
     w.data[0] = '\0';
     if (q->has_since) {
-        us_format(q->since_us, store[np]);
+        rfc3339_pg(q->since_us, store[np]);
         params[np] = store[np];
         buf_printf(&w, " AND j.created_at >= $%d::timestamptz", ++np);
     }
     if (q->has_until) {
-        us_format(q->until_us, store[np]);
+        rfc3339_pg(q->until_us, store[np]);
         params[np] = store[np];
         buf_printf(&w, " AND j.created_at < $%d::timestamptz", ++np);
     }
     if (q->has_cursor) {
-        us_format(q->cur_us, store[np]);
+        rfc3339_pg(q->cur_us, store[np]);
         params[np] = store[np];
         params[np + 1] = q->cur_id;
         buf_printf(&w, " AND (j.created_at, j.id) < ($%d::timestamptz, $%d::uuid)", np + 1, np + 2);

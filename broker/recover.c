@@ -20,6 +20,7 @@
 #include "ids.h"
 #include "libmem.h"
 #include "log.h"
+#include "rfc3339.h"
 #include "sql.h"
 #include "valid.h"
 
@@ -64,71 +65,6 @@ static char *col_hex(PGresult *res, int row, int col, size_t *len)
     }
     *len = (size_t)n;
     return out;
-}
-
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static bool digits(const char *s, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return true;
-}
-
-/* RFC 3339 date-time (YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)) to microseconds since
- * the epoch. false when malformed or out of range. */
-static bool parse_rfc3339(const char *s, int64_t *us)
-{
-    size_t n = strlen(s);
-    int y, mo, d, h, mi, sec, oh = 0, om = 0;
-    if (n < 20 || n > 40 || !digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) ||
-        s[7] != '-' || !digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't') ||
-        !digits(s + 11, 2, &h) || s[13] != ':' || !digits(s + 14, 2, &mi) || s[16] != ':' ||
-        !digits(s + 17, 2, &sec))
-        return false;
-    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] ||
-        (mo == 2 && d == 29 && !leap) || h > 23 || mi > 59 || sec > 59)
-        return false;
-    size_t i = 19;
-    int64_t frac = 0;
-    if (s[i] == '.') {
-        int nd = 0;
-        for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++, nd++)
-            if (nd < 6)
-                frac = frac * 10 + (s[i] - '0');
-        if (nd == 0 || nd > 9)
-            return false;
-        for (; nd < 6; nd++)
-            frac *= 10;
-    }
-    int sign = 0;
-    if (i + 1 == n && (s[i] == 'Z' || s[i] == 'z')) {
-        sign = 0;
-    } else if (i + 6 == n && (s[i] == '+' || s[i] == '-') && digits(s + i + 1, 2, &oh) &&
-               s[i + 3] == ':' && digits(s + i + 4, 2, &om) && oh <= 23 && om <= 59) {
-        sign = s[i] == '+' ? 1 : -1;
-    } else {
-        return false;
-    }
-    int64_t t = ((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60 + sec;
-    t -= sign * (oh * 3600 + om * 60);
-    *us = t * 1000000 + frac;
-    return true;
 }
 
 /* The path's subscription: event name and id valid, else 400 naming them. */
@@ -655,7 +591,7 @@ static int body_ts(struct req *r, cJSON *doc, const char *field, bool *present, 
     *present = v && !cJSON_IsNull(v);
     if (!*present)
         return 0;
-    if (!cJSON_IsString(v) || !parse_rfc3339(v->valuestring, us)) {
+    if (!cJSON_IsString(v) || rfc3339_parse(v->valuestring, us) < 0) {
         http_error(r, 400, "invalid_field",
                    "%s must be an RFC 3339 time such as \"2026-01-31T12:00:00Z\"", field);
         return -1;
