@@ -27,4 +27,7 @@ void events_get(struct req *r);   /* GET /api/v0/events/<id> */
 void admin_delivery_get(struct req *r); /* GET /api/v0/admin/delivery */
 void admin_delivery_put(struct req *r); /* PUT /api/v0/admin/delivery */
 
+void status_get(struct req *r); /* GET /api/v0/webhooks/<name>/<id>/status */
+void stats_get(struct req *r);  /* GET /api/v0/stats */
+
 #endif

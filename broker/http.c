@@ -50,6 +50,9 @@ static const struct route routes[] = {
     {{"api", "v0", "events"}, 3, 1, NULL, events_get, NULL, NULL, NULL, NULL},
     {{"api", "v0", "admin"}, 3, 0, "delivery", admin_delivery_get, NULL, NULL, admin_delivery_put,
      NULL},
+    /* status (issue 10, decision 29) */
+    {{"api", "v0", "webhooks"}, 3, 2, "status", status_get, NULL, NULL, NULL, NULL},
+    {{"api", "v0", "stats"}, 3, 0, NULL, stats_get, NULL, NULL, NULL, NULL},
 };
 
 /* True when segment i is the literal s. */

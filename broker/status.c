@@ -1,0 +1,257 @@
+/* Runtime visibility: GET /api/v0/webhooks/<name>/<id>/status (one subscription's health,
+ * counts, latency and recent activity) and GET /api/v0/stats (counts per event name since a
+ * time), read from the lifecycle log and the rollups of docs/decisions.md 29. Each answer is
+ * one statement that builds the JSON in PostgreSQL. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api.h"
+#include "clock.h"
+#include "codec.h"
+#include "ids.h"
+#include "sql.h"
+#include "valid.h"
+
+#define STATS_MAX_AGE_S (30L * 24 * 3600) /* how far back ?since= may go */
+#define STATS_DEFAULT_AGE_S (24L * 3600)
+
+/* The rollup buckets of the last hour / day (the current bucket included). */
+#define SQL_SINCE_1H                                                                               \
+    "date_bin('5 minutes', now() - interval '1 hour', timestamptz '2000-01-01 00:00Z')"
+#define SQL_SINCE_24H                                                                              \
+    "date_bin('5 minutes', now() - interval '24 hours', timestamptz '2000-01-01 00:00Z')"
+
+#define SQL_COUNTS(since)                                                                          \
+    "json_build_object('delivered', coalesce(sum(delivered) FILTER (WHERE bucket >= " since        \
+    "), 0), 'failedAttempts', coalesce(sum(failed_attempts) FILTER (WHERE bucket >= " since        \
+    "), 0), 'dead', coalesce(sum(dead) FILTER (WHERE bucket >= " since "), 0))"
+
+/* $1 id, $2 event name. No row: no such active subscription.
+ * - c: the last day's rollup rows (primary key range: at most 289 buckets per writer);
+ * - ra: the attempts of the subscription's latest 100 jobs, newest 100 first (a job-id range
+ *   of the subscription, then attempts by primary key);
+ * - act: the latest 20 lifecycle entries (index subscription_activity_sub_at);
+ * - jobsWaiting is counted over the unfinished jobs' partial index (a FILTER, not a WHERE, so
+ *   the cost is the backlog's, whatever other index exists). */
+static const char status_sql[] =
+    "WITH s AS (SELECT * FROM subscriptions WHERE id = $1 AND event_name = $2 "
+    "  AND status = 'active'), "
+    "c AS (SELECT * FROM subscription_stats WHERE subscription_id = $1 "
+    "  AND bucket >= " SQL_SINCE_24H "), "
+    "ra AS (SELECT a.* FROM (SELECT id FROM jobs WHERE subscription_id = $1 "
+    "  ORDER BY id DESC LIMIT 100) j CROSS JOIN LATERAL (SELECT * FROM attempts "
+    "  WHERE job_id = j.id) a ORDER BY a.started_at DESC LIMIT 100), "
+    "act AS (SELECT * FROM subscription_activity WHERE subscription_id = $1 "
+    "  ORDER BY at DESC, n DESC LIMIT 20), "
+    "e AS (SELECT * FROM (SELECT started_at AS at, 0::bigint AS n, json_build_object('at', " SQL_TS(
+        "started_at") ", 'kind', 'attempt', 'jobId', job_id, 'attempt', attempt, 'statusCode', "
+                      "status_code, "
+                      "  'durationMs', duration_ms, 'error', error) AS j FROM ra ORDER BY "
+                      "started_at DESC LIMIT 20) x "
+                      "  UNION ALL SELECT at, n, json_build_object('at', " SQL_TS(
+                          "at") ", 'kind', kind, "
+                                "  'detail', detail) FROM act) "
+                                "SELECT json_build_object('subscriptionId', s.id, 'eventName', "
+                                "s.event_name, 'url', s.url, "
+                                "  'health', " SQL_SUB_HEALTH
+                                ", 'disabledReason', s.disabled_reason, "
+                                "  'pausedAt', " SQL_TS("s.paused_at") ", 'disabledAt', " SQL_TS(
+                                    "s.disabled_at") ", "
+                                                     "  'circuitOpenUntil', " SQL_TS(
+                                                         "s.circuit_open_until") ", "
+                                                                                 "  "
+                                                                                 "'failingSince',"
+                                                                                 " " SQL_TS(
+                                                                                     "s.failing_"
+                                                                                     "since") ", "
+                                                                                              "'con"
+                                                                                              "secu"
+                                                                                              "tive"
+                                                                                              "Fail"
+                                                                                              "ures"
+                                                                                              "', "
+                                                                                              "s."
+                                                                                              "fail"
+                                                                                              "ures"
+                                                                                              ", "
+                                                                                              "  "
+                                                                                              "'las"
+                                                                                              "tSuc"
+                                                                                              "cess"
+                                                                                              "At',"
+                                                                                              " ("
+                                                                                              "SELE"
+                                                                                              "CT"
+                                                                                              " " SQL_TS(
+                                                                                                  "last_success_at") " FROM subscription_stats "
+                                                                                                                     "    WHERE subscription_id = $1 AND last_success_at IS NOT NULL "
+                                                                                                                     "    ORDER BY bucket DESC, last_success_at DESC LIMIT 1), "
+                                                                                                                     "  'lastFailureAt', (SELECT " SQL_TS(
+                                                                                                                         "last_failure_at") " FROM subscription_stats "
+                                                                                                                                            "    WHERE subscription_id = $1 AND last_failure_at IS NOT NULL "
+                                                                                                                                            "    ORDER BY bucket DESC, last_failure_at DESC LIMIT 1), "
+                                                                                                                                            "  'lastHour', (SELECT " SQL_COUNTS(
+                                                                                                                                                SQL_SINCE_1H) " FROM c), "
+                                                                                                                                                              "  'last24Hours', (SELECT " SQL_COUNTS(
+                                                                                                                                                                  SQL_SINCE_24H) " FROM c), "
+                                                                                                                                                                                 "  'latencyMs', (SELECT json_build_object('p50', percentile_disc(0.5) WITHIN GROUP "
+                                                                                                                                                                                 "    (ORDER BY duration_ms), 'p99', percentile_disc(0.99) WITHIN GROUP (ORDER BY "
+                                                                                                                                                                                 "    duration_ms), 'samples', count(*)) FROM ra), "
+                                                                                                                                                                                 "  'jobsWaiting', (SELECT count(*) FILTER (WHERE subscription_id = $1) FROM jobs "
+                                                                                                                                                                                 "    WHERE status IN ('queued', 'retrying')), "
+                                                                                                                                                                                 "  'recentActivity', coalesce((SELECT json_agg(j ORDER BY at DESC, n DESC) FROM (SELECT * "
+                                                                                                                                                                                 "    FROM e ORDER BY at DESC, n DESC LIMIT 20) t), '[]'), "
+                                                                                                                                                                                 "  'time', " SQL_TS(
+                                                                                                                                                                                     "now()") ")::text FROM s";
+
+static void json_done(void *priv, PGresult *res, const char *err)
+{
+    struct req *r = priv;
+    if (err) {
+        http_db_error(r, res, err);
+        return;
+    }
+    if (PQntuples(res) != 1) {
+        http_error(r, 404, "not_found", "no subscription %s for event %s", r->seg[1], r->seg[0]);
+        return;
+    }
+    struct buf b = {0};
+    buf_add(&b, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+    http_reply(r, 200, &b);
+}
+
+void status_get(struct req *r)
+{
+    if (!valid_event_name(r->seg[0], strlen(r->seg[0]))) {
+        http_error(r, 400, "invalid_field",
+                   "event name must be 1 to %d characters of A-Z a-z 0-9 . _ : -", EVENT_NAME_MAX);
+        return;
+    }
+    if (!id_valid(r->seg[1], strlen(r->seg[1]))) {
+        http_error(r, 400, "invalid_field", "id must be a subscription id (a UUID)");
+        return;
+    }
+    char norm[ID_LEN + 1];
+    id_normalize(r->seg[1], norm);
+    memcpy(r->seg[1], norm, sizeof norm);
+    const char *params[] = {r->seg[1], r->seg[0]};
+    if (pg_query(r->b->pg_api, status_sql, 2, params, NULL, NULL, 0, json_done, r) < 0)
+        http_db_error(r, NULL, "not connected");
+}
+
+/* ---- stats -------------------------------------------------------------------------------- */
+
+static int digits(const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* An RFC 3339 date-time ("2026-12-01T10:00:00Z", fraction and numeric offset allowed; 't'/'z'
+ * and a space for 'T' too) to Unix seconds; -1 when malformed or not a real date. */
+static int parse_rfc3339(const char *s, double *out)
+{
+    int y, mo, d, h, mi, sec, oh = 0, om = 0;
+    size_t n = strlen(s);
+    if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+        s[13] != ':' || s[16] != ':')
+        return -1;
+    if (digits(s, 4, &y) || digits(s + 5, 2, &mo) || digits(s + 8, 2, &d) ||
+        digits(s + 11, 2, &h) || digits(s + 14, 2, &mi) || digits(s + 17, 2, &sec))
+        return -1;
+    const char *p = s + 19;
+    double frac = 0, scale = 0.1;
+    if (*p == '.') {
+        p++;
+        if (*p < '0' || *p > '9')
+            return -1;
+        for (int k = 0; *p >= '0' && *p <= '9'; p++, k++) {
+            if (k >= 9)
+                return -1;
+            frac += (*p - '0') * scale;
+            scale /= 10;
+        }
+    }
+    int sign = 0;
+    if ((*p == 'Z' || *p == 'z') && p[1] == '\0') {
+        sign = 0;
+    } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':' &&
+               !digits(p + 1, 2, &oh) && !digits(p + 4, 2, &om) && oh <= 23 && om <= 59) {
+        sign = *p == '+' ? 1 : -1;
+    } else {
+        return -1;
+    }
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || sec > 59)
+        return -1;
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = sec};
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1 || tm.tm_mday != d || tm.tm_mon != mo - 1) /* 31 February */
+        return -1;
+    *out = (double)t + frac - sign * (oh * 3600.0 + om * 60.0);
+    return 0;
+}
+
+/* $1 since (Unix seconds; rounded down to its hour: the rollup's grain). Hourly rows of every
+ * writer in the range (primary key range scan), summed per event name; retries pending from
+ * the unfinished jobs' partial index (the backlog), with each job's subscription's name. */
+static const char stats_sql[] =
+    "WITH r AS (SELECT event_name, sum(triggers) AS t, sum(jobs) AS j, sum(delivered) AS d, "
+    "  sum(dead) AS x, sum(failed_attempts) AS f FROM stats_hourly "
+    "  WHERE hour >= date_trunc('hour', to_timestamp($1::double precision)) GROUP BY event_name), "
+    "p AS (SELECT s.event_name, count(*) AS n FROM jobs j "
+    "  JOIN subscriptions s ON s.id = j.subscription_id "
+    "  WHERE j.status = 'retrying' GROUP BY s.event_name), "
+    "n AS (SELECT coalesce(r.event_name, p.event_name) AS name, coalesce(r.t, 0) AS t, "
+    "  coalesce(r.j, 0) AS j, coalesce(r.d, 0) AS d, coalesce(r.x, 0) AS x, coalesce(r.f, 0) AS f, "
+    "  coalesce(p.n, 0) AS rp FROM r FULL JOIN p ON p.event_name = r.event_name) "
+    "SELECT json_build_object('since', " SQL_TS("date_trunc('hour', to_timestamp($1::double "
+                                                "precision))") ", 'until', " SQL_TS(
+        "now()") ", 'total', json_build_object('triggers', coalesce(sum(t), 0), 'jobsCreated', "
+                 "  coalesce(sum(j), 0), 'delivered', coalesce(sum(d), 0), 'dead', "
+                 "coalesce(sum(x), 0), "
+                 "  'failedAttempts', coalesce(sum(f), 0), 'retriesPending', coalesce(sum(rp), "
+                 "0)), "
+                 "  'events', coalesce(json_agg(json_build_object('eventName', name, 'triggers', "
+                 "t, "
+                 "  'jobsCreated', j, 'delivered', d, 'dead', x, 'failedAttempts', f, "
+                 "'retriesPending', rp) "
+                 "  ORDER BY name), '[]'))::text FROM n";
+
+void stats_get(struct req *r)
+{
+    double now = (double)clock_now_ms() / 1000.0, since = now - STATS_DEFAULT_AGE_S;
+    char *v = http_query_param(r, "since");
+    if (v) {
+        int bad = parse_rfc3339(v, &since);
+        free(v);
+        if (bad) {
+            http_error(r, 400, "invalid_field",
+                       "since must be an RFC 3339 time, e.g. 2026-12-01T10:00:00Z");
+            return;
+        }
+        if (since < now - STATS_MAX_AGE_S || since > now + 60) {
+            http_error(r, 400, "invalid_field",
+                       "since must be within the last %ld days, not in the future",
+                       STATS_MAX_AGE_S / 86400);
+            return;
+        }
+    }
+    char since_text[40];
+    snprintf(since_text, sizeof since_text, "%.3f", since);
+    const char *params[] = {since_text};
+    if (pg_query(r->b->pg_api, stats_sql, 1, params, NULL, NULL, 0, json_done, r) < 0)
+        http_db_error(r, NULL, "not connected");
+}

@@ -1,0 +1,103 @@
+"""GET /api/v0/stats?since= (issue 10, docs/decisions.md 29): triggers, jobs created, delivered,
+dead, failed attempts and retries pending, per event name and in total, from the hourly
+rollups the broker's and the workers' commits keep; since validation."""
+
+import datetime
+
+from harness import assert_error, unique_name, wait_until
+
+
+def stats(api, query=""):
+    st, _, data = api.get("/api/v0/stats" + query)
+    assert st == 200, (st, data)
+    return data
+
+
+def per_event(data, name):
+    got = [e for e in data["events"] if e["eventName"] == name]
+    return got[0] if got else None
+
+
+def rfc3339(dt):
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_counts_match_triggers_and_deliveries(api, db, receiver, start_worker):
+    ok = receiver(name="ok")
+    failing = receiver(statuses=500, name="failing")
+    waiting = receiver(statuses=500, name="waiting")
+    mixed, lone, slow = unique_name("statsmix"), unique_name("statslone"), unique_name("statsw")
+    api.register(mixed, ok.url())
+    api.register(mixed, failing.url())
+    api.register(lone, ok.url())
+    nobody = unique_name("statsnobody")  # triggered without subscribers: no job
+    before = stats(api)["total"]
+
+    start_worker(RETRY_SCHEDULE="0.2", BREAKER_FAILURES="1000")
+    eids = [api.trigger(mixed, {"n": i})["eventId"] for i in range(5)]
+    eids += [api.trigger(lone, {"n": i})["eventId"] for i in range(3)]
+    api.trigger(nobody, {"n": 0})
+    for eid in eids:
+        db.wait_jobs(eid, {"delivered", "dead"}, count=None)
+    want_mixed = {"eventName": mixed, "triggers": 5, "jobsCreated": 10, "delivered": 5,
+                  "dead": 5, "failedAttempts": 10, "retriesPending": 0}
+    want_lone = {"eventName": lone, "triggers": 3, "jobsCreated": 3, "delivered": 3, "dead": 0,
+                 "failedAttempts": 0, "retriesPending": 0}
+    got = wait_until(lambda: (lambda d: d if per_event(d, mixed) == want_mixed else None)(
+        stats(api)), 10, "the stats of the mixed event")
+    assert per_event(got, lone) == want_lone, got
+    assert per_event(got, nobody) == {"eventName": nobody, "triggers": 1, "jobsCreated": 0,
+                                      "delivered": 0, "dead": 0, "failedAttempts": 0,
+                                      "retriesPending": 0}
+    assert failing.count() == 10 and ok.count() == 8
+    total = got["total"]
+    for k, more in (("triggers", 9), ("jobsCreated", 13), ("delivered", 8), ("dead", 5),
+                    ("failedAttempts", 10)):
+        assert total[k] >= before[k] + more, (k, before, total)
+    sums = {k: sum(e[k] for e in got["events"]) for k in total}
+    assert sums == total, "the total is not the sum of the events"
+    assert got["since"].endswith(":00:00.000Z") and got["until"].endswith("Z")
+
+    # a job waiting for its retry is a retry pending, under its event name
+    api.register(slow, waiting.url())
+    start_worker(RETRY_SCHEDULE="600", BREAKER_FAILURES="1000")
+    eid = api.trigger(slow, {"n": 1})["eventId"]
+    db.wait_jobs(eid, "retrying", count=1)
+    got = wait_until(lambda: (lambda d: per_event(d, slow) if per_event(d, slow)
+                              and per_event(d, slow)["failedAttempts"] == 1 else None)(
+        stats(api)), 10, "the waiting event's stats")
+    assert got["retriesPending"] == 1 and got["triggers"] == 1 and got["jobsCreated"] == 1
+
+
+def test_since(api, db, receiver):
+    name = unique_name("statssince")
+    api.trigger(name, {"n": 1})
+    now = datetime.datetime.now(datetime.timezone.utc)
+    recent = stats(api, "?since=" + rfc3339(now - datetime.timedelta(minutes=1)))
+    assert per_event(recent, name)["triggers"] == 1
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    assert recent["since"] == hour.strftime("%Y-%m-%dT%H:00:00.000Z"), recent
+    # an offset and a fraction are RFC 3339 too
+    local = (now - datetime.timedelta(hours=2)).astimezone(
+        datetime.timezone(datetime.timedelta(hours=5, minutes=30)))
+    st, _, _ = api.get("/api/v0/stats?since=" + local.strftime("%Y-%m-%dT%H:%M:%S.123+05:30")
+                       .replace("+", "%2B"))
+    assert st == 200
+    assert per_event(stats(api, "?since=" + rfc3339(now - datetime.timedelta(days=29))),
+                     name)["triggers"] == 1
+
+
+def test_since_validation(api, db):
+    name = unique_name("statsbad")
+    api.trigger(name, {"n": 1})
+    rows = db.scalar("SELECT count(*) FROM stats_hourly")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    bad = ["yesterday", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-12-01",
+           "2026-12-01T10:00:00", "2026-12-01T25:00:00Z", "2026-12-01T10:00:00Zjunk",
+           "1700000000", "", rfc3339(now - datetime.timedelta(days=31)),
+           rfc3339(now + datetime.timedelta(days=1))]
+    for v in bad:
+        err = assert_error(api.get("/api/v0/stats?since=" + v), 400, "invalid_field")
+        assert "since" in err["message"], (v, err)
+    assert db.scalar("SELECT count(*) FROM stats_hourly") == rows, "a refused request wrote"
+    assert_error(api.post("/api/v0/stats", {}), 405)
