@@ -171,7 +171,8 @@ static const char *const migrations[] = {
     "  dead bigint NOT NULL DEFAULT 0,"
     "  last_success_at timestamptz,"
     "  last_failure_at timestamptz,"
-    "  PRIMARY KEY (subscription_id, bucket, backend));",
+    "  PRIMARY KEY (subscription_id, bucket, backend));"
+    "CREATE INDEX subscription_stats_bucket ON subscription_stats (bucket);",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

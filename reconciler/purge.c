@@ -1,7 +1,7 @@
 /* Retention: deleting finished events older than RETENTION_DAYS with their jobs and attempts,
  * in bounded batches, clearing previous signing secrets whose grace period is over and
  * Idempotency-Keys older than SCHEMA_IDEMPOTENCY_TTL. Ids are
- * UUIDv7, so "older than" is a primary-key range; there are no foreign keys, so the children
+ * UUIDv7, so "older than" is a primary-key range; the status rollups go after 31 days; there are no foreign keys, so the children
  * are deleted explicitly in the same statement. Deleted subscriptions are kept (a small audit
  * trail that old jobs still point to), without their secrets (the broker clears them). */
 #include <stdio.h>
@@ -54,6 +54,21 @@ static const char keys_clear_sql[] =
     " FOR UPDATE SKIP LOCKED)) AND idempotency_at <= now() - " SCHEMA_IDEMPOTENCY_TTL
     " RETURNING 1) SELECT count(*) FROM c";
 
+/* The rollups of docs/decisions.md 29 past the 30 days GET /api/v0/stats may ask for (and a
+ * day's margin): each table's rows of old buckets, RECONCILE_BATCH at a time (an index range:
+ * stats_hourly's primary key, subscription_stats_bucket). */
+#define OLD_ROLLUP(t, col)                                                                         \
+    "SELECT ctid FROM " t " WHERE " col " < now() - interval '31 days' LIMIT $1::int"
+static const char hourly_count_sql[] = "SELECT count(*) FROM (" OLD_ROLLUP("stats_hourly", "hour") ") t";
+static const char hourly_clear_sql[] =
+    "WITH c AS (DELETE FROM stats_hourly WHERE ctid = ANY(ARRAY(" OLD_ROLLUP("stats_hourly", "hour")
+    ")) RETURNING 1) SELECT count(*) FROM c";
+static const char substats_count_sql[] =
+    "SELECT count(*) FROM (" OLD_ROLLUP("subscription_stats", "bucket") ") t";
+static const char substats_clear_sql[] =
+    "WITH c AS (DELETE FROM subscription_stats WHERE ctid = ANY(ARRAY("
+    OLD_ROLLUP("subscription_stats", "bucket") ")) RETURNING 1) SELECT count(*) FROM c";
+
 /* Runs sql (dry run: dry_sql, once) with params until a batch comes back smaller than
  * RECONCILE_BATCH; the statements return the number of rows they handled. The total, or -1. */
 static long in_batches(struct recon *r, const char *sql, const char *dry_sql, int nparams,
@@ -92,7 +107,10 @@ int recon_purge(struct recon *r)
 {
     if (clear_expired(r, expired_clear_sql, expired_count_sql,
                       "previous secrets whose grace period is over") < 0 ||
-        clear_expired(r, keys_clear_sql, keys_count_sql, "Idempotency-Keys older than 24 hours") < 0)
+        clear_expired(r, keys_clear_sql, keys_count_sql, "Idempotency-Keys older than 24 hours") < 0 ||
+        clear_expired(r, hourly_clear_sql, hourly_count_sql, "hourly stats rows older than 31 days") < 0 ||
+        clear_expired(r, substats_clear_sql, substats_count_sql,
+                      "subscription stats rows older than 31 days") < 0)
         return -1;
     char days[24], batch[24];
     snprintf(days, sizeof days, "%ld", r->cfg.retention_days);

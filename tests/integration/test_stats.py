@@ -3,8 +3,9 @@ dead, failed attempts and retries pending, per event name and in total, from the
 rollups the broker's and the workers' commits keep; since validation."""
 
 import datetime
+import uuid
 
-from harness import assert_error, unique_name, wait_until
+from harness import assert_error, run_reconciler, unique_name, wait_until
 
 
 def stats(api, query=""):
@@ -101,3 +102,20 @@ def test_since_validation(api, db):
         assert "since" in err["message"], (v, err)
     assert db.scalar("SELECT count(*) FROM stats_hourly") == rows, "a refused request wrote"
     assert_error(api.post("/api/v0/stats", {}), 405)
+
+
+def test_reconciler_purges_old_rollups(api, db, redis, broker):
+    """Rollup rows older than 31 days go with the reconciler's purge; newer ones stay."""
+    sub = str(uuid.uuid4())
+    db.sql("INSERT INTO stats_hourly (hour, event_name, backend, triggers) VALUES "
+           "(date_trunc('hour', now() - interval '40 days'), 'purge.old', 1, 1), "
+           "(date_trunc('hour', now() - interval '20 days'), 'purge.new', 1, 1)")
+    db.sql("INSERT INTO subscription_stats (subscription_id, bucket, backend, delivered) VALUES "
+           f"('{sub}', now() - interval '40 days', 1, 1), ('{sub}', now() - interval '1 day', 1, 1)")
+    run_reconciler(redis, db)
+    assert [r[0] for r in db.sql("SELECT event_name FROM stats_hourly WHERE event_name "
+                                 "LIKE 'purge.%'")] == ["purge.new"]
+    assert db.scalar(f"SELECT count(*) FROM subscription_stats WHERE subscription_id = '{sub}' "
+                     "AND bucket > now() - interval '2 days'") == "1"
+    assert db.scalar(f"SELECT count(*) FROM subscription_stats WHERE subscription_id = '{sub}'") \
+        == "1"
