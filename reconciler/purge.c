@@ -1,7 +1,8 @@
 /* Retention: deleting finished events older than RETENTION_DAYS with their jobs and attempts,
  * in bounded batches, clearing previous signing secrets whose grace period is over and
  * Idempotency-Keys older than SCHEMA_IDEMPOTENCY_TTL. Ids are
- * UUIDv7, so "older than" is a primary-key range; the status rollups go after 31 days; there are no foreign keys, so the children
+ * UUIDv7, so "older than" is a primary-key range; the status rollups go after 31 days
+ * (per event name) and 2 days (per subscription); there are no foreign keys, so the children
  * are deleted explicitly in the same statement. Deleted subscriptions are kept (a small audit
  * trail that old jobs still point to), without their secrets (the broker clears them). */
 #include <stdio.h>
@@ -54,20 +55,22 @@ static const char keys_clear_sql[] =
     " FOR UPDATE SKIP LOCKED)) AND idempotency_at <= now() - " SCHEMA_IDEMPOTENCY_TTL
     " RETURNING 1) SELECT count(*) FROM c";
 
-/* The rollups of docs/decisions.md 29 past the 30 days GET /api/v0/stats may ask for (and a
- * day's margin): each table's rows of old buckets, RECONCILE_BATCH at a time (an index range:
- * stats_hourly's primary key, subscription_stats_bucket). */
-#define OLD_ROLLUP(t, col)                                                                         \
-    "SELECT ctid FROM " t " WHERE " col " < now() - interval '31 days' LIMIT $1::int"
-static const char hourly_count_sql[] = "SELECT count(*) FROM (" OLD_ROLLUP("stats_hourly", "hour") ") t";
+/* The rollups of docs/decisions.md 29, RECONCILE_BATCH rows at a time (an index range:
+ * stats_hourly's primary key, subscription_stats_bucket): hourly rows past the 30 days GET
+ * /api/v0/stats may ask for (and a day's margin), 5-minute rows of subscriptions past the
+ * status's 24 hours (and a day's margin). */
+#define OLD_ROLLUP(t, col, age)                                                                    \
+    "SELECT ctid FROM " t " WHERE " col " < now() - interval '" age "' LIMIT $1::int"
+#define OLD_HOURLY OLD_ROLLUP("stats_hourly", "hour", "31 days")
+#define OLD_SUBSTATS OLD_ROLLUP("subscription_stats", "bucket", "2 days")
+static const char hourly_count_sql[] = "SELECT count(*) FROM (" OLD_HOURLY ") t";
 static const char hourly_clear_sql[] =
-    "WITH c AS (DELETE FROM stats_hourly WHERE ctid = ANY(ARRAY(" OLD_ROLLUP("stats_hourly", "hour")
+    "WITH c AS (DELETE FROM stats_hourly WHERE ctid = ANY(ARRAY(" OLD_HOURLY
     ")) RETURNING 1) SELECT count(*) FROM c";
-static const char substats_count_sql[] =
-    "SELECT count(*) FROM (" OLD_ROLLUP("subscription_stats", "bucket") ") t";
+static const char substats_count_sql[] = "SELECT count(*) FROM (" OLD_SUBSTATS ") t";
 static const char substats_clear_sql[] =
-    "WITH c AS (DELETE FROM subscription_stats WHERE ctid = ANY(ARRAY("
-    OLD_ROLLUP("subscription_stats", "bucket") ")) RETURNING 1) SELECT count(*) FROM c";
+    "WITH c AS (DELETE FROM subscription_stats WHERE ctid = ANY(ARRAY(" OLD_SUBSTATS
+    ")) RETURNING 1) SELECT count(*) FROM c";
 
 /* Runs sql (dry run: dry_sql, once) with params until a batch comes back smaller than
  * RECONCILE_BATCH; the statements return the number of rows they handled. The total, or -1. */
@@ -110,7 +113,7 @@ int recon_purge(struct recon *r)
         clear_expired(r, keys_clear_sql, keys_count_sql, "Idempotency-Keys older than 24 hours") < 0 ||
         clear_expired(r, hourly_clear_sql, hourly_count_sql, "hourly stats rows older than 31 days") < 0 ||
         clear_expired(r, substats_clear_sql, substats_count_sql,
-                      "subscription stats rows older than 31 days") < 0)
+                      "subscription stats rows older than 2 days") < 0)
         return -1;
     char days[24], batch[24];
     snprintf(days, sizeof days, "%ld", r->cfg.retention_days);

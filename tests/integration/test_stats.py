@@ -105,13 +105,14 @@ def test_since_validation(api, db):
 
 
 def test_reconciler_purges_old_rollups(api, db, redis, broker):
-    """Rollup rows older than 31 days go with the reconciler's purge; newer ones stay."""
+    """Rollup rows older than 31 days (per event name) and 2 days (per subscription) go with the
+    reconciler's purge; newer ones stay."""
     sub = str(uuid.uuid4())
     db.sql("INSERT INTO stats_hourly (hour, event_name, backend, triggers) VALUES "
            "(date_trunc('hour', now() - interval '40 days'), 'purge.old', 1, 1), "
            "(date_trunc('hour', now() - interval '20 days'), 'purge.new', 1, 1)")
     db.sql("INSERT INTO subscription_stats (subscription_id, bucket, backend, delivered) VALUES "
-           f"('{sub}', now() - interval '40 days', 1, 1), ('{sub}', now() - interval '1 day', 1, 1)")
+           f"('{sub}', now() - interval '3 days', 1, 1), ('{sub}', now() - interval '1 day', 1, 1)")
     run_reconciler(redis, db)
     assert [r[0] for r in db.sql("SELECT event_name FROM stats_hourly WHERE event_name "
                                  "LIKE 'purge.%'")] == ["purge.new"]
