@@ -18,93 +18,81 @@
 #define STATS_DEFAULT_AGE_S (24L * 3600)
 
 /* The rollup buckets of the last hour / day (the current bucket included). */
-#define SQL_SINCE_1H                                                                               \
-    "date_bin('5 minutes', now() - interval '1 hour', timestamptz '2000-01-01 00:00Z')"
-#define SQL_SINCE_24H                                                                              \
+#define SINCE_1H "date_bin('5 minutes', now() - interval '1 hour', timestamptz '2000-01-01 00:00Z')"
+#define SINCE_24H                                                                                  \
     "date_bin('5 minutes', now() - interval '24 hours', timestamptz '2000-01-01 00:00Z')"
 
-#define SQL_COUNTS(since)                                                                          \
-    "json_build_object('delivered', coalesce(sum(delivered) FILTER (WHERE bucket >= " since        \
-    "), 0), 'failedAttempts', coalesce(sum(failed_attempts) FILTER (WHERE bucket >= " since        \
-    "), 0), 'dead', coalesce(sum(dead) FILTER (WHERE bucket >= " since "), 0))"
+/* {"delivered","failedAttempts","dead"} over the rows of c since <since>. */
+#define COUNTS_1H                                                                                  \
+    "json_build_object('delivered', coalesce(sum(delivered) FILTER (WHERE bucket >= " SINCE_1H     \
+    "), 0), 'failedAttempts', coalesce(sum(failed_attempts) FILTER (WHERE bucket >= " SINCE_1H     \
+    "), 0), 'dead', coalesce(sum(dead) FILTER (WHERE bucket >= " SINCE_1H "), 0))"
+#define COUNTS_24H                                                                                 \
+    "json_build_object('delivered', coalesce(sum(delivered), 0), 'failedAttempts', "               \
+    "coalesce(sum(failed_attempts), 0), 'dead', coalesce(sum(dead), 0))"
+
+/* The timestamps of the answer (SQL_TS of each column). */
+#define TS_STARTED SQL_TS("started_at")
+#define TS_AT SQL_TS("at")
+#define TS_PAUSED SQL_TS("s.paused_at")
+#define TS_DISABLED SQL_TS("s.disabled_at")
+#define TS_OPEN_UNTIL SQL_TS("s.circuit_open_until")
+#define TS_FAILING SQL_TS("s.failing_since")
+#define TS_SUCCESS SQL_TS("last_success_at")
+#define TS_FAILURE SQL_TS("last_failure_at")
+#define TS_NOW SQL_TS("now()")
+#define TS_SINCE_HOUR SQL_TS("date_trunc('hour', to_timestamp($1::double precision))")
 
 /* $1 id, $2 event name. No row: no such active subscription.
  * - c: the last day's rollup rows (primary key range: at most 289 buckets per writer);
- * - ra: the attempts of the subscription's latest 100 jobs, newest 100 first (a job-id range
- *   of the subscription, then attempts by primary key);
+ * - ra: the attempts of the subscription's newest 100 jobs, newest 100 first: the newest 100
+ *   of each status merged (with the index jobs_subscription (subscription_id, status,
+ *   created_at, id) each is a backwards index range that stops at 100, whatever the
+ *   subscription's history), then their attempts by primary key;
  * - act: the latest 20 lifecycle entries (index subscription_activity_sub_at);
- * - jobsWaiting is counted over the unfinished jobs' partial index (a FILTER, not a WHERE, so
- *   the cost is the backlog's, whatever other index exists). */
+ * - jobsWaiting: the subscription's queued and retrying jobs (jobs_subscription's ranges, or
+ *   the unfinished jobs' partial index: the backlog). */
 static const char status_sql[] =
     "WITH s AS (SELECT * FROM subscriptions WHERE id = $1 AND event_name = $2 "
     "  AND status = 'active'), "
     "c AS (SELECT * FROM subscription_stats WHERE subscription_id = $1 "
-    "  AND bucket >= " SQL_SINCE_24H "), "
-    "ra AS (SELECT a.* FROM (SELECT id FROM jobs WHERE subscription_id = $1 "
-    "  ORDER BY id DESC LIMIT 100) j CROSS JOIN LATERAL (SELECT * FROM attempts "
-    "  WHERE job_id = j.id) a ORDER BY a.started_at DESC LIMIT 100), "
+    "  AND bucket >= " SINCE_24H "), "
+    "ra AS (SELECT a.* FROM (SELECT j.* FROM (VALUES ('queued'), ('retrying'), ('delivered'), "
+    "  ('dead'), ('cancelled')) st(s) CROSS JOIN LATERAL (SELECT id, created_at FROM jobs "
+    "  WHERE subscription_id = $1 AND status = st.s ORDER BY created_at DESC, id DESC "
+    "  LIMIT 100) j ORDER BY j.created_at DESC, j.id DESC LIMIT 100) j "
+    "  CROSS JOIN LATERAL (SELECT * FROM attempts WHERE job_id = j.id) a "
+    "  ORDER BY a.started_at DESC LIMIT 100), "
     "act AS (SELECT * FROM subscription_activity WHERE subscription_id = $1 "
     "  ORDER BY at DESC, n DESC LIMIT 20), "
-    "e AS (SELECT * FROM (SELECT started_at AS at, 0::bigint AS n, json_build_object('at', " SQL_TS(
-        "started_at") ", 'kind', 'attempt', 'jobId', job_id, 'attempt', attempt, 'statusCode', "
-                      "status_code, "
-                      "  'durationMs', duration_ms, 'error', error) AS j FROM ra ORDER BY "
-                      "started_at DESC LIMIT 20) x "
-                      "  UNION ALL SELECT at, n, json_build_object('at', " SQL_TS(
-                          "at") ", 'kind', kind, "
-                                "  'detail', detail) FROM act) "
-                                "SELECT json_build_object('subscriptionId', s.id, 'eventName', "
-                                "s.event_name, 'url', s.url, "
-                                "  'health', " SQL_SUB_HEALTH
-                                ", 'disabledReason', s.disabled_reason, "
-                                "  'pausedAt', " SQL_TS("s.paused_at") ", 'disabledAt', " SQL_TS(
-                                    "s.disabled_at") ", "
-                                                     "  'circuitOpenUntil', " SQL_TS(
-                                                         "s.circuit_open_until") ", "
-                                                                                 "  "
-                                                                                 "'failingSince',"
-                                                                                 " " SQL_TS(
-                                                                                     "s.failing_"
-                                                                                     "since") ", "
-                                                                                              "'con"
-                                                                                              "secu"
-                                                                                              "tive"
-                                                                                              "Fail"
-                                                                                              "ures"
-                                                                                              "', "
-                                                                                              "s."
-                                                                                              "fail"
-                                                                                              "ures"
-                                                                                              ", "
-                                                                                              "  "
-                                                                                              "'las"
-                                                                                              "tSuc"
-                                                                                              "cess"
-                                                                                              "At',"
-                                                                                              " ("
-                                                                                              "SELE"
-                                                                                              "CT"
-                                                                                              " " SQL_TS(
-                                                                                                  "last_success_at") " FROM subscription_stats "
-                                                                                                                     "    WHERE subscription_id = $1 AND last_success_at IS NOT NULL "
-                                                                                                                     "    ORDER BY bucket DESC, last_success_at DESC LIMIT 1), "
-                                                                                                                     "  'lastFailureAt', (SELECT " SQL_TS(
-                                                                                                                         "last_failure_at") " FROM subscription_stats "
-                                                                                                                                            "    WHERE subscription_id = $1 AND last_failure_at IS NOT NULL "
-                                                                                                                                            "    ORDER BY bucket DESC, last_failure_at DESC LIMIT 1), "
-                                                                                                                                            "  'lastHour', (SELECT " SQL_COUNTS(
-                                                                                                                                                SQL_SINCE_1H) " FROM c), "
-                                                                                                                                                              "  'last24Hours', (SELECT " SQL_COUNTS(
-                                                                                                                                                                  SQL_SINCE_24H) " FROM c), "
-                                                                                                                                                                                 "  'latencyMs', (SELECT json_build_object('p50', percentile_disc(0.5) WITHIN GROUP "
-                                                                                                                                                                                 "    (ORDER BY duration_ms), 'p99', percentile_disc(0.99) WITHIN GROUP (ORDER BY "
-                                                                                                                                                                                 "    duration_ms), 'samples', count(*)) FROM ra), "
-                                                                                                                                                                                 "  'jobsWaiting', (SELECT count(*) FILTER (WHERE subscription_id = $1) FROM jobs "
-                                                                                                                                                                                 "    WHERE status IN ('queued', 'retrying')), "
-                                                                                                                                                                                 "  'recentActivity', coalesce((SELECT json_agg(j ORDER BY at DESC, n DESC) FROM (SELECT * "
-                                                                                                                                                                                 "    FROM e ORDER BY at DESC, n DESC LIMIT 20) t), '[]'), "
-                                                                                                                                                                                 "  'time', " SQL_TS(
-                                                                                                                                                                                     "now()") ")::text FROM s";
+    "e AS (SELECT * FROM (SELECT started_at AS at, 0::bigint AS n, "
+    "json_build_object('at', " TS_STARTED
+    ", 'kind', 'attempt', 'jobId', job_id, 'attempt', attempt, 'statusCode', "
+    "  status_code, 'durationMs', duration_ms, 'error', error) AS j FROM ra "
+    "  ORDER BY started_at DESC LIMIT 20) x "
+    "  UNION ALL SELECT at, n, json_build_object('at', " TS_AT ", 'kind', kind, "
+    "  'detail', detail) FROM act) "
+    "SELECT json_build_object('subscriptionId', s.id, 'eventName', s.event_name, 'url', s.url, "
+    "  'health', " SQL_SUB_HEALTH ", 'disabledReason', s.disabled_reason, "
+    "  'pausedAt', " TS_PAUSED ", 'disabledAt', " TS_DISABLED ", "
+    "  'circuitOpenUntil', " TS_OPEN_UNTIL ", 'failingSince', " TS_FAILING ", "
+    "  'consecutiveFailures', s.failures, "
+    "  'lastSuccessAt', (SELECT " TS_SUCCESS " FROM subscription_stats "
+    "    WHERE subscription_id = $1 AND last_success_at IS NOT NULL "
+    "    ORDER BY bucket DESC, last_success_at DESC LIMIT 1), "
+    "  'lastFailureAt', (SELECT " TS_FAILURE " FROM subscription_stats "
+    "    WHERE subscription_id = $1 AND last_failure_at IS NOT NULL "
+    "    ORDER BY bucket DESC, last_failure_at DESC LIMIT 1), "
+    "  'lastHour', (SELECT " COUNTS_1H " FROM c), "
+    "  'last24Hours', (SELECT " COUNTS_24H " FROM c), "
+    "  'latencyMs', (SELECT json_build_object('p50', percentile_disc(0.5) WITHIN GROUP "
+    "    (ORDER BY duration_ms), 'p99', percentile_disc(0.99) WITHIN GROUP (ORDER BY "
+    "    duration_ms), 'samples', count(*)) FROM ra), "
+    "  'jobsWaiting', (SELECT count(*) FROM jobs WHERE subscription_id = $1 "
+    "    AND status IN ('queued', 'retrying')), "
+    "  'recentActivity', coalesce((SELECT json_agg(j ORDER BY at DESC, n DESC) FROM (SELECT * "
+    "    FROM e ORDER BY at DESC, n DESC LIMIT 20) t), '[]'), "
+    "  'time', " TS_NOW ")::text FROM s";
 
 static void json_done(void *priv, PGresult *res, const char *err)
 {
@@ -217,18 +205,13 @@ static const char stats_sql[] =
     "n AS (SELECT coalesce(r.event_name, p.event_name) AS name, coalesce(r.t, 0) AS t, "
     "  coalesce(r.j, 0) AS j, coalesce(r.d, 0) AS d, coalesce(r.x, 0) AS x, coalesce(r.f, 0) AS f, "
     "  coalesce(p.n, 0) AS rp FROM r FULL JOIN p ON p.event_name = r.event_name) "
-    "SELECT json_build_object('since', " SQL_TS("date_trunc('hour', to_timestamp($1::double "
-                                                "precision))") ", 'until', " SQL_TS(
-        "now()") ", 'total', json_build_object('triggers', coalesce(sum(t), 0), 'jobsCreated', "
-                 "  coalesce(sum(j), 0), 'delivered', coalesce(sum(d), 0), 'dead', "
-                 "coalesce(sum(x), 0), "
-                 "  'failedAttempts', coalesce(sum(f), 0), 'retriesPending', coalesce(sum(rp), "
-                 "0)), "
-                 "  'events', coalesce(json_agg(json_build_object('eventName', name, 'triggers', "
-                 "t, "
-                 "  'jobsCreated', j, 'delivered', d, 'dead', x, 'failedAttempts', f, "
-                 "'retriesPending', rp) "
-                 "  ORDER BY name), '[]'))::text FROM n";
+    "SELECT json_build_object('since', " TS_SINCE_HOUR ", 'until', " TS_NOW ", "
+    "  'total', json_build_object('triggers', coalesce(sum(t), 0), 'jobsCreated', "
+    "  coalesce(sum(j), 0), 'delivered', coalesce(sum(d), 0), 'dead', coalesce(sum(x), 0), "
+    "  'failedAttempts', coalesce(sum(f), 0), 'retriesPending', coalesce(sum(rp), 0)), "
+    "  'events', coalesce(json_agg(json_build_object('eventName', name, 'triggers', t, "
+    "  'jobsCreated', j, 'delivered', d, 'dead', x, 'failedAttempts', f, 'retriesPending', rp) "
+    "  ORDER BY name), '[]'))::text FROM n";
 
 void stats_get(struct req *r)
 {
