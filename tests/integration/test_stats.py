@@ -120,3 +120,45 @@ def test_reconciler_purges_old_rollups(api, db, redis, broker):
                      "AND bucket > now() - interval '2 days'") == "1"
     assert db.scalar(f"SELECT count(*) FROM subscription_stats WHERE subscription_id = '{sub}'") \
         == "1"
+
+
+def test_reconciler_merges_past_hours(api, db, redis, broker):
+    """The rows of each writer for an hour that is over are merged into one row per event name
+    (backend 0); the stats answer the same before and after; the current hour is left alone."""
+    name = unique_name("statsmerge")
+    db.sql("INSERT INTO stats_hourly (hour, event_name, backend, triggers, jobs, delivered, dead, "
+           "failed_attempts) SELECT date_trunc('hour', now() - interval '3 hours'), "
+           f"'{name}', b, 1, 2, 3, 4, 5 FROM generate_series(1, 7) b "
+           "UNION ALL SELECT date_trunc('hour', now() - interval '3 hours'), "
+           f"'{name}', 0, 10, 10, 10, 10, 10 "
+           f"UNION ALL SELECT date_trunc('hour', now()), '{name}', 99, 1, 1, 1, 1, 1")
+    since = "?since=" + rfc3339(datetime.datetime.now(datetime.timezone.utc)
+                                - datetime.timedelta(hours=4))
+    before = per_event(stats(api, since), name)
+    assert before["triggers"] == 7 + 10 + 1 and before["failedAttempts"] == 35 + 10 + 1
+    run_reconciler(redis, db)
+    rows = db.sql(f"SELECT backend, triggers, jobs, delivered, dead, failed_attempts FROM "
+                  f"stats_hourly WHERE event_name = '{name}' ORDER BY hour, backend")
+    assert [list(r) for r in rows] == [["0", "17", "24", "31", "38", "45"],
+                                       ["99", "1", "1", "1", "1", "1"]], rows
+    assert per_event(stats(api, since), name) == before
+
+
+def test_reconciler_merges_old_subscription_buckets(api, db, redis, broker):
+    """5-minute rows older than 2 hours become one row per subscription and hour (backend 0),
+    with the sums and the latest times; the status's counts do not change."""
+    sub = str(uuid.uuid4())
+    db.sql("INSERT INTO subscription_stats (subscription_id, bucket, backend, delivered, "
+           "failed_attempts, dead, last_success_at, last_failure_at) "
+           f"SELECT '{sub}'::uuid, date_trunc('hour', now() - interval '5 hours') + m * interval "
+           "'5 minutes', b, 1, 2, 3, date_trunc('hour', now() - interval '5 hours') + m * interval "
+           "'5 minutes', NULL::timestamptz FROM generate_series(0, 11) m, generate_series(1, 3) b "
+           f"UNION ALL SELECT '{sub}', date_bin('5 minutes', now(), timestamptz '2000-01-01 00:00Z'),"
+           " 7, 1, 1, 1, now(), now()")
+    run_reconciler(redis, db)
+    rows = db.sql("SELECT backend, delivered, failed_attempts, dead, last_success_at = "
+                  "date_trunc('hour', now() - interval '5 hours') + interval '55 minutes', "
+                  "last_failure_at IS NULL FROM subscription_stats "
+                  f"WHERE subscription_id = '{sub}' ORDER BY bucket")
+    assert [list(r) for r in rows] == [["0", "36", "72", "108", "t", "t"],
+                                       ["7", "1", "1", "1", "f", "f"]], rows
