@@ -41,7 +41,15 @@
 #define TS_SUCCESS SQL_TS("last_success_at")
 #define TS_FAILURE SQL_TS("last_failure_at")
 #define TS_NOW SQL_TS("now()")
-#define TS_SINCE_HOUR SQL_TS("date_trunc('hour', to_timestamp($1::double precision))")
+/* The start of the rollup rows $1 (Unix seconds) falls in: its hour, or its day (UTC) when
+ * that is before the day that started 2 days ago (the reconciler merges those hours by day:
+ * reconciler/purge.c). */
+#define SINCE_ROW                                                                                  \
+    "CASE WHEN to_timestamp($1::double precision) < (date_trunc('day', now() AT TIME ZONE "        \
+    "'UTC') - interval '2 days') AT TIME ZONE 'UTC' THEN date_trunc('day', "                       \
+    "to_timestamp($1::double precision) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' "                   \
+    "ELSE date_trunc('hour', to_timestamp($1::double precision)) END"
+#define TS_SINCE_ROW SQL_TS(SINCE_ROW)
 
 /* $1 id, $2 event name. No row: no such active subscription.
  * - c: the last day's rollup rows (primary key range: at most 289 buckets per writer);
@@ -192,20 +200,21 @@ static int parse_rfc3339(const char *s, double *out)
     return 0;
 }
 
-/* $1 since (Unix seconds; rounded down to its hour: the rollup's grain). Hourly rows of every
- * writer in the range (primary key range scan), summed per event name; retries pending from
- * the unfinished jobs' partial index (the backlog), with each job's subscription's name. */
+/* $1 since (Unix seconds; rounded down to the start of its rollup row: SINCE_ROW). The
+ * rollup rows of every writer from there (primary key range scan), summed per event name;
+ * retries pending from the unfinished jobs' partial index (the backlog), with each job's
+ * subscription's name. */
 static const char stats_sql[] =
     "WITH r AS (SELECT event_name, sum(triggers) AS t, sum(jobs) AS j, sum(delivered) AS d, "
     "  sum(dead) AS x, sum(failed_attempts) AS f FROM stats_hourly "
-    "  WHERE hour >= date_trunc('hour', to_timestamp($1::double precision)) GROUP BY event_name), "
+    "  WHERE hour >= " SINCE_ROW " GROUP BY event_name), "
     "p AS (SELECT s.event_name, count(*) AS n FROM jobs j "
     "  JOIN subscriptions s ON s.id = j.subscription_id "
     "  WHERE j.status = 'retrying' GROUP BY s.event_name), "
     "n AS (SELECT coalesce(r.event_name, p.event_name) AS name, coalesce(r.t, 0) AS t, "
     "  coalesce(r.j, 0) AS j, coalesce(r.d, 0) AS d, coalesce(r.x, 0) AS x, coalesce(r.f, 0) AS f, "
     "  coalesce(p.n, 0) AS rp FROM r FULL JOIN p ON p.event_name = r.event_name) "
-    "SELECT json_build_object('since', " TS_SINCE_HOUR ", 'until', " TS_NOW ", "
+    "SELECT json_build_object('since', " TS_SINCE_ROW ", 'until', " TS_NOW ", "
     "  'total', json_build_object('triggers', coalesce(sum(t), 0), 'jobsCreated', "
     "  coalesce(sum(j), 0), 'delivered', coalesce(sum(d), 0), 'dead', coalesce(sum(x), 0), "
     "  'failedAttempts', coalesce(sum(f), 0), 'retriesPending', coalesce(sum(rp), 0)), "

@@ -74,21 +74,26 @@ static const char substats_clear_sql[] =
 
 /* Each writer has its own hourly rows (decision 29); once an hour has been over for 10
  * minutes nobody writes it any more, and its rows are merged into one per event name
- * (backend 0), so that GET /api/v0/stats sums at most 744 rows per name over 30 days,
- * whatever the number of brokers and workers. RECONCILE_BATCH source rows at a time; the sums
- * of one statement are grouped, so its upsert meets each merged row once. */
+ * (backend 0); hours before the day that started 2 days ago are merged further into one row
+ * per day (hour = the day's start), so that GET /api/v0/stats sums at most about 80 rows per
+ * name over 30 days, whatever the number of brokers and workers. RECONCILE_BATCH source rows
+ * at a time; the sums of one statement are grouped, so its upsert meets each merged row once
+ * (a merged row is never a source of the same statement). Dates are UTC. */
+#define STATS_DAY_CUT "(date_trunc('day', now() AT TIME ZONE 'UTC') - interval '2 days') AT TIME ZONE 'UTC'"
+#define STATS_DAY(h) "(date_trunc('day', " h " AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
 #define UNMERGED                                                                                   \
-    "SELECT hour, event_name, backend FROM stats_hourly WHERE backend <> 0 "                      \
-    "AND hour < date_trunc('hour', now() - interval '10 minutes') "                               \
-    "ORDER BY hour, event_name, backend LIMIT $1::int"
+    "SELECT hour, event_name, backend FROM stats_hourly WHERE (backend <> 0 "                     \
+    "AND hour < date_trunc('hour', now() - interval '10 minutes')) OR (hour < " STATS_DAY_CUT    \
+    " AND hour <> " STATS_DAY("hour") ") ORDER BY hour, event_name, backend LIMIT $1::int"
 static const char merge_count_sql[] = "SELECT count(*) FROM (" UNMERGED ") t";
 static const char merge_sql[] =
     "WITH o AS (" UNMERGED " FOR UPDATE), "
     "d AS (DELETE FROM stats_hourly s USING o WHERE s.hour = o.hour "
     "  AND s.event_name = o.event_name AND s.backend = o.backend RETURNING s.*), "
     "m AS (INSERT INTO stats_hourly AS t (hour, event_name, backend, triggers, jobs, delivered, "
-    "  dead, failed_attempts) SELECT hour, event_name, 0, sum(triggers), sum(jobs), "
-    "  sum(delivered), sum(dead), sum(failed_attempts) FROM d GROUP BY hour, event_name "
+    "  dead, failed_attempts) SELECT CASE WHEN hour < " STATS_DAY_CUT " THEN " STATS_DAY("hour")
+    " ELSE hour END, event_name, 0, sum(triggers), sum(jobs), sum(delivered), sum(dead), "
+    "  sum(failed_attempts) FROM d GROUP BY 1, 2 "
     "  ON CONFLICT (hour, event_name, backend) DO UPDATE SET "
     "  triggers = t.triggers + EXCLUDED.triggers, jobs = t.jobs + EXCLUDED.jobs, "
     "  delivered = t.delivered + EXCLUDED.delivered, dead = t.dead + EXCLUDED.dead, "

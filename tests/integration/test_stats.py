@@ -162,3 +162,24 @@ def test_reconciler_merges_old_subscription_buckets(api, db, redis, broker):
                   f"WHERE subscription_id = '{sub}' ORDER BY bucket")
     assert [list(r) for r in rows] == [["0", "36", "72", "108", "t", "t"],
                                        ["7", "1", "1", "1", "f", "f"]], rows
+
+
+def test_reconciler_merges_old_hours_by_day(api, db, redis, broker):
+    """Hours before the day that started 2 days ago become one row per day (UTC); a since
+    within such a day counts from the day's start, before and after the merge."""
+    name = unique_name("statsday")
+    day = "(date_trunc('day', now() AT TIME ZONE 'UTC') - interval '5 days') AT TIME ZONE 'UTC'"
+    db.sql("INSERT INTO stats_hourly (hour, event_name, backend, triggers) "
+           f"SELECT {day} + h * interval '1 hour', '{name}', b, 1 "
+           "FROM generate_series(0, 23, 5) h, generate_series(0, 2) b")
+    start = datetime.datetime.now(datetime.timezone.utc).replace(
+        hour=0, minute=0, second=0, microsecond=0) - datetime.timedelta(days=5)
+    since = "?since=" + rfc3339(start + datetime.timedelta(hours=12))
+    before = stats(api, since)
+    assert before["since"] == start.strftime("%Y-%m-%dT00:00:00.000Z"), before
+    assert per_event(before, name)["triggers"] == 15
+    run_reconciler(redis, db)
+    rows = db.sql(f"SELECT hour = {day}, backend, triggers FROM stats_hourly "
+                  f"WHERE event_name = '{name}'")
+    assert [list(r) for r in rows] == [["t", "0", "15"]], rows
+    assert per_event(stats(api, since), name)["triggers"] == 15
