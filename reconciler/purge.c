@@ -79,7 +79,8 @@ static const char substats_clear_sql[] =
  * name over 30 days, whatever the number of brokers and workers. RECONCILE_BATCH source rows
  * at a time; the sums of one statement are grouped, so its upsert meets each merged row once
  * (a merged row is never a source of the same statement). Dates are UTC. */
-#define STATS_DAY_CUT "(date_trunc('day', now() AT TIME ZONE 'UTC') - interval '2 days') AT TIME ZONE 'UTC'"
+#define STATS_DAY_CUT                                                                              \
+    "(date_trunc('day', now() AT TIME ZONE 'UTC') - interval '2 days') AT TIME ZONE 'UTC'"
 #define STATS_DAY(h) "(date_trunc('day', " h " AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
 #define UNMERGED                                                                                   \
     "SELECT hour, event_name, backend FROM stats_hourly WHERE (backend <> 0 "                     \
