@@ -4,8 +4,9 @@
  * UUIDv7, so "older than" is a primary-key range; there are no foreign keys, so the children
  * are deleted explicitly in the same statement. The status rollups (docs/decisions.md 29) are
  * merged (past hours, then old days, per event name; old 5-minute rows by hour per
- * subscription) and dropped after 31 days (per event name) and 2 days (per subscription). Deleted subscriptions are kept (a small audit
- * trail that old jobs still point to), without their secrets (the broker clears them). */
+ * subscription) and dropped after 31 days (per event name) and 2 days (per subscription).
+ * Deleted subscriptions are kept (a small audit trail that old jobs still point to), without
+ * their secrets (the broker clears them). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -167,7 +168,8 @@ int recon_purge(struct recon *r)
         clear_expired(r, keys_clear_sql, keys_count_sql, "Idempotency-Keys older than 24 hours") < 0 ||
         clear_expired(r, hourly_clear_sql, hourly_count_sql,
                       "hourly stats rows older than 31 days") < 0 ||
-        clear_expired(r, merge_sql, merge_count_sql, "hourly stats rows of past hours (merged)") < 0 ||
+        clear_expired(r, merge_sql, merge_count_sql,
+                      "hourly stats rows of past hours (merged)") < 0 ||
         clear_expired(r, sub_merge_sql, sub_merge_count_sql,
                       "subscription stats rows older than 2 hours (merged by hour)") < 0 ||
         clear_expired(r, substats_clear_sql, substats_count_sql,
