@@ -165,7 +165,8 @@ int recon_purge(struct recon *r)
 {
     if (clear_expired(r, expired_clear_sql, expired_count_sql,
                       "previous secrets whose grace period is over") < 0 ||
-        clear_expired(r, keys_clear_sql, keys_count_sql, "Idempotency-Keys older than 24 hours") < 0 ||
+        clear_expired(r, keys_clear_sql, keys_count_sql,
+                      "Idempotency-Keys older than 24 hours") < 0 ||
         clear_expired(r, hourly_clear_sql, hourly_count_sql,
                       "hourly stats rows older than 31 days") < 0 ||
         clear_expired(r, merge_sql, merge_count_sql,
