@@ -1,5 +1,6 @@
 /* GET and PUT /api/v0/admin/delivery: the global delivery switch (one row in PostgreSQL, read
- * by every worker; docs/decisions.md 23) and how many jobs wait for delivery. */
+ * by every worker; docs/decisions.md 23), how many jobs wait for delivery, and (GET) every
+ * subscription's health, unhealthy first (decision 29). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,24 @@
  * one-row table would be costed at 10^10 and set off JIT compilation. */
 #define SQL_COLS "status, message, " SQL_TS("changed_at") ", " SQL_WAITING
 
-static const char get_sql[] = "SELECT " SQL_COLS ", false FROM delivery_switch WHERE id";
+/* The first SUBS_LISTED active subscriptions, unhealthy first (circuit open, failing,
+ * disabled, paused, then healthy; most failures first, then id), and the counts, as JSON. One
+ * pass over the active subscriptions (a top-N sort), not over any job. */
+#define SUBS_LISTED "1000"
+#define SQL_SUBS_HEALTH                                                                            \
+    "(SELECT json_build_object('total', count(*), 'unhealthy', count(*) FILTER (WHERE h <> "       \
+    "  'healthy'), 'listed', (SELECT coalesce(json_agg(j ORDER BY rk, failures DESC, id), '[]') "   \
+    "  FROM (SELECT * FROM hs ORDER BY rk, failures DESC, id LIMIT " SUBS_LISTED ") l)) FROM hs)"
+#define SQL_HS                                                                                     \
+    "WITH hs0 AS (SELECT id, event_name, url, failures, disabled_reason, " SQL_SUB_HEALTH " AS h " \
+    "  FROM subscriptions WHERE status = 'active'), "                                              \
+    "hs AS (SELECT id, failures, h, CASE h WHEN 'circuit_open' THEN 0 WHEN 'failing' THEN 1 "      \
+    "  WHEN 'disabled' THEN 2 WHEN 'paused' THEN 3 ELSE 4 END AS rk, json_build_object('id', id, " \
+    "  'eventName', event_name, 'url', url, 'health', h, 'consecutiveFailures', failures, "       \
+    "  'disabledReason', disabled_reason) AS j FROM hs0) "
+
+static const char get_sql[] = SQL_HS "SELECT " SQL_COLS ", false, " SQL_SUBS_HEALTH
+                                     "::text FROM delivery_switch WHERE id";
 
 /* An upsert (the row is made by migration 5; this restores it if it was deleted by hand).
  * changed_at moves only when the status does. ON CONFLICT DO UPDATE works on the latest
@@ -62,8 +80,14 @@ static void answered(void *priv, PGresult *res, const char *err)
         json_escape(&b, PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
     else
         buf_adds(&b, "null");
-    buf_printf(&b, ",\"since\":\"%s\",\"waitingJobs\":%s}", PQgetvalue(res, 0, 2),
+    buf_printf(&b, ",\"since\":\"%s\",\"waitingJobs\":%s", PQgetvalue(res, 0, 2),
                PQgetvalue(res, 0, 3));
+    if (PQnfields(res) > 5 && !PQgetisnull(res, 0, 5)) {
+        /* GET: {"total","unhealthy","listed"} */
+        buf_adds(&b, ",\"subscriptions\":");
+        buf_add(&b, PQgetvalue(res, 0, 5), (size_t)PQgetlength(res, 0, 5));
+    }
+    buf_addc(&b, '}');
     http_reply(r, 200, &b);
 }
 

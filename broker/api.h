@@ -37,5 +37,7 @@ void recover_get(struct req *r);    /* GET /api/v0/webhooks/<name>/<id>/recover/
 void recover_replay(struct req *r); /* POST /api/v0/events/<id>/replay */
 /* Resumes the recoveries PostgreSQL calls running (start-up, reconnect): any broker may. */
 void recover_resume(struct broker *b);
+void status_get(struct req *r); /* GET /api/v0/webhooks/<name>/<id>/status */
+void stats_get(struct req *r);  /* GET /api/v0/stats */
 
 #endif

@@ -40,18 +40,35 @@ void event_rec_free(struct event_rec *e)
     free(e);
 }
 
+/* The hourly counters of a batch (docs/decisions.md 29): one upsert per event name per batch,
+ * into this connection's own row (no other transaction ever waits on it). ev(id, event_name)
+ * are the events inserted, jb(event_id) their jobs. */
+#define STATS_UPSERT                                                                               \
+    "st AS (INSERT INTO stats_hourly (hour, event_name, backend, triggers, jobs) "                 \
+    "  SELECT date_trunc('hour', now()), ev.event_name, pg_backend_pid(), count(*), "             \
+    "    coalesce(sum(c.n), 0) "                                                                   \
+    "  FROM ev LEFT JOIN (SELECT event_id, count(*) AS n FROM jb GROUP BY event_id) c "           \
+    "    ON c.event_id = ev.id "                                                                   \
+    "  GROUP BY ev.event_name ORDER BY ev.event_name "                                             \
+    "  ON CONFLICT (hour, event_name, backend) DO UPDATE SET "                                     \
+    "  triggers = stats_hourly.triggers + EXCLUDED.triggers, "                                     \
+    "  jobs = stats_hourly.jobs + EXCLUDED.jobs) "
+
 /* One statement = one transaction: the events, and the jobs whose subscription still exists
  * and is not disabled (a stale index entry cannot fail the batch; a paused subscription gets
- * its jobs: they wait, decision 24). Returns the inserted job ids. */
+ * its jobs: they wait, decision 24), and the batch's hourly counters. Returns the inserted
+ * job ids. */
 static const char insert_sql[] =
     "WITH ev AS (INSERT INTO events (id, event_name, payload) "
-    "  SELECT i, n, decode(p, 'hex') FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(i, n, p)) "
-    "INSERT INTO jobs (id, event_id, subscription_id, url, partition) "
+    "  SELECT i, n, decode(p, 'hex') FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(i, n, p) "
+    "  RETURNING id, event_name), "
+    "jb AS (INSERT INTO jobs (id, event_id, subscription_id, url, partition) "
     "SELECT u.id, u.ev, u.sub, u.url, u.part "
     "FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::int[]) "
     "  AS u(id, ev, sub, url, part) "
     "JOIN subscriptions s ON s.id = u.sub AND s.status = 'active' AND s.disabled_at IS NULL "
-    "RETURNING jobs.id";
+    "RETURNING jobs.id, jobs.event_id), " STATS_UPSERT
+    "SELECT id FROM jb";
 
 /* The same for events with an Idempotency-Key ($9 keys, $10 hex SHA-256 of the payloads), in
  * four steps that one statement orders:
@@ -91,9 +108,13 @@ static const char keyed_sql[] =
     "  ORDER BY t.k, t.o "
     "  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL "
     "  DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key "
-    "  RETURNING id, event_name, idempotency_key, idempotency_sha256, idempotency_jobs), "
+    "  RETURNING id, event_name, idempotency_key, idempotency_sha256, idempotency_jobs, "
+    "  xmax = 0 AS fresh), "
     "j AS (INSERT INTO jobs (id, event_id, subscription_id, url, partition) "
-    "  SELECT u.id, u.ev, u.sub, u.url, u.part FROM u JOIN w ON w.id = u.ev RETURNING id) "
+    "  SELECT u.id, u.ev, u.sub, u.url, u.part FROM u JOIN w ON w.id = u.ev "
+    "  RETURNING id, event_id), "
+    "ev AS (SELECT id, event_name FROM w WHERE fresh), jb AS (SELECT event_id FROM j), "
+    STATS_UPSERT
     "SELECT id, NULL::bigint, NULL::uuid, NULL::int, NULL::bool, NULL::bool FROM j "
     "UNION ALL "
     "SELECT t.i, t.o, w.id, w.idempotency_jobs, w.event_name = t.n, "

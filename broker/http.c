@@ -58,6 +58,9 @@ static const struct route routes[] = {
     {{"api", "v0", "webhooks"}, 3, 2, "recover", NULL, recover_start, NULL, NULL, NULL},
     {{"api", "v0", "webhooks"}, 3, 2, "recover/", recover_get, NULL, NULL, NULL, NULL},
     {{"api", "v0", "events"}, 3, 1, "replay", NULL, recover_replay, NULL, NULL, NULL},
+    /* status (issue 10, decision 29) */
+    {{"api", "v0", "webhooks"}, 3, 2, "status", status_get, NULL, NULL, NULL, NULL},
+    {{"api", "v0", "stats"}, 3, 0, NULL, stats_get, NULL, NULL, NULL, NULL},
 };
 
 /* True when segment i is the literal s (without a trailing '/'). */

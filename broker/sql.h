@@ -20,4 +20,11 @@
         "timeout_seconds"
 #define SQL_SUB_NCOLS 16 /* a query's own columns follow SQL_SUB_COLS */
 
+/* A subscription's health from its row (decision 29): disabled, paused, circuit_open (also
+ * while a probe is due), failing (consecutive failures), healthy. */
+#define SQL_SUB_HEALTH                                                                             \
+    "CASE WHEN disabled_at IS NOT NULL THEN 'disabled' WHEN paused_at IS NOT NULL THEN 'paused' "  \
+    "WHEN circuit_open_until IS NOT NULL THEN 'circuit_open' WHEN failures > 0 THEN 'failing' "    \
+    "ELSE 'healthy' END"
+
 #endif

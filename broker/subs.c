@@ -443,8 +443,9 @@ static void reg_upsert(struct reg *g)
     /* A secret sent with a re-registration replaces the current one at once, and a previous
      * secret still in its grace period stops signing too (no grace: that is rotate-secret's
      * job); the same secret again changes nothing. Without one, the secrets are kept. */
+    /* The lifecycle log (decision 29) is written by the same statement: created / updated. */
     static const char sql[] =
-        "INSERT INTO subscriptions (id, event_name, url, secret, headers, rate_limit, "
+        "WITH ins AS (INSERT INTO subscriptions (id, event_name, url, secret, headers, rate_limit, "
         "  retry_policy, timeout_seconds, description) "
         "SELECT $1::uuid, $2::text, $3::text, $4::text, COALESCE($5::jsonb, '{}'::jsonb), "
         SQL_CTL_VALUES("$10") " "
@@ -460,7 +461,11 @@ static void reg_upsert(struct reg *g)
         "  THEN subscriptions.previous_secret_expires_at END, "
         "updated_at = now() "
         "WHERE subscriptions.id = $7::uuid AND subscriptions.secret = $8::text "
-        "RETURNING " SQL_SUB_COLS ", (xmax = 0)";
+        "RETURNING " SQL_SUB_COLS ", (xmax = 0) AS fresh), "
+        "act AS (INSERT INTO subscription_activity (subscription_id, kind, detail) "
+        "  SELECT id, CASE WHEN fresh THEN 'created' ELSE 'updated' END, "
+        "  CASE WHEN fresh THEN 'registered' ELSE 'registered again' END FROM ins) "
+        "SELECT * FROM ins";
     char limit[24];
     snprintf(limit, sizeof limit, "%ld", r->b->cfg.max_subs_per_event);
     const char *params[] = {g->id,
@@ -834,11 +839,14 @@ void subs_delete(struct req *r)
     if (!check_name_id(r))
         return;
     /* A deleted subscription never signs again: its secrets go with it (the row stays). */
-    static const char sql[] = "UPDATE subscriptions SET status = 'deleted', deleted_at = now(), "
-                              "secret = NULL, previous_secret = NULL, "
+    static const char sql[] = "WITH d AS (UPDATE subscriptions SET status = 'deleted', "
+                              "deleted_at = now(), secret = NULL, previous_secret = NULL, "
                               "previous_secret_expires_at = NULL, "
                               "updated_at = now() WHERE id = $1 AND event_name = $2 "
-                              "AND status = 'active' RETURNING " SQL_SUB_COLS;
+                              "AND status = 'active' RETURNING " SQL_SUB_COLS "), "
+                              "act AS (INSERT INTO subscription_activity (subscription_id, kind) "
+                              "  SELECT id, 'deleted' FROM d) "
+                              "SELECT * FROM d";
     const char *params[] = {r->seg[1], r->seg[0]};
     if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, del_done, r) < 0)
         http_db_error(r, NULL, "not connected");
@@ -977,7 +985,8 @@ static void patch_update(struct patch *p)
 {
     struct req *r = p->r;
     static const char sql[] =
-        "WITH o AS (SELECT id AS o_id, url AS o_url, disabled_at IS NOT NULL AS o_disabled "
+        "WITH o AS (SELECT id AS o_id, url AS o_url, disabled_at IS NOT NULL AS o_disabled, "
+        "  paused_at IS NOT NULL AS o_paused, disabled_reason AS o_reason "
         "  FROM subscriptions WHERE id = $1 AND event_name = $2 AND status = 'active' "
         "  FOR UPDATE), "
         "u AS (UPDATE subscriptions s SET url = COALESCE($3::text, s.url), "
@@ -997,7 +1006,19 @@ static void patch_update(struct patch *p)
         "  FROM o WHERE s.id = o.o_id "
         "  AND NOT (coalesce($6::text, '') = 'paused' AND o.o_disabled) "
         "  RETURNING " SQL_SUB_COLS ", o.o_url, "
-        "  (extract(epoch FROM s.updated_at) * 1000000)::bigint) "
+        "  (extract(epoch FROM s.updated_at) * 1000000)::bigint), "
+        /* the lifecycle log (decision 29): paused, resumed, enabled, updated */
+        "act AS (INSERT INTO subscription_activity (subscription_id, kind, detail) "
+        "  SELECT u.id, k.kind, k.detail FROM u CROSS JOIN o, LATERAL (VALUES "
+        "  (CASE WHEN $6::text = 'paused' AND NOT o.o_paused THEN 'paused' END, NULL), "
+        "  (CASE WHEN $6::text = 'active' AND o.o_disabled THEN 'enabled' "
+        "    WHEN $6::text = 'active' AND o.o_paused THEN 'resumed' END, "
+        "    CASE WHEN o.o_disabled THEN 'was disabled: ' || o.o_reason END), "
+        "  (CASE WHEN $3::text IS NOT NULL OR $4::jsonb IS NOT NULL OR $5::jsonb <> '{}' "
+        "    THEN 'updated' END, concat_ws(', ', CASE WHEN $3::text IS NOT NULL THEN 'url' END, "
+        "    CASE WHEN $4::jsonb IS NOT NULL THEN 'headers' END, "
+        "    CASE WHEN $5::jsonb <> '{}' THEN 'settings' END))) k(kind, detail) "
+        "  WHERE k.kind IS NOT NULL) "
         "SELECT u.*, o.o_disabled FROM o LEFT JOIN u ON true";
     const char *params[] = {r->seg[1], r->seg[0], p->url, p->headers, p->controls, p->state};
     if (pg_query(r->b->pg_api, sql, 6, params, NULL, NULL, 0, patch_done, p) < 0) {

@@ -167,6 +167,44 @@ static const char *const migrations[] = {
     "  finished_at timestamptz);"
     "CREATE UNIQUE INDEX recoveries_running ON recoveries (subscription_id, since, until)"
     "  WHERE status = 'running';",
+    /* status: subscription activity and rollups (docs/decisions.md 29). subscription_activity
+     * is the lifecycle log (created, updated, paused, resumed, enabled, deleted by the broker;
+     * circuit_opened, circuit_reopened, circuit_closed, disabled by the workers' outcome
+     * commit), written by the statement that makes the change. The rollups are counters
+     * upserted once per batch, never per job: stats_hourly per (hour, event name) by the
+     * broker's commit (triggers, jobs) and the outcome commit (delivered, dead, failed
+     * attempts, and the operational events it creates); subscription_stats per (subscription,
+     * 5-minute bucket) by the outcome commit (delivered, failed attempts, dead, the last
+     * success and failure). Each writing connection has rows of its own (backend =
+     * pg_backend_pid()), so no two transactions ever wait on a rollup row; readers sum. */
+    "CREATE TABLE subscription_activity ("
+    "  subscription_id uuid NOT NULL,"
+    "  at timestamptz NOT NULL DEFAULT clock_timestamp(),"
+    "  kind text NOT NULL,"
+    "  detail text,"
+    "  n bigint GENERATED ALWAYS AS IDENTITY);" /* orders rows of one statement */
+    "CREATE INDEX subscription_activity_sub_at ON subscription_activity (subscription_id, at, n);"
+    "CREATE TABLE stats_hourly ("
+    "  hour timestamptz NOT NULL,"
+    "  event_name text NOT NULL,"
+    "  backend int NOT NULL,"
+    "  triggers bigint NOT NULL DEFAULT 0,"
+    "  jobs bigint NOT NULL DEFAULT 0,"
+    "  delivered bigint NOT NULL DEFAULT 0,"
+    "  dead bigint NOT NULL DEFAULT 0,"
+    "  failed_attempts bigint NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (hour, event_name, backend));"
+    "CREATE TABLE subscription_stats ("
+    "  subscription_id uuid NOT NULL,"
+    "  bucket timestamptz NOT NULL,"
+    "  backend int NOT NULL,"
+    "  delivered bigint NOT NULL DEFAULT 0,"
+    "  failed_attempts bigint NOT NULL DEFAULT 0,"
+    "  dead bigint NOT NULL DEFAULT 0,"
+    "  last_success_at timestamptz,"
+    "  last_failure_at timestamptz,"
+    "  PRIMARY KEY (subscription_id, bucket, backend));"
+    "CREATE INDEX subscription_stats_bucket ON subscription_stats (bucket);",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

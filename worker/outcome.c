@@ -266,13 +266,18 @@ static void finalize(struct gcommit_node *batch)
  *   with the cooldown doubled up to BREAKER_COOLDOWN_MAX; a success closes it: recovered)
  *   and the reason to disable (410 Gone, or failing since DISABLE_AFTER_HOURS);
  * - h writes them; x lists the operational events (none about a subscription to a broker.*
- *   name), ev inserts them and nj their jobs, one per live subscriber of the name.
+ *   name), ev inserts them and nj their jobs, one per live subscriber of the name;
+ * - act logs h's transitions in subscription_activity; ss and es add the batch to the
+ *   rollups (docs/decisions.md 29): one upsert per subscription (5-minute bucket: delivered,
+ *   failed attempts, dead, last success and failure) and per event name (hour), into this
+ *   connection's own rows, so a healthy subscription's success still writes no subscription
+ *   row.
  * Rows: each updated job; the first also carries the new jobs as JSON (NULL: none), which
  * opevents.c puts in Redis. Built once by outcome_sql_build (the settings are literals). */
 #define OUTCOME_SQL_FMT                                                                     \
     "WITH o AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[], $5::text[], " \
-    "  $6::bigint[], $7::int[], $8::text[], $9::bigint[], $10::bigint[]) " \
-    "  AS o(id, attempt, status, code, err, next_ms, dur, excerpt, started_ms, retry_ms)), " \
+    "  $6::bigint[], $7::int[], $8::text[], $9::bigint[], $10::bigint[], $11::text[]) " \
+    "  AS o(id, attempt, status, code, err, next_ms, dur, excerpt, started_ms, retry_ms, name)), " \
     "a AS (INSERT INTO attempts (job_id, attempt, started_at, duration_ms, status_code, error, " \
     "  response_excerpt) " \
     "  SELECT o.id, o.attempt, to_timestamp(o.started_ms / 1000.0), o.dur, o.code, o.err, o.excerpt " \
@@ -292,7 +297,7 @@ static void finalize(struct gcommit_node *batch)
     "  updated_at = now() " \
     "  FROM o WHERE j.id = ANY($1::uuid[]) AND j.id = o.id AND j.status IN ('queued', 'retrying') " \
     "  RETURNING j.id, j.subscription_id AS sub, o.attempt, o.status, o.code, o.err, " \
-    "  o.started_ms, o.retry_ms), " \
+    "  o.started_ms, o.retry_ms, o.name), " \
     "f AS (SELECT u.*, u.status = 'delivered' AS ok FROM u WHERE u.attempt > 0), " \
     "lo AS (SELECT sub, max(started_ms) FILTER (WHERE ok) AS last_ok FROM f GROUP BY sub), " \
     "g AS (SELECT f.sub, lo.last_ok, " \
@@ -368,7 +373,42 @@ static void finalize(struct gcommit_node *batch)
     "  SELECT wh_uuidv7(), ev.id, r.id, r.url, wh_partition(r.id, %ld) " \
     "  FROM ev JOIN subscriptions r ON r.event_name = ev.event_name AND r.status = 'active' " \
     "  AND r.disabled_at IS NULL " \
-    "  RETURNING id, event_id, subscription_id, url, partition) " \
+    "  RETURNING id, event_id, subscription_id, url, partition), " \
+    "act AS (INSERT INTO subscription_activity (subscription_id, kind, detail) " \
+    "  SELECT id, 'circuit_opened', nfail || ' consecutive failed attempts: nothing is sent for ' " \
+    "    || circuit_cooldown_s || ' seconds, then one probe' FROM h WHERE circ = 'opened' " \
+    "  UNION ALL SELECT id, 'circuit_reopened', 'the probe failed: nothing is sent for ' " \
+    "    || circuit_cooldown_s || ' seconds' FROM h WHERE circ = 'reopened' " \
+    "  UNION ALL SELECT id, 'circuit_closed', 'a delivery succeeded: recovered' FROM h " \
+    "    WHERE circ = 'recovered' " \
+    "  UNION ALL SELECT id, 'disabled', why FROM h WHERE why IS NOT NULL), " \
+    "ss AS (INSERT INTO subscription_stats AS t (subscription_id, bucket, backend, delivered, " \
+    "  failed_attempts, dead, last_success_at, last_failure_at) " \
+    "  SELECT sub, date_bin('5 minutes', now(), timestamptz '2000-01-01 00:00Z'), " \
+    "    pg_backend_pid(), count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok), " \
+    "    count(*) FILTER (WHERE status = 'dead'), " \
+    "    to_timestamp(max(started_ms) FILTER (WHERE ok) / 1000.0), " \
+    "    to_timestamp(max(started_ms) FILTER (WHERE NOT ok) / 1000.0) " \
+    "  FROM f GROUP BY sub ORDER BY sub " \
+    "  ON CONFLICT (subscription_id, bucket, backend) DO UPDATE SET " \
+    "  delivered = t.delivered + EXCLUDED.delivered, " \
+    "  failed_attempts = t.failed_attempts + EXCLUDED.failed_attempts, " \
+    "  dead = t.dead + EXCLUDED.dead, " \
+    "  last_success_at = GREATEST(t.last_success_at, EXCLUDED.last_success_at), " \
+    "  last_failure_at = GREATEST(t.last_failure_at, EXCLUDED.last_failure_at)), " \
+    "es AS (INSERT INTO stats_hourly AS t (hour, event_name, backend, triggers, jobs, delivered, " \
+    "  dead, failed_attempts) " \
+    "  SELECT date_trunc('hour', now()), name, pg_backend_pid(), sum(tr), sum(jb), sum(dl), " \
+    "    sum(dd), sum(fa) FROM (" \
+    "    SELECT name, 0 AS tr, 0 AS jb, (ok)::int AS dl, (status = 'dead')::int AS dd, " \
+    "      (NOT ok)::int AS fa FROM f " \
+    "    UNION ALL SELECT event_name, 1, 0, 0, 0, 0 FROM ev " \
+    "    UNION ALL SELECT ev.event_name, 0, 1, 0, 0, 0 FROM nj JOIN ev ON ev.id = nj.event_id) c " \
+    "  GROUP BY name ORDER BY name " \
+    "  ON CONFLICT (hour, event_name, backend) DO UPDATE SET " \
+    "  triggers = t.triggers + EXCLUDED.triggers, jobs = t.jobs + EXCLUDED.jobs, " \
+    "  delivered = t.delivered + EXCLUDED.delivered, dead = t.dead + EXCLUDED.dead, " \
+    "  failed_attempts = t.failed_attempts + EXCLUDED.failed_attempts) " \
     "SELECT u.id, CASE WHEN row_number() OVER () = 1 THEN (SELECT json_agg(json_build_object(" \
     "  'j', nj.id, 'e', nj.event_id, 's', nj.subscription_id, 'u', nj.url, 'p', nj.partition, " \
     "  'n', ev.event_name, 'd', convert_from(ev.payload, 'UTF8'))) " \
@@ -426,7 +466,7 @@ static void written(const struct gcommit_batch *bt, PGresult *res, const char *e
     }
 }
 
-enum { A_ID, A_ATT, A_ST, A_CODE, A_ERR, A_NEXT, A_DUR, A_EXC, A_START, A_RETRY, A_N };
+enum { A_ID, A_ATT, A_ST, A_CODE, A_ERR, A_NEXT, A_DUR, A_EXC, A_START, A_RETRY, A_NAME, A_N };
 
 /* Appends one outcome to the statement's arrays; false for SKIP / RESCHED (nothing to record:
  * Redis clean-up only). */
@@ -469,6 +509,7 @@ static bool add_outcome(struct gcommit_node *n, struct buf *arr, void *arg)
         pgarr_addll(&arr[A_RETRY], j->retry_after_ms);
     else
         pgarr_null(&arr[A_RETRY]);
+    pgarr_add(&arr[A_NAME], j->m.name, strlen(j->m.name)); /* the rollups' event name */
     return true;
 }
 
