@@ -13,7 +13,9 @@
 #   {job}        a job id (any status)        {event_id}   an event id
 #   {since}      an RFC 3339 time in the 30 days of data, {until} = since + 1 h .. 7 days
 #   {t}          an RFC 3339 time in the 30 days of data
-# and may end with " +next": the path is first requested untimed, then the timed request is
+#   {recent}     an RFC 3339 time in the last 13 days    {dead_job}  a dead job, each used once
+# A path may start with "POST " (the request then has the body after " <<", placeholders
+# filled too; 200, 201 and 202 are success) and may end with " +next": the path is first requested untimed, then the timed request is
 # the same path with &cursor=<its "next"> (a deep page when the path has until={t}).
 # Every value is drawn at random per request (a fixed seed: runs are comparable).
 #
@@ -50,6 +52,14 @@ TEMPLATES=(
     "jobs: deep cursor, dead, subscription|/api/v0/jobs?status=dead&subscription={sub}&until={t} +next"
     "jobs: deep cursor, event, limit=500|/api/v0/jobs?event={event}&until={t}&limit=500 +next"
     "jobs/<id>|/api/v0/jobs/{job}"
+    "status|/api/v0/webhooks/{sub_event}/{sub}/status"
+    "stats: 24 h|/api/v0/stats"
+    "stats: since|/api/v0/stats?since={recent29}"
+    "admin/delivery with the subscription list|/api/v0/admin/delivery"
+    "events/<id> with payloadRaw|/api/v0/events/{event_id}"
+    "jobs/<id>/retry|POST /api/v0/jobs/{dead_job}/retry"
+    "recover|POST /api/v0/webhooks/{sub_event}/{sub}/recover <<{\"since\":\"{recent}\"}"
+    "events/<id>/replay|POST /api/v0/events/{event_id}/replay"
 )
 
 say() { echo "bench-queries: $*"; }
@@ -164,6 +174,8 @@ def sql(q):
 subs = sql("SELECT id, event_name FROM subscriptions")
 names = sorted({s[1] for s in subs})
 jobs = sql("SELECT id, event_id FROM jobs TABLESAMPLE SYSTEM (0.05) LIMIT 2000")
+dead = [r[0] for r in sql("SELECT id FROM jobs TABLESAMPLE SYSTEM (1) WHERE status = 'dead' LIMIT 5000")]
+now = time.time()
 t_lo, t_hi = sql("SELECT extract(epoch FROM min(created_at)), extract(epoch FROM max(created_at)) FROM jobs")[0]
 t_lo, t_hi = float(t_lo), float(t_hi)
 statuses = ["queued", "retrying", "delivered", "dead", "cancelled"]
@@ -178,23 +190,36 @@ def fill(path):
     since = rnd.uniform(t_lo, t_hi)
     vals = {"sub": s[0], "sub_event": s[1], "event": rnd.choice(names), "status": rnd.choice(statuses),
             "job": j[0], "event_id": j[1], "since": ts(since),
-            "until": ts(since + rnd.uniform(3600, 7 * 86400)), "t": ts(rnd.uniform(t_lo, t_hi))}
+            "until": ts(since + rnd.uniform(3600, 7 * 86400)), "t": ts(rnd.uniform(t_lo, t_hi)),
+            "recent": ts(now - rnd.uniform(3600, 13 * 86400)),
+            "recent29": ts(now - rnd.uniform(3600, 29 * 86400))}
+    if "{dead_job}" in path:
+        vals["dead_job"] = dead.pop()
+    path, sep, body = path.partition(" <<")
     for k, v in vals.items():
         path = path.replace("{" + k + "}", urllib.parse.quote(v, safe=""))
-    return path
+        body = body.replace("{" + k + "}", v)
+    return path + sep + body
 
 conn = http.client.HTTPConnection(url.split("//")[1], timeout=30)
 conn.connect()
 conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 def get(path):
+    method, body = "GET", None
+    if path.startswith("POST "):
+        method, path = "POST", path[5:]
+        path, _, body = path.partition(" <<")
+    headers = {"Authorization": "Bearer " + key}
+    if body:
+        headers["Content-Type"] = "application/json"
     t = time.perf_counter()
-    conn.request("GET", path, headers={"Authorization": "Bearer " + key})
+    conn.request(method, path, body=body or None, headers=headers)
     r = conn.getresponse()
-    body = r.read()
+    answer = r.read()
     ms = (time.perf_counter() - t) * 1000
-    if r.status != 200:
-        raise SystemExit(f"GET {path}: {r.status} {body[:300]!r}")
-    return ms, body
+    if r.status not in ((200,) if method == "GET" else (200, 201, 202)):
+        raise SystemExit(f"{method} {path}: {r.status} {answer[:300]!r}")
+    return ms, answer
 
 rows, failed = [], False
 for line in open(templates):

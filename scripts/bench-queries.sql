@@ -86,6 +86,46 @@ DO $$ DECLARE r record; BEGIN
         EXECUTE r.indexdef;
     END LOOP;
 END $$;
+-- Status and stats (decision 29): the rollups and the lifecycle log as the reconciler's merges
+-- keep them in a steady state: per event name, one row per day beyond 2 days, per hour within,
+-- per writer for the current hour; per subscription, one row per hour within 2 days, per
+-- writer and 5 minutes within the last 2 hours; 50 lifecycle entries per subscription.
+INSERT INTO stats_hourly (hour, event_name, backend, triggers, jobs, delivered, dead,
+                          failed_attempts)
+SELECT (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') - d * interval '1 day',
+       'bench.ev.' || e, 0, 2400, 24000, 23760, 240, 480
+FROM generate_series(2, 30) d, generate_series(0, 99) e
+ON CONFLICT DO NOTHING;
+INSERT INTO stats_hourly (hour, event_name, backend, triggers, jobs, delivered, dead,
+                          failed_attempts)
+SELECT date_trunc('hour', now()) - h * interval '1 hour', 'bench.ev.' || e, 0, 100, 1000, 990,
+       10, 20
+FROM generate_series(1, 47) h, generate_series(0, 99) e
+ON CONFLICT DO NOTHING;
+INSERT INTO stats_hourly (hour, event_name, backend, triggers, jobs, delivered, dead,
+                          failed_attempts)
+SELECT date_trunc('hour', now()), 'bench.ev.' || e, b, 10, 100, 99, 1, 2
+FROM generate_series(0, 99) e, generate_series(1, 8) b;
+INSERT INTO subscription_stats (subscription_id, bucket, backend, delivered, failed_attempts,
+                                dead, last_success_at, last_failure_at)
+SELECT md5('sub' || i)::uuid, date_trunc('hour', now()) - h * interval '1 hour', 0, 120, 12, 0,
+       date_trunc('hour', now()) - h * interval '1 hour' + interval '59 minutes',
+       date_trunc('hour', now()) - h * interval '1 hour' + interval '58 minutes'
+FROM generate_series(0, 999) i, generate_series(2, 47) h;
+INSERT INTO subscription_stats (subscription_id, bucket, backend, delivered, failed_attempts,
+                                dead, last_success_at, last_failure_at)
+SELECT md5('sub' || i)::uuid,
+       date_bin('5 minutes', now(), timestamptz '2000-01-01 00:00Z') - m * interval '5 minutes',
+       b, 10, 1, 0, now() - m * interval '5 minutes',
+       now() - m * interval '5 minutes' - interval '1 minute'
+FROM generate_series(0, 999) i, generate_series(0, 23) m, generate_series(1, 4) b;
+INSERT INTO subscription_activity (subscription_id, at, kind, detail)
+SELECT md5('sub' || i)::uuid, now() - n * interval '1 hour',
+       (ARRAY['circuit_opened', 'circuit_closed', 'updated'])[1 + n % 3], 'bench'
+FROM generate_series(0, 999) i, generate_series(1, 50) n;
+VACUUM ANALYZE stats_hourly;
+VACUUM ANALYZE subscription_stats;
+VACUUM ANALYZE subscription_activity;
 VACUUM ANALYZE subscriptions;
 VACUUM ANALYZE events;
 VACUUM ANALYZE jobs;
