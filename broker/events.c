@@ -9,20 +9,6 @@
 #include "paging.h"
 #include "sql.h"
 
-static void col_str(struct buf *b, const char *key, PGresult *res, int row, int col)
-{
-    buf_printf(b, ",\"%s\":", key);
-    if (PQgetisnull(res, row, col))
-        buf_adds(b, "null");
-    else
-        json_escape(b, PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
-}
-
-static void col_num(struct buf *b, const char *key, PGresult *res, int row, int col)
-{
-    buf_printf(b, ",\"%s\":%s", key, PQgetisnull(res, row, col) ? "null" : PQgetvalue(res, row, col));
-}
-
 struct ev_get {
     struct req *r;
     struct page page;
@@ -47,8 +33,8 @@ static void got_event(void *priv, PGresult *res, const char *err)
     }
     struct buf b = {0};
     buf_printf(&b, "{\"id\":\"%s\"", PQgetvalue(res, 0, 0));
-    col_str(&b, "eventName", res, 0, 1);
-    col_str(&b, "createdAt", res, 0, 3);
+    http_col_str(&b, "eventName", res, 0, 1);
+    http_col_str(&b, "createdAt", res, 0, 3);
     buf_adds(&b, ",\"payload\":");
     /* Stored bytes were validated JSON (UTF-8) at trigger time: embed them as they are. */
     const char *hex = PQgetvalue(res, 0, 2);
@@ -79,16 +65,16 @@ static void got_event(void *priv, PGresult *res, const char *err)
                 buf_adds(&b, "]},");
             job = PQgetvalue(res, i, 4);
             buf_printf(&b, "{\"id\":\"%s\"", job);
-            col_str(&b, "subscriptionId", res, i, 5);
-            col_str(&b, "webhookUrl", res, i, 6);
-            col_str(&b, "status", res, i, 7);
-            col_num(&b, "attempts", res, i, 8);
-            col_num(&b, "lastStatusCode", res, i, 9);
-            col_str(&b, "lastError", res, i, 10);
-            col_str(&b, "nextAttemptAt", res, i, 11);
-            col_str(&b, "deliveredAt", res, i, 12);
-            col_str(&b, "createdAt", res, i, 13);
-            col_str(&b, "updatedAt", res, i, 14);
+            http_col_str(&b, "subscriptionId", res, i, 5);
+            http_col_str(&b, "webhookUrl", res, i, 6);
+            http_col_str(&b, "status", res, i, 7);
+            http_col_num(&b, "attempts", res, i, 8);
+            http_col_num(&b, "lastStatusCode", res, i, 9);
+            http_col_str(&b, "lastError", res, i, 10);
+            http_col_str(&b, "nextAttemptAt", res, i, 11);
+            http_col_str(&b, "deliveredAt", res, i, 12);
+            http_col_str(&b, "createdAt", res, i, 13);
+            http_col_str(&b, "updatedAt", res, i, 14);
             buf_adds(&b, ",\"attemptLog\":[");
         } else {
             buf_addc(&b, ',');
@@ -96,12 +82,12 @@ static void got_event(void *priv, PGresult *res, const char *err)
         if (PQgetisnull(res, i, 15)) /* a job without attempts yet */
             continue;
         buf_printf(&b, "{\"attempt\":%s", PQgetvalue(res, i, 15));
-        col_str(&b, "startedAt", res, i, 16);
-        col_num(&b, "durationMs", res, i, 17);
-        col_num(&b, "statusCode", res, i, 18);
-        col_str(&b, "error", res, i, 19);
+        http_col_str(&b, "startedAt", res, i, 16);
+        http_col_num(&b, "durationMs", res, i, 17);
+        http_col_num(&b, "statusCode", res, i, 18);
+        http_col_str(&b, "error", res, i, 19);
         /* text the worker stored: at most EXCERPT_MAX bytes of the body, made valid UTF-8 */
-        col_str(&b, "responseExcerpt", res, i, 20);
+        http_col_str(&b, "responseExcerpt", res, i, 20);
         buf_addc(&b, '}');
     }
     if (job)

@@ -393,3 +393,18 @@ void http_free(void)
     http = NULL;
     conn_free();
 }
+
+void http_col_str(struct buf *b, const char *key, PGresult *res, int row, int col)
+{
+    buf_printf(b, ",\"%s\":", key);
+    if (PQgetisnull(res, row, col))
+        buf_adds(b, "null");
+    else
+        json_escape(b, PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
+}
+
+void http_col_num(struct buf *b, const char *key, PGresult *res, int row, int col)
+{
+    buf_printf(b, ",\"%s\":%s", key,
+               PQgetisnull(res, row, col) ? "null" : PQgetvalue(res, row, col));
+}

@@ -37,6 +37,11 @@ void http_error(struct req *r, int status, const char *code, const char *fmt, ..
  * else 500 with the server's error. */
 void http_db_error(struct req *r, PGresult *res, const char *err);
 
+/* Appends ,"key":<column> to a JSON object: a string (escaped) or a number as PostgreSQL
+ * printed it; null when the column is NULL. */
+void http_col_str(struct buf *b, const char *key, PGresult *res, int row, int col);
+void http_col_num(struct buf *b, const char *key, PGresult *res, int row, int col);
+
 /* Checks Content-Type (application/json) and that there is a body; replies and returns false
  * when not. */
 bool http_require_json_body(struct req *r);

@@ -204,21 +204,6 @@ out:
     return rc;
 }
 
-static void col_str(struct buf *b, const char *key, PGresult *res, int row, int col)
-{
-    buf_printf(b, ",\"%s\":", key);
-    if (PQgetisnull(res, row, col))
-        buf_adds(b, "null");
-    else
-        json_escape(b, PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
-}
-
-static void col_num(struct buf *b, const char *key, PGresult *res, int row, int col)
-{
-    buf_printf(b, ",\"%s\":%s", key,
-               PQgetisnull(res, row, col) ? "null" : PQgetvalue(res, row, col));
-}
-
 /* The columns of one job, in the order job_json reads them; the last is created_at in µs for
  * the cursor. */
 #define SQL_JOB_COLS                                                                               \
@@ -238,17 +223,17 @@ static void job_json(struct buf *b, PGresult *res, int i)
 {
     buf_printf(b, "{\"id\":\"%s\",\"eventId\":\"%s\",\"event\":\"/api/v0/events/%s\"",
                PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 1));
-    col_str(b, "eventName", res, i, 2);
-    col_str(b, "subscriptionId", res, i, 3);
-    col_str(b, "url", res, i, 4);
-    col_str(b, "status", res, i, 5);
-    col_num(b, "attempts", res, i, 6);
-    col_num(b, "lastStatusCode", res, i, 7);
-    col_str(b, "lastError", res, i, 8);
-    col_str(b, "nextAttemptAt", res, i, 9);
-    col_str(b, "createdAt", res, i, 10);
-    col_str(b, "updatedAt", res, i, 11);
-    col_str(b, "deliveredAt", res, i, 12);
+    http_col_str(b, "eventName", res, i, 2);
+    http_col_str(b, "subscriptionId", res, i, 3);
+    http_col_str(b, "url", res, i, 4);
+    http_col_str(b, "status", res, i, 5);
+    http_col_num(b, "attempts", res, i, 6);
+    http_col_num(b, "lastStatusCode", res, i, 7);
+    http_col_str(b, "lastError", res, i, 8);
+    http_col_str(b, "nextAttemptAt", res, i, 9);
+    http_col_str(b, "createdAt", res, i, 10);
+    http_col_str(b, "updatedAt", res, i, 11);
+    http_col_str(b, "deliveredAt", res, i, 12);
 }
 
 struct jobs_list {
@@ -439,12 +424,12 @@ static void got_job(void *priv, PGresult *res, const char *err)
         if (i)
             buf_addc(&b, ',');
         buf_printf(&b, "{\"attempt\":%s", PQgetvalue(res, i, a));
-        col_str(&b, "startedAt", res, i, a + 1);
-        col_num(&b, "durationMs", res, i, a + 2);
-        col_num(&b, "statusCode", res, i, a + 3);
-        col_str(&b, "error", res, i, a + 4);
+        http_col_str(&b, "startedAt", res, i, a + 1);
+        http_col_num(&b, "durationMs", res, i, a + 2);
+        http_col_num(&b, "statusCode", res, i, a + 3);
+        http_col_str(&b, "error", res, i, a + 4);
         /* text the worker stored: at most EXCERPT_MAX bytes of the body, made valid UTF-8 */
-        col_str(&b, "responseExcerpt", res, i, a + 5);
+        http_col_str(&b, "responseExcerpt", res, i, a + 5);
         buf_addc(&b, '}');
     }
     buf_adds(&b, "]}");

@@ -35,21 +35,6 @@
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-static void col_str(struct buf *b, const char *key, PGresult *res, int row, int col)
-{
-    buf_printf(b, ",\"%s\":", key);
-    if (PQgetisnull(res, row, col))
-        buf_adds(b, "null");
-    else
-        json_escape(b, PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
-}
-
-static void col_num(struct buf *b, const char *key, PGresult *res, int row, int col)
-{
-    buf_printf(b, ",\"%s\":%s", key,
-               PQgetisnull(res, row, col) ? "null" : PQgetvalue(res, row, col));
-}
-
 /* The bytes of a hex column (NULL when SQL NULL or malformed); caller frees. */
 static char *col_hex(PGresult *res, int row, int col, size_t *len)
 {
@@ -220,17 +205,17 @@ static void got_retry(void *priv, PGresult *res, const char *err)
     rt->r = r;
     struct buf *b = &rt->body;
     buf_printf(b, "{\"id\":\"%s\"", PQgetvalue(res, 0, 3));
-    col_str(b, "eventId", res, 0, 4);
-    col_str(b, "eventName", res, 0, 6);
-    col_str(b, "subscriptionId", res, 0, 5);
-    col_str(b, "webhookUrl", res, 0, 7);
+    http_col_str(b, "eventId", res, 0, 4);
+    http_col_str(b, "eventName", res, 0, 6);
+    http_col_str(b, "subscriptionId", res, 0, 5);
+    http_col_str(b, "webhookUrl", res, 0, 7);
     buf_adds(b, ",\"status\":\"queued\"");
     buf_printf(b, ",\"attempts\":%ld", strtol(PQgetvalue(res, 0, 8), NULL, 10) - 1);
-    col_num(b, "nextAttempt", res, 0, 8);
-    col_num(b, "lastStatusCode", res, 0, 11);
-    col_str(b, "lastError", res, 0, 12);
-    col_str(b, "createdAt", res, 0, 13);
-    col_str(b, "updatedAt", res, 0, 14);
+    http_col_num(b, "nextAttempt", res, 0, 8);
+    http_col_num(b, "lastStatusCode", res, 0, 11);
+    http_col_str(b, "lastError", res, 0, 12);
+    http_col_str(b, "createdAt", res, 0, 13);
+    http_col_str(b, "updatedAt", res, 0, 14);
     buf_addc(b, '}');
     log_info(r->id, "job %s re-queued for attempt %s", r->seg[0], PQgetvalue(res, 0, 8));
     rt->rows = sendrows_of(res, 3, r->b);
@@ -510,17 +495,17 @@ struct rstart {
 static void recovery_json(struct buf *b, PGresult *res, int row)
 {
     buf_printf(b, "{\"id\":\"%s\"", PQgetvalue(res, row, 0));
-    col_str(b, "subscriptionId", res, row, 1);
-    col_str(b, "status", res, row, 2);
-    col_num(b, "count", res, row, 3);
-    col_num(b, "total", res, row, 3);
-    col_num(b, "done", res, row, 4);
-    col_str(b, "since", res, row, 5);
-    col_str(b, "until", res, row, 6);
-    col_str(b, "error", res, row, 7);
-    col_str(b, "createdAt", res, row, 8);
-    col_str(b, "updatedAt", res, row, 9);
-    col_str(b, "finishedAt", res, row, 10);
+    http_col_str(b, "subscriptionId", res, row, 1);
+    http_col_str(b, "status", res, row, 2);
+    http_col_num(b, "count", res, row, 3);
+    http_col_num(b, "total", res, row, 3);
+    http_col_num(b, "done", res, row, 4);
+    http_col_str(b, "since", res, row, 5);
+    http_col_str(b, "until", res, row, 6);
+    http_col_str(b, "error", res, row, 7);
+    http_col_str(b, "createdAt", res, row, 8);
+    http_col_str(b, "updatedAt", res, row, 9);
+    http_col_str(b, "finishedAt", res, row, 10);
     buf_addc(b, '}');
 }
 
@@ -570,14 +555,14 @@ static void got_start(void *priv, PGresult *res, const char *err)
                  PQgetvalue(res, 0, 5));
     struct buf b = {0};
     buf_printf(&b, "{\"id\":\"%s\"", PQgetvalue(res, 0, 2));
-    col_str(&b, "subscriptionId", res, 0, 3);
-    col_str(&b, "status", res, 0, 4);
-    col_num(&b, "count", res, 0, 5);
-    col_num(&b, "total", res, 0, 5);
-    col_num(&b, "done", res, 0, 6);
-    col_str(&b, "since", res, 0, 7);
-    col_str(&b, "until", res, 0, 8);
-    col_str(&b, "createdAt", res, 0, 9);
+    http_col_str(&b, "subscriptionId", res, 0, 3);
+    http_col_str(&b, "status", res, 0, 4);
+    http_col_num(&b, "count", res, 0, 5);
+    http_col_num(&b, "total", res, 0, 5);
+    http_col_num(&b, "done", res, 0, 6);
+    http_col_str(&b, "since", res, 0, 7);
+    http_col_str(&b, "until", res, 0, 8);
+    http_col_str(&b, "createdAt", res, 0, 9);
     buf_printf(&b, ",\"created\":%s}", created ? "true" : "false");
     if (!strcmp(PQgetvalue(res, 0, 4), "running"))
         runner_start(r->b, PQgetvalue(res, 0, 2));

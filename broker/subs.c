@@ -556,21 +556,27 @@ static void reg_lookup(struct reg *g)
     }
 }
 
+/* Answers a URL the SSRF guard did not allow: refused (400), or its lookups are full (503
+ * with Retry-After). */
+static void guard_refused(struct req *r, enum urlguard_verdict verdict, const char *reason)
+{
+    if (verdict == URLGUARD_REFUSED) {
+        http_error(r, 400, "url_not_allowed", "%s", reason);
+        return;
+    }
+    if (r->ev)
+        evhttp_add_header(evhttp_request_get_output_headers(r->ev), "Retry-After", "1");
+    http_error(r, 503, "unavailable", "%s", reason);
+}
+
 /* The SSRF guard's verdict on the URL: refuse, or upsert. */
 static void reg_checked(void *priv, enum urlguard_verdict verdict, const char *reason)
 {
     struct reg *g = priv;
     struct req *r = g->r;
-    if (verdict == URLGUARD_REFUSED) {
+    if (verdict != URLGUARD_ALLOWED) {
         reg_free(g);
-        http_error(r, 400, "url_not_allowed", "%s", reason);
-        return;
-    }
-    if (verdict == URLGUARD_BUSY) {
-        reg_free(g);
-        if (r->ev)
-            evhttp_add_header(evhttp_request_get_output_headers(r->ev), "Retry-After", "1");
-        http_error(r, 503, "unavailable", "%s", reason);
+        guard_refused(r, verdict, reason);
         return;
     }
     reg_lookup(g);
@@ -1032,16 +1038,9 @@ static void patch_checked(void *priv, enum urlguard_verdict verdict, const char 
 {
     struct patch *p = priv;
     struct req *r = p->r;
-    if (verdict == URLGUARD_REFUSED) {
+    if (verdict != URLGUARD_ALLOWED) {
         patch_free(p);
-        http_error(r, 400, "url_not_allowed", "%s", reason);
-        return;
-    }
-    if (verdict == URLGUARD_BUSY) {
-        patch_free(p);
-        if (r->ev)
-            evhttp_add_header(evhttp_request_get_output_headers(r->ev), "Retry-After", "1");
-        http_error(r, 503, "unavailable", "%s", reason);
+        guard_refused(r, verdict, reason);
         return;
     }
     patch_update(p);
