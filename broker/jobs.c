@@ -16,9 +16,9 @@
 
 #define JOBS_LIMIT_DEFAULT 50
 #define JOBS_LIMIT_MAX 500
-#define CURSOR_VERSION 1
-#define CURSOR_BYTES 25 /* version, created_at in µs since 1970 (int64 BE), job id */
-#define CURSOR_CHARS 34 /* base64url of CURSOR_BYTES, no padding */
+#define CURSOR_VERSION 2 /* 1 (created_at, id) was retired with migration 11 */
+#define CURSOR_BYTES 17  /* version, job id */
+#define CURSOR_CHARS 23  /* base64url of CURSOR_BYTES, no padding */
 
 /* The statuses a job can have; the filter's value is written into the statement from this
  * table (never from the request) so that the planner sees a constant and can prove a partial
@@ -31,24 +31,21 @@ struct jobs_q {
     char *event;          /* NULL when not filtered */
     bool has_since, has_until, has_cursor;
     int64_t since_us, until_us; /* µs since 1970, UTC */
-    int64_t cur_us;
     char cur_id[ID_LEN + 1];
     long limit;
 };
 
-/* The cursor: base64url (no padding) of CURSOR_VERSION, the last row's created_at (µs) and id.
+/* The cursor: base64url (no padding) of CURSOR_VERSION and the last row's id.
  * out: CURSOR_CHARS + 1 bytes. */
-static void cursor_encode(int64_t us, const char *id, char out[CURSOR_CHARS + 1])
+static void cursor_encode(const char *id, char out[CURSOR_CHARS + 1])
 {
     unsigned char raw[CURSOR_BYTES];
     raw[0] = CURSOR_VERSION;
-    for (int i = 0; i < 8; i++)
-        raw[1 + i] = (unsigned char)((uint64_t)us >> (56 - 8 * i));
     for (int i = 0, k = 0; i < ID_LEN; i++) {
         if (id[i] == '-')
             continue;
-        raw[9 + k / 2] =
-            (unsigned char)(k % 2 ? raw[9 + k / 2] | hex_value(id[i]) : hex_value(id[i]) << 4);
+        raw[1 + k / 2] =
+            (unsigned char)(k % 2 ? raw[1 + k / 2] | hex_value(id[i]) : hex_value(id[i]) << 4);
         k++;
     }
     char std[40];
@@ -60,8 +57,8 @@ static void cursor_encode(int64_t us, const char *id, char out[CURSOR_CHARS + 1]
 }
 
 /* Strict inverse of cursor_encode: exactly its length and alphabet, canonical (encodes back to
- * the same text), the version, a time in range. 0 or -1. */
-static int cursor_decode(const char *s, int64_t *us, char id[ID_LEN + 1])
+ * the same text), the version. 0 or -1. */
+static int cursor_decode(const char *s, char id[ID_LEN + 1])
 {
     if (strlen(s) != CURSOR_CHARS)
         return -1;
@@ -76,23 +73,17 @@ static int cursor_decode(const char *s, int64_t *us, char id[ID_LEN + 1])
             return -1;
         std[i] = c;
     }
-    memcpy(std + CURSOR_CHARS, "==", 3);
+    memcpy(std + CURSOR_CHARS, "=", 2);
     unsigned char raw[CURSOR_BYTES + 2];
-    if (b64_decode(std, CURSOR_CHARS + 2, raw, sizeof raw) != CURSOR_BYTES ||
+    if (b64_decode(std, CURSOR_CHARS + 1, raw, sizeof raw) != CURSOR_BYTES ||
         raw[0] != CURSOR_VERSION)
         return -1;
-    uint64_t u = 0;
-    for (int i = 0; i < 8; i++)
-        u = u << 8 | raw[1 + i];
-    *us = (int64_t)u;
-    if (*us < RFC3339_MIN_US || *us > RFC3339_MAX_US)
-        return -1;
     char hex[33];
-    hex_encode(raw + 9, 16, hex);
+    hex_encode(raw + 1, 16, hex);
     snprintf(id, ID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16,
              hex + 20);
     char back[CURSOR_CHARS + 1];
-    cursor_encode(*us, id, back);
+    cursor_encode(id, back);
     return strcmp(back, s) == 0 ? 0 : -1;
 }
 
@@ -185,7 +176,7 @@ static int jobs_parse(struct req *r, struct jobs_q *q)
             }
             q->limit = n;
         } else {
-            if (cursor_decode(v, &q->cur_us, q->cur_id) < 0) {
+            if (cursor_decode(v, q->cur_id) < 0) {
                 http_error(r, 400, "invalid_field",
                            "cursor is not a cursor this endpoint returned (pass \"next\" of the "
                            "previous page as it is)");
@@ -204,19 +195,12 @@ out:
     return rc;
 }
 
-/* The columns of one job, in the order job_json reads them; the last is created_at in µs for
- * the cursor. */
+/* The columns of one job, in the order job_json reads them. */
 #define SQL_JOB_COLS                                                                               \
     "j.id, j.event_id, e.event_name, j.subscription_id, j.url, j.status, j.attempts, "             \
     "j.last_status_code, j.last_error, " SQL_TS("j.next_attempt_at") ", " SQL_TS(                  \
-        "j.created_at") ", " SQL_TS("j.updated_at") ", " SQL_TS("j.delivered_at") ", "             \
-                                                                                  "(extract("      \
-                                                                                  "epoch FROM "    \
-                                                                                  "j.created_at) " \
-                                                                                  "* "             \
-                                                                                  "1000000)::"     \
-                                                                                  "bigint"
-#define SQL_JOB_NCOLS 14
+        "j.created_at") ", " SQL_TS("j.updated_at") ", " SQL_TS("j.delivered_at")
+#define SQL_JOB_NCOLS 13
 
 /* Appends one job object without its closing brace. */
 static void job_json(struct buf *b, PGresult *res, int i)
@@ -265,8 +249,7 @@ static void got_list(void *priv, PGresult *res, const char *err)
     buf_adds(&b, "],\"next\":");
     if (n > limit) {
         char cur[CURSOR_CHARS + 1];
-        int64_t us = strtoll(PQgetvalue(res, shown - 1, SQL_JOB_NCOLS - 1), NULL, 10);
-        cursor_encode(us, PQgetvalue(res, shown - 1, 0), cur);
+        cursor_encode(PQgetvalue(res, shown - 1, 0), cur);
         buf_printf(&b, "\"%s\"", cur);
     } else {
         buf_adds(&b, "null");
@@ -277,10 +260,10 @@ static void got_list(void *priv, PGresult *res, const char *err)
 
 /* Appends the newest limit + 1 jobs of one subscription (sub: a SQL expression) matching w,
  * newest first, as a parenthesised query: one range of jobs_subscription (subscription_id,
- * status, created_at, id) per status, merged (Merge Append) when no status is asked for, so
- * that any status is an exact index range read only until the page is full. With keys_only,
- * only (created_at, id), read from the index alone (an index-only scan), for the event filter,
- * which reads limit + 1 jobs per subscription and fetches only the page's rows. */
+ * status, id) per status, merged (Merge Append) when no status is asked for, so that any
+ * status is an exact index range read only until the page is full. With keys_only, only the
+ * ids, read from the index alone (an index-only scan), for the event filter, which reads
+ * limit + 1 jobs per subscription and fetches only the page's rows. */
 static void sub_query(struct buf *sql, const struct jobs_q *q, const char *sub, const char *w,
                       int lim, bool keys_only)
 {
@@ -291,29 +274,30 @@ static void sub_query(struct buf *sql, const struct jobs_q *q, const char *sub, 
         const char *st = q->status ? q->status : statuses[i];
         buf_printf(sql,
                    "%s(SELECT %s FROM jobs j WHERE j.subscription_id = %s "
-                   "AND j.status = '%s'%s "
-                   "ORDER BY j.created_at DESC, j.id DESC LIMIT $%d)",
-                   i ? " UNION ALL " : "", keys_only ? "j.created_at, j.id" : "*", sub, st, w, lim);
+                   "AND j.status = '%s'%s ORDER BY j.id DESC LIMIT $%d)",
+                   i ? " UNION ALL " : "", keys_only ? "j.id" : "*", sub, st, w, lim);
         if (q->status)
             return;
     }
-    buf_printf(sql, ") u ORDER BY u.created_at DESC, u.id DESC LIMIT $%d)", lim);
+    buf_printf(sql, ") u ORDER BY u.id DESC LIMIT $%d)", lim);
 }
 
 /* Builds the statement for q into sql and its parameters into params (texts in store);
  * returns their number. Values are parameters; the status, from statuses[], is a constant so
- * that the planner can match partial indexes.
+ * that the planner can match partial indexes. A job's time is its id's (UUIDv7: the
+ * millisecond the broker made it), so since, until and the cursor are bounds on the id, and
+ * newest first is the id descending (docs/decisions.md 27).
  *
- * - No subscription and no event: one range of jobs_created (created_at, id) newest first
- *   stopped by LIMIT, or for a status of jobs_failed (dead, cancelled) or jobs_unfinished
- *   (queued, retrying); delivered jobs are nearly all jobs, so jobs_created filtered.
+ * - No subscription and no event: the primary key backwards, stopped by LIMIT, or for a status
+ *   of jobs_failed (id) (dead, cancelled); queued and retrying jobs (few: the backlog) through
+ *   jobs_unfinished, sorted; delivered jobs are nearly all jobs, so the primary key filtered.
  * - A subscription: sub_query.
  * - An event name: jobs carry no event name, but a job's subscription is always of its event's
  *   name (jobs are created only for subscriptions of the event's name, and a subscription's
  *   name never changes). So the name's subscriptions (subscriptions_event_name, deleted ones
- *   included) each give their newest limit + 1 jobs (sub_query), and the newest limit + 1 of
- *   those are the page: cost ~ subscriptions of the name x page size index entries, whatever
- *   the table size.
+ *   included) each give their newest limit + 1 job ids (sub_query), and the newest limit + 1
+ *   of those are the page: cost ~ subscriptions of the name x page size index entries,
+ *   whatever the table size.
  * The page's jobs are then read by primary key and joined with their event (primary key) for
  * the name. */
 static int jobs_sql(const struct jobs_q *q, struct buf *sql, const char *params[8],
@@ -324,21 +308,18 @@ static int jobs_sql(const struct jobs_q *q, struct buf *sql, const char *params[
     buf_reserve(&w, 1); /* w.data is a string even when no condition is added */
     w.data[0] = '\0';
     if (q->has_since) {
-        rfc3339_pg(q->since_us, store[np]);
+        id_at(q->since_us, store[np]);
         params[np] = store[np];
-        buf_printf(&w, " AND j.created_at >= $%d::timestamptz", ++np);
+        buf_printf(&w, " AND j.id >= $%d::uuid", ++np);
     }
     if (q->has_until) {
-        rfc3339_pg(q->until_us, store[np]);
+        id_at(q->until_us, store[np]);
         params[np] = store[np];
-        buf_printf(&w, " AND j.created_at < $%d::timestamptz", ++np);
+        buf_printf(&w, " AND j.id < $%d::uuid", ++np);
     }
     if (q->has_cursor) {
-        rfc3339_pg(q->cur_us, store[np]);
-        params[np] = store[np];
-        params[np + 1] = q->cur_id;
-        buf_printf(&w, " AND (j.created_at, j.id) < ($%d::timestamptz, $%d::uuid)", np + 1, np + 2);
-        np += 2;
+        params[np] = q->cur_id;
+        buf_printf(&w, " AND j.id < $%d::uuid", ++np);
     }
     snprintf(store[np], 64, "%ld", q->limit + 1);
     params[np] = store[np];
@@ -356,7 +337,7 @@ static int jobs_sql(const struct jobs_q *q, struct buf *sql, const char *params[
         sub_query(sql, q, "s.id", w.data, lim, true);
         buf_printf(sql,
                    " k WHERE s.event_name = $%d%s "
-                   "ORDER BY k.created_at DESC, k.id DESC LIMIT $%d) k JOIN jobs j ON j.id = k.id",
+                   "ORDER BY k.id DESC LIMIT $%d) k JOIN jobs j ON j.id = k.id",
                    ev, subf, lim);
     } else if (q->sub[0]) {
         params[np] = q->sub;
@@ -368,13 +349,10 @@ static int jobs_sql(const struct jobs_q *q, struct buf *sql, const char *params[
         char st[40] = "";
         if (q->status)
             snprintf(st, sizeof st, " AND j.status = '%s'", q->status);
-        buf_printf(sql,
-                   "(SELECT * FROM jobs j WHERE true%s%s "
-                   "ORDER BY j.created_at DESC, j.id DESC LIMIT $%d) j",
-                   st, w.data, lim);
+        buf_printf(sql, "(SELECT * FROM jobs j WHERE true%s%s ORDER BY j.id DESC LIMIT $%d) j", st,
+                   w.data, lim);
     }
-    buf_adds(sql, " LEFT JOIN events e ON e.id = j.event_id "
-                  "ORDER BY j.created_at DESC, j.id DESC");
+    buf_adds(sql, " LEFT JOIN events e ON e.id = j.event_id ORDER BY j.id DESC");
     buf_free(&w);
     return np;
 }

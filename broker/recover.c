@@ -399,14 +399,14 @@ static const char chunk_sql[] =
     "  AND coalesce(x.cursor_id, '" CURSOR_START_ID "') = $7::uuid "
     "  FOR UPDATE OF x SKIP LOCKED), "
     "c AS (SELECT j.id, j.created_at FROM jobs j "
-    "  WHERE j.subscription_id = $2 AND j.status = 'dead' AND j.created_at >= $3::timestamptz "
-    "  AND j.created_at < $4::timestamptz AND (j.created_at, j.id) > ($6::timestamptz, $7::uuid) "
+    "  WHERE j.subscription_id = $2 AND j.status = 'dead' AND j.id >= wh_uuid_at($3) "
+    "  AND j.id < wh_uuid_at($4) AND j.id > $7::uuid "
     "  AND j.updated_at <= $5::timestamptz AND (SELECT live FROM r) "
-    "  ORDER BY j.created_at, j.id LIMIT " RECOVER_CHUNK_TEXT "), "
+    "  ORDER BY j.id LIMIT " RECOVER_CHUNK_TEXT "), "
     "u AS (UPDATE jobs j SET status = 'queued', next_attempt_at = NULL, updated_at = now() "
     "  FROM c WHERE j.id = c.id AND j.status = 'dead' "
     "  RETURNING j.id, j.event_id, j.subscription_id, j.attempts, j.partition, j.created_at), "
-    "l AS (SELECT created_at, id FROM c ORDER BY created_at DESC, id DESC LIMIT 1), "
+    "l AS (SELECT created_at, id FROM c ORDER BY id DESC LIMIT 1), "
     "p AS (UPDATE recoveries x SET done = x.done + (SELECT count(*) FROM u), "
     "  cursor_at = coalesce((SELECT created_at FROM l), x.cursor_at), "
     "  cursor_id = coalesce((SELECT id FROM l), x.cursor_id), "
@@ -425,7 +425,7 @@ static const char chunk_sql[] =
     "  SELECT u.*, e.event_name, s.url, CASE WHEN length(e.payload) <= " INLINE_PAYLOAD_MAX
     "    THEN encode(e.payload, 'hex') END AS payload "
     "  FROM u JOIN events e ON e.id = u.event_id JOIN subscriptions s ON s.id = u.subscription_id"
-    ") v ON true ORDER BY v.created_at, v.id";
+    ") v ON true ORDER BY v.id";
 
 /* The next step: read the row when not known, else send a chunk. */
 static void runner_step(struct runner *x)
@@ -650,8 +650,8 @@ void recover_start(struct req *r)
         "  SELECT $3, s.id, (timestamptz 'epoch' + $4::bigint * interval '1 microsecond'), "
         "    (timestamptz 'epoch' + $5::bigint * interval '1 microsecond'), "
         "    (SELECT count(*) FROM jobs j WHERE j.subscription_id = s.id AND j.status = 'dead' "
-        "     AND j.created_at >= (timestamptz 'epoch' + $4::bigint * interval '1 microsecond') "
-        "     AND j.created_at < (timestamptz 'epoch' + $5::bigint * interval '1 microsecond')) "
+        "     AND j.id >= wh_uuid_at(timestamptz 'epoch' + $4::bigint * interval '1 microsecond') "
+        "     AND j.id < wh_uuid_at(timestamptz 'epoch' + $5::bigint * interval '1 microsecond')) "
         "  FROM s WHERE s.status = 'active' AND s.disabled_at IS NULL "
         "  AND NOT EXISTS (SELECT 1 FROM ex) "
         "  ON CONFLICT (subscription_id, since, until) WHERE status = 'running' DO NOTHING "

@@ -54,9 +54,9 @@
 /* $1 id, $2 event name. No row: no such active subscription.
  * - c: the last day's rollup rows (primary key range: at most 289 buckets per writer);
  * - ra: the attempts of the subscription's newest 100 jobs, newest 100 first: the newest 100
- *   of each status merged (with the index jobs_subscription (subscription_id, status,
- *   created_at, id) each is a backwards index range that stops at 100, whatever the
- *   subscription's history), then their attempts by primary key;
+ *   of each status merged (with the index jobs_subscription (subscription_id, status, id)
+ *   each is a backwards index range that stops at 100, whatever the subscription's history),
+ *   then their attempts by primary key;
  * - act: the latest 20 lifecycle entries (index subscription_activity_sub_at);
  * - jobsWaiting: the subscription's queued and retrying jobs (jobs_subscription's ranges, or
  *   the unfinished jobs' partial index: the backlog). */
@@ -66,9 +66,9 @@ static const char status_sql[] =
     "c AS (SELECT * FROM subscription_stats WHERE subscription_id = $1 "
     "  AND bucket >= " SINCE_24H "), "
     "ra AS (SELECT a.* FROM (SELECT j.* FROM (VALUES ('queued'), ('retrying'), ('delivered'), "
-    "  ('dead'), ('cancelled')) st(s) CROSS JOIN LATERAL (SELECT id, created_at FROM jobs "
-    "  WHERE subscription_id = $1 AND status = st.s ORDER BY created_at DESC, id DESC "
-    "  LIMIT 100) j ORDER BY j.created_at DESC, j.id DESC LIMIT 100) j "
+    "  ('dead'), ('cancelled')) st(s) CROSS JOIN LATERAL (SELECT id FROM jobs "
+    "  WHERE subscription_id = $1 AND status = st.s ORDER BY id DESC "
+    "  LIMIT 100) j ORDER BY j.id DESC LIMIT 100) j "
     "  CROSS JOIN LATERAL (SELECT * FROM attempts WHERE job_id = j.id) a "
     "  ORDER BY a.started_at DESC LIMIT 100), "
     "act AS (SELECT * FROM subscription_activity WHERE subscription_id = $1 "

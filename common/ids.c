@@ -95,6 +95,13 @@ void id_normalize(const char *s, char *out)
     out[ID_LEN] = '\0';
 }
 
+void id_at(int64_t us, char *out)
+{
+    uint64_t ms = (uint64_t)(us / 1000 + (us % 1000 != 0));
+    snprintf(out, ID_LEN + 1, "%08x-%04x-0000-0000-000000000000", (unsigned)(ms >> 16),
+             (unsigned)(ms & 0xffff));
+}
+
 uint32_t id_partition(const char *id, uint32_t nparts)
 {
     uint32_t h = 2166136261u;

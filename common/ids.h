@@ -18,6 +18,12 @@ bool id_valid(const char *s, size_t n);
 /* Copies a valid id into out lowercased (ID_LEN + 1 bytes). */
 void id_normalize(const char *s, char *out);
 
+/* The smallest id of the first whole millisecond at or after us (µs since 1970, >= 0): its
+ * 48-bit time ceil(us / 1000), every other bit zero, into out (ID_LEN + 1 bytes). A search's
+ * bound on the ids' times: "made at or after t" is id >= id_at(t), "before t" id < id_at(t);
+ * the SQL wh_uuid_at() of common/schema.c computes the same. */
+void id_at(int64_t us, char *out);
+
 /* Partition of a subscription: FNV-1a 32-bit over the id's ID_LEN text bytes, mod nparts. */
 uint32_t id_partition(const char *id, uint32_t nparts);
 

@@ -73,17 +73,23 @@ def all_jobs(db):
              "created": int(r[4])} for r in rows]
 
 
+def id_ms(job_id):
+    """A job's time for the API: its UUIDv7 id's millisecond."""
+    return uuid.UUID(job_id).int >> 80
+
+
 def expected(jobs, status=None, event=None, sub=None, since=None, until=None):
-    """The ids the API must return, in its order (created desc, id desc)."""
+    """The ids the API must return, in its order (id desc). A job's time is its id's
+    millisecond: made at or after since (to the µs), before until."""
     def us(dt):
         return int(round(dt.timestamp() * 1_000_000))
     out = [j for j in jobs
            if (status is None or j["status"] == status)
            and (event is None or j["eventName"] == event)
            and (sub is None or j["subscriptionId"] == sub)
-           and (since is None or j["created"] >= us(since))
-           and (until is None or j["created"] < us(until))]
-    out.sort(key=lambda j: (j["created"], uuid.UUID(j["id"]).int), reverse=True)
+           and (since is None or id_ms(j["id"]) * 1000 >= us(since))
+           and (until is None or id_ms(j["id"]) * 1000 < us(until))]
+    out.sort(key=lambda j: uuid.UUID(j["id"]).int, reverse=True)
     return [j["id"] for j in out]
 
 
@@ -119,15 +125,20 @@ def test_filters_and_combinations(api, db):
     for i in range(150):
         sub = (sa1, sa2, sb, sa_deleted)[i % 4]
         name = b if sub == sb else a
-        # ties: jobs 2k and 2k + 1 share their time (the id breaks them), but every tenth is
-        # a few microseconds later
+        # jobs 2k and 2k + 1 share their millisecond (the id's random bits order them), and
+        # every tenth is a few microseconds into it
         created = t0 + timedelta(minutes=i // 2, microseconds=7 if i % 10 == 0 else 0)
         rows.append((name, sub, STATUSES[(i * 7) % 5], created))
     insert_jobs(db, rows)
     jobs = all_jobs(db)
 
     since, until = t0 + timedelta(minutes=20), t0 + timedelta(minutes=100, microseconds=246)
-    windows = [(None, None), (since, None), (None, until), (since, until)]
+    # bounds inside a millisecond: since = a job's ms + 1 µs leaves it out, until = a job's
+    # ms + 1 µs takes it in
+    since_mid, until_mid = (t0 + timedelta(minutes=30, microseconds=1),
+                            t0 + timedelta(minutes=60, microseconds=1))
+    windows = [(None, None), (since, None), (None, until), (since, until),
+               (since_mid, until_mid)]
     unknown_sub = str(uuid.uuid4())
     checked = 0
     for status, event, sub, (s, u) in itertools.product(
@@ -156,7 +167,7 @@ def test_filters_and_combinations(api, db):
             got = [j["id"] for j in page_all(api, params, 7)]
             assert got == want, f"{params}: {len(got)} jobs, expected {len(want)}"
         checked += 1
-    assert checked == 6 * 4 * 5 * 4
+    assert checked == 6 * 4 * 5 * 5
     # the filters really select: each of these returns some jobs and not all of them
     assert 0 < len(expected(jobs, "dead", a, sa1)) < len(expected(jobs, None, a))
 
@@ -212,8 +223,8 @@ def test_paging_1000_jobs_while_new_ones_arrive(api, db, broker):
     assert len(triggered) > 10, "the trigger thread created too few jobs to mean anything"
     got = [j["id"] for j in seen]
     assert len(got) == len(set(got)), "a job came twice"
-    keys = [(j["createdAt"], uuid.UUID(j["id"]).int) for j in seen]
-    assert keys == sorted(keys, reverse=True), "not newest first"
+    keys = [uuid.UUID(j["id"]).int for j in seen]
+    assert keys == sorted(keys, reverse=True), "not newest first (by id)"
     old = [i for i in got if i in set(ids)]
     assert sorted(old) == sorted(ids), f"{len(set(ids) - set(old))} of the 1,000 are missing"
     # the 1,000 are contiguous at the end: nothing new landed between them
@@ -259,7 +270,7 @@ def test_unknown_job_is_404(api):
 
 
 def forged_cursor():
-    raw = bytes([2]) + (10**15).to_bytes(8, "big") + uuid.uuid4().bytes  # version 2
+    raw = bytes([1]) + uuid.uuid4().bytes  # the right length, the retired version 1
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 

@@ -25,6 +25,11 @@ def iso(t):
     return t.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+# A UUIDv7 made at time t (a SQL expression): the API's time of a job is its id's millisecond.
+UUID7_AT = ("(lpad(to_hex(floor(extract(epoch FROM {t}) * 1000)::bigint), 12, '0') || '7' || "
+            "substr(md5(random()::text), 1, 3) || '8' || substr(md5(random()::text), 1, 15))::uuid")
+
+
 def now_iso(delta=0.0):
     return iso(datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=delta))
 
@@ -204,13 +209,13 @@ def test_a_broker_resumes_a_running_recovery_at_start_up(api, db, receiver, star
         FROM generate_series(1, 20) g;
         INSERT INTO jobs (id, event_id, subscription_id, url, partition, status, attempts,
                           last_status_code, created_at, updated_at)
-        SELECT wh_uuidv7(), e.id, '{sid}', '{recv.url()}', wh_partition('{sid}', 1), 'dead', 2,
+        SELECT {UUID7_AT.format(t='e.created_at')}, e.id, '{sid}', '{recv.url()}', wh_partition('{sid}', 1), 'dead', 2,
                500, e.created_at, now() - interval '1 minute'
         FROM events e WHERE e.event_name = '{event}';
         INSERT INTO recoveries (id, subscription_id, since, until, total, done, cursor_at,
                                 cursor_id)
         SELECT wh_uuidv7(), '{sid}', now() - interval '2 hours', now(), 20, 10, created_at, id
-        FROM jobs WHERE subscription_id = '{sid}' ORDER BY created_at, id OFFSET 9 LIMIT 1;
+        FROM jobs WHERE subscription_id = '{sid}' ORDER BY id OFFSET 9 LIMIT 1;
     """)
     rid = db.scalar(f"SELECT id FROM recoveries WHERE subscription_id = '{sid}'")
     start_worker(WORKER_CONCURRENCY="1")

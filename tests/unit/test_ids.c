@@ -146,6 +146,33 @@ static void test_partition(void)
         CHECK(counts[p] > 700 && counts[p] < 1300); /* roughly even */
 }
 
+/* id_at: the smallest id of the first whole ms at or after a time, compared with made ids. */
+static void test_at(void)
+{
+    char b[ID_LEN + 1];
+    id_at(0, b);
+    CHECK_STR(b, "00000000-0000-0000-0000-000000000000");
+    id_at(1000, b);
+    CHECK_STR(b, "00000000-0001-0000-0000-000000000000");
+    id_at(1001, b); /* 1.001 ms: the next whole millisecond */
+    CHECK_STR(b, "00000000-0002-0000-0000-000000000000");
+    id_at(1764633600123000LL, b); /* 2025-12-02T00:00:00.123Z = 0x019adc5be07b ms */
+    CHECK_STR(b, "019adc5b-e07b-0000-0000-000000000000");
+    id_at(253402300799999999LL, b); /* 9999-12-31T23:59:59.999999Z rounds up to 10000 */
+    CHECK_STR(b, "e677d21f-dc00-0000-0000-000000000000");
+    CHECK(id_valid(b, ID_LEN));
+
+    /* Every id made now sorts between the bounds of the ms around it. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    char id[ID_LEN + 1], lo[ID_LEN + 1], hi[ID_LEN + 1];
+    id_new(id);
+    id_at(now_us - now_us % 1000 - 1000, lo);
+    id_at(now_us + 10000000, hi);
+    CHECK(strcmp(lo, id) < 0 && strcmp(id, hi) < 0);
+}
+
 static void test_rand32(void)
 {
     uint32_t first = id_rand32();
@@ -168,6 +195,7 @@ int main(int argc, char **argv)
     test_fork();
     test_valid_normalize();
     test_partition();
+    test_at();
     test_rand32();
     return unit_done(argv[0]);
 }
