@@ -6,10 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "codec.h"
 #include "jsonv.h"
+#include "rfc3339.h"
 
 int shape_parse(const char *s, enum shape *out)
 {
@@ -72,14 +72,16 @@ int shape_timestamp(const char *id, char *out)
             return -1;
         ms = ms << 4 | (uint64_t)h;
     }
-    time_t s = (time_t)(ms / 1000);
-    struct tm tm;
-    if (!gmtime_r(&s, &tm) || tm.tm_year + 1900 > 9999)
+    if (ms > (uint64_t)RFC3339_MAX_US / 1000)
         return -1;
-    char tmp[64];
-    snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
-    memcpy(out, tmp, SHAPE_TS_LEN + 1);
+    /* "YYYY-MM-DD HH:MM:SS.ffffff+00" -> "YYYY-MM-DDTHH:MM:SS.fffZ" */
+    char pg[RFC3339_PG_MAX];
+    rfc3339_pg((int64_t)ms * 1000, pg);
+    memcpy(out, pg, 10);
+    out[10] = 'T';
+    memcpy(out + 11, pg + 11, 12);
+    out[23] = 'Z';
+    out[24] = '\0';
     return 0;
 }
 

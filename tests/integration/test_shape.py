@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from harness import assert_error, sql_quote, unique_name, verify_signature
+from harness import SmtpSink, assert_error, sql_quote, unique_name, verify_signature, wait_until
 
 HOOKS = "/api/v0/webhooks"
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -296,3 +296,40 @@ def test_duplicate_key_in_payload_fields_refused(api, db):
                        "invalid_field")
     assert "payloadFields" in err["message"], err
     assert snapshot(db) == before
+
+
+def test_operational_events_shaped_over_http_not_in_mail(api, db, receiver, start_worker):
+    """The broker's own events are shaped like any event for an HTTP subscriber; an e-mail
+    (mailto:) stays the text report of the event's own fields: the settings are accepted and
+    shown there but do not apply (decision 31)."""
+    sink = SmtpSink()
+    try:
+        addr = f"{unique_name('shape').replace('.', '-')}@example.com"
+        mail_sub = register(api, "broker.endpoint.disabled", f"mailto:{addr}",
+                            payload="envelope", payloadFields={"env": "prod"})
+        assert mail_sub["payload"] == "envelope" and mail_sub["payloadFields"] == {"env": "prod"}
+        ops = receiver(name="ops")
+        http_sub = register(api, "broker.endpoint.disabled", ops.url(), payload="envelope",
+                            payloadFields={"env": "prod"})
+        start_worker(SMTP_URL=sink.url)
+        gone = receiver(statuses=410, name="gone")
+        api.register(unique_name("gone"), gone.url())
+        api.trigger(db.scalar("SELECT event_name FROM subscriptions WHERE url = "
+                              f"{sql_quote(gone.url())}"), {"n": 1})
+        ops.wait_for(1)
+        req = ops.requests[0]
+        doc = json.loads(req.body)
+        assert list(doc) == ["id", "type", "timestamp", "data", "env"], doc
+        assert doc["type"] == "broker.endpoint.disabled" == doc["data"]["type"]
+        assert doc["id"] == req.headers["webhook-id"] and doc["env"] == "prod"
+        assert_signed(req, http_sub, doc["id"])
+
+        def mine():
+            return [m for m in sink.messages if m[1] == [addr]]
+
+        msg = wait_until(mine, 15, "the e-mail")[0][2]
+        body = msg.get_payload(decode=True).decode()
+        assert "type: broker.endpoint.disabled" in body and "reason: " in body, body
+        assert "env:" not in body and "data:" not in body, body
+    finally:
+        sink.close()
