@@ -215,11 +215,21 @@ static long key_decode(const char *s, size_t n, char *out, size_t cap)
         long cp;
         i += 2;
         switch (e) {
-        case 'b': cp = '\b'; break;
-        case 'f': cp = '\f'; break;
-        case 'n': cp = '\n'; break;
-        case 'r': cp = '\r'; break;
-        case 't': cp = '\t'; break;
+        case 'b':
+            cp = '\b';
+            break;
+        case 'f':
+            cp = '\f';
+            break;
+        case 'n':
+            cp = '\n';
+            break;
+        case 'r':
+            cp = '\r';
+            break;
+        case 't':
+            cp = '\t';
+            break;
         case 'u':
             if (i + 4 > end || (cp = hex4(s + i)) < 0)
                 return -1;
@@ -232,7 +242,9 @@ static long key_decode(const char *s, size_t n, char *out, size_t cap)
                 }
             }
             break;
-        default: cp = e; break; /* " \ / */
+        default: /* " \ / */
+            cp = e;
+            break;
         }
         bool ok;
         if (cp < 0x80) {
@@ -275,8 +287,8 @@ static int fields_read(const char *fields, size_t flen, struct field *f)
         return 0;
     i++;
     while (nf < SHAPE_FIELDS_MAX && next_member(fields, flen, &i, &f[nf].key, &f[nf].val)) {
-        f[nf].name_len = key_decode(fields + f[nf].key.off, f[nf].key.len, f[nf].name,
-                                    sizeof f[nf].name);
+        f[nf].name_len =
+            key_decode(fields + f[nf].key.off, f[nf].key.len, f[nf].name, sizeof f[nf].name);
         f[nf].keep = f[nf].name_len >= 0;
         nf++;
     }

@@ -17,10 +17,10 @@ enum shape {
     SHAPE_ENVELOPE, /* {"id","type","timestamp","data"} */
 };
 
-#define SHAPE_FIELDS_MAX 20      /* members of payloadFields */
-#define SHAPE_FIELDS_BYTES 4096  /* its canonical (compact) text */
-#define SHAPE_KEY_MAX 128        /* bytes of UTF-8 in one of its keys */
-#define SHAPE_TS_LEN 24          /* "YYYY-MM-DDTHH:MM:SS.mmmZ" */
+#define SHAPE_FIELDS_MAX 20     /* members of payloadFields */
+#define SHAPE_FIELDS_BYTES 4096 /* its canonical (compact) text */
+#define SHAPE_KEY_MAX 128       /* bytes of UTF-8 in one of its keys */
+#define SHAPE_TS_LEN 24         /* "YYYY-MM-DDTHH:MM:SS.mmmZ" */
 
 /* "raw" or "envelope" into *out; -1 for anything else. */
 int shape_parse(const char *s, enum shape *out) __attribute__((warn_unused_result));
