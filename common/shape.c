@@ -103,16 +103,23 @@ static size_t skip_ws(const char *p, size_t n, size_t i)
     return i;
 }
 
+/* The bytes that end a run of plain bytes inside a string, and inside a nested value. */
+static const bool STRING_STOP[256] = {['"'] = true, ['\\'] = true};
+static const bool NESTED_STOP[256] = {
+    ['"'] = true, ['{'] = true, ['}'] = true, ['['] = true, [']'] = true};
+
 /* *i at the opening quote: moves it past the closing one. */
 static bool skip_string(const char *p, size_t n, size_t *i)
 {
     for (size_t k = *i + 1; k < n; k++) {
+        if (!STRING_STOP[(unsigned char)p[k]])
+            continue;
         if (p[k] == '\\') {
             k++;
-        } else if (p[k] == '"') {
-            *i = k + 1;
-            return true;
+            continue;
         }
+        *i = k + 1;
+        return true;
     }
     return false;
 }
@@ -141,7 +148,8 @@ static bool skip_value(const char *p, size_t n, size_t *i)
             while (k < n && !is_ws(p[k]) && p[k] != ',' && p[k] != '}' && p[k] != ']')
                 k++;
         } else {
-            k++;
+            while (k < n && !NESTED_STOP[(unsigned char)p[k]])
+                k++;
             continue;
         }
         if (depth == 0) {

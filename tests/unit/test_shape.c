@@ -168,6 +168,13 @@ static void test_raw(void)
     /* nested keys do not clash; only the top level counts */
     BODY(SHAPE_RAW, "{\"o\":{\"b\":1},\"s\":\"}\\\"b\\\"\",\"l\":[{\"b\":2}]}", "{\"b\":3}",
          "{\"o\":{\"b\":1},\"s\":\"}\\\"b\\\"\",\"l\":[{\"b\":2}],\"b\":3}");
+    /* strings ending in an escaped backslash, long strings with escaped quotes */
+    BODY(SHAPE_RAW, "{\"s\":\"end\\\\\",\"b\":0}", "{\"b\":1,\"c\":2}",
+         "{\"s\":\"end\\\\\",\"b\":0,\"c\":2}");
+    BODY(SHAPE_RAW,
+         "{\"l\":\"0123456789012345678901234567890123456789\\\"b\\\":1,\\\\\\\"\"}",
+         "{\"b\":1}",
+         "{\"l\":\"0123456789012345678901234567890123456789\\\"b\\\":1,\\\\\\\"\",\"b\":1}");
     /* scalars at the end of the payload */
     BODY(SHAPE_RAW, "{\"t\":true,\"n\":-1.5e3,\"z\":null}", "{\"b\":1}",
          "{\"t\":true,\"n\":-1.5e3,\"z\":null,\"b\":1}");
