@@ -104,6 +104,11 @@ def test_storage(api, db):
     row = db.sql(f"SELECT payload_shape, payload_fields::text FROM subscriptions "
                  f"WHERE id = {sql_quote(sub['id'])}")[0]
     assert row == ("envelope", "{}"), row
+    # A re-registration of the same event + URL changes only the settings it sends.
+    st, _, again = api.post(HOOKS, {"eventName": sub["eventName"], "webhookUrl": sub["webhookUrl"],
+                                    "payloadFields": {"z": [True]}})
+    assert st == 200 and again["id"] == sub["id"], again
+    assert again["payload"] == "envelope" and again["payloadFields"] == {"z": [True]}, again
 
 
 def test_raw_default_is_the_payload_byte_for_byte(api, db, receiver, start_worker):
