@@ -184,6 +184,31 @@ def test_fields_merged_raw_object_event_keys_win(api, db, receiver, start_worker
     assert_signed(req, sub, eid)
 
 
+def test_big_payload_shaped_and_signed(api, db, receiver, start_worker):
+    """A payload near MAX_BODY_BYTES (256 KiB) with nested objects, escaped quotes and non-ASCII
+    text: merged and enveloped byte-exactly, signed over what was sent."""
+    event = unique_name("shape.big")
+    raw_recv, env_recv = receiver(name="raw"), receiver(name="env")
+    raw_sub = register(api, event, raw_recv.url(), payloadFields={"env": "prod", "items": 0})
+    env_sub = register(api, event, env_recv.url(), payload="envelope",
+                       payloadFields={"env": "prod"})
+    start_worker()
+    items = [{"id": i, "name": f'Bücher "{i}" \\ {{[', "tags": ["a", {"b": [i, 1.50]}]}
+             for i in range(2500)]
+    payload = json.dumps({"items": items, "total": 2500}, ensure_ascii=False).encode()
+    assert 200_000 < len(payload) < 262_144
+    eid = api.trigger(event, payload)["eventId"]
+    db.wait_jobs(eid, "delivered", count=2)
+    raw_recv.wait_for(1)
+    env_recv.wait_for(1)
+    got = raw_recv.requests[0]
+    assert got.body == payload[:-1] + b',"env":"prod"}'
+    assert_signed(got, raw_sub, eid)
+    got = env_recv.requests[0]
+    assert got.body == envelope(eid, event, payload, b',"env":"prod"')
+    assert_signed(got, env_sub, eid)
+
+
 def test_fields_not_merged_into_raw_non_objects(api, db, receiver, start_worker):
     event = unique_name("shape.nonobj")
     recv = receiver()
@@ -241,8 +266,8 @@ def test_patch_applies_to_the_next_attempt_and_replay(api, db, receiver, start_w
 
 
 def snapshot(db):
-    return db.sql("SELECT id, payload_shape, payload_fields::text, updated_at FROM subscriptions "
-                  "ORDER BY id")
+    return db.sql("SELECT id, payload_shape, payload_fields::text, description, updated_at "
+                  "FROM subscriptions ORDER BY id")
 
 
 BAD_PAYLOAD = ["Raw", "", "json", 1, True, {"kind": "raw"}, ["raw"]]
