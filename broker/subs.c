@@ -18,6 +18,7 @@
 #include "secretbox.h"
 #include "paging.h"
 #include "pause.h"
+#include "shape.h"
 #include "sign.h"
 #include "sql.h"
 #include "urlguard.h"
@@ -53,9 +54,9 @@ static void setting_json(struct buf *b, const char *name, PGresult *res, int row
     cJSON_Delete(v);
 }
 
-/* The controls of a row (SQL_SUB_COLS 9..15): description, rateLimit, retryPolicy and
- * timeoutSeconds (null when default), pausedAt when paused, disabledAt and disabledReason when
- * disabled. */
+/* The controls of a row (SQL_SUB_COLS 9..17): description, rateLimit, retryPolicy,
+ * timeoutSeconds and payloadFields (null when default), payload ("raw" when default), pausedAt
+ * when paused, disabledAt and disabledReason when disabled. */
 static void controls_json(struct buf *b, PGresult *res, int row)
 {
     buf_adds(b, ",\"description\":");
@@ -66,6 +67,10 @@ static void controls_json(struct buf *b, PGresult *res, int row)
     setting_json(b, "rateLimit", res, row, 13, false);
     setting_json(b, "retryPolicy", res, row, 14, true);
     raw_or_null(b, "timeoutSeconds", res, row, 15);
+    /* payload shape (decision 31): NULL is the default, raw */
+    buf_printf(b, ",\"payload\":\"%s\"",
+               PQgetisnull(res, row, 16) ? "raw" : PQgetvalue(res, row, 16));
+    raw_or_null(b, "payloadFields", res, row, 17);
     if (!PQgetisnull(res, row, 10))
         buf_printf(b, ",\"pausedAt\":\"%s\"", PQgetvalue(res, row, 10));
     if (!PQgetisnull(res, row, 11)) {
@@ -199,16 +204,19 @@ static int secret_open(struct req *r, const char *stored, const char *id, char *
 /* ---- settings shared by register and PATCH ------------------------------------------------ */
 
 /* Checks one body member that is a delivery setting (rateLimit, retryPolicy, timeoutSeconds,
- * description; docs/api.md) and adds it, canonical, to the JSON object being built in ctl
- * ("{" first, a member per setting given: null resets it to the default). 1 when it was one
- * (and valid), 0 when it is another field, -1 after replying 400 naming the field. */
+ * description, payload, payloadFields; docs/api.md) and adds it, canonical, to the JSON object
+ * being built in ctl ("{" first, a member per setting given: null resets it to the default).
+ * 1 when it was one (and valid), 0 when it is another field, -1 after replying 400 naming the
+ * field. */
 static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
 {
     char err[256];
     const char *n = it->string;
     bool rate = strcmp(n, "rateLimit") == 0, retry = strcmp(n, "retryPolicy") == 0;
     bool timeout = strcmp(n, "timeoutSeconds") == 0, desc = strcmp(n, "description") == 0;
-    if (!rate && !retry && !timeout && !desc)
+    /* payload shape (decision 31) */
+    bool shape = strcmp(n, "payload") == 0, fields = strcmp(n, "payloadFields") == 0;
+    if (!rate && !retry && !timeout && !desc && !shape && !fields)
         return 0;
     buf_adds(ctl, ctl->len > 1 ? ",\"" : "\"");
     buf_adds(ctl, n);
@@ -246,14 +254,50 @@ static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
         }
         json_escape(ctl, it->valuestring, len);
     }
+    enum shape kind;
+    if (shape && (!cJSON_IsString(it) || shape_parse(it->valuestring, &kind) < 0)) {
+        http_error(r, 400, "invalid_field",
+                   "payload must be \"raw\" or \"envelope\", or null for the default (raw)");
+        return -1;
+    }
+    if (shape)
+        buf_adds(ctl, kind == SHAPE_ENVELOPE ? "\"envelope\"" : "\"raw\"");
+    if (fields) { /* as a JSON string of its canonical text (SQL_SHAPE_VALUES) */
+        struct buf canon = {0};
+        int rc = shape_fields_check(it, &canon, err, sizeof err);
+        if (rc == 0)
+            json_escape(ctl, canon.data, canon.len);
+        buf_free(&canon);
+        if (rc < 0) {
+            http_error(r, 400, "invalid_field", "%s", err);
+            return -1;
+        }
+    }
     return 1;
 }
+
+/* The payload shape's part of SQL_CTL_VALUES / SQL_CTL_SET (decision 31): "raw" is stored as
+ * NULL (the default). payloadFields travels in the controls object as a string holding its
+ * canonical compact text (control_field), cast to the json column as it is: the bytes the
+ * worker splices and the API shows (a jsonb value would come back with spaces and its keys
+ * reordered). */
+#define SQL_SHAPE_VALUES(p)                                                                        \
+    "NULLIF(" p "::jsonb ->> 'payload', 'raw'), "                                                   \
+    "CASE WHEN jsonb_typeof(" p "::jsonb -> 'payloadFields') = 'string' "                         \
+    "  THEN (" p "::jsonb ->> 'payloadFields')::json END"
+#define SQL_SHAPE_SET(p, t)                                                                        \
+    "payload_shape = CASE WHEN " p "::jsonb ? 'payload' "                                         \
+    "  THEN NULLIF(" p "::jsonb ->> 'payload', 'raw') ELSE " t ".payload_shape END, "             \
+    "payload_fields = CASE WHEN " p "::jsonb ? 'payloadFields' "                                  \
+    "  THEN CASE WHEN jsonb_typeof(" p "::jsonb -> 'payloadFields') = 'string' "                  \
+    "  THEN (" p "::jsonb ->> 'payloadFields')::json END ELSE " t ".payload_fields END, "
 
 /* The settings of the controls object $N (control_field's JSON) for an INSERT's values, and
  * for an UPDATE's SET (t: the table's name; a setting not in the object is kept). */
 #define SQL_CTL_VALUES(p)                                                                          \
     "NULLIF(" p "::jsonb -> 'rateLimit', 'null'), NULLIF(" p "::jsonb -> 'retryPolicy', 'null'), " \
-    "(" p "::jsonb ->> 'timeoutSeconds')::int, " p "::jsonb ->> 'description'"
+    "(" p "::jsonb ->> 'timeoutSeconds')::int, " p "::jsonb ->> 'description', "                   \
+    SQL_SHAPE_VALUES(p)
 #define SQL_CTL_SET(p, t)                                                                          \
     "rate_limit = CASE WHEN " p "::jsonb ? 'rateLimit' "                                           \
     "  THEN NULLIF(" p "::jsonb -> 'rateLimit', 'null') ELSE " t ".rate_limit END, "               \
@@ -262,7 +306,8 @@ static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
     "timeout_seconds = CASE WHEN " p "::jsonb ? 'timeoutSeconds' "                                 \
     "  THEN (" p "::jsonb ->> 'timeoutSeconds')::int ELSE " t ".timeout_seconds END, "             \
     "description = CASE WHEN " p "::jsonb ? 'description' "                                        \
-    "  THEN " p "::jsonb ->> 'description' ELSE " t ".description END, "
+    "  THEN " p "::jsonb ->> 'description' ELSE " t ".description END, "                          \
+    SQL_SHAPE_SET(p, t)
 
 /* ---- register ---------------------------------------------------------------------------- */
 
@@ -446,7 +491,7 @@ static void reg_upsert(struct reg *g)
     /* The lifecycle log (decision 29) is written by the same statement: created / updated. */
     static const char sql[] =
         "WITH ins AS (INSERT INTO subscriptions (id, event_name, url, secret, headers, rate_limit, "
-        "  retry_policy, timeout_seconds, description) "
+        "  retry_policy, timeout_seconds, description, payload_shape, payload_fields) "
         "SELECT $1::uuid, $2::text, $3::text, $4::text, COALESCE($5::jsonb, '{}'::jsonb), "
         SQL_CTL_VALUES("$10") " "
         "WHERE EXISTS (SELECT 1 FROM subscriptions WHERE event_name = $2 AND url = $3 "
@@ -610,7 +655,8 @@ void subs_register(struct req *r)
         else {
             http_error(r, 400, "invalid_field",
                        "unknown field \"%.64s\" (expected eventName, webhookUrl, headers, "
-                       "secret, rateLimit, retryPolicy, timeoutSeconds, description)",
+                       "secret, rateLimit, retryPolicy, timeoutSeconds, description, payload, "
+                       "payloadFields)",
                        it->string);
             goto out_free;
         }
@@ -1098,7 +1144,7 @@ void subs_patch(struct req *r)
         } else {
             http_error(r, 400, "invalid_field",
                        "unknown field \"%.64s\" (expected webhookUrl, headers, status, rateLimit, "
-                       "retryPolicy, timeoutSeconds, description)",
+                       "retryPolicy, timeoutSeconds, description, payload, payloadFields)",
                        it->string);
             goto out_free;
         }

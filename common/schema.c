@@ -221,6 +221,14 @@ static const char *const migrations[] = {
     "DROP INDEX jobs_failed;"
     "CREATE INDEX jobs_subscription ON jobs (subscription_id, status, id);"
     "CREATE INDEX jobs_failed ON jobs (id) WHERE status IN ('dead', 'cancelled');",
+    /* payload shape (issue 11, docs/decisions.md 31): how the delivered body is built from the
+     * event's payload. payload_shape NULL is "raw" (the payload as triggered); payload_fields
+     * is json, not jsonb, so the worker splices the broker's canonical compact text as stored
+     * (jsonb would print it with spaces and its own key order). */
+    "ALTER TABLE subscriptions ADD COLUMN payload_shape text"
+    "  CHECK (payload_shape IN ('raw', 'envelope'));"
+    "ALTER TABLE subscriptions ADD COLUMN payload_fields json"
+    "  CHECK (json_typeof(payload_fields) = 'object');",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

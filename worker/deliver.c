@@ -304,6 +304,17 @@ void deliver_start(struct job *j)
         finish_refused(j);
         return;
     }
+    /* The body sent and signed: the payload as is (no copy) unless the subscription asks for
+     * a payload shape (decision 31); then built per attempt, so a PATCH applies to the next. */
+    const char *body = j->payload->data;
+    size_t body_len = j->payload->len;
+    if (j->ctl && (j->ctl->shape != SHAPE_RAW || j->ctl->fields)) {
+        buf_reset(&j->body);
+        shape_body(&j->body, j->ctl->shape, j->payload->data, j->payload->len, j->ctl->fields,
+                   j->ctl->fields_len, j->m.event, j->m.name);
+        body = j->body.data;
+        body_len = j->body.len;
+    }
     CURL *e = npool ? pool[--npool] : handle_new();
     j->easy = e;
     long long ts = j->started_ms / 1000;
@@ -311,10 +322,10 @@ void deliver_start(struct job *j)
     /* During a rotation's grace period the previous secret signs too (after the new one). Its
      * expiry is compared now, so a cached subscription never signs with an expired secret. */
     bool with_prev = j->sub->prev_keylen > 0 && j->started_ms < j->sub->prev_expires_ms;
-    if (sign_v1(j->sub->key, (size_t)j->sub->keylen, j->m.event, ts, j->payload->data,
-                j->payload->len, sig, sizeof sig) < 0 ||
+    if (sign_v1(j->sub->key, (size_t)j->sub->keylen, j->m.event, ts, body, body_len, sig,
+                sizeof sig) < 0 ||
         (with_prev && sign_v1(j->sub->prev_key, (size_t)j->sub->prev_keylen, j->m.event, ts,
-                              j->payload->data, j->payload->len, prev, sizeof prev) < 0)) {
+                              body, body_len, prev, sizeof prev) < 0)) {
         snprintf(j->error, sizeof j->error, "signing failed");
         j->easy = NULL;
         pool_put(e);
@@ -337,8 +348,8 @@ void deliver_start(struct job *j)
     /* per transfer: the subscription's timeoutSeconds, else DELIVERY_TIMEOUT */
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
                      j->ctl && j->ctl->timeout_ms ? j->ctl->timeout_ms : W.cfg.timeout_ms);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, (const char *)j->payload->data);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->payload->len);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, j->req_headers);
     curl_easy_setopt(e, CURLOPT_PRIVATE, j);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, j);

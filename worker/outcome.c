@@ -34,6 +34,7 @@ void job_free(struct job *j)
     sub_unref(j->sub);
     subctl_unref(j->ctl);
     buf_free(&j->excerpt);
+    buf_free(&j->body);
     jobmsg_clear(&j->m);
     free(j);
 }

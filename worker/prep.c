@@ -94,6 +94,7 @@ void subctl_unref(struct subctl *c)
         return;
     free(c->url);
     free(c->disabled_reason);
+    free(c->fields);
     free(c);
 }
 
@@ -489,7 +490,9 @@ enum {
     S_RETRY,
     S_TIMEOUT,
     S_CIRCUIT,
-    S_SLOW
+    S_SLOW,
+    S_SHAPE,
+    S_FIELDS
 };
 
 static int64_t ms_col(PGresult *res, int row, int col)
@@ -538,6 +541,14 @@ static struct subctl *subctl_from_row(PGresult *res, int i, const char *sub)
     }
     c->circuit_open_until_ms = ms_col(res, i, S_CIRCUIT);
     c->slow_until_ms = ms_col(res, i, S_SLOW);
+    /* The payload shape (decision 31): NULL columns for the default, nothing copied. A value
+     * the CHECK constraint would not allow cannot be read; "{}" merges nothing. */
+    if (!PQgetisnull(res, i, S_SHAPE) && shape_parse(PQgetvalue(res, i, S_SHAPE), &c->shape) < 0)
+        c->shape = SHAPE_RAW;
+    if (!PQgetisnull(res, i, S_FIELDS) && strcmp(PQgetvalue(res, i, S_FIELDS), "{}") != 0) {
+        c->fields_len = (size_t)PQgetlength(res, i, S_FIELDS);
+        c->fields = xstrdup(PQgetvalue(res, i, S_FIELDS));
+    }
     return c;
 }
 
@@ -624,7 +635,8 @@ static void fetch_states(struct batch *bt)
             "s.status, s.url, s.paused_at IS NOT NULL, s.disabled_at IS NOT NULL, "
             "s.disabled_reason, s.rate_limit::text, s.retry_policy::text, s.timeout_seconds, "
             "(extract(epoch FROM s.circuit_open_until) * 1000)::bigint, "
-            "(extract(epoch FROM s.slow_until) * 1000)::bigint "
+            "(extract(epoch FROM s.slow_until) * 1000)::bigint, "
+            "s.payload_shape, s.payload_fields::text "
             "FROM jobs j LEFT JOIN LATERAL (SELECT * FROM subscriptions "
             "  WHERE id = j.subscription_id LIMIT 1) s ON true "
             "WHERE j.id = ANY($1::uuid[])";

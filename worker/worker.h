@@ -19,6 +19,7 @@
 #include "pg.h"
 #include "rds.h"
 #include "secretbox.h"
+#include "shape.h"
 #include "sign.h"
 
 #define WORKER_VERSION "0.1.0"
@@ -115,6 +116,10 @@ struct subctl {
     struct backoff retry;
     int64_t circuit_open_until_ms; /* 0: closed (NULL) */
     int64_t slow_until_ms;         /* 0: none */
+    /* payload shape (decision 31): both default (SHAPE_RAW, NULL) send the payload as is */
+    enum shape shape;
+    char *fields; /* payloadFields' canonical text (owned); NULL: none (or empty) */
+    size_t fields_len;
 };
 
 void subctl_unref(struct subctl *c);
@@ -161,6 +166,7 @@ struct job {
     CURL *easy;
     struct curl_slist *req_headers;
     struct job *xfer_prev, *xfer_next; /* deliver.c's list of transfers, while easy is set */
+    struct buf body; /* deliver.c: the shaped body sent and signed; empty for the payload as is */
 };
 
 void job_free(struct job *j);
