@@ -205,6 +205,9 @@ static const char *const migrations[] = {
     "  last_failure_at timestamptz,"
     "  PRIMARY KEY (subscription_id, bucket, backend));"
     "CREATE INDEX subscription_stats_bucket ON subscription_stats (bucket);",
+    /* payload filters (docs/decisions.md 30): the filter as given (common/filter.h validated
+     * it), NULL for none; the event index carries its text. */
+    "ALTER TABLE subscriptions ADD COLUMN filter jsonb;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
