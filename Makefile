@@ -62,7 +62,8 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 # Unit tests of a broker module link its object with stubs of what it calls.
-$(BUILD)/tests/test_trigger: $(BUILD)/tests/unit/test_trigger.o $(BUILD)/broker/trigger.o $(LIBCOMMON)
+$(BUILD)/tests/test_trigger: $(BUILD)/tests/unit/test_trigger.o $(BUILD)/broker/trigger.o \
+                             $(BUILD)/broker/subfilter.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/tests/test_auth: $(BUILD)/tests/unit/test_auth.o $(BUILD)/broker/auth.o $(LIBCOMMON)

@@ -12,13 +12,16 @@
 /* Columns read by sub_json(): keep in this order. The ninth is SQL_SUB_PREV_EXPIRES (the
  * previous secret itself is never read); the controls follow (decision 24): description,
  * paused_at, disabled_at, disabled_reason, rate_limit, retry_policy, timeout_seconds (the
- * settings NULL when default). */
+ * settings NULL when default); then the payload filter (decision 30; NULL when none, its text
+ * is what the event index carries). */
 #define SQL_SUB_COLS                                                                               \
     "id, event_name, url, secret, headers::text, status, " SQL_TS("created_at") ", " SQL_TS(      \
         "updated_at") ", " SQL_SUB_PREV_EXPIRES ", description, " SQL_TS("paused_at") ", "         \
         SQL_TS("disabled_at") ", disabled_reason, rate_limit::text, retry_policy::text, "        \
-        "timeout_seconds"
-#define SQL_SUB_NCOLS 16 /* a query's own columns follow SQL_SUB_COLS */
+        "timeout_seconds, " SQL_SUB_FILTER_COL
+#define SQL_SUB_NCOLS 17 /* a query's own columns follow SQL_SUB_COLS */
+#define SQL_SUB_FILTER_COL "filter::text" /* column 16 */
+#define SQL_SUB_FILTER 16
 
 /* A subscription's health from its row (decision 29): disabled, paused, circuit_open (also
  * while a probe is due), failing (consecutive failures), healthy. */
