@@ -962,11 +962,14 @@ static void patch_indexed(struct rds *rd, redisReply *reply, void *priv)
 }
 
 /* The index entry moves from the old URL (only if it still names this subscription: a new
- * registration may have taken that URL meanwhile) to the new one. */
+ * registration may have taken that URL meanwhile; its value starts with the same {"id":"..."
+ * whatever filter it carries) to the new one, with the new value (a changed filter). */
 static const char move_lua[] =
-    "if ARGV[1] ~= ARGV[2] and redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[3] then "
-    "redis.call('HDEL', KEYS[1], ARGV[1]) end redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) "
-    "return 1";
+    "if ARGV[1] ~= ARGV[2] then local old = redis.call('HGET', KEYS[1], ARGV[1]) "
+    "local id = string.match(ARGV[3], '^{\"id\":\"[^\"]+\"') "
+    "if old and id and string.sub(old, 1, #id) == id then "
+    "redis.call('HDEL', KEYS[1], ARGV[1]) end end "
+    "redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) return 1";
 
 /* After the delivery state (if any) is in Redis: the index when the URL or the filter was
  * given, then the answer. */
