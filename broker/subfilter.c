@@ -47,8 +47,9 @@ static const struct compiled *compiled_get(const char *sub, const char *text, si
     c->len = len;
     c->f = filter_parse(text, len, err, sizeof err);
     if (!c->f)
-        log_warn(rid, "subscription %.36s has a filter that cannot be read (%s): it matches "
-                      "nothing until it is replaced",
+        log_warn(rid,
+                 "subscription %.36s has a filter that cannot be read (%s): it matches "
+                 "nothing until it is replaced",
                  sub, err);
     ttlcache_put(cache, sub, c, now);
     return c;

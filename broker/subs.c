@@ -984,8 +984,8 @@ static void patch_paused(void *priv)
     char key[KEY_MAX];
     size_t klen = key_event(key, r->seg[0], strlen(r->seg[0]));
     const char *argv[] = {"EVAL", move_lua, "1", key, p->old_url, p->new_url, p->value.data};
-    size_t lens[] = {4,           sizeof move_lua - 1, 1, klen, strlen(p->old_url), strlen(p->new_url),
-                     p->value.len};
+    size_t lens[] = {4,    sizeof move_lua - 1, 1, klen, strlen(p->old_url),
+                     strlen(p->new_url), p->value.len};
     if (rds_cmd(r->b->redis, patch_indexed, p, 7, argv, lens) < 0)
         patch_indexed(r->b->redis, NULL, p);
 }

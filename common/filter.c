@@ -11,8 +11,19 @@
 
 /* The operators of a field condition. $neq, $nin and $exists:false are the positive operator
  * with negate set; $not holds a list of conditions. */
-enum fop { OP_EQ, OP_GT, OP_GTE, OP_LT, OP_LTE, OP_IN, OP_EXISTS, OP_PREFIX, OP_SUFFIX,
-           OP_CONTAINS, OP_NOT };
+enum fop {
+    OP_EQ,
+    OP_GT,
+    OP_GTE,
+    OP_LT,
+    OP_LTE,
+    OP_IN,
+    OP_EXISTS,
+    OP_PREFIX,
+    OP_SUFFIX,
+    OP_CONTAINS,
+    OP_NOT
+};
 
 struct fcmp {
     enum fop op;
@@ -123,9 +134,9 @@ static const struct {
     enum fop op;
     bool negate;
 } ops[] = {
-    {"$eq", OP_EQ, false},         {"$neq", OP_EQ, true},      {"$gt", OP_GT, false},
-    {"$gte", OP_GTE, false},       {"$lt", OP_LT, false},      {"$lte", OP_LTE, false},
-    {"$in", OP_IN, false},         {"$nin", OP_IN, true},      {"$exists", OP_EXISTS, false},
+    {"$eq", OP_EQ, false},         {"$neq", OP_EQ, true},         {"$gt", OP_GT, false},
+    {"$gte", OP_GTE, false},       {"$lt", OP_LT, false},         {"$lte", OP_LTE, false},
+    {"$in", OP_IN, false},         {"$nin", OP_IN, true},         {"$exists", OP_EXISTS, false},
     {"$prefix", OP_PREFIX, false}, {"$suffix", OP_SUFFIX, false}, {"$contains", OP_CONTAINS, false},
     {"$not", OP_NOT, false},
 };
@@ -152,8 +163,9 @@ static int check_value(struct where *w, const cJSON *v)
 {
     for (const cJSON *c = cJSON_IsObject(v) ? v->child : NULL; c; c = c->next)
         if (is_op(c->string))
-            return fail(w, "an object mixes operators (%.64s) and fields: use an object of "
-                           "operators, or a value to compare with",
+            return fail(w,
+                        "an object mixes operators (%.64s) and fields: use an object of "
+                        "operators, or a value to compare with",
                         c->string);
     return 0;
 }
@@ -167,8 +179,9 @@ static int compile_cmp(struct where *w, const cJSON *it, struct fcmp *c)
     int k = find_op(name);
     if (k < 0) {
         if (strcmp(name, "$and") == 0 || strcmp(name, "$or") == 0)
-            return fail(w, "%s takes filters and is allowed only at the top level or inside "
-                           "$and, $or and $not (use {\"%s\": [{\"field\": ...}, ...]})",
+            return fail(w,
+                        "%s takes filters and is allowed only at the top level or inside "
+                        "$and, $or and $not (use {\"%s\": [{\"field\": ...}, ...]})",
                         name, name);
         return fail(w, "unknown operator %.64s", name);
     }
@@ -228,8 +241,9 @@ static int compile_cmps(struct where *w, const cJSON *obj, struct fcmp **out, si
     *out = c;
     for (const cJSON *it = obj->child; it; it = it->next) {
         if (!is_op(it->string))
-            return fail(w, "\"%.64s\" is not an operator: an object of operators cannot have "
-                           "fields (write the field path as a key of its own)",
+            return fail(w,
+                        "\"%.64s\" is not an operator: an object of operators cannot have "
+                        "fields (write the field path as a key of its own)",
                         it->string);
         int rc = compile_cmp(w, it, &c[*nout]);
         (*nout)++; /* counted even when failed: freed with the rest */

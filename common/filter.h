@@ -10,9 +10,9 @@
 
 #include <cJSON.h>
 
-#define FILTER_MAX_BYTES 4096 /* the filter as compact JSON */
-#define FILTER_MAX_DEPTH 8    /* nested objects and arrays, the filter object itself is 1 */
-#define FILTER_MAX_LIST 100   /* elements of $in, $nin, $and, $or */
+#define FILTER_MAX_BYTES 4096  /* the filter as compact JSON */
+#define FILTER_MAX_DEPTH 8     /* nested objects and arrays, the filter object itself is 1 */
+#define FILTER_MAX_LIST 100    /* elements of $in, $nin, $and, $or */
 #define FILTER_MAX_SEGMENTS 32 /* dot-separated segments of one field path */
 
 struct filter;

@@ -41,7 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cJSON *pl = cJSON_ParseWithLength(payload, plen);
     bool m1 = filter_match(f, pl), m2 = filter_match(again, pl);
     if (m1 != m2)
-        abort(); /* deterministic */
+        abort();                /* deterministic */
     (void)filter_match(f, doc); /* the filter as a payload: operators as keys, deep nesting */
     cJSON_Delete(pl);
     cJSON_Delete(doc);

@@ -45,8 +45,9 @@ static void refused(const char *filter, const char *want, int line)
 
 static void test_eq(void)
 {
-    const char *p = "{\"type\":\"order.created\",\"data\":{\"amount\":150,\"currency\":\"EUR\","
-                    "\"paid\":true,\"note\":null,\"tags\":[\"a\",\"b\"],\"meta\":{\"x\":1,\"y\":[1,2]}}}";
+    const char *p =
+        "{\"type\":\"order.created\",\"data\":{\"amount\":150,\"currency\":\"EUR\","
+        "\"paid\":true,\"note\":null,\"tags\":[\"a\",\"b\"],\"meta\":{\"x\":1,\"y\":[1,2]}}}";
     MATCH("{}", p);
     MATCH("{\"type\":\"order.created\"}", p);
     NO_MATCH("{\"type\":\"order.paid\"}", p);
@@ -153,7 +154,8 @@ static void test_exists(void)
 
 static void test_strings(void)
 {
-    const char *p = "{\"e\":\"alice@example.com\",\"n\":12,\"l\":[\"foo.bar\",\"baz\"],\"u\":\"\xc3\xa9t\xc3\xa9\"}";
+    const char *p = "{\"e\":\"alice@example.com\",\"n\":12,\"l\":[\"foo.bar\",\"baz\"],\"u\":"
+                    "\"\xc3\xa9t\xc3\xa9\"}";
     MATCH("{\"e\":{\"$prefix\":\"alice@\"}}", p);
     NO_MATCH("{\"e\":{\"$prefix\":\"bob@\"}}", p);
     MATCH("{\"e\":{\"$suffix\":\"@example.com\"}}", p);
@@ -216,7 +218,7 @@ static void test_paths(void)
     NO_MATCH("{\"items.0.sku\":\"s2\"}", p);
     MATCH("{\"items.q\":{\"$gte\":5}}", p);
     NO_MATCH("{\"items.q\":{\"$gt\":5}}", p);
-    MATCH("{\"0\":\"zero\"}", p);   /* a digit segment is an object key on objects */
+    MATCH("{\"0\":\"zero\"}", p); /* a digit segment is an object key on objects */
     MATCH("{\"m.1\":\"one\"}", p);
     NO_MATCH("{\"items.01.sku\":\"s2\"}", p); /* not an index: a key, arrays have none */
     NO_MATCH("{\"a.b.c.d.e\":\"x\"}", p);
