@@ -296,3 +296,26 @@ def test_reconciler_repairs_stale_and_missing_filters(api, db, rc, redis, need_b
     assert jobs(api, event, {"n": 2}) == 2
     counts, _ = run_reconciler(redis, db, RECONCILE_GRACE=0, RECONCILE_CONFIRM=0.1)
     assert counts["index"] == 0, "a second pass found more to fix"
+
+
+def test_replay_to_every_subscription_applies_filters(api, db):
+    event = unique_name("rp")
+    picky = register(api, event, "http://127.0.0.1:9/picky", {"n": {"$gt": 5}})
+    every = register(api, event, "http://127.0.0.1:9/every", ...)
+    wide = register(api, event, "http://127.0.0.1:9/wide", {"n": {"$exists": True}})
+    data = api.trigger(event, {"n": 1})
+    assert data["jobs"] == 2
+    eid = data["eventId"]
+    st, _, out = api.post(f"/api/v0/events/{eid}/replay")
+    assert st == 202, out
+    assert sorted(j["subscriptionId"] for j in out["jobs"]) == sorted([every["id"], wide["id"]])
+    assert out["count"] == 2
+    # listed explicitly: sent whatever the filter says (the operator chose)
+    st, _, out = api.post(f"/api/v0/events/{eid}/replay", {"subscriptionIds": [picky["id"]]})
+    assert st == 202 and [j["subscriptionId"] for j in out["jobs"]] == [picky["id"]], out
+    # nothing matches: no job, still 202
+    api.request("PATCH", f"{HOOKS}/{event}/{every['id']}", {"filter": {"n": 2}})
+    api.request("PATCH", f"{HOOKS}/{event}/{wide['id']}", {"filter": {"m": {"$exists": True}}})
+    st, _, out = api.post(f"/api/v0/events/{eid}/replay")
+    assert st == 202 and out["count"] == 0 and out["jobs"] == [], out
+    assert len(db.jobs(eid)) == 2 + 2 + 1
