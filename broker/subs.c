@@ -223,6 +223,20 @@ static int filter_field(struct req *r, const cJSON *it, struct buf *ctl)
     return 1;
 }
 
+/* A filter (not null) in the body of a subscription of event_name: refused (400, false) for the
+ * broker's operational events, whose jobs the workers' outcome statement creates in SQL,
+ * without the broker's fan-out that evaluates filters. */
+static bool filter_allowed(struct req *r, const char *event_name, const cJSON *doc)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(doc, "filter");
+    if (!f || cJSON_IsNull(f) || !event_name_reserved(event_name, strlen(event_name)))
+        return true;
+    http_error(r, 400, "invalid_field",
+               "filter is not available for the broker's operational events (event names "
+               "starting with \"" EVENT_NAME_RESERVED "\"): they get every such event");
+    return false;
+}
+
 /* Checks one body member that is a delivery setting (rateLimit, retryPolicy, timeoutSeconds,
  * description, filter; docs/api.md) and adds it, canonical, to the JSON object being built in
  * ctl ("{" first, a member per setting given: null resets it to the default). 1 when it was one
@@ -672,7 +686,7 @@ void subs_register(struct req *r)
         goto out_free;
     }
     int mailto = check_url(r, name->valuestring, url->valuestring, &host);
-    if (mailto < 0)
+    if (mailto < 0 || !filter_allowed(r, name->valuestring, doc))
         goto out_free;
     if (hdrs && !cJSON_IsNull(hdrs) && parse_headers(hdrs, &headers, err, sizeof err) < 0) {
         http_error(r, 400, "invalid_field", "%s", err);
@@ -1160,6 +1174,8 @@ void subs_patch(struct req *r)
             goto out_free;
         }
     }
+    if (!filter_allowed(r, r->seg[0], doc))
+        goto out_free;
     buf_addc(&ctl, '}');
     p->controls = xstrdup(ctl.data);
     p->headers = headers.data ? xstrdup(headers.data) : NULL;

@@ -319,3 +319,21 @@ def test_replay_to_every_subscription_applies_filters(api, db):
     st, _, out = api.post(f"/api/v0/events/{eid}/replay")
     assert st == 202 and out["count"] == 0 and out["jobs"] == [], out
     assert len(db.jobs(eid)) == 2 + 2 + 1
+
+
+def test_operational_events_take_no_filter(api, db):
+    """Their jobs are created by the workers' outcome statement, not by the broker's fan-out."""
+    event = "broker.endpoint.disabled"
+    url = "http://127.0.0.1:9/" + unique_name("ops")
+    resp = api.post(HOOKS, {"eventName": event, "webhookUrl": url, "filter": {"a": 1}})
+    assert_error(resp, 400, "invalid_field")
+    assert "operational events" in resp[2]["error"]["message"]
+    assert db.count("subscriptions", f"url = {sql_quote(url)}") == 0
+    sub = register(api, event, url, None)
+    assert sub["filter"] is None
+    resp = patch(api, sub, {"filter": {"a": 1}})
+    assert_error(resp, 400, "invalid_field")
+    assert stored(db, sub) is None
+    st, _, out = patch(api, sub, {"filter": None})
+    assert st == 200 and out["filter"] is None
+    api.delete(f"{HOOKS}/{event}/{sub['id']}")
