@@ -62,7 +62,8 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 # Unit tests of a broker module link its object with stubs of what it calls.
-$(BUILD)/tests/test_trigger: $(BUILD)/tests/unit/test_trigger.o $(BUILD)/broker/trigger.o $(LIBCOMMON)
+$(BUILD)/tests/test_trigger: $(BUILD)/tests/unit/test_trigger.o $(BUILD)/broker/trigger.o \
+                             $(BUILD)/broker/subfilter.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/tests/test_auth: $(BUILD)/tests/unit/test_auth.o $(BUILD)/broker/auth.o $(LIBCOMMON)
@@ -129,7 +130,7 @@ FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -Wstrict-pro
                 -Wwrite-strings -Wshadow -Wformat=2 -MMD -MP -Icommon \
                 $(shell pkg-config --cflags libcurl libcjson) $(FUZZ_SAN) -fsanitize=fuzzer-no-link
 FUZZ_LDLIBS  := $(shell pkg-config --libs libcurl libcjson) -lm
-FUZZ_LIB_OBJ := $(patsubst %,$(FUZZ_BUILD)/common/%.o,codec jsonv mem netguard valid)
+FUZZ_LIB_OBJ := $(patsubst %,$(FUZZ_BUILD)/common/%.o,codec filter jsonv mem netguard valid)
 FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS    := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 FUZZ_TARGETS ?= $(FUZZ_SRC:tests/fuzz/%.c=%)
@@ -140,6 +141,7 @@ FUZZ_MAXLEN_fuzz_url        := 2100
 FUZZ_MAXLEN_fuzz_event_name := 800
 FUZZ_MAXLEN_fuzz_headers    := 4400
 FUZZ_MAXLEN_fuzz_netguard   := 512
+FUZZ_MAXLEN_fuzz_filter     := 8192
 
 .PHONY: fuzz fuzz-build fuzz-clean
 fuzz-build: $(FUZZ_BINS)

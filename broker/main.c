@@ -19,6 +19,7 @@
 #include "log.h"
 #include "rekey.h"
 #include "schema.h"
+#include "subfilter.h"
 #include "urlguard.h"
 
 static struct broker broker;
@@ -212,6 +213,7 @@ int main(int argc, char **argv)
     rds_free(broker.redis);
     pg_free(broker.pg_commit);
     pg_free(broker.pg_api);
+    subfilter_free();
     urlguard_stop(); /* answers the registrations still waiting for DNS: before http_free */
     http_free();
     event_free(sig_term);

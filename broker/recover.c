@@ -17,6 +17,7 @@
 #include "api.h"
 #include "codec.h"
 #include "commit.h"
+#include "filter.h"
 #include "ids.h"
 #include "libmem.h"
 #include "log.h"
@@ -765,6 +766,72 @@ static void got_replay(void *priv, PGresult *res, const char *err)
     commit_enqueue(r->b, r->id, rp->rows->jobs, rp->rows->n, replay_enqueued, rp);
 }
 
+/* Creates the new jobs: for the subscriptions in ids (a uuid[] literal), or for every live
+ * subscription of the event's name when ids is NULL. */
+static void replay_run(struct req *r, const char *ids)
+{
+    char parts[24];
+    snprintf(parts, sizeof parts, "%ld", r->b->cfg.partitions);
+    /* Nothing is inserted when one listed id is not a live subscription of the event's name. */
+    static const char sql[] =
+        "WITH e AS (SELECT id, event_name, payload FROM events WHERE id = $1), "
+        "w AS (SELECT DISTINCT unnest($2::uuid[]) AS id), "
+        "s AS (SELECT s.id, s.url FROM e JOIN subscriptions s ON s.event_name = e.event_name "
+        "  AND s.status = 'active' AND s.disabled_at IS NULL "
+        "  WHERE $2::uuid[] IS NULL OR s.id = ANY($2::uuid[])), "
+        "bad AS (SELECT w.id FROM w WHERE NOT EXISTS (SELECT 1 FROM s WHERE s.id = w.id)), "
+        "ins AS (INSERT INTO jobs (id, event_id, subscription_id, url, partition) "
+        "  SELECT wh_uuidv7(), e.id, s.id, s.url, wh_partition(s.id, $3::int) FROM e, s "
+        "  WHERE NOT EXISTS (SELECT 1 FROM bad) "
+        "  RETURNING id, event_id, subscription_id, url, partition) "
+        "SELECT EXISTS (SELECT 1 FROM e), (SELECT string_agg(id::text, ', ') FROM bad), "
+        "  v.id, v.event_id, v.subscription_id, v.event_name, v.url, 1, v.partition, v.payload "
+        "FROM (SELECT 1) one LEFT JOIN (SELECT ins.*, e.event_name, "
+        "  CASE WHEN row_number() OVER (ORDER BY ins.id) = 1 AND length(e.payload) "
+        "<= " INLINE_PAYLOAD_MAX " THEN encode(e.payload, 'hex') END AS payload "
+        "  FROM ins CROSS JOIN e) v ON true ORDER BY v.id";
+    const char *params[] = {r->seg[0], ids, parts};
+    if (pg_query(r->b->pg_api, sql, 3, params, NULL, NULL, 0, got_replay, r) < 0)
+        http_db_error(r, NULL, "not connected");
+}
+
+/* Rows (replay without subscriptionIds): the event's live subscriptions (id, filter text),
+ * then, when one has a filter, a row with the payload (decision 30). Replays to the ones whose
+ * filter matches the event's payload, as its trigger would fan out today. */
+static void got_replay_subs(void *priv, PGresult *res, const char *err)
+{
+    struct req *r = priv;
+    if (err) {
+        http_db_error(r, res, err);
+        return;
+    }
+    int n = PQntuples(res);
+    if (n == 0 || !PQgetisnull(res, n - 1, 0)) { /* no filter (or no event: 404 from there) */
+        replay_run(r, NULL);
+        return;
+    }
+    cJSON *payload = cJSON_ParseWithLength(PQgetvalue(res, n - 1, 2),
+                                           (size_t)PQgetlength(res, n - 1, 2));
+    struct buf ids = {0};
+    pgarr_begin(&ids);
+    for (int i = 0; i < n - 1; i++) {
+        if (!PQgetisnull(res, i, 1)) {
+            char e[256];
+            struct filter *f = filter_parse(PQgetvalue(res, i, 1),
+                                            (size_t)PQgetlength(res, i, 1), e, sizeof e);
+            bool match = f && payload && filter_match(f, payload);
+            filter_free(f);
+            if (!match)
+                continue;
+        }
+        pgarr_add(&ids, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
+    }
+    pgarr_end(&ids);
+    cJSON_Delete(payload);
+    replay_run(r, ids.data);
+    buf_free(&ids);
+}
+
 void recover_replay(struct req *r)
 {
     if (!id_valid(r->seg[0], strlen(r->seg[0]))) {
@@ -814,28 +881,21 @@ void recover_replay(struct req *r)
         }
         cJSON_Delete(doc);
     }
-    char parts[24];
-    snprintf(parts, sizeof parts, "%ld", r->b->cfg.partitions);
-    /* Nothing is inserted when one listed id is not a live subscription of the event's name. */
-    static const char sql[] =
-        "WITH e AS (SELECT id, event_name, payload FROM events WHERE id = $1), "
-        "w AS (SELECT DISTINCT unnest($2::uuid[]) AS id), "
-        "s AS (SELECT s.id, s.url FROM e JOIN subscriptions s ON s.event_name = e.event_name "
-        "  AND s.status = 'active' AND s.disabled_at IS NULL "
-        "  WHERE $2::uuid[] IS NULL OR s.id = ANY($2::uuid[])), "
-        "bad AS (SELECT w.id FROM w WHERE NOT EXISTS (SELECT 1 FROM s WHERE s.id = w.id)), "
-        "ins AS (INSERT INTO jobs (id, event_id, subscription_id, url, partition) "
-        "  SELECT wh_uuidv7(), e.id, s.id, s.url, wh_partition(s.id, $3::int) FROM e, s "
-        "  WHERE NOT EXISTS (SELECT 1 FROM bad) "
-        "  RETURNING id, event_id, subscription_id, url, partition) "
-        "SELECT EXISTS (SELECT 1 FROM e), (SELECT string_agg(id::text, ', ') FROM bad), "
-        "  v.id, v.event_id, v.subscription_id, v.event_name, v.url, 1, v.partition, v.payload "
-        "FROM (SELECT 1) one LEFT JOIN (SELECT ins.*, e.event_name, "
-        "  CASE WHEN row_number() OVER (ORDER BY ins.id) = 1 AND length(e.payload) "
-        "<= " INLINE_PAYLOAD_MAX " THEN encode(e.payload, 'hex') END AS payload "
-        "  FROM ins CROSS JOIN e) v ON true ORDER BY v.id";
-    const char *params[] = {r->seg[0], some ? ids.data : NULL, parts};
-    if (pg_query(r->b->pg_api, sql, 3, params, NULL, NULL, 0, got_replay, r) < 0)
+    if (some) {
+        replay_run(r, ids.data); /* listed: sent whatever their filters say */
+        buf_free(&ids);
+        return;
+    }
+    /* Every live subscription: those with a payload filter only when it matches. */
+    static const char subs_sql[] =
+        "WITH e AS (SELECT event_name, payload FROM events WHERE id = $1), "
+        "s AS (SELECT s.id, s.filter FROM e JOIN subscriptions s ON s.event_name = e.event_name "
+        "  AND s.status = 'active' AND s.disabled_at IS NULL) "
+        "SELECT t.id, t.f, t.p FROM (SELECT 0 AS k, s.id::text AS id, s.filter::text AS f, "
+        "  NULL::text AS p FROM s "
+        "  UNION ALL SELECT 1, NULL, NULL, convert_from(e.payload, 'UTF8') FROM e "
+        "  WHERE EXISTS (SELECT 1 FROM s WHERE s.filter IS NOT NULL)) t ORDER BY t.k";
+    const char *params[] = {r->seg[0]};
+    if (pg_query(r->b->pg_api, subs_sql, 1, params, NULL, NULL, 0, got_replay_subs, r) < 0)
         http_db_error(r, NULL, "not connected");
-    buf_free(&ids);
 }

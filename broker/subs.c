@@ -1,5 +1,6 @@
 /* Subscription endpoints (register, list, get, delete, rotate-secret) and the Redis event index
- * they keep: PostgreSQL first, then the hash wh:event:<name> (field URL, value {"id","status"}). */
+ * they keep: PostgreSQL first, then the hash wh:event:<name> (field URL, value {"id","status"}
+ * and the payload filter when there is one: common/indexval.h). */
 #include <cJSON.h>
 #include <openssl/crypto.h>
 #include <stdint.h>
@@ -10,6 +11,7 @@
 #include "api.h"
 #include "codec.h"
 #include "controls.h"
+#include "filter.h"
 #include "ids.h"
 #include "indexval.h"
 #include "jsonv.h"
@@ -109,6 +111,7 @@ static void sub_json_open(struct buf *b, PGresult *res, int row, const char *sec
     buf_printf(b, ",\"status\":\"%s\",\"createdAt\":\"%s\",\"updatedAt\":\"%s\"", status,
                PQgetvalue(res, row, 6), PQgetvalue(res, row, 7));
     controls_json(b, res, row);
+    raw_or_null(b, "filter", res, row, SQL_SUB_FILTER); /* as stored (jsonb), null when none */
 }
 
 /* ,"previousSecretExpiresAt": the time, or null when no previous secret signs any more. */
@@ -203,15 +206,53 @@ static int secret_open(struct req *r, const char *stored, const char *id, char *
 
 /* ---- settings shared by register and PATCH ------------------------------------------------ */
 
+/* The "filter" member (decision 30): validated by common/filter.h (400 naming the problem),
+ * added to ctl as given (compact), or null to remove it. Same contract as control_field. */
+static int filter_field(struct req *r, const cJSON *it, struct buf *ctl)
+{
+    char err[256];
+    buf_adds(ctl, ctl->len > 1 ? ",\"filter\":" : "\"filter\":");
+    if (cJSON_IsNull(it)) {
+        buf_adds(ctl, "null");
+        return 1;
+    }
+    struct filter *f = filter_compile(it, err, sizeof err);
+    if (!f) {
+        http_error(r, 400, "invalid_field", "%s", err);
+        return -1;
+    }
+    filter_free(f);
+    char *text = cJSON_PrintUnformatted(it);
+    buf_adds(ctl, text);
+    cJSON_free(text);
+    return 1;
+}
+
+/* A filter (not null) in the body of a subscription of event_name: refused (400, false) for the
+ * broker's operational events, whose jobs the workers' outcome statement creates in SQL,
+ * without the broker's fan-out that evaluates filters. */
+static bool filter_allowed(struct req *r, const char *event_name, const cJSON *doc)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(doc, "filter");
+    if (!f || cJSON_IsNull(f) || !event_name_reserved(event_name, strlen(event_name)))
+        return true;
+    http_error(r, 400, "invalid_field",
+               "filter is not available for the broker's operational events (event names "
+               "starting with \"" EVENT_NAME_RESERVED "\"): they get every such event");
+    return false;
+}
+
 /* Checks one body member that is a delivery setting (rateLimit, retryPolicy, timeoutSeconds,
- * description, payload, payloadFields; docs/api.md) and adds it, canonical, to the JSON object
- * being built in ctl ("{" first, a member per setting given: null resets it to the default).
- * 1 when it was one (and valid), 0 when it is another field, -1 after replying 400 naming the
- * field. */
+ * description, payload, payloadFields, filter; docs/api.md) and adds it, canonical, to the
+ * JSON object being built in ctl ("{" first, a member per setting given: null resets it to the
+ * default). 1 when it was one (and valid), 0 when it is another field, -1 after replying 400
+ * naming the field. */
 static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
 {
     char err[256];
     const char *n = it->string;
+    if (strcmp(n, "filter") == 0)
+        return filter_field(r, it, ctl);
     bool rate = strcmp(n, "rateLimit") == 0, retry = strcmp(n, "retryPolicy") == 0;
     bool timeout = strcmp(n, "timeoutSeconds") == 0, desc = strcmp(n, "description") == 0;
     /* payload shape (decision 31) */
@@ -292,12 +333,16 @@ static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
     "  THEN CASE WHEN jsonb_typeof(" p "::jsonb -> 'payloadFields') = 'string' "                  \
     "  THEN (" p "::jsonb ->> 'payloadFields')::json END ELSE " t ".payload_fields END, "
 
-/* The settings of the controls object $N (control_field's JSON) for an INSERT's values, and
- * for an UPDATE's SET (t: the table's name; a setting not in the object is kept). */
+/* The settings of the controls object $N (control_field's JSON) for an INSERT's values (columns
+ * SQL_CTL_COLS), and for an UPDATE's SET (t: the table's name; a setting not in the object is
+ * kept). */
+#define SQL_CTL_COLS                                                                               \
+    "rate_limit, retry_policy, timeout_seconds, description, payload_shape, payload_fields, "     \
+    SQL_FILTER_COL
 #define SQL_CTL_VALUES(p)                                                                          \
     "NULLIF(" p "::jsonb -> 'rateLimit', 'null'), NULLIF(" p "::jsonb -> 'retryPolicy', 'null'), " \
     "(" p "::jsonb ->> 'timeoutSeconds')::int, " p "::jsonb ->> 'description', "                   \
-    SQL_SHAPE_VALUES(p)
+    SQL_SHAPE_VALUES(p) ", " SQL_FILTER_VALUE(p)
 #define SQL_CTL_SET(p, t)                                                                          \
     "rate_limit = CASE WHEN " p "::jsonb ? 'rateLimit' "                                           \
     "  THEN NULLIF(" p "::jsonb -> 'rateLimit', 'null') ELSE " t ".rate_limit END, "               \
@@ -307,7 +352,13 @@ static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
     "  THEN (" p "::jsonb ->> 'timeoutSeconds')::int ELSE " t ".timeout_seconds END, "             \
     "description = CASE WHEN " p "::jsonb ? 'description' "                                        \
     "  THEN " p "::jsonb ->> 'description' ELSE " t ".description END, "                          \
-    SQL_SHAPE_SET(p, t)
+    SQL_SHAPE_SET(p, t) SQL_FILTER_SET(p, t)
+/* The payload filter's part of them (decision 30): stored as given, JSON null removes it. */
+#define SQL_FILTER_COL "filter"
+#define SQL_FILTER_VALUE(p) "NULLIF(" p "::jsonb -> 'filter', 'null')"
+#define SQL_FILTER_SET(p, t)                                                                       \
+    "filter = CASE WHEN " p "::jsonb ? 'filter' "                                                  \
+    "  THEN NULLIF(" p "::jsonb -> 'filter', 'null') ELSE " t ".filter END, "
 
 /* ---- register ---------------------------------------------------------------------------- */
 
@@ -369,6 +420,15 @@ static void reg_free(struct reg *g)
     free(g);
 }
 
+/* Appends the event index value of a row (SQL_SUB_COLS order): its id and filter. */
+static void index_value(struct buf *v, PGresult *res, int row)
+{
+    bool filtered = !PQgetisnull(res, row, SQL_SUB_FILTER);
+    indexval_encode_filter(v, PQgetvalue(res, row, 0),
+                           filtered ? PQgetvalue(res, row, SQL_SUB_FILTER) : NULL,
+                           (size_t)PQgetlength(res, row, SQL_SUB_FILTER));
+}
+
 static void reg_indexed(struct rds *rd, redisReply *reply, void *priv)
 {
     (void)rd;
@@ -412,11 +472,12 @@ static void reg_saved(void *priv, PGresult *res, const char *err)
     sub_json(&g->resp, res, 0, g->plain, NULL);
     char key[KEY_MAX];
     size_t klen = key_event(key, PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
-    char v[INDEXVAL_SIZE];
-    size_t vlen = indexval_encode(v, PQgetvalue(res, 0, 0));
-    const char *argv[] = {"HSET", key, PQgetvalue(res, 0, 2), v};
-    size_t lens[] = {4, klen, (size_t)PQgetlength(res, 0, 2), vlen};
+    struct buf v = {0};
+    index_value(&v, res, 0);
+    const char *argv[] = {"HSET", key, PQgetvalue(res, 0, 2), v.data};
+    size_t lens[] = {4, klen, (size_t)PQgetlength(res, 0, 2), v.len};
     int rc = rds_cmd(r->b->redis, reg_indexed, g, 4, argv, lens);
+    buf_free(&v);
     if (rc < 0)
         reg_indexed(r->b->redis, NULL, g);
     else
@@ -490,8 +551,8 @@ static void reg_upsert(struct reg *g)
      * job); the same secret again changes nothing. Without one, the secrets are kept. */
     /* The lifecycle log (decision 29) is written by the same statement: created / updated. */
     static const char sql[] =
-        "WITH ins AS (INSERT INTO subscriptions (id, event_name, url, secret, headers, rate_limit, "
-        "  retry_policy, timeout_seconds, description, payload_shape, payload_fields) "
+        "WITH ins AS (INSERT INTO subscriptions (id, event_name, url, secret, headers, "
+        SQL_CTL_COLS ") "
         "SELECT $1::uuid, $2::text, $3::text, $4::text, COALESCE($5::jsonb, '{}'::jsonb), "
         SQL_CTL_VALUES("$10") " "
         "WHERE EXISTS (SELECT 1 FROM subscriptions WHERE event_name = $2 AND url = $3 "
@@ -656,7 +717,7 @@ void subs_register(struct req *r)
             http_error(r, 400, "invalid_field",
                        "unknown field \"%.64s\" (expected eventName, webhookUrl, headers, "
                        "secret, rateLimit, retryPolicy, timeoutSeconds, description, payload, "
-                       "payloadFields)",
+                       "payloadFields, filter)",
                        it->string);
             goto out_free;
         }
@@ -672,7 +733,7 @@ void subs_register(struct req *r)
         goto out_free;
     }
     int mailto = check_url(r, name->valuestring, url->valuestring, &host);
-    if (mailto < 0)
+    if (mailto < 0 || !filter_allowed(r, name->valuestring, doc))
         goto out_free;
     if (hdrs && !cJSON_IsNull(hdrs) && parse_headers(hdrs, &headers, err, sizeof err) < 0) {
         http_error(r, 400, "invalid_field", "%s", err);
@@ -914,8 +975,11 @@ struct patch {
     char *headers;     /* compact JSON, or NULL to keep */
     char *controls;    /* the settings given (control_field's JSON object) */
     const char *state; /* "active", "paused" or NULL to keep (a literal) */
+    bool filter_given; /* the filter changes: the index entry is rewritten */
     char sub[ID_LEN + 1];
     char *old_url;     /* the URL before the update (index entry to move) */
+    struct buf value;  /* the index value after the update */
+    char *new_url;     /* the URL after it */
     struct buf resp;
 };
 
@@ -925,6 +989,8 @@ static void patch_free(struct patch *p)
     free(p->headers);
     free(p->controls);
     free(p->old_url);
+    free(p->new_url);
+    buf_free(&p->value);
     buf_free(&p->resp);
     free(p);
 }
@@ -957,27 +1023,30 @@ static void patch_indexed(struct rds *rd, redisReply *reply, void *priv)
 }
 
 /* The index entry moves from the old URL (only if it still names this subscription: a new
- * registration may have taken that URL meanwhile) to the new one. */
+ * registration may have taken that URL meanwhile; its value starts with the same {"id":"..."
+ * whatever filter it carries) to the new one, with the new value (a changed filter). */
 static const char move_lua[] =
-    "if ARGV[1] ~= ARGV[2] and redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[3] then "
-    "redis.call('HDEL', KEYS[1], ARGV[1]) end redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) "
-    "return 1";
+    "if ARGV[1] ~= ARGV[2] then local old = redis.call('HGET', KEYS[1], ARGV[1]) "
+    "local id = string.match(ARGV[3], '^{\"id\":\"[^\"]+\"') "
+    "if old and id and string.sub(old, 1, #id) == id then "
+    "redis.call('HDEL', KEYS[1], ARGV[1]) end end "
+    "redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) return 1";
 
-/* After the delivery state (if any) is in Redis: the index when the URL was given, then the
- * answer. */
+/* After the delivery state (if any) is in Redis: the index when the URL or the filter was
+ * given, then the answer. */
 static void patch_paused(void *priv)
 {
     struct patch *p = priv;
     struct req *r = p->r;
-    if (!p->url) {
+    if (!p->url && !p->filter_given) {
         patch_reply(p);
         return;
     }
-    char key[KEY_MAX], v[INDEXVAL_SIZE];
+    char key[KEY_MAX];
     size_t klen = key_event(key, r->seg[0], strlen(r->seg[0]));
-    size_t vlen = indexval_encode(v, p->sub);
-    const char *argv[] = {"EVAL", move_lua, "1", key, p->old_url, p->url, v};
-    size_t lens[] = {4, sizeof move_lua - 1, 1, klen, strlen(p->old_url), strlen(p->url), vlen};
+    const char *argv[] = {"EVAL", move_lua, "1", key, p->old_url, p->new_url, p->value.data};
+    size_t lens[] = {4,    sizeof move_lua - 1, 1, klen, strlen(p->old_url),
+                     strlen(p->new_url), p->value.len};
     if (rds_cmd(r->b->redis, patch_indexed, p, 7, argv, lens) < 0)
         patch_indexed(r->b->redis, NULL, p);
 }
@@ -1009,6 +1078,8 @@ static void patch_done(void *priv, PGresult *res, const char *err)
     memcpy(p->sub, PQgetvalue(res, 0, 0), ID_LEN);
     p->sub[ID_LEN] = '\0';
     p->old_url = xstrdup(PQgetvalue(res, 0, SQL_SUB_NCOLS));
+    p->new_url = xstrdup(PQgetvalue(res, 0, 2));
+    index_value(&p->value, res, 0);
     long long version = strtoll(PQgetvalue(res, 0, SQL_SUB_NCOLS + 1), NULL, 10);
     char plain[SECRETBOX_PLAIN_MAX + 1], e[256];
     bool opened = secretbox_open(&r->b->secrets, PQgetvalue(res, 0, 3), p->sub, plain,
@@ -1110,6 +1181,7 @@ void subs_patch(struct req *r)
         int c = control_field(r, it, &ctl);
         if (c < 0)
             goto out_free;
+        p->filter_given |= c > 0 && strcmp(it->string, "filter") == 0;
         if (c > 0)
             continue;
         if (strcmp(it->string, "webhookUrl") == 0) {
@@ -1144,11 +1216,14 @@ void subs_patch(struct req *r)
         } else {
             http_error(r, 400, "invalid_field",
                        "unknown field \"%.64s\" (expected webhookUrl, headers, status, rateLimit, "
-                       "retryPolicy, timeoutSeconds, description, payload, payloadFields)",
+                       "retryPolicy, timeoutSeconds, description, payload, payloadFields, "
+                       "filter)",
                        it->string);
             goto out_free;
         }
     }
+    if (!filter_allowed(r, r->seg[0], doc))
+        goto out_free;
     buf_addc(&ctl, '}');
     p->controls = xstrdup(ctl.data);
     p->headers = headers.data ? xstrdup(headers.data) : NULL;
@@ -1416,20 +1491,27 @@ static void page_written(struct rds *rd, redisReply *reply, void *priv)
         page_done();
 }
 
-/* One HSET key url value ... for rows [from, to) of one event name. false when not sent. */
+/* One HSET key url value ... for rows [from, to) of one event name (id, event name, URL,
+ * filter). false when not sent. */
 static bool page_send_event(PGresult *res, int from, int to)
 {
     char key[KEY_MAX];
-    char(*vals)[INDEXVAL_SIZE] = xmalloc((size_t)(to - from) * sizeof *vals);
+    struct buf *vals = xcalloc((size_t)(to - from), sizeof *vals);
     struct rargs a = {0};
     rargs_adds(&a, "HSET");
     rargs_add(&a, key, key_event(key, PQgetvalue(res, from, 1), (size_t)PQgetlength(res, from, 1)));
     for (int i = from; i < to; i++) {
+        struct buf *v = &vals[i - from];
+        indexval_encode_filter(v, PQgetvalue(res, i, 0),
+                               PQgetisnull(res, i, 3) ? NULL : PQgetvalue(res, i, 3),
+                               (size_t)PQgetlength(res, i, 3));
         rargs_add(&a, PQgetvalue(res, i, 2), (size_t)PQgetlength(res, i, 2));
-        rargs_add(&a, vals[i - from], indexval_encode(vals[i - from], PQgetvalue(res, i, 0)));
+        rargs_add(&a, v->data, v->len);
     }
     int rc = rargs_send(&a, ix.b->redis, page_written, NULL);
     rargs_free(&a);
+    for (int i = from; i < to; i++)
+        buf_free(&vals[i - from]);
     free(vals);
     if (rc == 0)
         ix.pending++;
@@ -1472,10 +1554,10 @@ static void page_loaded(void *priv, PGresult *res, const char *err)
 static void page_fetch(void)
 {
     static const char first_sql[] =
-        "SELECT id, event_name, url FROM subscriptions WHERE status = 'active' "
+        "SELECT id, event_name, url, filter::text FROM subscriptions WHERE status = 'active' "
         "ORDER BY event_name, url LIMIT $1";
     static const char next_sql[] =
-        "SELECT id, event_name, url FROM subscriptions WHERE status = 'active' "
+        "SELECT id, event_name, url, filter::text FROM subscriptions WHERE status = 'active' "
         "AND (event_name, url) > ($2, $3) ORDER BY event_name, url LIMIT $1";
     char limit[24];
     snprintf(limit, sizeof limit, "%ld", ix.b->cfg.index_rebuild_page);

@@ -1,6 +1,7 @@
 /* POST /api/v0/trigger-event/<name>: validates the payload and an Idempotency-Key, fans out
- * through the Redis event index (PostgreSQL when the index is not marked complete) and hands
- * the event to the group commit. */
+ * through the Redis event index (PostgreSQL when the index is not marked complete), skipping
+ * the subscriptions whose payload filter does not match, and hands the event to the group
+ * commit. */
 #include <cJSON.h>
 #include <event2/keyvalq_struct.h>
 #include <openssl/evp.h>
@@ -18,6 +19,7 @@
 #include "jsonv.h"
 #include "keys.h"
 #include "log.h"
+#include "subfilter.h"
 #include "valid.h"
 
 /* The state of one trigger between its two pipelined Redis commands. Each command's callback
@@ -62,9 +64,17 @@ static void from_db(void *priv, PGresult *res, const char *err)
     }
     int n = PQntuples(res);
     e->jobs = xcalloc((size_t)n + 1, sizeof *e->jobs);
-    for (int i = 0; i < n; i++)
+    struct subfilter_payload pl = {.p = e->payload, .n = e->payload_len};
+    for (int i = 0; i < n; i++) {
+        if (!PQgetisnull(res, i, 2) &&
+            (PQgetlength(res, i, 0) != ID_LEN ||
+             !subfilter_match(&pl, PQgetvalue(res, i, 0), PQgetvalue(res, i, 2),
+                              (size_t)PQgetlength(res, i, 2), r->id)))
+            continue;
         add_job(r->b, e, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0),
                 PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1));
+    }
+    subfilter_payload_done(&pl);
     commit_submit(r->b, e);
 }
 
@@ -85,7 +95,8 @@ static void from_index(struct rds *rd, redisReply *reply, void *priv)
         /* Redis lost the index (restart, FLUSHALL): fan out from the truth meanwhile. */
         subs_index_ensure(r->b);
         static const char sql[] =
-            "SELECT id, url FROM subscriptions WHERE event_name = $1 AND status = 'active'";
+            "SELECT id, url, filter::text FROM subscriptions WHERE event_name = $1 "
+            "AND status = 'active'";
         const char *params[] = {e->name};
         /* from_db takes over this callback's reference */
         if (pg_query(r->b->pg_api, sql, 1, params, NULL, NULL, 0, from_db, f) < 0) {
@@ -98,6 +109,7 @@ static void from_index(struct rds *rd, redisReply *reply, void *priv)
     fanout_unref(f);
     size_t n = reply->elements / 2;
     e->jobs = xcalloc(n + 1, sizeof *e->jobs);
+    struct subfilter_payload pl = {.p = e->payload, .n = e->payload_len};
     for (size_t i = 0; i + 1 < reply->elements; i += 2) {
         redisReply *url = reply->element[i], *val = reply->element[i + 1];
         if (url->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING)
@@ -107,8 +119,11 @@ static void from_index(struct rds *rd, redisReply *reply, void *priv)
             log_warn(r->id, "ignoring a malformed event index entry for %s", e->name);
             continue;
         }
+        if (iv.filter && !subfilter_match(&pl, iv.id, iv.filter, iv.filter_len, r->id))
+            continue;
         add_job(r->b, e, iv.id, ID_LEN, url->str, url->len);
     }
+    subfilter_payload_done(&pl);
     commit_submit(r->b, e);
 }
 

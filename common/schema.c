@@ -229,6 +229,9 @@ static const char *const migrations[] = {
     "  CHECK (payload_shape IN ('raw', 'envelope'));"
     "ALTER TABLE subscriptions ADD COLUMN payload_fields json"
     "  CHECK (json_typeof(payload_fields) = 'object');",
+    /* payload filters (docs/decisions.md 30): the filter as given (common/filter.h validated
+     * it), NULL for none; the event index carries its text. */
+    "ALTER TABLE subscriptions ADD COLUMN filter jsonb;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -2,7 +2,8 @@
  * PostgreSQL, in bounded steps: every index key found by SCAN is checked against that event's
  * subscriptions (stale entries are removed by compare-and-delete, only when their id is
  * confirmed inactive), then the active subscriptions are read in keyset pages and missing or
- * outdated entries are written (HMGET per page). */
+ * outdated entries (another id, or not the filter PostgreSQL has) are written (HMGET per page).
+ */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,21 +19,33 @@ static const char cas_hdel_lua[] =
     "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then "
     "return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0";
 
-static int write_entry(struct recon *r, const char *name, const char *url, const char *id)
+/* Writes the entry of subscription id with its filter text (NULL: none). */
+static int write_entry(struct recon *r, const char *name, const char *url, const char *id,
+                       const char *filter)
 {
     r->n.index_fixed++;
-    log_info("index", "adding %s -> %s to the event index", name, url);
+    log_info("index", "writing %s -> %s to the event index", name, url);
     if (r->cfg.dry_run)
         return 0;
     char key[KEY_MAX];
     size_t klen = key_event(key, name, strlen(name));
-    char v[INDEXVAL_SIZE];
-    size_t vlen = indexval_encode(v, id);
-    const char *argv[] = {"HSET", key, url, v};
-    size_t lens[] = {4, klen, strlen(url), vlen};
+    struct buf v = {0};
+    indexval_encode_filter(&v, id, filter, filter ? strlen(filter) : 0);
+    const char *argv[] = {"HSET", key, url, v.data};
+    size_t lens[] = {4, klen, strlen(url), v.len};
     redisReply *rep = recon_redis(r, 4, argv, lens);
+    buf_free(&v);
     freeReplyObject(rep);
     return rep ? 0 : -1;
+}
+
+/* Whether an entry's filter is the one PostgreSQL has (the text of the jsonb column, as every
+ * writer of the index takes it). */
+static bool same_filter(const struct indexval *iv, const char *filter)
+{
+    if (!iv->filter || !filter)
+        return !iv->filter && !filter;
+    return iv->filter_len == strlen(filter) && memcmp(iv->filter, filter, iv->filter_len) == 0;
 }
 
 /* An entry whose event name + URL has no active subscription in PostgreSQL. */
@@ -132,7 +145,8 @@ static int scan_index(struct recon *r)
     return rc;
 }
 
-/* PostgreSQL -> Redis: one page of active subscriptions (all of one event name or less). */
+/* PostgreSQL -> Redis: one page of active subscriptions (all of one event name or less; id,
+ * event name, URL, filter). */
 static int check_page(struct recon *r, PGresult *res, int from, int to)
 {
     const char *name = PQgetvalue(res, from, 1);
@@ -153,11 +167,12 @@ static int check_page(struct recon *r, PGresult *res, int from, int to)
     for (int i = 0; i < n && rc == 0; i++) {
         const redisReply *e = rep->element[i];
         const char *id = PQgetvalue(res, from + i, 0);
+        const char *filter = PQgetisnull(res, from + i, 3) ? NULL : PQgetvalue(res, from + i, 3);
         struct indexval iv;
         if (e->type == REDIS_REPLY_STRING && indexval_decode(e->str, e->len, &iv) &&
-            strcmp(iv.id, id) == 0 && strcmp(iv.status, "active") == 0)
+            strcmp(iv.id, id) == 0 && strcmp(iv.status, "active") == 0 && same_filter(&iv, filter))
             continue;
-        rc = write_entry(r, name, PQgetvalue(res, from + i, 2), id);
+        rc = write_entry(r, name, PQgetvalue(res, from + i, 2), id, filter);
     }
     freeReplyObject(rep);
     return rc;
@@ -172,7 +187,8 @@ static int fill_missing(struct recon *r)
         const char *params[] = {after_name, after_url, batch};
         PGresult *res = recon_sql(
             r,
-            "SELECT id::text, event_name, url FROM subscriptions WHERE status = 'active' "
+            "SELECT id::text, event_name, url, filter::text FROM subscriptions "
+            "WHERE status = 'active' "
             "AND (event_name, url) > ($1, $2) ORDER BY event_name, url LIMIT $3::int",
             3, params);
         if (!res) {

@@ -32,6 +32,50 @@ static void test_round_trip(void)
     CHECK_STR(iv.status, "abcdefghijklmnop");
 }
 
+static void test_filter(void)
+{
+    struct buf b = {0};
+    struct indexval iv;
+    char v[INDEXVAL_SIZE];
+    /* without a filter: byte for byte the plain value */
+    indexval_encode_filter(&b, ID, NULL, 0);
+    indexval_encode(v, ID);
+    CHECK_EQ_INT(b.len, INDEXVAL_LEN);
+    CHECK_STR(b.data, v);
+    CHECK(dec(v, &iv) && iv.filter == NULL && iv.filter_len == 0);
+    buf_reset(&b);
+    static const char f[] = "{\"a\": {\"$gt\": 1}, \"b\": \"}\"}";
+    indexval_encode_filter(&b, ID, f, sizeof f - 1);
+    CHECK_STR(b.data, "{\"id\":\"0190b0a2-3c4d-7e5f-8a6b-1c2d3e4f5a6b\",\"status\":\"active\","
+                      "\"filter\":{\"a\": {\"$gt\": 1}, \"b\": \"}\"}}");
+    CHECK(indexval_decode(b.data, b.len, &iv));
+    CHECK_STR(iv.id, ID);
+    CHECK_STR(iv.status, "active");
+    CHECK(iv.filter_len == sizeof f - 1 && iv.filter && memcmp(iv.filter, f, sizeof f - 1) == 0);
+    /* the smallest filter */
+    CHECK(dec("{\"id\":\"0190b0a2-3c4d-7e5f-8a6b-1c2d3e4f5a6b\",\"status\":\"active\","
+              "\"filter\":{}}",
+              &iv) &&
+          iv.filter_len == 2);
+    static const char *const bad[] = {
+        "{\"id\":\"0190b0a2-3c4d-7e5f-8a6b-1c2d3e4f5a6b\",\"status\":\"active\",\"filter\":}",
+        "{\"id\":\"0190b0a2-3c4d-7e5f-8a6b-1c2d3e4f5a6b\",\"status\":\"active\",\"filter\":1}",
+        "{\"id\":\"0190b0a2-3c4d-7e5f-8a6b-1c2d3e4f5a6b\",\"status\":\"active\",\"filter\":{}",
+        "{\"id\":\"0190b0a2-3c4d-7e5f-8a6b-1c2d3e4f5a6b\",\"status\":\"active\",\"filter\":[]}",
+        "{\"id\":\"0190b0a2-3c4d-7e5f-8a6b-1c2d3e4f5a6b\",\"status\":\"active\",\"filte\":{}}",
+        "{\"id\":\"0190b0a2-3c4d-7e5f-8a6b-1c2d3e4f5a6b\",\"status\":\"active\" ,\"filter\":{}}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (!CHECK(!dec(bad[i], &iv)))
+            fprintf(stderr, "    accepted: %s\n", bad[i]);
+    /* cut anywhere: refused */
+    buf_reset(&b);
+    indexval_encode_filter(&b, ID, "{}", 2);
+    for (size_t n = 0; n < b.len; n++)
+        CHECK(!indexval_decode(b.data, n, &iv));
+    buf_free(&b);
+}
+
 static void test_refused(void)
 {
     static const char *const bad[] = {
@@ -78,6 +122,7 @@ int main(int argc, char **argv)
 {
     (void)argc;
     test_round_trip();
+    test_filter();
     test_refused();
     return unit_done(argv[0]);
 }
