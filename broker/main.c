@@ -20,6 +20,7 @@
 #include "rekey.h"
 #include "schema.h"
 #include "urlguard.h"
+#include "verify.h"
 
 static struct broker broker;
 
@@ -177,7 +178,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "webhook-broker: cannot create the event loop\n");
         return 1;
     }
-    if (urlguard_start(&broker, err, sizeof err) < 0 || http_start(&broker, err, sizeof err) < 0) {
+    if (urlguard_start(&broker, err, sizeof err) < 0 || verify_start(&broker, err, sizeof err) < 0 ||
+        http_start(&broker, err, sizeof err) < 0) {
         fprintf(stderr, "webhook-broker: %s\n", err);
         return 1;
     }
@@ -213,6 +215,7 @@ int main(int argc, char **argv)
     pg_free(broker.pg_commit);
     pg_free(broker.pg_api);
     urlguard_stop(); /* answers the registrations still waiting for DNS: before http_free */
+    verify_stop();   /* and those still waiting for their endpoint's echo */
     http_free();
     event_free(sig_term);
     event_free(sig_int);
