@@ -206,7 +206,7 @@ static void excerpt(const char *p, size_t n, char *out, size_t outlen)
         unsigned char c = (unsigned char)p[i];
         out[k++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
     }
-    if (take < n && k + 4 < outlen) {
+    if (take < n && k + 3 < outlen) {
         memcpy(out + k, "...", 3);
         k += 3;
     }
