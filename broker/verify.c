@@ -67,7 +67,8 @@ static void check_multi_info(void);
 static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
 {
     (void)arg;
-    int action = ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int action =
+        ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     curl_multi_socket_action(multi, fd, action, &running);
     check_multi_info();
     if (running <= 0 && timer_ev)
@@ -220,8 +221,9 @@ enum verify_result verify_judge(const char *challenge, long status, const char *
     excerpt(body, len, ex, sizeof ex);
     const char *what = NULL;
     if (status < 200 || status > 299) {
-        snprintf(why, whylen, "the challenge was answered HTTP %ld (a 2xx is required%s); body: \"%s\"",
-                 status, status >= 300 && status <= 399 ? ", redirects are not followed" : "", ex);
+        snprintf(why, whylen,
+                 "the challenge was answered HTTP %ld (a 2xx is required%s); body: \"%s\"", status,
+                 status >= 300 && status <= 399 ? ", redirects are not followed" : "", ex);
         return VERIFY_FAILED;
     }
     if (truncated) {
@@ -231,7 +233,8 @@ enum verify_result verify_judge(const char *challenge, long status, const char *
         return VERIFY_FAILED;
     }
     cJSON *doc = strlen(body) == len ? cJSON_ParseWithOpts(body, NULL, 1) : NULL;
-    const cJSON *c = cJSON_IsObject(doc) ? cJSON_GetObjectItemCaseSensitive(doc, "challenge") : NULL;
+    const cJSON *c =
+        cJSON_IsObject(doc) ? cJSON_GetObjectItemCaseSensitive(doc, "challenge") : NULL;
     if (!cJSON_IsObject(doc))
         what = len ? "is not a JSON object" : "is empty";
     else if (!cJSON_IsString(c))
@@ -302,8 +305,8 @@ static void add_custom_headers(struct verification *v, const char *json)
             continue;
         /* "Name;" is libcurl's form for an empty value ("Name:" would mean "do not send") */
         bool empty = it->valuestring[strspn(it->valuestring, " \t")] == '\0';
-        char *line = empty ? xasprintf("%s;", it->string)
-                           : xasprintf("%s: %s", it->string, it->valuestring);
+        char *line =
+            empty ? xasprintf("%s;", it->string) : xasprintf("%s: %s", it->string, it->valuestring);
         v->headers = xslist_append(v->headers, line);
         free(line);
     }
