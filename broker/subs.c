@@ -283,9 +283,9 @@ struct reg {
     char *seen_ct;                       /* its secret column as read: the compare-and-set */
     int tries;
     struct buf resp;
-    int status;    /* 201 or 200 */
-    bool verify;   /* "verify": true: the endpoint echoes a challenge before anything is written */
-    bool verified; /* it did (a compare-and-set retry does not ask again) */
+    int status;  /* 201 or 200 */
+    bool verify; /* "verify": true: the endpoint echoes a challenge before anything is written */
+    char verified[SECRETBOX_PLAIN_MAX + 1]; /* the secret of the challenge it echoed; "" if none */
 };
 
 static void reg_lookup(struct reg *g);
@@ -318,6 +318,7 @@ static void reg_free(struct reg *g)
 {
     OPENSSL_cleanse(g->secret, sizeof g->secret);
     OPENSSL_cleanse(g->plain, sizeof g->plain);
+    OPENSSL_cleanse(g->verified, sizeof g->verified);
     free(g->seen_ct);
     free(g->event_name);
     free(g->url);
@@ -506,7 +507,7 @@ static void reg_verified(void *priv, enum verify_result result, const char *deta
     struct reg *g = priv;
     struct req *r = g->r;
     if (result == VERIFY_OK) {
-        g->verified = true;
+        memcpy(g->verified, g->plain, sizeof g->plain);
         reg_upsert(g);
         return;
     }
@@ -569,8 +570,10 @@ static void reg_found(void *priv, PGresult *res, const char *err)
         }
         OPENSSL_cleanse(current, sizeof current);
     }
-    if (g->verify && !g->verified) {
-        /* the headers the row will have: those given, else the current row's */
+    if (g->verify && strcmp(g->verified, g->plain) != 0) {
+        /* Not yet verified, or a compare-and-set retry (reg_saved) found another secret to
+         * keep: the stored secret is always the one that signed the echoed challenge. The
+         * headers sent are those the row will have: those given, else the current row's. */
         reg_verify(g, g->headers ? g->headers : exists ? PQgetvalue(res, 0, 3) : NULL);
         return;
     }

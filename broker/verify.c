@@ -354,8 +354,9 @@ void verify_check(const char *url, const char *secret, const char *headers, veri
 {
     char why[256];
     if (!multi || ninflight >= VERIFY_MAX_INFLIGHT) {
-        log_warn(NULL, "verification of %s refused: %d challenges under way (the most)", url,
-                 ninflight);
+        if (multi)
+            log_warn(NULL, "verification of %s refused: %d challenges under way (the most)", url,
+                     ninflight);
         cb(arg, VERIFY_BUSY,
            multi ? "too many endpoint verifications are under way; retry later"
                  : "the broker is shutting down; retry on another instance");
