@@ -7,7 +7,6 @@
  * exchange is bounded by VERIFY_TIMEOUT_MS. Decision 32. */
 #include "verify.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

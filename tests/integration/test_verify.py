@@ -171,6 +171,40 @@ def test_registration_again_signs_with_the_existing_secret_and_headers(api, db, 
                             raw, headers["webhook-signature"])
 
 
+def test_secret_changed_meanwhile_is_verified_again(api, db, rc, endpoint):
+    """While the challenge of a new registration waits, another registration of the same event
+    and URL stores its own secret. The verified registration's upsert then loses its
+    compare-and-set, reads again and keeps that secret: it sends a second challenge signed with
+    it, so the secret stored is always the one that signed the echoed challenge."""
+    gate = threading.Event()
+
+    def answer(index, doc, raw):
+        if index == 0:
+            gate.wait(10)
+        return echo(index, doc, raw)
+
+    e = endpoint(answer)
+    event = unique_name("verify")
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=register(api, event, e.url(), verify=True)))
+    t.start()
+    wait_until(lambda: e.count() == 1, 5, "the first challenge arrives")
+    secret = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="
+    st, _, other = register(api, event, e.url(), secret=secret)
+    assert st == 201, other
+    gate.set()
+    t.join(15)
+    st, _, sub = out["r"]
+    assert st == 200 and sub["id"] == other["id"] and sub["secret"] == secret, sub
+    assert e.count() == 2
+    first, second = e.requests
+    assert not verify_signature(secret, first[0]["webhook-id"], first[0]["webhook-timestamp"],
+                                first[1], first[0]["webhook-signature"])
+    assert verify_signature(secret, second[0]["webhook-id"], second[0]["webhook-timestamp"],
+                            second[1], second[0]["webhook-signature"])
+    assert stored(db, rc, event) == (1, 1)
+
+
 def test_verify_false_sends_nothing(api, db, rc, endpoint):
     e = endpoint()
     event = unique_name("verify")
