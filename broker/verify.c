@@ -1,10 +1,11 @@
 /* Endpoint verification at registration ("verify": true): a signed challenge POSTed to the
  * webhook URL, which must echo it back; libcurl multi on the broker's event loop. */
-/* Driven as the worker drives its deliveries (worker/deliver.c, curl's multi-event.c): libcurl
- * tells the loop which sockets to watch and when to wake it, and never blocks it. The SSRF
- * guard checks the address libcurl is about to dial (CURLOPT_OPENSOCKETFUNCTION, decision 15),
- * redirects are not followed, the response body is read up to VERIFY_BODY_MAX, and the whole
- * exchange is bounded by VERIFY_TIMEOUT_MS. Decision 32. */
+/* Driven as the worker drives its deliveries, by the same module (common/curlloop.c, curl's
+ * multi-event.c): libcurl tells the loop which sockets to watch and when to wake it, and never
+ * blocks it. The SSRF guard checks the address libcurl is about to dial
+ * (CURLOPT_OPENSOCKETFUNCTION, decision 15), redirects are not followed, the response body is
+ * read up to VERIFY_BODY_MAX, and the whole exchange is bounded by VERIFY_TIMEOUT_MS.
+ * Decision 32. */
 #include "verify.h"
 
 #include <stdio.h>
@@ -15,12 +16,11 @@
 
 #include <cJSON.h>
 #include <curl/curl.h>
-#include <event2/event.h>
-#include <event2/event_struct.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include "codec.h"
+#include "curlloop.h"
 #include "ids.h"
 #include "libmem.h"
 #include "log.h"
@@ -49,79 +49,10 @@ struct verification {
     void *arg;
 };
 
-struct sock_ctx {
-    struct event ev;
-    short kind;
-};
-
 static struct netguard guard;
-static struct event_base *base;
-static CURLM *multi;
-static struct event *timer_ev;
+static struct curlloop *loop;
 static struct verification *inflight;
-static int ninflight, running;
-
-static void check_multi_info(void);
-
-static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
-{
-    (void)arg;
-    int action =
-        ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    curl_multi_socket_action(multi, fd, action, &running);
-    check_multi_info();
-    if (running <= 0 && timer_ev)
-        evtimer_del(timer_ev);
-}
-
-static void on_timeout(evutil_socket_t fd, short kind, void *arg)
-{
-    (void)fd, (void)kind, (void)arg;
-    curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    check_multi_info();
-}
-
-/* CURLMOPT_TIMERFUNCTION: only (re)arms our timer; never calls libcurl. */
-static int on_curl_timer(CURLM *m, long timeout_ms, void *arg)
-{
-    (void)m, (void)arg;
-    if (timeout_ms < 0) {
-        evtimer_del(timer_ev);
-    } else {
-        struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-        evtimer_add(timer_ev, &tv);
-    }
-    return 0;
-}
-
-/* CURLMOPT_SOCKETFUNCTION: one libevent event per socket, in step with libcurl. */
-static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *arg, void *sockp)
-{
-    (void)e, (void)arg;
-    struct sock_ctx *sc = sockp;
-    if (what == CURL_POLL_REMOVE) {
-        if (sc) {
-            event_del(&sc->ev);
-            free(sc);
-        }
-        curl_multi_assign(multi, s, NULL);
-        return 0;
-    }
-    short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |
-                         ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
-    if (!sc) {
-        sc = xcalloc(1, sizeof *sc);
-        curl_multi_assign(multi, s, sc);
-    } else if (sc->kind == kind) {
-        return 0;
-    } else {
-        event_del(&sc->ev);
-    }
-    sc->kind = kind;
-    event_assign(&sc->ev, base, s, kind, on_socket_event, NULL);
-    event_add(&sc->ev, NULL);
-    return 0;
-}
+static int ninflight;
 
 /* The response body, kept up to VERIFY_BODY_MAX bytes; more stops the transfer (an echo is a
  * small object, and a receiver streaming megabytes back is not one that verifies). */
@@ -180,7 +111,7 @@ static void unlink_out(struct verification *v)
 static void transfer_end(struct verification *v)
 {
     if (v->easy) {
-        curl_multi_remove_handle(multi, v->easy);
+        curlloop_remove(loop, v->easy);
         curl_easy_cleanup(v->easy);
         v->easy = NULL;
     }
@@ -250,16 +181,20 @@ enum verify_result verify_judge(const char *challenge, long status, const char *
     return VERIFY_FAILED;
 }
 
-/* CURLMSG_DONE: the verdict, then the callback; v is freed here, after libcurl let it go. */
-static void finish(CURL *e, CURLcode res)
+/* curlloop's done callback (CURLMSG_DONE, e already out of the multi handle): the verdict,
+ * then the callback; v is freed here. */
+static void finish(CURL *e, CURLcode res, void *unused)
 {
     struct verification *v = NULL;
     long status = 0;
     char why[512];
     enum verify_result out;
+    (void)unused;
     curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&v);
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
     unlink_out(v);
+    curl_easy_cleanup(e);
+    v->easy = NULL;
     transfer_end(v);
     if (v->refused && !v->dialled && res != CURLE_OK) {
         snprintf(why, sizeof why, "the challenge request was refused by the SSRF guard: %.220s",
@@ -283,16 +218,6 @@ static void finish(CURL *e, CURLcode res)
     void *arg = v->arg;
     verification_free(v);
     cb(arg, out, out == VERIFY_OK ? NULL : why);
-}
-
-static void check_multi_info(void)
-{
-    CURLMsg *msg;
-    int left;
-    while ((msg = curl_multi_info_read(multi, &left))) {
-        if (msg->msg == CURLMSG_DONE)
-            finish(msg->easy_handle, msg->data.result);
-    }
 }
 
 /* Adds the custom headers (a JSON object of strings) to v's list, as the worker sends them. */
@@ -352,13 +277,13 @@ void verify_check(const char *url, const char *secret, const char *headers, veri
                   void *arg)
 {
     char why[256];
-    if (!multi || ninflight >= VERIFY_MAX_INFLIGHT) {
-        if (multi)
+    if (!loop || ninflight >= VERIFY_MAX_INFLIGHT) {
+        if (loop)
             log_warn(NULL, "verification of %s refused: %d challenges under way (the most)", url,
                      ninflight);
         cb(arg, VERIFY_BUSY,
-           multi ? "too many endpoint verifications are under way; retry later"
-                 : "the broker is shutting down; retry on another instance");
+           loop ? "too many endpoint verifications are under way; retry later"
+                : "the broker is shutting down; retry on another instance");
         return;
     }
     struct verification *v = xcalloc(1, sizeof *v);
@@ -395,7 +320,7 @@ void verify_check(const char *url, const char *secret, const char *headers, veri
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)VERIFY_TIMEOUT_MS);
     curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L); /* one exchange: no idle connections kept */
     link_in(v);
-    CURLMcode mc = curl_multi_add_handle(multi, e);
+    CURLMcode mc = curlloop_add(loop, e);
     if (mc != CURLM_OK) {
         unlink_out(v);
         snprintf(why, sizeof why, "cannot start the challenge request: %s",
@@ -415,16 +340,13 @@ int verify_start(struct broker *b, char *err, size_t errlen)
         snprintf(err, errlen, "WEBHOOK_ALLOWED_CIDRS: %s", e);
         return -1;
     }
-    multi = curl_multi_init();
-    if (!multi) {
+    loop = curlloop_new(b->base, finish, NULL);
+    if (!loop) {
         snprintf(err, errlen, "curl_multi_init failed");
         return -1;
     }
-    base = b->base;
-    timer_ev = xnonnull(evtimer_new(base, on_timeout, NULL), "evtimer_new");
-    curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-    curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-    curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)VERIFY_MAX_INFLIGHT);
+    curl_multi_setopt(curlloop_multi(loop), CURLMOPT_MAX_TOTAL_CONNECTIONS,
+                      (long)VERIFY_MAX_INFLIGHT);
     return 0;
 }
 
@@ -443,10 +365,6 @@ void verify_stop(void)
     }
     if (n)
         log_info(NULL, "stopped %d endpoint verifications still under way", n);
-    if (multi)
-        curl_multi_cleanup(multi);
-    multi = NULL;
-    if (timer_ev)
-        event_free(timer_ev);
-    timer_ev = NULL;
+    curlloop_free(loop);
+    loop = NULL;
 }

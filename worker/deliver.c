@@ -1,21 +1,19 @@
-/* Delivering jobs: libcurl's multi socket API driven by libevent (as curl's multi-event.c),
- * keep-alive connections shared by every transfer, Standard Webhooks signing per attempt. */
+/* Delivering jobs: libcurl's multi socket API on the worker's loop (common/curlloop.c, as curl's
+ * multi-event.c), keep-alive connections shared by every transfer, Standard Webhooks signing
+ * per attempt. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include <event2/event_struct.h>
-
 #include "clock.h"
+#include "curlloop.h"
 #include "libmem.h"
 #include "log.h"
 #include "mail.h"
 #include "worker.h"
 
-static CURLM *multi;
-static struct event *timer_ev;
-static int running;
+static struct curlloop *loop;
 static long active;
 static CURL **pool;
 static size_t npool, cappool;
@@ -39,72 +37,6 @@ static void xfer_unlink(struct job *j)
     if (j->xfer_next)
         j->xfer_next->xfer_prev = j->xfer_prev;
     j->xfer_prev = j->xfer_next = NULL;
-}
-
-struct sock_ctx {
-    struct event ev;
-    short kind; /* what the event waits for now */
-};
-
-static void check_multi_info(void);
-
-static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
-{
-    (void)arg;
-    int action = ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    curl_multi_socket_action(multi, fd, action, &running);
-    check_multi_info();
-    if (running <= 0)
-        evtimer_del(timer_ev);
-}
-
-static void on_timeout(evutil_socket_t fd, short kind, void *arg)
-{
-    (void)fd, (void)kind, (void)arg;
-    curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    check_multi_info();
-}
-
-/* CURLMOPT_TIMERFUNCTION: only (re)arms our timer; never calls libcurl. */
-static int on_curl_timer(CURLM *m, long timeout_ms, void *arg)
-{
-    (void)m, (void)arg;
-    if (timeout_ms < 0) {
-        evtimer_del(timer_ev);
-    } else {
-        struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-        evtimer_add(timer_ev, &tv);
-    }
-    return 0;
-}
-
-/* CURLMOPT_SOCKETFUNCTION: keeps one libevent event per socket in step with libcurl. */
-static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *arg, void *sockp)
-{
-    (void)e, (void)arg;
-    struct sock_ctx *sc = sockp;
-    if (what == CURL_POLL_REMOVE) {
-        if (sc) {
-            event_del(&sc->ev);
-            free(sc);
-        }
-        curl_multi_assign(multi, s, NULL);
-        return 0;
-    }
-    short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |
-                         ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
-    if (!sc) {
-        sc = xcalloc(1, sizeof *sc);
-        curl_multi_assign(multi, s, sc);
-    } else if (sc->kind == kind) {
-        return 0; /* unchanged: no epoll_ctl */
-    } else {
-        event_del(&sc->ev);
-    }
-    sc->kind = kind;
-    event_assign(&sc->ev, W.base, s, kind, on_socket_event, NULL);
-    event_add(&sc->ev, NULL);
-    return 0;
 }
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
@@ -189,13 +121,14 @@ static void finish_refused(struct job *j)
     outcome_submit(j);
 }
 
-static void finish(CURL *e, CURLcode res)
+/* curlloop's done callback: e is already out of the multi handle. */
+static void finish(CURL *e, CURLcode res, void *arg)
 {
     struct job *j = NULL;
     long code = 0;
+    (void)arg;
     curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&j);
     if (mail_is(j)) { /* mail.c's own handle, never pooled */
-        curl_multi_remove_handle(multi, e);
         xfer_unlink(j);
         j->easy = NULL;
         active--;
@@ -203,7 +136,6 @@ static void finish(CURL *e, CURLcode res)
         return;
     }
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
-    curl_multi_remove_handle(multi, e);
     pool_put(e); /* kept configured: only per-transfer options change */
     xfer_unlink(j);
     j->easy = NULL;
@@ -248,16 +180,6 @@ static void finish(CURL *e, CURLcode res)
     }
     log_debug(j->m.job, "attempt %d to %s failed: %s", j->m.attempt, job_url(j), j->error);
     outcome_failed(j);
-}
-
-static void check_multi_info(void)
-{
-    CURLMsg *msg;
-    int left;
-    while ((msg = curl_multi_info_read(multi, &left))) {
-        if (msg->msg == CURLMSG_DONE)
-            finish(msg->easy_handle, msg->data.result);
-    }
 }
 
 static void add_header(struct job *j, const char *line)
@@ -347,7 +269,7 @@ void deliver_start(struct job *j)
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->error);
     j->error[0] = '\0';
     active++;
-    CURLMcode mc = curl_multi_add_handle(multi, e);
+    CURLMcode mc = curlloop_add(loop, e);
     if (mc == CURLM_OK) {
         xfer_link(j);
     } else {
@@ -367,7 +289,7 @@ int deliver_add(struct job *j, CURL *e)
     j->easy = e;
     curl_easy_setopt(e, CURLOPT_PRIVATE, j);
     active++;
-    CURLMcode mc = curl_multi_add_handle(multi, e);
+    CURLMcode mc = curlloop_add(loop, e);
     if (mc != CURLM_OK) {
         active--;
         j->easy = NULL;
@@ -381,14 +303,11 @@ int deliver_add(struct job *j, CURL *e)
 
 int deliver_init(void)
 {
-    multi = curl_multi_init();
-    if (!multi)
+    loop = curlloop_new(W.base, finish, NULL);
+    if (!loop)
         return -1;
-    timer_ev = xnonnull(evtimer_new(W.base, on_timeout, NULL), "evtimer_new");
-    curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-    curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-    curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, W.cfg.concurrency);
-    curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, W.cfg.concurrency);
+    curl_multi_setopt(curlloop_multi(loop), CURLMOPT_MAX_TOTAL_CONNECTIONS, W.cfg.concurrency);
+    curl_multi_setopt(curlloop_multi(loop), CURLMOPT_MAXCONNECTS, W.cfg.concurrency);
     return 0;
 }
 
@@ -399,7 +318,7 @@ void deliver_shutdown(void)
     while (xfers) {
         struct job *j = xfers;
         xfer_unlink(j);
-        curl_multi_remove_handle(multi, j->easy);
+        curlloop_remove(loop, j->easy);
         curl_easy_cleanup(j->easy);
         j->easy = NULL;
         active--;
@@ -410,14 +329,11 @@ void deliver_shutdown(void)
     if (n)
         log_info(NULL, "stopped %ld deliveries still in flight; their jobs stay pending in Redis",
                  n);
-    curl_multi_cleanup(multi);
-    multi = NULL;
+    curlloop_free(loop);
+    loop = NULL;
     for (size_t i = 0; i < npool; i++)
         curl_easy_cleanup(pool[i]);
     free(pool);
     pool = NULL;
     npool = cappool = 0;
-    if (timer_ev)
-        event_free(timer_ev);
-    timer_ev = NULL;
 }
