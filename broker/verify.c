@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 
 #include <cJSON.h>
@@ -21,6 +20,7 @@
 
 #include "codec.h"
 #include "curlloop.h"
+#include "dialguard.h"
 #include "ids.h"
 #include "libmem.h"
 #include "log.h"
@@ -39,11 +39,9 @@ struct verification {
     char *url;  /* for the log */
     char *body; /* the request body: libcurl reads it in place */
     char challenge[2 * CHALLENGE_BYTES + 1];
-    struct buf resp; /* the response body, at most VERIFY_BODY_MAX bytes */
-    bool truncated;  /* the response body was longer: the transfer was stopped */
-    bool refused;    /* the guard refused an address */
-    bool dialled;    /* an address passed the guard: a failure now is the connection's */
-    char guard_why[256];
+    struct buf resp;       /* the response body, at most VERIFY_BODY_MAX bytes */
+    bool truncated;        /* the response body was longer: the transfer was stopped */
+    struct dialguard dial; /* what the SSRF guard did to the dials */
     char error[CURL_ERROR_SIZE];
     verify_cb *cb;
     void *arg;
@@ -66,23 +64,6 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
     }
     buf_add(&v->resp, ptr, n);
     return n;
-}
-
-/* CURLOPT_OPENSOCKETFUNCTION: the SSRF guard on the address about to be dialled, as in the
- * worker (a refused address makes libcurl try the host's next one). */
-static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
-{
-    struct verification *v = clientp;
-    char why[256];
-    if (purpose != CURLSOCKTYPE_IPCXN) {
-        snprintf(why, sizeof why, "refusing a socket that is not an IP connection");
-    } else if (netguard_allows(&guard, &a->addr, a->addrlen, why, sizeof why) == 0) {
-        v->dialled = true;
-        return socket(a->family, a->socktype, a->protocol);
-    }
-    v->refused = true;
-    snprintf(v->guard_why, sizeof v->guard_why, "%s", why);
-    return CURL_SOCKET_BAD;
 }
 
 static void link_in(struct verification *v)
@@ -196,9 +177,9 @@ static void finish(CURL *e, CURLcode res, void *unused)
     curl_easy_cleanup(e);
     v->easy = NULL;
     transfer_end(v);
-    if (v->refused && !v->dialled && res != CURLE_OK) {
+    if (dialguard_refused_all(&v->dial, res)) {
         snprintf(why, sizeof why, "the challenge request was refused by the SSRF guard: %.220s",
-                 v->guard_why);
+                 v->dial.why);
         out = VERIFY_REFUSED;
     } else if (status > 0 && (res == CURLE_OK || v->truncated)) {
         out = verify_judge(v->challenge, status, v->resp.data ? v->resp.data : "", v->resp.len,
@@ -304,8 +285,9 @@ void verify_check(const char *url, const char *secret, const char *headers, veri
     v->easy = e;
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, guard.https_only ? "https" : "http,https");
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, v);
+    dialguard_reset(&v->dial, &guard);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, dialguard_open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, &v->dial);
     curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, v->body);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(v->body));

@@ -72,28 +72,6 @@ static size_t on_header(char *ptr, size_t size, size_t nitems, void *userdata)
     return n;
 }
 
-/* CURLOPT_OPENSOCKETFUNCTION: the SSRF guard, on the address libcurl is about to dial (after
- * its own resolution, so a name that changes its answer between checks cannot slip past).
- * A refused address fails this connection attempt; libcurl then tries the host's next
- * address, if any. */
-static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
-{
-    struct job *j = clientp;
-    char why[256];
-    if (purpose != CURLSOCKTYPE_IPCXN || !j ||
-        netguard_allows(&W.guard, &a->addr, a->addrlen, why, sizeof why) < 0) {
-        if (j) {
-            if (purpose != CURLSOCKTYPE_IPCXN)
-                snprintf(why, sizeof why, "refusing a socket that is not an IP connection");
-            j->refused = true;
-            snprintf(j->guard_why, sizeof j->guard_why, "%s", why);
-        }
-        return CURL_SOCKET_BAD;
-    }
-    j->dialled = true; /* a failure now is the connection's, not the guard's */
-    return socket(a->family, a->socktype, a->protocol);
-}
-
 /* Returns a handle to the pool, detached from its job (whose memory is about to go). */
 static void pool_put(CURL *e)
 {
@@ -115,7 +93,7 @@ static void finish_refused(struct job *j)
 {
     j->duration_ms = (long)(clock_now_ms() - j->started_ms);
     j->status_code = 0;
-    snprintf(j->error, sizeof j->error, "refused by the SSRF guard: %.220s", j->guard_why);
+    snprintf(j->error, sizeof j->error, "refused by the SSRF guard: %.220s", j->dial.why);
     log_warn(j->m.job, "not delivering to %s: %s (not retried)", job_url(j), j->error);
     j->out = OUT_DEAD;
     outcome_submit(j);
@@ -157,7 +135,7 @@ static void finish(CURL *e, CURLcode res, void *arg)
         outcome_submit(j);
         return;
     }
-    if (j->refused && !j->dialled && res != CURLE_OK) {
+    if (dialguard_refused_all(&j->dial, res)) {
         finish_refused(j);
         return;
     }
@@ -196,7 +174,8 @@ static CURL *handle_new(void)
         abort();
     }
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, W.guard.https_only ? "https" : "http,https");
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    /* the SSRF guard on the address about to be dialled (decision 15) */
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, dialguard_open_socket);
     curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
@@ -213,16 +192,16 @@ void deliver_start(struct job *j)
 {
     const char *url = job_url(j); /* the subscription's URL now, not the one queued */
     j->started_ms = clock_now_ms();
-    j->refused = j->dialled = false;
+    dialguard_reset(&j->dial, &W.guard);
     j->m.rslot = 0; /* the reservation is used: a retry asks for a new one */
     if (mail_is(j)) {
         mail_start(j);
         return;
     }
     if (W.guard.https_only && strncasecmp(url, "https://", 8) != 0) {
-        snprintf(j->guard_why, sizeof j->guard_why,
+        snprintf(j->dial.why, sizeof j->dial.why,
                  "the URL is not https and WEBHOOK_HTTPS_ONLY is on");
-        j->refused = true;
+        j->dial.refused = true;
         finish_refused(j);
         return;
     }
@@ -263,7 +242,7 @@ void deliver_start(struct job *j)
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->payload->len);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, j->req_headers);
     curl_easy_setopt(e, CURLOPT_PRIVATE, j);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, j);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, &j->dial);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, j);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, j);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->error);
