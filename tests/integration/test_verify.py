@@ -7,10 +7,7 @@ HTTP servers on 127.0.0.1."""
 
 import http.server
 import json
-import os
-import shutil
 import socket
-import subprocess
 import threading
 import time
 
@@ -18,7 +15,7 @@ import pytest
 
 from harness import (assert_error, event_key, free_port, unique_name, verify_signature,
                      wait_until)
-from test_resolver import DnsBroker
+from test_resolver import DnsBroker, private_resolv
 
 HOOKS = "/api/v0/webhooks"
 
@@ -435,15 +432,7 @@ def test_dialled_address_is_checked(binaries, redis, db, broker, rc, tmp_path, e
     """The registration lookup sees a public address, libcurl's own lookup for the challenge
     gets 127.0.0.1: the guard on the dialled address refuses it (400 url_not_allowed, as for a
     URL the registration lookup refuses), nothing is sent and nothing is stored."""
-    if os.geteuid() != 0 or not shutil.which("unshare"):
-        pytest.skip("needs root and unshare(1) for a private /etc/resolv.conf")
-    resolv = tmp_path / "resolv.conf"
-    resolv.write_text("nameserver 127.0.0.1\noptions timeout:5 attempts:1\n")
-    check = subprocess.run(["unshare", "-m", "sh", "-c",
-                            f'mount --bind "{resolv}" /etc/resolv.conf && cat /etc/resolv.conf'],
-                           capture_output=True)
-    if check.returncode != 0 or b"127.0.0.1" not in check.stdout:
-        pytest.skip(f"cannot bind-mount a private resolv.conf: {check.stderr!r}")
+    resolv = private_resolv(tmp_path, 5)
     try:
         dns = RebindingDns("93.184.215.14", "127.0.0.1")
     except OSError as e:
