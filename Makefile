@@ -69,6 +69,9 @@ $(BUILD)/tests/test_trigger: $(BUILD)/tests/unit/test_trigger.o $(BUILD)/broker/
 $(BUILD)/tests/test_auth: $(BUILD)/tests/unit/test_auth.o $(BUILD)/broker/auth.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/tests/test_verify: $(BUILD)/tests/unit/test_verify.o $(BUILD)/broker/verify.o $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 # Counts the libraries' allocations and simulates a failing curl_slist_append.
 $(BUILD)/tests/test_libmem: $(BUILD)/tests/unit/test_libmem.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)

@@ -21,6 +21,7 @@
 #include "schema.h"
 #include "subfilter.h"
 #include "urlguard.h"
+#include "verify.h"
 
 static struct broker broker;
 
@@ -178,7 +179,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "webhook-broker: cannot create the event loop\n");
         return 1;
     }
-    if (urlguard_start(&broker, err, sizeof err) < 0 || http_start(&broker, err, sizeof err) < 0) {
+    if (urlguard_start(&broker, err, sizeof err) < 0 || verify_start(&broker, err, sizeof err) < 0 ||
+        http_start(&broker, err, sizeof err) < 0) {
         fprintf(stderr, "webhook-broker: %s\n", err);
         return 1;
     }
@@ -215,6 +217,7 @@ int main(int argc, char **argv)
     pg_free(broker.pg_api);
     subfilter_free();
     urlguard_stop(); /* answers the registrations still waiting for DNS: before http_free */
+    verify_stop();   /* and those still waiting for their endpoint's echo */
     http_free();
     event_free(sig_term);
     event_free(sig_int);

@@ -25,6 +25,7 @@
 #include "sql.h"
 #include "urlguard.h"
 #include "valid.h"
+#include "verify.h"
 
 /* ,"name": column col of the row as JSON text (jsonb, integer), or null. */
 static void raw_or_null(struct buf *b, const char *name, PGresult *res, int row, int col)
@@ -378,7 +379,9 @@ struct reg {
     char *seen_ct;                       /* its secret column as read: the compare-and-set */
     int tries;
     struct buf resp;
-    int status; /* 201 or 200 */
+    int status;  /* 201 or 200 */
+    bool verify; /* "verify": true: the endpoint echoes a challenge before anything is written */
+    char verified[SECRETBOX_PLAIN_MAX + 1]; /* the secret of the challenge it echoed; "" if none */
 };
 
 static void reg_lookup(struct reg *g);
@@ -411,6 +414,7 @@ static void reg_free(struct reg *g)
 {
     OPENSSL_cleanse(g->secret, sizeof g->secret);
     OPENSSL_cleanse(g->plain, sizeof g->plain);
+    OPENSSL_cleanse(g->verified, sizeof g->verified);
     free(g->seen_ct);
     free(g->event_name);
     free(g->url);
@@ -601,6 +605,38 @@ static void reg_upsert(struct reg *g)
         log_warn(r->id, "cannot queue the registration unlock; the session ends with the lock");
 }
 
+/* ---- endpoint verification (decision 32) ---- */
+
+/* The endpoint's answer to the challenge: upsert, or answer what came back and write nothing. */
+static void reg_verified(void *priv, enum verify_result result, const char *detail)
+{
+    struct reg *g = priv;
+    struct req *r = g->r;
+    if (result == VERIFY_OK) {
+        memcpy(g->verified, g->plain, sizeof g->plain);
+        reg_upsert(g);
+        return;
+    }
+    reg_free(g);
+    if (result == VERIFY_FAILED) {
+        http_error(r, 422, "verification_failed", "%s", detail);
+    } else if (result == VERIFY_REFUSED) {
+        http_error(r, 400, "url_not_allowed", "%s", detail);
+    } else {
+        if (r->ev)
+            evhttp_add_header(evhttp_request_get_output_headers(r->ev), "Retry-After", "1");
+        http_error(r, 503, "unavailable", "%s", detail);
+    }
+}
+
+/* Sends the challenge, signed with the secret the registration will store (g->plain, decided by
+ * reg_found: the given one, else the existing row's, else the generated one) and with headers
+ * (JSON object, NULL for none). */
+static void reg_verify(struct reg *g, const char *headers)
+{
+    verify_check(g->url, g->plain, headers, reg_verified, g);
+}
+
 static void reg_found(void *priv, PGresult *res, const char *err)
 {
     struct reg *g = priv;
@@ -640,6 +676,13 @@ static void reg_found(void *priv, PGresult *res, const char *err)
         }
         OPENSSL_cleanse(current, sizeof current);
     }
+    if (g->verify && strcmp(g->verified, g->plain) != 0) {
+        /* Not yet verified, or a compare-and-set retry (reg_saved) found another secret to
+         * keep: the stored secret is always the one that signed the echoed challenge. The
+         * headers sent are those the row will have: those given, else the current row's. */
+        reg_verify(g, g->headers ? g->headers : exists ? PQgetvalue(res, 0, 3) : NULL);
+        return;
+    }
     reg_upsert(g);
     return;
 out_free:
@@ -647,13 +690,13 @@ out_free:
 }
 
 /* Reads the number of active subscriptions of the event, and its active row for the URL if
- * any: id and stored secret (NULL when none). */
+ * any: id, stored secret and headers (NULL when none). */
 static void reg_lookup(struct reg *g)
 {
     struct req *r = g->r;
     static const char sql[] =
         "SELECT (SELECT count(*) FROM subscriptions WHERE event_name = $1 AND status = 'active'), "
-        "s.id::text, s.secret FROM (SELECT 1) one LEFT JOIN subscriptions s "
+        "s.id::text, s.secret, s.headers::text FROM (SELECT 1) one LEFT JOIN subscriptions s "
         "ON s.event_name = $1 AND s.url = $2 AND s.status = 'active'";
     const char *params[] = {g->event_name, g->url};
     if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, reg_found, g) < 0) {
@@ -697,7 +740,7 @@ void subs_register(struct req *r)
     struct buf headers = {0}, ctl = {0};
     struct url_host host;
     struct reg *g = NULL;
-    const cJSON *name = NULL, *url = NULL, *hdrs = NULL, *given = NULL;
+    const cJSON *name = NULL, *url = NULL, *hdrs = NULL, *given = NULL, *verify = NULL;
     buf_addc(&ctl, '{');
     for (const cJSON *it = doc->child; it; it = it->next) {
         int c = control_field(r, it, &ctl);
@@ -713,11 +756,13 @@ void subs_register(struct req *r)
             hdrs = it;
         else if (strcmp(it->string, "secret") == 0)
             given = it;
+        else if (strcmp(it->string, "verify") == 0)
+            verify = it;
         else {
             http_error(r, 400, "invalid_field",
                        "unknown field \"%.64s\" (expected eventName, webhookUrl, headers, "
-                       "secret, rateLimit, retryPolicy, timeoutSeconds, description, payload, "
-                       "payloadFields, filter)",
+                       "secret, verify, rateLimit, retryPolicy, timeoutSeconds, description, "
+                       "payload, payloadFields, filter)",
                        it->string);
             goto out_free;
         }
@@ -735,6 +780,15 @@ void subs_register(struct req *r)
     int mailto = check_url(r, name->valuestring, url->valuestring, &host);
     if (mailto < 0 || !filter_allowed(r, name->valuestring, doc))
         goto out_free;
+    if (verify && !cJSON_IsBool(verify)) {
+        http_error(r, 400, "invalid_field", "verify must be true or false");
+        goto out_free;
+    }
+    if (mailto && cJSON_IsTrue(verify)) {
+        http_error(r, 400, "invalid_field",
+                   "verify: a mailto: webhookUrl cannot echo a challenge; leave verify out");
+        goto out_free;
+    }
     if (hdrs && !cJSON_IsNull(hdrs) && parse_headers(hdrs, &headers, err, sizeof err) < 0) {
         http_error(r, 400, "invalid_field", "%s", err);
         goto out_free;
@@ -744,6 +798,7 @@ void subs_register(struct req *r)
         goto out_free;
     g->r = r;
     g->secret_given = given != NULL;
+    g->verify = cJSON_IsTrue(verify);
     id_new(g->id);
     g->event_name = xstrdup(name->valuestring);
     g->url = xstrdup(url->valuestring);
@@ -1213,6 +1268,11 @@ void subs_patch(struct req *r)
                 goto out_free;
             }
             p->state = strcmp(v, "active") == 0 ? "active" : "paused";
+        } else if (strcmp(it->string, "verify") == 0) {
+            http_error(r, 400, "invalid_field",
+                       "verify is accepted at registration only: register the new webhookUrl "
+                       "with POST /api/v0/webhooks and \"verify\": true, then delete the old one");
+            goto out_free;
         } else {
             http_error(r, 400, "invalid_field",
                        "unknown field \"%.64s\" (expected webhookUrl, headers, status, rateLimit, "

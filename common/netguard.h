@@ -1,7 +1,8 @@
 /* SSRF guard: address classes, CIDR allow-list, and the dial-or-refuse decision. */
-/* Pure functions (no DNS, no sockets): the worker calls them from CURLOPT_OPENSOCKETFUNCTION so
- * the check applies to the address actually dialled, the broker on the addresses a webhook
- * URL's host resolves to at registration. */
+/* Pure functions (no DNS, no sockets): common/dialguard.c calls them from
+ * CURLOPT_OPENSOCKETFUNCTION (the worker's deliveries, the broker's endpoint verification) so
+ * the check applies to the address actually dialled, the broker also on the addresses a
+ * webhook URL's host resolves to at registration. */
 #ifndef WH_NETGUARD_H
 #define WH_NETGUARD_H
 

@@ -1,21 +1,19 @@
-/* Delivering jobs: libcurl's multi socket API driven by libevent (as curl's multi-event.c),
- * keep-alive connections shared by every transfer, Standard Webhooks signing per attempt. */
+/* Delivering jobs: libcurl's multi socket API on the worker's loop (common/curlloop.c, as curl's
+ * multi-event.c), keep-alive connections shared by every transfer, Standard Webhooks signing
+ * per attempt. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include <event2/event_struct.h>
-
 #include "clock.h"
+#include "curlloop.h"
 #include "libmem.h"
 #include "log.h"
 #include "mail.h"
 #include "worker.h"
 
-static CURLM *multi;
-static struct event *timer_ev;
-static int running;
+static struct curlloop *loop;
 static long active;
 static CURL **pool;
 static size_t npool, cappool;
@@ -39,72 +37,6 @@ static void xfer_unlink(struct job *j)
     if (j->xfer_next)
         j->xfer_next->xfer_prev = j->xfer_prev;
     j->xfer_prev = j->xfer_next = NULL;
-}
-
-struct sock_ctx {
-    struct event ev;
-    short kind; /* what the event waits for now */
-};
-
-static void check_multi_info(void);
-
-static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
-{
-    (void)arg;
-    int action = ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    curl_multi_socket_action(multi, fd, action, &running);
-    check_multi_info();
-    if (running <= 0)
-        evtimer_del(timer_ev);
-}
-
-static void on_timeout(evutil_socket_t fd, short kind, void *arg)
-{
-    (void)fd, (void)kind, (void)arg;
-    curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    check_multi_info();
-}
-
-/* CURLMOPT_TIMERFUNCTION: only (re)arms our timer; never calls libcurl. */
-static int on_curl_timer(CURLM *m, long timeout_ms, void *arg)
-{
-    (void)m, (void)arg;
-    if (timeout_ms < 0) {
-        evtimer_del(timer_ev);
-    } else {
-        struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-        evtimer_add(timer_ev, &tv);
-    }
-    return 0;
-}
-
-/* CURLMOPT_SOCKETFUNCTION: keeps one libevent event per socket in step with libcurl. */
-static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *arg, void *sockp)
-{
-    (void)e, (void)arg;
-    struct sock_ctx *sc = sockp;
-    if (what == CURL_POLL_REMOVE) {
-        if (sc) {
-            event_del(&sc->ev);
-            free(sc);
-        }
-        curl_multi_assign(multi, s, NULL);
-        return 0;
-    }
-    short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |
-                         ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
-    if (!sc) {
-        sc = xcalloc(1, sizeof *sc);
-        curl_multi_assign(multi, s, sc);
-    } else if (sc->kind == kind) {
-        return 0; /* unchanged: no epoll_ctl */
-    } else {
-        event_del(&sc->ev);
-    }
-    sc->kind = kind;
-    event_assign(&sc->ev, W.base, s, kind, on_socket_event, NULL);
-    event_add(&sc->ev, NULL);
-    return 0;
 }
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
@@ -140,28 +72,6 @@ static size_t on_header(char *ptr, size_t size, size_t nitems, void *userdata)
     return n;
 }
 
-/* CURLOPT_OPENSOCKETFUNCTION: the SSRF guard, on the address libcurl is about to dial (after
- * its own resolution, so a name that changes its answer between checks cannot slip past).
- * A refused address fails this connection attempt; libcurl then tries the host's next
- * address, if any. */
-static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
-{
-    struct job *j = clientp;
-    char why[256];
-    if (purpose != CURLSOCKTYPE_IPCXN || !j ||
-        netguard_allows(&W.guard, &a->addr, a->addrlen, why, sizeof why) < 0) {
-        if (j) {
-            if (purpose != CURLSOCKTYPE_IPCXN)
-                snprintf(why, sizeof why, "refusing a socket that is not an IP connection");
-            j->refused = true;
-            snprintf(j->guard_why, sizeof j->guard_why, "%s", why);
-        }
-        return CURL_SOCKET_BAD;
-    }
-    j->dialled = true; /* a failure now is the connection's, not the guard's */
-    return socket(a->family, a->socktype, a->protocol);
-}
-
 /* Returns a handle to the pool, detached from its job (whose memory is about to go). */
 static void pool_put(CURL *e)
 {
@@ -183,19 +93,20 @@ static void finish_refused(struct job *j)
 {
     j->duration_ms = (long)(clock_now_ms() - j->started_ms);
     j->status_code = 0;
-    snprintf(j->error, sizeof j->error, "refused by the SSRF guard: %.220s", j->guard_why);
+    snprintf(j->error, sizeof j->error, "refused by the SSRF guard: %.220s", j->dial.why);
     log_warn(j->m.job, "not delivering to %s: %s (not retried)", job_url(j), j->error);
     j->out = OUT_DEAD;
     outcome_submit(j);
 }
 
-static void finish(CURL *e, CURLcode res)
+/* curlloop's done callback: e is already out of the multi handle. */
+static void finish(CURL *e, CURLcode res, void *arg)
 {
     struct job *j = NULL;
     long code = 0;
+    (void)arg;
     curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&j);
     if (mail_is(j)) { /* mail.c's own handle, never pooled */
-        curl_multi_remove_handle(multi, e);
         xfer_unlink(j);
         j->easy = NULL;
         active--;
@@ -203,7 +114,6 @@ static void finish(CURL *e, CURLcode res)
         return;
     }
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
-    curl_multi_remove_handle(multi, e);
     pool_put(e); /* kept configured: only per-transfer options change */
     xfer_unlink(j);
     j->easy = NULL;
@@ -225,7 +135,7 @@ static void finish(CURL *e, CURLcode res)
         outcome_submit(j);
         return;
     }
-    if (j->refused && !j->dialled && res != CURLE_OK) {
+    if (dialguard_refused_all(&j->dial, res)) {
         finish_refused(j);
         return;
     }
@@ -250,16 +160,6 @@ static void finish(CURL *e, CURLcode res)
     outcome_failed(j);
 }
 
-static void check_multi_info(void)
-{
-    CURLMsg *msg;
-    int left;
-    while ((msg = curl_multi_info_read(multi, &left))) {
-        if (msg->msg == CURLMSG_DONE)
-            finish(msg->easy_handle, msg->data.result);
-    }
-}
-
 static void add_header(struct job *j, const char *line)
 {
     j->req_headers = xslist_append(j->req_headers, line);
@@ -274,7 +174,8 @@ static CURL *handle_new(void)
         abort();
     }
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, W.guard.https_only ? "https" : "http,https");
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    /* the SSRF guard on the address about to be dialled (decision 15) */
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, dialguard_open_socket);
     curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
@@ -291,16 +192,16 @@ void deliver_start(struct job *j)
 {
     const char *url = job_url(j); /* the subscription's URL now, not the one queued */
     j->started_ms = clock_now_ms();
-    j->refused = j->dialled = false;
+    dialguard_reset(&j->dial, &W.guard);
     j->m.rslot = 0; /* the reservation is used: a retry asks for a new one */
     if (mail_is(j)) {
         mail_start(j);
         return;
     }
     if (W.guard.https_only && strncasecmp(url, "https://", 8) != 0) {
-        snprintf(j->guard_why, sizeof j->guard_why,
+        snprintf(j->dial.why, sizeof j->dial.why,
                  "the URL is not https and WEBHOOK_HTTPS_ONLY is on");
-        j->refused = true;
+        j->dial.refused = true;
         finish_refused(j);
         return;
     }
@@ -352,13 +253,13 @@ void deliver_start(struct job *j)
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, j->req_headers);
     curl_easy_setopt(e, CURLOPT_PRIVATE, j);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, j);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, &j->dial);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, j);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, j);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->error);
     j->error[0] = '\0';
     active++;
-    CURLMcode mc = curl_multi_add_handle(multi, e);
+    CURLMcode mc = curlloop_add(loop, e);
     if (mc == CURLM_OK) {
         xfer_link(j);
     } else {
@@ -378,7 +279,7 @@ int deliver_add(struct job *j, CURL *e)
     j->easy = e;
     curl_easy_setopt(e, CURLOPT_PRIVATE, j);
     active++;
-    CURLMcode mc = curl_multi_add_handle(multi, e);
+    CURLMcode mc = curlloop_add(loop, e);
     if (mc != CURLM_OK) {
         active--;
         j->easy = NULL;
@@ -392,14 +293,11 @@ int deliver_add(struct job *j, CURL *e)
 
 int deliver_init(void)
 {
-    multi = curl_multi_init();
-    if (!multi)
+    loop = curlloop_new(W.base, finish, NULL);
+    if (!loop)
         return -1;
-    timer_ev = xnonnull(evtimer_new(W.base, on_timeout, NULL), "evtimer_new");
-    curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-    curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-    curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, W.cfg.concurrency);
-    curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, W.cfg.concurrency);
+    curl_multi_setopt(curlloop_multi(loop), CURLMOPT_MAX_TOTAL_CONNECTIONS, W.cfg.concurrency);
+    curl_multi_setopt(curlloop_multi(loop), CURLMOPT_MAXCONNECTS, W.cfg.concurrency);
     return 0;
 }
 
@@ -410,7 +308,7 @@ void deliver_shutdown(void)
     while (xfers) {
         struct job *j = xfers;
         xfer_unlink(j);
-        curl_multi_remove_handle(multi, j->easy);
+        curlloop_remove(loop, j->easy);
         curl_easy_cleanup(j->easy);
         j->easy = NULL;
         active--;
@@ -421,14 +319,11 @@ void deliver_shutdown(void)
     if (n)
         log_info(NULL, "stopped %ld deliveries still in flight; their jobs stay pending in Redis",
                  n);
-    curl_multi_cleanup(multi);
-    multi = NULL;
+    curlloop_free(loop);
+    loop = NULL;
     for (size_t i = 0; i < npool; i++)
         curl_easy_cleanup(pool[i]);
     free(pool);
     pool = NULL;
     npool = cappool = 0;
-    if (timer_ev)
-        event_free(timer_ev);
-    timer_ev = NULL;
 }

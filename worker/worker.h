@@ -12,6 +12,7 @@
 
 #include "backoff.h"
 #include "controls.h"
+#include "dialguard.h"
 #include "gcommit.h"
 #include "jobmsg.h"
 #include "mem.h"
@@ -157,9 +158,7 @@ struct job {
     long duration_ms;
     long status_code; /* 0: no HTTP response */
     char error[256];
-    bool refused; /* the SSRF guard refused an address of the destination */
-    bool dialled; /* an address passed the guard (a failure is then the connection's) */
-    char guard_why[256];
+    struct dialguard dial; /* what the SSRF guard did to this attempt's dials */
     struct buf excerpt;
     long retry_after_ms; /* -1: none */
     int64_t next_ms;     /* due time of the next attempt */

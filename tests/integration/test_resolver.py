@@ -118,16 +118,26 @@ class DnsBroker(Broker):
                      str(binary("webhook-broker"))]
 
 
-@pytest.fixture
-def dns_broker(binaries, redis, db, broker, tmp_path):
-    """dns_broker(**env): a started DnsBroker; stopped (exit 0, clean log) at the end."""
+def private_resolv(tmp_path, timeout):
+    """A resolv.conf for a DnsBroker: the DNS server on 127.0.0.1, each query given up after
+    timeout seconds. Skips the test unless this user can bind-mount it over /etc/resolv.conf in
+    a mount namespace of its own."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare(1) for a private /etc/resolv.conf")
     resolv = tmp_path / "resolv.conf"
-    resolv.write_text("nameserver 127.0.0.1\noptions timeout:30 attempts:1\n")
+    resolv.write_text(f"nameserver 127.0.0.1\noptions timeout:{timeout} attempts:1\n")
     check = subprocess.run(["unshare", "-m", "sh", "-c",
                             f'mount --bind "{resolv}" /etc/resolv.conf && cat /etc/resolv.conf'],
                            capture_output=True)
     if check.returncode != 0 or b"127.0.0.1" not in check.stdout:
         pytest.skip(f"cannot bind-mount a private resolv.conf: {check.stderr!r}")
+    return resolv
+
+
+@pytest.fixture
+def dns_broker(binaries, redis, db, broker, tmp_path):
+    """dns_broker(**env): a started DnsBroker; stopped (exit 0, clean log) at the end."""
+    resolv = private_resolv(tmp_path, 30)
     made = []
 
     def start(**env):
