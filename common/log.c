@@ -47,24 +47,13 @@ void log_set_program(const char *name)
 /* The JSON member a context goes into (see enum log_ctx). */
 static const char *ctx_field(enum log_ctx kind, const char *ctx)
 {
-    switch (kind) {
-    case LOG_CTX_JOB:
-        return "jobId";
-    case LOG_CTX_EVENT:
-        return "eventId";
-    case LOG_CTX_SUB:
-        return "subscriptionId";
-    case LOG_CTX_RECOVERY:
-        return "recoveryId";
-    case LOG_CTX_AUTO:
-        break;
-    }
+    static const char *const uuid_kinds[] = {"jobId", "eventId", "subscriptionId", "recoveryId"};
     if (strncmp(ctx, "req-", 4) == 0)
         return "requestId";
     if (strncmp(ctx, "conn-", 5) == 0)
         return "connectionId";
     if (id_valid(ctx, strlen(ctx)))
-        return "jobId";
+        return (unsigned)kind < sizeof uuid_kinds / sizeof uuid_kinds[0] ? uuid_kinds[kind] : "id";
     return "module";
 }
 

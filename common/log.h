@@ -5,11 +5,11 @@
 
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 
-/* What a context string is, for the JSON field it goes into. LOG_CTX_AUTO tells it from its
- * shape: "req-N" a request id, "conn-N" a connection id, a UUID a job id, anything else a module
- * name ("prep", "index", a Redis or PostgreSQL connection's name). Call sites that pass a UUID
- * which is not a job id say which it is (log_sub, log_at). */
-enum log_ctx { LOG_CTX_AUTO = 0, LOG_CTX_JOB, LOG_CTX_EVENT, LOG_CTX_SUB, LOG_CTX_RECOVERY };
+/* The JSON member a context string goes into follows its shape: "req-N" is a request id
+ * (requestId), "conn-N" a connection id (connectionId), a UUID an id of the kind the call site
+ * gives (a job id unless it says otherwise: log_sub, log_at), anything else a module name
+ * ("prep", "index", a Redis or PostgreSQL connection's name: module). */
+enum log_ctx { LOG_CTX_JOB = 0, LOG_CTX_EVENT, LOG_CTX_SUB, LOG_CTX_RECOVERY };
 
 extern enum log_level log_min_level;
 
@@ -25,7 +25,7 @@ void log_write(enum log_level lvl, enum log_ctx kind, const char *ctx, const cha
         if ((lvl) >= log_min_level)                                                                \
             log_write((lvl), (kind), (ctx), __VA_ARGS__);                                          \
     } while (0)
-#define LOG_AT(lvl, ctx, ...) log_at(lvl, LOG_CTX_AUTO, ctx, __VA_ARGS__)
+#define LOG_AT(lvl, ctx, ...) log_at(lvl, LOG_CTX_JOB, ctx, __VA_ARGS__)
 #define log_debug(ctx, ...) LOG_AT(LOG_DEBUG, ctx, __VA_ARGS__)
 #define log_info(ctx, ...) LOG_AT(LOG_INFO, ctx, __VA_ARGS__)
 #define log_warn(ctx, ...) LOG_AT(LOG_WARN, ctx, __VA_ARGS__)

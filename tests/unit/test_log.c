@@ -83,7 +83,7 @@ static int is_rfc3339_ms(const char *t)
 static void test_fields(void)
 {
     capture_begin();
-    log_write(LOG_WARN, LOG_CTX_AUTO, "req-7", "hello %d", 5);
+    log_write(LOG_WARN, LOG_CTX_JOB, "req-7", "hello %d", 5);
     capture_end();
     cJSON *o = one_json_line();
     if (!o)
@@ -111,12 +111,16 @@ static void test_contexts(void)
         enum log_ctx kind;
         const char *ctx, *member;
     } cases[] = {
-        {LOG_CTX_AUTO, "req-12", "requestId"},
-        {LOG_CTX_AUTO, "conn-3", "connectionId"},
-        {LOG_CTX_AUTO, job, "jobId"},
-        {LOG_CTX_AUTO, "01938A6E-7C1D-7A2B-8C3D-4E5F60718293", "jobId"},
-        {LOG_CTX_AUTO, "prep", "module"},
-        {LOG_CTX_AUTO, "", "module"},
+        {LOG_CTX_JOB, "req-12", "requestId"},
+        {LOG_CTX_JOB, "conn-3", "connectionId"},
+        {LOG_CTX_JOB, job, "jobId"},
+        {LOG_CTX_JOB, "01938A6E-7C1D-7A2B-8C3D-4E5F60718293", "jobId"},
+        {LOG_CTX_JOB, "prep", "module"},
+        {LOG_CTX_JOB, "", "module"},
+        {LOG_CTX_JOB, "01938a6e-7c1d-7a2b-8c3d-4e5f6071829", "module"}, /* one digit short */
+        /* The kind names a UUID only: other shapes keep their own member. */
+        {LOG_CTX_RECOVERY, "req-3", "requestId"},
+        {LOG_CTX_SUB, "prep", "module"},
         {LOG_CTX_SUB, job, "subscriptionId"},
         {LOG_CTX_EVENT, job, "eventId"},
         {LOG_CTX_JOB, job, "jobId"},
@@ -134,7 +138,7 @@ static void test_contexts(void)
         cJSON_Delete(o);
     }
     capture_begin();
-    log_write(LOG_ERROR, LOG_CTX_AUTO, NULL, "no context");
+    log_write(LOG_ERROR, LOG_CTX_JOB, NULL, "no context");
     capture_end();
     cJSON *o = one_json_line();
     if (o) {
@@ -145,7 +149,7 @@ static void test_contexts(void)
     }
     /* A context is escaped like the message. */
     capture_begin();
-    log_write(LOG_INFO, LOG_CTX_AUTO, "a\"b\n", "x");
+    log_write(LOG_INFO, LOG_CTX_JOB, "a\"b\n", "x");
     capture_end();
     o = one_json_line();
     if (o) {
@@ -168,7 +172,7 @@ static void test_hostile(void)
                                "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
                                "\xef\xbf\xbd\xef\xbf\xbd";
     capture_begin();
-    log_write(LOG_INFO, LOG_CTX_AUTO, "req-1", "peer said: %s", msg);
+    log_write(LOG_INFO, LOG_CTX_JOB, "req-1", "peer said: %s", msg);
     capture_end();
     cJSON *o = one_json_line();
     if (!o)
@@ -184,7 +188,7 @@ static void test_hostile(void)
 
     /* A NUL inside the message (%c) is escaped, not an end of line. */
     capture_begin();
-    log_write(LOG_INFO, LOG_CTX_AUTO, NULL, "a%cb", 0);
+    log_write(LOG_INFO, LOG_CTX_JOB, NULL, "a%cb", 0);
     capture_end();
     CHECK(strstr(captured, "\"message\":\"a\\u0000b\"}\n") != NULL);
 }
@@ -196,7 +200,7 @@ static void test_long(void)
     memset(big, '"', sizeof big - 1);
     big[sizeof big - 1] = '\0';
     capture_begin();
-    log_write(LOG_INFO, LOG_CTX_AUTO, "req-2", "%s", big);
+    log_write(LOG_INFO, LOG_CTX_JOB, "req-2", "%s", big);
     capture_end();
     CHECK(captured_len <= 4096);
     cJSON *o = one_json_line();
@@ -216,7 +220,7 @@ static void test_long(void)
     }
     wide[n] = '\0';
     capture_begin();
-    log_write(LOG_INFO, LOG_CTX_AUTO, NULL, "%s", wide);
+    log_write(LOG_INFO, LOG_CTX_JOB, NULL, "%s", wide);
     capture_end();
     o = one_json_line();
     if (o) {
