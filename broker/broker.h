@@ -18,6 +18,7 @@ struct broker_cfg {
     char *database_url;
     char *redis_prefix;
     char *log_level;
+    char *log_format;
     char *api_keys;
     char *allowed_cidrs;
     char *secrets_key;          /* wiped once parsed */

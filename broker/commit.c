@@ -18,6 +18,7 @@
 
 #include "codec.h"
 #include "gcommit.h"
+#include "ids.h"
 #include "jobmsg.h"
 #include "keys.h"
 #include "log.h"
@@ -133,7 +134,7 @@ static void mark_kept(const struct gcommit_batch *bt, const struct idset *return
 /* One commit_enqueue call: its MULTIs outstanding, whether one failed, and whom to tell. */
 struct enq {
     struct broker *b;
-    char ctx[24];
+    char ctx[ID_LEN + 1]; /* request id, recovery id, "commit" or "enqueue" */
     int outstanding;
     bool failed;
     commit_enqueued_fn *done;
@@ -154,15 +155,15 @@ static void enqueued(struct rds *r, redisReply *reply, void *priv)
     (void)r;
     struct enq *q = priv;
     if (!reply || reply->type != REDIS_REPLY_ARRAY) {
-        log_warn(q->ctx,
-                 "enqueue failed (%s): the jobs stay queued in PostgreSQL for the reconciler",
-                 reply && reply->str ? reply->str : "Redis connection lost");
+        log_at(LOG_WARN, LOG_CTX_RECOVERY, q->ctx,
+               "enqueue failed (%s): the jobs stay queued in PostgreSQL for the reconciler",
+               reply && reply->str ? reply->str : "Redis connection lost");
         q->failed = true;
     } else {
         for (size_t i = 0; i < reply->elements; i++)
             if (reply->element[i]->type == REDIS_REPLY_ERROR) {
-                log_warn(q->ctx, "enqueue step failed: %s (reconciler will requeue)",
-                         reply->element[i]->str);
+                log_at(LOG_WARN, LOG_CTX_RECOVERY, q->ctx,
+                       "enqueue step failed: %s (reconciler will requeue)", reply->element[i]->str);
                 q->failed = true;
             }
     }
@@ -243,10 +244,10 @@ void commit_enqueue(struct broker *b, const char *ctx, const struct enq_job *job
             q->outstanding++;
         } else {
             q->failed = true;
-            log_warn(q->ctx,
-                     "Redis is unavailable: %zu jobs stay queued in PostgreSQL for the "
-                     "reconciler",
-                     n);
+            log_at(LOG_WARN, LOG_CTX_RECOVERY, q->ctx,
+                   "Redis is unavailable: %zu jobs stay queued in PostgreSQL for the "
+                   "reconciler",
+                   n);
         }
         rargs_reset(&a);
     }

@@ -90,6 +90,7 @@ static const struct cfg_opt opts[] = {
     CFG_OPT_SECRETS_KEY(C(secrets_key)),
     CFG_OPT_SECRETS_KEY_PREVIOUS(C(secrets_key_previous)),
     CFG_OPT_LOG_LEVEL(C(log_level)),
+    CFG_OPT_LOG_FORMAT(C(log_format)),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -161,7 +162,7 @@ int main(int argc, char **argv)
     char err[512];
     int rc = cfg_startup("webhook-broker", opts, NOPTS, argc, argv, usage,
                          "webhook-broker " BROKER_VERSION, &broker.cfg.log_level,
-                         &broker.cfg.redis_prefix);
+                         &broker.cfg.log_format, &broker.cfg.redis_prefix);
     if (rc >= 0)
         return rc;
     if (secretbox_load(&broker.secrets, broker.cfg.secrets_key, broker.cfg.secrets_key_previous,

@@ -313,7 +313,7 @@ static void got_row(void *priv, PGresult *res, const char *err)
 {
     struct runner *x = priv;
     if (err) {
-        log_warn(x->id, "cannot read the recovery (%s)", err);
+        log_at(LOG_WARN, LOG_CTX_RECOVERY, x->id, "cannot read the recovery (%s)", err);
         if (x->b->draining || !strcmp(err, "shutting down"))
             runner_free(x);
         else
@@ -338,8 +338,9 @@ static void chunk_enqueued(void *priv, bool ok)
 {
     struct runner *x = priv;
     if (!ok)
-        log_warn(x->id, "recovery: %zu re-queued jobs not in Redis; the reconciler enqueues them",
-                 x->rows->n);
+        log_at(LOG_WARN, LOG_CTX_RECOVERY, x->id,
+               "recovery: %zu re-queued jobs not in Redis; the reconciler enqueues them",
+               x->rows->n);
     sendrows_free(x->rows);
     x->rows = NULL;
     runner_step(x);
@@ -352,7 +353,7 @@ static void got_chunk(void *priv, PGresult *res, const char *err)
 {
     struct runner *x = priv;
     if (err) {
-        log_warn(x->id, "recovery chunk failed (%s)", err);
+        log_at(LOG_WARN, LOG_CTX_RECOVERY, x->id, "recovery chunk failed (%s)", err);
         if (x->b->draining || !strcmp(err, "shutting down"))
             runner_free(x);
         else
@@ -374,10 +375,11 @@ static void got_chunk(void *priv, PGresult *res, const char *err)
     copy_col(x->cursor_at, sizeof x->cursor_at, res, 0, 2, CURSOR_START_AT);
     copy_col(x->cursor_id, sizeof x->cursor_id, res, 0, 3, CURSOR_START_ID);
     x->rows = sendrows_of(res, 5, x->b);
-    log_debug(x->id, "recovery chunk: %zu jobs re-queued, %s done, %s", x->rows->n,
-              PQgetvalue(res, 0, 1), st);
+    log_at(LOG_DEBUG, LOG_CTX_RECOVERY, x->id, "recovery chunk: %zu jobs re-queued, %s done, %s",
+           x->rows->n, PQgetvalue(res, 0, 1), st);
     if (strcmp(st, "running") != 0) {
-        log_info(x->id, "recovery %s: %s jobs re-sent", st, PQgetvalue(res, 0, 1));
+        log_at(LOG_INFO, LOG_CTX_RECOVERY, x->id, "recovery %s: %s jobs re-sent", st,
+               PQgetvalue(res, 0, 1));
         if (x->rows->n)
             commit_enqueue(x->b, x->id, x->rows->jobs, x->rows->n, NULL, NULL);
         sendrows_free(x->rows);
@@ -432,7 +434,8 @@ static const char chunk_sql[] =
 static void runner_step(struct runner *x)
 {
     if (x->b->draining) {
-        log_info(x->id, "recovery paused by the shutdown; a broker resumes it at start-up");
+        log_at(LOG_INFO, LOG_CTX_RECOVERY, x->id,
+               "recovery paused by the shutdown; a broker resumes it at start-up");
         runner_free(x);
         return;
     }
@@ -463,7 +466,7 @@ static void runner_start(struct broker *b, const char *id)
     snprintf(x->id, sizeof x->id, "%s", id);
     x->next = runners;
     runners = x;
-    log_info(x->id, "working on recovery %s", id);
+    log_at(LOG_INFO, LOG_CTX_RECOVERY, x->id, "working on recovery %s", id);
     runner_step(x);
 }
 

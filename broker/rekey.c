@@ -74,13 +74,14 @@ static int reseal(struct broker *b, const char *id, const char *stored, const ch
 {
     char plain[SECRETBOX_PLAIN_MAX + 1], err[256];
     if (secretbox_open(&b->secrets, stored, id, plain, sizeof plain, err, sizeof err) < 0) {
-        log_error(id, "the stored %s cannot be decrypted (%s); left as it is", column, err);
+        log_sub(LOG_ERROR, id, "the stored %s cannot be decrypted (%s); left as it is", column,
+                err);
         return -1;
     }
     int rc = secretbox_seal(&b->secrets, plain, id, out, SECRETBOX_TEXT_MAX);
     OPENSSL_cleanse(plain, sizeof plain);
     if (rc < 0)
-        log_error(id, "encrypting the %s failed", column);
+        log_sub(LOG_ERROR, id, "encrypting the %s failed", column);
     return rc;
 }
 

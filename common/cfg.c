@@ -205,7 +205,7 @@ int cfg_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
 
 int cfg_startup(const char *prog, const struct cfg_opt *opts, size_t n, int argc, char **argv,
                 const char *usage, const char *version, char *const *log_level,
-                char *const *redis_prefix)
+                char *const *log_format, char *const *redis_prefix)
 {
     char err[512];
     signal(SIGPIPE, SIG_IGN);
@@ -220,6 +220,11 @@ int cfg_startup(const char *prog, const struct cfg_opt *opts, size_t n, int argc
     if (log_set_level(*log_level) < 0) {
         fprintf(stderr, "%s: LOG_LEVEL must be debug, info, warn or error (got \"%s\")\n", prog,
                 *log_level);
+        cfg_free(opts, n);
+        return 2;
+    }
+    if (log_set_format(*log_format) < 0) {
+        fprintf(stderr, "%s: LOG_FORMAT must be text or json (got \"%s\")\n", prog, *log_format);
         cfg_free(opts, n);
         return 2;
     }

@@ -70,14 +70,18 @@ void cfg_free(const struct cfg_opt *opts, size_t n);
      ptr}
 #define CFG_OPT_LOG_LEVEL(ptr)                                                                     \
     {"LOG_LEVEL", "log-level", CFG_STR, "info", 0, 0, "debug, info, warn or error", ptr}
+#define CFG_OPT_LOG_FORMAT(ptr)                                                                    \
+    {"LOG_FORMAT", "log-format", CFG_STR, "text", 0, 0,                                          \
+     "text, or json: one JSON object per line (time, level, process, pid, context id, message)",  \
+     ptr}
 
 /* The start-up every binary shares: ignores SIGPIPE, names the program in logs, loads the
- * config (printing --help / --version), applies LOG_LEVEL and REDIS_PREFIX (the fields the
- * two pointers designate, filled by the load). Returns -1 to go on, or the status main()
- * should exit with (0 after --help, 2 on a bad setting, with the reason on stderr). */
+ * config (printing --help / --version), applies LOG_LEVEL, LOG_FORMAT and REDIS_PREFIX (the
+ * fields the three pointers designate, filled by the load). Returns -1 to go on, or the status
+ * main() should exit with (0 after --help, 2 on a bad setting, with the reason on stderr). */
 int cfg_startup(const char *prog, const struct cfg_opt *opts, size_t n, int argc, char **argv,
                 const char *usage, const char *version, char *const *log_level,
-                char *const *redis_prefix);
+                char *const *log_format, char *const *redis_prefix);
 
 /* Parses "host:port" (host may be [v6]); port 0 allowed. host written into host (NUL-terminated). */
 int cfg_parse_hostport(const char *s, char *host, size_t hostlen, int *port)

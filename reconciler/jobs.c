@@ -301,7 +301,7 @@ static int release(struct recon *r, unsigned part, const char *sub)
     long long n = rep->type == REDIS_REPLY_INTEGER ? rep->integer : 0;
     freeReplyObject(rep);
     if (r->cfg.dry_run) {
-        log_info(sub, "would release %lld held jobs: the subscription is not paused", n);
+        log_sub(LOG_INFO, sub, "would release %lld held jobs: the subscription is not paused", n);
         r->n.released += n;
         return 0;
     }
@@ -311,7 +311,8 @@ static int release(struct recon *r, unsigned part, const char *sub)
         rep = recon_redis(r, c.argc, c.argv, c.lens);
         if (!rep || rep->type != REDIS_REPLY_INTEGER) {
             if (rep)
-                log_error(sub, "releasing held jobs: %s", rep->str ? rep->str : "bad reply");
+                log_sub(LOG_ERROR, sub, "releasing held jobs: %s",
+                        rep->str ? rep->str : "bad reply");
             freeReplyObject(rep);
             return -1;
         }
@@ -320,7 +321,8 @@ static int release(struct recon *r, unsigned part, const char *sub)
         if (left == 0)
             break;
     }
-    log_info(sub, "released %lld held jobs: the subscription is not paused in PostgreSQL", n);
+    log_sub(LOG_INFO, sub, "released %lld held jobs: the subscription is not paused in PostgreSQL",
+            n);
     r->n.released += n;
     return 0;
 }

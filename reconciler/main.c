@@ -44,6 +44,7 @@ static const struct cfg_opt opts[] = {
     {"RECONCILE_DRY_RUN", "dry-run", CFG_BOOL, "0", 0, 0,
      "report what would be repaired, change nothing", C(dry_run)},
     CFG_OPT_LOG_LEVEL(C(log_level)),
+    CFG_OPT_LOG_FORMAT(C(log_format)),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -197,7 +198,7 @@ int main(int argc, char **argv)
 {
     int rc = cfg_startup("webhook-reconciler", opts, NOPTS, argc, argv, usage,
                          "webhook-reconciler " RECON_VERSION, &R.cfg.log_level,
-                         &R.cfg.redis_prefix);
+                         &R.cfg.log_format, &R.cfg.redis_prefix);
     if (rc >= 0)
         return rc;
     if (libmem_init() < 0) {

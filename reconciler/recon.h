@@ -15,6 +15,7 @@ struct recon_cfg {
     char *database_url;
     char *redis_prefix;
     char *log_level;
+    char *log_format;
     long partitions;
     long grace_ms;
     long confirm_ms;

@@ -77,6 +77,7 @@ static const struct cfg_opt opts[] = {
     CFG_OPT_SECRETS_KEY(C(secrets_key)),
     CFG_OPT_SECRETS_KEY_PREVIOUS(C(secrets_key_previous)),
     CFG_OPT_LOG_LEVEL(C(log_level)),
+    CFG_OPT_LOG_FORMAT(C(log_format)),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -151,7 +152,8 @@ int main(int argc, char **argv)
 {
     char err[512];
     int rc = cfg_startup("webhook-worker", opts, NOPTS, argc, argv, usage,
-                         "webhook-worker " WORKER_VERSION, &W.cfg.log_level, &W.cfg.redis_prefix);
+                         "webhook-worker " WORKER_VERSION, &W.cfg.log_level,
+                         &W.cfg.log_format, &W.cfg.redis_prefix);
     if (rc >= 0)
         return rc;
     if (secretbox_load(&W.secrets, W.cfg.secrets_key, W.cfg.secrets_key_previous, err,

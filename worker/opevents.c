@@ -125,8 +125,8 @@ void opevents_enqueue(const char *json, size_t n)
         rargs_reset(&a);
     }
     for (size_t i = 0; i < k; i++)
-        log_info(jobs[i].sub, "operational event %s (%s) queued as job %s", jobs[i].event,
-                 jobs[i].name, jobs[i].job);
+        log_sub(LOG_INFO, jobs[i].sub, "operational event %s (%s) queued as job %s", jobs[i].event,
+                jobs[i].name, jobs[i].job);
     rargs_free(&a);
     buf_free(&msg);
     free(jobs);

@@ -381,13 +381,13 @@ static int secret_key(const char *id, const char *stored, const char *which, uns
 {
     char plain[SECRETBOX_PLAIN_MAX + 1], err[256];
     if (secretbox_open(&W.secrets, stored, id, plain, sizeof plain, err, sizeof err) < 0) {
-        log_error(id, "the subscription's %s cannot be decrypted: %s", which, err);
+        log_sub(LOG_ERROR, id, "the subscription's %s cannot be decrypted: %s", which, err);
         return -1;
     }
     int n = sign_secret_decode(plain, key);
     OPENSSL_cleanse(plain, sizeof plain);
     if (n < 0)
-        log_error(id, "the subscription's %s is malformed", which);
+        log_sub(LOG_ERROR, id, "the subscription's %s is malformed", which);
     return n;
 }
 
@@ -403,7 +403,7 @@ static struct sub *sub_from_row(PGresult *res, int i)
         s->prev_keylen = secret_key(id, PQgetvalue(res, i, 4), "previous secret", s->prev_key);
         s->prev_expires_ms = strtoll(PQgetvalue(res, i, 5), NULL, 10);
         if (s->prev_keylen < 0) {
-            log_error(id, "signing with the current secret only");
+            log_sub(LOG_ERROR, id, "signing with the current secret only");
             s->prev_keylen = 0;
         }
     }
@@ -411,7 +411,7 @@ static struct sub *sub_from_row(PGresult *res, int i)
      * without the headers the subscriber asked for would be wrong, so never do. */
     cJSON *h = cJSON_Parse(PQgetvalue(res, i, 3));
     if (!cJSON_IsObject(h)) {
-        log_error(id, "the subscription's headers are malformed; not sending");
+        log_sub(LOG_ERROR, id, "the subscription's headers are malformed; not sending");
         s->active = false;
     }
     for (const cJSON *it = h ? h->child : NULL; it; it = it->next) {
@@ -511,7 +511,8 @@ static bool parse_ctl_json(const char *sub, const char *what, const char *text, 
                   : controls_retry_parse(v, &c->retry, NULL, err, sizeof err);
     cJSON_Delete(v);
     if (rc < 0)
-        log_error(sub, "the subscription's %s is not valid (%s); using the default", what, err);
+        log_sub(LOG_ERROR, sub, "the subscription's %s is not valid (%s); using the default", what,
+                err);
     return rc == 0;
 }
 

@@ -31,6 +31,7 @@ struct worker_cfg {
     char *database_url;
     char *redis_prefix;
     char *log_level;
+    char *log_format;
     char *retry_schedule;
     char *consumer;
     char *allowed_cidrs;
