@@ -20,18 +20,24 @@ static const struct opt stats_opts[] = {
 };
 
 static const struct col health_cols[] = {
-    {"ID", "id"},         {"EVENT", "eventName"},   {"HEALTH", "health"},
-    {"FAILURES", "consecutiveFailures"}, {"URL", "url"}, {"DISABLED REASON", "disabledReason"},
+    {"ID", "id"},         {"EVENT", "eventName"},
+    {"HEALTH", "health"}, {"FAILURES", "consecutiveFailures"},
+    {"URL", "url"},       {"DISABLED_REASON", "disabledReason"},
     {NULL, NULL},
 };
 static const struct col activity_cols[] = {
-    {"AT", "at"}, {"KIND", "kind"}, {"ATTEMPT", "attempt"}, {"CODE", "statusCode"},
-    {"MS", "durationMs"}, {"DETAIL", "detail"}, {"ERROR", "error"}, {NULL, NULL},
+    {"AT", "at"},         {"KIND", "kind"},     {"ATTEMPT", "attempt"}, {"CODE", "statusCode"},
+    {"MS", "durationMs"}, {"DETAIL", "detail"}, {"ERROR", "error"},     {NULL, NULL},
 };
 static const struct col stats_cols[] = {
-    {"EVENT", "eventName"}, {"TRIGGERS", "triggers"}, {"JOBS", "jobsCreated"},
-    {"DELIVERED", "delivered"}, {"DEAD", "dead"}, {"FAILED ATTEMPTS", "failedAttempts"},
-    {"RETRIES PENDING", "retriesPending"}, {NULL, NULL},
+    {"EVENT", "eventName"},
+    {"TRIGGERS", "triggers"},
+    {"JOBS", "jobsCreated"},
+    {"DELIVERED", "delivered"},
+    {"DEAD", "dead"},
+    {"FAILED_ATTEMPTS", "failedAttempts"},
+    {"RETRIES_PENDING", "retriesPending"},
+    {NULL, NULL},
 };
 
 static void print_switch(const cJSON *j)
@@ -169,8 +175,8 @@ const struct cmd admin_cmds[] = {
      "Show a subscription's health and recent activity (GET .../EVENT/ID/status).", NULL,
      run_status, false},
     {NULL, "stats", "", 0, 0, stats_opts,
-     "Triggers, jobs, deliveries and failures since a time, per event (GET /api/v0/stats).",
-     NULL, run_stats, false},
+     "Triggers, jobs, deliveries and failures since a time, per event (GET /api/v0/stats).", NULL,
+     run_stats, false},
     {NULL, "health", "", 0, 0, NULL,
      "Is the broker up, and can it reach Redis and PostgreSQL (GET /readyz, no key needed)?",
      "Exit 0 when ready, 3 when Redis or PostgreSQL is down (503), 4 when the broker does\n"

@@ -67,8 +67,9 @@ static void print_error(const struct cli *c, long status, const struct buf *body
         fprintf(stderr, "%s: HTTP %ld: %.*s\n", c->prog, status, n, body->data);
     }
     if (status == 401)
-        fprintf(stderr, "%s: set WEBHOOK_API_KEY (or --api-key) to a key of the broker's "
-                        "WEBHOOK_API_KEYS\n",
+        fprintf(stderr,
+                "%s: set WEBHOOK_API_KEY (or --api-key) to a key of the broker's "
+                "WEBHOOK_API_KEYS\n",
                 c->prog);
     cJSON_Delete(j);
 }

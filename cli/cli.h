@@ -11,11 +11,11 @@
 /* Exit codes, one per class of outcome (docs/decisions.md 35). */
 enum {
     EXIT_OK = 0,
-    EXIT_USAGE = 1,  /* bad command, flag or value: nothing was sent */
-    EXIT_CLIENT = 2, /* the API answered 4xx (other than 401) */
-    EXIT_SERVER = 3, /* the API answered 5xx (or something that is not its JSON) */
+    EXIT_USAGE = 1,   /* bad command, flag or value: nothing was sent */
+    EXIT_CLIENT = 2,  /* the API answered 4xx (other than 401) */
+    EXIT_SERVER = 3,  /* the API answered 5xx (or something that is not its JSON) */
     EXIT_CONNECT = 4, /* no HTTP answer: cannot connect, resolve, or the request timed out */
-    EXIT_AUTH = 5,   /* the API answered 401: no key, or a key it does not accept */
+    EXIT_AUTH = 5,    /* the API answered 401: no key, or a key it does not accept */
 };
 
 /* Settings of one run, resolved by config_resolve(); the strings are owned by it. */
@@ -32,9 +32,9 @@ struct cmd {
     const char *name;   /* "create" */
     const char *params; /* positional parameters for the usage line: "EVENT ID" */
     int min_pos, max_pos;
-    const struct opt *opts; /* terminated by a {NULL} entry */
-    const char *summary;    /* one line for the command list */
-    const char *help;       /* paragraphs after the usage line, or NULL */
+    const struct opt *opts;                          /* terminated by a {NULL} entry */
+    const char *summary;                             /* one line for the command list */
+    const char *help;                                /* paragraphs after the usage line, or NULL */
     int (*run)(struct cli *c, const struct args *a); /* returns the exit code */
     bool dflt; /* the group's command when the word after the group is not a command name */
 };

@@ -10,8 +10,9 @@
 #include "table.h"
 
 static const struct opt trigger_opts[] = {
-    {"data", "JSON", 0, "the payload: JSON text, @FILE or - (stdin); sent byte for byte "
-                        "(default {})"},
+    {"data", "JSON", 0,
+     "the payload: JSON text, @FILE or - (stdin); sent byte for byte "
+     "(default {})"},
     {"idempotency-key", "KEY", 0, "Idempotency-Key: a repeat within 24 h creates nothing"},
     {NULL, NULL, 0, NULL},
 };
@@ -26,9 +27,14 @@ static const struct opt replay_opts[] = {
 };
 
 static const struct col event_jobs_cols[] = {
-    {"JOB", "id"},           {"SUBSCRIPTION", "subscriptionId"}, {"STATUS", "status"},
-    {"ATTEMPTS", "attempts"}, {"CODE", "lastStatusCode"},         {"URL", "webhookUrl"},
-    {"ERROR", "lastError"},  {NULL, NULL},
+    {"JOB", "id"},
+    {"SUBSCRIPTION", "subscriptionId"},
+    {"STATUS", "status"},
+    {"ATTEMPTS", "attempts"},
+    {"CODE", "lastStatusCode"},
+    {"URL", "webhookUrl"},
+    {"ERROR", "lastError"},
+    {NULL, NULL},
 };
 static const struct col replay_cols[] = {
     {"JOB", "id"}, {"SUBSCRIPTION", "subscriptionId"}, {"URL", "webhookUrl"}, {NULL, NULL}};
@@ -72,7 +78,8 @@ static int run_show(struct cli *c, const struct args *a)
     cJSON *j;
     int rc = api_do(c, &call, &j, NULL);
     if (rc == EXIT_OK && j) {
-        static const char *const skip[] = {"jobs", "payloadRaw", NULL};
+        /* payloadRaw: the bytes as triggered, rather than payload as re-printed by cJSON */
+        static const char *const skip[] = {"jobs", "payload", NULL};
         table_kv(stdout, j, skip);
         printf("\n");
         table_print(stdout, cJSON_GetObjectItemCaseSensitive(j, "jobs"), event_jobs_cols);
@@ -97,10 +104,8 @@ static int run_replay(struct cli *c, const struct args *a)
         body_print(o, &body);
         cJSON_Delete(o);
     }
-    struct api_call call = {.method = "POST",
-                            .path = path.data,
-                            .body = body.data,
-                            .body_len = body.len};
+    struct api_call call = {
+        .method = "POST", .path = path.data, .body = body.data, .body_len = body.len};
     cJSON *j;
     int rc = api_do(c, &call, &j, NULL);
     if (rc == EXIT_OK && j) {

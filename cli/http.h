@@ -8,12 +8,12 @@
 #include "mem.h"
 
 struct http_req {
-    const char *method;     /* "GET", "POST", "PATCH", "PUT", "DELETE" */
-    const char *path;       /* "/api/v0/...", with its query; appended to c->api_url */
-    const char *body;       /* NULL: none (Content-Length 0 for a POST) */
+    const char *method; /* "GET", "POST", "PATCH", "PUT", "DELETE" */
+    const char *path;   /* "/api/v0/...", with its query; appended to c->api_url */
+    const char *body;   /* NULL: none (Content-Length 0 for a POST) */
     size_t body_len;
-    const char *idem_key;   /* Idempotency-Key header, or NULL */
-    bool auth;              /* send Authorization: Bearer <c->api_key> */
+    const char *idem_key; /* Idempotency-Key header, or NULL */
+    bool auth;            /* send Authorization: Bearer <c->api_key> */
 };
 
 /* Sends the request; 0 with *status and body (caller frees with buf_free) when an HTTP answer

@@ -28,9 +28,15 @@ static const struct opt recover_opts[] = {
 };
 
 static const struct col job_cols[] = {
-    {"ID", "id"},           {"EVENT", "eventName"},     {"STATUS", "status"},
-    {"ATTEMPTS", "attempts"}, {"CODE", "lastStatusCode"}, {"CREATED", "createdAt"},
-    {"URL", "url"},         {"ERROR", "lastError"},     {NULL, NULL},
+    {"ID", "id"},
+    {"EVENT", "eventName"},
+    {"STATUS", "status"},
+    {"ATTEMPTS", "attempts"},
+    {"CODE", "lastStatusCode"},
+    {"CREATED", "createdAt"},
+    {"URL", "url"},
+    {"ERROR", "lastError"},
+    {NULL, NULL},
 };
 static const struct col attempt_cols[] = {
     {"ATTEMPT", "attempt"}, {"STARTED", "startedAt"}, {"MS", "durationMs"},
@@ -40,12 +46,9 @@ static const struct col attempt_cols[] = {
 
 static int run_list(struct cli *c, const struct args *a)
 {
-    static const char *const params[][2] = {{"status", "status"},
-                                            {"event", "event"},
-                                            {"subscription", "subscription"},
-                                            {"since", "since"},
-                                            {"until", "until"},
-                                            {"limit", "limit"}};
+    static const char *const params[][2] = {
+        {"status", "status"}, {"event", "event"}, {"subscription", "subscription"},
+        {"since", "since"},   {"until", "until"}, {"limit", "limit"}};
     bool all = args_has(a, "all"), json = c->json;
     char *cursor = args_get(a, "cursor") ? xstrdup(args_get(a, "cursor")) : NULL;
     cJSON *rows = cJSON_CreateArray();
@@ -165,8 +168,8 @@ static int run_recover(struct cli *c, const struct args *a)
     body_print(o, &body);
     cJSON_Delete(o);
     char *path = recover_path(a->pos[0], a->pos[1], NULL);
-    struct api_call call = {.method = "POST", .path = path, .body = body.data,
-                            .body_len = body.len};
+    struct api_call call = {
+        .method = "POST", .path = path, .body = body.data, .body_len = body.len};
     cJSON *j;
     int rc = api_do(c, &call, &j, NULL);
     if (rc == EXIT_OK && j)
@@ -195,11 +198,11 @@ const struct cmd jobs_cmds[] = {
      "Filters combine. Dead letters: webhookctl jobs list --status dead. The cursor of the\n"
      "next page is printed on stderr.",
      run_list, false},
-    {"jobs", "get", "JOB_ID", 1, 1, NULL,
-     "Show one job and its attempt log (GET /api/v0/jobs/ID).", NULL, run_get, false},
+    {"jobs", "get", "JOB_ID", 1, 1, NULL, "Show one job and its attempt log (GET /api/v0/jobs/ID).",
+     NULL, run_get, false},
     {"jobs", "retry", "JOB_ID", 1, 1, NULL,
-     "Send a dead, cancelled or delivered job again (POST /api/v0/jobs/ID/retry).", NULL,
-     run_retry, false},
+     "Send a dead, cancelled or delivered job again (POST /api/v0/jobs/ID/retry).", NULL, run_retry,
+     false},
     {"recover", "start", "EVENT ID", 2, 2, recover_opts,
      "Re-send a subscription's dead jobs of a time window, in the background (POST\n"
      "      /api/v0/webhooks/EVENT/ID/recover); \"start\" may be left out.",

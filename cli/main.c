@@ -15,8 +15,8 @@
 #define VERSION "webhookctl 0.1 (API v0)"
 
 static const struct opt globals[] = {
-    {"api-url", "URL", 0, "the broker (default: WEBHOOK_API_URL, see below)"},
-    {"api-key", "KEY", 0, "the API key (default: WEBHOOK_API_KEY, see below)"},
+    {"api-url", "URL", 0, "the broker (default: $WEBHOOK_API_URL or .env; webhookctl --help)"},
+    {"api-key", "KEY", 0, "the API key (default: $WEBHOOK_API_KEY or .env; webhookctl --help)"},
     {"json", NULL, 0, "print the API's JSON answer as it came, instead of tables"},
     {"timeout", "SECONDS", 0, "give up on a request after this long (default 30)"},
     {"version", NULL, 0, "print the version and exit"},
@@ -40,8 +40,7 @@ int cli_usage_error(const char *fmt, ...)
 static void usage_line(FILE *f, const struct cmd *c)
 {
     char words[64];
-    snprintf(words, sizeof words, "%s%s%s", c->group ? c->group : "", c->group ? " " : "",
-             c->name);
+    snprintf(words, sizeof words, "%s%s%s", c->group ? c->group : "", c->group ? " " : "", c->name);
     fprintf(f, "%s%s%s%s", words, c->params[0] ? " " : "", c->params,
             c->opts && c->opts[0].name ? " [options]" : "");
 }
@@ -132,7 +131,7 @@ static const struct cmd *find_cmd(const char *w1, const char *w2, int *words)
                     *words = 2;
                     return c;
                 }
-                if (c->dflt)
+                if (c->dflt && w2 && w2[0] != '-') /* "recover EVENT ID": recover start */
                     dflt = c;
             }
         }
@@ -214,8 +213,8 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
 
-    struct cli c = {.prog = PROG, .json = args_has(&a, "json") || args_has(&lead, "json"),
-                    .timeout_ms = 30000};
+    struct cli c = {
+        .prog = PROG, .json = args_has(&a, "json") || args_has(&lead, "json"), .timeout_ms = 30000};
     const char *t = global(&a, &lead, "timeout");
     if (t) {
         char *end;

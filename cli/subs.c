@@ -9,18 +9,23 @@
 #include "cli.h"
 #include "table.h"
 
-#define OPT_DATA {"data", "JSON", 0, "the request body: JSON text, @FILE or - (stdin); flags win"}
+#define OPT_DATA                                                                                   \
+    {                                                                                              \
+        "data", "JSON", 0, "the request body: JSON text, @FILE or - (stdin); flags win"            \
+    }
 #define OPTS_SETTINGS                                                                              \
     {"url", "URL", 0, "webhookUrl: where deliveries go"},                                          \
-        {"header", "NAME=VALUE", OPT_REPEAT, "a custom header sent with every delivery"},         \
+        {"header", "NAME=VALUE", OPT_REPEAT, "a custom header sent with every delivery"},          \
         {"rate-limit", "N/s|N/Ss|none", 0,                                                         \
          "rateLimit: N a second, or N per S seconds (100/60s), none: no limit"},                   \
-        {"retry-schedule", "S1,S2,...", 0, "retryPolicy: the delays before each retry, seconds"}, \
-        {"timeout-seconds", "N", 0, "timeoutSeconds: the whole-attempt timeout, 1..30"},          \
-        {"description", "TEXT", 0, "description: free text for people"},                          \
-        {"payload", "raw|envelope", 0, "payload: the body delivered (raw or the envelope)"},      \
-        {"payload-fields", "JSON", 0, "payloadFields: constant fields merged into each body"},    \
-        {"filter", "JSON", 0, "filter: the payload filter (docs/api.md \"Payload filters\")"}
+        {"retry-schedule", "S1,S2,...", 0, "retryPolicy: the delays before each retry, seconds"},  \
+        {"timeout-seconds", "N", 0, "timeoutSeconds: the whole-attempt timeout, 1..30"},           \
+        {"description", "TEXT", 0, "description: free text for people"},                           \
+        {"payload", "raw|envelope", 0, "payload: the body delivered (raw or the envelope)"},       \
+        {"payload-fields", "JSON", 0, "payloadFields: constant fields merged into each body"},     \
+    {                                                                                              \
+        "filter", "JSON", 0, "filter: the payload filter (docs/api.md \"Payload filters\")"        \
+    }
 
 static const struct opt create_opts[] = {
     {"event", "NAME", 0, "eventName: the event to subscribe to (required)"},
@@ -39,14 +44,15 @@ static const struct opt list_opts[] = {
     {NULL, NULL, 0, NULL},
 };
 static const struct opt rotate_opts[] = {
-    {"grace", "SECONDS", 0, "gracePeriodSeconds: the old secret keeps signing this long "
-                            "(0..604800, default 86400)"},
+    {"grace", "SECONDS", 0,
+     "gracePeriodSeconds: the old secret keeps signing this long "
+     "(0..604800, default 86400)"},
     {"secret", "whsec_...", 0, "the new secret (generated when left out)"},
     {NULL, NULL, 0, NULL},
 };
 
 static const struct col list_cols[] = {
-    {"ID", "id"},         {"EVENT", "eventName"},       {"STATUS", "status"},
+    {"ID", "id"},          {"EVENT", "eventName"},         {"STATUS", "status"},
     {"URL", "webhookUrl"}, {"DESCRIPTION", "description"}, {"CREATED", "createdAt"},
     {NULL, NULL},
 };
@@ -115,10 +121,10 @@ static cJSON *retry_schedule(const char *s)
     return o;
 }
 
-static const char *const body_flags[] = {"event",       "url",         "header",     "rate-limit",
-                                         "retry-schedule", "timeout-seconds", "description",
-                                         "payload",     "payload-fields", "filter",  "secret",
-                                         "verify",      NULL};
+static const char *const body_flags[] = {
+    "event",           "url",         "header",  "rate-limit",     "retry-schedule",
+    "timeout-seconds", "description", "payload", "payload-fields", "filter",
+    "secret",          "verify",      NULL};
 
 /* The body of create / update: --data as sent when no other flag is given; otherwise --data
  * (or {}) with the flags' fields set over it. 0, or EXIT_USAGE with the reason printed. */
@@ -228,8 +234,9 @@ static int show_sub(struct cli *c, const char *method, const char *path, const s
     if (rc == EXIT_OK && j) {
         table_kv(stdout, j, NULL);
         if (strcmp(method, "POST") == 0 && status == 200 && strcmp(path, "/api/v0/webhooks") == 0)
-            fprintf(stderr, "%s: this event and URL were already registered: the existing "
-                            "subscription was updated (HTTP 200)\n",
+            fprintf(stderr,
+                    "%s: this event and URL were already registered: the existing "
+                    "subscription was updated (HTTP 200)\n",
                     c->prog);
     }
     cJSON_Delete(j);
@@ -399,7 +406,7 @@ static int run_list(struct cli *c, const struct args *a)
             char *total = table_cell(t);
             fprintf(stderr, "%d shown of %s in all%s\n", cJSON_GetArraySize(rows), total,
                     !all && offset < cJSON_GetNumberValue(t) ? " (--offset or --all for more)"
-                                                               : "");
+                                                             : "");
             free(total);
         }
     }

@@ -20,12 +20,24 @@ char *table_cell(const cJSON *v)
             return xasprintf("%.0f", d);
         return xasprintf("%g", d);
     }
-    if (cJSON_IsString(v)) {
-        char *s = xstrdup(v->valuestring);
-        for (char *p = s; *p; p++)
-            if ((unsigned char)*p < 0x20 || *p == 0x7f)
-                *p = '?';
-        return s;
+    if (cJSON_IsString(v)) { /* one line: trailing blanks dropped, \n \r \t escaped */
+        const char *p = v->valuestring;
+        size_t n = strlen(p);
+        while (n > 0 &&
+               (p[n - 1] == '\n' || p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
+            n--;
+        struct buf b = {0};
+        buf_add(&b, "", 0);
+        for (size_t i = 0; i < n; i++) {
+            unsigned char ch = (unsigned char)p[i];
+            if (ch == '\n' || ch == '\r' || ch == '\t') {
+                buf_addc(&b, '\\');
+                buf_addc(&b, ch == '\n' ? 'n' : ch == '\r' ? 'r' : 't');
+            } else {
+                buf_addc(&b, ch < 0x20 || ch == 0x7f ? '?' : (char)ch);
+            }
+        }
+        return buf_steal(&b, NULL);
     }
     char *j = cJSON_PrintUnformatted(v);
     return j ? j : xstrdup("?");

@@ -12,7 +12,8 @@ struct col {
     const char *field;
 };
 
-/* The text of a value in a cell: a string as is (control characters shown as '?'), a number
+/* The text of a value in a cell: a string on one line (trailing blanks dropped, \n \r \t
+ * escaped, other control characters shown as '?'), a number
  * (integers without a fraction), true/false, "-" for null or a missing member, compact JSON
  * for an object or array. Caller frees. */
 char *table_cell(const cJSON *v);

@@ -173,6 +173,9 @@ def test_subscription_lifecycle(ctl, api, receiver):
     everything = table(ok(ctl("subs", "list", "--all", "--page-size", "1")))
     assert sid in [r["ID"] for r in everything]
     assert len(everything) == api.get("/api/v0/webhooks")[2]["total"]
+    doc = json.loads(ok(ctl("subs", "list", "--all", "--page-size", "1", "--json")))
+    assert [w["id"] for w in doc["webhooks"]] == [r["ID"] for r in everything]
+    assert doc["total"] == len(everything)
 
     # get: key: value with the secret
     got_kv = kv(ok(ctl("subs", "get", event, sid)))
