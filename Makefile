@@ -77,6 +77,10 @@ $(BUILD)/tests/test_auth: $(BUILD)/tests/unit/test_auth.o $(BUILD)/broker/auth.o
 $(BUILD)/tests/test_verify: $(BUILD)/tests/unit/test_verify.o $(BUILD)/broker/verify.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/tests/test_cli: $(BUILD)/tests/unit/test_cli.o $(BUILD)/cli/args.o $(BUILD)/cli/table.o \
+                         $(BUILD)/cli/api.o $(BUILD)/cli/http.o $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 # Counts the libraries' allocations and simulates a failing curl_slist_append.
 $(BUILD)/tests/test_libmem: $(BUILD)/tests/unit/test_libmem.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)

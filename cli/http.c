@@ -28,8 +28,8 @@ int http_send(const struct cli *c, const struct http_req *rq, long *status, stru
         hdrs = xslist_append(hdrs, line);
         free(line);
     }
-    if (rq->body)
-        hdrs = xslist_append(hdrs, "Content-Type: application/json");
+    /* Without a body, no Content-Type at all (libcurl would add a form type for a POST). */
+    hdrs = xslist_append(hdrs, rq->body ? "Content-Type: application/json" : "Content-Type:");
     if (rq->idem_key) {
         char *line = xasprintf("Idempotency-Key: %s", rq->idem_key);
         hdrs = xslist_append(hdrs, line);

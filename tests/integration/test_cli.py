@@ -429,9 +429,10 @@ def test_requests_on_the_wire(ctl, receiver):
            "--api-url", url + "/"))
     ok(ctl("subs", "pause", "e", "i", "--api-url", url))
     ok(ctl("health", "--api-url", url))
+    ok(ctl("jobs", "retry", "j1", "--api-url", url))
     ok(ctl("jobs", "list", "--since", "2026-12-02T07:00:00+02:00", "--status", "dead",
            "--api-url", url))
-    get, trig, pause, health, jobs = fake.requests
+    get, trig, pause, health, retry, jobs = fake.requests
     assert (get.method, get.path) == ("GET", "/api/v0/webhooks/a%3Ab%2Fc/x%20y")
     assert get.headers["authorization"] == f"Bearer {API_KEY}"
     assert (trig.method, trig.path, trig.body) == ("POST", "/api/v0/trigger-event/book.created",
@@ -441,6 +442,8 @@ def test_requests_on_the_wire(ctl, receiver):
     assert (pause.method, pause.path, json.loads(pause.body)) == \
         ("PATCH", "/api/v0/webhooks/e/i", {"status": "paused"})
     assert (health.path, health.headers.get("authorization")) == ("/readyz", None)
+    assert (retry.method, retry.path, retry.body) == ("POST", "/api/v0/jobs/j1/retry", b"")
+    assert "content-type" not in retry.headers and retry.headers["content-length"] == "0"
     assert jobs.path == "/api/v0/jobs?status=dead&since=2026-12-02T07%3A00%3A00%2B02%3A00"
 
 
