@@ -44,7 +44,12 @@ static int run_trigger(struct cli *c, const struct args *a)
     char err[256];
     struct buf body = {0}, path = {0};
     int rc;
-    const char *data = args_get(a, "data");
+    const char *data = args_get(a, "data"), *key = args_get(a, "idempotency-key");
+    for (const char *k = key; k && *k; k++)
+        if ((unsigned char)*k < 0x20 || *k == 0x7f) {
+            rc = cli_usage_error("--idempotency-key must be printable ASCII");
+            goto out;
+        }
     if (body_read(data ? data : "{}", &body, err, sizeof err) < 0) {
         rc = cli_usage_error("%s", err);
         goto out;
@@ -55,7 +60,7 @@ static int run_trigger(struct cli *c, const struct args *a)
                             .path = path.data,
                             .body = body.data,
                             .body_len = body.len,
-                            .idem_key = args_get(a, "idempotency-key")};
+                            .idem_key = key};
     cJSON *j;
     rc = api_do(c, &call, &j, NULL);
     if (rc == EXIT_OK && j)

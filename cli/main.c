@@ -235,6 +235,13 @@ int main(int argc, char **argv)
         config_free(&c);
         return rc;
     }
+    for (const char *k = c.api_key; *k; k++)
+        if ((unsigned char)*k < 0x20 || *k == 0x7f) {
+            int rc = cli_usage_error("the API key contains a control character (a line break "
+                                     "in WEBHOOK_API_KEY or .env?)");
+            config_free(&c);
+            return rc;
+        }
     int rc = cmd->run(&c, &a);
     config_free(&c);
     fflush(stdout);

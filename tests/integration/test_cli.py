@@ -136,6 +136,8 @@ def test_usage_errors_exit_1_and_send_nothing(ctl, db):
         (("subs", "list", "--timeout", "soon"), "--timeout must be a number"),
         (("subs", "list", "--api-url", "ftp://x"), "must start with http:// or https://"),
         (("subs", "list", "-x"), "unknown option -x"),
+        (("trigger", "e", "--idempotency-key", "k\r\nX-Evil: 1"), "must be printable ASCII"),
+        (("subs", "list", "--api-key", "key\nX-Evil: 1"), "control character"),
     ]
     for args, msg in cases:
         out = ctl(*args)
@@ -399,6 +401,14 @@ def test_unreachable_broker_exits_4(ctl):
         assert out.stdout == ""
 
 
+def test_timeout_exits_4(ctl, receiver):
+    """A broker that accepts the connection but does not answer within --timeout."""
+    slow = receiver(statuses=200, delay=5, body=b"{}")
+    out = ctl("--timeout", "0.3", "subs", "list", "--api-url", slow.url(""))
+    assert out.returncode == 4 and "cannot reach the broker" in out.stderr, out.stderr
+    assert "timed out" in out.stderr.lower() or "timeout" in out.stderr.lower(), out.stderr
+
+
 def test_authentication_exits_5(ctl):
     out = ctl("subs", "list", env={"WEBHOOK_API_KEY": "wrong-key-0123456789"})
     assert out.returncode == 5 and "HTTP 401 unauthorized" in out.stderr, out.stderr
@@ -428,7 +438,7 @@ def test_requests_on_the_wire(ctl, receiver):
     ok(ctl("trigger", "book.created", "--data", "[1, 2]", "--idempotency-key", "k 1",
            "--api-url", url + "/"))
     ok(ctl("subs", "pause", "e", "i", "--api-url", url))
-    ok(ctl("health", "--api-url", url))
+    ok(ctl("--api-url", url, "health"))  # global options before the command too
     ok(ctl("jobs", "retry", "j1", "--api-url", url))
     ok(ctl("jobs", "list", "--since", "2026-12-02T07:00:00+02:00", "--status", "dead",
            "--api-url", url))
