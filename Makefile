@@ -1,5 +1,6 @@
 # Non-recursive build of the webhook broker: libcommon.a, three daemons, unit tests, bench tools.
 # make all | test | run | bench | bench-queries | lint | clean      (SAN=1: ASan+UBSan build in build-san/)
+# Binaries: webhook-broker, webhook-worker, webhook-reconciler, webhookctl (the API's command line)
 # run, test and bench install missing Debian packages (scripts/deps.sh) before they compile
 # anything: they call make again for the build, so its pkg-config flags are read after the
 # install (scripts/check-order.sh, run by CI, keeps it that way).
@@ -29,8 +30,9 @@ LIBCOMMON  := $(BUILD)/libcommon.a
 BROKER_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard broker/*.c))
 WORKER_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard worker/*.c))
 RECON_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(wildcard reconciler/*.c))
+CLI_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cli/*.c))
 
-BINS := $(BUILD)/webhook-broker $(BUILD)/webhook-worker
+BINS := $(BUILD)/webhook-broker $(BUILD)/webhook-worker $(BUILD)/webhookctl
 ifneq ($(RECON_OBJ),)
 BINS += $(BUILD)/webhook-reconciler
 endif
@@ -57,6 +59,9 @@ $(BUILD)/webhook-worker: $(WORKER_OBJ) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/webhook-reconciler: $(RECON_OBJ) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# The command line of the API (cli/): libcurl easy + cJSON, mem/libmem from libcommon.a.
+$(BUILD)/webhookctl: $(CLI_OBJ) $(LIBCOMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)
@@ -70,6 +75,10 @@ $(BUILD)/tests/test_auth: $(BUILD)/tests/unit/test_auth.o $(BUILD)/broker/auth.o
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/tests/test_verify: $(BUILD)/tests/unit/test_verify.o $(BUILD)/broker/verify.o $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/tests/test_cli: $(BUILD)/tests/unit/test_cli.o $(BUILD)/cli/args.o $(BUILD)/cli/table.o \
+                         $(BUILD)/cli/api.o $(BUILD)/cli/http.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 # Counts the libraries' allocations and simulates a failing curl_slist_append.

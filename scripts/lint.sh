@@ -14,7 +14,7 @@ fail()
 }
 
 dirs=()
-for d in common broker worker reconciler tests/unit tests/bench; do
+for d in common broker worker reconciler cli tests/unit tests/bench; do
     [[ -d "$d" ]] && dirs+=("$d")
 done
 sources=()
