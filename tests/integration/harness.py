@@ -1084,10 +1084,11 @@ class Api:
     against docs/openapi.json (OpenApiCheck): an undocumented status or a body that does not
     match the document's schema for that route and status fails the test (AssertionError)."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=15.0):
+    def __init__(self, port, host="127.0.0.1", timeout=15.0, check_openapi=True):
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.check_openapi = check_openapi  # False only for servers other than the broker
 
     def request(self, method, path, body=None, headers=None, timeout=None):
         hdrs = dict(AUTH)  # headers={"Authorization": None} sends none
@@ -1115,8 +1116,9 @@ class Api:
             status = resp.status
         finally:
             conn.close()
-        problem = openapi_check().check(method, path, status, rh, raw)
-        assert problem is None, f"docs/openapi.json: {problem}"
+        if self.check_openapi:
+            problem = openapi_check().check(method, path, status, rh, raw)
+            assert problem is None, f"docs/openapi.json: {problem}"
         data = raw
         if raw:
             try:
