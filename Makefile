@@ -53,6 +53,9 @@ $(BUILD)/%.o: %.c
 $(LIBCOMMON): $(COMMON_OBJ)
 	$(AR) rcs $@ $^
 
+# The OpenAPI document is built into the broker (broker/openapi.c: .incbin "openapi.json").
+$(BUILD)/broker/openapi.o: docs/openapi.json
+$(BUILD)/broker/openapi.o: CFLAGS += -Wa,-I$(CURDIR)/docs
 $(BUILD)/webhook-broker: $(BROKER_OBJ) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/webhook-worker: $(WORKER_OBJ) $(LIBCOMMON)

@@ -40,4 +40,6 @@ void recover_resume(struct broker *b);
 void status_get(struct req *r); /* GET /api/v0/webhooks/<name>/<id>/status */
 void stats_get(struct req *r);  /* GET /api/v0/stats */
 
+void openapi_get(struct req *r); /* GET /api/v0/openapi.json (no API key) */
+
 #endif

@@ -61,6 +61,8 @@ static const struct route routes[] = {
     /* status (issue 10, decision 29) */
     {{"api", "v0", "webhooks"}, 3, 2, "status", status_get, NULL, NULL, NULL, NULL},
     {{"api", "v0", "stats"}, 3, 0, NULL, stats_get, NULL, NULL, NULL, NULL},
+    /* the OpenAPI document (issue 12, decision 36): docs/openapi.json lists every route above */
+    {{"api", "v0", "openapi.json"}, 3, 0, NULL, openapi_get, NULL, NULL, NULL, NULL},
 };
 
 /* True when segment i is the literal s (without a trailing '/'). */
@@ -92,23 +94,36 @@ static void req_free(struct req *r)
     broker_work_done(b);
 }
 
-void http_reply(struct req *r, int status, struct buf *body)
+/* Sends status with data, then the newline when nl (the request is not freed). */
+static void reply_send(struct req *r, int status, const void *data, size_t len, bool nl)
 {
     if (r->ev) {
         struct evkeyvalq *h = evhttp_request_get_output_headers(r->ev);
         evhttp_add_header(h, "Content-Type", "application/json");
         evhttp_add_header(h, "Cache-Control", "no-store");
         struct evbuffer *out = evhttp_request_get_output_buffer(r->ev);
-        if (body && body->len)
-            evbuffer_add(out, body->data, body->len);
-        evbuffer_add(out, "\n", 1);
+        if (len)
+            evbuffer_add(out, data, len);
+        if (nl)
+            evbuffer_add(out, "\n", 1);
         if (r->conn)
             conn_request_end(r->conn);
         log_debug(r->id, "-> %d", status);
         evhttp_send_reply(r->ev, status, NULL, NULL);
     }
+}
+
+void http_reply(struct req *r, int status, struct buf *body)
+{
+    reply_send(r, status, body ? body->data : NULL, body ? body->len : 0, true);
     if (body)
         buf_free(body);
+    req_free(r);
+}
+
+void http_reply_bytes(struct req *r, int status, const void *data, size_t len)
+{
+    reply_send(r, status, data, len, false);
     req_free(r);
 }
 
@@ -245,7 +260,9 @@ static int split_path(const char *path, const char *seg[7], size_t len[7])
 
 static void dispatch(struct req *r, enum evhttp_cmd_type method, const char *path)
 {
-    if (path && strncmp(path, "/api/", 5) == 0 && !authorized(r->ev)) {
+    /* The OpenAPI document is public: it describes the API and holds no data (decision 36). */
+    if (path && strncmp(path, "/api/", 5) == 0 && strcmp(path, "/api/v0/openapi.json") != 0 &&
+        !authorized(r->ev)) {
         evhttp_add_header(evhttp_request_get_output_headers(r->ev), "WWW-Authenticate",
                           "Bearer");
         http_error(r, 401, "unauthorized",

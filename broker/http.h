@@ -30,6 +30,9 @@ void http_free(void);
 
 /* Send the response and free the request. body may be NULL; it is consumed (freed). */
 void http_reply(struct req *r, int status, struct buf *body);
+/* Send len bytes of data as they are (no newline added; data is only read) and free the
+ * request. */
+void http_reply_bytes(struct req *r, int status, const void *data, size_t len);
 void http_error(struct req *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

@@ -9,7 +9,7 @@
 
 export WH_DEPS_PACKAGES="build-essential pkg-config libhiredis-dev libevent-dev \
 libcurl4-openssl-dev libcjson-dev libpq-dev libssl-dev redis-server postgresql python3 \
-python3-pytest python3-cryptography python3-aiosmtpd clang clang-format libclang-rt-14-dev curl ca-certificates iproute2 procps"
+python3-pytest python3-cryptography python3-aiosmtpd python3-jsonschema nodejs npm clang clang-format libclang-rt-14-dev curl ca-certificates iproute2 procps"
 
 # Sourced: the caller only wants the list.
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then
@@ -32,6 +32,11 @@ fi
 read -ra packages <<<"$WH_DEPS_PACKAGES"
 missing=()
 for pkg in "${packages[@]}"; do
+    # npm (npx lints docs/openapi.json): NodeSource's nodejs package carries its own npm and
+    # conflicts with Debian's, so an npm already on the PATH counts as installed.
+    if [[ "$pkg" == npm ]] && command -v npm >/dev/null 2>&1; then
+        continue
+    fi
     status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
     [[ "$status" == "installed" ]] || missing+=("$pkg")
 done

@@ -1,5 +1,6 @@
 """Integration test harness: real redis-server, PostgreSQL and HTTP receivers, and the broker
-and worker processes started with env and stopped by PID. Standard library only."""
+and worker processes started with env and stopped by PID. Standard library, plus Debian's
+python3-jsonschema for checking every API answer against docs/openapi.json (OpenApiCheck)."""
 
 import atexit
 import base64
@@ -35,6 +36,9 @@ LIVE = PREFIX + "{0}:live"
 DEAD = PREFIX + "{0}:dead"
 INDEX_READY = PREFIX + "index-ready"
 GROUP = "workers"
+
+
+OPENAPI_DOC = REPO / "docs" / "openapi.json"
 
 
 def payload_key(event_id, partition=0):
@@ -964,15 +968,128 @@ def operational_event(req):
 # ---------------------------------------------------------------------------------------------
 # The broker's HTTP API
 
+# ---------------------------------------------------------------------------------------------
+# Every answer the Api client gets, checked against the OpenAPI document (decision 36)
+
+
+class OpenApiCheck:
+    """The routes of docs/openapi.json and the schema of each answer. check() returns None when
+    an answer is what the document says, else why not (naming the route and the status)."""
+
+    METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+    def __init__(self, path=OPENAPI_DOC):
+        import jsonschema  # python3-jsonschema (scripts/deps.sh)
+
+        self._js = jsonschema
+        self.doc = json.loads(Path(path).read_text())
+        self.routes = []  # (number of parameters, compiled template, template, path item)
+        for tmpl, item in self.doc["paths"].items():
+            rx = re.sub(r"\\\{[^}/]+\\\}", "[^/]+", re.escape(tmpl))
+            self.routes.append((tmpl.count("{"), re.compile(rx + r"\Z"), tmpl, item))
+        self.routes.sort(key=lambda r: r[0])  # literal segments before parameters
+        self._validators = {}
+
+    def _inline(self, node, seen=()):
+        """node with every local $ref replaced by its target (the document has no cycles), so
+        any jsonschema version validates it without a resolver."""
+        if isinstance(node, list):
+            return [self._inline(v, seen) for v in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            ref = node["$ref"]
+            assert ref.startswith("#/") and ref not in seen, f"unsupported or cyclic $ref {ref}"
+            target = self.doc
+            for part in ref[2:].split("/"):
+                target = target[part.replace("~1", "/").replace("~0", "~")]
+            return self._inline(target, seen + (ref,))
+        return {k: self._inline(v, seen) for k, v in node.items()}
+
+    def _validator(self, key, schema):
+        v = self._validators.get(key)
+        if v is None:
+            js = self._js
+            cls = js.Draft202012Validator
+            v = cls(self._inline(schema), format_checker=js.FormatChecker())
+            self._validators[key] = v
+        return v
+
+    def route(self, method, path):
+        """(template, operation or None) of the path, or None when no path matches."""
+        path = path.split("?", 1)[0]
+        for _, rx, tmpl, item in self.routes:
+            if rx.match(path):
+                return tmpl, item.get(method.lower())
+        return None
+
+    def check(self, method, path, status, headers, raw):
+        if method.upper() == "HEAD":
+            return None  # no body
+        ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json" and status in (400, 413) and b"<html" in raw.lower():
+            return None  # libevent's own pages (docs/api.md): the document says they are not JSON
+        found = self.route(method, path)
+        where = f"{method.upper()} {path.split('?', 1)[0]}"
+        if found is None or found[1] is None:
+            # No such path (404) or method (405); or refused before routing (401, 408, 413,
+            # 431, 503): the shared error body.
+            if status < 400:
+                return f"{where}: {status} for a path or method not in docs/openapi.json"
+            schema = {"$ref": "#/components/schemas/Error"}
+            key = ("error",)
+            route = f"{where} (not in the document)"
+        else:
+            tmpl, op = found
+            route = f"{method.upper()} {tmpl}"
+            resp = op.get("responses", {}).get(str(status))
+            if resp is None:
+                return f"{route}: status {status} is not documented (body: {raw[:300]!r})"
+            if "$ref" in resp:
+                resp = self._inline(resp)
+            content = resp.get("content")
+            if not content:
+                return None if not raw else f"{route} {status}: a body where none is documented"
+            if "application/json" not in content:
+                return f"{route} {status}: the document has no application/json answer"
+            schema = content["application/json"].get("schema", {})
+            key = (method.lower(), tmpl, str(status))
+        if ctype != "application/json":
+            return f"{route} {status}: Content-Type {ctype!r}, not application/json"
+        try:
+            data = json.loads(raw)
+        except ValueError as e:
+            return f"{route} {status}: the body is not JSON ({e}): {raw[:300]!r}"
+        err = self._js.exceptions.best_match(self._validator(key, schema).iter_errors(data))
+        if err is not None:
+            at = "/".join(str(p) for p in err.absolute_path)
+            return (f"{route} {status}: the body does not match the document at /{at}: "
+                    f"{err.message} (body: {raw[:500]!r})")
+        return None
+
+
+_openapi_check = None
+
+
+def openapi_check():
+    """The suite's one OpenApiCheck (the document is read once)."""
+    global _openapi_check
+    if _openapi_check is None:
+        _openapi_check = OpenApiCheck()
+    return _openapi_check
+
 
 class Api:
     """request(method, path, body=bytes|dict|list|None, headers=None) ->
-    (status, headers (case-insensitive), parsed JSON or the raw bytes)."""
+    (status, headers (case-insensitive), parsed JSON or the raw bytes). Every answer is checked
+    against docs/openapi.json (OpenApiCheck): an undocumented status or a body that does not
+    match the document's schema for that route and status fails the test (AssertionError)."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=15.0):
+    def __init__(self, port, host="127.0.0.1", timeout=15.0, check_openapi=True):
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.check_openapi = check_openapi  # False only for servers other than the broker
 
     def request(self, method, path, body=None, headers=None, timeout=None):
         hdrs = dict(AUTH)  # headers={"Authorization": None} sends none
@@ -1000,6 +1117,9 @@ class Api:
             status = resp.status
         finally:
             conn.close()
+        if self.check_openapi:
+            problem = openapi_check().check(method, path, status, rh, raw)
+            assert problem is None, f"docs/openapi.json: {problem}"
         data = raw
         if raw:
             try:
