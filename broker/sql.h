@@ -13,13 +13,13 @@
  * previous secret itself is never read); the controls follow (decision 24): description,
  * paused_at, disabled_at, disabled_reason, rate_limit, retry_policy, timeout_seconds (the
  * settings NULL when default); then the payload shape (decision 31): payload_shape,
- * payload_fields (json: the text as stored). */
+ * payload_fields (json: the text as stored); then ordered (decision 33). */
 #define SQL_SUB_COLS                                                                               \
     "id, event_name, url, secret, headers::text, status, " SQL_TS("created_at") ", " SQL_TS(      \
         "updated_at") ", " SQL_SUB_PREV_EXPIRES ", description, " SQL_TS("paused_at") ", "         \
         SQL_TS("disabled_at") ", disabled_reason, rate_limit::text, retry_policy::text, "        \
-        "timeout_seconds, payload_shape, payload_fields::text"
-#define SQL_SUB_NCOLS 18 /* a query's own columns follow SQL_SUB_COLS */
+        "timeout_seconds, payload_shape, payload_fields::text, ordered"
+#define SQL_SUB_NCOLS 19 /* a query's own columns follow SQL_SUB_COLS */
 
 /* A subscription's health from its row (decision 29): disabled, paused, circuit_open (also
  * while a probe is due), failing (consecutive failures), healthy. */

@@ -54,8 +54,9 @@ static void setting_json(struct buf *b, const char *name, PGresult *res, int row
     cJSON_Delete(v);
 }
 
-/* The controls of a row (SQL_SUB_COLS 9..17): description, rateLimit, retryPolicy,
- * timeoutSeconds and payloadFields (null when default), payload ("raw" when default), pausedAt
+/* The controls of a row (SQL_SUB_COLS 9..18): description, rateLimit, retryPolicy,
+ * timeoutSeconds and payloadFields (null when default), payload ("raw" when default), ordered
+ * (a boolean, false by default), pausedAt
  * when paused, disabledAt and disabledReason when disabled. */
 static void controls_json(struct buf *b, PGresult *res, int row)
 {
@@ -71,6 +72,8 @@ static void controls_json(struct buf *b, PGresult *res, int row)
     buf_printf(b, ",\"payload\":\"%s\"",
                PQgetisnull(res, row, 16) ? "raw" : PQgetvalue(res, row, 16));
     raw_or_null(b, "payloadFields", res, row, 17);
+    /* ordered delivery (decision 33) */
+    buf_printf(b, ",\"ordered\":%s", strcmp(PQgetvalue(res, row, 18), "t") == 0 ? "true" : "false");
     if (!PQgetisnull(res, row, 10))
         buf_printf(b, ",\"pausedAt\":\"%s\"", PQgetvalue(res, row, 10));
     if (!PQgetisnull(res, row, 11)) {
@@ -204,7 +207,7 @@ static int secret_open(struct req *r, const char *stored, const char *id, char *
 /* ---- settings shared by register and PATCH ------------------------------------------------ */
 
 /* Checks one body member that is a delivery setting (rateLimit, retryPolicy, timeoutSeconds,
- * description, payload, payloadFields; docs/api.md) and adds it, canonical, to the JSON object
+ * description, payload, payloadFields, ordered; docs/api.md) and adds it, canonical, to the JSON object
  * being built in ctl ("{" first, a member per setting given: null resets it to the default).
  * 1 when it was one (and valid), 0 when it is another field, -1 after replying 400 naming the
  * field. */
@@ -216,7 +219,8 @@ static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
     bool timeout = strcmp(n, "timeoutSeconds") == 0, desc = strcmp(n, "description") == 0;
     /* payload shape (decision 31) */
     bool shape = strcmp(n, "payload") == 0, fields = strcmp(n, "payloadFields") == 0;
-    if (!rate && !retry && !timeout && !desc && !shape && !fields)
+    bool ordered = strcmp(n, "ordered") == 0; /* decision 33 */
+    if (!rate && !retry && !timeout && !desc && !shape && !fields && !ordered)
         return 0;
     buf_adds(ctl, ctl->len > 1 ? ",\"" : "\"");
     buf_adds(ctl, n);
@@ -262,6 +266,13 @@ static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
     }
     if (shape)
         buf_adds(ctl, kind == SHAPE_ENVELOPE ? "\"envelope\"" : "\"raw\"");
+    if (ordered && !cJSON_IsBool(it)) {
+        http_error(r, 400, "invalid_field",
+                   "ordered must be true or false, or null for the default (false)");
+        return -1;
+    }
+    if (ordered)
+        buf_adds(ctl, cJSON_IsTrue(it) ? "true" : "false");
     if (fields) { /* as a JSON string of its canonical text (SQL_SHAPE_VALUES) */
         struct buf canon = {0};
         int rc = shape_fields_check(it, &canon, err, sizeof err);
@@ -297,7 +308,8 @@ static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
 #define SQL_CTL_VALUES(p)                                                                          \
     "NULLIF(" p "::jsonb -> 'rateLimit', 'null'), NULLIF(" p "::jsonb -> 'retryPolicy', 'null'), " \
     "(" p "::jsonb ->> 'timeoutSeconds')::int, " p "::jsonb ->> 'description', "                   \
-    SQL_SHAPE_VALUES(p)
+    SQL_SHAPE_VALUES(p) ", coalesce((" p "::jsonb ->> 'ordered')::boolean, false)"
+
 #define SQL_CTL_SET(p, t)                                                                          \
     "rate_limit = CASE WHEN " p "::jsonb ? 'rateLimit' "                                           \
     "  THEN NULLIF(" p "::jsonb -> 'rateLimit', 'null') ELSE " t ".rate_limit END, "               \
@@ -307,6 +319,8 @@ static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
     "  THEN (" p "::jsonb ->> 'timeoutSeconds')::int ELSE " t ".timeout_seconds END, "             \
     "description = CASE WHEN " p "::jsonb ? 'description' "                                        \
     "  THEN " p "::jsonb ->> 'description' ELSE " t ".description END, "                          \
+    "ordered = CASE WHEN " p "::jsonb ? 'ordered' "                                                \
+    "  THEN coalesce((" p "::jsonb ->> 'ordered')::boolean, false) ELSE " t ".ordered END, "       \
     SQL_SHAPE_SET(p, t)
 
 /* ---- register ---------------------------------------------------------------------------- */
@@ -491,7 +505,7 @@ static void reg_upsert(struct reg *g)
     /* The lifecycle log (decision 29) is written by the same statement: created / updated. */
     static const char sql[] =
         "WITH ins AS (INSERT INTO subscriptions (id, event_name, url, secret, headers, rate_limit, "
-        "  retry_policy, timeout_seconds, description, payload_shape, payload_fields) "
+        "  retry_policy, timeout_seconds, description, payload_shape, payload_fields, ordered) "
         "SELECT $1::uuid, $2::text, $3::text, $4::text, COALESCE($5::jsonb, '{}'::jsonb), "
         SQL_CTL_VALUES("$10") " "
         "WHERE EXISTS (SELECT 1 FROM subscriptions WHERE event_name = $2 AND url = $3 "
@@ -656,7 +670,7 @@ void subs_register(struct req *r)
             http_error(r, 400, "invalid_field",
                        "unknown field \"%.64s\" (expected eventName, webhookUrl, headers, "
                        "secret, rateLimit, retryPolicy, timeoutSeconds, description, payload, "
-                       "payloadFields)",
+                       "payloadFields, ordered)",
                        it->string);
             goto out_free;
         }
@@ -914,6 +928,7 @@ struct patch {
     char *headers;     /* compact JSON, or NULL to keep */
     char *controls;    /* the settings given (control_field's JSON object) */
     const char *state; /* "active", "paused" or NULL to keep (a literal) */
+    bool unorder;      /* "ordered" set false or null: its waiting jobs are released */
     char sub[ID_LEN + 1];
     char *old_url;     /* the URL before the update (index entry to move) */
     struct buf resp;
@@ -1022,6 +1037,11 @@ static void patch_done(void *priv, PGresult *res, const char *err)
     if (p->state)
         pause_apply(r->b, r->id, p->sub, strcmp(p->state, "paused") == 0, version, patch_paused,
                     p);
+    else if (p->unorder && PQgetisnull(res, 0, 10))
+        /* no longer ordered (decision 33): the jobs waiting for their turn share the held zset;
+         * released (ctl untouched), they are delivered as any others. A paused one keeps them
+         * held until its resume releases them. */
+        pause_apply(r->b, r->id, p->sub, false, -1, patch_paused, p);
     else
         patch_paused(p);
     return;
@@ -1144,7 +1164,8 @@ void subs_patch(struct req *r)
         } else {
             http_error(r, 400, "invalid_field",
                        "unknown field \"%.64s\" (expected webhookUrl, headers, status, rateLimit, "
-                       "retryPolicy, timeoutSeconds, description, payload, payloadFields)",
+                       "retryPolicy, timeoutSeconds, description, payload, payloadFields, "
+                       "ordered)",
                        it->string);
             goto out_free;
         }
@@ -1152,6 +1173,8 @@ void subs_patch(struct req *r)
     buf_addc(&ctl, '}');
     p->controls = xstrdup(ctl.data);
     p->headers = headers.data ? xstrdup(headers.data) : NULL;
+    const cJSON *ord = cJSON_GetObjectItemCaseSensitive(doc, "ordered");
+    p->unorder = ord && !cJSON_IsTrue(ord);
     if (p->url && !mailto)
         urlguard_check(&host, patch_checked, p);
     else

@@ -229,6 +229,9 @@ static const char *const migrations[] = {
     "  CHECK (payload_shape IN ('raw', 'envelope'));"
     "ALTER TABLE subscriptions ADD COLUMN payload_fields json"
     "  CHECK (json_typeof(payload_fields) = 'object');",
+    /* ordered delivery (issue 11 part 5, docs/decisions.md 33): strict FIFO per subscription,
+     * one attempt at a time; the worker's head rule reads jobs_subscription (migration 11). */
+    "ALTER TABLE subscriptions ADD COLUMN ordered boolean NOT NULL DEFAULT false;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -2,9 +2,10 @@
  * breaker's probe lock (one attempt at a time to a subscription whose circuit is half-open) and
  * the per-subscription rate limiter (a slot per attempt, reserved in one script call per
  * subscription per batch, Redis TIME as the clock); jobs whose slot is near wait here in memory,
- * later ones are parked until shortly before it with the slot in their message. Also the Lua of
- * the held protocol (a paused subscription's jobs), which finalize runs in its MULTI.
- * docs/decisions.md 25. */
+ * later ones are parked until shortly before it with the slot in their message. The probe lock
+ * is also an ordered subscription's "one attempt at a time". Also the Lua of the held protocol
+ * (a paused subscription's jobs) and of ordered delivery (the jobs waiting for their turn),
+ * which finalize runs in its MULTI. docs/decisions.md 25 and 33. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +85,42 @@ static const char release_lua[] = "local v = redis.call('HGET', KEYS[1], 'probe'
                                   "  return 1 "
                                   "end "
                                   "return 0";
+
+/* Ordered delivery (docs/decisions.md 33): the jobs of an ordered subscription that are not its
+ * head wait in the same held zset as a paused subscription's (score 0: sorted by message = by
+ * job id), so a resume, a DELETE, turning ordered off and the reconciler's pass over held-subs
+ * all release them; released, each is compared with the head again. ctl's field "ofin" is the
+ * largest job id of the subscription that reached a final state (written by next_lua).
+ *
+ * wait_lua parks a job that was not the head. KEYS: ctl, held, held-subs, jobs. ARGV: the job
+ * message, subscription id, the head it was compared with, the stream field. If that head has
+ * finished since the batch's read (ofin >= it: its next_lua ran before this, finding nothing to
+ * release), the job goes back on the stream to be compared again instead of waiting for a
+ * release that already happened. */
+static const char wait_lua[] = "local f = redis.call('HGET', KEYS[1], 'ofin') "
+                               "if f and f >= ARGV[3] then "
+                               "  redis.call('XADD', KEYS[4], '*', ARGV[4], ARGV[1]) "
+                               "  return 0 "
+                               "end "
+                               "redis.call('ZADD', KEYS[2], 0, ARGV[1]) "
+                               "redis.call('SADD', KEYS[3], ARGV[2]) "
+                               "return 1";
+
+/* next_lua, for a job of an ordered subscription that reached a final state (recorded in
+ * PostgreSQL): ofin = max(ofin, job id), then the smallest waiting message (the next head, or a
+ * job that will wait again) goes to the stream. KEYS: ctl, held, held-subs, jobs. ARGV: job id,
+ * subscription id, the stream field. */
+static const char next_lua[] =
+    "local f = redis.call('HGET', KEYS[1], 'ofin') "
+    "if not f or f < ARGV[1] then redis.call('HSET', KEYS[1], 'ofin', ARGV[1]) end "
+    "local m = redis.call('ZRANGE', KEYS[2], 0, 0) "
+    "if #m == 0 then return 0 end "
+    "redis.call('XADD', KEYS[4], '*', ARGV[3], m[1]) "
+    "redis.call('ZREM', KEYS[2], m[1]) "
+    "if redis.call('ZCARD', KEYS[2]) == 0 then "
+    "  redis.call('DEL', KEYS[2]) redis.call('SREM', KEYS[3], ARGV[2]) "
+    "end "
+    "return 1";
 
 /* The held protocol (docs/decisions.md 24), for a job whose subscription PostgreSQL called
  * paused. KEYS: ctl, held, held-subs, retry. ARGV: the job message, subscription id, now ms.
@@ -228,8 +265,11 @@ static void decided(struct rds *r, redisReply *reply, void *priv)
         }
         if (g->half_open) {
             j->probe = true;
-            log_info(j->m.job, "subscription %s: circuit half-open, this job is the probe",
-                     j->m.sub);
+            if (j->ctl->ordered)
+                log_debug(j->m.job, "subscription %s: ordered, this job is the head", j->m.sub);
+            else
+                log_info(j->m.job, "subscription %s: circuit half-open, this job is the probe",
+                         j->m.sub);
         }
         first = false;
         int64_t at;
@@ -333,6 +373,43 @@ bool gate_send_hold(const struct job *j, const char *msg, size_t len)
     bool ok = rargs_send(&a, W.rd_cmd, NULL, NULL) == 0;
     rargs_free(&a);
     return ok;
+}
+
+/* The four keys both ordered scripts take, then the job's three arguments. */
+static bool send_order(const char *lua, const struct job *j, const char *msg, size_t len,
+                       const char *head)
+{
+    char ctl[KEY_MAX], held[KEY_MAX], subs[KEY_MAX], jobs[KEY_MAX];
+    struct rargs a = {0};
+    rargs_adds(&a, "EVAL");
+    rargs_adds(&a, lua);
+    rargs_adds(&a, "4");
+    rargs_add(&a, ctl, key_ctl(ctl, j->part, j->m.sub));
+    rargs_add(&a, held, key_held(held, j->part, j->m.sub));
+    rargs_add(&a, subs, key_held_subs(subs, j->part));
+    rargs_add(&a, jobs, key_jobs(jobs, j->part));
+    if (msg) {
+        rargs_add(&a, msg, len);
+        rargs_add(&a, j->m.sub, ID_LEN);
+        rargs_adds(&a, head);
+    } else {
+        rargs_add(&a, j->m.job, ID_LEN);
+        rargs_add(&a, j->m.sub, ID_LEN);
+    }
+    rargs_adds(&a, KEYS_STREAM_FIELD);
+    bool ok = rargs_send(&a, W.rd_cmd, NULL, NULL) == 0;
+    rargs_free(&a);
+    return ok;
+}
+
+bool gate_send_wait(const struct job *j, const char *msg, size_t len)
+{
+    return send_order(wait_lua, j, msg, len, j->ctl->head);
+}
+
+bool gate_send_next(const struct job *j)
+{
+    return send_order(next_lua, j, NULL, 0, NULL);
 }
 
 bool gate_send_probe_release(const struct job *j)

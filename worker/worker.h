@@ -120,6 +120,10 @@ struct subctl {
     enum shape shape;
     char *fields; /* payloadFields' canonical text (owned); NULL: none (or empty) */
     size_t fields_len;
+    /* ordered delivery (decision 33): only the head, the subscription's oldest unfinished job
+     * (smallest id among its queued and retrying jobs) as of the batch's read, is attempted */
+    bool ordered;
+    char head[ID_LEN + 1]; /* "" when not ordered */
 };
 
 void subctl_unref(struct subctl *c);
@@ -137,6 +141,9 @@ enum outcome {
                     * attempt, nothing recorded */
     OUT_PAUSED,    /* the subscription is paused: parked in its held zset, same attempt,
                     * nothing recorded (docs/decisions.md 24, the held protocol) */
+    OUT_WAIT,      /* an ordered subscription's job that is not its head: waits in the held
+                    * zset for the head to finish, same attempt, nothing recorded
+                    * (docs/decisions.md 33) */
 };
 
 struct job {
@@ -148,7 +155,8 @@ struct job {
     struct payload *payload;
     struct sub *sub;
     struct subctl *ctl;    /* set by the job-state lookup; NULL when the job was not found */
-    bool probe;            /* holds the circuit breaker's probe lock (released once recorded) */
+    bool probe; /* holds the probe lock (circuit breaker's probe, or an ordered subscription's
+                 * head: one attempt at a time); released once recorded */
     struct event *wait_ev; /* gate.c: waiting in memory for its rate-limit slot */
     struct job *wait_prev, *wait_next;
     /* attempt result */
@@ -193,7 +201,7 @@ void prep_shutdown(void); /* frees the subscription cache */
  * breaker's probe lock and the per-subscription rate limiter (a slot per attempt, reserved in
  * one script call per subscription per batch). Jobs are added while a batch is dispatched and
  * decided by gate_flush; each is then started (at once, or at its slot by a timer), or parked. */
-void gate_add(struct job *j, bool half_open);
+void gate_add(struct job *j, bool half_open); /* half_open also for an ordered head (the lock) */
 void gate_flush(void);
 /* Sends on W.rd_cmd (inside finalize's MULTI) the held-protocol script that parks j
  * (OUT_PAUSED) in its subscription's held zset, its member msg[0..len) (the job message of the
@@ -201,6 +209,13 @@ void gate_flush(void);
 bool gate_send_hold(const struct job *j, const char *msg, size_t len);
 /* Sends the script that releases j's probe lock, if j still holds it. */
 bool gate_send_probe_release(const struct job *j);
+/* Ordered delivery (decision 33), inside finalize's MULTI. gate_send_wait parks j (OUT_WAIT,
+ * message msg[0..len)) in its subscription's held zset unless the head it was compared with
+ * has finished since (then back on the stream, to be compared again). gate_send_next, for a
+ * job of an ordered subscription that reached a final state: records it as finished and moves
+ * the smallest waiting message to the stream. false when it could not be sent. */
+bool gate_send_wait(const struct job *j, const char *msg, size_t len);
+bool gate_send_next(const struct job *j);
 /* After the loop ended: frees the jobs waiting for their slot (they stay pending in Redis). */
 void gate_shutdown(void);
 
