@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from harness import (HELD_SUBS, assert_error, patch_subscription, run_reconciler, sql_quote,
+from harness import (HELD_SUBS, JOBS, assert_error, patch_subscription, run_reconciler, sql_quote,
                      sub_key, unique_name, wait_until)
 
 N_EVENTS = 1000
@@ -257,6 +257,34 @@ def test_pause_resume_and_ordered_on_off(api, db, rc, receiver, start_worker):
     check_order(slow, 40)
     st, _, got = api.get(f"/api/v0/webhooks/{sub2['eventName']}/{sub2['id']}")
     assert st == 200 and got["ordered"] is True, got
+
+
+def test_reconciler_releases_a_stranded_head(api, db, rc, redis, receiver, start_worker):
+    """A lost release (the head's outcome recorded, its Redis clean-up not): the head and the
+    jobs behind it all wait in the held zset. The reconciler releases the head only (the
+    smallest waiting id at or below the head PostgreSQL gives), not the jobs behind it; the
+    worker then delivers all three in order."""
+    rec = Recorder(16, fail=0.0)
+    sub = register(api, unique_name("ordered"), receiver(responder=rec, body=b"").url(),
+                   ordered=True)
+    trigger_seq(api, sub["eventName"], 0, 3)
+    entries = [(eid, f["d"]) for eid, f in rc.xrange(JOBS)
+               if json.loads(f["d"])["s"] == sub["id"]]
+    assert len(entries) == 3, entries
+    held = sub_key("held", sub["id"])
+    for eid, msg in entries:
+        rc.call("XDEL", JOBS, eid)
+        rc.call("ZADD", held, 0, msg)
+    rc.call("SADD", HELD_SUBS, sub["id"])
+    head = min(json.loads(msg)["j"] for _, msg in entries)
+    for _ in range(2):  # the second pass releases nothing more: the others wait behind the head
+        run_reconciler(redis, db, **RECON_ENV)
+        assert rc.call("ZCARD", held) == 2
+        assert [m["j"] for m in rc.stream_jobs() if m["s"] == sub["id"]] == [head]
+    start_worker(name="worker-a", **WORKER_ENV)
+    wait_delivered(db, rec, sub["id"], 3, 30)
+    check_order(rec, 3)
+    wait_until(lambda: rc.call("EXISTS", held) == 0, 5, "nothing waits")
 
 
 EVENT = "ordered.validation"
