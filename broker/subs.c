@@ -207,8 +207,8 @@ static int secret_open(struct req *r, const char *stored, const char *id, char *
 /* ---- settings shared by register and PATCH ------------------------------------------------ */
 
 /* Checks one body member that is a delivery setting (rateLimit, retryPolicy, timeoutSeconds,
- * description, payload, payloadFields, ordered; docs/api.md) and adds it, canonical, to the JSON object
- * being built in ctl ("{" first, a member per setting given: null resets it to the default).
+ * description, payload, payloadFields, ordered; docs/api.md) and adds it, canonical, to the JSON
+ * object being built in ctl ("{" first, a member per setting given: null resets it to the default).
  * 1 when it was one (and valid), 0 when it is another field, -1 after replying 400 naming the
  * field. */
 static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
