@@ -30,8 +30,9 @@
  * earliest time >= now and >= the last slot at which fewer than max slots lie in the window
  * before it: max slots after the one max back. So at most max attempts start in any window of
  * that length, whichever worker asks, and a burst gets its slots in one call. The list expires
- * one window after its last slot. The probe lock is the field "probe" of ctl, "<expiry ms>:<job
- * id>": held by another job and not expired, the probe is refused and nothing is reserved. */
+ * one window after its last slot. The probe lock is the field "probe" of ctl, "<expiry ms>:<token>"
+ * (lock_token): held by another token and not expired, the probe is refused and nothing is
+ * reserved. */
 static const char gate_lua[] =
     "local t = redis.call('TIME') "
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2]) "
@@ -78,7 +79,7 @@ static const char gate_lua[] =
     "end "
     "return out";
 
-/* Releases the probe lock if the job still holds it. KEYS: ctl. ARGV: job id. */
+/* Releases the probe lock if the job still holds it. KEYS: ctl. ARGV: its token. */
 static const char release_lua[] = "local v = redis.call('HGET', KEYS[1], 'probe') "
                                   "if v and string.match(v, ':(.+)$') == ARGV[1] then "
                                   "  redis.call('HDEL', KEYS[1], 'probe') "
@@ -147,6 +148,21 @@ struct group {
 static struct group *groups;    /* of the batch being dispatched (gate_add .. gate_flush) */
 static struct job *waiting;     /* jobs waiting in memory for their slot */
 static int64_t redis_offset_ms; /* Redis TIME - our clock, as of the last script reply */
+
+/* The probe lock's token for j (out: LOCK_TOKEN_MAX bytes). A half-open circuit's probe: the job
+ * id, so the same job back from the retry set (parked for its rate-limit slot) holds it again.
+ * An ordered subscription's head (decision 33): the job id, this worker and the stream entry,
+ * so that a second copy of the same job (a requeue after Redis lost data, a claim) never
+ * attempts it while the first one does; a head parked for its slot releases the lock instead
+ * and asks again when it is back. */
+#define LOCK_TOKEN_MAX (ID_LEN + sizeof W.consumer + 64)
+static size_t lock_token(const struct job *j, char *out)
+{
+    int n = j->ctl && j->ctl->ordered
+                ? snprintf(out, LOCK_TOKEN_MAX, "%s/%s/%s", j->m.job, W.consumer, j->entry)
+                : snprintf(out, LOCK_TOKEN_MAX, "%s", j->m.job);
+    return n < 0 ? 0 : (size_t)n >= LOCK_TOKEN_MAX ? LOCK_TOKEN_MAX - 1 : (size_t)n;
+}
 
 /* Redis's clock now, as far as we know it. */
 static int64_t redis_now_ms(void)
@@ -312,7 +328,7 @@ static void ask(struct group *g)
         if (!j->m.rslot && c->has_rate && (!g->half_open || j == head))
             want++;
     g->nslots = want;
-    char ctl[KEY_MAX], rate[KEY_MAX];
+    char ctl[KEY_MAX], rate[KEY_MAX], token[LOCK_TOKEN_MAX];
     long timeout = c->timeout_ms ? c->timeout_ms : W.cfg.timeout_ms;
     struct rargs a = {0};
     rargs_adds(&a, "EVAL");
@@ -320,7 +336,7 @@ static void ask(struct group *g)
     rargs_adds(&a, "2");
     rargs_add(&a, ctl, key_ctl(ctl, head->part, head->m.sub));
     rargs_add(&a, rate, key_rate(rate, head->part, head->m.sub));
-    rargs_add(&a, g->half_open ? head->m.job : "", g->half_open ? ID_LEN : 0);
+    rargs_add(&a, token, g->half_open ? lock_token(head, token) : 0);
     rargs_addll(&a, timeout + PROBE_MARGIN_MS);
     rargs_addll(&a, c->has_rate ? c->rate.max : 0);
     rargs_addll(&a, c->has_rate ? (long long)ceil(c->rate.period_ms * 1000.0) : 0);
@@ -414,13 +430,13 @@ bool gate_send_next(const struct job *j)
 
 bool gate_send_probe_release(const struct job *j)
 {
-    char ctl[KEY_MAX];
+    char ctl[KEY_MAX], token[LOCK_TOKEN_MAX];
     struct rargs a = {0};
     rargs_adds(&a, "EVAL");
     rargs_adds(&a, release_lua);
     rargs_adds(&a, "1");
     rargs_add(&a, ctl, key_ctl(ctl, j->part, j->m.sub));
-    rargs_add(&a, j->m.job, ID_LEN);
+    rargs_add(&a, token, lock_token(j, token));
     bool ok = rargs_send(&a, W.rd_cmd, NULL, NULL) == 0;
     rargs_free(&a);
     return ok;

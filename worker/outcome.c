@@ -226,9 +226,10 @@ static void finalize(struct gcommit_node *batch)
                 jobmsg_encode(&j->m, &msg);
                 ok = ok && gate_send_wait(j, msg.data, msg.len);
             }
-            /* the breaker's probe (or an ordered head) is recorded: the next one may go when
-             * PostgreSQL says so */
-            if (j->probe && j->out != OUT_HOLD && j->out != OUT_PAUSED)
+            /* the breaker's probe is recorded: the next one may go when PostgreSQL says so. An
+             * ordered head releases its lock whatever happened (parked for its rate-limit slot
+             * or delivery offline too: it asks again when it is back) */
+            if (j->probe && ((j->out != OUT_HOLD && j->out != OUT_PAUSED) || j->ctl->ordered))
                 ok = ok && gate_send_probe_release(j);
             if (releases_next(j))
                 ok = ok && gate_send_next(j);

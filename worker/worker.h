@@ -207,7 +207,8 @@ void gate_flush(void);
  * (OUT_PAUSED) in its subscription's held zset, its member msg[0..len) (the job message of the
  * same attempt). false when it could not be sent. */
 bool gate_send_hold(const struct job *j, const char *msg, size_t len);
-/* Sends the script that releases j's probe lock, if j still holds it. */
+/* Sends the script that releases j's probe lock, if j still holds it (its token: the job id, or
+ * for an ordered subscription's head the job id, the worker and the stream entry). */
 bool gate_send_probe_release(const struct job *j);
 /* Ordered delivery (decision 33), inside finalize's MULTI. gate_send_wait parks j (OUT_WAIT,
  * message msg[0..len)) in its subscription's held zset unless the head it was compared with

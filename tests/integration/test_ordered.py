@@ -259,6 +259,30 @@ def test_pause_resume_and_ordered_on_off(api, db, rc, receiver, start_worker):
     assert st == 200 and got["ordered"] is True, got
 
 
+def test_second_copy_of_the_head_waits_for_the_lock(api, db, rc, receiver, start_worker):
+    """Two copies of the head on the stream (as after a requeue of a job whose Redis state was
+    lost while it was in flight): the second finds the lock taken by the first copy's attempt
+    (the token names the worker and the stream entry, not only the job), waits, and is then
+    found delivered: one request, never two at once."""
+    rec = Recorder(17, fail=0.0, hold=1.5)
+    sub = register(api, unique_name("ordered"), receiver(responder=rec, body=b"").url(),
+                   ordered=True)
+    start_worker(name="worker-a", **WORKER_ENV)
+    start_worker(name="worker-b", **WORKER_ENV)
+    trigger_seq(api, sub["eventName"], 0, 1)
+    wait_until(lambda: rec.entries(), 10, "the first copy's request", 0.02)
+    msg = db.scalar(f"SELECT id FROM jobs WHERE subscription_id = {sql_quote(sub['id'])}")
+    job = json.dumps({"j": msg, "e": db.scalar(f"SELECT event_id FROM jobs WHERE id = "
+                                                f"{sql_quote(msg)}"), "s": sub["id"],
+                      "n": sub["eventName"], "u": sub["webhookUrl"], "a": 1},
+                     separators=(",", ":"))
+    rc.call("XADD", JOBS, "*", "d", job)
+    wait_delivered(db, rec, sub["id"], 1, 20)
+    time.sleep(1.5)  # the second copy comes back from its 1 s park and is found delivered
+    assert rec.max_inflight == 1, "the two copies were sent at once"
+    assert len(rec.entries()) == 1, rec.entries()
+
+
 def test_reconciler_releases_a_stranded_head(api, db, rc, redis, receiver, start_worker):
     """A lost release (the head's outcome recorded, its Redis clean-up not): the head and the
     jobs behind it all wait in the held zset. The reconciler releases the head only (the
