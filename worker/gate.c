@@ -93,15 +93,22 @@ static const char release_lua[] = "local v = redis.call('HGET', KEYS[1], 'probe'
  * all release them; released, each is compared with the head again. ctl's field "ofin" is the
  * largest job id of the subscription that reached a final state (written by next_lua).
  *
- * wait_lua parks a job that was not the head. KEYS: ctl, held, held-subs, jobs. ARGV: the job
- * message, subscription id, the head it was compared with, the stream field. If that head has
- * finished since the batch's read (ofin >= it: its next_lua ran before this, finding nothing to
- * release), the job goes back on the stream to be compared again instead of waiting for a
- * release that already happened. */
+ * wait_lua parks a job that was not the head. KEYS: ctl, held, held-subs, jobs, retry. ARGV: the
+ * job message, subscription id, the head it was compared with, the stream field, a due time
+ * (ms). ofin below that head: the head has not finished, the job waits in held (the head's
+ * next_lua will release it). ofin equal to it: the head finished since the batch's read (its
+ * next_lua ran before this, finding nothing to release): the job goes back on the stream to be
+ * compared again. ofin above it: either the head and later ones finished since the read (rare),
+ * or the head is an older job sent again (recover, replay) and unfinished again; the job goes
+ * to the retry set due at the time given (a second later), compared again then: never stranded,
+ * and while such a head retries, no job loops between the stream and a worker. */
 static const char wait_lua[] = "local f = redis.call('HGET', KEYS[1], 'ofin') "
-                               "if f and f >= ARGV[3] then "
+                               "if f and f == ARGV[3] then "
                                "  redis.call('XADD', KEYS[4], '*', ARGV[4], ARGV[1]) "
                                "  return 0 "
+                               "elseif f and f > ARGV[3] then "
+                               "  redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1]) "
+                               "  return 2 "
                                "end "
                                "redis.call('ZADD', KEYS[2], 0, ARGV[1]) "
                                "redis.call('SADD', KEYS[3], ARGV[2]) "
@@ -391,19 +398,21 @@ bool gate_send_hold(const struct job *j, const char *msg, size_t len)
     return ok;
 }
 
-/* The four keys both ordered scripts take, then the job's three arguments. */
+/* The keys of the ordered scripts (wait_lua also the retry set), then their arguments. */
 static bool send_order(const char *lua, const struct job *j, const char *msg, size_t len,
                        const char *head)
 {
-    char ctl[KEY_MAX], held[KEY_MAX], subs[KEY_MAX], jobs[KEY_MAX];
+    char ctl[KEY_MAX], held[KEY_MAX], subs[KEY_MAX], jobs[KEY_MAX], retry[KEY_MAX];
     struct rargs a = {0};
     rargs_adds(&a, "EVAL");
     rargs_adds(&a, lua);
-    rargs_adds(&a, "4");
+    rargs_adds(&a, msg ? "5" : "4");
     rargs_add(&a, ctl, key_ctl(ctl, j->part, j->m.sub));
     rargs_add(&a, held, key_held(held, j->part, j->m.sub));
     rargs_add(&a, subs, key_held_subs(subs, j->part));
     rargs_add(&a, jobs, key_jobs(jobs, j->part));
+    if (msg)
+        rargs_add(&a, retry, key_retry(retry, j->part));
     if (msg) {
         rargs_add(&a, msg, len);
         rargs_add(&a, j->m.sub, ID_LEN);
@@ -413,6 +422,8 @@ static bool send_order(const char *lua, const struct job *j, const char *msg, si
         rargs_add(&a, j->m.sub, ID_LEN);
     }
     rargs_adds(&a, KEYS_STREAM_FIELD);
+    if (msg)
+        rargs_addll(&a, clock_now_ms() + PROBE_BUSY_MS);
     bool ok = rargs_send(&a, W.rd_cmd, NULL, NULL) == 0;
     rargs_free(&a);
     return ok;
