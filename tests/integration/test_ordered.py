@@ -305,6 +305,22 @@ def test_head_older_than_a_finished_job_does_not_loop(api, db, rc, receiver, sta
     assert xadds < 40, f"{xadds} XADDs: the waiting jobs looped through the stream"
 
 
+def test_ordered_with_a_rate_limit(api, db, receiver, start_worker):
+    """The head waits for its rate-limit slot (parked with its reservation when the slot is
+    more than 250 ms away, the lock released meanwhile) and still goes first: in order, spaced
+    by the limit."""
+    rec = Recorder(19, fail=0.0)
+    sub = register(api, unique_name("ordered"), receiver(responder=rec, body=b"").url(),
+                   ordered=True, rateLimit={"perSecond": 2})
+    start_worker(name="worker-a", **WORKER_ENV)
+    start_worker(name="worker-b", **WORKER_ENV)
+    t0 = time.monotonic()
+    trigger_seq(api, sub["eventName"], 0, 5)
+    wait_delivered(db, rec, sub["id"], 5, 30)
+    check_order(rec, 5)
+    assert time.monotonic() - t0 >= 1.9, "5 deliveries at 2 a second took under 2 s"
+
+
 def test_reconciler_releases_a_stranded_head(api, db, rc, redis, receiver, start_worker):
     """A lost release (the head's outcome recorded, its Redis clean-up not): the head and the
     jobs behind it all wait in the held zset. The reconciler releases the head only (the
