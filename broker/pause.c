@@ -29,7 +29,7 @@ static void pause_end(struct pause *p, const char *failure)
                  "reconciler %s",
                  p->sub,
                  p->paused        ? "paused"
-                 : p->version < 0 ? "deleted"
+                 : p->version < 0 ? "deleted or no longer ordered"
                                   : "active",
                  failure,
                  p->paused ? "holds its lost jobs, and workers hold the others by PostgreSQL"

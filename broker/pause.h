@@ -14,7 +14,7 @@ typedef void pause_done_fn(void *priv);
 /* Applies paused (true) or active (false) for subscription sub (a valid id, copied) at
  * version (the row's updated_at in microseconds since the epoch). Active with a version below
  * 0 only releases the held jobs, ctl untouched (a deleted subscription: the workers cancel
- * them). A Redis failure is logged as a warning under ctx (copied) and otherwise ignored:
+ * them; one no longer ordered: they are delivered, decision 33). A Redis failure is logged as a warning under ctx (copied) and otherwise ignored:
  * PostgreSQL is the truth and the reconciler releases what stays held. done(priv) may run
  * before this returns. */
 void pause_apply(struct broker *b, const char *ctx, const char *sub, bool paused, long long version,

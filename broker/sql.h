@@ -13,16 +13,16 @@
  * previous secret itself is never read); the controls follow (decision 24): description,
  * paused_at, disabled_at, disabled_reason, rate_limit, retry_policy, timeout_seconds (the
  * settings NULL when default); then the payload shape (decision 31): payload_shape,
- * payload_fields (json: the text as stored); then the payload filter (decision 30; NULL when
- * none, its text is what the event index carries). */
+ * payload_fields (json: the text as stored); then ordered (decision 33); then the payload
+ * filter (decision 30; NULL when none, its text is what the event index carries). */
 #define SQL_SUB_COLS                                                                               \
     "id, event_name, url, secret, headers::text, status, " SQL_TS("created_at") ", " SQL_TS(      \
         "updated_at") ", " SQL_SUB_PREV_EXPIRES ", description, " SQL_TS("paused_at") ", "         \
         SQL_TS("disabled_at") ", disabled_reason, rate_limit::text, retry_policy::text, "        \
-        "timeout_seconds, payload_shape, payload_fields::text, " SQL_SUB_FILTER_COL
-#define SQL_SUB_NCOLS 19 /* a query's own columns follow SQL_SUB_COLS */
-#define SQL_SUB_FILTER_COL "filter::text" /* column 18 */
-#define SQL_SUB_FILTER 18
+        "timeout_seconds, payload_shape, payload_fields::text, ordered, " SQL_SUB_FILTER_COL
+#define SQL_SUB_NCOLS 20 /* a query's own columns follow SQL_SUB_COLS */
+#define SQL_SUB_FILTER_COL "filter::text" /* column 19 */
+#define SQL_SUB_FILTER 19
 
 /* A subscription's health from its row (decision 29): disabled, paused, circuit_open (also
  * while a probe is due), failing (consecutive failures), healthy. */

@@ -57,8 +57,9 @@ static void setting_json(struct buf *b, const char *name, PGresult *res, int row
     cJSON_Delete(v);
 }
 
-/* The controls of a row (SQL_SUB_COLS 9..17): description, rateLimit, retryPolicy,
- * timeoutSeconds and payloadFields (null when default), payload ("raw" when default), pausedAt
+/* The controls of a row (SQL_SUB_COLS 9..18): description, rateLimit, retryPolicy,
+ * timeoutSeconds and payloadFields (null when default), payload ("raw" when default), ordered
+ * (a boolean, false by default), pausedAt
  * when paused, disabledAt and disabledReason when disabled. */
 static void controls_json(struct buf *b, PGresult *res, int row)
 {
@@ -74,6 +75,8 @@ static void controls_json(struct buf *b, PGresult *res, int row)
     buf_printf(b, ",\"payload\":\"%s\"",
                PQgetisnull(res, row, 16) ? "raw" : PQgetvalue(res, row, 16));
     raw_or_null(b, "payloadFields", res, row, 17);
+    /* ordered delivery (decision 33) */
+    buf_printf(b, ",\"ordered\":%s", strcmp(PQgetvalue(res, row, 18), "t") == 0 ? "true" : "false");
     if (!PQgetisnull(res, row, 10))
         buf_printf(b, ",\"pausedAt\":\"%s\"", PQgetvalue(res, row, 10));
     if (!PQgetisnull(res, row, 11)) {
@@ -244,10 +247,10 @@ static bool filter_allowed(struct req *r, const char *event_name, const cJSON *d
 }
 
 /* Checks one body member that is a delivery setting (rateLimit, retryPolicy, timeoutSeconds,
- * description, payload, payloadFields, filter; docs/api.md) and adds it, canonical, to the
- * JSON object being built in ctl ("{" first, a member per setting given: null resets it to the
- * default). 1 when it was one (and valid), 0 when it is another field, -1 after replying 400
- * naming the field. */
+ * description, payload, payloadFields, ordered, filter; docs/api.md) and adds it, canonical,
+ * to the JSON object being built in ctl ("{" first, a member per setting given: null resets it
+ * to the default). 1 when it was one (and valid), 0 when it is another field, -1 after replying
+ * 400 naming the field. */
 static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
 {
     char err[256];
@@ -258,7 +261,8 @@ static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
     bool timeout = strcmp(n, "timeoutSeconds") == 0, desc = strcmp(n, "description") == 0;
     /* payload shape (decision 31) */
     bool shape = strcmp(n, "payload") == 0, fields = strcmp(n, "payloadFields") == 0;
-    if (!rate && !retry && !timeout && !desc && !shape && !fields)
+    bool ordered = strcmp(n, "ordered") == 0; /* decision 33 */
+    if (!rate && !retry && !timeout && !desc && !shape && !fields && !ordered)
         return 0;
     buf_adds(ctl, ctl->len > 1 ? ",\"" : "\"");
     buf_adds(ctl, n);
@@ -304,6 +308,13 @@ static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
     }
     if (shape)
         buf_adds(ctl, kind == SHAPE_ENVELOPE ? "\"envelope\"" : "\"raw\"");
+    if (ordered && !cJSON_IsBool(it)) {
+        http_error(r, 400, "invalid_field",
+                   "ordered must be true or false, or null for the default (false)");
+        return -1;
+    }
+    if (ordered)
+        buf_adds(ctl, cJSON_IsTrue(it) ? "true" : "false");
     if (fields) { /* as a JSON string of its canonical text (SQL_SHAPE_VALUES) */
         struct buf canon = {0};
         int rc = shape_fields_check(it, &canon, err, sizeof err);
@@ -339,11 +350,12 @@ static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
  * kept). */
 #define SQL_CTL_COLS                                                                               \
     "rate_limit, retry_policy, timeout_seconds, description, payload_shape, payload_fields, "     \
-    SQL_FILTER_COL
+    "ordered, " SQL_FILTER_COL
 #define SQL_CTL_VALUES(p)                                                                          \
     "NULLIF(" p "::jsonb -> 'rateLimit', 'null'), NULLIF(" p "::jsonb -> 'retryPolicy', 'null'), " \
     "(" p "::jsonb ->> 'timeoutSeconds')::int, " p "::jsonb ->> 'description', "                   \
-    SQL_SHAPE_VALUES(p) ", " SQL_FILTER_VALUE(p)
+    SQL_SHAPE_VALUES(p) ", coalesce((" p "::jsonb ->> 'ordered')::boolean, false), "             \
+    SQL_FILTER_VALUE(p)
 #define SQL_CTL_SET(p, t)                                                                          \
     "rate_limit = CASE WHEN " p "::jsonb ? 'rateLimit' "                                           \
     "  THEN NULLIF(" p "::jsonb -> 'rateLimit', 'null') ELSE " t ".rate_limit END, "               \
@@ -353,6 +365,8 @@ static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
     "  THEN (" p "::jsonb ->> 'timeoutSeconds')::int ELSE " t ".timeout_seconds END, "             \
     "description = CASE WHEN " p "::jsonb ? 'description' "                                        \
     "  THEN " p "::jsonb ->> 'description' ELSE " t ".description END, "                          \
+    "ordered = CASE WHEN " p "::jsonb ? 'ordered' "                                                \
+    "  THEN coalesce((" p "::jsonb ->> 'ordered')::boolean, false) ELSE " t ".ordered END, "       \
     SQL_SHAPE_SET(p, t) SQL_FILTER_SET(p, t)
 /* The payload filter's part of them (decision 30): stored as given, JSON null removes it. */
 #define SQL_FILTER_COL "filter"
@@ -762,7 +776,7 @@ void subs_register(struct req *r)
             http_error(r, 400, "invalid_field",
                        "unknown field \"%.64s\" (expected eventName, webhookUrl, headers, "
                        "secret, verify, rateLimit, retryPolicy, timeoutSeconds, description, "
-                       "payload, payloadFields, filter)",
+                       "payload, payloadFields, ordered, filter)",
                        it->string);
             goto out_free;
         }
@@ -1031,6 +1045,7 @@ struct patch {
     char *controls;    /* the settings given (control_field's JSON object) */
     const char *state; /* "active", "paused" or NULL to keep (a literal) */
     bool filter_given; /* the filter changes: the index entry is rewritten */
+    bool unorder;      /* "ordered" set false or null: its waiting jobs are released */
     char sub[ID_LEN + 1];
     char *old_url;     /* the URL before the update (index entry to move) */
     struct buf value;  /* the index value after the update */
@@ -1148,6 +1163,11 @@ static void patch_done(void *priv, PGresult *res, const char *err)
     if (p->state)
         pause_apply(r->b, r->id, p->sub, strcmp(p->state, "paused") == 0, version, patch_paused,
                     p);
+    else if (p->unorder && PQgetisnull(res, 0, 10))
+        /* no longer ordered (decision 33): the jobs waiting for their turn share the held zset;
+         * released (ctl untouched), they are delivered as any others. A paused one keeps them
+         * held until its resume releases them. */
+        pause_apply(r->b, r->id, p->sub, false, -1, patch_paused, p);
     else
         patch_paused(p);
     return;
@@ -1277,7 +1297,7 @@ void subs_patch(struct req *r)
             http_error(r, 400, "invalid_field",
                        "unknown field \"%.64s\" (expected webhookUrl, headers, status, rateLimit, "
                        "retryPolicy, timeoutSeconds, description, payload, payloadFields, "
-                       "filter)",
+                       "ordered, filter)",
                        it->string);
             goto out_free;
         }
@@ -1287,6 +1307,8 @@ void subs_patch(struct req *r)
     buf_addc(&ctl, '}');
     p->controls = xstrdup(ctl.data);
     p->headers = headers.data ? xstrdup(headers.data) : NULL;
+    const cJSON *ord = cJSON_GetObjectItemCaseSensitive(doc, "ordered");
+    p->unorder = ord && !cJSON_IsTrue(ord);
     if (p->url && !mailto)
         urlguard_check(&host, patch_checked, p);
     else

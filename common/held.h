@@ -13,6 +13,10 @@
  *   they sort by message, i.e. by job id ({"j":"<UUIDv7>",... first): creation order.
  * - held-subs (set, key_held_subs, per partition): the subscriptions with a held zset.
  * A held job stays a member of the partition's live set: the reconciler sees it as live.
+ * An ordered subscription's jobs waiting for their turn (docs/decisions.md 33, worker/gate.c)
+ * are members of the same zset, and ctl's field "ofin" is the largest job id of the
+ * subscription that reached a final state; every release below also releases them (the worker
+ * compares each with the head again).
  *
  * Worker ("park", worker/gate.c): a job read from the stream whose subscription PostgreSQL
  * calls paused (read with the batch) is parked by one script on the job's partition: if
@@ -24,7 +28,8 @@
  * "paused": held_pause_cmd (st = paused); "active": held_release_cmd until it returns 0.
  * Reconciler: held_release_cmd without a version (st untouched: its view of PostgreSQL may be
  * older than a PATCH's) for held zsets whose subscription PostgreSQL does not call paused
- * (active, disabled or deleted: the worker then delivers or cancels them); and a lost job of a
+ * (active, disabled or deleted: the worker then delivers or cancels them; an active ordered
+ * one only while its smallest member is at or below its head, a lost release); and a lost job of a
  * paused subscription is held again (ZADD held 0 + SADD held-subs + SADD live), not enqueued. */
 #ifndef WH_HELD_H
 #define WH_HELD_H

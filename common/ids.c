@@ -42,19 +42,33 @@ static uint64_t now_unix_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* Strictly increasing within the process (RFC 9562 6.2, method 1): the 12 bits after the
+ * version count within a millisecond, from a random start below 2048 (so about 2000 ids a
+ * millisecond before the counter overflows into the next millisecond, borrowed from the
+ * future). An ordered subscription is delivered in job id order (docs/decisions.md 33), so two
+ * triggers accepted one after the other in the same millisecond must not get ids the other
+ * way round. */
 void id_new(char *out)
 {
     static uint64_t last_ms;
+    static unsigned counter;
     uint64_t ms = now_unix_ms();
-    if (ms < last_ms)
-        ms = last_ms; /* the wall clock stepped back: keep ids ordered */
-    last_ms = ms;
-
     unsigned char b[16];
     rand_take(b + 6, 10);
+    if (ms > last_ms) {
+        counter = ((unsigned)b[6] << 8 | b[7]) & 0x7FF;
+    } else if (++counter > 0xFFF) { /* the same ms, or the wall clock stepped back */
+        ms = last_ms + 1;
+        counter = ((unsigned)b[6] << 8 | b[7]) & 0x7FF;
+    } else {
+        ms = last_ms;
+    }
+    last_ms = ms;
+
     for (int i = 0; i < 6; i++)
         b[i] = (unsigned char)(ms >> (40 - 8 * i));
-    b[6] = (unsigned char)(0x70 | (b[6] & 0x0F)); /* version 7 */
+    b[6] = (unsigned char)(0x70 | (counter >> 8)); /* version 7 */
+    b[7] = (unsigned char)(counter & 0xFF);
     b[8] = (unsigned char)(0x80 | (b[8] & 0x3F)); /* variant 10 */
 
     static const char hex[] = "0123456789abcdef";

@@ -8,8 +8,9 @@
 
 #define ID_LEN 36 /* "xxxxxxxx-xxxx-7xxx-yxxx-xxxxxxxxxxxx" */
 
-/* Writes a new UUIDv7 (48-bit unix ms, version 7, variant 10, 74 random bits from
- * RAND_bytes, buffered) and a NUL into out (ID_LEN + 1 bytes). Aborts if the RNG fails. */
+/* Writes a new UUIDv7 (48-bit unix ms, version 7, a 12-bit counter within the millisecond,
+ * variant 10, 62 random bits from RAND_bytes, buffered) and a NUL into out (ID_LEN + 1 bytes):
+ * each id of the process is greater than the one before. Aborts if the RNG fails. */
 void id_new(char *out);
 
 /* Canonical 8-4-4-4-12 hex UUID of exactly ID_LEN bytes (either case). */

@@ -25,9 +25,11 @@ size_t key_dead(char *out, unsigned part);           /* stream: jobs out of atte
 size_t key_payload(char *out, unsigned part, const char *event_id); /* string payload */
 /* Per-subscription state in the subscription's partition (id_partition of its id):
  * ctl: hash, the delivery state workers and brokers share ("st": "paused" | "active", written
- *   by the broker after PostgreSQL; the probe lock of the circuit breaker);
- * held: zset, the messages of a paused subscription's waiting jobs, all with score 0 so they
- *   sort by message, i.e. by job id (UUIDv7: creation order);
+ *   by the broker after PostgreSQL; the probe lock of the circuit breaker, also an ordered
+ *   subscription's one-attempt-at-a-time lock; "ofin", the last finished job of an ordered one);
+ * held: zset, the messages of a paused subscription's waiting jobs (and of an ordered one's
+ *   jobs waiting for their turn), all with score 0 so they sort by message, i.e. by job id
+ *   (UUIDv7: creation order);
  * held-subs: set, per partition, the subscriptions that have a held zset;
  * rate: the rate limiter's reservations (common/controls.h). */
 size_t key_ctl(char *out, unsigned part, const char *sub_id);

@@ -232,6 +232,9 @@ static const char *const migrations[] = {
     /* payload filters (docs/decisions.md 30): the filter as given (common/filter.h validated
      * it), NULL for none; the event index carries its text. */
     "ALTER TABLE subscriptions ADD COLUMN filter jsonb;",
+    /* ordered delivery (issue 11 part 5, docs/decisions.md 33): strict FIFO per subscription,
+     * one attempt at a time; the worker's head rule reads jobs_subscription (migration 11). */
+    "ALTER TABLE subscriptions ADD COLUMN ordered boolean NOT NULL DEFAULT false;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -4,7 +4,8 @@
  * subscription held again instead, common/held.h) after a compare-and-set on the row;
  * payloads missing for live jobs are restored. And the held jobs of subscriptions PostgreSQL
  * does not call paused are released (a resume whose Redis step failed, a broker that died
- * before it, a subscription deleted or disabled while paused). */
+ * before it, a subscription deleted or disabled while paused), except an ordered one's jobs
+ * waiting behind its head (only a stranded head is released). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -327,9 +328,63 @@ static int release(struct recon *r, unsigned part, const char *sub)
     return 0;
 }
 
+/* An ordered subscription's jobs waiting for their turn (docs/decisions.md 33) share its held
+ * zset. Those waiting behind an unfinished head stay; the smallest is released only while its
+ * job id is at or below the head PostgreSQL gives (head, 36 characters; "" when it has no
+ * unfinished job): the head itself, or a finished job, waiting means a release was lost (a
+ * Redis failure between the head's outcome and its clean-up, an old snapshot). One script per
+ * member (HELD_RELEASE_CHUNK 1: the lowest); a moved member cannot be moved twice, so a
+ * release racing with a worker's only costs a comparison. */
+static int release_ordered(struct recon *r, unsigned part, const char *sub, const char *head)
+{
+    char key[KEY_MAX];
+    size_t kl = key_held(key, part, sub);
+    long n = 0;
+    for (;;) {
+        const char *zr[] = {"ZRANGE", key, "0", "0"};
+        size_t zrl[] = {6, kl, 1, 1};
+        redisReply *rep = recon_redis(r, 4, zr, zrl);
+        if (!rep)
+            return -1;
+        struct job_msg m = {0};
+        bool behind = rep->type != REDIS_REPLY_ARRAY || rep->elements == 0 ||
+                      rep->element[0]->type != REDIS_REPLY_STRING ||
+                      (jobmsg_decode(rep->element[0]->str, rep->element[0]->len, &m) == 0 &&
+                       head[0] && strcmp(m.job, head) > 0);
+        jobmsg_clear(&m);
+        freeReplyObject(rep);
+        if (behind)
+            break;
+        if (r->cfg.dry_run) {
+            log_info(sub, "would release a stranded job of this ordered subscription");
+            r->n.released++;
+            return 0;
+        }
+        struct held_cmd c;
+        held_release_cmd(&c, part, sub, 1, -1);
+        rep = recon_redis(r, c.argc, c.argv, c.lens);
+        bool ok = rep && rep->type == REDIS_REPLY_INTEGER;
+        if (rep && !ok)
+            log_error(sub, "releasing waiting jobs: %s", rep->str ? rep->str : "bad reply");
+        long long left = ok ? rep->integer : 0;
+        freeReplyObject(rep);
+        if (!ok)
+            return -1;
+        n++;
+        if (left == 0)
+            break;
+    }
+    if (n) {
+        log_info(sub, "released %ld waiting job%s of this ordered subscription: its head was "
+                      "waiting (a lost release)", n, n == 1 ? "" : "s");
+        r->n.released += n;
+    }
+    return 0;
+}
+
 /* One partition's held-subs: the subscriptions PostgreSQL calls paused keep their held jobs;
- * every other one (active, disabled, deleted, unknown) has them released: delivered, or
- * cancelled by the worker. */
+ * so do ordered ones (release_ordered); every other one (active, disabled, deleted, unknown,
+ * no longer ordered) has them released: delivered, or cancelled by the worker. */
 static int held_partition(struct recon *r, unsigned part)
 {
     char key[KEY_MAX];
@@ -350,10 +405,17 @@ static int held_partition(struct recon *r, unsigned part)
     }
     pgarr_end(&arr);
     const char *params[] = {arr.data};
+    /* Rows: the paused ones (head NULL), and the ordered ones with their head (decision 33,
+     * the worker's rule: the smallest id among the queued and the retrying jobs; "" when none) */
     PGresult *paused = recon_sql(r,
-                                 "SELECT id::text FROM subscriptions WHERE id = ANY($1::uuid[]) "
+                                 "SELECT id::text, CASE WHEN paused_at IS NULL THEN coalesce(LEAST("
+                                 "(SELECT j.id FROM jobs j WHERE j.subscription_id = s.id "
+                                 "AND j.status = 'queued' ORDER BY j.id LIMIT 1), "
+                                 "(SELECT j.id FROM jobs j WHERE j.subscription_id = s.id "
+                                 "AND j.status = 'retrying' ORDER BY j.id LIMIT 1))::text, '') END "
+                                 "FROM subscriptions s WHERE id = ANY($1::uuid[]) "
                                  "AND status = 'active' AND disabled_at IS NULL "
-                                 "AND paused_at IS NOT NULL",
+                                 "AND (paused_at IS NOT NULL OR ordered)",
                                  1, params);
     buf_free(&arr);
     if (!paused) {
@@ -374,11 +436,14 @@ static int held_partition(struct recon *r, unsigned part)
         }
         char sub[ID_LEN + 1];
         id_normalize(m->str, sub);
-        bool is_paused = false;
-        for (int k = 0; k < PQntuples(paused) && !is_paused; k++)
-            is_paused = strcmp(PQgetvalue(paused, k, 0), sub) == 0;
-        if (!is_paused)
+        int row = -1;
+        for (int k = 0; k < PQntuples(paused) && row < 0; k++)
+            if (strcmp(PQgetvalue(paused, k, 0), sub) == 0)
+                row = k;
+        if (row < 0)
             rc = release(r, part, sub);
+        else if (!PQgetisnull(paused, row, 1))
+            rc = release_ordered(r, part, sub, PQgetvalue(paused, row, 1));
     }
     PQclear(paused);
 out_free:

@@ -2,9 +2,10 @@
  * breaker's probe lock (one attempt at a time to a subscription whose circuit is half-open) and
  * the per-subscription rate limiter (a slot per attempt, reserved in one script call per
  * subscription per batch, Redis TIME as the clock); jobs whose slot is near wait here in memory,
- * later ones are parked until shortly before it with the slot in their message. Also the Lua of
- * the held protocol (a paused subscription's jobs), which finalize runs in its MULTI.
- * docs/decisions.md 25. */
+ * later ones are parked until shortly before it with the slot in their message. The probe lock
+ * is also an ordered subscription's "one attempt at a time". Also the Lua of the held protocol
+ * (a paused subscription's jobs) and of ordered delivery (the jobs waiting for their turn),
+ * which finalize runs in its MULTI. docs/decisions.md 25 and 33. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +30,9 @@
  * earliest time >= now and >= the last slot at which fewer than max slots lie in the window
  * before it: max slots after the one max back. So at most max attempts start in any window of
  * that length, whichever worker asks, and a burst gets its slots in one call. The list expires
- * one window after its last slot. The probe lock is the field "probe" of ctl, "<expiry ms>:<job
- * id>": held by another job and not expired, the probe is refused and nothing is reserved. */
+ * one window after its last slot. The probe lock is the field "probe" of ctl, "<expiry ms>:<token>"
+ * (lock_token): held by another token and not expired, the probe is refused and nothing is
+ * reserved. */
 static const char gate_lua[] =
     "local t = redis.call('TIME') "
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2]) "
@@ -77,13 +79,56 @@ static const char gate_lua[] =
     "end "
     "return out";
 
-/* Releases the probe lock if the job still holds it. KEYS: ctl. ARGV: job id. */
+/* Releases the probe lock if the job still holds it. KEYS: ctl. ARGV: its token. */
 static const char release_lua[] = "local v = redis.call('HGET', KEYS[1], 'probe') "
                                   "if v and string.match(v, ':(.+)$') == ARGV[1] then "
                                   "  redis.call('HDEL', KEYS[1], 'probe') "
                                   "  return 1 "
                                   "end "
                                   "return 0";
+
+/* Ordered delivery (docs/decisions.md 33): the jobs of an ordered subscription that are not its
+ * head wait in the same held zset as a paused subscription's (score 0: sorted by message = by
+ * job id), so a resume, a DELETE, turning ordered off and the reconciler's pass over held-subs
+ * all release them; released, each is compared with the head again. ctl's field "ofin" is the
+ * largest job id of the subscription that reached a final state (written by next_lua).
+ *
+ * wait_lua parks a job that was not the head. KEYS: ctl, held, held-subs, jobs, retry. ARGV: the
+ * job message, subscription id, the head it was compared with, the stream field, a due time
+ * (ms). ofin below that head: the head has not finished, the job waits in held (the head's
+ * next_lua will release it). ofin equal to it: the head finished since the batch's read (its
+ * next_lua ran before this, finding nothing to release): the job goes back on the stream to be
+ * compared again. ofin above it: either the head and later ones finished since the read (rare),
+ * or the head is an older job sent again (recover, replay) and unfinished again; the job goes
+ * to the retry set due at the time given (a second later), compared again then: never stranded,
+ * and while such a head retries, no job loops between the stream and a worker. */
+static const char wait_lua[] = "local f = redis.call('HGET', KEYS[1], 'ofin') "
+                               "if f and f == ARGV[3] then "
+                               "  redis.call('XADD', KEYS[4], '*', ARGV[4], ARGV[1]) "
+                               "  return 0 "
+                               "elseif f and f > ARGV[3] then "
+                               "  redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1]) "
+                               "  return 2 "
+                               "end "
+                               "redis.call('ZADD', KEYS[2], 0, ARGV[1]) "
+                               "redis.call('SADD', KEYS[3], ARGV[2]) "
+                               "return 1";
+
+/* next_lua, for a job of an ordered subscription that reached a final state (recorded in
+ * PostgreSQL): ofin = max(ofin, job id), then the smallest waiting message (the next head, or a
+ * job that will wait again) goes to the stream. KEYS: ctl, held, held-subs, jobs. ARGV: job id,
+ * subscription id, the stream field. */
+static const char next_lua[] =
+    "local f = redis.call('HGET', KEYS[1], 'ofin') "
+    "if not f or f < ARGV[1] then redis.call('HSET', KEYS[1], 'ofin', ARGV[1]) end "
+    "local m = redis.call('ZRANGE', KEYS[2], 0, 0) "
+    "if #m == 0 then return 0 end "
+    "redis.call('XADD', KEYS[4], '*', ARGV[3], m[1]) "
+    "redis.call('ZREM', KEYS[2], m[1]) "
+    "if redis.call('ZCARD', KEYS[2]) == 0 then "
+    "  redis.call('DEL', KEYS[2]) redis.call('SREM', KEYS[3], ARGV[2]) "
+    "end "
+    "return 1";
 
 /* The held protocol (docs/decisions.md 24), for a job whose subscription PostgreSQL called
  * paused. KEYS: ctl, held, held-subs, retry. ARGV: the job message, subscription id, now ms.
@@ -110,6 +155,21 @@ struct group {
 static struct group *groups;    /* of the batch being dispatched (gate_add .. gate_flush) */
 static struct job *waiting;     /* jobs waiting in memory for their slot */
 static int64_t redis_offset_ms; /* Redis TIME - our clock, as of the last script reply */
+
+/* The probe lock's token for j (out: LOCK_TOKEN_MAX bytes). A half-open circuit's probe: the job
+ * id, so the same job back from the retry set (parked for its rate-limit slot) holds it again.
+ * An ordered subscription's head (decision 33): the job id, this worker and the stream entry,
+ * so that a second copy of the same job (a requeue after Redis lost data, a claim) never
+ * attempts it while the first one does; a head parked for its slot releases the lock instead
+ * and asks again when it is back. */
+#define LOCK_TOKEN_MAX (ID_LEN + sizeof W.consumer + 64)
+static size_t lock_token(const struct job *j, char *out)
+{
+    int n = j->ctl && j->ctl->ordered
+                ? snprintf(out, LOCK_TOKEN_MAX, "%s/%s/%s", j->m.job, W.consumer, j->entry)
+                : snprintf(out, LOCK_TOKEN_MAX, "%s", j->m.job);
+    return n < 0 ? 0 : (size_t)n >= LOCK_TOKEN_MAX ? LOCK_TOKEN_MAX - 1 : (size_t)n;
+}
 
 /* Redis's clock now, as far as we know it. */
 static int64_t redis_now_ms(void)
@@ -228,8 +288,11 @@ static void decided(struct rds *r, redisReply *reply, void *priv)
         }
         if (g->half_open) {
             j->probe = true;
-            log_info(j->m.job, "subscription %s: circuit half-open, this job is the probe",
-                     j->m.sub);
+            if (j->ctl->ordered)
+                log_debug(j->m.job, "subscription %s: ordered, this job is the head", j->m.sub);
+            else
+                log_info(j->m.job, "subscription %s: circuit half-open, this job is the probe",
+                         j->m.sub);
         }
         first = false;
         int64_t at;
@@ -272,7 +335,7 @@ static void ask(struct group *g)
         if (!j->m.rslot && c->has_rate && (!g->half_open || j == head))
             want++;
     g->nslots = want;
-    char ctl[KEY_MAX], rate[KEY_MAX];
+    char ctl[KEY_MAX], rate[KEY_MAX], token[LOCK_TOKEN_MAX];
     long timeout = c->timeout_ms ? c->timeout_ms : W.cfg.timeout_ms;
     struct rargs a = {0};
     rargs_adds(&a, "EVAL");
@@ -280,7 +343,7 @@ static void ask(struct group *g)
     rargs_adds(&a, "2");
     rargs_add(&a, ctl, key_ctl(ctl, head->part, head->m.sub));
     rargs_add(&a, rate, key_rate(rate, head->part, head->m.sub));
-    rargs_add(&a, g->half_open ? head->m.job : "", g->half_open ? ID_LEN : 0);
+    rargs_add(&a, token, g->half_open ? lock_token(head, token) : 0);
     rargs_addll(&a, timeout + PROBE_MARGIN_MS);
     rargs_addll(&a, c->has_rate ? c->rate.max : 0);
     rargs_addll(&a, c->has_rate ? (long long)ceil(c->rate.period_ms * 1000.0) : 0);
@@ -335,15 +398,56 @@ bool gate_send_hold(const struct job *j, const char *msg, size_t len)
     return ok;
 }
 
+/* The keys of the ordered scripts (wait_lua also the retry set), then their arguments. */
+static bool send_order(const char *lua, const struct job *j, const char *msg, size_t len,
+                       const char *head)
+{
+    char ctl[KEY_MAX], held[KEY_MAX], subs[KEY_MAX], jobs[KEY_MAX], retry[KEY_MAX];
+    struct rargs a = {0};
+    rargs_adds(&a, "EVAL");
+    rargs_adds(&a, lua);
+    rargs_adds(&a, msg ? "5" : "4");
+    rargs_add(&a, ctl, key_ctl(ctl, j->part, j->m.sub));
+    rargs_add(&a, held, key_held(held, j->part, j->m.sub));
+    rargs_add(&a, subs, key_held_subs(subs, j->part));
+    rargs_add(&a, jobs, key_jobs(jobs, j->part));
+    if (msg)
+        rargs_add(&a, retry, key_retry(retry, j->part));
+    if (msg) {
+        rargs_add(&a, msg, len);
+        rargs_add(&a, j->m.sub, ID_LEN);
+        rargs_adds(&a, head);
+    } else {
+        rargs_add(&a, j->m.job, ID_LEN);
+        rargs_add(&a, j->m.sub, ID_LEN);
+    }
+    rargs_adds(&a, KEYS_STREAM_FIELD);
+    if (msg)
+        rargs_addll(&a, clock_now_ms() + PROBE_BUSY_MS);
+    bool ok = rargs_send(&a, W.rd_cmd, NULL, NULL) == 0;
+    rargs_free(&a);
+    return ok;
+}
+
+bool gate_send_wait(const struct job *j, const char *msg, size_t len)
+{
+    return send_order(wait_lua, j, msg, len, j->ctl->head);
+}
+
+bool gate_send_next(const struct job *j)
+{
+    return send_order(next_lua, j, NULL, 0, NULL);
+}
+
 bool gate_send_probe_release(const struct job *j)
 {
-    char ctl[KEY_MAX];
+    char ctl[KEY_MAX], token[LOCK_TOKEN_MAX];
     struct rargs a = {0};
     rargs_adds(&a, "EVAL");
     rargs_adds(&a, release_lua);
     rargs_adds(&a, "1");
     rargs_add(&a, ctl, key_ctl(ctl, j->part, j->m.sub));
-    rargs_add(&a, j->m.job, ID_LEN);
+    rargs_add(&a, token, lock_token(j, token));
     bool ok = rargs_send(&a, W.rd_cmd, NULL, NULL) == 0;
     rargs_free(&a);
     return ok;

@@ -124,10 +124,19 @@ static bool parks(const struct job *j)
     return j->out == OUT_RETRY || j->out == OUT_RESCHED || j->out == OUT_HOLD;
 }
 
-/* Whether the job stays in the live set: parked in the retry set or held (paused). */
+/* Whether the job stays in the live set: parked in the retry set or held (paused, or waiting
+ * for its turn in an ordered subscription). */
 static bool stays_live(const struct job *j)
 {
-    return parks(j) || j->out == OUT_PAUSED;
+    return parks(j) || j->out == OUT_PAUSED || j->out == OUT_WAIT;
+}
+
+/* A final state of an ordered subscription's job: the next one may go (decision 33). */
+static bool releases_next(const struct job *j)
+{
+    return j->ctl && j->ctl->ordered &&
+           (j->out == OUT_DELIVERED || j->out == OUT_DEAD || j->out == OUT_CANCELLED ||
+            j->out == OUT_SKIP);
 }
 
 static void finalize(struct gcommit_node *batch)
@@ -211,9 +220,19 @@ static void finalize(struct gcommit_node *batch)
                 jobmsg_encode(&j->m, &msg);
                 ok = ok && gate_send_hold(j, msg.data, msg.len);
             }
-            /* the breaker's probe is recorded: the next one may go when PostgreSQL says so */
-            if (j->probe && j->out != OUT_HOLD && j->out != OUT_PAUSED)
+            /* an ordered subscription's job that is not its head: waits for its turn */
+            if (j->out == OUT_WAIT) {
+                buf_reset(&msg);
+                jobmsg_encode(&j->m, &msg);
+                ok = ok && gate_send_wait(j, msg.data, msg.len);
+            }
+            /* the breaker's probe is recorded: the next one may go when PostgreSQL says so. An
+             * ordered head releases its lock whatever happened (parked for its rate-limit slot
+             * or delivery offline too: it asks again when it is back) */
+            if (j->probe && ((j->out != OUT_HOLD && j->out != OUT_PAUSED) || j->ctl->ordered))
                 ok = ok && gate_send_probe_release(j);
+            if (releases_next(j))
+                ok = ok && gate_send_next(j);
         }
         for (struct job *j = job_of(batch); j; j = job_of(j->gc.next)) {
             if (j->part != p || j->out != OUT_DEAD)

@@ -151,6 +151,12 @@ static void dispatch_ctl(struct job *j, int64_t now, long *held)
         j->out = OUT_PAUSED;
         outcome_submit(j);
         (*held)++;
+    } else if (c->ordered && strcmp(c->head, j->m.job) != 0) {
+        /* not its turn (decision 33): waits for the head's final outcome, before any check
+         * that could record an attempt */
+        j->m.rslot = 0;
+        j->out = OUT_WAIT;
+        outcome_submit(j);
     } else if (hold_until > now) {
         log_debug(j->m.job, "subscription %s %s until %lld: parked", j->m.sub,
                   hold_until == c->circuit_open_until_ms ? "has its circuit open"
@@ -175,8 +181,8 @@ static void dispatch_ctl(struct job *j, int64_t now, long *held)
         j->out = OUT_DEAD;
         snprintf(j->error, sizeof j->error, "the event no longer exists");
         outcome_submit(j);
-    } else if (half_open || c->has_rate || j->m.rslot) {
-        gate_add(j, half_open);
+    } else if (half_open || c->ordered || c->has_rate || j->m.rslot) {
+        gate_add(j, half_open || c->ordered); /* an ordered head takes the probe lock */
     } else {
         deliver_start(j);
     }
@@ -492,7 +498,9 @@ enum {
     S_CIRCUIT,
     S_SLOW,
     S_SHAPE,
-    S_FIELDS
+    S_FIELDS,
+    S_ORDERED,
+    S_HEAD
 };
 
 static int64_t ms_col(PGresult *res, int row, int col)
@@ -550,6 +558,11 @@ static struct subctl *subctl_from_row(PGresult *res, int i, const char *sub)
         c->fields_len = (size_t)PQgetlength(res, i, S_FIELDS);
         c->fields = xstrdup(PQgetvalue(res, i, S_FIELDS));
     }
+    /* ordered (decision 33): the head as of this read; NULL when not ordered. An ordered
+     * subscription whose job is unfinished always has one (that job or an older one). */
+    c->ordered = strcmp(PQgetvalue(res, i, S_ORDERED), "t") == 0;
+    if (c->ordered && PQgetlength(res, i, S_HEAD) == ID_LEN)
+        memcpy(c->head, PQgetvalue(res, i, S_HEAD), ID_LEN + 1);
     return c;
 }
 
@@ -628,7 +641,9 @@ static void fetch_states(struct batch *bt)
          * scan (with enable_seqscan off, a table scan is costed at 10^10 and JIT-compiled).
          * The LATERAL ... LIMIT 1 keeps the join a primary-key probe per distinct subscription
          * (Memoize): a plain join was planned as a hash join over an index scan of every
-         * subscription, whose cost grows with the table, not the batch. */
+         * subscription, whose cost grows with the table, not the batch. head (decision 33):
+         * an ordered subscription's oldest unfinished job, two probes of jobs_subscription
+         * (subscription_id, status, id); the CASE leaves it unevaluated for the others. */
         static const char sql[] =
             "SELECT j.id::text, j.status, j.attempts, "
             "(extract(epoch FROM j.next_attempt_at) * 1000)::bigint, "
@@ -637,9 +652,13 @@ static void fetch_states(struct batch *bt)
             "s.disabled_reason, s.rate_limit::text, s.retry_policy::text, s.timeout_seconds, "
             "(extract(epoch FROM s.circuit_open_until) * 1000)::bigint, "
             "(extract(epoch FROM s.slow_until) * 1000)::bigint, "
-            "s.payload_shape, s.payload_fields::text "
-            "FROM jobs j LEFT JOIN LATERAL (SELECT * FROM subscriptions "
-            "  WHERE id = j.subscription_id LIMIT 1) s ON true "
+            "s.payload_shape, s.payload_fields::text, s.ordered, s.head::text "
+            "FROM jobs j LEFT JOIN LATERAL (SELECT x.*, CASE WHEN x.ordered THEN LEAST("
+            "  (SELECT id FROM jobs WHERE subscription_id = x.id AND status = 'queued' "
+            "    ORDER BY id LIMIT 1), "
+            "  (SELECT id FROM jobs WHERE subscription_id = x.id AND status = 'retrying' "
+            "    ORDER BY id LIMIT 1)) END AS head "
+            "  FROM subscriptions x WHERE x.id = j.subscription_id LIMIT 1) s ON true "
             "WHERE j.id = ANY($1::uuid[])";
         const char *params[] = {arr.data};
         bt->waits++;

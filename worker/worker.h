@@ -122,6 +122,10 @@ struct subctl {
     enum shape shape;
     char *fields; /* payloadFields' canonical text (owned); NULL: none (or empty) */
     size_t fields_len;
+    /* ordered delivery (decision 33): only the head, the subscription's oldest unfinished job
+     * (smallest id among its queued and retrying jobs) as of the batch's read, is attempted */
+    bool ordered;
+    char head[ID_LEN + 1]; /* "" when not ordered */
 };
 
 void subctl_unref(struct subctl *c);
@@ -139,6 +143,9 @@ enum outcome {
                     * attempt, nothing recorded */
     OUT_PAUSED,    /* the subscription is paused: parked in its held zset, same attempt,
                     * nothing recorded (docs/decisions.md 24, the held protocol) */
+    OUT_WAIT,      /* an ordered subscription's job that is not its head: waits in the held
+                    * zset for the head to finish, same attempt, nothing recorded
+                    * (docs/decisions.md 33) */
 };
 
 struct job {
@@ -150,7 +157,8 @@ struct job {
     struct payload *payload;
     struct sub *sub;
     struct subctl *ctl;    /* set by the job-state lookup; NULL when the job was not found */
-    bool probe;            /* holds the circuit breaker's probe lock (released once recorded) */
+    bool probe; /* holds the probe lock (circuit breaker's probe, or an ordered subscription's
+                 * head: one attempt at a time); released once recorded */
     struct event *wait_ev; /* gate.c: waiting in memory for its rate-limit slot */
     struct job *wait_prev, *wait_next;
     /* attempt result */
@@ -193,14 +201,22 @@ void prep_shutdown(void); /* frees the subscription cache */
  * breaker's probe lock and the per-subscription rate limiter (a slot per attempt, reserved in
  * one script call per subscription per batch). Jobs are added while a batch is dispatched and
  * decided by gate_flush; each is then started (at once, or at its slot by a timer), or parked. */
-void gate_add(struct job *j, bool half_open);
+void gate_add(struct job *j, bool half_open); /* half_open also for an ordered head (the lock) */
 void gate_flush(void);
 /* Sends on W.rd_cmd (inside finalize's MULTI) the held-protocol script that parks j
  * (OUT_PAUSED) in its subscription's held zset, its member msg[0..len) (the job message of the
  * same attempt). false when it could not be sent. */
 bool gate_send_hold(const struct job *j, const char *msg, size_t len);
-/* Sends the script that releases j's probe lock, if j still holds it. */
+/* Sends the script that releases j's probe lock, if j still holds it (its token: the job id, or
+ * for an ordered subscription's head the job id, the worker and the stream entry). */
 bool gate_send_probe_release(const struct job *j);
+/* Ordered delivery (decision 33), inside finalize's MULTI. gate_send_wait parks j (OUT_WAIT,
+ * message msg[0..len)) in its subscription's held zset unless the head it was compared with
+ * has finished since (then back on the stream, to be compared again). gate_send_next, for a
+ * job of an ordered subscription that reached a final state: records it as finished and moves
+ * the smallest waiting message to the stream. false when it could not be sent. */
+bool gate_send_wait(const struct job *j, const char *msg, size_t len);
+bool gate_send_next(const struct job *j);
 /* After the loop ended: frees the jobs waiting for their slot (they stay pending in Redis). */
 void gate_shutdown(void);
 

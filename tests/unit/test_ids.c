@@ -37,6 +37,9 @@ static void test_format_and_order(void)
             decreasing++;
         if (i > 0 && memcmp(ids[i - 1], s, 8) == 0 && memcmp(ids[i - 1] + 9, s + 9, 4) > 0)
             decreasing++;
+        /* strictly increasing as a whole, within a millisecond too (ordered delivery) */
+        if (i > 0 && memcmp(ids[i - 1], s, ID_LEN) >= 0 && decreasing++ == 0)
+            fprintf(stderr, "    %s then %s\n", ids[i - 1], s);
     }
     CHECK_EQ_INT(bad_format, 0);
     CHECK_EQ_INT(decreasing, 0);
