@@ -154,12 +154,7 @@ static int run_health(struct cli *c, const struct args *a)
 {
     (void)a;
     struct api_call call = {.method = "GET", .path = "/readyz", .no_auth = true};
-    cJSON *j;
-    int rc = api_do(c, &call, &j, NULL);
-    if (rc == EXIT_OK && j)
-        table_kv(stdout, j, NULL);
-    cJSON_Delete(j);
-    return rc;
+    return api_show(c, &call);
 }
 
 const struct cmd admin_cmds[] = {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "table.h"
 
 static void escape(struct buf *b, const char *s)
 {
@@ -120,5 +121,15 @@ int api_do(const struct cli *c, const struct api_call *call, cJSON **out, long *
     }
 out_free_body:
     buf_free(&body);
+    return rc;
+}
+
+int api_show(const struct cli *c, const struct api_call *call)
+{
+    cJSON *j;
+    int rc = api_do(c, call, &j, NULL);
+    if (rc == EXIT_OK && j)
+        table_kv(stdout, j, NULL);
+    cJSON_Delete(j);
     return rc;
 }

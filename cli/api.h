@@ -31,6 +31,10 @@ struct api_call {
 int api_do(const struct cli *c, const struct api_call *call, cJSON **out, long *status)
     __attribute__((warn_unused_result));
 
+/* api_do, then an answer that is one object printed as "key: value" lines (--json: as it came).
+ * Returns api_do's exit code. */
+int api_show(const struct cli *c, const struct api_call *call) __attribute__((warn_unused_result));
+
 /* The exit code of an HTTP status (2xx: EXIT_OK). */
 int api_exit_code(long status);
 

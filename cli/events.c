@@ -61,11 +61,7 @@ static int run_trigger(struct cli *c, const struct args *a)
                             .body = body.data,
                             .body_len = body.len,
                             .idem_key = key};
-    cJSON *j;
-    rc = api_do(c, &call, &j, NULL);
-    if (rc == EXIT_OK && j)
-        table_kv(stdout, j, NULL);
-    cJSON_Delete(j);
+    rc = api_show(c, &call);
 out:
     buf_free(&body);
     buf_free(&path);

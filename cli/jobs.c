@@ -134,11 +134,7 @@ static int run_retry(struct cli *c, const struct args *a)
 {
     char *path = job_path(a->pos[0], "/retry");
     struct api_call call = {.method = "POST", .path = path};
-    cJSON *j;
-    int rc = api_do(c, &call, &j, NULL);
-    if (rc == EXIT_OK && j)
-        table_kv(stdout, j, NULL);
-    cJSON_Delete(j);
+    int rc = api_show(c, &call);
     free(path);
     return rc;
 }
@@ -170,11 +166,7 @@ static int run_recover(struct cli *c, const struct args *a)
     char *path = recover_path(a->pos[0], a->pos[1], NULL);
     struct api_call call = {
         .method = "POST", .path = path, .body = body.data, .body_len = body.len};
-    cJSON *j;
-    int rc = api_do(c, &call, &j, NULL);
-    if (rc == EXIT_OK && j)
-        table_kv(stdout, j, NULL);
-    cJSON_Delete(j);
+    int rc = api_show(c, &call);
     free(path);
     buf_free(&body);
     return rc;
@@ -184,11 +176,7 @@ static int run_recover_status(struct cli *c, const struct args *a)
 {
     char *path = recover_path(a->pos[0], a->pos[1], a->pos[2]);
     struct api_call call = {.method = "GET", .path = path};
-    cJSON *j;
-    int rc = api_do(c, &call, &j, NULL);
-    if (rc == EXIT_OK && j)
-        table_kv(stdout, j, NULL);
-    cJSON_Delete(j);
+    int rc = api_show(c, &call);
     free(path);
     return rc;
 }
