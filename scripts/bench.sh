@@ -201,7 +201,18 @@ check_alive || die "a process died during start-up"
 # --- scenarios ----------------------------------------------------------------------------------
 
 rows=()
+cpu_rows=()
 failed=0
+# CPU seconds used so far by each process kind (scripts/bench-cpu.py), before and after each
+# scenario; PostgreSQL's is the postmaster's whole tree.
+cpu_snap()
+{
+    local workers=() i
+    for ((i = 1; i <= WORKERS; i++)); do workers+=("$(cat "$PIDS/worker-$i.pid")"); done
+    python3 scripts/bench-cpu.py snap "$1" "broker=$(cat "$PIDS/broker.pid")" \
+        "workers=$(IFS=,; echo "${workers[*]}")" "redis=$(cat "$TMP/redis/redis.pid")" \
+        "postgres=$(head -n1 "$TMP/pg/postgres.pid")+" "receiver=$(cat "$PIDS/receiver.pid")"
+}
 for spec in "${SCENARIOS[@]}"; do
     IFS='|' read -r label events subs rate duration <<<"$spec"
     if [[ "$rate" == 0 ]]; then
@@ -213,6 +224,7 @@ for spec in "${SCENARIOS[@]}"; do
     say "scenario $desc"
     out=$TMP/scenario-$label.out
     rc=0
+    cpu_snap "$TMP/cpu-$label.before"
     # In the background so that a signal to this script runs the trap at once (the load
     # generator stops by itself on SIGINT/SIGTERM and after --max-seconds).
     "$BUILD/bench/loadgen" --broker "$broker_url" --api-key "$WEBHOOK_API_KEYS" \
@@ -236,6 +248,14 @@ for spec in "${SCENARIOS[@]}"; do
             r[${kv%%=*}]=${kv#*=}
         done
         rows+=("| $desc | ${r[accepted_per_s]:-?} | ${r[deliveries_per_s]:-?} | ${r[p50_ms]:-?} | ${r[p99_ms]:-?} | ${r[max_ms]:-?} | ${r[lost]:-?} | ${r[duplicates]:-?} |")
+        cpu_snap "$TMP/cpu-$label.after"
+        declare -A c=()
+        for kv in $(python3 scripts/bench-cpu.py diff "$TMP/cpu-$label.before" \
+            "$TMP/cpu-$label.after" "${r[unique]:-0}"); do
+            c[${kv%%=*}]=${kv#*=}
+        done
+        cpu_rows+=("| $label | ${r[unique]:-?} | ${c[broker]:-?} | ${c[workers]:-?} | ${c[redis]:-?} | ${c[postgres]:-?} | ${c[kernel]:-?} | ${c[total]:-?} | ${c[receiver]:-?} |")
+        unset c
         [[ "$rc" == 0 ]] || failed=1
         unset r
     fi
@@ -264,6 +284,13 @@ echo
 echo "| scenario | accepted triggers/s | deliveries/s | p50 ms | p99 ms | max ms | lost | duplicates |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 printf '%s\n' "${rows[@]}"
+echo
+echo "CPU µs per delivery, from /proc (utime + stime; PostgreSQL: the postmaster and all its"
+echo "processes; kernel: the kworker/jbd2 threads, machine-wide); total leaves out the receiver."
+echo
+echo "| scenario | deliveries | broker | workers | Redis | PostgreSQL | kernel | total | receiver |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+printf '%s\n' "${cpu_rows[@]}"
 echo
 if ((failed)); then
     say "FAILED: a scenario lost deliveries or did not complete (see above)"
