@@ -266,6 +266,32 @@ for spec in "${SCENARIOS[@]}"; do
     fi
 done
 
+# --- PostgreSQL's own commit latency ----------------------------------------------------------
+
+# The floor under trigger-to-receipt latency: one-row INSERT transactions committed by
+# pgbench at the paced scenario's rate, on the same server with the same settings, after the
+# scenarios (so on the same grown tables and WAL). The p99 of the logged transaction times.
+pg_rate=500 pg_seconds=10
+[[ "$QUICK" == 1 ]] && pg_rate=100 pg_seconds=3
+pg_commit=
+if ((failed == 0)); then
+    say "PostgreSQL alone: one-row INSERT commits at $pg_rate/s for $pg_seconds s (pgbench)"
+    echo "CREATE TABLE IF NOT EXISTS bench_commit (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now());" |
+        "$(wh_pg_bindir)/psql" -X -q "$DATABASE_URL" >/dev/null
+    echo "INSERT INTO bench_commit DEFAULT VALUES;" >"$TMP/pgbench.sql"
+    mkdir -p "$TMP/pgbench"
+    if (cd "$TMP/pgbench" && timeout 60 "$(wh_pg_bindir)/pgbench" -n -c 4 -j 2 -R "$pg_rate" \
+        -T "$pg_seconds" -l -f "$TMP/pgbench.sql" "$DATABASE_URL" >"$TMP/pgbench.out" 2>&1); then
+        # log lines: client transaction µs script epoch_s epoch_µs schedule_lag_µs
+        pg_commit=$(cat "$TMP"/pgbench/pgbench_log.* | awk '{print $3}' | sort -n |
+            awk '{v[NR] = $1} END {if (NR) printf "%d commits, p50 %.2f ms, p99 %.2f ms", NR, v[int(NR * 0.5) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000}')
+    else
+        say "pgbench failed:"
+        sed 's/^/  /' "$TMP/pgbench.out" >&2
+    fi
+    "$(wh_pg_bindir)/psql" -X -q "$DATABASE_URL" -c "DROP TABLE IF EXISTS bench_commit" >/dev/null || true
+fi
+
 # --- report -----------------------------------------------------------------------------------
 
 echo
@@ -285,6 +311,7 @@ echo "| scenario | accepted triggers/s | deliveries/s | p50 ms | p99 ms | max ms
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 printf '%s\n' "${rows[@]}"
 echo
+[[ -n "$pg_commit" ]] && echo "PostgreSQL alone at $pg_rate commits/s (pgbench, one-row INSERT): $pg_commit." && echo
 echo "CPU µs per delivery, from /proc (utime + stime; PostgreSQL: the postmaster and all its"
 echo "processes; kernel: the kworker/jbd2 threads, machine-wide); total leaves out the receiver."
 echo
