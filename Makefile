@@ -42,7 +42,7 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard tests/bench/*.c)
 BENCH_BINS := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test unit integration run bench bench-queries lint clean deps check-hardening build-run \
+.PHONY: all test unit integration run bench bench-big bench-queries lint clean deps check-hardening build-run \
         build-bench
 all: $(BINS) $(UNIT_BINS) $(BENCH_BINS)
 
@@ -113,6 +113,11 @@ bench: deps
 	@$(MAKE) --no-print-directory build-bench
 	@WH_BUILD_DIR=$(abspath $(BUILD)) bash scripts/bench.sh
 build-bench: $(BINS) $(BENCH_BINS)
+
+# Scenario a on an empty log, then on a log of 10 million finished jobs (BENCH_BIG_JOBS=N).
+bench-big: deps
+	@$(MAKE) --no-print-directory build-bench
+	@WH_BUILD_DIR=$(abspath $(BUILD)) BENCH_BIG=1 bash scripts/bench.sh
 
 # Read latency over 10 million jobs (scripts/bench-queries.sh; BENCH_JOBS=N for fewer).
 bench-queries: deps

@@ -9,7 +9,8 @@
 #   (c) 500 triggers/s for 20 s, 1 subscriber
 #
 # Environment: WH_BUILD_DIR (set by make; default ./build), BENCH_QUICK=1 (tiny versions of the
-# scenarios, a smoke test), BENCH_KEEP=1 (keep the temporary directory with the logs),
+# scenarios, a smoke test), BENCH_BIG=1 (make bench-big: scenario a, then BENCH_BIG_JOBS finished
+# jobs, default 10 million, loaded into the log, then scenario a again), BENCH_KEEP=1 (keep the temporary directory with the logs),
 # WH_PG_OPTS (extra PostgreSQL settings, see scripts/lib.sh; empty by default: durable).
 # Exit status 0 when every scenario ran and lost nothing.
 set -euo pipefail
@@ -31,7 +32,14 @@ die()
 }
 
 # label | triggers | subscribers | rate (0 = as fast as accepted) | duration s (paced only)
-if [[ "$QUICK" == 1 ]]; then
+BIG=${BENCH_BIG:-0}
+BIG_JOBS=${BENCH_BIG_JOBS:-10000000}
+if [[ "$BIG" == 1 ]]; then
+    # make bench-big: scenario a on the empty log, then BIG_JOBS finished jobs loaded, then a
+    # again: the ratio of the two is what a grown log costs.
+    SCENARIOS=("a|20000|1|0|0" "load" "a-big|20000|1|0|0")
+    LG_WAIT=120 LG_STALL=30 LG_MAX=600
+elif [[ "$QUICK" == 1 ]]; then
     SCENARIOS=("a|500|1|0|0" "b|100|10|0|0" "c|0|1|100|3")
     LG_WAIT=30 LG_STALL=10 LG_MAX=120
 else
@@ -202,6 +210,22 @@ check_alive || die "a process died during start-up"
 
 rows=()
 cpu_rows=()
+# make bench-big: BIG_JOBS jobs (with their events and attempts, scripts/bench-queries.sql) all
+# finished, vacuumed and analyzed, loaded while the broker and workers are idle.
+load_big()
+{
+    local psql=("$(wh_pg_bindir)/psql" -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL") t0=$SECONDS
+    echo
+    say "loading $BIG_JOBS finished jobs (scripts/bench-queries.sql), then VACUUM ANALYZE..."
+    "${psql[@]}" -v jobs="$BIG_JOBS" -f scripts/bench-queries.sql >"$LOGS/load.log" 2>&1 &&
+        "${psql[@]}" -c "UPDATE jobs SET status = 'delivered', next_attempt_at = NULL
+                         WHERE status IN ('queued', 'retrying') AND subscription_id IN
+                         (SELECT id FROM subscriptions WHERE event_name LIKE 'bench.ev.%')" \
+            -c "VACUUM ANALYZE jobs" >>"$LOGS/load.log" 2>&1 ||
+        { sed 's/^/  /' "$LOGS/load.log" >&2; say "the load failed"; return 1; }
+    say "loaded in $((SECONDS - t0)) s: $("${psql[@]}" -tA -c "SELECT count(*) || ' jobs, ' ||
+        pg_size_pretty(pg_total_relation_size('jobs')) || ' with indexes' FROM jobs")"
+}
 failed=0
 # CPU seconds used so far by each process kind (scripts/bench-cpu.py), before and after each
 # scenario; PostgreSQL's is the postmaster's whole tree.
@@ -214,6 +238,10 @@ cpu_snap()
         "postgres=$(head -n1 "$TMP/pg/postgres.pid")+" "receiver=$(cat "$PIDS/receiver.pid")"
 }
 for spec in "${SCENARIOS[@]}"; do
+    if [[ "$spec" == load ]]; then
+        load_big || { failed=1; break; }
+        continue
+    fi
     IFS='|' read -r label events subs rate duration <<<"$spec"
     if [[ "$rate" == 0 ]]; then
         desc="$label: $events triggers, K=$subs, max rate"
