@@ -92,7 +92,7 @@ stop_leftover "$RUN_DIR/pg/postgres.pid" "-D $RUN_DIR/pg/data" INT
 # RUN_METRICS_PORT; each must be free (a METRICS_LISTEN of .env is replaced: the processes
 # cannot share one address).
 have_reconciler=0
-[[ -x "$BUILD/webhook-reconciler" ]] && have_reconciler=1
+if [[ -x "$BUILD/webhook-reconciler" ]]; then have_reconciler=1; fi
 metrics_count=$((WORKERS + have_reconciler))
 if [[ ! "$RUN_METRICS_PORT" =~ ^[1-9][0-9]{0,4}$ ]] || ((RUN_METRICS_PORT < 1 ||
     RUN_METRICS_PORT + metrics_count - 1 > 65535)); then
@@ -223,7 +223,7 @@ fi
 
 names=(broker)
 for ((i = 1; i <= WORKERS; i++)); do names+=("worker-$i"); done
-((have_reconciler)) && names+=(reconciler)
+if ((have_reconciler)); then names+=(reconciler); fi
 
 # Each daemon writes to its own log file; one tail shows them all, each line prefixed with the
 # daemon's name. tail's header lines ("==> file <==", after a blank line) say which file the
