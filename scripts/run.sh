@@ -3,6 +3,9 @@
 # PostgreSQL under .run/ (unless REDIS_URL / DATABASE_URL point elsewhere), then the broker,
 # two workers and the reconciler loop, shows their logs, and stops everything on Ctrl-C or when
 # one of them dies. Settings come from the environment, then .env, then the defaults below.
+# Metrics: the broker serves /metrics on its API address; the workers and the reconciler get
+# METRICS_LISTEN=127.0.0.1:<port> on consecutive ports from RUN_METRICS_PORT (worker-1, worker-2,
+# reconciler; docs/monitoring/prometheus.yml scrapes exactly these).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,6 +29,7 @@ bash scripts/deps.sh || die "required packages are missing (see above)"
 
 wh_load_env
 : "${RUN_REDIS_PORT:=6380}" "${RUN_PG_PORT:=5433}" "${BROKER_LISTEN:=127.0.0.1:8080}"
+: "${RUN_METRICS_PORT:=9101}"
 : "${RUN_DIR:=.run}"
 [[ "$RUN_DIR" == /* ]] || RUN_DIR=$ROOT/$RUN_DIR
 export RUN_REDIS_PORT RUN_PG_PORT BROKER_LISTEN RUN_DIR
@@ -81,6 +85,29 @@ pg_pid_from_lock()
 stop_leftover "$RUN_DIR/redis/redis.pid" redis-server
 pg_pid_from_lock
 stop_leftover "$RUN_DIR/pg/postgres.pid" "-D $RUN_DIR/pg/data" INT
+
+# --- metrics ports ----------------------------------------------------------------------------
+
+# worker-1, worker-2, ... then the reconciler, on consecutive loopback ports from
+# RUN_METRICS_PORT; each must be free (a METRICS_LISTEN of .env is replaced: the processes
+# cannot share one address).
+have_reconciler=0
+if [[ -x "$BUILD/webhook-reconciler" ]]; then have_reconciler=1; fi
+metrics_count=$((WORKERS + have_reconciler))
+if [[ ! "$RUN_METRICS_PORT" =~ ^[1-9][0-9]{0,4}$ ]] || ((RUN_METRICS_PORT < 1 ||
+    RUN_METRICS_PORT + metrics_count - 1 > 65535)); then
+    die "RUN_METRICS_PORT=$RUN_METRICS_PORT: not a port from which $metrics_count ports follow"
+fi
+if command -v ss >/dev/null 2>&1; then
+    for ((p = RUN_METRICS_PORT; p < RUN_METRICS_PORT + metrics_count; p++)); do
+        if [[ -n "$(ss -Hltn "( sport = :$p )" 2>/dev/null)" ]]; then
+            die "port $p is in use; make run needs $metrics_count free ports from" \
+                "RUN_METRICS_PORT=$RUN_METRICS_PORT for the metrics of the workers and the" \
+                "reconciler: set RUN_METRICS_PORT (environment or .env) to another one"
+        fi
+    done
+fi
+metrics_addr() { echo "127.0.0.1:$((RUN_METRICS_PORT + $1))"; }
 
 # --- clean-up on every exit -----------------------------------------------------------------
 
@@ -196,11 +223,7 @@ fi
 
 names=(broker)
 for ((i = 1; i <= WORKERS; i++)); do names+=("worker-$i"); done
-have_reconciler=0
-if [[ -x "$BUILD/webhook-reconciler" ]]; then
-    have_reconciler=1
-    names+=(reconciler)
-fi
+if ((have_reconciler)); then names+=(reconciler); fi
 
 # Each daemon writes to its own log file; one tail shows them all, each line prefixed with the
 # daemon's name. tail's header lines ("==> file <==", after a blank line) say which file the
@@ -263,14 +286,30 @@ until wh_wait_http "$broker_url/healthz" 1 2>/dev/null; do
     check_alive
     ((SECONDS < deadline)) || die "the broker did not answer $broker_url/healthz within 30s"
 done
-for ((i = 1; i <= WORKERS; i++)); do wh_start_daemon "worker-$i" "$BUILD/webhook-worker"; done
+for ((i = 1; i <= WORKERS; i++)); do
+    wh_start_daemon "worker-$i" env "METRICS_LISTEN=$(metrics_addr $((i - 1)))" \
+        "$BUILD/webhook-worker"
+done
 if ((have_reconciler)); then
-    wh_start_daemon reconciler "$BUILD/webhook-reconciler" --interval 60
+    wh_start_daemon reconciler env "METRICS_LISTEN=$(metrics_addr "$WORKERS")" \
+        "$BUILD/webhook-reconciler" --interval 60
+fi
+
+# The console and every /metrics address, for the summary below.
+metrics_lines="run: metrics     $broker_url/metrics   (broker)"
+for ((i = 1; i <= WORKERS; i++)); do
+    metrics_lines+=$'\n'"run:             http://$(metrics_addr $((i - 1)))/metrics   (worker-$i)"
+done
+if ((have_reconciler)); then
+    metrics_lines+=$'\n'"run:             http://$(metrics_addr "$WORKERS")/metrics   (reconciler)"
 fi
 
 cat <<EOF
 run: ----------------------------------------------------------------------------------------
 run: broker      $broker_url   (health: $broker_url/healthz, readiness: $broker_url/readyz)
+run: console     $broker_url/   (open it in a browser)
+$metrics_lines
+run:             (Prometheus + Grafana: docs/monitoring/, README "Monitoring")
 run: Redis       $(mask_url "$REDIS_URL")
 run: PostgreSQL  $(mask_url "$DATABASE_URL")
 run: processes   ${names[*]}   (PIDs in $PIDS)
