@@ -88,7 +88,9 @@ $(BUILD)/tests/test_cli: $(BUILD)/tests/unit/test_cli.o $(BUILD)/cli/args.o $(BU
 $(BUILD)/tests/test_libmem: $(BUILD)/tests/unit/test_libmem.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -Wl,--wrap=xmalloc,--wrap=curl_slist_append -o $@ $^ $(LDLIBS)
-# The bench tools share tests/bench/http1.c (HTTP/1.x head parsing).
+# The bench tools share tests/bench/http1.c (HTTP/1.x head parsing); the load generator's
+# connections are tests/bench/hconn.c.
+$(BUILD)/bench/loadgen: $(BUILD)/tests/bench/hconn.o
 $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/tests/bench/http1.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -590,9 +590,6 @@ int main(int argc, char **argv)
         log_error(NULL, "getsockname: %s", strerror(errno));
         goto out_free_listener;
     }
-    printf("port %d\n", ntohs(sa.sin_port));
-    fflush(stdout);
-
     sigterm = evsignal_new(r.base, SIGTERM, on_signal, &r);
     sigint = evsignal_new(r.base, SIGINT, on_signal, &r);
     deadline = evtimer_new(r.base, on_deadline, &r);
@@ -604,6 +601,9 @@ int main(int argc, char **argv)
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
     event_add(deadline, &tv);
+    /* Only now: whoever waits for this line may signal us at once. */
+    printf("port %d\n", ntohs(sa.sin_port));
+    fflush(stdout);
 
     if (event_base_dispatch(r.base) < 0)
         log_error(NULL, "event loop failed");
