@@ -21,17 +21,17 @@ struct hconn {
     struct event_base *base;
     struct sockaddr_storage addr;
     socklen_t alen;
-    int fd;                 /* -1: not connected */
-    struct event *rev;      /* EV_READ | EV_PERSIST while connected */
-    struct event *wev;      /* EV_WRITE | EV_PERSIST while connecting or output is pending */
-    struct event *tev;      /* the request's timeout */
-    bool connecting;        /* non-blocking connect in progress */
+    int fd;            /* -1: not connected */
+    struct event *rev; /* EV_READ | EV_PERSIST while connected */
+    struct event *wev; /* EV_WRITE | EV_PERSIST while connecting or output is pending */
+    struct event *tev; /* the request's timeout */
+    bool connecting;   /* non-blocking connect in progress */
     bool wev_added;
-    bool reused;            /* the connection answered a request before */
-    struct buf in;          /* response bytes */
+    bool reused;   /* the connection answered a request before */
+    struct buf in; /* response bytes */
     /* the request in flight */
     bool busy;
-    const char *req;        /* borrowed from the caller */
+    const char *req; /* borrowed from the caller */
     size_t req_len, req_off;
     bool retried, connected;
     hconn_cb cb;
@@ -205,8 +205,10 @@ static void hconn_parse(struct hconn *c, bool eof)
         blen = (size_t)h.content_length;
     }
     c->in.data[h.head_len + blen] = '\0';
-    if (eof || h.content_length < 0 || !http1_keep_alive(&h) || h.head_len + blen != c->in.len) {
-        /* not reusable ("close", or bytes after the response): the body outlives the socket */
+    if (eof || h.content_length < 0 || !http1_keep_alive(&h) || h.head_len + blen != c->in.len ||
+        c->req_off < c->req_len) {
+        /* not reusable ("close", bytes after the response, or answered before the whole
+         * request was sent): the body outlives the socket */
         struct buf in = c->in;
         c->in = (struct buf){0};
         hconn_close(c);

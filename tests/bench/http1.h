@@ -11,19 +11,19 @@
 /* What the parser found in one head. Pointers point into the parsed bytes (valid as long as
  * they are). */
 struct http1_head {
-    size_t head_len;        /* bytes up to and including the blank line */
-    int minor;              /* HTTP/1.<minor>: 0 or 1 */
-    const char *method;     /* requests */
+    size_t head_len;    /* bytes up to and including the blank line */
+    int minor;          /* HTTP/1.<minor>: 0 or 1 */
+    const char *method; /* requests */
     size_t method_len;
-    const char *target;     /* requests: origin-form "/path?query" */
+    const char *target; /* requests: origin-form "/path?query" */
     size_t target_len;
-    int status;             /* responses: 100..599 */
+    int status;               /* responses: 100..599 */
     long long content_length; /* -1: no Content-Length header */
-    bool chunked;           /* Transfer-Encoding present (the bench tools refuse it) */
-    bool conn_close;        /* Connection: close */
-    bool conn_keep_alive;   /* Connection: keep-alive */
-    bool expect_continue;   /* Expect: 100-continue */
-    unsigned seen;          /* bit i set when header want[i] was present (even if empty) */
+    bool chunked;             /* Transfer-Encoding present (the bench tools refuse it) */
+    bool conn_close;          /* Connection: close */
+    bool conn_keep_alive;     /* Connection: keep-alive */
+    bool expect_continue;     /* Expect: 100-continue */
+    unsigned seen;            /* bit i set when header want[i] was present (even if empty) */
 };
 
 /* Parses the head at p[0..len). want: lower-case header names to look for (at most 32), their
