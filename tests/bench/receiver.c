@@ -287,13 +287,11 @@ static void reply(struct conn *c, const struct http1_head *h, const char *status
         return;
     }
     size_t n = json ? strlen(json) : 0;
-    char head[256];
-    int hl = snprintf(head, sizeof head, "HTTP/1.1 %s\r\nContent-Length: %zu\r\n%s%s\r\n", status, n,
-                      json ? "Content-Type: application/json\r\n" : "",
-                      !keep ? "Connection: close\r\n"
-                      : h->minor == 0 ? "Connection: keep-alive\r\n"
-                                      : "");
-    buf_add(&c->out, head, (size_t)hl);
+    const char *conn = !keep            ? "Connection: close\r\n"
+                       : h->minor == 0 ? "Connection: keep-alive\r\n"
+                                       : "";
+    buf_printf(&c->out, "HTTP/1.1 %s\r\nContent-Length: %zu\r\n%s%s\r\n", status, n,
+               json ? "Content-Type: application/json\r\n" : "", conn);
     if (n)
         buf_add(&c->out, json, n);
     if (!keep)
