@@ -39,7 +39,7 @@ endif
 
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
-BENCH_SRC := $(wildcard tests/bench/*.c)
+BENCH_SRC := tests/bench/loadgen.c tests/bench/receiver.c
 BENCH_BINS := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all test unit integration run bench bench-big bench-queries lint clean deps check-hardening build-run \
@@ -88,7 +88,10 @@ $(BUILD)/tests/test_cli: $(BUILD)/tests/unit/test_cli.o $(BUILD)/cli/args.o $(BU
 $(BUILD)/tests/test_libmem: $(BUILD)/tests/unit/test_libmem.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -Wl,--wrap=xmalloc,--wrap=curl_slist_append -o $@ $^ $(LDLIBS)
-$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(LIBCOMMON)
+# The bench tools share tests/bench/http1.c (HTTP/1.x head parsing); the load generator's
+# connections are tests/bench/hconn.c.
+$(BUILD)/bench/loadgen: $(BUILD)/tests/bench/hconn.o
+$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/tests/bench/http1.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

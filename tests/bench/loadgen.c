@@ -1,7 +1,7 @@
 /* Benchmark load generator: registers K subscriptions pointing at the bench receiver, fires N
- * trigger-event requests (as fast as they are accepted, or paced at R/s) with libcurl multi on
- * libevent, then polls the receiver's /stats until every delivery arrived, and prints one result
- * block plus a machine-readable "RESULT k=v ..." line.
+ * trigger-event requests (as fast as they are accepted, or paced at R/s) over keep-alive
+ * connections on libevent (tests/bench/hconn.c), then polls the receiver's /stats until every
+ * delivery arrived, and prints one result block plus a machine-readable "RESULT k=v ..." line.
  *
  *   build/bench/loadgen --broker http://127.0.0.1:8080 --receiver-base http://127.0.0.1:9000 \
  *       --subscribers 1 --events 20000 [--rate 0] [--duration 0] [--concurrency 64] [--pad 0]
@@ -15,8 +15,14 @@
  * Exit status: 0 when nothing was lost, 1 when deliveries were lost, 2 on a setup error
  * (bad option, registration or receiver reset failed), 3 when aborted (signal, --max-seconds).
  * Only loopback URLs are accepted. Everything is bounded: --timeout per request, --wait-seconds
- * and --stall-seconds while waiting for deliveries, --max-seconds for the whole run. */
+ * and --stall-seconds while waiting for deliveries, --max-seconds for the whole run.
+ *
+ * It must cost less than what it measures, so it does not use libcurl for the requests (its
+ * per-transfer set-up, connection-alive poll() and socket callbacks cost 30 to 50 us of CPU a
+ * request): each slot keeps one connection per target and writes a whole request with one
+ * write(); responses must have a Content-Length (or end with the connection). */
 #include "cfg.h"
+#include "hconn.h"
 #include "log.h"
 #include "mem.h"
 
@@ -26,6 +32,7 @@
 #include <event2/event.h>
 #include <inttypes.h>
 #include <math.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -37,7 +44,6 @@
 
 #define LOADGEN_VERSION "webhook-bench-loadgen 0.1"
 #define LG_MAX_STATUS 600      /* status_count[] slots; 0 = transport error */
-#define LG_MAX_RESP (1 << 20)  /* response bytes kept per request */
 #define LG_POLL_US 100000      /* receiver /stats polling period */
 
 struct lg_cfg {
@@ -64,43 +70,48 @@ struct lg_cfg {
 
 struct lg;
 
-/* One request slot: an easy handle reused across requests (its connection stays in the multi's
- * cache), with the request and response buffers it borrows to libcurl while in flight. */
+/* Where requests go: the broker or the receiver. */
+enum lg_dest { LG_BROKER, LG_RECEIVER, LG_NDEST };
+
+struct lg_target {
+    struct sockaddr_storage addr;
+    socklen_t alen;
+    char *host;   /* "127.0.0.1:9000", the Host header */
+    char *prefix; /* path of the base URL ("" usually), put before every route */
+};
+
+/* One request slot: a keep-alive connection to each target (made on first use), the request
+ * it borrows to the connection while in flight, and the answer while finish() runs. */
 struct xfer {
     struct lg *lg;
-    CURL *easy;
-    struct buf req;            /* POST body; libcurl borrows it until CURLMSG_DONE */
-    struct buf resp;           /* response body */
-    struct curl_slist *hdrs;   /* per-request headers (direct mode), freed on release */
+    struct hconn *conn[LG_NDEST];
+    enum lg_dest dest;         /* where req goes */
+    struct buf req;            /* the whole HTTP request; borrowed until the answer */
+    struct buf body;           /* scratch: the request body */
+    const char *rbody;         /* response body, valid during finish() */
+    size_t rlen;
+    bool connected;            /* a new connection was opened for this request */
     uint64_t index;            /* request index within the phase */
-    int64_t sent_us;           /* CLOCK_REALTIME when the request was handed to libcurl */
+    int64_t sent_us;           /* CLOCK_REALTIME when the request was built */
     struct xfer *next_free;
 };
 
 /* A batch of similar requests run to completion by run_phase(). prepare() fills the request for
  * index i and returns false to skip it (counted as done, nothing sent); finish() sees the answer
- * (status 0 = transport error, rc says which). */
+ * (status 0 = transport error, err says which). */
 struct phase {
     uint64_t total, issued, done;
     long rate;                 /* requests/s; 0 = as fast as the free slots allow */
     int64_t start_mono_us;
     bool (*prepare)(struct lg *lg, struct xfer *x, uint64_t i);
-    void (*finish)(struct lg *lg, struct xfer *x, long status, CURLcode rc);
+    void (*finish)(struct lg *lg, struct xfer *x, long status, const char *err);
     void *ctx;
-};
-
-/* Per-socket context libcurl hands back in the socket callback (multi-event.c style). */
-struct sock_ctx {
-    struct lg *lg;
-    curl_socket_t fd;
-    struct event *ev;
 };
 
 struct lg {
     struct lg_cfg cfg;
     struct event_base *base;
-    CURLM *multi;
-    struct event *curl_timer;
+    struct lg_target dest_of[LG_NDEST]; /* addresses of the broker and the receiver */
     struct event *pace_timer;
     struct event *deadline;
     struct event *sigint, *sigterm;
@@ -109,8 +120,8 @@ struct lg {
     size_t in_flight;
     struct phase *ph;
     const char *abort_reason;  /* set by a signal or the deadline; the loop stops */
-    struct curl_slist *json_hdrs;
-    char *trigger_url;
+    char *json_hdrs;           /* Content-Type and Authorization header lines */
+    char *trigger_path;
     char *pad;                 /* cfg.pad 'x' characters */
     int64_t max_send_lag_us;   /* paced mode: worst delay behind schedule */
 
@@ -143,158 +154,55 @@ static int64_t mono_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* ---- libcurl multi driven by libevent (curl docs/examples/multi-event.c) ---- */
+/* ---- requests ---- */
 
-static void check_multi_info(struct lg *lg);
 static void pump(struct lg *lg);
 
-static void on_curl_socket_event(evutil_socket_t fd, short what, void *arg)
+/* Fills x->req with a whole request to dest: method, route (after the base URL's path),
+ * headers (complete "Name: value\r\n" lines, or ""), and the body x->body when post. */
+static void xfer_request(struct lg *lg, struct xfer *x, enum lg_dest dest, const char *method,
+                         const char *route, const char *headers, bool post)
 {
-    struct sock_ctx *sc = arg;
-    struct lg *lg = sc->lg;
-    int flags = 0, running;
-    if (what & EV_READ)
-        flags |= CURL_CSELECT_IN;
-    if (what & EV_WRITE)
-        flags |= CURL_CSELECT_OUT;
-    curl_multi_socket_action(lg->multi, fd, flags, &running);
-    check_multi_info(lg);
-}
-
-static void on_curl_timer(evutil_socket_t fd, short what, void *arg)
-{
-    struct lg *lg = arg;
-    int running;
-    (void)fd;
-    (void)what;
-    curl_multi_socket_action(lg->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    check_multi_info(lg);
-}
-
-/* CURLMOPT_TIMERFUNCTION: only (re)arms the timer; libcurl is never called from here. */
-static int curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
-{
-    struct lg *lg = userp;
-    (void)multi;
-    if (timeout_ms < 0) {
-        evtimer_del(lg->curl_timer);
-        return 0;
+    const struct lg_target *t = &lg->dest_of[dest];
+    x->dest = dest;
+    buf_reset(&x->req);
+    buf_printf(&x->req, "%s %s%s HTTP/1.1\r\nHost: %s\r\n%s", method, t->prefix, route, t->host,
+               headers);
+    if (post) {
+        buf_printf(&x->req, "Content-Length: %zu\r\n\r\n", x->body.len);
+        buf_add(&x->req, x->body.data, x->body.len);
+    } else {
+        buf_adds(&x->req, "\r\n");
     }
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    evtimer_add(lg->curl_timer, &tv);
-    return 0;
 }
 
-/* CURLMOPT_SOCKETFUNCTION: mirrors libcurl's interest in a socket onto a libevent event. The
- * sock_ctx is created on first use and freed on CURL_POLL_REMOVE. */
-static int curl_socket_cb(CURL *easy, curl_socket_t s, int action, void *userp, void *socketp)
+static void xfer_get(struct lg *lg, struct xfer *x, enum lg_dest dest, const char *route)
 {
-    struct lg *lg = userp;
-    struct sock_ctx *sc = socketp;
-    (void)easy;
-    if (action == CURL_POLL_REMOVE) {
-        if (sc) {
-            event_free(sc->ev);
-            free(sc);
-            curl_multi_assign(lg->multi, s, NULL);
-        }
-        return 0;
-    }
-    if (!sc) {
-        sc = xcalloc(1, sizeof *sc);
-        sc->lg = lg;
-        sc->fd = s;
-        sc->ev = event_new(lg->base, s, 0, on_curl_socket_event, sc);
-        if (!sc->ev) {
-            free(sc);
-            return -1;
-        }
-        curl_multi_assign(lg->multi, s, sc);
-    }
-    short events = EV_PERSIST;
-    if (action != CURL_POLL_IN)
-        events |= EV_WRITE;
-    if (action != CURL_POLL_OUT)
-        events |= EV_READ;
-    event_del(sc->ev);
-    event_assign(sc->ev, lg->base, s, events, on_curl_socket_event, sc);
-    event_add(sc->ev, NULL);
-    return 0;
-}
-
-static size_t on_body(char *p, size_t size, size_t n, void *userp)
-{
-    struct xfer *x = userp;
-    size_t len = size * n;
-    if (x->resp.len < LG_MAX_RESP)
-        buf_add(&x->resp, p, len < LG_MAX_RESP - x->resp.len ? len : LG_MAX_RESP - x->resp.len);
-    return len;
-}
-
-/* Sets the options common to every request; prepare() then sets the URL and method. */
-static void xfer_setup(struct lg *lg, struct xfer *x)
-{
-    CURL *e = x->easy;
-    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http");
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, lg->cfg.timeout_ms);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-}
-
-static void xfer_get(struct xfer *x, const char *url)
-{
-    curl_easy_setopt(x->easy, CURLOPT_URL, url);
-    curl_easy_setopt(x->easy, CURLOPT_HTTPGET, 1L);
-    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, NULL);
-}
-
-/* POSTs x->req (borrowed by libcurl until the transfer is done). */
-static void xfer_post(struct xfer *x, const char *url, struct curl_slist *hdrs)
-{
-    curl_easy_setopt(x->easy, CURLOPT_URL, url);
-    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, x->req.data);
-    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->req.len);
-    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, hdrs);
+    xfer_request(lg, x, dest, "GET", route, "", false);
 }
 
 static void xfer_release(struct lg *lg, struct xfer *x)
 {
-    curl_slist_free_all(x->hdrs);
-    x->hdrs = NULL;
     buf_reset(&x->req);
-    buf_reset(&x->resp);
+    buf_reset(&x->body);
+    x->rbody = NULL;
+    x->rlen = 0;
     x->next_free = lg->free_slots;
     lg->free_slots = x;
 }
 
-/* Drains every finished transfer; its slot goes back to the free list only here. */
-static void check_multi_info(struct lg *lg)
+/* hconn_cb: a request ended; its slot goes back to the free list only here. */
+static void on_done(void *arg, const struct hconn_result *res)
 {
-    CURLMsg *msg;
-    int pending;
-    while ((msg = curl_multi_info_read(lg->multi, &pending))) {
-        if (msg->msg != CURLMSG_DONE)
-            continue;
-        CURL *e = msg->easy_handle;
-        CURLcode rc = msg->data.result;
-        char *priv = NULL;
-        long status = 0;
-        curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
-        struct xfer *x = (struct xfer *)priv;
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-        curl_multi_remove_handle(lg->multi, e); /* msg is invalid from here on */
-        lg->in_flight--;
-        if (rc != CURLE_OK)
-            status = 0;
-        lg->ph->finish(lg, x, status, rc);
-        lg->ph->done++;
-        xfer_release(lg, x);
-    }
+    struct xfer *x = arg;
+    struct lg *lg = x->lg;
+    lg->in_flight--;
+    x->rbody = res->body;
+    x->rlen = res->len;
+    x->connected = res->connected;
+    lg->ph->finish(lg, x, res->status, res->err);
+    lg->ph->done++;
+    xfer_release(lg, x);
     pump(lg);
 }
 
@@ -327,10 +235,15 @@ static void pump(struct lg *lg)
             continue;
         }
         lg->free_slots = x->next_free;
-        CURLMcode mc = curl_multi_add_handle(lg->multi, x->easy);
-        if (mc != CURLM_OK) {
-            log_error(NULL, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
-            ph->finish(lg, x, 0, CURLE_FAILED_INIT);
+        if (!x->conn[x->dest]) {
+            const struct lg_target *t = &lg->dest_of[x->dest];
+            x->conn[x->dest] = hconn_new(lg->base, (const struct sockaddr *)&t->addr, t->alen);
+        }
+        char err[256];
+        if (hconn_send(x->conn[x->dest], x->req.data, x->req.len, lg->cfg.timeout_ms, on_done, x,
+                       err, sizeof err) < 0) {
+            x->connected = false;
+            ph->finish(lg, x, 0, err);
             ph->done++;
             xfer_release(lg, x);
             continue;
@@ -393,7 +306,7 @@ static __attribute__((warn_unused_result)) int run_phase(struct lg *lg, struct p
 /* ---- single requests (receiver reset and stats) ---- */
 
 struct one {
-    const char *url;
+    const char *route; /* on the receiver */
     long status;
     struct buf body;
 };
@@ -402,26 +315,27 @@ static bool one_prepare(struct lg *lg, struct xfer *x, uint64_t i)
 {
     struct one *o = lg->ph->ctx;
     (void)i;
-    xfer_get(x, o->url);
+    xfer_get(lg, x, LG_RECEIVER, o->route);
     return true;
 }
 
-static void one_finish(struct lg *lg, struct xfer *x, long status, CURLcode rc)
+static void one_finish(struct lg *lg, struct xfer *x, long status, const char *err)
 {
     struct one *o = lg->ph->ctx;
     o->status = status;
     buf_reset(&o->body);
     if (status)
-        buf_add(&o->body, x->resp.data ? x->resp.data : "", x->resp.len);
+        buf_add(&o->body, x->rbody, x->rlen);
     else
-        buf_adds(&o->body, curl_easy_strerror(rc));
+        buf_adds(&o->body, err);
 }
 
-/* GETs url; *o gets status and body (caller frees o->body). Returns 0, or -1 when aborted. */
-static __attribute__((warn_unused_result)) int get_one(struct lg *lg, const char *url,
+/* GETs route on the receiver; *o gets status and body (caller frees o->body). Returns 0, or -1
+ * when aborted. */
+static __attribute__((warn_unused_result)) int get_one(struct lg *lg, const char *route,
                                                         struct one *o)
 {
-    o->url = url;
+    o->route = route;
     o->status = 0;
     struct phase ph = {.total = 1, .prepare = one_prepare, .finish = one_finish, .ctx = o};
     return run_phase(lg, &ph);
@@ -436,20 +350,18 @@ struct reg {
 
 static bool reg_prepare(struct lg *lg, struct xfer *x, uint64_t i)
 {
-    buf_printf(&x->req, "{\"eventName\":\"%s\",\"webhookUrl\":\"%s/r/%" PRIu64 "\"}",
+    buf_printf(&x->body, "{\"eventName\":\"%s\",\"webhookUrl\":\"%s/r/%" PRIu64 "\"}",
                lg->cfg.event_name, lg->cfg.receiver_base, i);
-    char url[1024];
-    snprintf(url, sizeof url, "%s/api/v0/webhooks", lg->cfg.broker);
-    xfer_post(x, url, lg->json_hdrs);
+    xfer_request(lg, x, LG_BROKER, "POST", "/api/v0/webhooks", lg->json_hdrs, true);
     return true;
 }
 
-static void reg_finish(struct lg *lg, struct xfer *x, long status, CURLcode rc)
+static void reg_finish(struct lg *lg, struct xfer *x, long status, const char *err)
 {
     struct reg *r = lg->ph->ctx;
     cJSON *j = NULL;
     if (status == 200 || status == 201)
-        j = cJSON_ParseWithLength(x->resp.data ? x->resp.data : "", x->resp.len);
+        j = cJSON_ParseWithLength(x->rbody, x->rlen);
     if (j && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "id"))) {
         cJSON_Delete(j);
         return;
@@ -458,7 +370,7 @@ static void reg_finish(struct lg *lg, struct xfer *x, long status, CURLcode rc)
     if (!r->failed++)
         snprintf(r->first_error, sizeof r->first_error,
                  "subscription %" PRIu64 ": HTTP %ld %.200s", x->index, status,
-                 status ? (x->resp.data ? x->resp.data : "") : curl_easy_strerror(rc));
+                 status ? x->rbody : err);
 }
 
 /* ---- triggers (broker mode) and deliveries (direct mode) ---- */
@@ -468,16 +380,16 @@ static void add_payload(struct lg *lg, struct xfer *x, uint64_t seq)
     x->sent_us = now_us();
     if (!lg->first_sent_us)
         lg->first_sent_us = x->sent_us;
-    buf_printf(&x->req, "{\"seq\":%" PRIu64 ",\"t\":%" PRId64 ",\"run\":%" PRId64 ",\"pad\":\"",
+    buf_printf(&x->body, "{\"seq\":%" PRIu64 ",\"t\":%" PRId64 ",\"run\":%" PRId64 ",\"pad\":\"",
                seq, x->sent_us, lg->run);
-    buf_add(&x->req, lg->pad, (size_t)lg->cfg.pad);
-    buf_adds(&x->req, "\"}");
+    buf_add(&x->body, lg->pad, (size_t)lg->cfg.pad);
+    buf_adds(&x->body, "\"}");
 }
 
 static bool trig_prepare(struct lg *lg, struct xfer *x, uint64_t i)
 {
     add_payload(lg, x, i);
-    xfer_post(x, lg->trigger_url, lg->json_hdrs);
+    xfer_request(lg, x, LG_BROKER, "POST", lg->trigger_path, lg->json_hdrs, true);
     return true;
 }
 
@@ -502,36 +414,28 @@ static bool direct_prepare(struct lg *lg, struct xfer *x, uint64_t i)
         lg->dups_sent++;
     uint64_t seq = d / k;
     add_payload(lg, x, seq);
-    char url[1024], h[128];
-    snprintf(url, sizeof url, "%s/r/%" PRIu64, lg->cfg.receiver_base, d % k);
-    x->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-    x->hdrs = curl_slist_append(x->hdrs, "Expect:");
-    snprintf(h, sizeof h, "webhook-id: bench-%" PRIu64, seq);
-    x->hdrs = curl_slist_append(x->hdrs, h);
-    snprintf(h, sizeof h, "webhook-timestamp: %" PRId64, x->sent_us / 1000000);
-    x->hdrs = curl_slist_append(x->hdrs, h);
-    x->hdrs = curl_slist_append(x->hdrs, "webhook-signature: v1,bench");
-    if (!x->hdrs) {
-        log_error(NULL, "curl_slist_append failed");
-        abort();
-    }
-    xfer_post(x, url, x->hdrs);
+    char route[32], h[256];
+    snprintf(route, sizeof route, "/r/%" PRIu64, d % k);
+    snprintf(h, sizeof h,
+             "Content-Type: application/json\r\nwebhook-id: bench-%" PRIu64
+             "\r\nwebhook-timestamp: %" PRId64 "\r\nwebhook-signature: v1,bench\r\n",
+             seq, x->sent_us / 1000000);
+    xfer_request(lg, x, LG_RECEIVER, "POST", route, h, true);
     return true;
 }
 
-static void trig_finish(struct lg *lg, struct xfer *x, long status, CURLcode rc)
+static void trig_finish(struct lg *lg, struct xfer *x, long status, const char *err)
 {
     int64_t t = now_us();
-    long nc = 0;
-    if (curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &nc) == CURLE_OK && nc > 0)
-        lg->connects += (uint64_t)nc;
+    if (x->connected)
+        lg->connects++;
     lg->status_count[status >= 0 && status < LG_MAX_STATUS ? status : LG_MAX_STATUS - 1]++;
     long want = lg->cfg.direct ? 200 : 202;
     if (status != want) {
         if (!lg->errors++)
             snprintf(lg->first_error, sizeof lg->first_error,
                      "request %" PRIu64 ": HTTP %ld %.200s", x->index, status,
-                     status ? (x->resp.data ? x->resp.data : "") : curl_easy_strerror(rc));
+                     status ? x->rbody : err);
         return;
     }
     lg->ok++;
@@ -544,7 +448,7 @@ static void trig_finish(struct lg *lg, struct xfer *x, long status, CURLcode rc)
         return;
     }
     /* {"eventId":"...","eventName":"...","jobs":K} */
-    cJSON *j = cJSON_ParseWithLength(x->resp.data ? x->resp.data : "", x->resp.len);
+    cJSON *j = cJSON_ParseWithLength(x->rbody, x->rlen);
     const cJSON *jobs = cJSON_GetObjectItemCaseSensitive(j, "jobs");
     long k = cJSON_IsNumber(jobs) ? (long)jobs->valuedouble : -1;
     if (k >= 0)
@@ -598,14 +502,12 @@ static __attribute__((warn_unused_result)) int parse_stats(const struct buf *b, 
  * failed (message logged). */
 static const char *wait_deliveries(struct lg *lg, struct rstats *st)
 {
-    char url[1024];
     struct one o = {0};
     const char *why = NULL;
     int64_t start = mono_us(), last_progress = start;
     double last_unique = -1;
-    snprintf(url, sizeof url, "%s/stats?counts=1", lg->cfg.receiver_base);
     for (;;) {
-        if (get_one(lg, url, &o) < 0)
+        if (get_one(lg, "/stats?counts=1", &o) < 0)
             goto out_free_body;
         if (o.status != 200 || parse_stats(&o.body, st) < 0) {
             log_error(NULL, "receiver /stats: HTTP %ld %.200s", o.status, o.body.data);
@@ -633,8 +535,7 @@ static const char *wait_deliveries(struct lg *lg, struct rstats *st)
     /* Late duplicates (redeliveries) may still come after the last unique one. */
     if (lg->cfg.settle_ms > 0)
         usleep((useconds_t)lg->cfg.settle_ms * 1000);
-    snprintf(url, sizeof url, "%s/stats", lg->cfg.receiver_base);
-    if (get_one(lg, url, &o) < 0 || o.status != 200 || parse_stats(&o.body, st) < 0) {
+    if (get_one(lg, "/stats", &o) < 0 || o.status != 200 || parse_stats(&o.body, st) < 0) {
         if (!lg->abort_reason)
             log_error(NULL, "receiver /stats: HTTP %ld %.200s", o.status, o.body.data);
         why = NULL;
@@ -803,20 +704,68 @@ static int report(struct lg *lg, const struct rstats *st, const char *wait_end,
     return lost ? 1 : 0;
 }
 
+/* Resolves the base URL url (already checked by check_loopback) into t. Returns 0 or -1. */
+static __attribute__((warn_unused_result)) int target_init(struct lg_target *t, const char *url,
+                                                            char *err, size_t errlen)
+{
+    CURLU *u = curl_url();
+    char *host = NULL, *port = NULL, *path = NULL;
+    struct addrinfo *ai = NULL;
+    int ok = -1;
+    if (!u) {
+        snprintf(err, errlen, "curl_url failed");
+        return -1;
+    }
+    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK) {
+        snprintf(err, errlen, "not a URL: \"%s\"", url);
+        goto out_free_url;
+    }
+    /* "[::1]" -> "::1" for getaddrinfo */
+    size_t hl = strlen(host);
+    char *name = host[0] == '[' && hl > 2 ? xstrndup(host + 1, hl - 2) : xstrdup(host);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    int rc = getaddrinfo(name, port, &hints, &ai);
+    free(name);
+    if (rc != 0 || !ai) {
+        snprintf(err, errlen, "%s: %s", url, gai_strerror(rc));
+        goto out_free_url;
+    }
+    /* "localhost": 127.0.0.1 before ::1, where the project's servers listen by default */
+    const struct addrinfo *pick = ai;
+    for (const struct addrinfo *a = ai; a; a = a->ai_next)
+        if (a->ai_family == AF_INET) {
+            pick = a;
+            break;
+        }
+    memcpy(&t->addr, pick->ai_addr, pick->ai_addrlen);
+    t->alen = pick->ai_addrlen;
+    t->host = xasprintf("%s:%s", host, port);
+    t->prefix = xstrdup(strcmp(path, "/") == 0 ? "" : path);
+    ok = 0;
+    freeaddrinfo(ai);
+out_free_url:
+    curl_free(host);
+    curl_free(port);
+    curl_free(path);
+    curl_url_cleanup(u);
+    return ok;
+}
+
 static __attribute__((warn_unused_result)) int lg_init(struct lg *lg, char *err, size_t errlen)
 {
     lg->base = event_base_new();
-    lg->multi = curl_multi_init();
-    if (!lg->base || !lg->multi) {
-        snprintf(err, errlen, "cannot create the event base or the curl multi handle");
+    if (!lg->base) {
+        snprintf(err, errlen, "cannot create the event base");
         return -1;
     }
-    lg->curl_timer = evtimer_new(lg->base, on_curl_timer, lg);
     lg->pace_timer = evtimer_new(lg->base, on_pace, lg);
     lg->deadline = evtimer_new(lg->base, on_deadline, lg);
     lg->sigint = evsignal_new(lg->base, SIGINT, on_signal, lg);
     lg->sigterm = evsignal_new(lg->base, SIGTERM, on_signal, lg);
-    if (!lg->curl_timer || !lg->pace_timer || !lg->deadline || !lg->sigint || !lg->sigterm) {
+    if (!lg->pace_timer || !lg->deadline || !lg->sigint || !lg->sigterm) {
         snprintf(err, errlen, "cannot create events");
         return -1;
     }
@@ -825,74 +774,60 @@ static __attribute__((warn_unused_result)) int lg_init(struct lg *lg, char *err,
     evsignal_add(lg->sigint, NULL);
     evsignal_add(lg->sigterm, NULL);
 
-    curl_multi_setopt(lg->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb);
-    curl_multi_setopt(lg->multi, CURLMOPT_SOCKETDATA, lg);
-    curl_multi_setopt(lg->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
-    curl_multi_setopt(lg->multi, CURLMOPT_TIMERDATA, lg);
-    curl_multi_setopt(lg->multi, CURLMOPT_MAX_HOST_CONNECTIONS, lg->cfg.concurrency);
-    curl_multi_setopt(lg->multi, CURLMOPT_MAXCONNECTS, lg->cfg.concurrency + 4);
+    char terr[256];
+    if (target_init(&lg->dest_of[LG_RECEIVER], lg->cfg.receiver_base, terr, sizeof terr) < 0 ||
+        (!lg->cfg.direct &&
+         target_init(&lg->dest_of[LG_BROKER], lg->cfg.broker, terr, sizeof terr) < 0)) {
+        snprintf(err, errlen, "%s", terr);
+        return -1;
+    }
 
     lg->slots = xcalloc((size_t)lg->cfg.concurrency, sizeof *lg->slots);
     for (long i = lg->cfg.concurrency - 1; i >= 0; i--) {
         struct xfer *x = &lg->slots[i];
         x->lg = lg;
-        x->easy = curl_easy_init();
-        if (!x->easy) {
-            snprintf(err, errlen, "curl_easy_init failed");
-            return -1;
-        }
-        xfer_setup(lg, x);
         x->next_free = lg->free_slots;
         lg->free_slots = x;
     }
-    lg->json_hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-    lg->json_hdrs = curl_slist_append(lg->json_hdrs, "Expect:");
-    if (lg->cfg.api_key[0]) {
-        char *auth = xasprintf("Authorization: Bearer %s", lg->cfg.api_key);
-        lg->json_hdrs = curl_slist_append(lg->json_hdrs, auth);
-        free(auth);
-    }
-    if (!lg->json_hdrs) {
-        snprintf(err, errlen, "curl_slist_append failed");
-        return -1;
-    }
+    if (lg->cfg.api_key[0])
+        lg->json_hdrs = xasprintf("Content-Type: application/json\r\nAuthorization: Bearer %s\r\n",
+                                  lg->cfg.api_key);
+    else
+        lg->json_hdrs = xstrdup("Content-Type: application/json\r\n");
     lg->pad = xmalloc((size_t)lg->cfg.pad + 1);
     memset(lg->pad, 'x', (size_t)lg->cfg.pad);
     lg->pad[lg->cfg.pad] = '\0';
     if (!lg->cfg.direct)
-        lg->trigger_url =
-            xasprintf("%s/api/v0/trigger-event/%s", lg->cfg.broker, lg->cfg.event_name);
+        lg->trigger_path = xasprintf("/api/v0/trigger-event/%s", lg->cfg.event_name);
     return 0;
 }
 
-/* Frees everything lg_init made; transfers still in flight (after an abort) are removed first. */
+/* Frees everything lg_init made; requests still in flight (after an abort) are dropped. */
 static void lg_free(struct lg *lg)
 {
     if (lg->slots) {
         for (long i = 0; i < lg->cfg.concurrency; i++) {
             struct xfer *x = &lg->slots[i];
-            if (!x->easy)
-                continue;
-            if (lg->multi)
-                curl_multi_remove_handle(lg->multi, x->easy);
-            curl_easy_cleanup(x->easy);
-            curl_slist_free_all(x->hdrs);
+            for (int d = 0; d < LG_NDEST; d++)
+                hconn_free(x->conn[d]);
             buf_free(&x->req);
-            buf_free(&x->resp);
+            buf_free(&x->body);
         }
         free(lg->slots);
     }
-    if (lg->multi)
-        curl_multi_cleanup(lg->multi); /* may call curl_socket_cb(REMOVE): events still valid */
-    struct event *evs[] = {lg->curl_timer, lg->pace_timer, lg->deadline, lg->sigint, lg->sigterm};
+    struct event *evs[] = {lg->pace_timer, lg->deadline, lg->sigint, lg->sigterm};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i])
             event_free(evs[i]);
     if (lg->base)
         event_base_free(lg->base);
-    curl_slist_free_all(lg->json_hdrs);
+    for (int d = 0; d < LG_NDEST; d++) {
+        free(lg->dest_of[d].host);
+        free(lg->dest_of[d].prefix);
+    }
+    free(lg->json_hdrs);
     free(lg->pad);
-    free(lg->trigger_url);
+    free(lg->trigger_path);
     free(lg->trig_lat);
 }
 
@@ -1019,16 +954,17 @@ int main(int argc, char **argv)
 
     /* 2. receiver reset */
     {
-        char url[1024];
+        char route[64];
         struct one o = {0};
-        snprintf(url, sizeof url, "%s/reset?run=%" PRId64, c->receiver_base, lg.run);
-        int r = get_one(&lg, url, &o);
+        snprintf(route, sizeof route, "/reset?run=%" PRId64, lg.run);
+        int r = get_one(&lg, route, &o);
         if (r < 0) {
             buf_free(&o.body);
             goto out_aborted;
         }
         if (o.status != 200) {
-            fprintf(stderr, "loadgen: receiver %s: HTTP %ld %.200s\n", url, o.status,
+            fprintf(stderr, "loadgen: receiver %s%s: HTTP %ld %.200s\n", c->receiver_base, route,
+                    o.status,
                     o.body.data ? o.body.data : "");
             buf_free(&o.body);
             goto out_free_lg;
