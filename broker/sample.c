@@ -2,6 +2,7 @@
  * values and never queries anything, and the gauges sampled on the periodic tick: per partition
  * the stream length, pending entries, retry set size and the oldest entry's age from Redis, and
  * the dead jobs and subscriptions by state from PostgreSQL, one round at a time. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,11 +103,14 @@ static void sample_queues(struct broker *b)
     }
 }
 
-/* Dead jobs: an index-only count of jobs_failed (dead and cancelled) would not tell them
- * apart, so the heap is read for the failed rows only (decision 37: its cost). Subscriptions:
- * the table is small beside jobs. */
+/* Dead jobs: counted only from the partial index jobs_dead (id) WHERE status = 'dead' (an
+ * index-only scan: 66 ms for 100 000 dead jobs among 10 M); without it the count would read
+ * the heap row of every failed job (5 to 7 s at 10 M jobs, decision 37), so until a migration
+ * creates it the gauge is NaN and the subquery never runs. Subscriptions: the table is small
+ * beside jobs (7 ms for 1000). */
 static const char db_sql[] =
-    "SELECT (SELECT count(*) FROM jobs WHERE status = 'dead'), "
+    "SELECT CASE WHEN to_regclass('jobs_dead') IS NOT NULL "
+    "    THEN (SELECT count(*) FROM jobs WHERE status = 'dead') END, "
     "  count(*) FILTER (WHERE disabled_at IS NULL AND paused_at IS NULL), "
     "  count(*) FILTER (WHERE disabled_at IS NULL AND paused_at IS NOT NULL), "
     "  count(*) FILTER (WHERE disabled_at IS NOT NULL), "
@@ -124,7 +128,12 @@ static void on_db(void *priv, PGresult *res, const char *err)
     }
     if (PQntuples(res) != 1 || PQnfields(res) != 5)
         return;
-    metrics_set(M_JOBS_DEAD, 0, strtod(PQgetvalue(res, 0, 0), NULL));
+    static bool told;
+    if (PQgetisnull(res, 0, 0) && !told) {
+        told = true;
+        log_warn("metrics", "wh_jobs_dead is not sampled (NaN): the index jobs_dead is missing");
+    }
+    metrics_set(M_JOBS_DEAD, 0, PQgetisnull(res, 0, 0) ? NAN : strtod(PQgetvalue(res, 0, 0), NULL));
     for (int s = 0; s < 4; s++)
         metrics_set(M_SUBSCRIPTIONS, (size_t)s, strtod(PQgetvalue(res, 0, s + 1), NULL));
 }

@@ -3,6 +3,7 @@
 #include "metrics.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 
@@ -180,10 +181,12 @@ size_t metrics_status_class(long status)
 
 /* ---- rendering ----------------------------------------------------------------------------- */
 
-/* A number as Prometheus reads it: integers without a fraction, others with 15 digits. */
+/* A number as Prometheus reads it: integers without a fraction, others with 15 digits, NaN. */
 static void add_double(struct buf *out, double v)
 {
-    if (v > -9e15 && v < 9e15 && v == (double)(int64_t)v)
+    if (isnan(v))
+        buf_adds(out, "NaN");
+    else if (v > -9e15 && v < 9e15 && v == (double)(int64_t)v)
         buf_printf(out, "%" PRId64, (int64_t)v);
     else
         buf_printf(out, "%.15g", v);

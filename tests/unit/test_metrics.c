@@ -3,6 +3,7 @@
 #include "metrics.h"
 #include "unit.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 static const char reconciler_text[] =
@@ -77,6 +78,11 @@ static void test_render_partitions(void)
                          "wh_queue_stream_length{partition=\"1\"} 0\n"
                          "wh_queue_stream_length{partition=\"2\"} 17\n# HELP") != NULL);
     CHECK(strstr(b.data, "wh_queue_lag_seconds{partition=\"1\"} 0.5\n") != NULL);
+    metrics_set(M_JOBS_DEAD, 0, NAN); /* not sampled */
+    CHECK(strstr(b.data, "wh_jobs_dead 0\n") != NULL);
+    buf_reset(&b);
+    metrics_render(&b);
+    CHECK(strstr(b.data, "\nwh_jobs_dead NaN\n") != NULL);
     CHECK(strstr(b.data, "partition=\"3\"") == NULL);
     CHECK(strstr(b.data, "# TYPE wh_triggers_total counter\n"
                          "wh_triggers_total{result=\"accepted\",reason=\"none\"} 1\n"
