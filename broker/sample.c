@@ -47,7 +47,7 @@ static void on_queue(struct rds *rd, redisReply *reply, void *priv)
     size_t part = arg / Q_KINDS;
     redis_waiting--;
     if (!reply)
-        return; /* connection lost: the last sample stays */
+        return;   /* connection lost: the last sample stays */
     double v = 0; /* an error (NOGROUP: no stream yet) reads as empty */
     switch (arg % Q_KINDS) {
     case Q_XLEN:
@@ -82,8 +82,8 @@ static void sample_queues(struct broker *b)
     for (unsigned p = 0; p < (unsigned)b->cfg.partitions; p++) {
         size_t jl = key_jobs(jobs, p), rl = key_retry(retry, p);
         const char *xlen[] = {"XLEN", jobs}, *xpend[] = {"XPENDING", jobs, KEYS_GROUP},
-                   *zcard[] = {"ZCARD", retry}, *xrange[] = {"XRANGE", jobs, "-", "+", "COUNT",
-                                                             "1"};
+                   *zcard[] = {"ZCARD", retry},
+                   *xrange[] = {"XRANGE", jobs, "-", "+", "COUNT", "1"};
         size_t xlen_l[] = {4, jl}, xpend_l[] = {8, jl, strlen(KEYS_GROUP)}, zcard_l[] = {5, rl},
                xrange_l[] = {6, jl, 1, 1, 5, 1};
         struct {

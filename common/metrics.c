@@ -18,11 +18,11 @@ static const char *const triggers_sets[] = {
     [MT_UNAVAILABLE] = "result=\"rejected\",reason=\"unavailable\"",
 };
 static const char *const attempts_sets[] = {
-    "outcome=\"success\",status_class=\"2xx\"", "outcome=\"success\",status_class=\"3xx\"",
-    "outcome=\"success\",status_class=\"4xx\"", "outcome=\"success\",status_class=\"5xx\"",
+    "outcome=\"success\",status_class=\"2xx\"",  "outcome=\"success\",status_class=\"3xx\"",
+    "outcome=\"success\",status_class=\"4xx\"",  "outcome=\"success\",status_class=\"5xx\"",
     "outcome=\"success\",status_class=\"none\"", "outcome=\"failure\",status_class=\"2xx\"",
-    "outcome=\"failure\",status_class=\"3xx\"", "outcome=\"failure\",status_class=\"4xx\"",
-    "outcome=\"failure\",status_class=\"5xx\"", "outcome=\"failure\",status_class=\"none\"",
+    "outcome=\"failure\",status_class=\"3xx\"",  "outcome=\"failure\",status_class=\"4xx\"",
+    "outcome=\"failure\",status_class=\"5xx\"",  "outcome=\"failure\",status_class=\"none\"",
 };
 static const char *const finished_sets[] = {
     [MF_DELIVERED] = "result=\"delivered\"",
@@ -40,12 +40,13 @@ static const char *const subs_sets[] = {
     [MS_DISABLED] = "state=\"disabled\"",
     [MS_CIRCUIT_OPEN] = "state=\"circuit_open\"",
 };
-static const char *const passes_sets[] = {[MR_OK] = "result=\"ok\"", [MR_FAILED] = "result=\"failed\""};
+static const char *const passes_sets[] = {
+    [MR_OK] = "result=\"ok\"", [MR_FAILED] = "result=\"failed\""};
 static char build_set[160] = "binary=\"\",version=\"\"";
 static const char *const build_sets[] = {build_set};
 
 static const double attempt_b[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
-static const double lag_b[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+static const double lag_b[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,  0.25, 0.5,   1,
                                2.5,   5,      10,    30,   60,    300,  1800, 3600, 21600, 86400};
 static const double commit_dur_b[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                       0.05,   0.1,   0.25,   0.5,   1};
@@ -62,22 +63,39 @@ static uint64_t c_triggers[N(triggers_sets)], c_created[1], c_attempts[N(attempt
 static uint64_t h_commit_rows[N(commit_rows_b) + 1], h_commit_dur[N(commit_dur_b) + 1],
     h_attempt[N(attempt_b) + 1], h_lag[N(lag_b) + 1], h_pass[N(pass_b) + 1];
 static double g_build[1] = {1}, g_redis[1], g_pg[1], g_stream[METRICS_MAX_PARTITIONS],
-    g_pending[METRICS_MAX_PARTITIONS], g_retry[METRICS_MAX_PARTITIONS],
-    g_lag[METRICS_MAX_PARTITIONS], g_dead[1], g_subs[N(subs_sets)], g_last_ok[1];
+              g_pending[METRICS_MAX_PARTITIONS], g_retry[METRICS_MAX_PARTITIONS],
+              g_lag[METRICS_MAX_PARTITIONS], g_dead[1], g_subs[N(subs_sets)], g_last_ok[1];
 static double s_commit_rows[1], s_commit_dur[1], s_attempt[1], s_lag[1], s_pass[1];
 
 #define B METRICS_BROKER
 #define W METRICS_WORKER
 #define R METRICS_RECONCILER
 #define COUNTER(id, nm, pr, st, store, hp)                                                         \
-    [id] = {.name = nm, .help = hp, .type = METRIC_COUNTER, .procs = pr, .sets = st,              \
-            .nsets = N(store), .count = store}
+    [id] = {.name = nm,                                                                            \
+            .help = hp,                                                                            \
+            .type = METRIC_COUNTER,                                                                \
+            .procs = pr,                                                                           \
+            .sets = st,                                                                            \
+            .nsets = N(store),                                                                     \
+            .count = store}
 #define GAUGE(id, nm, pr, st, ns, store, hp)                                                       \
-    [id] = {.name = nm, .help = hp, .type = METRIC_GAUGE, .procs = pr, .sets = st, .nsets = ns,   \
+    [id] = {.name = nm,                                                                            \
+            .help = hp,                                                                            \
+            .type = METRIC_GAUGE,                                                                  \
+            .procs = pr,                                                                           \
+            .sets = st,                                                                            \
+            .nsets = ns,                                                                           \
             .value = store}
 #define HISTOGRAM(id, nm, pr, bnds, store, sum, hp)                                                \
-    [id] = {.name = nm, .help = hp, .type = METRIC_HISTOGRAM, .procs = pr, .nsets = 1,            \
-            .bounds = bnds, .nbounds = N(bnds), .count = store, .value = sum}
+    [id] = {.name = nm,                                                                            \
+            .help = hp,                                                                            \
+            .type = METRIC_HISTOGRAM,                                                              \
+            .procs = pr,                                                                           \
+            .nsets = 1,                                                                            \
+            .bounds = bnds,                                                                        \
+            .nbounds = N(bnds),                                                                    \
+            .count = store,                                                                        \
+            .value = sum}
 #define PER_PART METRICS_PER_PARTITION
 
 struct metric metrics_tab[M__COUNT] = {
@@ -119,8 +137,8 @@ struct metric metrics_tab[M__COUNT] = {
             "Times a job was put back without an attempt, by reason."),
     COUNTER(M_CIRCUIT_OPENED, "wh_circuit_opened_total", W, NULL, c_circuit,
             "Circuits this worker opened."),
-    HISTOGRAM(M_ATTEMPT_DURATION, "wh_attempt_duration_seconds", W, attempt_b, h_attempt,
-              s_attempt, "Seconds of one attempt, from the request's start to its end."),
+    HISTOGRAM(M_ATTEMPT_DURATION, "wh_attempt_duration_seconds", W, attempt_b, h_attempt, s_attempt,
+              "Seconds of one attempt, from the request's start to its end."),
     HISTOGRAM(M_DELIVERY_LAG, "wh_delivery_lag_seconds", W, lag_b, h_lag, s_lag,
               "Seconds from a job's creation to the end of the attempt that delivered it."),
     COUNTER(M_RECON_PASSES, "wh_reconciler_passes_total", R, passes_sets, c_passes,

@@ -51,8 +51,8 @@ enum metric_id {
 /* Label sets: the index of a series within its family. */
 enum { MT_ACCEPTED, MT_BAD_REQUEST, MT_UNAUTHORIZED, MT_TOO_LARGE, MT_CONFLICT, MT_UNAVAILABLE };
 enum { MA_2XX, MA_3XX, MA_4XX, MA_5XX, MA_NONE, MA_CLASSES }; /* wh_attempts_total: */
-#define MA_SUCCESS(cls) (cls)                                  /* outcome="success" */
-#define MA_FAILURE(cls) (MA_CLASSES + (cls))                   /* outcome="failure" */
+#define MA_SUCCESS(cls) (cls)                                 /* outcome="success" */
+#define MA_FAILURE(cls) (MA_CLASSES + (cls))                  /* outcome="failure" */
 enum { MF_DELIVERED, MF_DEAD, MF_CANCELLED };
 enum { MH_RATE_LIMIT, MH_CIRCUIT_OPEN, MH_SLOWDOWN, MH_OFFLINE, MH_PAUSED, MH_ORDERED };
 enum { MS_ACTIVE, MS_PAUSED, MS_DISABLED, MS_CIRCUIT_OPEN };

@@ -215,7 +215,8 @@ int metricsrv_start_thread(const char *addr, char *err, size_t errlen)
     if (metricsrv_parse(addr, host, sizeof host, &port, err, errlen) < 0)
         return -1;
     snprintf(portstr, sizeof portstr, "%d", port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
                     *ai = NULL;
     int gai = getaddrinfo(host, portstr, &hints, &ai);

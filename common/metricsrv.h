@@ -9,10 +9,13 @@
 
 /* METRICS_LISTEN's entry of the worker's and the reconciler's config tables. */
 #define CFG_OPT_METRICS_LISTEN(ptr)                                                                \
-    {"METRICS_LISTEN", "metrics-listen", CFG_STR, "", 0, 0,                                       \
-     "serve Prometheus metrics at GET /metrics on host:port (:port means 127.0.0.1:port; port 0 " \
-     "picks a free one, logged); empty: not served",                                              \
-     ptr}
+    {                                                                                              \
+        "METRICS_LISTEN", "metrics-listen", CFG_STR, "", 0, 0,                                     \
+            "serve Prometheus metrics at GET /metrics on host:port (:port means 127.0.0.1:port; "  \
+            "port 0 "                                                                              \
+            "picks a free one, logged); empty: not served",                                        \
+            ptr                                                                                    \
+    }
 
 /* Parses METRICS_LISTEN: "host:port" ([v6] allowed), or ":port" for 127.0.0.1. 0 or -1 with the
  * reason in err. */

@@ -52,9 +52,9 @@ static void test_render_reconciler(void)
     metrics_inc(M_RECON_PASSES, MR_OK);
     metrics_inc(M_RECON_PASSES, MR_FAILED);
     metrics_add(M_RECON_REQUEUED, 0, 12345678901ULL);
-    metrics_observe(M_RECON_PASS_DURATION, 0.01);   /* on a bound: that bucket (le) */
-    metrics_observe(M_RECON_PASS_DURATION, 0.0125); /* 0.05 */
-    metrics_observe(M_RECON_PASS_DURATION, 1);      /* 1 */
+    metrics_observe(M_RECON_PASS_DURATION, 0.01);    /* on a bound: that bucket (le) */
+    metrics_observe(M_RECON_PASS_DURATION, 0.0125);  /* 0.05 */
+    metrics_observe(M_RECON_PASS_DURATION, 1);       /* 1 */
     metrics_observe(M_RECON_PASS_DURATION, 1000.04); /* +Inf */
     metrics_set(M_RECON_LAST_SUCCESS, 0, 1796212345.125);
     struct buf b = {0};
@@ -84,12 +84,12 @@ static void test_render_partitions(void)
     metrics_render(&b);
     CHECK(strstr(b.data, "\nwh_jobs_dead NaN\n") != NULL);
     CHECK(strstr(b.data, "partition=\"3\"") == NULL);
-    CHECK(strstr(b.data, "# TYPE wh_triggers_total counter\n"
-                         "wh_triggers_total{result=\"accepted\",reason=\"none\"} 1\n"
-                         "wh_triggers_total{result=\"rejected\",reason=\"bad_request\"} 1\n"
-                         "wh_triggers_total{result=\"rejected\",reason=\"unauthorized\"} 1\n"
-                         "wh_triggers_total{result=\"rejected\",reason=\"too_large\"} 0\n") !=
-          NULL);
+    CHECK(strstr(b.data,
+                 "# TYPE wh_triggers_total counter\n"
+                 "wh_triggers_total{result=\"accepted\",reason=\"none\"} 1\n"
+                 "wh_triggers_total{result=\"rejected\",reason=\"bad_request\"} 1\n"
+                 "wh_triggers_total{result=\"rejected\",reason=\"unauthorized\"} 1\n"
+                 "wh_triggers_total{result=\"rejected\",reason=\"too_large\"} 0\n") != NULL);
     CHECK(strstr(b.data, "wh_build_info{binary=\"broker\",version=\"1.0\"} 1\n") != NULL);
     /* only the broker's families */
     CHECK(strstr(b.data, "wh_attempts_total") == NULL);
