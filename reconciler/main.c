@@ -7,9 +7,9 @@
 #include <unistd.h>
 
 #include "cfg.h"
+#include "clock.h"
 #include "keys.h"
 #include "libmem.h"
-#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "metricsrv.h"
