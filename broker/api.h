@@ -2,6 +2,8 @@
 #ifndef WH_API_H
 #define WH_API_H
 
+#include <stdint.h>
+
 #include "http.h"
 
 void api_healthz(struct req *r);
@@ -41,5 +43,14 @@ void status_get(struct req *r); /* GET /api/v0/webhooks/<name>/<id>/status */
 void stats_get(struct req *r);  /* GET /api/v0/stats */
 
 void openapi_get(struct req *r); /* GET /api/v0/openapi.json (no API key) */
+
+/* Metrics (broker/sample.c, docs/metrics.md). */
+void sample_get(struct req *r); /* GET /metrics (no API key): the last sample, never a query */
+/* The periodic tick's sub-period: samples the queue (Redis) and database gauges, one round at a
+ * time, every METRICS_SAMPLE_INTERVAL. */
+void sample_tick(struct broker *b, int64_t now_mono_ms);
+/* Names the process and its partitions to common/metrics.c (before anything counts). */
+void sample_start(struct broker *b);
+void sample_free(void); /* after the loop */
 
 #endif

@@ -44,6 +44,7 @@ struct broker_cfg {
     long resolve_timeout_ms;
     long drain_timeout_ms;
     long request_timeout_ms;
+    long metrics_sample_ms;
 };
 
 struct broker {

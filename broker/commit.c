@@ -22,6 +22,7 @@
 #include "jobmsg.h"
 #include "keys.h"
 #include "log.h"
+#include "metrics.h"
 #include "schema.h"
 
 static struct gcommit gc, gc_keyed;
@@ -181,6 +182,7 @@ static bool cmd(struct rds *r, struct rargs *a)
 void commit_enqueue(struct broker *b, const char *ctx, const struct enq_job *jobs, size_t njobs,
                     commit_enqueued_fn *done, void *priv)
 {
+    metrics_add(M_JOBS_CREATED, 0, njobs); /* every caller committed them first */
     struct enq *q = xcalloc(1, sizeof *q);
     q->b = b;
     snprintf(q->ctx, sizeof q->ctx, "%s", ctx ? ctx : "enqueue");
@@ -446,6 +448,7 @@ static bool add_keyed_event(struct gcommit_node *n, struct buf *arr, void *arg)
 static const struct gcommit_ops commit_ops = {
     .stmt_name = "wh_commit",
     .sql = insert_sql,
+    .items_are_rows = true,
     .nparams = A_N,
     .add = add_event,
     .done = committed,
@@ -454,6 +457,7 @@ static const struct gcommit_ops commit_ops = {
 static const struct gcommit_ops keyed_ops = {
     .stmt_name = "wh_commit_keyed",
     .sql = keyed_sql,
+    .items_are_rows = true,
     .nparams = A_KEYED_N,
     .add = add_keyed_event,
     .done = committed_keyed,

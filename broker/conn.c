@@ -44,6 +44,7 @@
 #include "codec.h"
 #include "libmem.h"
 #include "log.h"
+#include "metrics.h"
 #include "mem.h"
 
 #define LINGER_MAX 128             /* refused sockets lingering at once; beyond: closed at once */
@@ -80,6 +81,7 @@ struct conn {
     size_t line_len; /* bytes of the current line so far */
     char line[LINE_KEEP];
     bool body_declared; /* a Content-Length over 0, or a Transfer-Encoding */
+    bool trigger;       /* the request line targets /api/v0/trigger-event (wh_triggers_total) */
     bool in_auth;       /* the current line is the (first) Authorization header */
     bool auth_seen;
     size_t auth_len; /* AUTH_KEEP + 1: longer than any key */
@@ -257,6 +259,8 @@ static void conn_reject(struct conn *c, const struct conn_refusal *f)
 {
     if (c->state == CONN_CLOSING)
         return;
+    if (c->trigger)
+        metrics_inc(M_TRIGGERS, metrics_trigger_set(f->status));
     c->state = CONN_CLOSING;
     c->refusal = *f;
     evtimer_del(c->timer);
@@ -284,7 +288,7 @@ static void conn_begin_request(struct conn *c)
     c->hdr_lines = 0;
     c->eol = 0;
     c->line_len = 0;
-    c->body_declared = c->in_auth = c->auth_seen = false;
+    c->body_declared = c->in_auth = c->auth_seen = c->trigger = false;
     c->auth_len = 0;
     struct timeval tv = tv_ms(lim.deadline_ms);
     evtimer_add(c->timer, &tv);
@@ -312,13 +316,29 @@ static bool line_is(const struct conn *c, const char *hdr, size_t n)
     return kept >= n && strncasecmp(c->line, hdr, n) == 0;
 }
 
+/* Whether the kept part of the request line is "<method> /api/v0/trigger-event" followed by
+ * '/', '?' or ' ' (a refusal of it counts in wh_triggers_total, as http.c's answers do). */
+static bool request_is_trigger(const struct conn *c)
+{
+    static const char path[] = "/api/v0/trigger-event";
+    size_t kept = c->line_len < LINE_KEEP ? c->line_len : LINE_KEEP;
+    const char *sp = memchr(c->line, ' ', kept);
+    if (!sp)
+        return false;
+    size_t at = (size_t)(sp - c->line) + 1, n = sizeof path - 1;
+    return kept > at + n && memcmp(c->line + at, path, n) == 0 && c->line[at + n] &&
+           strchr("/? ", c->line[at + n]);
+}
+
 /* A header line ended: counts it, reads a Content-Length and notes a body. 0, or the refusal
  * status. */
 static int conn_line_done(struct conn *c)
 {
     c->in_auth = false;
-    if (c->hdr_lines++ == 0)
-        return 0; /* the request line */
+    if (c->hdr_lines++ == 0) { /* the request line */
+        c->trigger = request_is_trigger(c);
+        return 0;
+    }
     if (c->hdr_lines - 1 > lim.max_headers) {
         refusal_set(&c->refusal, 431, "headers_too_large",
                     "the request has more than %ld header lines (MAX_HEADERS)", lim.max_headers);

@@ -21,6 +21,7 @@
 #include "jsonv.h"
 #include "libmem.h"
 #include "log.h"
+#include "metrics.h"
 #include "valid.h"
 
 static struct evhttp *http;
@@ -63,6 +64,8 @@ static const struct route routes[] = {
     {{"api", "v0", "stats"}, 3, 0, NULL, stats_get, NULL, NULL, NULL, NULL},
     /* the OpenAPI document (issue 12, decision 36): docs/openapi.json lists every route above */
     {{"api", "v0", "openapi.json"}, 3, 0, NULL, openapi_get, NULL, NULL, NULL, NULL},
+    /* Prometheus metrics (issue 12, decision 37; docs/metrics.md): no API key */
+    {{"metrics"}, 1, 0, NULL, sample_get, NULL, NULL, NULL, NULL},
 };
 
 /* True when segment i is the literal s (without a trailing '/'). */
@@ -94,12 +97,16 @@ static void req_free(struct req *r)
     broker_work_done(b);
 }
 
-/* Sends status with data, then the newline when nl (the request is not freed). */
-static void reply_send(struct req *r, int status, const void *data, size_t len, bool nl)
+/* Sends status with data of type ctype, then the newline when nl (the request is not freed).
+ * Every answer passes here once: a trigger's is counted, the client gone or not. */
+static void reply_send(struct req *r, int status, const char *ctype, const void *data, size_t len,
+                       bool nl)
 {
+    if (r->trigger)
+        metrics_inc(M_TRIGGERS, metrics_trigger_set(status));
     if (r->ev) {
         struct evkeyvalq *h = evhttp_request_get_output_headers(r->ev);
-        evhttp_add_header(h, "Content-Type", "application/json");
+        evhttp_add_header(h, "Content-Type", ctype);
         evhttp_add_header(h, "Cache-Control", "no-store");
         struct evbuffer *out = evhttp_request_get_output_buffer(r->ev);
         if (len)
@@ -115,7 +122,8 @@ static void reply_send(struct req *r, int status, const void *data, size_t len, 
 
 void http_reply(struct req *r, int status, struct buf *body)
 {
-    reply_send(r, status, body ? body->data : NULL, body ? body->len : 0, true);
+    reply_send(r, status, "application/json", body ? body->data : NULL, body ? body->len : 0,
+               true);
     if (body)
         buf_free(body);
     req_free(r);
@@ -123,7 +131,14 @@ void http_reply(struct req *r, int status, struct buf *body)
 
 void http_reply_bytes(struct req *r, int status, const void *data, size_t len)
 {
-    reply_send(r, status, data, len, false);
+    reply_send(r, status, "application/json", data, len, false);
+    req_free(r);
+}
+
+void http_reply_typed(struct req *r, int status, const char *content_type, const void *data,
+                      size_t len)
+{
+    reply_send(r, status, content_type, data, len, false);
     req_free(r);
 }
 
@@ -330,15 +345,18 @@ static void on_request(struct evhttp_request *ev, void *arg)
     r->conn = evhttp_request_get_connection(ev);
     snprintf(r->id, sizeof r->id, "req-%lu", ++req_counter);
     b->outstanding++;
+    enum evhttp_cmd_type method = evhttp_request_get_command(ev);
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    static const char trigger_path[] = "/api/v0/trigger-event";
+    r->trigger = path && strncmp(path, trigger_path, sizeof trigger_path - 1) == 0 &&
+                 (path[sizeof trigger_path - 1] == '/' || path[sizeof trigger_path - 1] == '\0');
     struct conn_refusal refusal;
     if (r->conn && conn_request_begin(r->conn, on_conn_gone, r, &refusal)) {
         evhttp_add_header(evhttp_request_get_output_headers(ev), "Connection", "close");
         http_error(r, refusal.status, refusal.code, "%s", refusal.msg);
         return;
     }
-    enum evhttp_cmd_type method = evhttp_request_get_command(ev);
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
-    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     r->query = uri ? evhttp_uri_get_query(uri) : NULL;
     struct evbuffer *in = evhttp_request_get_input_buffer(ev);
     r->body_len = evbuffer_get_length(in);
@@ -390,7 +408,7 @@ int http_start(struct broker *b, char *err, size_t errlen)
                               b->cfg.max_header_bytes, b->cfg.max_headers, b->cfg.max_body};
     if (conn_attach(b->base, http, evhttp_bound_socket_get_listener(bound), &lim, err, errlen) < 0)
         return -1;
-    log_info(NULL, "listening on http://%s:%d", host, bound_port);
+    log_info(NULL, "listening on http://%s:%d (Prometheus metrics at /metrics)", host, bound_port);
     return 0;
 }
 

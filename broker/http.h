@@ -22,6 +22,7 @@ struct req {
     const char *query; /* raw query string or NULL */
     char seg[4][256];  /* decoded path segments after the route prefix */
     int nseg;
+    bool trigger; /* a request to /api/v0/trigger-event: its answer counts in wh_triggers_total */
 };
 
 int http_start(struct broker *b, char *err, size_t errlen) __attribute__((warn_unused_result));
@@ -33,6 +34,9 @@ void http_reply(struct req *r, int status, struct buf *body);
 /* Send len bytes of data as they are (no newline added; data is only read) and free the
  * request. */
 void http_reply_bytes(struct req *r, int status, const void *data, size_t len);
+/* The same with the Content-Type given (a literal). */
+void http_reply_typed(struct req *r, int status, const char *content_type, const void *data,
+                      size_t len);
 void http_error(struct req *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

@@ -13,6 +13,7 @@
 #include "api.h"
 #include "broker.h"
 #include "cfg.h"
+#include "clock.h"
 #include "http.h"
 #include "keys.h"
 #include "libmem.h"
@@ -89,6 +90,9 @@ static const struct cfg_opt opts[] = {
     CFG_OPT_HTTPS_ONLY(C(https_only)),
     CFG_OPT_SECRETS_KEY(C(secrets_key)),
     CFG_OPT_SECRETS_KEY_PREVIOUS(C(secrets_key_previous)),
+    {"METRICS_SAMPLE_INTERVAL", "metrics-sample-interval", CFG_MS, "5", 500, 600000,
+     "seconds between two samples of the queue and database gauges of /metrics",
+     C(metrics_sample_ms)},
     CFG_OPT_LOG_LEVEL(C(log_level)),
     CFG_OPT_LOG_FORMAT(C(log_format)),
 };
@@ -99,7 +103,16 @@ static const char usage[] =
     "HTTP front of the webhook broker: the management API, the trigger API, /healthz and\n"
     "/readyz. Every option can also be set by the environment variable shown.";
 
-static struct event *sig_term, *sig_int, *drain_timer;
+#define TICK_MS 1000
+
+static struct event *sig_term, *sig_int, *drain_timer, *tick_ev;
+
+/* The one periodic timer: its sub-periods (the metrics' sampling) keep their own schedule. */
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    sample_tick(arg, clock_mono_ms());
+}
 
 void broker_work_done(struct broker *b)
 {
@@ -180,6 +193,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "webhook-broker: cannot create the event loop\n");
         return 1;
     }
+    sample_start(&broker);
     if (urlguard_start(&broker, err, sizeof err) < 0 || verify_start(&broker, err, sizeof err) < 0 ||
         http_start(&broker, err, sizeof err) < 0) {
         fprintf(stderr, "webhook-broker: %s\n", err);
@@ -209,6 +223,9 @@ int main(int argc, char **argv)
     sig_int = xnonnull(evsignal_new(broker.base, SIGINT, on_signal, &broker), "evsignal_new");
     evsignal_add(sig_term, NULL);
     evsignal_add(sig_int, NULL);
+    tick_ev = xnonnull(event_new(broker.base, -1, EV_PERSIST, on_tick, &broker), "event_new");
+    struct timeval tick = {TICK_MS / 1000, (TICK_MS % 1000) * 1000};
+    event_add(tick_ev, &tick);
 
     event_base_dispatch(broker.base);
 
@@ -222,6 +239,8 @@ int main(int argc, char **argv)
     http_free();
     event_free(sig_term);
     event_free(sig_int);
+    event_free(tick_ev);
+    sample_free();
     if (drain_timer)
         event_free(drain_timer);
     event_base_free(broker.base);

@@ -2,6 +2,9 @@
  * items, jobs and bytes, array parameters in reused buffers, and the set of returned ids. */
 #include "gcommit.h"
 
+#include "clock.h"
+#include "metrics.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -105,6 +108,11 @@ static void written(void *priv, PGresult *res, const char *err)
     /* A copy: a batch sent from inside done() reuses gc->flight. */
     struct gcommit_batch bt = gc->flight;
     gc->in_flight = false;
+    if (res) { /* PostgreSQL answered (a failed send has none) */
+        metrics_observe(M_PG_COMMIT_DURATION, (double)(clock_mono_us() - gc->sent_us) / 1e6);
+        metrics_observe(M_PG_COMMIT_BATCH,
+                        (double)(bt.jobs + (gc->ops->items_are_rows ? bt.items : 0)));
+    }
     if (!err)
         returned_ids(gc, &bt, res);
     gc->ops->done(&bt, res, err, err ? NULL : &gc->returned, gc->arg);
@@ -154,6 +162,7 @@ static void flush(struct gcommit *gc)
         params[i] = gc->arrays[i].data;
     }
     gc->in_flight = true;
+    gc->sent_us = clock_mono_us();
     if (pg_query_prepared(gc->pg, ops->stmt_name, ops->sql, ops->nparams, params, NULL, NULL, 0,
                           written, gc) < 0)
         written(gc, NULL, "database connection is down");

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ids.h"
 #include "mem.h"
@@ -54,6 +55,9 @@ struct gcommit_batch {
 struct gcommit_ops {
     const char *stmt_name; /* prepared statement name (a literal) */
     const char *sql;       /* RETURNING the written ids in column 0 */
+    /* wh_pg_commit_batch_size counts the batch's jobs, and also its items when set (the
+     * broker's events; a worker's item is its one outcome) */
+    bool items_are_rows;
     int nparams;           /* array parameters, at most GCOMMIT_MAX_PARAMS */
     /* Appends the item's elements to the nparams array literals (begun and ended by the
      * caller of this callback). false: the item has nothing to record and goes to skipped
@@ -80,6 +84,7 @@ struct gcommit {
     struct gcommit_node *head, **tail;
     size_t items, jobs, bytes; /* waiting (not in flight) */
     bool in_flight;
+    int64_t sent_us; /* when the batch in flight was sent (monotonic) */
     struct gcommit_batch flight;
     struct buf arrays[GCOMMIT_MAX_PARAMS];
     struct idset returned;

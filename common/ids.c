@@ -116,6 +116,27 @@ void id_at(int64_t us, char *out)
              (unsigned)(ms & 0xffff));
 }
 
+int64_t id_time_ms(const char *s)
+{
+    int64_t ms = 0;
+    for (int i = 0; i < 13; i++) {
+        char c = s[i];
+        if (i == 8) {
+            if (c != '-')
+                return -1;
+            continue;
+        }
+        int v = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (v < 0)
+            return -1;
+        ms = ms << 4 | v;
+    }
+    return ms;
+}
+
 uint32_t id_partition(const char *id, uint32_t nparts)
 {
     uint32_t h = 2166136261u;

@@ -25,6 +25,10 @@ void id_normalize(const char *s, char *out);
  * the SQL wh_uuid_at() of common/schema.c computes the same. */
 void id_at(int64_t us, char *out);
 
+/* The millisecond (since 1970) in a UUIDv7's first 48 bits; -1 when s does not start with
+ * 8 hex digits, '-', 4 hex digits. */
+int64_t id_time_ms(const char *s);
+
 /* Partition of a subscription: FNV-1a 32-bit over the id's ID_LEN text bytes, mod nparts. */
 uint32_t id_partition(const char *id, uint32_t nparts);
 

@@ -7,9 +7,12 @@
 #include <unistd.h>
 
 #include "cfg.h"
+#include "clock.h"
 #include "keys.h"
 #include "libmem.h"
 #include "log.h"
+#include "metrics.h"
+#include "metricsrv.h"
 #include "rds.h"
 #include "recon.h"
 #include "schema.h"
@@ -43,6 +46,7 @@ static const struct cfg_opt opts[] = {
     {"RECONCILE_ONCE", "once", CFG_BOOL, "0", 0, 0, "run one pass and exit (for cron)", C(once)},
     {"RECONCILE_DRY_RUN", "dry-run", CFG_BOOL, "0", 0, 0,
      "report what would be repaired, change nothing", C(dry_run)},
+    CFG_OPT_METRICS_LISTEN(C(metrics_listen)),
     CFG_OPT_LOG_LEVEL(C(log_level)),
     CFG_OPT_LOG_FORMAT(C(log_format)),
 };
@@ -154,7 +158,13 @@ static int pass(void)
 {
     char err[512];
     memset(&R.n, 0, sizeof R.n);
-    if (connect_all(err, sizeof err) < 0) {
+    int connected = connect_all(err, sizeof err);
+    /* what this pass found (the connections live only during a pass) */
+    metrics_lock();
+    metrics_set(M_REDIS_UP, 0, R.rc && !R.rc->err);
+    metrics_set(M_POSTGRES_UP, 0, R.pg && PQstatus(R.pg) == CONNECTION_OK);
+    metrics_unlock();
+    if (connected < 0) {
         log_error(NULL, "%s", err);
         disconnect_all();
         return -1;
@@ -219,12 +229,31 @@ int main(int argc, char **argv)
     log_info(NULL, "webhook-reconciler %s (%s, grace %.0f s, retention %ld days%s)",
              RECON_VERSION, R.cfg.interval_s ? "loop" : "one pass", R.cfg.grace_ms / 1000.0,
              R.cfg.retention_days, R.cfg.dry_run ? ", dry run" : "");
+    metrics_init(METRICS_RECONCILER, "reconciler", RECON_VERSION, (unsigned)R.cfg.partitions);
+    char err[512];
+    if (R.cfg.metrics_listen[0] && !R.cfg.interval_s) {
+        log_info(NULL, "METRICS_LISTEN is ignored by a single pass (serve it with --interval)");
+    } else if (metricsrv_start_thread(R.cfg.metrics_listen, err, sizeof err) < 0) {
+        fprintf(stderr, "webhook-reconciler: %s\n", err);
+        cfg_free(opts, NOPTS);
+        return 2;
+    }
     int status = 0;
     do {
+        int64_t start_us = clock_mono_us();
         status = pass() < 0 ? 1 : 0;
+        metrics_lock();
+        metrics_inc(M_RECON_PASSES, status ? MR_FAILED : MR_OK);
+        metrics_observe(M_RECON_PASS_DURATION, (double)(clock_mono_us() - start_us) / 1e6);
+        if (!status)
+            metrics_set(M_RECON_LAST_SUCCESS, 0, (double)clock_now_ms() / 1000);
+        if (!R.cfg.dry_run) /* a failed pass's requeues before it stopped happened too */
+            metrics_add(M_RECON_REQUEUED, 0, (uint64_t)R.n.requeued);
+        metrics_unlock();
         for (long s = 0; R.cfg.interval_s && s < R.cfg.interval_s && !stop; s++)
             sleep(1);
     } while (R.cfg.interval_s && !stop);
+    metricsrv_stop_thread();
     cfg_free(opts, NOPTS);
     return status;
 }

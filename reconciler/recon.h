@@ -25,6 +25,7 @@ struct recon_cfg {
     long interval_s;
     bool once;
     bool dry_run;
+    char *metrics_listen; /* METRICS_LISTEN: "" (off), host:port or :port */
 };
 
 struct recon_counts {

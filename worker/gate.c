@@ -15,6 +15,7 @@
 #include "keys.h"
 #include "libmem.h"
 #include "log.h"
+#include "metrics.h"
 #include "worker.h"
 
 #define SLOT_NEAR_MS 250     /* a slot this close is waited for in memory; later ones are parked */
@@ -192,6 +193,7 @@ static void start_now(struct job *j)
     j->next = NULL;
     if (W.offline) {
         j->m.rslot = 0;
+        metrics_inc(M_JOBS_HELD, MH_OFFLINE);
         park(j, clock_now_ms());
         return;
     }
@@ -241,6 +243,7 @@ static void start_at(struct job *j, int64_t slot_ms)
         j->m.rslot = slot_ms;
         log_debug(j->m.job, "rate limit: slot in %lld ms; parked until shortly before",
                   (long long)delay);
+        metrics_inc(M_JOBS_HELD, MH_RATE_LIMIT);
         park(j, clock_now_ms() + delay - SLOT_NEAR_MS);
     }
 }
@@ -283,6 +286,9 @@ static void decided(struct rds *r, redisReply *reply, void *priv)
         if (g->half_open && (!granted || !first)) {
             /* the probe is someone else's (or this one's first job's): wait for its outcome */
             j->m.rslot = 0;
+            /* the lock of a circuit's probe, or of an ordered subscription's head */
+            metrics_inc(M_JOBS_HELD,
+                        j->ctl && j->ctl->ordered ? MH_ORDERED : MH_CIRCUIT_OPEN);
             park(j, clock_now_ms() + PROBE_BUSY_MS);
             continue;
         }

@@ -15,6 +15,8 @@
 #include "libmem.h"
 #include "log.h"
 #include "mail.h"
+#include "metrics.h"
+#include "metricsrv.h"
 #include "schema.h"
 #include "worker.h"
 
@@ -76,6 +78,7 @@ static const struct cfg_opt opts[] = {
     CFG_OPT_HTTPS_ONLY(C(https_only)),
     CFG_OPT_SECRETS_KEY(C(secrets_key)),
     CFG_OPT_SECRETS_KEY_PREVIOUS(C(secrets_key_previous)),
+    CFG_OPT_METRICS_LISTEN(C(metrics_listen)),
     CFG_OPT_LOG_LEVEL(C(log_level)),
     CFG_OPT_LOG_FORMAT(C(log_format)),
 };
@@ -107,6 +110,8 @@ static void maybe_exit(void)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what, (void)arg;
+    metrics_set(M_REDIS_UP, 0, rds_up(W.rd_cmd) && rds_up(W.rd_read));
+    metrics_set(M_POSTGRES_UP, 0, pg_up(W.pg) && pg_up(W.pg_read));
     offline_tick(clock_mono_ms());
     reader_tick(clock_now_ms());
     prep_tick();
@@ -209,10 +214,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "webhook-worker: libcurl initialisation failed\n");
         return 1;
     }
+    metrics_init(METRICS_WORKER, "worker", WORKER_VERSION, (unsigned)W.cfg.partitions);
     W.base = event_base_new();
     if (!W.base || deliver_init() < 0) {
         fprintf(stderr, "webhook-worker: cannot create the event loop or libcurl multi handle\n");
         return 1;
+    }
+    if (metricsrv_start(W.base, W.cfg.metrics_listen, err, sizeof err) < 0) {
+        fprintf(stderr, "webhook-worker: %s\n", err);
+        return 2;
     }
     curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
     log_info(NULL,
@@ -252,6 +262,7 @@ int main(int argc, char **argv)
 
     event_base_dispatch(W.base);
 
+    metricsrv_free();
     deliver_shutdown();
     mail_shutdown();
     rds_free(W.rd_read);

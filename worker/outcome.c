@@ -12,6 +12,7 @@
 #include "ids.h"
 #include "keys.h"
 #include "log.h"
+#include "metrics.h"
 #include "opevents.h"
 #include "worker.h"
 
@@ -293,7 +294,7 @@ static void finalize(struct gcommit_node *batch)
  *   connection's own rows, so a healthy subscription's success still writes no subscription
  *   row.
  * Rows: each updated job; the first also carries the new jobs as JSON (NULL: none), which
- * opevents.c puts in Redis. Built once by outcome_sql_build (the settings are literals). */
+ * opevents.c puts in Redis, and the number of circuits the batch opened (wh_circuit_opened_total). Built once by outcome_sql_build (the settings are literals). */
 #define OUTCOME_SQL_FMT                                                                     \
     "WITH o AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[], $5::text[], " \
     "  $6::bigint[], $7::int[], $8::text[], $9::bigint[], $10::bigint[], $11::text[]) " \
@@ -432,7 +433,8 @@ static void finalize(struct gcommit_node *batch)
     "SELECT u.id, CASE WHEN row_number() OVER () = 1 THEN (SELECT json_agg(json_build_object(" \
     "  'j', nj.id, 'e', nj.event_id, 's', nj.subscription_id, 'u', nj.url, 'p', nj.partition, " \
     "  'n', ev.event_name, 'd', convert_from(ev.payload, 'UTF8'))) " \
-    "  FROM nj JOIN ev ON ev.id = nj.event_id) END " \
+    "  FROM nj JOIN ev ON ev.id = nj.event_id) END, " \
+    "  CASE WHEN row_number() OVER () = 1 THEN (SELECT count(*) FROM h WHERE circ = 'opened') END " \
     "FROM u"
 
 static char *outcome_sql;
@@ -462,6 +464,40 @@ static void apply_returned(struct gcommit_node *batch, const struct idset *retur
     }
 }
 
+/* The metrics of a committed batch's recorded outcomes (apply_returned has made the jobs the
+ * statement did not update OUT_SKIP): a few adds per job. */
+static void count_recorded(struct gcommit_node *batch)
+{
+    for (struct job *j = job_of(batch); j; j = job_of(j->gc.next)) {
+        size_t cls = metrics_status_class(j->status_code);
+        switch (j->out) {
+        case OUT_DELIVERED:
+            metrics_inc(M_ATTEMPTS, MA_SUCCESS(cls));
+            metrics_inc(M_JOBS_FINISHED, MF_DELIVERED);
+            /* creation (the id's ms) to the end of this attempt */
+            int64_t made = id_time_ms(j->m.job);
+            if (made > 0)
+                metrics_observe(M_DELIVERY_LAG,
+                                (double)(j->started_ms + j->duration_ms - made) / 1000);
+            break;
+        case OUT_RETRY:
+            metrics_inc(M_ATTEMPTS, MA_FAILURE(cls));
+            metrics_inc(M_RETRIES, 0);
+            break;
+        case OUT_DEAD:
+            metrics_inc(M_ATTEMPTS, MA_FAILURE(cls));
+            metrics_inc(M_JOBS_FINISHED, MF_DEAD);
+            break;
+        case OUT_CANCELLED:
+            metrics_inc(M_JOBS_FINISHED, MF_CANCELLED);
+            continue; /* no attempt */
+        default:
+            continue;
+        }
+        metrics_observe(M_ATTEMPT_DURATION, (double)j->duration_ms / 1000);
+    }
+}
+
 static void written(const struct gcommit_batch *bt, PGresult *res, const char *err,
                     const struct idset *returned, void *arg)
 {
@@ -482,6 +518,9 @@ static void written(const struct gcommit_batch *bt, PGresult *res, const char *e
         if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 1))
             opevents_enqueue(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
         apply_returned(bt->head, returned);
+        if (PQntuples(res) > 0 && PQnfields(res) > 2 && !PQgetisnull(res, 0, 2))
+            metrics_add(M_CIRCUIT_OPENED, 0, strtoull(PQgetvalue(res, 0, 2), NULL, 10));
+        count_recorded(bt->head);
         finalize(bt->head);
     }
 }

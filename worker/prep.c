@@ -14,6 +14,7 @@
 #include "keys.h"
 #include "libmem.h"
 #include "log.h"
+#include "metrics.h"
 #include "ttlcache.h"
 #include "worker.h"
 
@@ -149,6 +150,7 @@ static void dispatch_ctl(struct job *j, int64_t now, long *held)
     } else if (c->paused) {
         j->m.rslot = 0; /* a reservation is stale by the time a pause ends */
         j->out = OUT_PAUSED;
+        metrics_inc(M_JOBS_HELD, MH_PAUSED);
         outcome_submit(j);
         (*held)++;
     } else if (c->ordered && strcmp(c->head, j->m.job) != 0) {
@@ -156,6 +158,7 @@ static void dispatch_ctl(struct job *j, int64_t now, long *held)
          * that could record an attempt */
         j->m.rslot = 0;
         j->out = OUT_WAIT;
+        metrics_inc(M_JOBS_HELD, MH_ORDERED);
         outcome_submit(j);
     } else if (hold_until > now) {
         log_debug(j->m.job, "subscription %s %s until %lld: parked", j->m.sub,
@@ -163,6 +166,8 @@ static void dispatch_ctl(struct job *j, int64_t now, long *held)
                                                          : "is slowed down",
                   (long long)hold_until);
         j->m.rslot = 0;
+        metrics_inc(M_JOBS_HELD,
+                    hold_until == c->circuit_open_until_ms ? MH_CIRCUIT_OPEN : MH_SLOWDOWN);
         hold(j, hold_until);
     } else if (j->sub->keylen < 0) {
         /* Most likely a SECRETS_KEY mismatch: a failed attempt, retried on schedule, so
@@ -202,6 +207,7 @@ static void dispatch(struct batch *bt)
             outcome_submit(j);
         } else if (bt->offline) {
             j->m.rslot = 0;
+            metrics_inc(M_JOBS_HELD, MH_OFFLINE);
             hold(j, now);
             held++;
         } else if (!j->sub || !j->sub->active || !j->ctl || j->ctl->gone) {

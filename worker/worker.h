@@ -55,6 +55,7 @@ struct worker_cfg {
     char *smtp_url;            /* "": mailto: attempts fail */
     char *smtp_from;
     long payload_ttl; /* seconds an operational event's payload stays in Redis */
+    char *metrics_listen; /* METRICS_LISTEN: "" (off), host:port or :port */
 };
 
 struct worker {

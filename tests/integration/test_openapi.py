@@ -94,10 +94,11 @@ def test_document_basics():
     assert doc["security"] == [{"apiKey": []}]
     assert doc["components"]["securitySchemes"]["apiKey"] == {
         **doc["components"]["securitySchemes"]["apiKey"], "type": "http", "scheme": "bearer"}
-    # Unauthenticated: exactly the health checks and the document itself.
+    # Unauthenticated: exactly the health checks, the metrics and the document itself.
     open_ops = {(m.upper(), p) for p, item in doc["paths"].items() for m, op in item.items()
                 if op.get("security") == []}
-    assert open_ops == {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/api/v0/openapi.json")}
+    assert open_ops == {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
+                        ("GET", "/api/v0/openapi.json")}
     # Every operation documents its error answers with the shared error body.
     for p, item in doc["paths"].items():
         for m, op in item.items():
@@ -138,6 +139,10 @@ def test_check_refuses_what_the_document_does_not_say():
     assert check.check("PUT", "/healthz", 405, js, err) is None
     assert "not in docs/openapi.json" in check.check("GET", "/nope", 200, js, b"{}")
     assert "does not match" in check.check("GET", "/nope", 404, js, b"{}")
+    # A documented answer that is not JSON (GET /metrics): its Content-Type is checked.
+    text = Headers([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")])
+    assert check.check("GET", "/metrics", 200, text, b"wh_redis_up 1\n") is None
+    assert "Content-Type" in check.check("GET", "/metrics", 200, js, b"{}")
     # A time that is not RFC 3339 UTC with milliseconds is refused.
     ok = {"status": "online", "message": None, "since": "2026-12-02T01:52:03.123Z",
           "waitingJobs": 0}

@@ -161,6 +161,12 @@ static void test_at(void)
     CHECK_STR(b, "00000000-0002-0000-0000-000000000000");
     id_at(1764633600123000LL, b); /* 2025-12-02T00:00:00.123Z = 0x019adc5be07b ms */
     CHECK_STR(b, "019adc5b-e07b-0000-0000-000000000000");
+    /* id_time_ms reads the millisecond back, either case; -1 on a malformed start */
+    CHECK_EQ_INT(id_time_ms(b), 1764633600123LL);
+    CHECK_EQ_INT(id_time_ms("019ADC5B-E07B-7000-8000-000000000000"), 1764633600123LL);
+    CHECK_EQ_INT(id_time_ms("019adc5b-e07"), -1);
+    CHECK_EQ_INT(id_time_ms("019adc5be07b"), -1);
+    CHECK_EQ_INT(id_time_ms("x19adc5b-e07b-7000-8000-000000000000"), -1);
     id_at(253402300799999999LL, b); /* 9999-12-31T23:59:59.999999Z rounds up to 10000 */
     CHECK_STR(b, "e677d21f-dc00-0000-0000-000000000000");
     CHECK(id_valid(b, ID_LEN));
