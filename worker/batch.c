@@ -27,11 +27,11 @@ struct wbatch {
     char id[ID_LEN + 1];
     char sub[ID_LEN + 1];
     int attempt;
-    cJSON *doc;           /* the message, to write it again with another attempt */
-    cJSON *jobs;          /* doc's "j": the job messages */
-    struct buf ids;       /* the job ids as a uuid[] literal */
-    struct buf claimed;   /* the ids PostgreSQL gave this batch (uuid[] literal) */
-    struct job *j;        /* the delivery, once there is one (owns this batch) */
+    cJSON *doc;         /* the message, to write it again with another attempt */
+    cJSON *jobs;        /* doc's "j": the job messages */
+    struct buf ids;     /* the job ids as a uuid[] literal */
+    struct buf claimed; /* the ids PostgreSQL gave this batch (uuid[] literal) */
+    struct job *j;      /* the delivery, once there is one (owns this batch) */
     /* the outcome being recorded */
     const char *status;
     int64_t next_ms;
@@ -50,8 +50,8 @@ struct wbatch {
     "  if n < max and tonumber(first[2]) > now - int then return 0 end "                           \
     "  local m = redis.call('ZRANGE', pend, 0, max - 1) "                                          \
     "  redis.call('ZREM', pend, unpack(m)) "                                                       \
-    "  redis.call('XADD', jobs, '*', field, '{\"b\":\"' .. id .. '\",\"s\":\"' .. sub .. "       \
-    "    '\",\"a\":1,\"j\":[' .. table.concat(m, ',') .. ']}') "                                 \
+    "  redis.call('XADD', jobs, '*', field, '{\"b\":\"' .. id .. '\",\"s\":\"' .. sub .. "         \
+    "    '\",\"a\":1,\"j\":[' .. table.concat(m, ',') .. ']}') "                                   \
     "  if n == #m then redis.call('SREM', subs, sub) end "                                         \
     "  return #m "                                                                                 \
     "end "                                                                                         \
@@ -194,8 +194,9 @@ static void finalized(struct rds *r, redisReply *reply, void *priv)
     (void)r;
     struct wbatch *b = priv;
     if (!reply || reply->type != REDIS_REPLY_ARRAY)
-        log_warn(b->id, "Redis clean-up of the batch failed (%s): its entry stays pending and is "
-                        "claimed again; PostgreSQL already has the outcome",
+        log_warn(b->id,
+                 "Redis clean-up of the batch failed (%s): its entry stays pending and is "
+                 "claimed again; PostgreSQL already has the outcome",
                  reply && reply->str ? reply->str : "connection lost");
     batch_done(b);
 }
@@ -308,8 +309,9 @@ static void recorded(void *priv, PGresult *res, const char *err)
         if (PQgetlength(res, i, 0) == ID_LEN)
             memcpy(ids[i], PQgetvalue(res, i, 0), ID_LEN);
     if (n == 0) {
-        log_info(b->id, "batch attempt %d was recorded already (or its jobs finished): Redis "
-                        "clean-up only",
+        log_info(b->id,
+                 "batch attempt %d was recorded already (or its jobs finished): Redis "
+                 "clean-up only",
                  b->attempt);
         finalize(b, FIN_CLEAN, 0, 0, NULL, 0, false, NULL);
     } else if (strcmp(b->status, "retrying") == 0) {
@@ -398,8 +400,8 @@ static void record(struct wbatch *b, const char *status, int64_t next_ms)
     /* $1 id, $2 attempt, $3 status ... in the statement's order */
     const char *ordered[] = {params[0], params[2], params[1], params[3], params[4],
                              params[5], params[6], params[7], params[8], params[9]};
-    if (pg_query_prepared(W.pg, "wh_batch_record", record_sql, 10, ordered, NULL, NULL, 0,
-                          recorded, b) < 0)
+    if (pg_query_prepared(W.pg, "wh_batch_record", record_sql, 10, ordered, NULL, NULL, 0, recorded,
+                          b) < 0)
         abandon(b, "PostgreSQL is unavailable");
     buf_free(&err);
     buf_free(&exc);
@@ -531,13 +533,13 @@ static void loaded(void *priv, PGresult *res, const char *err)
         pgarr_add(&b->claimed, PQgetvalue(res, i, L_ID), ID_LEN);
     pgarr_end(&b->claimed);
     int64_t now = clock_now_ms();
-    long done = PQgetisnull(res, 0, L_B_ATTEMPTS)
-                    ? 0
-                    : strtol(PQgetvalue(res, 0, L_B_ATTEMPTS), NULL, 10);
-    bool offline = PQgetisnull(res, 0, L_OFFLINE) || strcmp(PQgetvalue(res, 0, L_OFFLINE), "t") == 0;
+    long done =
+        PQgetisnull(res, 0, L_B_ATTEMPTS) ? 0 : strtol(PQgetvalue(res, 0, L_B_ATTEMPTS), NULL, 10);
+    bool offline =
+        PQgetisnull(res, 0, L_OFFLINE) || strcmp(PQgetvalue(res, 0, L_OFFLINE), "t") == 0;
     offline_seen(offline);
-    bool gone = PQgetisnull(res, 0, L_S_STATUS) ||
-                strcmp(PQgetvalue(res, 0, L_S_STATUS), "active") != 0;
+    bool gone =
+        PQgetisnull(res, 0, L_S_STATUS) || strcmp(PQgetvalue(res, 0, L_S_STATUS), "active") != 0;
     if (done >= b->attempt) {
         /* this attempt was recorded already (a worker died before its clean-up): re-park */
         int64_t due = ms_of(res, L_B_NEXT);
@@ -559,8 +561,8 @@ static void loaded(void *priv, PGresult *res, const char *err)
         finalize(b, FIN_PARK, b->attempt, now + BATCH_PAUSED_MS, NULL, 0, false, NULL);
         return;
     }
-    int64_t hold = ms_of(res, L_CIRCUIT) > ms_of(res, L_SLOW) ? ms_of(res, L_CIRCUIT)
-                                                               : ms_of(res, L_SLOW);
+    int64_t hold =
+        ms_of(res, L_CIRCUIT) > ms_of(res, L_SLOW) ? ms_of(res, L_CIRCUIT) : ms_of(res, L_SLOW);
     if (hold > now) {
         finalize(b, FIN_PARK, b->attempt, hold, NULL, 0, false, NULL);
         return;
@@ -648,7 +650,6 @@ void batch_take(unsigned part, const char *entry, const char *msg, size_t len)
         return;
     }
     const char *params[] = {b->id, b->sub, b->ids.data};
-    if (pg_query_prepared(W.pg, "wh_batch_load", load_sql, 3, params, NULL, NULL, 0, loaded, b) <
-        0)
+    if (pg_query_prepared(W.pg, "wh_batch_load", load_sql, 3, params, NULL, NULL, 0, loaded, b) < 0)
         abandon(b, "PostgreSQL is unavailable");
 }
