@@ -27,6 +27,7 @@ struct wbatch {
     char id[ID_LEN + 1];
     char sub[ID_LEN + 1];
     int attempt;
+    int64_t rslot; /* the rate-limit slot reserved for this attempt ("r"), 0: none */
     cJSON *doc;         /* the message, to write it again with another attempt */
     cJSON *jobs;        /* doc's "j": the job messages */
     struct buf ids;     /* the job ids as a uuid[] literal */
@@ -180,10 +181,15 @@ static void abandon(struct wbatch *b, const char *why)
     batch_done(b);
 }
 
-/* The message of attempt a. Caller frees. */
+/* The message of attempt a, with the rate-limit slot reserved for it (b->rslot, "r", as a job
+ * message carries it: parked until shortly before the slot, the batch uses it when back instead
+ * of reserving another). Caller frees. */
 static char *message(struct wbatch *b, int a)
 {
     cJSON_ReplaceItemInObjectCaseSensitive(b->doc, "a", cJSON_CreateNumber(a));
+    cJSON_DeleteItemFromObjectCaseSensitive(b->doc, "r");
+    if (b->rslot > 0)
+        cJSON_AddItemToObject(b->doc, "r", cJSON_CreateNumber((double)b->rslot));
     return cJSON_PrintUnformatted(b->doc);
 }
 
@@ -431,6 +437,7 @@ void batch_outcome(struct job *j)
         record(b, "dead", 0);
         break;
     case OUT_HOLD: /* the gate parked it for its rate-limit slot: the same attempt later */
+        b->rslot = j->m.rslot;
         finalize(b, FIN_PARK, b->attempt, j->next_ms, NULL, 0, false, NULL);
         break;
     default:
@@ -528,6 +535,8 @@ static void loaded(void *priv, PGresult *res, const char *err)
         finalize(b, FIN_CLEAN, 0, 0, NULL, 0, false, NULL);
         return;
     }
+    int64_t rslot = b->rslot; /* kept only by the rate-limited send below */
+    b->rslot = 0;
     pgarr_begin(&b->claimed);
     for (int i = 0; i < n; i++)
         pgarr_add(&b->claimed, PQgetvalue(res, i, L_ID), ID_LEN);
@@ -577,6 +586,7 @@ static void loaded(void *priv, PGresult *res, const char *err)
                  "SECRETS_KEY and SECRETS_KEY_PREVIOUS on the workers)");
         outcome_failed(j);
     } else if (j->ctl->has_rate) {
+        j->m.rslot = rslot; /* reserved before it was parked: waited for, not asked again */
         gate_add(j, false); /* a batch takes one slot */
         gate_flush();
     } else {
@@ -589,11 +599,14 @@ static void loaded(void *priv, PGresult *res, const char *err)
  * jobs of this batch still unfinished, in id order, with their event, the batch's state, the
  * delivery switch and the subscription's settings and secrets. */
 static const char load_sql[] =
-    "WITH bi AS (INSERT INTO batches (id, subscription_id) VALUES ($1::uuid, $2::uuid) "
-    "  ON CONFLICT (id) DO NOTHING), "
-    "c AS (UPDATE jobs SET batch_id = $1::uuid WHERE id = ANY($3::uuid[]) "
-    "  AND status IN ('queued', 'retrying') AND (batch_id IS NULL OR batch_id = $1::uuid) "
-    "  AND subscription_id = $2::uuid RETURNING id, event_id) "
+    "WITH c AS (UPDATE jobs SET batch_id = $1::uuid WHERE id = ANY($3::uuid[]) "
+    "  AND status IN ('queued', 'retrying') AND subscription_id = $2::uuid "
+    /* in no other batch. Only the row decides (a concurrent claim re-checks the committed
+     * row): recover and replay, and the reconciler's requeue, set batch_id NULL */
+    "  AND (batch_id IS NULL OR batch_id = $1::uuid) "
+    "  RETURNING id, event_id), "
+    "bi AS (INSERT INTO batches (id, subscription_id) SELECT $1::uuid, $2::uuid "
+    "  WHERE EXISTS (SELECT 1 FROM c) ON CONFLICT (id) DO NOTHING) "
     "SELECT c.id::text, c.event_id::text, e.event_name, convert_from(e.payload, 'UTF8'), "
     "  b.status, b.attempts, (extract(epoch FROM b.next_attempt_at) * 1000)::bigint, "
     "  (SELECT status = 'offline' FROM delivery_switch WHERE id), "
@@ -628,6 +641,9 @@ void batch_take(unsigned part, const char *entry, const char *msg, size_t len)
         memcpy(b->id, id->valuestring, ID_LEN);
         memcpy(b->sub, sub->valuestring, ID_LEN);
         b->attempt = (int)att->valuedouble;
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(b->doc, "r");
+        if (cJSON_IsNumber(r) && r->valuedouble > 0 && r->valuedouble < 1e15)
+            b->rslot = (int64_t)r->valuedouble;
         pgarr_begin(&b->ids);
         const cJSON *m;
         cJSON_ArrayForEach(m, b->jobs)

@@ -7,6 +7,7 @@ mid-batch and a Redis SIGKILLed and wiped mid-run lose nothing. Invalid settings
 written."""
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -17,7 +18,7 @@ from harness import (RETRY, assert_error, patch_subscription, run_reconciler, sq
                      sub_key, unique_name, verify_signature, wait_until)
 
 WORKER_ENV = dict(WORKER_CONCURRENCY=16, DELIVERY_TIMEOUT=2, DELIVERY_CONNECT_TIMEOUT=1,
-                  CLAIM_IDLE=3, LOG_LEVEL="info")
+                  CLAIM_IDLE=3, LOG_LEVEL=os.environ.get("WH_TEST_LOG", "info"))
 RECON_ENV = dict(RECONCILE_GRACE="1", RECONCILE_CONFIRM="0.2")
 FAST_RETRY = {"schedule": [0.2, 0.2, 0.2]}
 
@@ -257,6 +258,52 @@ def test_redis_killed_and_wiped_mid_run(api, db, redis, receiver, start_worker, 
     report(f"batching, redis-server SIGKILLed and wiped after {at_kill} receptions: "
            f"{len(passes)} reconciler passes requeued {sum(requeued)} jobs, {len(seqs)} "
            f"receptions of {n} jobs ({dups} duplicates)")
+
+
+def test_paused_jobs_held_then_batched(api, db, receiver, start_worker):
+    """Paused: the jobs are held like single jobs (nothing sent); after the resume they are
+    batched. A recovered (sent again) job goes in a new batch."""
+    rec = Batches()
+    r = receiver(responder=rec, body=b"")
+    event = unique_name("batch")
+    sub = register(api, event, r.url(), batching={"maxSize": 5, "maxIntervalSeconds": 1})
+    start_worker(name="worker-a", **WORKER_ENV)
+    assert patch_subscription(api, sub, {"status": "paused"})["status"] == "paused"
+    trigger_seq(api, event, 0, 5)
+    wait_until(lambda: db.scalar("SELECT count(*) FROM jobs WHERE subscription_id = "
+                                 f"{sql_quote(sub['id'])}") == "5", 10, "5 jobs")
+    time.sleep(1.5)
+    assert rec.reqs == [], "sent while paused"
+    patch_subscription(api, sub, {"status": "active"})
+    wait_status(db, sub["id"], "delivered", 5, 15)
+    assert [len(b) for b in rec.bodies()] == [5]
+    first = rec.reqs[0].headers.get("webhook-id")
+    # sent again on request (decision 28): batched again, in a batch of its own
+    job_id = db.scalar(f"SELECT id FROM jobs WHERE subscription_id = {sql_quote(sub['id'])} "
+                       "ORDER BY id LIMIT 1")
+    st, _, _ = api.post(f"/api/v0/jobs/{job_id}/retry")
+    assert st in (200, 202), st
+    wait_until(lambda: len(rec.reqs) == 2, 15, "the job sent again")
+    wait_status(db, sub["id"], "delivered", 5, 15)
+    assert len(rec.bodies()[1]) == 1 and rec.reqs[1].headers.get("webhook-id") != first
+    log = job_log(api, job_id)["attemptLog"]
+    assert [a["batchId"] for a in log] == [first, rec.reqs[1].headers.get("webhook-id")], log
+
+
+def test_rate_limited_batches_take_one_slot_each(api, db, receiver, start_worker):
+    rec = Batches()
+    r = receiver(responder=rec, body=b"")
+    event = unique_name("batch")
+    sub = register(api, event, r.url(), batching={"maxSize": 3, "maxIntervalSeconds": 300},
+                   rateLimit={"perSecond": 2})
+    start_worker(name="worker-a", **WORKER_ENV)
+    trigger_seq(api, event, 0, 12)
+    wait_status(db, sub["id"], "delivered", 12, 20)
+    assert [len(b) for b in rec.bodies()] == [3, 3, 3, 3]
+    times = sorted(req.mono for req in rec.reqs)
+    # four requests at 2 a second: at least 1.5 s from the first to the last (12 single
+    # deliveries would have taken 5.5 s; 4 slots, not 12)
+    assert times[-1] - times[0] >= 1.4, times
 
 
 EVENT = "batching.validation"
