@@ -12,6 +12,7 @@
 #include "keys.h"
 #include "libmem.h"
 #include "log.h"
+#include "opevents.h"
 #include "worker.h"
 
 #include <cJSON.h>
@@ -27,7 +28,7 @@ struct wbatch {
     char id[ID_LEN + 1];
     char sub[ID_LEN + 1];
     int attempt;
-    int64_t rslot; /* the rate-limit slot reserved for this attempt ("r"), 0: none */
+    int64_t rslot;      /* the rate-limit slot reserved for this attempt ("r"), 0: none */
     cJSON *doc;         /* the message, to write it again with another attempt */
     cJSON *jobs;        /* doc's "j": the job messages */
     struct buf ids;     /* the job ids as a uuid[] literal */
@@ -267,6 +268,9 @@ static void finalize(struct wbatch *b, enum fin how, int a, int64_t due_ms, char
             free(text);
         }
     }
+    /* a half-open circuit's probe was this batch: recorded, the next may go (decision 25) */
+    if (b->status && b->j && b->j->probe)
+        ok = ok && gate_send_probe_release(b->j);
     rargs_adds(&a_, "EXEC");
     ok = ok && rargs_send(&a_, W.rd_cmd, finalized, b) == 0;
     rargs_free(&a_);
@@ -310,6 +314,9 @@ static void recorded(void *priv, PGresult *res, const char *err)
         return;
     }
     int n = PQntuples(res);
+    /* the operational events the batch caused (decision 26), committed with it: now to Redis */
+    if (n > 0 && !PQgetisnull(res, 0, 1))
+        opevents_enqueue(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
     char(*ids)[ID_LEN + 1] = xcalloc((size_t)n + 1, sizeof *ids);
     for (int i = 0; i < n; i++)
         if (PQgetlength(res, i, 0) == ID_LEN)
@@ -332,31 +339,57 @@ static void recorded(void *priv, PGresult *res, const char *err)
 /* One attempt row per job of the batch (its own attempt number: the job's attempts + 1), every
  * job's state, and the batch's, in one statement; only jobs this batch claimed and that are
  * unfinished, and only if this attempt of the batch is not recorded yet (a claim after a crash
- * records nothing twice). Cancelled: no attempt row, attempts unchanged. Rows: the jobs. */
-static const char record_sql[] =
-    "WITH b AS (UPDATE batches SET status = $3::text, "
-    "  attempts = CASE WHEN $3::text = 'cancelled' THEN attempts ELSE $2::int END, "
-    "  next_attempt_at = CASE WHEN $3::text = 'retrying' "
-    "    THEN to_timestamp($4::bigint / 1000.0) END, updated_at = now() "
-    "  WHERE id = $1::uuid AND status IN ('sending', 'retrying') "
-    "  AND (attempts < $2::int OR $3::text = 'cancelled') RETURNING id), "
-    "u AS (UPDATE jobs j SET status = $3::text, "
-    "  attempts = j.attempts + CASE WHEN $3::text = 'cancelled' THEN 0 ELSE 1 END, "
-    "  last_status_code = CASE WHEN $3::text = 'cancelled' THEN j.last_status_code "
-    "    ELSE $5::int END, "
-    "  last_error = $6::text, "
-    "  next_attempt_at = CASE WHEN $3::text = 'retrying' "
-    "    THEN to_timestamp($4::bigint / 1000.0) END, "
-    "  delivered_at = CASE WHEN $3::text = 'delivered' THEN now() ELSE j.delivered_at END, "
-    "  updated_at = now() "
-    "  FROM b WHERE j.id = ANY($10::uuid[]) AND j.batch_id = $1::uuid "
-    "  AND j.status IN ('queued', 'retrying') RETURNING j.id, j.attempts), "
-    "a AS (INSERT INTO attempts (job_id, attempt, started_at, duration_ms, status_code, error, "
-    "  response_excerpt, batch_id) "
-    "  SELECT u.id, u.attempts, to_timestamp($7::bigint / 1000.0), $8::int, $5::int, $6::text, "
-    "  $9::text, $1::uuid FROM u WHERE $3::text <> 'cancelled' "
-    "  ON CONFLICT (job_id, attempt) DO NOTHING) "
-    "SELECT u.id::text FROM u";
+ * records nothing twice). Cancelled: no attempt row, attempts unchanged. Then the per-job
+ * outcome statement's tail (outcome_sql_tail): the subscription's health, the operational
+ * events and the rollups, from u, with the consecutive failures counted once per batch attempt
+ * (its jobs share the attempt's start time). Rows: the jobs, the first with the new
+ * operational events' jobs (JSON) in column 1. */
+#define RECORD_HEAD                                                                                \
+    "WITH b AS (UPDATE batches SET status = $3::text, "                                            \
+    "  attempts = CASE WHEN $3::text = 'cancelled' THEN attempts ELSE $2::int END, "               \
+    "  next_attempt_at = CASE WHEN $3::text = 'retrying' "                                         \
+    "    THEN to_timestamp($4::bigint / 1000.0) END, updated_at = now() "                          \
+    "  WHERE id = $1::uuid AND status IN ('sending', 'retrying') "                                 \
+    "  AND (attempts < $2::int OR $3::text = 'cancelled') RETURNING id), "                         \
+    "u AS (UPDATE jobs j SET status = $3::text, "                                                  \
+    "  attempts = j.attempts + CASE WHEN $3::text = 'cancelled' THEN 0 ELSE 1 END, "               \
+    "  last_status_code = CASE WHEN $3::text = 'cancelled' THEN j.last_status_code "               \
+    "    ELSE $5::int END, "                                                                       \
+    "  last_error = $6::text, "                                                                    \
+    "  next_attempt_at = CASE WHEN $3::text = 'retrying' "                                         \
+    "    THEN to_timestamp($4::bigint / 1000.0) END, "                                             \
+    "  delivered_at = CASE WHEN $3::text = 'delivered' THEN now() ELSE j.delivered_at END, "       \
+    "  updated_at = now() "                                                                        \
+    "  FROM b, events e WHERE j.id = ANY($10::uuid[]) AND j.batch_id = $1::uuid "                  \
+    "  AND j.status IN ('queued', 'retrying') AND e.id = j.event_id "                              \
+    "  RETURNING j.id, j.subscription_id AS sub, "                                                 \
+    "  CASE WHEN $3::text = 'cancelled' THEN 0 ELSE j.attempts END AS attempt, "                   \
+    "  $3::text AS status, $5::int AS code, $6::text AS err, $7::bigint AS started_ms, "           \
+    "  $11::bigint AS retry_ms, e.event_name AS name), "                                           \
+    "a AS (INSERT INTO attempts (job_id, attempt, started_at, duration_ms, status_code, error, "   \
+    "  response_excerpt, batch_id) "                                                               \
+    "  SELECT u.id, u.attempt, to_timestamp($7::bigint / 1000.0), $8::int, $5::int, $6::text, "    \
+    "  $9::text, $1::uuid FROM u WHERE u.attempt > 0 "                                             \
+    "  ON CONFLICT (job_id, attempt) DO NOTHING), "
+
+static char *record_sql;
+
+static const char *record_stmt(void)
+{
+    static const char one[] = "count(*) FILTER (WHERE NOT f.ok AND (lo.last_ok IS NULL OR "
+                              "f.started_ms > lo.last_ok))";
+    static const char per_batch[] = "count(DISTINCT f.started_ms) FILTER (WHERE NOT f.ok AND "
+                                    "(lo.last_ok IS NULL OR f.started_ms > lo.last_ok))";
+    if (record_sql)
+        return record_sql;
+    const char *tail = outcome_sql_tail();
+    const char *at = strstr(tail, one);
+    if (!at)
+        abort(); /* a programming error: the outcome statement's count of failures changed */
+    record_sql = xasprintf("%s%.*s%s%s", RECORD_HEAD, (int)(at - tail), tail, per_batch,
+                           at + sizeof one - 1);
+    return record_sql;
+}
 
 /* Response excerpts and errors are stored as text: valid UTF-8 without NULs. */
 static void text_of(const char *p, size_t n, struct buf *out)
@@ -401,13 +434,22 @@ static void record(struct wbatch *b, const char *status, int64_t next_ms)
         text_of(j->excerpt.data ? j->excerpt.data : "", j->excerpt.len, &exc);
         excp = exc.data;
     }
-    const char *params[] = {b->id, status, att, next, j && j->status_code > 0 ? code : NULL,
-                            errp,  start,  dur, excp, b->claimed.data};
-    /* $1 id, $2 attempt, $3 status ... in the statement's order */
-    const char *ordered[] = {params[0], params[2], params[1], params[3], params[4],
-                             params[5], params[6], params[7], params[8], params[9]};
-    if (pg_query_prepared(W.pg, "wh_batch_record", record_sql, 10, ordered, NULL, NULL, 0, recorded,
-                          b) < 0)
+    char retry[24];
+    bool slow = j && (j->status_code == 429 || j->status_code == 503) && j->retry_after_ms >= 0;
+    snprintf(retry, sizeof retry, "%ld", slow ? j->retry_after_ms : 0L);
+    const char *params[] = {b->id,
+                            att,
+                            status,
+                            next,
+                            j && j->status_code > 0 ? code : NULL,
+                            errp,
+                            start,
+                            dur,
+                            excp,
+                            b->claimed.data,
+                            slow ? retry : NULL};
+    if (pg_query_prepared(W.pg, "wh_batch_record", record_stmt(), 11, params, NULL, NULL, 0,
+                          recorded, b) < 0)
         abandon(b, "PostgreSQL is unavailable");
     buf_free(&err);
     buf_free(&exc);
@@ -585,9 +627,11 @@ static void loaded(void *priv, PGresult *res, const char *err)
                  "the subscription's secret cannot be decrypted or is malformed (check "
                  "SECRETS_KEY and SECRETS_KEY_PREVIOUS on the workers)");
         outcome_failed(j);
-    } else if (j->ctl->has_rate) {
-        j->m.rslot = rslot; /* reserved before it was parked: waited for, not asked again */
-        gate_add(j, false); /* a batch takes one slot */
+    } else if (j->ctl->has_rate || ms_of(res, L_CIRCUIT)) {
+        /* a batch takes one rate-limit slot; with the circuit half-open it is the one probe */
+        if (j->ctl->has_rate)
+            j->m.rslot = rslot; /* reserved before it was parked: waited for, not asked again */
+        gate_add(j, ms_of(res, L_CIRCUIT) != 0);
         gate_flush();
     } else {
         deliver_start(j);

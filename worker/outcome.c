@@ -455,6 +455,16 @@ static void outcome_sql_build(void)
                             W.cfg.breaker_cooldown, W.cfg.breaker_cooldown, W.cfg.partitions);
 }
 
+const char *outcome_sql_tail(void)
+{
+    if (!outcome_sql)
+        outcome_sql_build();
+    const char *t = strstr(outcome_sql, "f AS (SELECT u.*");
+    if (!t)
+        abort(); /* a programming error: the statement lost the CTE its tail starts with */
+    return t;
+}
+
 /* A job the statement did not update was already finished (another worker, after a claim):
  * Redis is only cleaned up, never given a retry or a dead letter for it. */
 static void apply_returned(struct gcommit_node *batch, const struct idset *returned)

@@ -266,6 +266,11 @@ void outcome_submit(struct job *j);
 /* Decides retry or dead for a failed attempt and submits it. */
 void outcome_failed(struct job *j);
 long outcome_pending(void);
+/* The outcome statement from its CTE "f" on (the subscriptions' health, the operational events,
+ * the rollups and the final SELECT; decisions 26 and 29), for batch.c's own statement, which
+ * defines u (the jobs it updated, with the columns of this statement's u) before it. Valid for
+ * the process's life. */
+const char *outcome_sql_tail(void);
 /* Drops a job without touching Redis: it stays pending and is claimed again later. */
 void job_abandon(struct job *j, const char *why);
 

@@ -306,6 +306,28 @@ def test_rate_limited_batches_take_one_slot_each(api, db, receiver, start_worker
     assert times[-1] - times[0] >= 1.4, times
 
 
+def test_a_failed_batch_counts_once_for_the_breaker(api, db, receiver, start_worker):
+    """BREAKER_FAILURES 3, a batch of 5 always failing: the circuit opens after 3 batch
+    attempts (3 consecutive failures), not after the first (5 job attempts); the stats count
+    the jobs' failed attempts (15)."""
+    rec = Batches(statuses=(500,))
+    r = receiver(responder=rec, body=b"")
+    event = unique_name("batch")
+    sub = register(api, event, r.url(), batching={"maxSize": 5, "maxIntervalSeconds": 300},
+                   retryPolicy={"schedule": [0.2] * 6})
+    start_worker(name="worker-a", BREAKER_FAILURES="3", BREAKER_COOLDOWN="60", **WORKER_ENV)
+    trigger_seq(api, event, 0, 5)
+    q = f"SELECT failures, circuit_open_until IS NOT NULL FROM subscriptions WHERE id = " \
+        f"{sql_quote(sub['id'])}"
+    wait_until(lambda: db.sql(q)[0][1] == "t", 20, "the circuit open")
+    time.sleep(1.0)  # nothing more is sent while it is open
+    assert [tuple(x) for x in db.sql(q)] == [("3", "t")]
+    assert len(rec.reqs) == 3, rec.reqs
+    st, _, status = api.get(f"/api/v0/webhooks/{event}/{sub['id']}/status")
+    assert st == 200 and status["health"] == "circuit_open", status
+    assert status["lastHour"]["failedAttempts"] == 15, status
+
+
 EVENT = "batching.validation"
 
 
