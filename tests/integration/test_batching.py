@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from harness import (RETRY, assert_error, patch_subscription, run_reconciler, sql_quote,
-                     sub_key, unique_name, verify_signature, wait_until)
+from harness import (JOBS, assert_error, patch_subscription, run_reconciler, sql_quote,
+                     unique_name, verify_signature, wait_until)
 
 WORKER_ENV = dict(WORKER_CONCURRENCY=16, DELIVERY_TIMEOUT=2, DELIVERY_CONNECT_TIMEOUT=1,
                   CLAIM_IDLE=3, LOG_LEVEL=os.environ.get("WH_TEST_LOG", "info"))
@@ -198,6 +198,34 @@ def test_two_workers_never_put_a_job_in_two_batches(api, db, receiver, start_wor
     assert sorted(b["seq"] for b in plain_rec.bodies()) == list(range(n))
     report(f"batching: {n} events, maxSize 7, 2 workers: {len(sizes)} requests "
            f"({sizes.count(7)} full)")
+
+
+def test_two_batches_with_the_same_job_claim_it_once(api, db, rc, receiver, start_worker):
+    """Two batch messages on the stream holding the same job (as two copies of a job message
+    could make): PostgreSQL's conditional claim gives it to one batch; the receiver gets it
+    once, the other batch sends only what is its own."""
+    import uuid
+
+    rec = Batches()
+    r = receiver(responder=rec, body=b"")
+    event = unique_name("batch")
+    sub = register(api, event, r.url(), batching={"maxSize": 50, "maxIntervalSeconds": 300})
+    trigger_seq(api, event, 0, 3)
+    entries = [(eid, f["d"]) for eid, f in rc.xrange(JOBS)
+               if json.loads(f["d"])["s"] == sub["id"]]
+    assert len(entries) == 3, entries
+    for eid, _ in entries:
+        rc.call("XDEL", JOBS, eid)
+    msgs = [m for _, m in entries]
+    b1, b2 = str(uuid.uuid4()), str(uuid.uuid4())
+    for bid, jobs in ((b1, msgs[:2]), (b2, msgs[1:])):
+        rc.call("XADD", JOBS, "*", "d", '{"b":"%s","s":"%s","a":1,"j":[%s]}' % (
+            bid, sub["id"], ",".join(jobs)))
+    start_worker(name="worker-a", **WORKER_ENV)
+    start_worker(name="worker-b", **WORKER_ENV)
+    wait_status(db, sub["id"], "delivered", 3, 15)
+    assert sorted(rec.seqs()) == [0, 1, 2], rec.bodies()
+    assert {req.headers.get("webhook-id") for req in rec.reqs} == {b1, b2}
 
 
 def test_worker_killed_mid_batch(api, db, receiver, start_worker):
