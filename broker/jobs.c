@@ -408,6 +408,9 @@ static void got_job(void *priv, PGresult *res, const char *err)
         http_col_str(&b, "error", res, i, a + 4);
         /* text the worker stored: at most EXCERPT_MAX bytes of the body, made valid UTF-8 */
         http_col_str(&b, "responseExcerpt", res, i, a + 5);
+        /* an attempt of a batch (decision 40): the batch's id, the webhook-id it was sent with */
+        if (!PQgetisnull(res, i, a + 6))
+            buf_printf(&b, ",\"batchId\":\"%s\"", PQgetvalue(res, i, a + 6));
         buf_addc(&b, '}');
     }
     buf_adds(&b, "]}");
@@ -425,7 +428,7 @@ void jobs_get(struct req *r)
     memcpy(r->seg[0], id, sizeof id);
     static const char sql[] = "SELECT " SQL_JOB_COLS ", a.attempt, " SQL_TS(
         "a.started_at") ", a.duration_ms, "
-                        "a.status_code, a.error, a.response_excerpt "
+                        "a.status_code, a.error, a.response_excerpt, a.batch_id::text "
                         "FROM jobs j LEFT JOIN events e ON e.id = j.event_id "
                         "LEFT JOIN attempts a ON a.job_id = j.id WHERE j.id = $1 ORDER BY "
                         "a.attempt";

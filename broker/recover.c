@@ -235,7 +235,7 @@ void recover_retry(struct req *r)
     static const char sql[] =
         "WITH j0 AS (SELECT j.status, s.status AS sst, s.disabled_at IS NOT NULL AS dis "
         "  FROM jobs j LEFT JOIN subscriptions s ON s.id = j.subscription_id WHERE j.id = $1), "
-        "u AS (UPDATE jobs j SET status = 'queued', next_attempt_at = NULL, updated_at = now() "
+        "u AS (UPDATE jobs j SET status = 'queued', next_attempt_at = NULL, batch_id = NULL, updated_at = now() "
         "  FROM subscriptions s WHERE j.id = $1 AND j.status IN ('dead', 'cancelled', 'delivered') "
         "  AND s.id = j.subscription_id AND s.status = 'active' AND s.disabled_at IS NULL "
         "  RETURNING j.*, s.url AS surl) "
@@ -406,7 +406,7 @@ static const char chunk_sql[] =
     "  AND j.id < wh_uuid_at($4) AND j.id > $7::uuid "
     "  AND j.updated_at <= $5::timestamptz AND (SELECT live FROM r) "
     "  ORDER BY j.id LIMIT " RECOVER_CHUNK_TEXT "), "
-    "u AS (UPDATE jobs j SET status = 'queued', next_attempt_at = NULL, updated_at = now() "
+    "u AS (UPDATE jobs j SET status = 'queued', next_attempt_at = NULL, batch_id = NULL, updated_at = now() "
     "  FROM c WHERE j.id = c.id AND j.status = 'dead' "
     "  RETURNING j.id, j.event_id, j.subscription_id, j.attempts, j.partition, j.created_at), "
     "l AS (SELECT created_at, id FROM c ORDER BY id DESC LIMIT 1), "

@@ -88,6 +88,25 @@ static void controls_json(struct buf *b, PGresult *res, int row)
     }
 }
 
+/* ,"batching": the setting in its canonical form (decision 40), or null when off. */
+static void batching_json(struct buf *b, PGresult *res, int row)
+{
+    char err[256];
+    buf_adds(b, ",\"batching\":");
+    if (PQgetisnull(res, row, SQL_SUB_BATCHING)) {
+        buf_adds(b, "null");
+        return;
+    }
+    size_t mark = b->len;
+    cJSON *v = cJSON_Parse(PQgetvalue(res, row, SQL_SUB_BATCHING));
+    if (controls_batching_parse(v, NULL, b, err, sizeof err) < 0) {
+        b->len = mark; /* unreadable (a hand-made row): shown as stored */
+        b->data[b->len] = '\0';
+        buf_adds(b, PQgetvalue(res, row, SQL_SUB_BATCHING));
+    }
+    cJSON_Delete(v);
+}
+
 /* Appends one subscription row (SQL_SUB_COLS order) as JSON, without the closing brace. The
  * "secret" field is there when secret (the plain text, never the stored column) is not NULL.
  * "status" is the one given, else the delivery state (decision 24): "disabled", "paused" or
@@ -116,6 +135,7 @@ static void sub_json_open(struct buf *b, PGresult *res, int row, const char *sec
                PQgetvalue(res, row, 6), PQgetvalue(res, row, 7));
     controls_json(b, res, row);
     raw_or_null(b, "filter", res, row, SQL_SUB_FILTER); /* as stored (jsonb), null when none */
+    batching_json(b, res, row);
 }
 
 /* ,"previousSecretExpiresAt": the time, or null when no previous secret signs any more. */
@@ -247,7 +267,8 @@ static bool filter_allowed(struct req *r, const char *event_name, const cJSON *d
 }
 
 /* Checks one body member that is a delivery setting (rateLimit, retryPolicy, timeoutSeconds,
- * description, payload, payloadFields, ordered, filter; docs/api.md) and adds it, canonical,
+ * description, payload, payloadFields, ordered, filter, batching; docs/api.md) and adds it,
+ * canonical,
  * to the JSON object being built in ctl ("{" first, a member per setting given: null resets it
  * to the default). 1 when it was one (and valid), 0 when it is another field, -1 after replying
  * 400 naming the field. */
@@ -262,7 +283,8 @@ static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
     /* payload shape (decision 31) */
     bool shape = strcmp(n, "payload") == 0, fields = strcmp(n, "payloadFields") == 0;
     bool ordered = strcmp(n, "ordered") == 0; /* decision 33 */
-    if (!rate && !retry && !timeout && !desc && !shape && !fields && !ordered)
+    bool batching = strcmp(n, "batching") == 0; /* decision 40 */
+    if (!rate && !retry && !timeout && !desc && !shape && !fields && !ordered && !batching)
         return 0;
     buf_adds(ctl, ctl->len > 1 ? ",\"" : "\"");
     buf_adds(ctl, n);
@@ -272,6 +294,10 @@ static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
         return 1;
     }
     if (rate && controls_rate_parse(it, NULL, ctl, err, sizeof err) < 0) {
+        http_error(r, 400, "invalid_field", "%s", err);
+        return -1;
+    }
+    if (batching && controls_batching_parse(it, NULL, ctl, err, sizeof err) < 0) {
         http_error(r, 400, "invalid_field", "%s", err);
         return -1;
     }
@@ -350,12 +376,12 @@ static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
  * kept). */
 #define SQL_CTL_COLS                                                                               \
     "rate_limit, retry_policy, timeout_seconds, description, payload_shape, payload_fields, "     \
-    "ordered, " SQL_FILTER_COL
+    "ordered, " SQL_FILTER_COL ", batching"
 #define SQL_CTL_VALUES(p)                                                                          \
     "NULLIF(" p "::jsonb -> 'rateLimit', 'null'), NULLIF(" p "::jsonb -> 'retryPolicy', 'null'), " \
     "(" p "::jsonb ->> 'timeoutSeconds')::int, " p "::jsonb ->> 'description', "                   \
     SQL_SHAPE_VALUES(p) ", coalesce((" p "::jsonb ->> 'ordered')::boolean, false), "             \
-    SQL_FILTER_VALUE(p)
+    SQL_FILTER_VALUE(p) ", NULLIF(" p "::jsonb -> 'batching', 'null')"
 #define SQL_CTL_SET(p, t)                                                                          \
     "rate_limit = CASE WHEN " p "::jsonb ? 'rateLimit' "                                           \
     "  THEN NULLIF(" p "::jsonb -> 'rateLimit', 'null') ELSE " t ".rate_limit END, "               \
@@ -367,6 +393,8 @@ static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
     "  THEN " p "::jsonb ->> 'description' ELSE " t ".description END, "                          \
     "ordered = CASE WHEN " p "::jsonb ? 'ordered' "                                                \
     "  THEN coalesce((" p "::jsonb ->> 'ordered')::boolean, false) ELSE " t ".ordered END, "       \
+    "batching = CASE WHEN " p "::jsonb ? 'batching' "                                              \
+    "  THEN NULLIF(" p "::jsonb -> 'batching', 'null') ELSE " t ".batching END, "                  \
     SQL_SHAPE_SET(p, t) SQL_FILTER_SET(p, t)
 /* The payload filter's part of them (decision 30): stored as given, JSON null removes it. */
 #define SQL_FILTER_COL "filter"
@@ -776,7 +804,7 @@ void subs_register(struct req *r)
             http_error(r, 400, "invalid_field",
                        "unknown field \"%.64s\" (expected eventName, webhookUrl, headers, "
                        "secret, verify, rateLimit, retryPolicy, timeoutSeconds, description, "
-                       "payload, payloadFields, ordered, filter)",
+                       "payload, payloadFields, ordered, filter, batching)",
                        it->string);
             goto out_free;
         }
@@ -1297,7 +1325,7 @@ void subs_patch(struct req *r)
             http_error(r, 400, "invalid_field",
                        "unknown field \"%.64s\" (expected webhookUrl, headers, status, rateLimit, "
                        "retryPolicy, timeoutSeconds, description, payload, payloadFields, "
-                       "ordered, filter)",
+                       "ordered, filter, batching)",
                        it->string);
             goto out_free;
         }

@@ -23,6 +23,8 @@
         {"description", "TEXT", 0, "description: free text for people"},                           \
         {"payload", "raw|envelope", 0, "payload: the body delivered (raw or the envelope)"},       \
         {"payload-fields", "JSON", 0, "payloadFields: constant fields merged into each body"},     \
+        {"batch", "N/Ss|none", 0,                                                                  \
+         "batching: up to N jobs per request, sent at the latest S seconds after the first"},     \
     {                                                                                              \
         "filter", "JSON", 0, "filter: the payload filter (docs/api.md \"Payload filters\")"        \
     }
@@ -101,6 +103,26 @@ static cJSON *rate_limit(const char *s)
     return o;
 }
 
+/* batching from "100/5s" or "100/5" (maxSize/maxIntervalSeconds) or "none"; the broker checks
+ * the ranges. */
+static cJSON *batching(const char *s)
+{
+    if (strcmp(s, "none") == 0 || strcmp(s, "null") == 0)
+        return cJSON_CreateNull();
+    char *end;
+    long n = strtol(s, &end, 10);
+    if (end == s || *end != '/' || n <= 0)
+        return NULL;
+    const char *per = end + 1;
+    long secs = strtol(per, &end, 10);
+    if (end == per || secs <= 0 || (*end && strcmp(end, "s") != 0))
+        return NULL;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "maxSize", (double)n);
+    cJSON_AddNumberToObject(o, "maxIntervalSeconds", (double)secs);
+    return o;
+}
+
 static cJSON *retry_schedule(const char *s)
 {
     if (strcmp(s, "none") == 0 || strcmp(s, "null") == 0 || strcmp(s, "default") == 0)
@@ -124,7 +146,7 @@ static cJSON *retry_schedule(const char *s)
 static const char *const body_flags[] = {
     "event",           "url",         "header",  "rate-limit",     "retry-schedule",
     "timeout-seconds", "description", "payload", "payload-fields", "filter",
-    "secret",          "verify",      NULL};
+    "secret",          "verify",      "batch",   NULL};
 
 /* The body of create / update: --data as sent when no other flag is given; otherwise --data
  * (or {}) with the flags' fields set over it. 0, or EXIT_USAGE with the reason printed. */
@@ -184,6 +206,16 @@ static int sub_body(const struct args *a, bool create, struct buf *out)
             goto out;
         }
         body_set(o, "retryPolicy", r);
+    }
+    if ((v = args_get(a, "batch"))) {
+        cJSON *r = batching(v);
+        if (!r) {
+            rc = cli_usage_error("--batch must be N/Ss (up to N jobs a request, at most S "
+                                 "seconds; e.g. 100/5s) or none, not \"%s\"",
+                                 v);
+            goto out;
+        }
+        body_set(o, "batching", r);
     }
     struct {
         const char *flag, *field;
@@ -432,8 +464,8 @@ const struct cmd subs_cmds[] = {
     {"subs", "update", "EVENT ID", 2, 2, update_opts,
      "Change a subscription in place (PATCH /api/v0/webhooks/EVENT/ID).",
      "Only the fields given change; --header replaces all custom headers; none resets\n"
-     "--rate-limit, --retry-schedule, --timeout-seconds, --payload-fields and --filter to the\n"
-     "default. --data '{\"description\":null}' sends any body.",
+     "--rate-limit, --retry-schedule, --timeout-seconds, --payload-fields, --filter and --batch\n"
+     "to the default. --data '{\"description\":null}' sends any body.",
      run_update, false},
     {"subs", "pause", "EVENT ID", 2, 2, NULL,
      "Pause deliveries; jobs wait (PATCH {\"status\":\"paused\"}).", NULL, run_pause, false},

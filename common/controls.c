@@ -222,3 +222,29 @@ out:
     buf_free(&c);
     return rc;
 }
+
+int controls_batching_parse(const cJSON *v, struct batching *out, struct buf *canon, char *err,
+                            size_t errlen)
+{
+    static const char *const names[] = {"maxSize", "maxIntervalSeconds", NULL};
+    long max, secs;
+    if (!cJSON_IsObject(v)) {
+        snprintf(err, errlen,
+                 "batching must be an object {\"maxSize\": 1..%d, \"maxIntervalSeconds\": 1..%d}, "
+                 "or null for none",
+                 BATCH_SIZE_MAX, BATCH_INTERVAL_MAX_S);
+        return -1;
+    }
+    if (only_fields(v, "batching", names, err, errlen) < 0 ||
+        int_field(v, "batching", "maxSize", 1, BATCH_SIZE_MAX, &max, err, errlen) < 0 ||
+        int_field(v, "batching", "maxIntervalSeconds", 1, BATCH_INTERVAL_MAX_S, &secs, err,
+                  errlen) < 0)
+        return -1;
+    if (out) {
+        out->max = max;
+        out->interval_ms = secs * 1000;
+    }
+    if (canon)
+        buf_printf(canon, "{\"maxSize\":%ld,\"maxIntervalSeconds\":%ld}", max, secs);
+    return 0;
+}

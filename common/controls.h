@@ -46,4 +46,19 @@ int controls_rate_parse(const cJSON *v, struct rate_limit *out, struct buf *cano
 int controls_retry_parse(const cJSON *v, struct backoff *out, struct buf *canon, char *err,
                          size_t errlen) __attribute__((warn_unused_result));
 
+/* batching (issue 11 part 4, docs/decisions.md 40): a subscription's jobs are sent together,
+ * up to max per request, as soon as max are waiting or the oldest has waited interval_ms. */
+#define BATCH_SIZE_MAX 1000
+#define BATCH_INTERVAL_MAX_S 300
+struct batching {
+    long max;         /* 1..BATCH_SIZE_MAX; 0: no batching */
+    long interval_ms; /* 1000..BATCH_INTERVAL_MAX_S * 1000 */
+};
+
+/* batching: {"maxSize": N, "maxIntervalSeconds": S}, both required, integers, N 1..1000 and
+ * S 1..300. 0 with the setting in *out and the canonical JSON appended to canon (either may be
+ * NULL); -1 with a message naming the field in err. */
+int controls_batching_parse(const cJSON *v, struct batching *out, struct buf *canon, char *err,
+                            size_t errlen) __attribute__((warn_unused_result));
+
 #endif

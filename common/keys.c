@@ -83,3 +83,13 @@ size_t key_rate(char *out, unsigned part, const char *sub_id)
 {
     return fmt(snprintf(out, KEY_MAX, "%s{%u}:rate:%s", prefix, part, sub_id));
 }
+
+size_t key_batch_pend(char *out, unsigned part, const char *sub_id)
+{
+    return fmt(snprintf(out, KEY_MAX, "%s{%u}:batch-pend:%s", prefix, part, sub_id));
+}
+
+size_t key_batch_subs(char *out, unsigned part)
+{
+    return fmt(snprintf(out, KEY_MAX, "%s{%u}:batch-subs", prefix, part));
+}

@@ -36,5 +36,12 @@ size_t key_ctl(char *out, unsigned part, const char *sub_id);
 size_t key_held(char *out, unsigned part, const char *sub_id);
 size_t key_held_subs(char *out, unsigned part);
 size_t key_rate(char *out, unsigned part, const char *sub_id);
+/* Batching (docs/decisions.md 40), in the subscription's partition:
+ * batch-pend: zset, the messages of a batching subscription's jobs waiting to be sent in a
+ *   batch, scored by the Redis time (ms) they were parked (sub_id "" gives the prefix the
+ *   workers' periodic script appends each subscription id to);
+ * batch-subs: set, per partition, the subscriptions with a batch-pend zset. */
+size_t key_batch_pend(char *out, unsigned part, const char *sub_id);
+size_t key_batch_subs(char *out, unsigned part);
 
 #endif

@@ -235,6 +235,24 @@ static const char *const migrations[] = {
     /* ordered delivery (issue 11 part 5, docs/decisions.md 33): strict FIFO per subscription,
      * one attempt at a time; the worker's head rule reads jobs_subscription (migration 11). */
     "ALTER TABLE subscriptions ADD COLUMN ordered boolean NOT NULL DEFAULT false;",
+    /* migration 16 (written 15th in the batching branch; the lead orders them at merge):
+     * batching (issue 11 part 4, docs/decisions.md 40). subscriptions.batching is the setting
+     * (NULL: off); a batch is recorded in batches before it is sent, and jobs.batch_id is the
+     * one batch a job belongs to (set by a conditional UPDATE, so never two); each job's
+     * attempt rows of a batch carry its id. No index on jobs.batch_id: every statement
+     * reaches the jobs of a batch by their ids (the primary key). */
+    "ALTER TABLE subscriptions ADD COLUMN batching jsonb;"
+    "ALTER TABLE jobs ADD COLUMN batch_id uuid;"
+    "ALTER TABLE attempts ADD COLUMN batch_id uuid;"
+    "CREATE TABLE batches ("
+    "  id uuid PRIMARY KEY,"
+    "  subscription_id uuid NOT NULL,"
+    "  status text NOT NULL DEFAULT 'sending'"
+    "    CHECK (status IN ('sending', 'retrying', 'delivered', 'dead', 'cancelled')),"
+    "  attempts int NOT NULL DEFAULT 0,"
+    "  next_attempt_at timestamptz,"
+    "  created_at timestamptz NOT NULL DEFAULT now(),"
+    "  updated_at timestamptz NOT NULL DEFAULT now());",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -103,7 +103,10 @@ static int requeue(struct recon *r, PGresult *res, int row)
     }
     const char *cas[] = {id, status, PQgetvalue(res, row, C_UPDATED)};
     PGresult *upd = recon_sql(r,
-                              "UPDATE jobs SET updated_at = now() WHERE id = $1::uuid "
+                              /* batch_id: a batch Redis lost no longer holds the job; it
+                               * is batched again (decision 40) */
+                              "UPDATE jobs SET updated_at = now(), batch_id = NULL "
+                              "WHERE id = $1::uuid "
                               "AND status = $2 AND updated_at = $3::timestamptz RETURNING 1",
                               3, cas);
     if (!upd)

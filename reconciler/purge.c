@@ -1,5 +1,5 @@
-/* Retention: deleting finished events older than RETENTION_DAYS with their jobs and attempts,
- * in bounded batches, clearing previous signing secrets whose grace period is over and
+/* Retention: deleting finished events older than RETENTION_DAYS with their jobs, attempts and
+ * batches, in bounded batches, clearing previous signing secrets whose grace period is over and
  * Idempotency-Keys older than SCHEMA_IDEMPOTENCY_TTL. Ids are
  * UUIDv7, so "older than" is a primary-key range; there are no foreign keys, so the children
  * are deleted explicitly in the same statement. The status rollups (docs/decisions.md 29) are
@@ -27,8 +27,11 @@
 static const char count_sql[] = "SELECT count(*) FROM (" OLD_EVENTS ") t";
 static const char delete_sql[] =
     "WITH e AS (" OLD_EVENTS "), "
-    "j AS (DELETE FROM jobs WHERE event_id IN (SELECT id FROM e) RETURNING id), "
+    "j AS (DELETE FROM jobs WHERE event_id IN (SELECT id FROM e) RETURNING id, batch_id), "
     "a AS (DELETE FROM attempts WHERE job_id IN (SELECT id FROM j)), "
+    /* the batches of those jobs (decision 40): finished with them (a batch finishes as a
+     * unit, and an event with an unfinished job is not purged) */
+    "b AS (DELETE FROM batches WHERE id IN (SELECT batch_id FROM j WHERE batch_id IS NOT NULL)), "
     "d AS (DELETE FROM events WHERE id IN (SELECT id FROM e) RETURNING 1) "
     "SELECT count(*) FROM d";
 

@@ -37,6 +37,8 @@ void job_free(struct job *j)
     buf_free(&j->excerpt);
     buf_free(&j->body);
     jobmsg_clear(&j->m);
+    if (j->batch)
+        batch_free(j->batch);
     free(j);
 }
 
@@ -129,7 +131,7 @@ static bool parks(const struct job *j)
  * for its turn in an ordered subscription). */
 static bool stays_live(const struct job *j)
 {
-    return parks(j) || j->out == OUT_PAUSED || j->out == OUT_WAIT;
+    return parks(j) || j->out == OUT_PAUSED || j->out == OUT_WAIT || j->out == OUT_BATCH;
 }
 
 /* A final state of an ordered subscription's job: the next one may go (decision 33). */
@@ -220,6 +222,12 @@ static void finalize(struct gcommit_node *batch)
                 buf_reset(&msg);
                 jobmsg_encode(&j->m, &msg);
                 ok = ok && gate_send_hold(j, msg.data, msg.len);
+            }
+            /* a batching subscription's job: waits for its batch (decision 40) */
+            if (j->out == OUT_BATCH) {
+                buf_reset(&msg);
+                jobmsg_encode(&j->m, &msg);
+                ok = ok && batch_send_park(j, msg.data, msg.len);
             }
             /* an ordered subscription's job that is not its head: waits for its turn */
             if (j->out == OUT_WAIT) {
@@ -449,6 +457,16 @@ static void outcome_sql_build(void)
                             W.cfg.breaker_cooldown, W.cfg.breaker_cooldown, W.cfg.partitions);
 }
 
+const char *outcome_sql_tail(void)
+{
+    if (!outcome_sql)
+        outcome_sql_build();
+    const char *t = strstr(outcome_sql, "f AS (SELECT u.*");
+    if (!t)
+        abort(); /* a programming error: the statement lost the CTE its tail starts with */
+    return t;
+}
+
 /* A job the statement did not update was already finished (another worker, after a claim):
  * Redis is only cleaned up, never given a retry or a dead letter for it. */
 static void apply_returned(struct gcommit_node *batch, const struct idset *returned)
@@ -594,6 +612,10 @@ void outcome_submit(struct job *j)
         /* The same group commit as the broker's, bounded by outcomes per batch only. */
         struct gcommit_limits batch = {OUTCOME_BATCH_MAX, 0, 0}, pending = {0, 0, 0};
         gcommit_init(&gc, &outcome_ops, NULL, W.pg, &batch, &pending);
+    }
+    if (j->batch) { /* a batch's delivery: recorded for each of its jobs by batch.c */
+        batch_outcome(j);
+        return;
     }
     if (j->out == OUT_RETRY && j->status_code == 410) {
         /* Gone: the subscription is disabled in the same commit; no retry for this job */

@@ -14,6 +14,7 @@
 #include "keys.h"
 #include "libmem.h"
 #include "log.h"
+#include "mail.h"
 #include "metrics.h"
 #include "ttlcache.h"
 #include "worker.h"
@@ -185,6 +186,12 @@ static void dispatch_ctl(struct job *j, int64_t now, long *held)
         j->m.rslot = 0;
         j->out = OUT_DEAD;
         snprintf(j->error, sizeof j->error, "the event no longer exists");
+        outcome_submit(j);
+    } else if (c->batch.max && !c->ordered && !mail_is(j)) {
+        /* batching (decision 40): waits in the subscription's batch-pend zset, sent with others
+         * as one request by whichever worker sees the batch full or due (worker/batch.c) */
+        j->m.rslot = 0;
+        j->out = OUT_BATCH;
         outcome_submit(j);
     } else if (half_open || c->ordered || c->has_rate || j->m.rslot) {
         gate_add(j, half_open || c->ordered); /* an ordered head takes the probe lock */
@@ -405,15 +412,22 @@ static int secret_key(const char *id, const char *stored, const char *which, uns
 
 static struct sub *sub_from_row(PGresult *res, int i)
 {
+    return prep_sub_from_row(res, i, 0);
+}
+
+struct sub *prep_sub_from_row(PGresult *res, int i, int c)
+{
     struct sub *s = xcalloc(1, sizeof *s);
-    const char *id = PQgetvalue(res, i, 0);
-    s->active = strcmp(PQgetvalue(res, i, 1), "active") == 0;
+    const char *id = PQgetvalue(res, i, c + 0);
+    s->active = strcmp(PQgetvalue(res, i, c + 1), "active") == 0;
     /* A deleted subscription has no secret left: nothing to decode, nothing is sent. keylen
      * -1: unusable (the jobs fail and are retried). */
-    s->keylen = s->active ? secret_key(id, PQgetvalue(res, i, 2), "secret", s->key) : 0;
-    if (s->active && s->keylen >= 0 && !PQgetisnull(res, i, 4) && !PQgetisnull(res, i, 5)) {
-        s->prev_keylen = secret_key(id, PQgetvalue(res, i, 4), "previous secret", s->prev_key);
-        s->prev_expires_ms = strtoll(PQgetvalue(res, i, 5), NULL, 10);
+    s->keylen = s->active ? secret_key(id, PQgetvalue(res, i, c + 2), "secret", s->key) : 0;
+    if (s->active && s->keylen >= 0 && !PQgetisnull(res, i, c + 4) &&
+        !PQgetisnull(res, i, c + 5)) {
+        s->prev_keylen =
+            secret_key(id, PQgetvalue(res, i, c + 4), "previous secret", s->prev_key);
+        s->prev_expires_ms = strtoll(PQgetvalue(res, i, c + 5), NULL, 10);
         if (s->prev_keylen < 0) {
             log_sub(LOG_ERROR, id, "signing with the current secret only");
             s->prev_keylen = 0;
@@ -421,7 +435,7 @@ static struct sub *sub_from_row(PGresult *res, int i)
     }
     /* headers is jsonb NOT NULL: it always parses (allocations abort, see libmem.h). Sending
      * without the headers the subscriber asked for would be wrong, so never do. */
-    cJSON *h = cJSON_Parse(PQgetvalue(res, i, 3));
+    cJSON *h = cJSON_Parse(PQgetvalue(res, i, c + 3));
     if (!cJSON_IsObject(h)) {
         log_sub(LOG_ERROR, id, "the subscription's headers are malformed; not sending");
         s->active = false;
@@ -506,7 +520,8 @@ enum {
     S_SHAPE,
     S_FIELDS,
     S_ORDERED,
-    S_HEAD
+    S_HEAD,
+    S_BATCHING
 };
 
 static int64_t ms_col(PGresult *res, int row, int col)
@@ -569,6 +584,17 @@ static struct subctl *subctl_from_row(PGresult *res, int i, const char *sub)
     c->ordered = strcmp(PQgetvalue(res, i, S_ORDERED), "t") == 0;
     if (c->ordered && PQgetlength(res, i, S_HEAD) == ID_LEN)
         memcpy(c->head, PQgetvalue(res, i, S_HEAD), ID_LEN + 1);
+    /* batching (decision 40): NULL when off, nothing parsed */
+    if (!PQgetisnull(res, i, S_BATCHING)) {
+        char err[256];
+        cJSON *v = cJSON_Parse(PQgetvalue(res, i, S_BATCHING));
+        if (controls_batching_parse(v, &c->batch, NULL, err, sizeof err) < 0) {
+            log_sub(LOG_ERROR, sub, "the subscription's batching is not valid (%s); sending "
+                    "its jobs one by one", err);
+            c->batch.max = 0;
+        }
+        cJSON_Delete(v);
+    }
     return c;
 }
 
@@ -658,7 +684,7 @@ static void fetch_states(struct batch *bt)
             "s.disabled_reason, s.rate_limit::text, s.retry_policy::text, s.timeout_seconds, "
             "(extract(epoch FROM s.circuit_open_until) * 1000)::bigint, "
             "(extract(epoch FROM s.slow_until) * 1000)::bigint, "
-            "s.payload_shape, s.payload_fields::text, s.ordered, s.head::text "
+            "s.payload_shape, s.payload_fields::text, s.ordered, s.head::text, s.batching::text "
             "FROM jobs j LEFT JOIN LATERAL (SELECT x.*, CASE WHEN x.ordered THEN LEAST("
             "  (SELECT id FROM jobs WHERE subscription_id = x.id AND status = 'queued' "
             "    ORDER BY id LIMIT 1), "

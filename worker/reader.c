@@ -86,7 +86,13 @@ static struct job *entry_job(unsigned part, const redisReply *e)
             if (f->element[i]->type == REDIS_REPLY_STRING &&
                 strcmp(f->element[i]->str, KEYS_STREAM_FIELD) == 0 &&
                 f->element[i + 1]->type == REDIS_REPLY_STRING) {
-                ok = jobmsg_decode(f->element[i + 1]->str, f->element[i + 1]->len, &j->m) == 0;
+                const redisReply *v = f->element[i + 1];
+                if (batch_is_msg(v->str, v->len)) { /* a batch (decision 40): batch.c's */
+                    batch_take(part, j->entry, v->str, v->len);
+                    free(j);
+                    return NULL;
+                }
+                ok = jobmsg_decode(v->str, v->len, &j->m) == 0;
                 break;
             }
         }
@@ -297,6 +303,8 @@ void reader_tick(int64_t now_ms)
     bool may_send = W.switch_known && !W.offline && !W.draining;
     if (!promoting && may_send)
         promote(now_ms);
+    if (may_send)
+        batch_tick(clock_mono_ms());
     if (may_send && pg_up(W.pg) && pg_up(W.pg_read) && claiming == 0 && now_ms >= next_claim_ms) {
         long period = W.cfg.claim_idle_ms / 4;
         next_claim_ms = now_ms + (period < 1000 ? 1000 : period);

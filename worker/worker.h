@@ -127,6 +127,7 @@ struct subctl {
      * (smallest id among its queued and retrying jobs) as of the batch's read, is attempted */
     bool ordered;
     char head[ID_LEN + 1]; /* "" when not ordered */
+    struct batching batch; /* batching (decision 40); batch.max 0: off */
 };
 
 void subctl_unref(struct subctl *c);
@@ -147,6 +148,9 @@ enum outcome {
     OUT_WAIT,      /* an ordered subscription's job that is not its head: waits in the held
                     * zset for the head to finish, same attempt, nothing recorded
                     * (docs/decisions.md 33) */
+    OUT_BATCH,     /* a batching subscription's job: waits in its batch-pend zset to be sent
+                    * in a batch (worker/batch.c), same attempt, nothing recorded
+                    * (docs/decisions.md 40) */
 };
 
 struct job {
@@ -176,6 +180,7 @@ struct job {
     struct curl_slist *req_headers;
     struct job *xfer_prev, *xfer_next; /* deliver.c's list of transfers, while easy is set */
     struct buf body; /* deliver.c: the shaped body sent and signed; empty for the payload as is */
+    struct wbatch *batch; /* batch.c: this is the delivery of a batch, not of one job; owned */
 };
 
 void job_free(struct job *j);
@@ -221,6 +226,26 @@ bool gate_send_next(const struct job *j);
 /* After the loop ended: frees the jobs waiting for their slot (they stay pending in Redis). */
 void gate_shutdown(void);
 
+/* batch.c: batching (docs/decisions.md 40). The jobs of a batching subscription are parked in
+ * its batch-pend zset (batch_send_park, in finalize's MULTI); a script forms a batch (up to
+ * maxSize messages) when maxSize are waiting or the oldest has waited maxIntervalSeconds, on
+ * park and on the periodic tick, and puts it on the job stream as one message {"b": batch id,
+ * "s", "a": attempt, "j": [job messages]}. A worker that reads it records the batch and claims
+ * its jobs in PostgreSQL (jobs.batch_id, conditional), sends one signed POST of their envelopes,
+ * and records one attempt per job; a failed batch goes to the retry set as a unit. */
+bool batch_is_msg(const char *msg, size_t len);
+/* A batch message read from the stream (entry entry of partition part): takes it (counts in
+ * W.inflight until finished). */
+void batch_take(unsigned part, const char *entry, const char *msg, size_t len);
+bool batch_send_park(const struct job *j, const char *msg, size_t len);
+void batch_tick(int64_t now_mono_ms); /* forms the batches whose oldest job is due */
+void batch_outcome(struct job *j);     /* outcome_submit of a batch's delivery job */
+void batch_free(struct wbatch *b);
+/* prep.c: a subscription's signing secrets and headers from columns c..c+5 of row i (id, status,
+ * secret, headers, previous secret still valid, its expiry ms), as prep's own lookup reads them.
+ * refs 0: the caller takes its reference. */
+struct sub *prep_sub_from_row(PGresult *res, int i, int c);
+
 /* offline.c: the global delivery switch. */
 void offline_tick(int64_t now_mono_ms); /* reads it every OFFLINE_POLL_MS */
 /* What PostgreSQL said (the tick's read, or a batch's job-state lookup): logs a change, and
@@ -242,6 +267,11 @@ void outcome_submit(struct job *j);
 /* Decides retry or dead for a failed attempt and submits it. */
 void outcome_failed(struct job *j);
 long outcome_pending(void);
+/* The outcome statement from its CTE "f" on (the subscriptions' health, the operational events,
+ * the rollups and the final SELECT; decisions 26 and 29), for batch.c's own statement, which
+ * defines u (the jobs it updated, with the columns of this statement's u) before it. Valid for
+ * the process's life. */
+const char *outcome_sql_tail(void);
 /* Drops a job without touching Redis: it stays pending and is claimed again later. */
 void job_abandon(struct job *j, const char *why);
 

@@ -44,8 +44,10 @@ def test_register_creates_subscription(api, db, rc):
     assert st == 201, sub
     assert set(sub) == {"id", "eventName", "webhookUrl", "secret", "headers", "status",
                         "createdAt", "updatedAt", "description", "rateLimit", "retryPolicy",
-                        "timeoutSeconds", "payload", "payloadFields", "ordered", "filter"}, sub
+                        "timeoutSeconds", "payload", "payloadFields", "ordered", "filter",
+                        "batching"}, sub
     assert sub["ordered"] is False, sub  # the default (decision 33)
+    assert sub["batching"] is None, sub  # off by default (decision 40)
     assert_subscription(sub, event, url, {"X-Team": "books"}, with_secret=True)
 
     # The secret is stored encrypted (test_secrets.py opens it), never as the text returned.

@@ -89,12 +89,16 @@ def _uuid7_days_ago(days, tail):
 def test_retention_purges_only_old_finished_events(redis, db):
     old_done, old_open = _uuid7_days_ago(40, 1), _uuid7_days_ago(40, 2)
     sub = str(uuid.uuid4())
+    batches = {}  # decision 40: a job's batch goes with it
     for ev, status in ((old_done, "delivered"), (old_open, "retrying")):
-        job = str(uuid.uuid4())
+        job, batch = str(uuid.uuid4()), str(uuid.uuid4())
+        batches[ev] = batch
         db.sql(f"INSERT INTO events (id, event_name, payload) VALUES ({sql_quote(ev)}, 'old', "
-               f"'\\x7b7d'); INSERT INTO jobs (id, event_id, subscription_id, url, status) "
-               f"VALUES ({sql_quote(job)}, {sql_quote(ev)}, {sql_quote(sub)}, 'http://x/', "
-               f"{sql_quote(status)}); INSERT INTO attempts (job_id, attempt, started_at, "
+               f"'\\x7b7d'); INSERT INTO jobs (id, event_id, subscription_id, url, status, "
+               f"batch_id) VALUES ({sql_quote(job)}, {sql_quote(ev)}, {sql_quote(sub)}, "
+               f"'http://x/', {sql_quote(status)}, {sql_quote(batch)}); "
+               f"INSERT INTO batches (id, subscription_id) VALUES ({sql_quote(batch)}, "
+               f"{sql_quote(sub)}); INSERT INTO attempts (job_id, attempt, started_at, "
                f"duration_ms, status_code) VALUES ({sql_quote(job)}, 1, now(), 1, 200)")
     counts, _ = reconcile(redis, db, "--dry-run", RECONCILE_GRACE=3600)
     assert counts["purged"] >= 1
@@ -105,10 +109,13 @@ def test_retention_purges_only_old_finished_events(redis, db):
     assert db.count("events", f"id = {sql_quote(old_done)}") == 0
     assert db.count("jobs", f"event_id = {sql_quote(old_done)}") == 0
     assert db.count("attempts a", "NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = a.job_id)") == 0
-    # an old event whose job is still retrying is kept
+    assert db.count("batches", f"id = {sql_quote(batches[old_done])}") == 0
+    # an old event whose job is still retrying is kept, with its batch
     assert db.count("events", f"id = {sql_quote(old_open)}") == 1
+    assert db.count("batches", f"id = {sql_quote(batches[old_open])}") == 1
     db.sql(f"DELETE FROM jobs WHERE event_id = {sql_quote(old_open)}; "
-           f"DELETE FROM events WHERE id = {sql_quote(old_open)}")
+           f"DELETE FROM events WHERE id = {sql_quote(old_open)}; "
+           f"DELETE FROM batches WHERE id = {sql_quote(batches[old_open])}")
 
 
 def test_a_second_reconciler_skips_while_one_holds_the_lock(redis, db):

@@ -259,6 +259,56 @@ static void test_retry_invalid(void)
     }
 }
 
+static int batch(const char *text, struct batching *out, char *canon_out, size_t n)
+{
+    cJSON *v = cJSON_Parse(text);
+    struct buf c = {0};
+    err[0] = '\0';
+    int rc = controls_batching_parse(v, out, &c, err, sizeof err);
+    if (canon_out)
+        snprintf(canon_out, n, "%s", c.data ? c.data : "");
+    buf_free(&c);
+    cJSON_Delete(v);
+    return rc;
+}
+
+static void test_batching(void)
+{
+    struct batching b;
+    char c[512];
+    CHECK_EQ_INT(batch("{\"maxIntervalSeconds\": 300, \"maxSize\": 1}", &b, c, sizeof c), 0);
+    CHECK_EQ_INT(b.max, 1);
+    CHECK_EQ_INT(b.interval_ms, 300000);
+    CHECK_STR(c, "{\"maxSize\":1,\"maxIntervalSeconds\":300}");
+    CHECK_EQ_INT(batch("{\"maxSize\": 1000.0, \"maxIntervalSeconds\": 1}", &b, c, sizeof c), 0);
+    CHECK_EQ_INT(b.max, 1000);
+    CHECK_EQ_INT(b.interval_ms, 1000);
+    static const struct {
+        const char *text, *what;
+    } cases[] = {
+        {"5", "batching must be an object"},
+        {"null", "batching must be an object"},
+        {"[]", "batching must be an object"},
+        {"{}", "batching.maxSize"},
+        {"{\"maxSize\": 5}", "batching.maxIntervalSeconds"},
+        {"{\"maxIntervalSeconds\": 5}", "batching.maxSize"},
+        {"{\"maxSize\": 0, \"maxIntervalSeconds\": 5}", "batching.maxSize"},
+        {"{\"maxSize\": 1001, \"maxIntervalSeconds\": 5}", "batching.maxSize"},
+        {"{\"maxSize\": 1.5, \"maxIntervalSeconds\": 5}", "batching.maxSize"},
+        {"{\"maxSize\": true, \"maxIntervalSeconds\": 5}", "batching.maxSize"},
+        {"{\"maxSize\": 1e400, \"maxIntervalSeconds\": 5}", "batching.maxSize"},
+        {"{\"maxSize\": 5, \"maxIntervalSeconds\": 0}", "batching.maxIntervalSeconds"},
+        {"{\"maxSize\": 5, \"maxIntervalSeconds\": 301}", "batching.maxIntervalSeconds"},
+        {"{\"maxSize\": 5, \"maxIntervalSeconds\": \"5\"}", "batching.maxIntervalSeconds"},
+        {"{\"maxSize\": 5, \"maxIntervalSeconds\": 5, \"x\": 1}", "unknown field \"x\""},
+        {"{\"maxSize\": 5, \"maxSize\": 6, \"maxIntervalSeconds\": 5}", "duplicate"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *text_ = cases[i].text;
+        REFUSED(batch, cases[i].what);
+    }
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -268,5 +318,6 @@ int main(int argc, char **argv)
     test_retry_exponential();
     test_retry_fixed();
     test_retry_invalid();
+    test_batching();
     return unit_done(argv[0]);
 }
