@@ -12,6 +12,7 @@
 #include "keys.h"
 #include "libmem.h"
 #include "log.h"
+#include "metrics.h"
 #include "opevents.h"
 #include "worker.h"
 
@@ -304,6 +305,38 @@ enum {
 
 /* ---- recording the outcome --------------------------------------------------------------- */
 
+/* The metrics of the n jobs a batch attempt's statement updated (docs/metrics.md counts per
+ * job, as its attempt rows do: one attempt each, all with the batch's status and duration). */
+static void count_recorded(const struct wbatch *b, char (*ids)[ID_LEN + 1], int n)
+{
+    const struct job *j = b->j;
+    if (!j || n <= 0)
+        return;
+    size_t cls = metrics_status_class(j->status_code);
+    bool attempted = true;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(b->status, "delivered") == 0) {
+            metrics_inc(M_ATTEMPTS, MA_SUCCESS(cls));
+            metrics_inc(M_JOBS_FINISHED, MF_DELIVERED);
+            int64_t made = id_time_ms(ids[i]);
+            if (made > 0)
+                metrics_observe(M_DELIVERY_LAG,
+                                (double)(j->started_ms + j->duration_ms - made) / 1000);
+        } else if (strcmp(b->status, "retrying") == 0) {
+            metrics_inc(M_ATTEMPTS, MA_FAILURE(cls));
+            metrics_inc(M_RETRIES, 0);
+        } else if (strcmp(b->status, "dead") == 0) {
+            metrics_inc(M_ATTEMPTS, MA_FAILURE(cls));
+            metrics_inc(M_JOBS_FINISHED, MF_DEAD);
+        } else {
+            metrics_inc(M_JOBS_FINISHED, MF_CANCELLED);
+            attempted = false;
+        }
+        if (attempted)
+            metrics_observe(M_ATTEMPT_DURATION, (double)j->duration_ms / 1000);
+    }
+}
+
 /* The rows the outcome statement updated: the jobs it finished or rescheduled. */
 static void recorded(void *priv, PGresult *res, const char *err)
 {
@@ -321,6 +354,7 @@ static void recorded(void *priv, PGresult *res, const char *err)
     for (int i = 0; i < n; i++)
         if (PQgetlength(res, i, 0) == ID_LEN)
             memcpy(ids[i], PQgetvalue(res, i, 0), ID_LEN);
+    count_recorded(b, ids, n);
     if (n == 0) {
         log_info(b->id,
                  "batch attempt %d was recorded already (or its jobs finished): Redis "
