@@ -42,4 +42,9 @@ void stats_get(struct req *r);  /* GET /api/v0/stats */
 
 void openapi_get(struct req *r); /* GET /api/v0/openapi.json (no API key) */
 
+/* The web console's built-in files (broker/console.c, decision 38; no API key). */
+void console_index(struct req *r);     /* GET / */
+void console_app_js(struct req *r);    /* GET /console/app.js */
+void console_style_css(struct req *r); /* GET /console/style.css */
+
 #endif

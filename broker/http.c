@@ -63,6 +63,11 @@ static const struct route routes[] = {
     {{"api", "v0", "stats"}, 3, 0, NULL, stats_get, NULL, NULL, NULL, NULL},
     /* the OpenAPI document (issue 12, decision 36): docs/openapi.json lists every route above */
     {{"api", "v0", "openapi.json"}, 3, 0, NULL, openapi_get, NULL, NULL, NULL, NULL},
+    /* the web console's files (issue 12, decision 38; broker/console.c): no API key, they hold
+     * no data; the page asks for the key and sends it with each API call */
+    {{NULL}, 0, 0, NULL, console_index, NULL, NULL, NULL, NULL},
+    {{"console", "app.js"}, 2, 0, NULL, console_app_js, NULL, NULL, NULL, NULL},
+    {{"console", "style.css"}, 2, 0, NULL, console_style_css, NULL, NULL, NULL, NULL},
 };
 
 /* True when segment i is the literal s (without a trailing '/'). */
@@ -94,13 +99,14 @@ static void req_free(struct req *r)
     broker_work_done(b);
 }
 
-/* Sends status with data, then the newline when nl (the request is not freed). */
-static void reply_send(struct req *r, int status, const void *data, size_t len, bool nl)
+/* Sends status with data as ctype, then the newline when nl (the request is not freed). */
+static void reply_send(struct req *r, int status, const char *ctype, const char *cache,
+                       const void *data, size_t len, bool nl)
 {
     if (r->ev) {
         struct evkeyvalq *h = evhttp_request_get_output_headers(r->ev);
-        evhttp_add_header(h, "Content-Type", "application/json");
-        evhttp_add_header(h, "Cache-Control", "no-store");
+        evhttp_add_header(h, "Content-Type", ctype);
+        evhttp_add_header(h, "Cache-Control", cache);
         struct evbuffer *out = evhttp_request_get_output_buffer(r->ev);
         if (len)
             evbuffer_add(out, data, len);
@@ -115,7 +121,8 @@ static void reply_send(struct req *r, int status, const void *data, size_t len, 
 
 void http_reply(struct req *r, int status, struct buf *body)
 {
-    reply_send(r, status, body ? body->data : NULL, body ? body->len : 0, true);
+    reply_send(r, status, "application/json", "no-store", body ? body->data : NULL,
+               body ? body->len : 0, true);
     if (body)
         buf_free(body);
     req_free(r);
@@ -123,7 +130,14 @@ void http_reply(struct req *r, int status, struct buf *body)
 
 void http_reply_bytes(struct req *r, int status, const void *data, size_t len)
 {
-    reply_send(r, status, data, len, false);
+    reply_send(r, status, "application/json", "no-store", data, len, false);
+    req_free(r);
+}
+
+void http_reply_typed(struct req *r, int status, const char *ctype, const char *cache,
+                      const void *data, size_t len)
+{
+    reply_send(r, status, ctype, cache, data, len, false);
     req_free(r);
 }
 
@@ -237,11 +251,14 @@ static const char *method_name(enum evhttp_cmd_type m)
     return "?";
 }
 
-/* Splits the raw path into at most 7 segments; -1 on an empty segment or too many. */
+/* Splits the raw path into at most 7 segments (none for "/"); -1 on an empty segment or too
+ * many. */
 static int split_path(const char *path, const char *seg[7], size_t len[7])
 {
     if (!path || path[0] != '/')
         return -1;
+    if (path[1] == '\0')
+        return 0;
     int n = 0;
     const char *p = path + 1;
     while (1) {
@@ -272,7 +289,7 @@ static void dispatch(struct req *r, enum evhttp_cmd_type method, const char *pat
     const char *seg[7];
     size_t len[7];
     int n = split_path(path, seg, len);
-    for (size_t i = 0; n > 0 && i < sizeof routes / sizeof routes[0]; i++) {
+    for (size_t i = 0; n >= 0 && i < sizeof routes / sizeof routes[0]; i++) {
         const struct route *rt = &routes[i];
         if (n != rt->nprefix + rt->nparams + (rt->suffix != NULL) + route_tail(rt))
             continue;
