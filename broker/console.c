@@ -10,15 +10,15 @@
 
 /* One file: symbols NAME and NAME_end around its bytes, hidden so a position-independent
  * executable reaches them without a GOT entry. */
-#define CONSOLE_FILE(name, file)                                                               \
-    __asm__(".section .rodata\n"                                                               \
-            ".global " #name "\n"                                                              \
-            ".hidden " #name "\n"                                                              \
-            ".type " #name ", @object\n" #name ":\n"                                           \
-            ".incbin \"" file "\"\n"                                                           \
-            ".global " #name "_end\n"                                                          \
-            ".hidden " #name "_end\n" #name "_end:\n"                                           \
-            ".previous\n");                                                                    \
+#define CONSOLE_FILE(name, file)                                                                   \
+    __asm__(".section .rodata\n"                                                                   \
+            ".global " #name "\n"                                                                  \
+            ".hidden " #name "\n"                                                                  \
+            ".type " #name ", @object\n" #name ":\n"                                               \
+            ".incbin \"" file "\"\n"                                                               \
+            ".global " #name "_end\n"                                                              \
+            ".hidden " #name "_end\n" #name "_end:\n"                                              \
+            ".previous\n");                                                                        \
     extern const char name[], name##_end[]
 
 CONSOLE_FILE(console_index_html, "index.html");
@@ -27,8 +27,8 @@ CONSOLE_FILE(console_style, "style.css");
 
 /* Nothing but this origin's script, style and API; no inline code, no frames, no forms posted
  * anywhere, no <base>. */
-#define CONSOLE_CSP                                                                            \
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "             \
+#define CONSOLE_CSP                                                                                \
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "                \
     "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 /* The files change only with the binary: a browser may keep them but asks again each time

@@ -155,6 +155,7 @@ try {
     Number(await page.getAttribute('#chart', 'data-samples')) >= 3, 'the chart to count the deliveries');
   const points = await page.getAttribute('#chart-delivered', 'points');
   check(points.split(' ').length >= 3, `delivered line drawn: ${points}`);
+  check(points.split(' ').some((p) => Number(p.split(',')[1]) < 117), `a delivery rate above 0 drawn: ${points}`);
   log(`chart: ${(await page.textContent('#live .legend')).replace(/\s+/g, ' ').trim()}`);
 
   // Pause, resume, rotate the secret, edit: from the page, checked through the API.

@@ -56,6 +56,8 @@ def test_files_are_served_built_in_without_a_key(api):
             assert headers["content-security-policy"] == CSP
             assert headers["x-content-type-options"] == "nosniff"
             assert headers["referrer-policy"] == "no-referrer"
+            assert headers["x-frame-options"] == "DENY"
+            assert headers["cross-origin-opener-policy"] == "same-origin"
             assert headers["cache-control"] == "no-cache"
         # Through the checked client too: the document lists the route and its media type.
         status, _, _ = api.get(path, headers={"Authorization": None})
