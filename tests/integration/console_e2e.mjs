@@ -36,6 +36,11 @@ async function ask(obj) {
   return answer;
 }
 
+// CONSOLE_SCREENSHOTS=<dir>: a full-page PNG at a few steps, to look at the console.
+async function snap(page, name) {
+  if (process.env.CONSOLE_SCREENSHOTS) await page.screenshot({ path: `${process.env.CONSOLE_SCREENSHOTS}/${name}.png`, fullPage: true });
+}
+
 function check(cond, what) {
   if (!cond) throw new Error(`check failed: ${what}`);
 }
@@ -124,6 +129,7 @@ try {
   await page.locator('#attempts-table tbody tr[data-attempt="1"] td[data-field="code"]', { hasText: '200' })
     .waitFor({ timeout: WAIT });
   check(await page.textContent('#detail-id') === job1, 'the detail shows the job clicked');
+  await snap(page, 'deliveries');
   log(`delivery ${job1} shown with its attempt`);
 
   // The receiver fails: the job goes dead and shows in the dead letters with both attempts.
@@ -136,6 +142,7 @@ try {
   await dead.first().locator('button[data-action="attempts"]').click();
   await page.locator('#attempts-table tbody tr[data-attempt="2"] td[data-field="code"]', { hasText: '500' })
     .waitFor({ timeout: WAIT });
+  await snap(page, 'dead-letters');
   log(`dead letter ${job2} shown`);
 
   // The receiver is fixed; retry from the page; the job is delivered.
@@ -144,10 +151,23 @@ try {
   await page.locator('#notice', { hasText: 'queued again' }).waitFor({ timeout: WAIT });
   await page.click('#nav-deliveries');
   await page.locator(`#jobs-table tbody tr[data-id="${job2}"][data-status="delivered"]`).waitFor({ timeout: WAIT });
-  await ask({ do: 'delivered', job: job2 });
+  await ask({ do: 'delivered', job: job2, requests: 4 });
   await page.click('#nav-dead');
   await page.locator(`#dead-table tbody tr[data-id="${job2}"]`).waitFor({ state: 'detached', timeout: WAIT });
   log('retried from the page and delivered');
+
+  // Recover: another job dies; once the receiver is fixed, recover the subscription's dead jobs.
+  await ask({ do: 'fail' });
+  await dead.first().waitFor({ timeout: WAIT });
+  const job3 = await dead.first().getAttribute('data-id');
+  check(job3 !== job2, 'a third job is dead');
+  await ask({ do: 'fix' });
+  await page.selectOption('#recover-sub', subId);
+  await page.click('#recover-submit');
+  await page.locator('#recover-progress', { hasText: 'done, 1 of 1' }).waitFor({ timeout: WAIT });
+  await page.locator(`#dead-table tbody tr[data-id="${job3}"]`).waitFor({ state: 'detached', timeout: WAIT });
+  await ask({ do: 'delivered', job: job3, requests: 7 });
+  log('recovered from the page and delivered');
 
   // The live chart: drawn from successive polls of /api/v0/stats, counting what happened.
   await waitFor(async () => Number(await page.textContent('#total-delivered')) >= 2 &&
@@ -166,6 +186,7 @@ try {
   await row.locator('button[data-action="resume"]').click();
   await page.locator(`#subs-table tbody tr[data-id="${subId}"][data-status="active"]`).waitFor({ timeout: WAIT });
   check((await ask({ do: 'subscription' })).status === 'active', 'active through the API');
+  await snap(page, 'subscriptions');
   log('paused and resumed');
 
   await row.locator('button[data-action="rotate"]').click();
