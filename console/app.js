@@ -157,7 +157,7 @@ function showApp() {
 const pages = {
   subscriptions: { refresh: refreshSubscriptions },
   deliveries: { refresh: () => refreshJobs(jobsView) },
-  dead: { refresh: () => refreshJobs(deadView) },
+  dead: { refresh: refreshDead },
   switch: { refresh: refreshSwitch },
 };
 
@@ -443,6 +443,15 @@ async function openJob(id) {
 }
 
 // --- recover -------------------------------------------------------------------------------
+
+// The dead letters, and the subscriptions for the recover form when no other page loaded them.
+async function refreshDead() {
+  await refreshJobs(deadView);
+  if (!subsCache.length) {
+    subsCache = (await api('GET', '/api/v0/webhooks?page_size=500')).webhooks;
+    fillRecoverSelect();
+  }
+}
 
 function fillRecoverSelect() {
   const sel = $('recover-sub');

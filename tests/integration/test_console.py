@@ -129,7 +129,7 @@ def browser_tools():
     return chromium, module
 
 
-def test_console_end_to_end(broker, api, db, receiver, start_worker, browser_tools, report):
+def test_console_end_to_end(browser_tools, broker, api, db, receiver, start_worker, report):
     chromium, module = browser_tools
     recv = receiver(statuses=200, name="console-receiver")
     start_worker()
