@@ -271,6 +271,7 @@ fi
 cat <<EOF
 run: ----------------------------------------------------------------------------------------
 run: broker      $broker_url   (health: $broker_url/healthz, readiness: $broker_url/readyz)
+run: console     $broker_url/   (open it in a browser and type the API key below)
 run: Redis       $(mask_url "$REDIS_URL")
 run: PostgreSQL  $(mask_url "$DATABASE_URL")
 run: processes   ${names[*]}   (PIDs in $PIDS)
