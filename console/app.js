@@ -272,11 +272,16 @@ function formSettings() {
   const rate = jsonField('sub-rate', 'Rate limit');
   const timeout = $('sub-timeout').value.trim();
   if (editing) {
-    // PATCH: an empty field resets the setting to the default.
+    // PATCH: an empty field resets the setting to the default; only what changed is sent, so
+    // the subscription's activity log names just that.
     body.headers = headers === undefined ? null : headers;
     body.retryPolicy = retry === undefined ? null : retry;
     body.rateLimit = rate === undefined ? null : rate;
     body.timeoutSeconds = timeout === '' ? null : Number(timeout);
+    const was = { ...editing, headers: editing.headers && Object.keys(editing.headers).length ? editing.headers : null };
+    for (const k of Object.keys(body)) {
+      if (JSON.stringify(body[k]) === JSON.stringify(was[k] === undefined ? null : was[k])) delete body[k];
+    }
   } else {
     if (headers !== undefined) body.headers = headers;
     if (retry !== undefined) body.retryPolicy = retry;
