@@ -173,6 +173,7 @@ function route() {
     $(`nav-${p}`).classList.toggle('current', p === name);
   }
   show($('job-detail'), false);
+  show($('sub-detail'), false);
   notice('');
   run(pages[name].refresh);
 }
@@ -199,6 +200,7 @@ async function tick() {
     await run(pollStats);
     if (apiKey()) await run(pages[currentPage()].refresh);
     if (apiKey() && !$('job-detail').hidden && detailJob) await run(() => openJob(detailJob));
+    if (apiKey() && !$('sub-detail').hidden && detailSub) await run(() => openSubscription(detailSub));
   } finally {
     ticking = false;
   }
@@ -226,6 +228,7 @@ async function refreshSubscriptions() {
     const h = health.get(s.id);
     const paused = s.status === 'paused';
     const actions = el('td', { class: 'actions' },
+      button('Health', () => openSubscription(s), { 'data-action': 'health' }),
       button('Edit', () => startEdit(s), { 'data-action': 'edit' }),
       paused
         ? button('Resume', () => setStatus(s, 'active'), { 'data-action': 'resume' })
@@ -249,6 +252,38 @@ async function refreshSubscriptions() {
   $('subs-more').textContent = list.total > list.webhooks.length
     ? `Showing ${list.webhooks.length} of ${list.total}.` : '';
   fillRecoverSelect();
+}
+
+// GET .../status: the health, the counts of the last hour and day, the latency and the latest
+// attempts and lifecycle changes of one subscription.
+let detailSub = null;
+
+async function openSubscription(s) {
+  const st = await api('GET', `${subPath(s)}/status`);
+  detailSub = s;
+  $('sub-detail-id').textContent = `${st.eventName} → ${st.url} (${st.subscriptionId})`;
+  const counts = (c) => `${c.delivered} delivered, ${c.failedAttempts} failed attempts, ${c.dead} dead`;
+  const fields = [
+    ['Health', st.health], ['Disabled', st.disabledReason ? `${fmtTime(st.disabledAt)}: ${st.disabledReason}` : ''],
+    ['Paused', fmtTime(st.pausedAt)], ['Circuit open until', fmtTime(st.circuitOpenUntil)],
+    ['Failing since', fmtTime(st.failingSince)], ['Consecutive failures', String(st.consecutiveFailures)],
+    ['Last success', fmtTime(st.lastSuccessAt)], ['Last failure', fmtTime(st.lastFailureAt)],
+    ['Last hour', counts(st.lastHour)], ['Last 24 hours', counts(st.last24Hours)],
+    ['Latency', st.latencyMs.samples ? `p50 ${st.latencyMs.p50} ms, p99 ${st.latencyMs.p99} ms (${st.latencyMs.samples} attempts)` : ''],
+    ['Jobs waiting', String(st.jobsWaiting)],
+  ];
+  $('sub-detail-fields').replaceChildren(...fields.flatMap(([k, v]) => [el('dt', {}, k),
+    el('dd', { 'data-field': k.toLowerCase().replace(/ /g, '-') }, v || '')]));
+  const rows = st.recentActivity.map((a) => el('tr', { 'data-kind': a.kind },
+    el('td', {}, fmtTime(a.at)),
+    el('td', {}, a.kind),
+    el('td', {}, a.jobId || ''),
+    el('td', {}, a.attempt === undefined ? '' : String(a.attempt)),
+    el('td', {}, a.statusCode === undefined || a.statusCode === null ? '' : String(a.statusCode)),
+    el('td', {}, a.durationMs === undefined || a.durationMs === null ? '' : String(a.durationMs)),
+    el('td', {}, a.kind === 'attempt' ? a.error || '' : a.detail || '')));
+  $('activity-table').tBodies[0].replaceChildren(...rows);
+  show($('sub-detail'), true);
 }
 
 // Parses an optional JSON field of the form: undefined when empty.
@@ -349,6 +384,10 @@ async function rotate(s) {
 async function remove(s) {
   if (!confirm(`Delete the subscription ${s.eventName} → ${s.webhookUrl}? Its waiting jobs are cancelled.`)) return;
   await api('DELETE', subPath(s));
+  if (detailSub && detailSub.id === s.id) {
+    detailSub = null;
+    show($('sub-detail'), false);
+  }
   if (editing && editing.id === s.id) stopEdit();
   notice(`Subscription ${s.id} deleted.`);
   await refreshSubscriptions();
@@ -626,6 +665,10 @@ function init() {
     ev.preventDefault();
     const status = ev.submitter && ev.submitter.getAttribute('data-status');
     if (status === 'offline' || status === 'online') run(() => submitSwitch(status));
+  });
+  $('sub-detail-close').addEventListener('click', () => {
+    detailSub = null;
+    show($('sub-detail'), false);
   });
   $('detail-close').addEventListener('click', () => {
     detailJob = null;

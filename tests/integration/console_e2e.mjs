@@ -186,8 +186,18 @@ try {
   await row.locator('button[data-action="resume"]').click();
   await page.locator(`#subs-table tbody tr[data-id="${subId}"][data-status="active"]`).waitFor({ timeout: WAIT });
   check((await ask({ do: 'subscription' })).status === 'active', 'active through the API');
-  await snap(page, 'subscriptions');
   log('paused and resumed');
+
+  // The subscription's health: its status endpoint, with the page's own changes in the log.
+  await row.locator('button[data-action="health"]').click();
+  await page.locator('#sub-detail dd[data-field="health"]', { hasText: 'healthy' }).waitFor({ timeout: WAIT });
+  for (const kind of ['created', 'paused', 'resumed', 'attempt']) {
+    await page.locator(`#activity-table tbody tr[data-kind="${kind}"]`).first().waitFor({ timeout: WAIT });
+  }
+  await page.locator('#sub-detail dd[data-field="last-hour"]', { hasText: '3 delivered, 4 failed attempts, 2 dead' })
+    .waitFor({ timeout: WAIT });
+  await snap(page, 'subscriptions');
+  log('health shown');
 
   await row.locator('button[data-action="rotate"]').click();
   const rotated = await waitFor(async () => {
