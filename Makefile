@@ -56,6 +56,10 @@ $(LIBCOMMON): $(COMMON_OBJ)
 # The OpenAPI document is built into the broker (broker/openapi.c: .incbin "openapi.json").
 $(BUILD)/broker/openapi.o: docs/openapi.json
 $(BUILD)/broker/openapi.o: CFLAGS += -Wa,-I$(CURDIR)/docs
+# So are the web console's files (broker/console.c: .incbin "index.html", ...; decision 38).
+CONSOLE_FILES := console/index.html console/app.js console/style.css
+$(BUILD)/broker/console.o: $(CONSOLE_FILES)
+$(BUILD)/broker/console.o: CFLAGS += -Wa,-I$(CURDIR)/console
 $(BUILD)/webhook-broker: $(BROKER_OBJ) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/webhook-worker: $(WORKER_OBJ) $(LIBCOMMON)

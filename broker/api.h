@@ -52,5 +52,9 @@ void sample_tick(struct broker *b, int64_t now_mono_ms);
 /* Names the process and its partitions to common/metrics.c (before anything counts). */
 void sample_start(struct broker *b);
 void sample_free(void); /* after the loop */
+/* The web console's built-in files (broker/console.c, decision 38; no API key). */
+void console_index(struct req *r);     /* GET / */
+void console_app_js(struct req *r);    /* GET /console/app.js */
+void console_style_css(struct req *r); /* GET /console/style.css */
 
 #endif

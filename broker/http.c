@@ -66,6 +66,11 @@ static const struct route routes[] = {
     {{"api", "v0", "openapi.json"}, 3, 0, NULL, openapi_get, NULL, NULL, NULL, NULL},
     /* Prometheus metrics (issue 12, decision 37; docs/metrics.md): no API key */
     {{"metrics"}, 1, 0, NULL, sample_get, NULL, NULL, NULL, NULL},
+    /* the web console's files (issue 12, decision 38; broker/console.c): no API key, they hold
+     * no data; the page asks for the key and sends it with each API call */
+    {{NULL}, 0, 0, NULL, console_index, NULL, NULL, NULL, NULL},
+    {{"console", "app.js"}, 2, 0, NULL, console_app_js, NULL, NULL, NULL, NULL},
+    {{"console", "style.css"}, 2, 0, NULL, console_style_css, NULL, NULL, NULL, NULL},
 };
 
 /* True when segment i is the literal s (without a trailing '/'). */
@@ -97,17 +102,17 @@ static void req_free(struct req *r)
     broker_work_done(b);
 }
 
-/* Sends status with data of type ctype, then the newline when nl (the request is not freed).
+/* Sends status with data as ctype, then the newline when nl (the request is not freed).
  * Every answer passes here once: a trigger's is counted, the client gone or not. */
-static void reply_send(struct req *r, int status, const char *ctype, const void *data, size_t len,
-                       bool nl)
+static void reply_send(struct req *r, int status, const char *ctype, const char *cache,
+                       const void *data, size_t len, bool nl)
 {
     if (r->trigger)
         metrics_inc(M_TRIGGERS, metrics_trigger_set(status));
     if (r->ev) {
         struct evkeyvalq *h = evhttp_request_get_output_headers(r->ev);
         evhttp_add_header(h, "Content-Type", ctype);
-        evhttp_add_header(h, "Cache-Control", "no-store");
+        evhttp_add_header(h, "Cache-Control", cache);
         struct evbuffer *out = evhttp_request_get_output_buffer(r->ev);
         if (len)
             evbuffer_add(out, data, len);
@@ -122,8 +127,8 @@ static void reply_send(struct req *r, int status, const char *ctype, const void 
 
 void http_reply(struct req *r, int status, struct buf *body)
 {
-    reply_send(r, status, "application/json", body ? body->data : NULL, body ? body->len : 0,
-               true);
+    reply_send(r, status, "application/json", "no-store", body ? body->data : NULL,
+               body ? body->len : 0, true);
     if (body)
         buf_free(body);
     req_free(r);
@@ -131,14 +136,14 @@ void http_reply(struct req *r, int status, struct buf *body)
 
 void http_reply_bytes(struct req *r, int status, const void *data, size_t len)
 {
-    reply_send(r, status, "application/json", data, len, false);
+    reply_send(r, status, "application/json", "no-store", data, len, false);
     req_free(r);
 }
 
-void http_reply_typed(struct req *r, int status, const char *content_type, const void *data,
-                      size_t len)
+void http_reply_typed(struct req *r, int status, const char *ctype, const char *cache,
+                      const void *data, size_t len)
 {
-    reply_send(r, status, content_type, data, len, false);
+    reply_send(r, status, ctype, cache, data, len, false);
     req_free(r);
 }
 
@@ -252,11 +257,14 @@ static const char *method_name(enum evhttp_cmd_type m)
     return "?";
 }
 
-/* Splits the raw path into at most 7 segments; -1 on an empty segment or too many. */
+/* Splits the raw path into at most 7 segments (none for "/"); -1 on an empty segment or too
+ * many. */
 static int split_path(const char *path, const char *seg[7], size_t len[7])
 {
     if (!path || path[0] != '/')
         return -1;
+    if (path[1] == '\0')
+        return 0;
     int n = 0;
     const char *p = path + 1;
     while (1) {
@@ -287,7 +295,7 @@ static void dispatch(struct req *r, enum evhttp_cmd_type method, const char *pat
     const char *seg[7];
     size_t len[7];
     int n = split_path(path, seg, len);
-    for (size_t i = 0; n > 0 && i < sizeof routes / sizeof routes[0]; i++) {
+    for (size_t i = 0; n >= 0 && i < sizeof routes / sizeof routes[0]; i++) {
         const struct route *rt = &routes[i];
         if (n != rt->nprefix + rt->nparams + (rt->suffix != NULL) + route_tail(rt))
             continue;

@@ -34,9 +34,10 @@ void http_reply(struct req *r, int status, struct buf *body);
 /* Send len bytes of data as they are (no newline added; data is only read) and free the
  * request. */
 void http_reply_bytes(struct req *r, int status, const void *data, size_t len);
-/* The same with the Content-Type given (a literal). */
-void http_reply_typed(struct req *r, int status, const char *content_type, const void *data,
-                      size_t len);
+/* The same with the given Content-Type and Cache-Control (both only read) instead of
+ * application/json and no-store: the console's files. */
+void http_reply_typed(struct req *r, int status, const char *ctype, const char *cache,
+                      const void *data, size_t len);
 void http_error(struct req *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

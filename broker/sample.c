@@ -27,7 +27,7 @@ void sample_get(struct req *r)
 {
     buf_reset(&page);
     metrics_render(&page);
-    http_reply_typed(r, 200, METRICS_CONTENT_TYPE, page.data, page.len);
+    http_reply_typed(r, 200, METRICS_CONTENT_TYPE, "no-store", page.data, page.len);
 }
 
 /* The entry id's milliseconds ("<ms>-<seq>"); -1 when malformed. */

@@ -9,7 +9,7 @@
 
 export WH_DEPS_PACKAGES="build-essential pkg-config libhiredis-dev libevent-dev \
 libcurl4-openssl-dev libcjson-dev libpq-dev libssl-dev redis-server postgresql python3 \
-python3-pytest python3-cryptography python3-aiosmtpd python3-jsonschema nodejs npm clang clang-format libclang-rt-14-dev curl ca-certificates iproute2 procps \
+python3-pytest python3-cryptography python3-aiosmtpd python3-jsonschema nodejs npm chromium clang clang-format libclang-rt-14-dev curl ca-certificates iproute2 procps \
 prometheus python3-yaml"
 
 # Sourced: the caller only wants the list.

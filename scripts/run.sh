@@ -307,7 +307,7 @@ fi
 cat <<EOF
 run: ----------------------------------------------------------------------------------------
 run: broker      $broker_url   (health: $broker_url/healthz, readiness: $broker_url/readyz)
-run: console     $broker_url/   (open it in a browser)
+run: console     $broker_url/   (open it in a browser and type the API key below)
 $metrics_lines
 run:             (Prometheus + Grafana: docs/monitoring/, README "Monitoring")
 run: Redis       $(mask_url "$REDIS_URL")

@@ -94,11 +94,13 @@ def test_document_basics():
     assert doc["security"] == [{"apiKey": []}]
     assert doc["components"]["securitySchemes"]["apiKey"] == {
         **doc["components"]["securitySchemes"]["apiKey"], "type": "http", "scheme": "bearer"}
-    # Unauthenticated: exactly the health checks, the metrics and the document itself.
+    # Unauthenticated: exactly the health checks, the metrics, the document itself and the
+    # console's files.
     open_ops = {(m.upper(), p) for p, item in doc["paths"].items() for m, op in item.items()
                 if op.get("security") == []}
     assert open_ops == {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
-                        ("GET", "/api/v0/openapi.json")}
+                        ("GET", "/api/v0/openapi.json"), ("GET", "/"), ("GET", "/console/app.js"),
+                        ("GET", "/console/style.css")}
     # Every operation documents its error answers with the shared error body.
     for p, item in doc["paths"].items():
         for m, op in item.items():
@@ -134,6 +136,10 @@ def test_check_refuses_what_the_document_does_not_say():
     assert "does not match" in check.check("GET", sub, 404, js, b'{"error":{"code":"x"}}')
     assert "not JSON" in check.check("GET", sub, 404, js, b"oops")
     assert "Content-Type" in check.check("GET", sub, 404, Headers([]), err)
+    # A documented answer that is not JSON (the console's page) is checked by its media type.
+    html = Headers([("Content-Type", "text/html; charset=utf-8")])
+    assert check.check("GET", "/", 200, html, b"<!doctype html>") is None
+    assert "no application/json answer" in check.check("GET", "/console/app.js", 200, html, b"x")
     # Unknown paths and methods must still answer the shared error body.
     assert check.check("GET", "/nope", 404, js, err) is None
     assert check.check("PUT", "/healthz", 405, js, err) is None

@@ -130,7 +130,7 @@ def test_content_type_parameters_are_fine(api, db):
 
 
 @pytest.mark.parametrize("method,path", [
-    ("GET", "/"), ("GET", "/api/v0/nope"), ("POST", "/api/v1/webhooks"),
+    ("GET", "/index.html"), ("GET", "/api/v0/nope"), ("POST", "/api/v1/webhooks"),
     ("GET", "/api/v0/webhook"), ("GET", "/api/v0/webhooks/val.evt/x/y"),
     ("POST", "/api/v0/trigger-event"), ("GET", "/healthz/x"),
 ])
