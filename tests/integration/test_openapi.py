@@ -139,7 +139,7 @@ def test_check_refuses_what_the_document_does_not_say():
     # A documented answer that is not JSON (the console's page) is checked by its media type.
     html = Headers([("Content-Type", "text/html; charset=utf-8")])
     assert check.check("GET", "/", 200, html, b"<!doctype html>") is None
-    assert "no application/json answer" in check.check("GET", "/console/app.js", 200, html, b"x")
+    assert "the document says" in check.check("GET", "/console/app.js", 200, html, b"x")
     # Unknown paths and methods must still answer the shared error body.
     assert check.check("GET", "/nope", 404, js, err) is None
     assert check.check("PUT", "/healthz", 405, js, err) is None
