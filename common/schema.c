@@ -235,6 +235,36 @@ static const char *const migrations[] = {
     /* ordered delivery (issue 11 part 5, docs/decisions.md 33): strict FIFO per subscription,
      * one attempt at a time; the worker's head rule reads jobs_subscription (migration 11). */
     "ALTER TABLE subscriptions ADD COLUMN ordered boolean NOT NULL DEFAULT false;",
+    /* event names and patterns (issue 11 part 1, docs/decisions.md 39). event_names: the
+     * subscription's names, exact or patterns ("<prefix>.*", "*"), sorted without duplicates
+     * (common/evnames.h); event_name stays, the first name the subscription had, never changed
+     * again. plain_until is NULL while the subscription has only ever had that one exact name
+     * ("plain": every job of it is of that name); otherwise an upper bound of the ids of its
+     * jobs made while it was plain (zero for one created otherwise), and each job made for it
+     * since carries its event's name in jobs.event_name (NULL for a plain subscription's jobs),
+     * which the job search's event filter reads through jobs_named. wh_name_keys(n) is
+     * common/evnames.c's evname_keys: the entries that match the event name n. A URL gets each
+     * entry from one active subscription at most (the registration checks it under its
+     * advisory locks): the unique index only makes (names, URL) the upsert's key. */
+    "ALTER TABLE subscriptions ADD COLUMN event_names text[],"
+    "  ADD COLUMN plain_until uuid;"
+    "UPDATE subscriptions SET event_names = ARRAY[event_name];"
+    "ALTER TABLE subscriptions ALTER COLUMN event_names SET NOT NULL,"
+    "  ADD CONSTRAINT subscriptions_event_names_count"
+    "  CHECK (cardinality(event_names) BETWEEN 1 AND 100);"
+    "CREATE FUNCTION wh_names_key(names text[]) RETURNS text LANGUAGE sql IMMUTABLE STRICT"
+    "  AS $f$ SELECT md5(array_to_string(names, ',')) $f$;"
+    "CREATE FUNCTION wh_name_keys(n text) RETURNS text[] LANGUAGE sql IMMUTABLE STRICT AS $f$"
+    "  SELECT ARRAY[n] || ARRAY(SELECT left(n, d.i - 1) || '.*' FROM (SELECT i"
+    "    FROM generate_series(1, length(n)) i WHERE substr(n, i, 1) = '.' ORDER BY i LIMIT 8) d"
+    "    WHERE d.i > 1 ORDER BY d.i)"
+    "  || CASE WHEN left(n, 7) = 'broker.' THEN '{}'::text[] ELSE '{*}'::text[] END $f$;"
+    "DROP INDEX subscriptions_event_url;"
+    "CREATE UNIQUE INDEX subscriptions_names_url ON subscriptions (wh_names_key(event_names), url)"
+    "  WHERE status = 'active';"
+    "CREATE INDEX subscriptions_event_names ON subscriptions USING gin (event_names);"
+    "ALTER TABLE jobs ADD COLUMN event_name text;"
+    "CREATE INDEX jobs_named ON jobs (event_name, status, id) WHERE event_name IS NOT NULL;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
