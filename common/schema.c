@@ -249,6 +249,13 @@ static const char *const migrations[] = {
     "ALTER TABLE subscriptions ADD COLUMN event_names text[],"
     "  ADD COLUMN plain_until uuid;"
     "UPDATE subscriptions SET event_names = ARRAY[event_name];"
+    /* a row written the old way (event_name only: scripts, tools, older brokers during a
+     * rolling upgrade) is a plain subscription of that name */
+    "CREATE FUNCTION wh_subscription_names() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN"
+    "  IF NEW.event_names IS NULL THEN NEW.event_names := ARRAY[NEW.event_name]; END IF;"
+    "  RETURN NEW; END $f$;"
+    "CREATE TRIGGER subscriptions_names BEFORE INSERT ON subscriptions"
+    "  FOR EACH ROW EXECUTE FUNCTION wh_subscription_names();"
     "ALTER TABLE subscriptions ALTER COLUMN event_names SET NOT NULL,"
     "  ADD CONSTRAINT subscriptions_event_names_count"
     "  CHECK (cardinality(event_names) BETWEEN 1 AND 100);"

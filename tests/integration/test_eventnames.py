@@ -280,6 +280,19 @@ def test_reconciler_repairs_pattern_hashes(api, rc, redis, db):
     assert rc.call("EXISTS", event_key(f"{p}.x.*")) == 0
     counts, _ = run_reconciler(redis, db, RECONCILE_GRACE=0, RECONCILE_CONFIRM=0.1)
     assert counts["index"] == 0
+    # a row written the pre-migration way (event_name only) is a plain subscription of that
+    # name: indexed by the reconciler, routed, its job without a name
+    old = unique_name("old")
+    sid = "0190a8a5-0000-7000-8000-%012x" % (abs(hash(old)) % (1 << 48))
+    db.sql(f"INSERT INTO subscriptions (id, event_name, url, secret) VALUES ({sql_quote(sid)}, "
+           f"{sql_quote(old)}, 'http://127.0.0.1:9/old', 'x')")
+    assert db.sql(f"SELECT event_names::text, plain_until FROM subscriptions "
+                  f"WHERE id = {sql_quote(sid)}") == [("{" + old + "}", None)]
+    run_reconciler(redis, db, RECONCILE_GRACE=0, RECONCILE_CONFIRM=0.1)
+    assert sid in rc.hgetall(event_key(old))["http://127.0.0.1:9/old"]
+    assert routed(api, db, old) == [sid]
+    st, _, data = api.get(f"/api/v0/jobs?event={old}")
+    assert st == 200 and [j["subscriptionId"] for j in data["jobs"]] == [sid]
 
 
 def test_routing_survives_redis_losing_everything(api, db, redis, star):
