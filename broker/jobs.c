@@ -9,6 +9,7 @@
 
 #include "api.h"
 #include "codec.h"
+#include "evnames.h"
 #include "ids.h"
 #include "rfc3339.h"
 #include "sql.h"
@@ -29,6 +30,7 @@ struct jobs_q {
     const char *status;   /* from statuses[], or NULL */
     char sub[ID_LEN + 1]; /* "" when not filtered */
     char *event;          /* NULL when not filtered */
+    char *event_keys;     /* the entries that match it (a PostgreSQL array literal) */
     bool has_since, has_until, has_cursor;
     int64_t since_us, until_us; /* µs since 1970, UTC */
     char cur_id[ID_LEN + 1];
@@ -148,6 +150,14 @@ static int jobs_parse(struct req *r, struct jobs_q *q)
                 goto out;
             }
             q->event = xstrdup(v);
+            char keys[EVNAMES_KEYS_MAX][EVNAME_SIZE];
+            char *kp[EVNAMES_KEYS_MAX];
+            int nk = evname_keys(v, vl, keys);
+            for (int ki = 0; ki < nk; ki++)
+                kp[ki] = keys[ki];
+            struct buf arr = {0};
+            evnames_pg_array(&arr, kp, nk);
+            q->event_keys = buf_steal(&arr, NULL);
         } else if (k == 2) {
             if (!id_valid(v, vl)) {
                 http_error(r, 400, "invalid_field",
@@ -352,13 +362,17 @@ static int jobs_sql(const struct jobs_q *q, struct buf *sql, const char *params[
                    " k WHERE s.event_name = $%d AND s.plain_until IS NOT NULL%s "
                    "ORDER BY k.id DESC LIMIT $%d) UNION ALL ",
                    ev, subf, lim);
+        /* the named jobs: per subscription that ever listed an entry matching the name
+         * (names_seen, GIN), one range of jobs_named (subscription_id, event_name, status, id) */
         char named[96];
-        if (q->sub[0])
-            snprintf(named, sizeof named, "j.event_name = $%d AND j.subscription_id = $%d::uuid",
-                     ev, ev + 1);
-        else
-            snprintf(named, sizeof named, "j.event_name = $%d", ev);
+        snprintf(named, sizeof named, "j.subscription_id = s.id AND j.event_name = $%d", ev);
+        buf_adds(sql, "(SELECT k.id FROM subscriptions s CROSS JOIN LATERAL ");
         key_query(sql, q, named, w.data, lim, true);
+        params[np] = q->event_keys;
+        buf_printf(sql,
+                   " k WHERE s.names_seen && $%d::text[] AND s.plain_until IS NOT NULL%s "
+                   "ORDER BY k.id DESC LIMIT $%d)",
+                   ++np, subf, lim);
         buf_printf(sql, ") k ORDER BY k.id DESC LIMIT $%d) k JOIN jobs j ON j.id = k.id", lim);
     } else if (q->sub[0]) {
         params[np] = q->sub;
@@ -383,6 +397,7 @@ void jobs_list(struct req *r)
     struct jobs_q q = {0};
     if (jobs_parse(r, &q) < 0) {
         free(q.event);
+        free(q.event_keys);
         return;
     }
     struct buf sql = {0};
@@ -398,6 +413,7 @@ void jobs_list(struct req *r)
     }
     buf_free(&sql);
     free(q.event);
+    free(q.event_keys);
 }
 
 /* Rows: the job's columns on every row, then one attempt per row (ordered), or one row with

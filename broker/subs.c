@@ -626,9 +626,10 @@ static void reg_upsert(struct reg *g)
      * job); the same secret again changes nothing. Without one, the secrets are kept. */
     /* The lifecycle log (decision 29) is written by the same statement: created / updated. */
     static const char sql[] =
-        "WITH ins AS (INSERT INTO subscriptions (id, event_name, event_names, plain_until, url, "
-        "secret, headers, " SQL_CTL_COLS ") "
-        "SELECT $1::uuid, ($2::text[])[1], $2::text[], " SQL_PLAIN_AT_CREATION("$2") ", $3::text, "
+        "WITH ins AS (INSERT INTO subscriptions (id, event_name, event_names, names_seen, "
+        "plain_until, url, secret, headers, " SQL_CTL_COLS ") "
+        "SELECT $1::uuid, ($2::text[])[1], $2::text[], $2::text[], " SQL_PLAIN_AT_CREATION("$2")
+        ", $3::text, "
         "$4::text, COALESCE($5::jsonb, '{}'::jsonb), " SQL_CTL_VALUES("$10") " "
         "WHERE NOT EXISTS (SELECT 1 FROM subscriptions WHERE event_names && $2::text[] "
         "  AND url = $3 AND status = 'active' AND event_names <> $2::text[]) "
@@ -1360,6 +1361,8 @@ static void patch_update(struct patch *p)
         "  AND x.event_names && COALESCE($7::text[], o0.o_names)) AS o_conflict FROM o0), "
         "u AS (UPDATE subscriptions s SET url = COALESCE($3::text, s.url), "
         "  event_names = COALESCE($7::text[], s.event_names), "
+        "  names_seen = CASE WHEN $7::text[] IS NULL THEN s.names_seen ELSE ARRAY(SELECT "
+        "    DISTINCT n FROM unnest(s.names_seen || $7::text[]) n ORDER BY 1) END, "
         "  plain_until = CASE WHEN s.plain_until IS NOT NULL OR $7::text[] IS NULL "
         "    OR $7::text[] = ARRAY[s.event_name] THEN s.plain_until "
         "    ELSE wh_uuid_at(clock_timestamp() + interval '" SUBS_PLAIN_MARGIN "') END, "

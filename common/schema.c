@@ -242,17 +242,21 @@ static const char *const migrations[] = {
      * ("plain": every job of it is of that name); otherwise an upper bound of the ids of its
      * jobs made while it was plain (zero for one created otherwise), and each job made for it
      * since carries its event's name in jobs.event_name (NULL for a plain subscription's jobs),
-     * which the job search's event filter reads through jobs_named. wh_name_keys(n) is
-     * common/evnames.c's evname_keys: the entries that match the event name n. A URL gets each
-     * entry from one active subscription at most (the registration checks it under its
-     * advisory locks): the unique index only makes (names, URL) the upsert's key. */
+     * which the job search's event filter reads through jobs_named, for the subscriptions
+     * whose names_seen (every entry the subscription ever listed) match the name.
+     * wh_name_keys(n) is common/evnames.c's evname_keys: the entries that match the event name
+     * n. A URL gets each entry from one active subscription at most (the registration checks
+     * it under its advisory locks): the unique index only makes (names, URL) the upsert's
+     * key. */
     "ALTER TABLE subscriptions ADD COLUMN event_names text[],"
+    "  ADD COLUMN names_seen text[],"
     "  ADD COLUMN plain_until uuid;"
-    "UPDATE subscriptions SET event_names = ARRAY[event_name];"
+    "UPDATE subscriptions SET event_names = ARRAY[event_name], names_seen = ARRAY[event_name];"
     /* a row written the old way (event_name only: scripts, tools, older brokers during a
      * rolling upgrade) is a plain subscription of that name */
     "CREATE FUNCTION wh_subscription_names() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN"
     "  IF NEW.event_names IS NULL THEN NEW.event_names := ARRAY[NEW.event_name]; END IF;"
+    "  IF NEW.names_seen IS NULL THEN NEW.names_seen := NEW.event_names; END IF;"
     "  RETURN NEW; END $f$;"
     "CREATE TRIGGER subscriptions_names BEFORE INSERT ON subscriptions"
     "  FOR EACH ROW EXECUTE FUNCTION wh_subscription_names();"
@@ -270,8 +274,10 @@ static const char *const migrations[] = {
     "CREATE UNIQUE INDEX subscriptions_names_url ON subscriptions (wh_names_key(event_names), url)"
     "  WHERE status = 'active';"
     "CREATE INDEX subscriptions_event_names ON subscriptions USING gin (event_names);"
+    "CREATE INDEX subscriptions_names_seen ON subscriptions USING gin (names_seen);"
     "ALTER TABLE jobs ADD COLUMN event_name text;"
-    "CREATE INDEX jobs_named ON jobs (event_name, status, id) WHERE event_name IS NOT NULL;",
+    "CREATE INDEX jobs_named ON jobs (subscription_id, event_name, status, id)"
+    "  WHERE event_name IS NOT NULL;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
