@@ -42,8 +42,8 @@ static const struct opt create_opts[] = {
     OPT_DATA,
     {NULL, NULL, 0, NULL},
 };
-static const struct opt update_opts[] = {OPT_EVENTS(" (replaces them)"), OPTS_SETTINGS, OPT_DATA,
-                                         {NULL, NULL, 0, NULL}};
+static const struct opt update_opts[] = {
+    OPT_EVENTS(" (replaces them)"), OPTS_SETTINGS, OPT_DATA, {NULL, NULL, 0, NULL}};
 static const struct opt list_opts[] = {
     {"event", "NAME", 0, "only this event's subscriptions"},
     {"page-size", "N", 0, "subscriptions per page, 1..500 (default 50)"},

@@ -74,8 +74,8 @@ int evnames_parse(const cJSON *arr, const cJSON *one, struct evnames *out, char 
 {
     out->n = 0;
     out->v = NULL;
-    if (one && (!cJSON_IsString(one) || evname_kind(one->valuestring, strlen(one->valuestring)) ==
-                                            EVNAME_INVALID)) {
+    if (one && (!cJSON_IsString(one) ||
+                evname_kind(one->valuestring, strlen(one->valuestring)) == EVNAME_INVALID)) {
         snprintf(err, errlen, "eventName must be %s", entry_rule);
         return -1;
     }
@@ -111,8 +111,7 @@ int evnames_parse(const cJSON *arr, const cJSON *one, struct evnames *out, char 
         }
     }
     if (out->n > 1 && strcmp(out->v[0], "*") == 0) { /* '*' sorts before every name character */
-        snprintf(err, errlen,
-                 "eventNames: \"*\" matches every event and must be the only entry");
+        snprintf(err, errlen, "eventNames: \"*\" matches every event and must be the only entry");
         goto out_fail;
     }
     if (one && (out->n != 1 || strcmp(out->v[0], one->valuestring) != 0)) {

@@ -12,7 +12,7 @@ static void test_kinds(void)
     CHECK_EQ_INT(KIND("order.paid"), EVNAME_EXACT);
     CHECK_EQ_INT(KIND("order"), EVNAME_EXACT);
     CHECK_EQ_INT(KIND("order.*"), EVNAME_PREFIX);
-    CHECK_EQ_INT(KIND("a.b.c.d.e.f.g.h.*"), EVNAME_PREFIX); /* 7 dots before ".*" */
+    CHECK_EQ_INT(KIND("a.b.c.d.e.f.g.h.*"), EVNAME_PREFIX);    /* 7 dots before ".*" */
     CHECK_EQ_INT(KIND("a.b.c.d.e.f.g.h.i.*"), EVNAME_INVALID); /* 8: deeper than a trigger reads */
     CHECK_EQ_INT(KIND("*"), EVNAME_ALL);
     CHECK_EQ_INT(KIND(""), EVNAME_INVALID);

@@ -2,9 +2,9 @@
  * a trigger (EXISTS, then one HGETALL per index entry that can match the name: "order.created",
  * "order.*", "*"; decision 39) is freed exactly once on every path (all sent and answered, the
  * connection lost, any send refused), the request is answered exactly once, and a
- * subscription found in two hashes gets one job. Linked with broker/trigger.o and stubs of what it calls (Redis, PostgreSQL, the commit,
- * the HTTP replies); run under ASan + LSan by `make test SAN=1`, where a use after free or a
- * leak of the fan-out state fails the binary. */
+ * subscription found in two hashes gets one job. Linked with broker/trigger.o and stubs of what it
+ * calls (Redis, PostgreSQL, the commit, the HTTP replies); run under ASan + LSan by `make test
+ * SAN=1`, where a use after free or a leak of the fan-out state fails the binary. */
 #include <stdlib.h>
 
 #include "../../broker/api.h"
