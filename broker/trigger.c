@@ -93,7 +93,8 @@ static int cmp_hit(const void *a, const void *b)
 static void fanout_commit(struct fanout *f)
 {
     struct event_rec *e = f->e;
-    qsort(f->hits, f->nhits, sizeof *f->hits, cmp_hit);
+    if (f->nhits > 1)
+        qsort(f->hits, f->nhits, sizeof *f->hits, cmp_hit);
     e->jobs = xcalloc(f->nhits + 1, sizeof *e->jobs);
     for (size_t i = 0; i < f->nhits; i++) {
         if (i && memcmp(f->hits[i].id, f->hits[i - 1].id, ID_LEN) == 0)
