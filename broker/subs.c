@@ -1303,6 +1303,13 @@ static void patch_done(void *priv, PGresult *res, const char *err)
                    "webhookUrl; a URL gets each event name or pattern from one subscription");
         goto out_free;
     }
+    if (PQgetisnull(res, 0, 0) && strcmp(PQgetvalue(res, 0, SQL_SUB_NCOLS + 5), "t") == 0) {
+        http_error(r, 409, "too_many_subscriptions",
+                   "one of the new event names already has %ld active subscriptions, the most "
+                   "allowed (MAX_SUBSCRIPTIONS_PER_EVENT); delete one first",
+                   r->b->cfg.max_subs_per_event);
+        goto out_free;
+    }
     if (PQgetisnull(res, 0, 0)) {
         http_error(r, 409, "subscription_disabled",
                    "subscription %s is disabled (see disabledReason); set \"status\": "
@@ -1358,7 +1365,11 @@ static void patch_update(struct patch *p)
         /* decision 39: a URL gets each name or pattern from one active subscription */
         "o AS (SELECT o0.*, EXISTS (SELECT 1 FROM subscriptions x WHERE x.status = 'active' "
         "  AND x.id <> o0.o_id AND x.url = COALESCE($3::text, o0.o_url) "
-        "  AND x.event_names && COALESCE($7::text[], o0.o_names)) AS o_conflict FROM o0), "
+        "  AND x.event_names && COALESCE($7::text[], o0.o_names)) AS o_conflict, "
+        /* an entry it did not list, already at MAX_SUBSCRIPTIONS_PER_EVENT */
+        "  EXISTS (SELECT 1 FROM unnest($7::text[]) n WHERE NOT n = ANY(o0.o_names) "
+        "  AND (SELECT count(*) FROM subscriptions x WHERE x.event_names @> ARRAY[n] "
+        "  AND x.status = 'active') >= $8::int) AS o_full FROM o0), "
         "u AS (UPDATE subscriptions s SET url = COALESCE($3::text, s.url), "
         "  event_names = COALESCE($7::text[], s.event_names), "
         "  names_seen = CASE WHEN $7::text[] IS NULL THEN s.names_seen ELSE ARRAY(SELECT "
@@ -1381,6 +1392,7 @@ static void patch_update(struct patch *p)
         "  updated_at = clock_timestamp() "
         "  FROM o WHERE s.id = o.o_id "
         "  AND NOT (coalesce($6::text, '') = 'paused' AND o.o_disabled) AND NOT o.o_conflict "
+        "  AND NOT o.o_full "
         "  RETURNING " SQL_SUB_COLS ", o.o_url, "
         "  (extract(epoch FROM s.updated_at) * 1000000)::bigint, "
         "  array_to_json(o.o_names)::text), "
@@ -1398,9 +1410,11 @@ static void patch_update(struct patch *p)
         "    CASE WHEN $4::jsonb IS NOT NULL THEN 'headers' END, "
         "    CASE WHEN $5::jsonb <> '{}' THEN 'settings' END))) k(kind, detail) "
         "  WHERE k.kind IS NOT NULL) "
-        "SELECT u.*, o.o_disabled, o.o_conflict FROM o LEFT JOIN u ON true";
-    const char *params[] = {r->seg[1], r->seg[0], p->url,     p->headers,
-                            p->controls, p->state, p->names_pg};
+        "SELECT u.*, o.o_disabled, o.o_conflict, o.o_full FROM o LEFT JOIN u ON true";
+    char limit[24];
+    snprintf(limit, sizeof limit, "%ld", r->b->cfg.max_subs_per_event);
+    const char *params[] = {r->seg[1],   r->seg[0], p->url,      p->headers,
+                            p->controls, p->state,  p->names_pg, limit};
     /* A change of the names or the URL holds the registration locks of the names and URL given
      * (as a registration does; SUBS_LOCK_KEYS), so a registration cannot slip the same name
      * and URL in between the overlap check and the update. */
@@ -1416,7 +1430,7 @@ static void patch_update(struct patch *p)
         http_db_error(r, NULL, "not connected");
         return;
     }
-    if (pg_query(pg, sql, 7, params, NULL, NULL, 0, patch_done, p) < 0) {
+    if (pg_query(pg, sql, 8, params, NULL, NULL, 0, patch_done, p) < 0) {
         if (!lock) {
             patch_free(p);
             http_db_error(r, NULL, "not connected");
