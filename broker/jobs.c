@@ -302,7 +302,7 @@ static void key_query(struct buf *sql, const struct jobs_q *q, const char *key, 
  * - No subscription and no event: the primary key backwards, stopped by LIMIT, or for a status
  *   of jobs_failed (id) (dead, cancelled); queued and retrying jobs (few: the backlog) through
  *   jobs_unfinished, sorted; delivered jobs are nearly all jobs, so the primary key filtered.
- * - A subscription: sub_query.
+ * - A subscription: key_query.
  * - An event name (decision 39, revising 27): a job of a plain subscription (plain_until NULL:
  *   only ever its one exact name) has no event_name, and its event is named like the
  *   subscription's event_name; every other job carries its event's name. So the page is the
@@ -310,9 +310,11 @@ static void key_query(struct buf *sql, const struct jobs_q *q, const char *key, 
  *   (subscriptions_event_name, deleted ones included) each giving their newest limit + 1 job
  *   ids from the index alone (as before decision 39); the subscriptions of the name that
  *   stopped being plain, their jobs from before plain_until without a name (heap-checked, but
- *   only the jobs of the margin after that change have one); and jobs_named's range of the
- *   name (jobs of subscriptions with several names or patterns). Cost ~ (subscriptions of the
- *   name + 1) x page size index entries, whatever the table size.
+ *   only the jobs of the margin after that change have one); and the subscriptions that are
+ *   not plain and ever listed an entry matching the name (names_seen, GIN), each giving a
+ *   range of jobs_named (subscription_id, event_name, status, id). Cost ~ (subscriptions of
+ *   the name + those that ever matched it) x page size index entries, whatever the table
+ *   size. A subscription filter cuts each part to it.
  * The page's jobs are then read by primary key and joined with their event (primary key) for
  * the name. */
 static int jobs_sql(const struct jobs_q *q, struct buf *sql, const char *params[8],

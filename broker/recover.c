@@ -773,12 +773,13 @@ static void got_replay(void *priv, PGresult *res, const char *err)
 }
 
 /* Creates the new jobs: for the subscriptions in ids (a uuid[] literal), or for every live
- * subscription of the event's name when ids is NULL. */
+ * subscription that receives the event's name (decision 39) when ids is NULL. */
 static void replay_run(struct req *r, const char *ids)
 {
     char parts[24];
     snprintf(parts, sizeof parts, "%ld", r->b->cfg.partitions);
-    /* Nothing is inserted when one listed id is not a live subscription of the event's name. */
+    /* Nothing is inserted when one listed id is not a live subscription that receives the
+     * event's name (one of its entries matches it: wh_name_keys, decision 39). */
     static const char sql[] =
         "WITH e AS (SELECT id, event_name, payload FROM events WHERE id = $1), "
         "w AS (SELECT DISTINCT unnest($2::uuid[]) AS id), "
