@@ -6,6 +6,7 @@ a 400 with nothing written, PATCH and DELETE move and remove the entries of ever
 search's event filter finds jobs made through a pattern, the reconciler repairs pattern hashes,
 and routing survives Redis losing everything (the PostgreSQL fallback, then the rebuild)."""
 
+import json
 import shutil
 
 import pytest
@@ -331,3 +332,27 @@ def test_routing_survives_redis_losing_everything(api, db, redis, star):
     assert routed(api, db, f"{p}.b.c") == ids(pat, multi, c)
     with redis.client() as rc:
         assert set(rc.hgetall(event_key(f"{p}.b.*"))) == {"http://127.0.0.1:9/w2"}
+
+
+def name_keys(name):
+    """common/evnames.c's evname_keys in Python: the name, "<prefix>.*" per dot among its first
+    8 (none for a leading dot), "*" unless it is an operational event."""
+    keys, dots = [name], 0
+    for i, c in enumerate(name):
+        if c != "." or dots == 8:
+            continue
+        dots += 1
+        if i > 0:
+            keys.append(name[:i] + ".*")
+    if not name.startswith("broker."):
+        keys.append("*")
+    return keys
+
+
+def test_sql_name_keys_agree_with_the_broker(api, db):
+    """wh_name_keys (migration 15; the commit, the operational events, the replay) and the
+    broker's evname_keys (the trigger, the fallback, the listings) must match the same way."""
+    for name in ["x", "a.b.c", "a..b.c", ".x", "x.", "broker.endpoint.disabled",
+                 "a.b.c.d.e.f.g.h.i.j.k.l", "order:v2.paid-late_x"]:
+        got = db.scalar(f"SELECT array_to_json(wh_name_keys({sql_quote(name)}::text))::text")
+        assert json.loads(got) == name_keys(name), (name, got)
