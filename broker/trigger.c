@@ -28,7 +28,6 @@
 struct hit {
     char id[ID_LEN + 1];
     char *url;
-    size_t urllen;
 };
 
 /* The state of one trigger between its pipelined Redis commands: EXISTS of the ready mark,
@@ -61,13 +60,13 @@ static void fanout_unref(struct fanout *f)
     free(f);
 }
 
-static void add_job(struct broker *b, struct event_rec *e, const char *sub, const char *url,
-                    size_t urllen)
+/* A job for subscription sub (a normalised id) to url, which the job takes over. */
+static void add_job(struct broker *b, struct event_rec *e, const char *sub, char *url)
 {
     struct job_rec *jr = &e->jobs[e->njobs++];
     id_new(jr->id);
-    id_normalize(sub, jr->sub);
-    jr->url = xstrndup(url, urllen);
+    memcpy(jr->sub, sub, ID_LEN + 1);
+    jr->url = url;
     jr->part = id_partition(jr->sub, (uint32_t)b->cfg.partitions);
 }
 
@@ -80,7 +79,6 @@ static void add_hit(struct fanout *f, const char *sub, const char *url, size_t u
     struct hit *h = &f->hits[f->nhits++];
     id_normalize(sub, h->id);
     h->url = xstrndup(url, urllen);
-    h->urllen = urllen;
 }
 
 static int cmp_hit(const void *a, const void *b)
@@ -99,7 +97,8 @@ static void fanout_commit(struct fanout *f)
     for (size_t i = 0; i < f->nhits; i++) {
         if (i && memcmp(f->hits[i].id, f->hits[i - 1].id, ID_LEN) == 0)
             continue;
-        add_job(f->r->b, e, f->hits[i].id, f->hits[i].url, f->hits[i].urllen);
+        add_job(f->r->b, e, f->hits[i].id, f->hits[i].url);
+        f->hits[i].url = NULL; /* the job's now */
     }
     f->r = NULL;
     f->e = NULL;
