@@ -30,7 +30,8 @@
     "  'healthy'), 'listed', (SELECT coalesce(json_agg(j ORDER BY rk, failures DESC, id), '[]') "   \
     "  FROM (SELECT * FROM hs ORDER BY rk, failures DESC, id LIMIT " SUBS_LISTED ") l)) FROM hs)"
 #define SQL_HS                                                                                     \
-    "WITH hs0 AS (SELECT id, event_name, url, failures, disabled_reason, " SQL_SUB_HEALTH " AS h " \
+    "WITH hs0 AS (SELECT id, event_names[1] AS event_name, url, failures, disabled_reason, "       \
+    "  " SQL_SUB_HEALTH " AS h "                                                                   \
     "  FROM subscriptions WHERE status = 'active'), "                                              \
     "hs AS (SELECT id, failures, h, CASE h WHEN 'circuit_open' THEN 0 WHEN 'failing' THEN 1 "      \
     "  WHEN 'disabled' THEN 2 WHEN 'paused' THEN 3 ELSE 4 END AS rk, json_build_object('id', id, " \

@@ -56,6 +56,16 @@ void event_rec_free(struct event_rec *e)
     "  triggers = stats_hourly.triggers + EXCLUDED.triggers, "                                     \
     "  jobs = stats_hourly.jobs + EXCLUDED.jobs) "
 
+/* Decision 39: a job is inserted only for a subscription whose names match the event's name n
+ * now (the index may be stale after a PATCH of the names), and carries the name unless the
+ * subscription is plain (plain_until NULL: only ever its one exact name event_name, which the
+ * job search then knows). Plain subscriptions, every one from before decision 39, are matched
+ * by one comparison; wh_name_keys (migration 15) only runs for the others. */
+#define SQL_SUB_MATCHES(n)                                                                         \
+    "CASE WHEN s.plain_until IS NULL THEN s.event_name = " n                                       \
+    " ELSE s.event_names && wh_name_keys(" n ") END"
+#define SQL_JOB_NAME(n) "CASE WHEN s.plain_until IS NOT NULL THEN " n " END"
+
 /* One statement = one transaction: the events, and the jobs whose subscription still exists
  * and is not disabled (a stale index entry cannot fail the batch; a paused subscription gets
  * its jobs: they wait, decision 24), and the batch's hourly counters. Returns the inserted
@@ -64,11 +74,12 @@ static const char insert_sql[] =
     "WITH ev AS (INSERT INTO events (id, event_name, payload) "
     "  SELECT i, n, decode(p, 'hex') FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(i, n, p) "
     "  RETURNING id, event_name), "
-    "jb AS (INSERT INTO jobs (id, event_id, subscription_id, url, partition) "
-    "SELECT u.id, u.ev, u.sub, u.url, u.part "
+    "jb AS (INSERT INTO jobs (id, event_id, subscription_id, url, partition, event_name) "
+    "SELECT u.id, u.ev, u.sub, u.url, u.part, " SQL_JOB_NAME("ev.event_name") " "
     "FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::int[]) "
-    "  AS u(id, ev, sub, url, part) "
+    "  AS u(id, ev, sub, url, part) JOIN ev ON ev.id = u.ev "
     "JOIN subscriptions s ON s.id = u.sub AND s.status = 'active' AND s.disabled_at IS NULL "
+    "  AND " SQL_SUB_MATCHES("ev.event_name") " "
     "RETURNING jobs.id, jobs.event_id), " STATS_UPSERT
     "SELECT id FROM jb";
 
@@ -93,10 +104,11 @@ static const char insert_sql[] =
 static const char keyed_sql[] =
     "WITH t AS MATERIALIZED (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], "
     "  $9::text[], $10::text[]) WITH ORDINALITY AS t(i, n, p, k, d, o)), "
-    "u AS MATERIALIZED (SELECT u.* FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], "
-    "  $8::int[]) AS u(id, ev, sub, url, part) "
+    "u AS MATERIALIZED (SELECT u.*, " SQL_JOB_NAME("t.n") " AS en "
+    "  FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], "
+    "  $8::int[]) AS u(id, ev, sub, url, part) JOIN t ON t.i = u.ev "
     "  JOIN subscriptions s ON s.id = u.sub AND s.status = 'active' "
-    "  AND s.disabled_at IS NULL), "
+    "  AND s.disabled_at IS NULL AND " SQL_SUB_MATCHES("t.n") "), "
     "f AS (UPDATE events SET idempotency_key = NULL, idempotency_at = NULL, "
     "  idempotency_sha256 = NULL, idempotency_jobs = NULL "
     "  WHERE idempotency_key IS NOT NULL AND idempotency_key = ANY($9::text[]) "
@@ -112,8 +124,8 @@ static const char keyed_sql[] =
     "  DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key "
     "  RETURNING id, event_name, idempotency_key, idempotency_sha256, idempotency_jobs, "
     "  xmax = 0 AS fresh), "
-    "j AS (INSERT INTO jobs (id, event_id, subscription_id, url, partition) "
-    "  SELECT u.id, u.ev, u.sub, u.url, u.part FROM u JOIN w ON w.id = u.ev "
+    "j AS (INSERT INTO jobs (id, event_id, subscription_id, url, partition, event_name) "
+    "  SELECT u.id, u.ev, u.sub, u.url, u.part, u.en FROM u JOIN w ON w.id = u.ev "
     "  RETURNING id, event_id), "
     "ev AS (SELECT id, event_name FROM w WHERE fresh), jb AS (SELECT event_id FROM j), "
     STATS_UPSERT

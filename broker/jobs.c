@@ -9,6 +9,7 @@
 
 #include "api.h"
 #include "codec.h"
+#include "evnames.h"
 #include "ids.h"
 #include "rfc3339.h"
 #include "sql.h"
@@ -29,6 +30,7 @@ struct jobs_q {
     const char *status;   /* from statuses[], or NULL */
     char sub[ID_LEN + 1]; /* "" when not filtered */
     char *event;          /* NULL when not filtered */
+    char *event_keys;     /* the entries that match it (a PostgreSQL array literal) */
     bool has_since, has_until, has_cursor;
     int64_t since_us, until_us; /* µs since 1970, UTC */
     char cur_id[ID_LEN + 1];
@@ -148,6 +150,14 @@ static int jobs_parse(struct req *r, struct jobs_q *q)
                 goto out;
             }
             q->event = xstrdup(v);
+            char keys[EVNAMES_KEYS_MAX][EVNAME_SIZE];
+            char *kp[EVNAMES_KEYS_MAX];
+            int nk = evname_keys(v, vl, keys);
+            for (int ki = 0; ki < nk; ki++)
+                kp[ki] = keys[ki];
+            struct buf arr = {0};
+            evnames_pg_array(&arr, kp, nk);
+            q->event_keys = buf_steal(&arr, NULL);
         } else if (k == 2) {
             if (!id_valid(v, vl)) {
                 http_error(r, 400, "invalid_field",
@@ -258,13 +268,14 @@ static void got_list(void *priv, PGresult *res, const char *err)
     http_reply(r, 200, &b);
 }
 
-/* Appends the newest limit + 1 jobs of one subscription (sub: a SQL expression) matching w,
- * newest first, as a parenthesised query: one range of jobs_subscription (subscription_id,
- * status, id) per status, merged (Merge Append) when no status is asked for, so that any
- * status is an exact index range read only until the page is full. With keys_only, only the
- * ids, read from the index alone (an index-only scan), for the event filter, which reads
- * limit + 1 jobs per subscription and fetches only the page's rows. */
-static void sub_query(struct buf *sql, const struct jobs_q *q, const char *sub, const char *w,
+/* Appends the newest limit + 1 jobs matching key (a SQL condition: one subscription's, or one
+ * event name's in jobs_named) and w, newest first, as a parenthesised query: one range of
+ * jobs_subscription (subscription_id, status, id) or jobs_named (event_name, status, id) per
+ * status, merged (Merge Append) when no status is asked for, so that any status is an exact
+ * index range read only until the page is full. With keys_only, only the ids, read from the
+ * index alone (an index-only scan, when key names only index columns), for the event filter,
+ * which reads limit + 1 jobs per range and fetches only the page's rows. */
+static void key_query(struct buf *sql, const struct jobs_q *q, const char *key, const char *w,
                       int lim, bool keys_only)
 {
     size_t n = sizeof statuses / sizeof statuses[0];
@@ -273,9 +284,9 @@ static void sub_query(struct buf *sql, const struct jobs_q *q, const char *sub, 
     for (size_t i = 0; i < n; i++) {
         const char *st = q->status ? q->status : statuses[i];
         buf_printf(sql,
-                   "%s(SELECT %s FROM jobs j WHERE j.subscription_id = %s "
+                   "%s(SELECT %s FROM jobs j WHERE %s "
                    "AND j.status = '%s'%s ORDER BY j.id DESC LIMIT $%d)",
-                   i ? " UNION ALL " : "", keys_only ? "j.id" : "*", sub, st, w, lim);
+                   i ? " UNION ALL " : "", keys_only ? "j.id" : "*", key, st, w, lim);
         if (q->status)
             return;
     }
@@ -291,13 +302,19 @@ static void sub_query(struct buf *sql, const struct jobs_q *q, const char *sub, 
  * - No subscription and no event: the primary key backwards, stopped by LIMIT, or for a status
  *   of jobs_failed (id) (dead, cancelled); queued and retrying jobs (few: the backlog) through
  *   jobs_unfinished, sorted; delivered jobs are nearly all jobs, so the primary key filtered.
- * - A subscription: sub_query.
- * - An event name: jobs carry no event name, but a job's subscription is always of its event's
- *   name (jobs are created only for subscriptions of the event's name, and a subscription's
- *   name never changes). So the name's subscriptions (subscriptions_event_name, deleted ones
- *   included) each give their newest limit + 1 job ids (sub_query), and the newest limit + 1
- *   of those are the page: cost ~ subscriptions of the name x page size index entries,
- *   whatever the table size.
+ * - A subscription: key_query.
+ * - An event name (decision 39, revising 27): a job of a plain subscription (plain_until NULL:
+ *   only ever its one exact name) has no event_name, and its event is named like the
+ *   subscription's event_name; every other job carries its event's name. So the page is the
+ *   newest limit + 1 of three sources: the plain subscriptions of the name
+ *   (subscriptions_event_name, deleted ones included) each giving their newest limit + 1 job
+ *   ids from the index alone (as before decision 39); the subscriptions of the name that
+ *   stopped being plain, their jobs from before plain_until without a name (heap-checked, but
+ *   only the jobs of the margin after that change have one); and the subscriptions that are
+ *   not plain and ever listed an entry matching the name (names_seen, GIN), each giving a
+ *   range of jobs_named (subscription_id, event_name, status, id). Cost ~ (subscriptions of
+ *   the name + those that ever matched it) x page size index entries, whatever the table
+ *   size. A subscription filter cuts each part to it.
  * The page's jobs are then read by primary key and joined with their event (primary key) for
  * the name. */
 static int jobs_sql(const struct jobs_q *q, struct buf *sql, const char *params[8],
@@ -333,17 +350,37 @@ static int jobs_sql(const struct jobs_q *q, struct buf *sql, const char *params[
             params[np] = q->sub;
             snprintf(subf, sizeof subf, " AND s.id = $%d::uuid", ++np);
         }
-        buf_adds(sql, "(SELECT k.* FROM subscriptions s CROSS JOIN LATERAL ");
-        sub_query(sql, q, "s.id", w.data, lim, true);
+        buf_adds(sql, "(SELECT k.id FROM ((SELECT k.id FROM subscriptions s CROSS JOIN LATERAL ");
+        key_query(sql, q, "j.subscription_id = s.id", w.data, lim, true);
         buf_printf(sql,
-                   " k WHERE s.event_name = $%d%s "
-                   "ORDER BY k.id DESC LIMIT $%d) k JOIN jobs j ON j.id = k.id",
+                   " k WHERE s.event_name = $%d AND s.plain_until IS NULL%s "
+                   "ORDER BY k.id DESC LIMIT $%d) UNION ALL "
+                   "(SELECT k.id FROM subscriptions s CROSS JOIN LATERAL ",
                    ev, subf, lim);
+        key_query(sql, q,
+                  "j.subscription_id = s.id AND j.id < s.plain_until AND j.event_name IS NULL",
+                  w.data, lim, true);
+        buf_printf(sql,
+                   " k WHERE s.event_name = $%d AND s.plain_until IS NOT NULL%s "
+                   "ORDER BY k.id DESC LIMIT $%d) UNION ALL ",
+                   ev, subf, lim);
+        /* the named jobs: per subscription that ever listed an entry matching the name
+         * (names_seen, GIN), one range of jobs_named (subscription_id, event_name, status, id) */
+        char named[96];
+        snprintf(named, sizeof named, "j.subscription_id = s.id AND j.event_name = $%d", ev);
+        buf_adds(sql, "(SELECT k.id FROM subscriptions s CROSS JOIN LATERAL ");
+        key_query(sql, q, named, w.data, lim, true);
+        params[np] = q->event_keys;
+        buf_printf(sql,
+                   " k WHERE s.names_seen && $%d::text[] AND s.plain_until IS NOT NULL%s "
+                   "ORDER BY k.id DESC LIMIT $%d)",
+                   ++np, subf, lim);
+        buf_printf(sql, ") k ORDER BY k.id DESC LIMIT $%d) k JOIN jobs j ON j.id = k.id", lim);
     } else if (q->sub[0]) {
         params[np] = q->sub;
-        char sub[16];
-        snprintf(sub, sizeof sub, "$%d::uuid", ++np);
-        sub_query(sql, q, sub, w.data, lim, false);
+        char sub[40];
+        snprintf(sub, sizeof sub, "j.subscription_id = $%d::uuid", ++np);
+        key_query(sql, q, sub, w.data, lim, false);
         buf_adds(sql, " j");
     } else {
         char st[40] = "";
@@ -362,6 +399,7 @@ void jobs_list(struct req *r)
     struct jobs_q q = {0};
     if (jobs_parse(r, &q) < 0) {
         free(q.event);
+        free(q.event_keys);
         return;
     }
     struct buf sql = {0};
@@ -377,6 +415,7 @@ void jobs_list(struct req *r)
     }
     buf_free(&sql);
     free(q.event);
+    free(q.event_keys);
 }
 
 /* Rows: the job's columns on every row, then one attempt per row (ordered), or one row with

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "api.h"
+#include "evnames.h"
 #include "codec.h"
 #include "commit.h"
 #include "filter.h"
@@ -56,9 +57,11 @@ static char *col_hex(PGresult *res, int row, int col, size_t *len)
 /* The path's subscription: event name and id valid, else 400 naming them. */
 static bool sub_path_ok(struct req *r)
 {
-    if (!valid_event_name(r->seg[0], strlen(r->seg[0]))) {
+    if (evname_kind(r->seg[0], strlen(r->seg[0])) == EVNAME_INVALID) {
         http_error(r, 400, "invalid_field",
-                   "event name must be 1 to %d characters of A-Z a-z 0-9 . _ : -", EVENT_NAME_MAX);
+                   "event name must be one of the subscription's event names or patterns (1 to "
+                   "%d characters of A-Z a-z 0-9 . _ : -, or a pattern ending in .*, or *)",
+                   EVENT_NAME_MAX);
         return false;
     }
     if (!id_valid(r->seg[1], strlen(r->seg[1]))) {
@@ -645,7 +648,7 @@ void recover_start(struct req *r)
      * racing for the same window: the unique index keeps one, the other answers 409. */
     static const char sql[] =
         "WITH s AS (SELECT id, status, disabled_at FROM subscriptions "
-        "  WHERE id = $1 AND event_name = $2), "
+        "  WHERE id = $1 AND $2 = ANY(event_names)), "
         "ex AS (SELECT id, subscription_id, status, total, done, since, until, created_at "
         "  FROM recoveries WHERE subscription_id = $1 AND status = 'running' "
         "  AND since = (timestamptz 'epoch' + $4::bigint * interval '1 microsecond') "
@@ -703,7 +706,7 @@ void recover_get(struct req *r)
     static const char sql[] = "SELECT " SQL_RECOVERY_COLS(
         "x.") " FROM recoveries x "
               "JOIN subscriptions s ON s.id = x.subscription_id "
-              "WHERE x.id = $1 AND x.subscription_id = $2 AND s.event_name = $3";
+              "WHERE x.id = $1 AND x.subscription_id = $2 AND $3 = ANY(s.event_names)";
     const char *params[] = {r->seg[2], r->seg[1], r->seg[0]};
     if (pg_query(r->b->pg_api, sql, 3, params, NULL, NULL, 0, got_recovery, r) < 0)
         http_db_error(r, NULL, "not connected");
@@ -770,21 +773,24 @@ static void got_replay(void *priv, PGresult *res, const char *err)
 }
 
 /* Creates the new jobs: for the subscriptions in ids (a uuid[] literal), or for every live
- * subscription of the event's name when ids is NULL. */
+ * subscription that receives the event's name (decision 39) when ids is NULL. */
 static void replay_run(struct req *r, const char *ids)
 {
     char parts[24];
     snprintf(parts, sizeof parts, "%ld", r->b->cfg.partitions);
-    /* Nothing is inserted when one listed id is not a live subscription of the event's name. */
+    /* Nothing is inserted when one listed id is not a live subscription that receives the
+     * event's name (one of its entries matches it: wh_name_keys, decision 39). */
     static const char sql[] =
         "WITH e AS (SELECT id, event_name, payload FROM events WHERE id = $1), "
         "w AS (SELECT DISTINCT unnest($2::uuid[]) AS id), "
-        "s AS (SELECT s.id, s.url FROM e JOIN subscriptions s ON s.event_name = e.event_name "
+        "s AS (SELECT s.id, s.url, s.plain_until FROM e JOIN subscriptions s "
+        "  ON s.event_names && wh_name_keys(e.event_name) "
         "  AND s.status = 'active' AND s.disabled_at IS NULL "
         "  WHERE $2::uuid[] IS NULL OR s.id = ANY($2::uuid[])), "
         "bad AS (SELECT w.id FROM w WHERE NOT EXISTS (SELECT 1 FROM s WHERE s.id = w.id)), "
-        "ins AS (INSERT INTO jobs (id, event_id, subscription_id, url, partition) "
-        "  SELECT wh_uuidv7(), e.id, s.id, s.url, wh_partition(s.id, $3::int) FROM e, s "
+        "ins AS (INSERT INTO jobs (id, event_id, subscription_id, url, partition, event_name) "
+        "  SELECT wh_uuidv7(), e.id, s.id, s.url, wh_partition(s.id, $3::int), "
+        "  CASE WHEN s.plain_until IS NOT NULL THEN e.event_name END FROM e, s "
         "  WHERE NOT EXISTS (SELECT 1 FROM bad) "
         "  RETURNING id, event_id, subscription_id, url, partition) "
         "SELECT EXISTS (SELECT 1 FROM e), (SELECT string_agg(id::text, ', ') FROM bad), "
@@ -892,7 +898,8 @@ void recover_replay(struct req *r)
     /* Every live subscription: those with a payload filter only when it matches. */
     static const char subs_sql[] =
         "WITH e AS (SELECT event_name, payload FROM events WHERE id = $1), "
-        "s AS (SELECT s.id, s.filter FROM e JOIN subscriptions s ON s.event_name = e.event_name "
+        "s AS (SELECT s.id, s.filter FROM e JOIN subscriptions s "
+        "  ON s.event_names && wh_name_keys(e.event_name) "
         "  AND s.status = 'active' AND s.disabled_at IS NULL) "
         "SELECT t.id, t.f, t.p FROM (SELECT 0 AS k, s.id::text AS id, s.filter::text AS f, "
         "  NULL::text AS p FROM s "

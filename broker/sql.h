@@ -15,17 +15,19 @@
  * settings NULL when default); then the payload shape (decision 31): payload_shape,
  * payload_fields (json: the text as stored); then ordered (decision 33); then the payload
  * filter (decision 30; NULL when none, its text is what the event index carries); then
- * batching (decision 40; NULL when off). */
+ * batching (decision 40; NULL when off); then the event names (decision 39), whose first is
+ * the second column (the answers' eventName). */
 #define SQL_SUB_COLS                                                                               \
-    "id, event_name, url, secret, headers::text, status, " SQL_TS("created_at") ", " SQL_TS(      \
+    "id, event_names[1], url, secret, headers::text, status, " SQL_TS("created_at") ", " SQL_TS(  \
         "updated_at") ", " SQL_SUB_PREV_EXPIRES ", description, " SQL_TS("paused_at") ", "         \
         SQL_TS("disabled_at") ", disabled_reason, rate_limit::text, retry_policy::text, "        \
-        "timeout_seconds, payload_shape, payload_fields::text, ordered, " SQL_SUB_FILTER_COL  \
-        ", batching::text"
-#define SQL_SUB_NCOLS 21 /* a query's own columns follow SQL_SUB_COLS */
+        "timeout_seconds, payload_shape, payload_fields::text, ordered, " SQL_SUB_FILTER_COL       \
+        ", batching::text, array_to_json(event_names)::text"
+#define SQL_SUB_NCOLS 22 /* a query's own columns follow SQL_SUB_COLS */
 #define SQL_SUB_BATCHING 20 /* batching (decision 40), NULL when off */
 #define SQL_SUB_FILTER_COL "filter::text" /* column 19 */
 #define SQL_SUB_FILTER 19
+#define SQL_SUB_NAMES 21 /* the event names (decision 39) as a JSON array */
 
 /* A subscription's health from its row (decision 29): disabled, paused, circuit_open (also
  * while a probe is due), failing (consecutive failures), healthy. */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "evnames.h"
 #include "clock.h"
 #include "codec.h"
 #include "ids.h"
@@ -61,7 +62,7 @@
  * - jobsWaiting: the subscription's queued and retrying jobs (jobs_subscription's ranges, or
  *   the unfinished jobs' partial index: the backlog). */
 static const char status_sql[] =
-    "WITH s AS (SELECT * FROM subscriptions WHERE id = $1 AND event_name = $2 "
+    "WITH s AS (SELECT * FROM subscriptions WHERE id = $1 AND $2 = ANY(event_names) "
     "  AND status = 'active'), "
     "c AS (SELECT * FROM subscription_stats WHERE subscription_id = $1 "
     "  AND bucket >= " SINCE_24H "), "
@@ -80,7 +81,7 @@ static const char status_sql[] =
     "  ORDER BY started_at DESC LIMIT 20) x "
     "  UNION ALL SELECT at, n, json_build_object('at', " TS_AT ", 'kind', kind, "
     "  'detail', detail) FROM act) "
-    "SELECT json_build_object('subscriptionId', s.id, 'eventName', s.event_name, 'url', s.url, "
+    "SELECT json_build_object('subscriptionId', s.id, 'eventName', s.event_names[1], 'url', s.url, "
     "  'health', " SQL_SUB_HEALTH ", 'disabledReason', s.disabled_reason, "
     "  'pausedAt', " TS_PAUSED ", 'disabledAt', " TS_DISABLED ", "
     "  'circuitOpenUntil', " TS_OPEN_UNTIL ", 'failingSince', " TS_FAILING ", "
@@ -120,9 +121,11 @@ static void json_done(void *priv, PGresult *res, const char *err)
 
 void status_get(struct req *r)
 {
-    if (!valid_event_name(r->seg[0], strlen(r->seg[0]))) {
+    if (evname_kind(r->seg[0], strlen(r->seg[0])) == EVNAME_INVALID) {
         http_error(r, 400, "invalid_field",
-                   "event name must be 1 to %d characters of A-Z a-z 0-9 . _ : -", EVENT_NAME_MAX);
+                   "event name must be one of the subscription's event names or patterns (1 to "
+                   "%d characters of A-Z a-z 0-9 . _ : -, or a pattern ending in .*, or *)",
+                   EVENT_NAME_MAX);
         return;
     }
     if (!id_valid(r->seg[1], strlen(r->seg[1]))) {
@@ -147,9 +150,9 @@ static const char stats_sql[] =
     "WITH r AS (SELECT event_name, sum(triggers) AS t, sum(jobs) AS j, sum(delivered) AS d, "
     "  sum(dead) AS x, sum(failed_attempts) AS f FROM stats_hourly "
     "  WHERE hour >= " SINCE_ROW " GROUP BY event_name), "
-    "p AS (SELECT s.event_name, count(*) AS n FROM jobs j "
+    "p AS (SELECT coalesce(j.event_name, s.event_name) AS event_name, count(*) AS n FROM jobs j "
     "  JOIN subscriptions s ON s.id = j.subscription_id "
-    "  WHERE j.status = 'retrying' GROUP BY s.event_name), "
+    "  WHERE j.status = 'retrying' GROUP BY 1), "
     "n AS (SELECT coalesce(r.event_name, p.event_name) AS name, coalesce(r.t, 0) AS t, "
     "  coalesce(r.j, 0) AS j, coalesce(r.d, 0) AS d, coalesce(r.x, 0) AS x, coalesce(r.f, 0) AS f, "
     "  coalesce(p.n, 0) AS rp FROM r FULL JOIN p ON p.event_name = r.event_name) "

@@ -1,6 +1,7 @@
 /* Subscription endpoints (register, list, get, delete, rotate-secret) and the Redis event index
- * they keep: PostgreSQL first, then the hash wh:event:<name> (field URL, value {"id","status"}
- * and the payload filter when there is one: common/indexval.h). */
+ * they keep: PostgreSQL first, then the hash wh:event:<entry> of each of the subscription's
+ * event names and patterns (decision 39; field URL, value {"id","status"} and the payload
+ * filter when there is one: common/indexval.h). */
 #include <cJSON.h>
 #include <openssl/crypto.h>
 #include <stdint.h>
@@ -11,6 +12,7 @@
 #include "api.h"
 #include "codec.h"
 #include "controls.h"
+#include "evnames.h"
 #include "filter.h"
 #include "ids.h"
 #include "indexval.h"
@@ -118,6 +120,8 @@ static void sub_json_open(struct buf *b, PGresult *res, int row, const char *sec
     buf_adds(b, PQgetvalue(res, row, 0));
     buf_adds(b, "\",\"eventName\":");
     json_escape(b, PQgetvalue(res, row, 1), (size_t)PQgetlength(res, row, 1));
+    buf_adds(b, ",\"eventNames\":"); /* a JSON array from PostgreSQL (decision 39) */
+    buf_add(b, PQgetvalue(res, row, SQL_SUB_NAMES), (size_t)PQgetlength(res, row, SQL_SUB_NAMES));
     buf_adds(b, ",\"webhookUrl\":");
     json_escape(b, PQgetvalue(res, row, 2), (size_t)PQgetlength(res, row, 2));
     if (secret) {
@@ -252,13 +256,13 @@ static int filter_field(struct req *r, const cJSON *it, struct buf *ctl)
     return 1;
 }
 
-/* A filter (not null) in the body of a subscription of event_name: refused (400, false) for the
- * broker's operational events, whose jobs the workers' outcome statement creates in SQL,
- * without the broker's fan-out that evaluates filters. */
-static bool filter_allowed(struct req *r, const char *event_name, const cJSON *doc)
+/* A filter (not null) in the body of a subscription of the broker's operational events
+ * (reserved): refused (400, false), since their jobs are created by the workers' outcome
+ * statement in SQL, without the broker's fan-out that evaluates filters. */
+static bool filter_allowed(struct req *r, bool reserved, const cJSON *doc)
 {
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(doc, "filter");
-    if (!f || cJSON_IsNull(f) || !event_name_reserved(event_name, strlen(event_name)))
+    if (!f || cJSON_IsNull(f) || !reserved)
         return true;
     http_error(r, 400, "invalid_field",
                "filter is not available for the broker's operational events (event names "
@@ -403,6 +407,17 @@ static int control_field(struct req *r, const cJSON *it, struct buf *ctl)
     "filter = CASE WHEN " p "::jsonb ? 'filter' "                                                  \
     "  THEN NULLIF(" p "::jsonb -> 'filter', 'null') ELSE " t ".filter END, "
 
+/* How far past a PATCH that makes a plain subscription not plain its plain_until lies: above
+ * the id of any job it got while plain (made by a broker at the trigger's acceptance, before
+ * the PATCH's commit, on that broker's clock), with room for clock skew (decision 39). */
+#define SUBS_PLAIN_MARGIN "10 minutes"
+
+/* A new subscription's plain_until (migration 15, decision 39): NULL (plain) when its names $p
+ * are one exact name, else the zero id (no job of it is plain). */
+#define SQL_PLAIN_AT_CREATION(p)                                                                   \
+    "CASE WHEN cardinality(" p "::text[]) = 1 AND strpos((" p "::text[])[1], '*') = 0 THEN NULL " \
+    "ELSE '00000000-0000-0000-0000-000000000000'::uuid END"
+
 /* ---- register ---------------------------------------------------------------------------- */
 
 struct reg {
@@ -411,7 +426,9 @@ struct reg {
     char id[ID_LEN + 1];
     char secret[SECRET_TEXT_MAX];
     bool secret_given; /* the caller sent it: it replaces the current secret of an existing one */
-    char *event_name, *url, *headers; /* headers: compact JSON, or NULL to keep/default */
+    struct evnames names;             /* sorted (decision 39) */
+    char *names_pg;                   /* the same as a PostgreSQL array literal */
+    char *url, *headers;              /* headers: compact JSON, or NULL to keep/default */
     char *controls;                   /* the settings given (control_field's JSON object) */
     /* what the upsert needs, from the row read first (the secrets are compared in plain) */
     char plain[SECRETBOX_PLAIN_MAX + 1]; /* the secret the answer shows */
@@ -421,6 +438,8 @@ struct reg {
     char *seen_ct;                       /* its secret column as read: the compare-and-set */
     int tries;
     struct buf resp;
+    int indexing; /* HSET replies still to come (one per name) */
+    const char *index_err;
     int status;  /* 201 or 200 */
     bool verify; /* "verify": true: the endpoint echoes a challenge before anything is written */
     char verified[SECRETBOX_PLAIN_MAX + 1]; /* the secret of the challenge it echoed; "" if none */
@@ -428,15 +447,15 @@ struct reg {
 
 static void reg_lookup(struct reg *g);
 
-/* The webhookUrl of a registration or a PATCH for event name: 0 for an http(s) URL (its host in
- * *host, for the SSRF check), 1 for a mailto: address (e-mail alerts, for the broker's
- * operational events only, worker/mail.c: no host to resolve, so no SSRF check), -1 answered
- * 400. */
-static int check_url(struct req *r, const char *event_name, const char *url, struct url_host *host)
+/* The webhookUrl of a registration or a PATCH of a subscription of the operational events
+ * (reserved) or not: 0 for an http(s) URL (its host in *host, for the SSRF check), 1 for a
+ * mailto: address (e-mail alerts, for the broker's operational events only, worker/mail.c: no
+ * host to resolve, so no SSRF check), -1 answered 400. */
+static int check_url(struct req *r, bool reserved, const char *url, struct url_host *host)
 {
     char err[256];
     bool mailto = strncmp(url, MAILTO_PREFIX, sizeof MAILTO_PREFIX - 1) == 0;
-    if (mailto && !event_name_reserved(event_name, strlen(event_name))) {
+    if (mailto && !reserved) {
         http_error(r, 400, "invalid_field",
                    "a mailto: webhookUrl is accepted only for the broker's operational events "
                    "(event names starting with \"" EVENT_NAME_RESERVED "\")");
@@ -449,8 +468,30 @@ static int check_url(struct req *r, const char *event_name, const char *url, str
     }
     return mailto;
 }
-/* Class (first key) of the per-event registration locks: pg_advisory_lock(class, hashtext). */
+/* Class (first key) of the registration locks: pg_advisory_lock(class, hashtext), one per event
+ * name or pattern and one per URL, taken in key order (no two requests wait on each other in a
+ * cycle). */
 #define SUBS_LOCK_CLASS "7231002"
+/* $1 the names (text[]), $2 the URL: the distinct keys in order (OFFSET 0 keeps the subquery's
+ * order for the calls). */
+#define SUBS_LOCK_KEYS                                                                             \
+    "FROM (SELECT DISTINCT hashtext(x) AS k FROM unnest($1::text[] || $2::text) x "               \
+    "  ORDER BY 1 OFFSET 0) t"
+
+/* The names of a subscription, the operational events' or not: 400 (false) for a mix, whose
+ * rules (mailto: URLs, filters) would contradict each other. *reserved tells which. */
+static bool names_reserved(struct req *r, const struct evnames *n, bool *reserved)
+{
+    *reserved = evnames_any_reserved(n);
+    if (*reserved && !evnames_all_reserved(n)) {
+        http_error(r, 400, "invalid_field",
+                   "eventNames: the broker's operational events (names starting with \""
+                   EVENT_NAME_RESERVED "\") cannot be mixed with other names in one "
+                   "subscription");
+        return false;
+    }
+    return true;
+}
 
 static void reg_free(struct reg *g)
 {
@@ -458,7 +499,8 @@ static void reg_free(struct reg *g)
     OPENSSL_cleanse(g->plain, sizeof g->plain);
     OPENSSL_cleanse(g->verified, sizeof g->verified);
     free(g->seen_ct);
-    free(g->event_name);
+    evnames_free(&g->names);
+    free(g->names_pg);
     free(g->url);
     free(g->headers);
     free(g->controls);
@@ -480,12 +522,17 @@ static void reg_indexed(struct rds *rd, redisReply *reply, void *priv)
     (void)rd;
     struct reg *g = priv;
     struct req *r = g->r;
-    if (!reply || reply->type == REDIS_REPLY_ERROR) {
+    if (!reply || reply->type == REDIS_REPLY_ERROR)
+        g->index_err = reply ? "Redis answered an error" : "Redis connection lost";
+    if (--g->indexing > 0)
+        return;
+    if (g->index_err) {
+        const char *why = g->index_err;
         reg_free(g);
         http_error(r, 503, "unavailable",
                    "the subscription was saved but the event index could not be updated "
                    "(%s); repeat the request",
-                   reply ? reply->str : "Redis connection lost");
+                   why);
         return;
     }
     int status = g->status;
@@ -516,19 +563,24 @@ static void reg_saved(void *priv, PGresult *res, const char *err)
     }
     g->status = strcmp(PQgetvalue(res, 0, SQL_SUB_NCOLS), "t") == 0 ? 201 : 200;
     sub_json(&g->resp, res, 0, g->plain, NULL);
-    char key[KEY_MAX];
-    size_t klen = key_event(key, PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
+    log_info(r->id, "subscription %s %s for %s", PQgetvalue(res, 0, 0),
+             g->status == 201 ? "created" : "updated", PQgetvalue(res, 0, SQL_SUB_NAMES));
+    /* One HSET per name (each in its own hash: any Redis Cluster slot), pipelined; the answer
+     * once all have replied. The names are the row's: the request's, sorted. */
     struct buf v = {0};
     index_value(&v, res, 0);
-    const char *argv[] = {"HSET", key, PQgetvalue(res, 0, 2), v.data};
-    size_t lens[] = {4, klen, (size_t)PQgetlength(res, 0, 2), v.len};
-    int rc = rds_cmd(r->b->redis, reg_indexed, g, 4, argv, lens);
+    int n = g->names.n;
+    g->indexing = n + 1; /* held while sending */
+    for (int i = 0; i < n; i++) {
+        char key[KEY_MAX];
+        size_t klen = key_event(key, g->names.v[i], strlen(g->names.v[i]));
+        const char *argv[] = {"HSET", key, PQgetvalue(res, 0, 2), v.data};
+        size_t lens[] = {4, klen, (size_t)PQgetlength(res, 0, 2), v.len};
+        if (rds_cmd(r->b->redis, reg_indexed, g, 4, argv, lens) < 0)
+            reg_indexed(r->b->redis, NULL, g);
+    }
     buf_free(&v);
-    if (rc < 0)
-        reg_indexed(r->b->redis, NULL, g);
-    else
-        log_info(r->id, "subscription %s %s for %s", PQgetvalue(res, 0, 0),
-                 g->status == 201 ? "created" : "updated", PQgetvalue(res, 0, 1));
+    reg_indexed(r->b->redis, &(redisReply){.type = REDIS_REPLY_STATUS}, g);
 }
 
 /* Validates the "headers" object and writes it as compact JSON into out. */
@@ -575,37 +627,46 @@ static void reg_lock_done(void *priv, PGresult *res, const char *err)
 }
 
 /* With the existing row (if any) read, the upsert: a new row gets the secret sealed for its new
- * id, and is inserted only while the event has fewer active subscriptions than
- * MAX_SUBSCRIPTIONS_PER_EVENT; an existing one is updated only if it is still the row read, with
+ * id, and is inserted only while each of its names has fewer active subscriptions than
+ * MAX_SUBSCRIPTIONS_PER_EVENT and no other active subscription delivers one of them to the URL
+ * (decision 39: an index hash has one field per URL); an existing one (the same names and URL)
+ * is updated only if it is still the row read, with
  * the secret read (a compare-and-set: the plain secrets were compared here, and a ciphertext is
  * bound to its row's id). No row back: reg_saved reads again. */
 static void reg_upsert(struct reg *g)
 {
     struct req *r = g->r;
-    /* The count and the insert are one statement, but under READ COMMITTED that statement's
-     * snapshot would miss a concurrent registration committing meanwhile (another broker), so
-     * registrations of one event are serialised by a session advisory lock taken by the
-     * statement before (the upsert then starts with a snapshot that sees every registration
-     * that held the lock before it) and released by the statement after. The three are queued
-     * together on this connection, so nothing runs between them; a lost connection drops the
-     * lock with the session. The lock key is the two-int form (a space of its own, apart from
-     * the one-bigint locks of the migrations and the reconciler). */
-    static const char lock_sql[] = "SELECT pg_advisory_lock(" SUBS_LOCK_CLASS ", hashtext($1))";
-    static const char unlock_sql[] = "SELECT pg_advisory_unlock(" SUBS_LOCK_CLASS ", hashtext($1))";
+    /* The counts, the overlap check and the insert are one statement, but under READ COMMITTED
+     * that statement's snapshot would miss a concurrent registration committing meanwhile
+     * (another broker), so registrations sharing a name or the URL are serialised by session
+     * advisory locks (one per name and one for the URL) taken by the statement before (the
+     * upsert then starts with a snapshot that sees every registration that held one of them
+     * before it) and released by the statement after. The three are queued together on this
+     * connection, so nothing runs between them; a lost connection drops the locks with the
+     * session. The lock keys are the two-int form (a space of its own, apart from the
+     * one-bigint locks of the migrations and the reconciler). */
+    static const char lock_sql[] =
+        "SELECT count(pg_advisory_lock(" SUBS_LOCK_CLASS ", k)) " SUBS_LOCK_KEYS;
+    static const char unlock_sql[] =
+        "SELECT count(pg_advisory_unlock(" SUBS_LOCK_CLASS ", k)) " SUBS_LOCK_KEYS;
     /* A secret sent with a re-registration replaces the current one at once, and a previous
      * secret still in its grace period stops signing too (no grace: that is rotate-secret's
      * job); the same secret again changes nothing. Without one, the secrets are kept. */
     /* The lifecycle log (decision 29) is written by the same statement: created / updated. */
     static const char sql[] =
-        "WITH ins AS (INSERT INTO subscriptions (id, event_name, url, secret, headers, "
-        SQL_CTL_COLS ") "
-        "SELECT $1::uuid, $2::text, $3::text, $4::text, COALESCE($5::jsonb, '{}'::jsonb), "
-        SQL_CTL_VALUES("$10") " "
-        "WHERE EXISTS (SELECT 1 FROM subscriptions WHERE event_name = $2 AND url = $3 "
+        "WITH ins AS (INSERT INTO subscriptions (id, event_name, event_names, names_seen, "
+        "plain_until, url, secret, headers, " SQL_CTL_COLS ") "
+        "SELECT $1::uuid, ($2::text[])[1], $2::text[], $2::text[], " SQL_PLAIN_AT_CREATION("$2")
+        ", $3::text, "
+        "$4::text, COALESCE($5::jsonb, '{}'::jsonb), " SQL_CTL_VALUES("$10") " "
+        "WHERE NOT EXISTS (SELECT 1 FROM subscriptions WHERE event_names && $2::text[] "
+        "  AND url = $3 AND status = 'active' AND event_names <> $2::text[]) "
+        "AND (EXISTS (SELECT 1 FROM subscriptions WHERE event_names = $2::text[] AND url = $3 "
         "  AND status = 'active') "
-        "OR (SELECT count(*) FROM subscriptions WHERE event_name = $2 AND status = 'active') "
-        "  < $9::int "
-        "ON CONFLICT (event_name, url) WHERE status = 'active' DO UPDATE SET "
+        "OR NOT EXISTS (SELECT 1 FROM unnest($2::text[]) n WHERE (SELECT count(*) "
+        "  FROM subscriptions x WHERE x.event_names @> ARRAY[n] AND x.status = 'active') "
+        "  >= $9::int)) "
+        "ON CONFLICT (wh_names_key(event_names), url) WHERE status = 'active' DO UPDATE SET "
         "headers = COALESCE($5::jsonb, subscriptions.headers), " SQL_CTL_SET("$10", "subscriptions")
         "secret = COALESCE($6::text, subscriptions.secret), "
         "previous_secret = CASE WHEN $6::text IS NULL THEN subscriptions.previous_secret END, "
@@ -621,7 +682,7 @@ static void reg_upsert(struct reg *g)
     char limit[24];
     snprintf(limit, sizeof limit, "%ld", r->b->cfg.max_subs_per_event);
     const char *params[] = {g->id,
-                            g->event_name,
+                            g->names_pg,
                             g->url,
                             g->insert_ct,
                             g->headers,
@@ -630,9 +691,9 @@ static void reg_upsert(struct reg *g)
                             g->seen_ct,
                             limit,
                             g->controls};
-    const char *lock_params[] = {g->event_name};
+    const char *lock_params[] = {g->names_pg, g->url};
     struct pg *pg = r->b->pg_api;
-    if (pg_query(pg, lock_sql, 1, lock_params, NULL, NULL, 0, reg_lock_done, NULL) < 0) {
+    if (pg_query(pg, lock_sql, 2, lock_params, NULL, NULL, 0, reg_lock_done, NULL) < 0) {
         reg_free(g);
         http_db_error(r, NULL, "not connected");
         return;
@@ -643,7 +704,7 @@ static void reg_upsert(struct reg *g)
         reg_saved(g, NULL, "database connection lost");
         return;
     }
-    if (pg_query(pg, unlock_sql, 1, lock_params, NULL, NULL, 0, reg_lock_done, NULL) < 0)
+    if (pg_query(pg, unlock_sql, 2, lock_params, NULL, NULL, 0, reg_lock_done, NULL) < 0)
         log_warn(r->id, "cannot queue the registration unlock; the session ends with the lock");
 }
 
@@ -692,11 +753,19 @@ static void reg_found(void *priv, PGresult *res, const char *err)
     g->seen_ct = NULL;
     g->seen_id[0] = g->update_ct[0] = '\0';
     bool exists = !PQgetisnull(res, 0, 1);
+    if (!PQgetisnull(res, 0, 4)) {
+        http_error(r, 409, "url_in_use",
+                   "%s already receives some of these event names through subscription %s; a "
+                   "URL gets each event name or pattern from one subscription: change that one "
+                   "(PATCH), or register with exactly its eventNames to update it",
+                   g->url, PQgetvalue(res, 0, 4));
+        goto out_free;
+    }
     if (!exists && strtol(PQgetvalue(res, 0, 0), NULL, 10) >= r->b->cfg.max_subs_per_event) {
         http_error(r, 409, "too_many_subscriptions",
                    "event %s already has %ld active subscriptions, the most allowed "
                    "(MAX_SUBSCRIPTIONS_PER_EVENT); delete one first",
-                   g->event_name, r->b->cfg.max_subs_per_event);
+                   PQgetvalue(res, 0, 5), r->b->cfg.max_subs_per_event);
         goto out_free;
     }
     if (secret_seal(r, g->secret, g->id, g->insert_ct) < 0)
@@ -731,16 +800,22 @@ out_free:
     reg_free(g);
 }
 
-/* Reads the number of active subscriptions of the event, and its active row for the URL if
- * any: id, stored secret and headers (NULL when none). */
+/* Reads the largest number of active subscriptions of one of the names (and that name), the
+ * active row of the same names and URL if any: id, stored secret and headers (NULL when none),
+ * and another active subscription that delivers one of the names to the URL (NULL when none). */
 static void reg_lookup(struct reg *g)
 {
     struct req *r = g->r;
     static const char sql[] =
-        "SELECT (SELECT count(*) FROM subscriptions WHERE event_name = $1 AND status = 'active'), "
-        "s.id::text, s.secret, s.headers::text FROM (SELECT 1) one LEFT JOIN subscriptions s "
-        "ON s.event_name = $1 AND s.url = $2 AND s.status = 'active'";
-    const char *params[] = {g->event_name, g->url};
+        "WITH c AS (SELECT n, (SELECT count(*) FROM subscriptions x WHERE x.event_names @> "
+        "  ARRAY[n] AND x.status = 'active') AS k FROM unnest($1::text[]) n "
+        "  ORDER BY k DESC LIMIT 1) "
+        "SELECT (SELECT k FROM c), s.id::text, s.secret, s.headers::text, "
+        "(SELECT min(o.id::text) FROM subscriptions o WHERE o.event_names && $1::text[] "
+        "  AND o.url = $2 AND o.status = 'active' AND o.event_names <> $1::text[]), "
+        "(SELECT n FROM c) FROM (SELECT 1) one LEFT JOIN subscriptions s "
+        "ON s.event_names = $1::text[] AND s.url = $2 AND s.status = 'active'";
+    const char *params[] = {g->names_pg, g->url};
     if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, reg_found, g) < 0) {
         reg_free(g);
         http_db_error(r, NULL, "not connected");
@@ -782,7 +857,10 @@ void subs_register(struct req *r)
     struct buf headers = {0}, ctl = {0};
     struct url_host host;
     struct reg *g = NULL;
-    const cJSON *name = NULL, *url = NULL, *hdrs = NULL, *given = NULL, *verify = NULL;
+    const cJSON *name = NULL, *names = NULL, *url = NULL, *hdrs = NULL, *given = NULL,
+                *verify = NULL;
+    struct evnames evn = {0};
+    bool reserved;
     buf_addc(&ctl, '{');
     for (const cJSON *it = doc->child; it; it = it->next) {
         int c = control_field(r, it, &ctl);
@@ -792,6 +870,8 @@ void subs_register(struct req *r)
             continue;
         if (strcmp(it->string, "eventName") == 0)
             name = it;
+        else if (strcmp(it->string, "eventNames") == 0)
+            names = it;
         else if (strcmp(it->string, "webhookUrl") == 0)
             url = it;
         else if (strcmp(it->string, "headers") == 0)
@@ -802,25 +882,25 @@ void subs_register(struct req *r)
             verify = it;
         else {
             http_error(r, 400, "invalid_field",
-                       "unknown field \"%.64s\" (expected eventName, webhookUrl, headers, "
-                       "secret, verify, rateLimit, retryPolicy, timeoutSeconds, description, "
-                       "payload, payloadFields, ordered, filter, batching)",
+                       "unknown field \"%.64s\" (expected eventNames, eventName, webhookUrl, "
+                       "headers, secret, verify, rateLimit, retryPolicy, timeoutSeconds, "
+                       "description, payload, payloadFields, ordered, filter, batching)",
                        it->string);
             goto out_free;
         }
     }
-    if (!cJSON_IsString(name) || !valid_event_name(name->valuestring, strlen(name->valuestring))) {
-        http_error(r, 400, "invalid_field",
-                   "eventName is required: 1 to %d characters of A-Z a-z 0-9 . _ : -",
-                   EVENT_NAME_MAX);
+    if (evnames_parse(names, name, &evn, err, sizeof err) < 0) {
+        http_error(r, 400, "invalid_field", "%s", err);
         goto out_free;
     }
+    if (!names_reserved(r, &evn, &reserved))
+        goto out_free;
     if (!cJSON_IsString(url)) {
         http_error(r, 400, "invalid_field", "webhookUrl is required and must be a string");
         goto out_free;
     }
-    int mailto = check_url(r, name->valuestring, url->valuestring, &host);
-    if (mailto < 0 || !filter_allowed(r, name->valuestring, doc))
+    int mailto = check_url(r, reserved, url->valuestring, &host);
+    if (mailto < 0 || !filter_allowed(r, reserved, doc))
         goto out_free;
     if (verify && !cJSON_IsBool(verify)) {
         http_error(r, 400, "invalid_field", "verify must be true or false");
@@ -842,7 +922,11 @@ void subs_register(struct req *r)
     g->secret_given = given != NULL;
     g->verify = cJSON_IsTrue(verify);
     id_new(g->id);
-    g->event_name = xstrdup(name->valuestring);
+    struct buf arr = {0};
+    evnames_pg_array(&arr, evn.v, evn.n);
+    g->names_pg = buf_steal(&arr, NULL);
+    g->names = evn;
+    evn = (struct evnames){0};
     g->url = xstrdup(url->valuestring);
     g->headers = headers.data ? xstrdup(headers.data) : NULL;
     buf_addc(&ctl, '}');
@@ -855,6 +939,7 @@ void subs_register(struct req *r)
 out_free:
     if (g)
         reg_free(g);
+    evnames_free(&evn);
     buf_free(&headers);
     buf_free(&ctl);
     cJSON_Delete(doc);
@@ -904,7 +989,9 @@ static void list_done(void *priv, PGresult *res, const char *err)
     http_reply(r, 200, &b);
 }
 
-/* Runs a listing statement with $1 page size, $2 offset and, by event, $3 the event name. */
+/* Runs a listing statement with $1 page size, $2 offset and, by event, $3 the entries whose
+ * subscriptions are listed (a text[]): for an event name, those that match it (the name, its
+ * prefix patterns, "*": the subscriptions that receive it); for a pattern, the pattern itself. */
 static void list_run(struct req *r, const char *sql, bool by_event)
 {
     struct list *l = xcalloc(1, sizeof *l);
@@ -914,8 +1001,24 @@ static void list_run(struct req *r, const char *sql, bool by_event)
         free(l);
         return;
     }
-    const char *params[] = {l->page.size_text, l->page.offset_text, r->seg[0]};
-    if (pg_query(r->b->pg_api, sql, by_event ? 3 : 2, params, NULL, NULL, 0, list_done, l) < 0) {
+    struct buf arr = {0};
+    if (by_event) {
+        char keys[EVNAMES_KEYS_MAX][EVNAME_SIZE];
+        char *kp[EVNAMES_KEYS_MAX];
+        const char *name = r->seg[0];
+        int nk = 1;
+        if (evname_kind(name, strlen(name)) == EVNAME_EXACT)
+            nk = evname_keys(name, strlen(name), keys);
+        else
+            snprintf(keys[0], sizeof keys[0], "%s", name);
+        for (int i = 0; i < nk; i++)
+            kp[i] = keys[i];
+        evnames_pg_array(&arr, kp, nk);
+    }
+    const char *params[] = {l->page.size_text, l->page.offset_text, arr.data};
+    int rc = pg_query(r->b->pg_api, sql, by_event ? 3 : 2, params, NULL, NULL, 0, list_done, l);
+    buf_free(&arr);
+    if (rc < 0) {
         free(l);
         http_db_error(r, NULL, "not connected");
     }
@@ -931,11 +1034,13 @@ void subs_list(struct req *r)
     list_run(r, sql, false);
 }
 
+/* The path's event name: an event name or a pattern (decision 39). */
 static bool check_name(struct req *r)
 {
-    if (!valid_event_name(r->seg[0], strlen(r->seg[0]))) {
+    if (evname_kind(r->seg[0], strlen(r->seg[0])) == EVNAME_INVALID) {
         http_error(r, 400, "invalid_field",
-                   "event name must be 1 to %d characters of A-Z a-z 0-9 . _ : -",
+                   "event name must be 1 to %d characters of A-Z a-z 0-9 . _ : -, or a pattern "
+                   "ending in .* or *",
                    EVENT_NAME_MAX);
         return false;
     }
@@ -947,10 +1052,10 @@ void subs_list_event(struct req *r)
     if (!check_name(r))
         return;
     static const char sql[] =
-        "WITH t AS (SELECT count(*) AS n FROM subscriptions WHERE event_name = $3 "
+        "WITH t AS (SELECT count(*) AS n FROM subscriptions WHERE event_names && $3::text[] "
         "AND status = 'active') "
         "SELECT s.*, t.n FROM t LEFT JOIN LATERAL (SELECT " SQL_SUB_COLS
-        " FROM subscriptions WHERE event_name = $3 AND status = 'active' "
+        " FROM subscriptions WHERE event_names && $3::text[] AND status = 'active' "
         "ORDER BY created_at, id LIMIT $1 OFFSET $2) s ON true";
     list_run(r, sql, true);
 }
@@ -991,7 +1096,7 @@ void subs_get(struct req *r)
     if (!check_name_id(r))
         return;
     static const char sql[] = "SELECT " SQL_SUB_COLS " FROM subscriptions WHERE id = $1 "
-                              "AND event_name = $2 AND status = 'active'";
+                              "AND $2 = ANY(event_names) AND status = 'active'";
     const char *params[] = {r->seg[1], r->seg[0]};
     if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, get_done, r) < 0)
         http_db_error(r, NULL, "not connected");
@@ -1000,6 +1105,8 @@ void subs_get(struct req *r)
 struct del {
     struct req *r;
     struct buf resp;
+    int pending; /* HDEL replies still to come */
+    const char *err;
 };
 
 static void del_released(void *priv)
@@ -1016,11 +1123,14 @@ static void del_unindexed(struct rds *rd, redisReply *reply, void *priv)
     (void)rd;
     struct del *d = priv;
     struct req *r = d->r;
-    if (!reply || reply->type == REDIS_REPLY_ERROR) {
-        /* PostgreSQL says deleted: the reconciler removes the stale index entry, and workers
+    if (!reply || reply->type == REDIS_REPLY_ERROR)
+        d->err = reply ? "Redis answered an error" : "Redis connection lost";
+    if (--d->pending > 0)
+        return;
+    if (d->err) {
+        /* PostgreSQL says deleted: the reconciler removes the stale index entries, and workers
          * cancel any job created for it meanwhile. */
-        log_warn(r->id, "subscription deleted but the event index was not updated: %s",
-                 reply ? reply->str : "Redis connection lost");
+        log_warn(r->id, "subscription deleted but the event index was not updated: %s", d->err);
     }
     /* Jobs held while it was paused go back to the stream, where the workers cancel them
      * (else they would wait for the reconciler). */
@@ -1036,12 +1146,23 @@ static void del_done(void *priv, PGresult *res, const char *err)
     d->r = r;
     sub_json(&d->resp, res, 0, NULL, NULL);
     log_info(r->id, "subscription %s deleted", r->seg[1]);
-    char key[KEY_MAX];
-    size_t klen = key_event(key, r->seg[0], strlen(r->seg[0]));
-    const char *argv[] = {"HDEL", key, PQgetvalue(res, 0, 2)};
-    size_t lens[] = {4, klen, (size_t)PQgetlength(res, 0, 2)};
-    if (rds_cmd(r->b->redis, del_unindexed, d, 3, argv, lens) < 0)
-        del_unindexed(r->b->redis, NULL, d);
+    /* The URL's field of every name's hash, pipelined (a field with another subscription's
+     * value cannot be there: a URL gets each name from one subscription). */
+    cJSON *names = cJSON_Parse(PQgetvalue(res, 0, SQL_SUB_NAMES));
+    d->pending = 1; /* held while sending */
+    for (const cJSON *it = names ? names->child : NULL; it; it = it->next) {
+        if (!cJSON_IsString(it))
+            continue;
+        char key[KEY_MAX];
+        size_t klen = key_event(key, it->valuestring, strlen(it->valuestring));
+        const char *argv[] = {"HDEL", key, PQgetvalue(res, 0, 2)};
+        size_t lens[] = {4, klen, (size_t)PQgetlength(res, 0, 2)};
+        d->pending++;
+        if (rds_cmd(r->b->redis, del_unindexed, d, 3, argv, lens) < 0)
+            del_unindexed(r->b->redis, NULL, d);
+    }
+    cJSON_Delete(names);
+    del_unindexed(r->b->redis, &(redisReply){.type = REDIS_REPLY_STATUS}, d);
 }
 
 void subs_delete(struct req *r)
@@ -1052,7 +1173,7 @@ void subs_delete(struct req *r)
     static const char sql[] = "WITH d AS (UPDATE subscriptions SET status = 'deleted', "
                               "deleted_at = now(), secret = NULL, previous_secret = NULL, "
                               "previous_secret_expires_at = NULL, "
-                              "updated_at = now() WHERE id = $1 AND event_name = $2 "
+                              "updated_at = now() WHERE id = $1 AND $2 = ANY(event_names) "
                               "AND status = 'active' RETURNING " SQL_SUB_COLS "), "
                               "act AS (INSERT INTO subscription_activity (subscription_id, kind) "
                               "  SELECT id, 'deleted' FROM d) "
@@ -1071,6 +1192,7 @@ struct patch {
     char *url;         /* the new webhookUrl, or NULL to keep */
     char *headers;     /* compact JSON, or NULL to keep */
     char *controls;    /* the settings given (control_field's JSON object) */
+    char *names_pg;    /* the new event names (PostgreSQL array literal), or NULL to keep */
     const char *state; /* "active", "paused" or NULL to keep (a literal) */
     bool filter_given; /* the filter changes: the index entry is rewritten */
     bool unorder;      /* "ordered" set false or null: its waiting jobs are released */
@@ -1078,6 +1200,9 @@ struct patch {
     char *old_url;     /* the URL before the update (index entry to move) */
     struct buf value;  /* the index value after the update */
     char *new_url;     /* the URL after it */
+    cJSON *old_names, *new_names; /* the event names before and after (JSON arrays) */
+    int pending;       /* index scripts still to answer */
+    const char *index_err;
     struct buf resp;
 };
 
@@ -1088,6 +1213,9 @@ static void patch_free(struct patch *p)
     free(p->controls);
     free(p->old_url);
     free(p->new_url);
+    free(p->names_pg);
+    cJSON_Delete(p->old_names);
+    cJSON_Delete(p->new_names);
     buf_free(&p->value);
     buf_free(&p->resp);
     free(p);
@@ -1109,26 +1237,55 @@ static void patch_indexed(struct rds *rd, redisReply *reply, void *priv)
     (void)rd;
     struct patch *p = priv;
     struct req *r = p->r;
-    if (!reply || reply->type == REDIS_REPLY_ERROR) {
+    if (!reply || reply->type == REDIS_REPLY_ERROR)
+        p->index_err = reply ? "Redis answered an error" : "Redis connection lost";
+    if (--p->pending > 0)
+        return;
+    if (p->index_err) {
+        const char *why = p->index_err;
         patch_free(p);
         http_error(r, 503, "unavailable",
                    "the subscription was saved but the event index could not be updated "
                    "(%s); repeat the request",
-                   reply ? reply->str : "Redis connection lost");
+                   why);
         return;
     }
     patch_reply(p);
 }
 
-/* The index entry moves from the old URL (only if it still names this subscription: a new
- * registration may have taken that URL meanwhile; its value starts with the same {"id":"..."
- * whatever filter it carries) to the new one, with the new value (a changed filter). */
+static bool names_have(const cJSON *names, const char *name)
+{
+    for (const cJSON *it = names ? names->child : NULL; it; it = it->next)
+        if (cJSON_IsString(it) && strcmp(it->valuestring, name) == 0)
+            return true;
+    return false;
+}
+
+/* In one name's hash, the index entry moves from the old URL (only if it still names this
+ * subscription: a new registration may have taken that URL meanwhile; its value starts with the
+ * same {"id":"..." whatever filter it carries) to the new one, with the new value (a changed
+ * filter). An empty old URL: the name is new (nothing to remove); an empty new URL: the name
+ * was removed (nothing to write). */
 static const char move_lua[] =
-    "if ARGV[1] ~= ARGV[2] then local old = redis.call('HGET', KEYS[1], ARGV[1]) "
+    "if ARGV[1] ~= '' and ARGV[1] ~= ARGV[2] then local old = redis.call('HGET', KEYS[1], ARGV[1]) "
     "local id = string.match(ARGV[3], '^{\"id\":\"[^\"]+\"') "
     "if old and id and string.sub(old, 1, #id) == id then "
     "redis.call('HDEL', KEYS[1], ARGV[1]) end end "
-    "redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) return 1";
+    "if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end return 1";
+
+/* move_lua for one name: in old and/or new names. */
+static void patch_move(struct patch *p, const char *name, bool in_old, bool in_new)
+{
+    struct req *r = p->r;
+    char key[KEY_MAX];
+    size_t klen = key_event(key, name, strlen(name));
+    const char *from = in_old ? p->old_url : "", *to = in_new ? p->new_url : "";
+    const char *argv[] = {"EVAL", move_lua, "1", key, from, to, p->value.data};
+    size_t lens[] = {4, sizeof move_lua - 1, 1, klen, strlen(from), strlen(to), p->value.len};
+    p->pending++;
+    if (rds_cmd(r->b->redis, patch_indexed, p, 7, argv, lens) < 0)
+        patch_indexed(r->b->redis, NULL, p);
+}
 
 /* After the delivery state (if any) is in Redis: the index when the URL or the filter was
  * given, then the answer. */
@@ -1136,17 +1293,19 @@ static void patch_paused(void *priv)
 {
     struct patch *p = priv;
     struct req *r = p->r;
-    if (!p->url && !p->filter_given) {
+    if (!p->url && !p->filter_given && !p->names_pg) {
         patch_reply(p);
         return;
     }
-    char key[KEY_MAX];
-    size_t klen = key_event(key, r->seg[0], strlen(r->seg[0]));
-    const char *argv[] = {"EVAL", move_lua, "1", key, p->old_url, p->new_url, p->value.data};
-    size_t lens[] = {4,    sizeof move_lua - 1, 1, klen, strlen(p->old_url),
-                     strlen(p->new_url), p->value.len};
-    if (rds_cmd(r->b->redis, patch_indexed, p, 7, argv, lens) < 0)
-        patch_indexed(r->b->redis, NULL, p);
+    /* every name before and after: pipelined, one script per hash */
+    p->pending = 1; /* held while sending */
+    for (const cJSON *it = p->new_names ? p->new_names->child : NULL; it; it = it->next)
+        if (cJSON_IsString(it))
+            patch_move(p, it->valuestring, names_have(p->old_names, it->valuestring), true);
+    for (const cJSON *it = p->old_names ? p->old_names->child : NULL; it; it = it->next)
+        if (cJSON_IsString(it) && !names_have(p->new_names, it->valuestring))
+            patch_move(p, it->valuestring, true, false);
+    patch_indexed(r->b->redis, &(redisReply){.type = REDIS_REPLY_STATUS}, p);
 }
 
 /* Row: SQL_SUB_COLS, the URL before, the version (updated_at in microseconds), whether it is
@@ -1166,6 +1325,19 @@ static void patch_done(void *priv, PGresult *res, const char *err)
     }
     if (!one_sub(r, res, err))
         goto out_free;
+    if (PQgetisnull(res, 0, 0) && strcmp(PQgetvalue(res, 0, SQL_SUB_NCOLS + 4), "t") == 0) {
+        http_error(r, 409, "url_in_use",
+                   "another subscription already receives some of these event names at this "
+                   "webhookUrl; a URL gets each event name or pattern from one subscription");
+        goto out_free;
+    }
+    if (PQgetisnull(res, 0, 0) && strcmp(PQgetvalue(res, 0, SQL_SUB_NCOLS + 5), "t") == 0) {
+        http_error(r, 409, "too_many_subscriptions",
+                   "one of the new event names already has %ld active subscriptions, the most "
+                   "allowed (MAX_SUBSCRIPTIONS_PER_EVENT); delete one first",
+                   r->b->cfg.max_subs_per_event);
+        goto out_free;
+    }
     if (PQgetisnull(res, 0, 0)) {
         http_error(r, 409, "subscription_disabled",
                    "subscription %s is disabled (see disabledReason); set \"status\": "
@@ -1177,6 +1349,8 @@ static void patch_done(void *priv, PGresult *res, const char *err)
     p->sub[ID_LEN] = '\0';
     p->old_url = xstrdup(PQgetvalue(res, 0, SQL_SUB_NCOLS));
     p->new_url = xstrdup(PQgetvalue(res, 0, 2));
+    p->old_names = cJSON_Parse(PQgetvalue(res, 0, SQL_SUB_NCOLS + 2));
+    p->new_names = cJSON_Parse(PQgetvalue(res, 0, SQL_SUB_NAMES));
     index_value(&p->value, res, 0);
     long long version = strtoll(PQgetvalue(res, 0, SQL_SUB_NCOLS + 1), NULL, 10);
     char plain[SECRETBOX_PLAIN_MAX + 1], e[256];
@@ -1211,11 +1385,26 @@ static void patch_update(struct patch *p)
 {
     struct req *r = p->r;
     static const char sql[] =
-        "WITH o AS (SELECT id AS o_id, url AS o_url, disabled_at IS NOT NULL AS o_disabled, "
-        "  paused_at IS NOT NULL AS o_paused, disabled_reason AS o_reason "
-        "  FROM subscriptions WHERE id = $1 AND event_name = $2 AND status = 'active' "
+        "WITH o0 AS (SELECT id AS o_id, url AS o_url, disabled_at IS NOT NULL AS o_disabled, "
+        "  paused_at IS NOT NULL AS o_paused, disabled_reason AS o_reason, "
+        "  event_names AS o_names "
+        "  FROM subscriptions WHERE id = $1 AND $2 = ANY(event_names) AND status = 'active' "
         "  FOR UPDATE), "
+        /* decision 39: a URL gets each name or pattern from one active subscription */
+        "o AS (SELECT o0.*, EXISTS (SELECT 1 FROM subscriptions x WHERE x.status = 'active' "
+        "  AND x.id <> o0.o_id AND x.url = COALESCE($3::text, o0.o_url) "
+        "  AND x.event_names && COALESCE($7::text[], o0.o_names)) AS o_conflict, "
+        /* an entry it did not list, already at MAX_SUBSCRIPTIONS_PER_EVENT */
+        "  EXISTS (SELECT 1 FROM unnest($7::text[]) n WHERE NOT n = ANY(o0.o_names) "
+        "  AND (SELECT count(*) FROM subscriptions x WHERE x.event_names @> ARRAY[n] "
+        "  AND x.status = 'active') >= $8::int) AS o_full FROM o0), "
         "u AS (UPDATE subscriptions s SET url = COALESCE($3::text, s.url), "
+        "  event_names = COALESCE($7::text[], s.event_names), "
+        "  names_seen = CASE WHEN $7::text[] IS NULL THEN s.names_seen ELSE ARRAY(SELECT "
+        "    DISTINCT n FROM unnest(s.names_seen || $7::text[]) n ORDER BY 1) END, "
+        "  plain_until = CASE WHEN s.plain_until IS NOT NULL OR $7::text[] IS NULL "
+        "    OR $7::text[] = ARRAY[s.event_name] THEN s.plain_until "
+        "    ELSE wh_uuid_at(clock_timestamp() + interval '" SUBS_PLAIN_MARGIN "') END, "
         "  headers = COALESCE($4::jsonb, s.headers), " SQL_CTL_SET("$5", "s")
         "  paused_at = CASE $6::text WHEN 'active' THEN NULL "
         "    WHEN 'paused' THEN COALESCE(s.paused_at, now()) ELSE s.paused_at END, "
@@ -1230,9 +1419,11 @@ static void patch_update(struct patch *p)
         "  slow_until = CASE WHEN $6::text = 'active' THEN NULL ELSE s.slow_until END, "
         "  updated_at = clock_timestamp() "
         "  FROM o WHERE s.id = o.o_id "
-        "  AND NOT (coalesce($6::text, '') = 'paused' AND o.o_disabled) "
+        "  AND NOT (coalesce($6::text, '') = 'paused' AND o.o_disabled) AND NOT o.o_conflict "
+        "  AND NOT o.o_full "
         "  RETURNING " SQL_SUB_COLS ", o.o_url, "
-        "  (extract(epoch FROM s.updated_at) * 1000000)::bigint), "
+        "  (extract(epoch FROM s.updated_at) * 1000000)::bigint, "
+        "  array_to_json(o.o_names)::text), "
         /* the lifecycle log (decision 29): paused, resumed, enabled, updated */
         "act AS (INSERT INTO subscription_activity (subscription_id, kind, detail) "
         "  SELECT u.id, k.kind, k.detail FROM u CROSS JOIN o, LATERAL (VALUES "
@@ -1241,16 +1432,43 @@ static void patch_update(struct patch *p)
         "    WHEN $6::text = 'active' AND o.o_paused THEN 'resumed' END, "
         "    CASE WHEN o.o_disabled THEN 'was disabled: ' || o.o_reason END), "
         "  (CASE WHEN $3::text IS NOT NULL OR $4::jsonb IS NOT NULL OR $5::jsonb <> '{}' "
-        "    THEN 'updated' END, concat_ws(', ', CASE WHEN $3::text IS NOT NULL THEN 'url' END, "
+        "    OR $7::text[] IS NOT NULL "
+        "    THEN 'updated' END, concat_ws(', ', CASE WHEN $7::text[] IS NOT NULL "
+        "    THEN 'eventNames' END, CASE WHEN $3::text IS NOT NULL THEN 'url' END, "
         "    CASE WHEN $4::jsonb IS NOT NULL THEN 'headers' END, "
         "    CASE WHEN $5::jsonb <> '{}' THEN 'settings' END))) k(kind, detail) "
         "  WHERE k.kind IS NOT NULL) "
-        "SELECT u.*, o.o_disabled FROM o LEFT JOIN u ON true";
-    const char *params[] = {r->seg[1], r->seg[0], p->url, p->headers, p->controls, p->state};
-    if (pg_query(r->b->pg_api, sql, 6, params, NULL, NULL, 0, patch_done, p) < 0) {
+        "SELECT u.*, o.o_disabled, o.o_conflict, o.o_full FROM o LEFT JOIN u ON true";
+    char limit[24];
+    snprintf(limit, sizeof limit, "%ld", r->b->cfg.max_subs_per_event);
+    const char *params[] = {r->seg[1],   r->seg[0], p->url,      p->headers,
+                            p->controls, p->state,  p->names_pg, limit};
+    /* A change of the names or the URL holds the registration locks of the names and URL given
+     * (as a registration does; SUBS_LOCK_KEYS), so a registration cannot slip the same name
+     * and URL in between the overlap check and the update. */
+    struct pg *pg = r->b->pg_api;
+    static const char lock_sql[] =
+        "SELECT count(pg_advisory_lock(" SUBS_LOCK_CLASS ", k)) " SUBS_LOCK_KEYS;
+    static const char unlock_sql[] =
+        "SELECT count(pg_advisory_unlock(" SUBS_LOCK_CLASS ", k)) " SUBS_LOCK_KEYS;
+    const char *lock_params[] = {p->names_pg ? p->names_pg : "{}", p->url};
+    bool lock = p->names_pg || p->url;
+    if (lock && pg_query(pg, lock_sql, 2, lock_params, NULL, NULL, 0, reg_lock_done, NULL) < 0) {
         patch_free(p);
         http_db_error(r, NULL, "not connected");
+        return;
     }
+    if (pg_query(pg, sql, 8, params, NULL, NULL, 0, patch_done, p) < 0) {
+        if (!lock) {
+            patch_free(p);
+            http_db_error(r, NULL, "not connected");
+            return;
+        }
+        patch_done(p, NULL, "database connection lost");
+        return;
+    }
+    if (lock && pg_query(pg, unlock_sql, 2, lock_params, NULL, NULL, 0, reg_lock_done, NULL) < 0)
+        log_warn(r->id, "cannot queue the PATCH unlock; the session ends with the lock");
 }
 
 /* The SSRF guard's verdict on a new URL: refuse, or update. */
@@ -1279,6 +1497,34 @@ void subs_patch(struct req *r)
     int mailto = 0;
     struct patch *p = xcalloc(1, sizeof *p);
     p->r = r;
+    /* the subscription's kind, from the path's name (one of its names) */
+    bool reserved = event_name_reserved(r->seg[0], strlen(r->seg[0]));
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(doc, "eventName");
+    const cJSON *names = cJSON_GetObjectItemCaseSensitive(doc, "eventNames");
+    if (name || names) {
+        struct evnames evn;
+        bool now_reserved;
+        if (evnames_parse(names, name, &evn, err, sizeof err) < 0) {
+            http_error(r, 400, "invalid_field", "%s", err);
+            goto out_free;
+        }
+        bool ok = names_reserved(r, &evn, &now_reserved);
+        if (ok && now_reserved != reserved) {
+            http_error(r, 400, "invalid_field",
+                       "eventNames: a subscription of the broker's operational events (names "
+                       "starting with \"" EVENT_NAME_RESERVED "\") cannot become one of other "
+                       "events, nor the reverse; register a new one");
+            ok = false;
+        }
+        if (ok) {
+            struct buf arr = {0};
+            evnames_pg_array(&arr, evn.v, evn.n);
+            p->names_pg = buf_steal(&arr, NULL);
+        }
+        evnames_free(&evn);
+        if (!ok)
+            goto out_free;
+    }
     buf_addc(&ctl, '{');
     for (const cJSON *it = doc->child; it; it = it->next) {
         int c = control_field(r, it, &ctl);
@@ -1292,7 +1538,7 @@ void subs_patch(struct req *r)
                 http_error(r, 400, "invalid_field", "webhookUrl must be a string");
                 goto out_free;
             }
-            mailto = check_url(r, r->seg[0], it->valuestring, &host);
+            mailto = check_url(r, reserved, it->valuestring, &host);
             if (mailto < 0)
                 goto out_free;
             p->url = xstrdup(it->valuestring);
@@ -1316,6 +1562,8 @@ void subs_patch(struct req *r)
                 goto out_free;
             }
             p->state = strcmp(v, "active") == 0 ? "active" : "paused";
+        } else if (strcmp(it->string, "eventNames") == 0 || strcmp(it->string, "eventName") == 0) {
+            continue; /* read above */
         } else if (strcmp(it->string, "verify") == 0) {
             http_error(r, 400, "invalid_field",
                        "verify is accepted at registration only: register the new webhookUrl "
@@ -1323,14 +1571,14 @@ void subs_patch(struct req *r)
             goto out_free;
         } else {
             http_error(r, 400, "invalid_field",
-                       "unknown field \"%.64s\" (expected webhookUrl, headers, status, rateLimit, "
-                       "retryPolicy, timeoutSeconds, description, payload, payloadFields, "
-                       "ordered, filter, batching)",
+                       "unknown field \"%.64s\" (expected eventNames, eventName, webhookUrl, "
+                       "headers, status, rateLimit, retryPolicy, timeoutSeconds, description, "
+                       "payload, payloadFields, ordered, filter, batching)",
                        it->string);
             goto out_free;
         }
     }
-    if (!filter_allowed(r, r->seg[0], doc))
+    if (!filter_allowed(r, reserved, doc))
         goto out_free;
     buf_addc(&ctl, '}');
     p->controls = xstrdup(ctl.data);
@@ -1474,7 +1722,7 @@ static void rotate_found(void *priv, PGresult *res, const char *err)
         "previous_secret_expires_at = CASE WHEN $5::text IS NULL THEN previous_secret_expires_at "
         "  WHEN $3::int > 0 THEN now() + $3::int * interval '1 second' END, "
         "secret = COALESCE($5::text, secret), updated_at = now() "
-        "WHERE id = $1 AND event_name = $2 AND status = 'active' AND secret = $4 "
+        "WHERE id = $1 AND $2 = ANY(event_names) AND status = 'active' AND secret = $4 "
         "RETURNING " SQL_SUB_COLS;
     const char *params[] = {r->seg[1], r->seg[0], t->grace, t->seen_ct,
                             t->new_ct[0] ? t->new_ct : NULL};
@@ -1491,7 +1739,7 @@ static void rotate_lookup(struct rot *t)
 {
     struct req *r = t->r;
     static const char sql[] = "SELECT secret FROM subscriptions WHERE id = $1 "
-                              "AND event_name = $2 AND status = 'active'";
+                              "AND $2 = ANY(event_names) AND status = 'active'";
     const char *params[] = {r->seg[1], r->seg[0]};
     if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, rotate_found, t) < 0) {
         rot_free(t);
@@ -1517,7 +1765,8 @@ void subs_rotate_secret(struct req *r)
 /* ---- the event index --------------------------------------------------------------------- */
 
 /* Rebuilding the index from PostgreSQL when the ready mark is missing (decision 4), in keyset
- * pages of INDEX_REBUILD_PAGE subscriptions ordered by (event name, URL): one HSET per event
+ * pages of INDEX_REBUILD_PAGE (name or pattern, URL) pairs of active subscriptions ordered by
+ * (name, URL): one HSET per name
  * per page (a single key: any Redis Cluster slot), the next page read once every HSET of the
  * page has answered. The ready mark is set last by a script that sets it only if the token
  * written to wh:{<ready>}:rebuild before the first page is still there: a FLUSHALL (or a
@@ -1663,12 +1912,17 @@ static void page_loaded(void *priv, PGresult *res, const char *err)
 
 static void page_fetch(void)
 {
+    /* One row per (name or pattern, URL) of the active subscriptions (decision 39: a URL has
+     * each name from one subscription, so the pair is a key). The pairs are sorted for every
+     * page: the rebuild is rare and subscriptions are few next to jobs. */
     static const char first_sql[] =
-        "SELECT id, event_name, url, filter::text FROM subscriptions WHERE status = 'active' "
-        "ORDER BY event_name, url LIMIT $1";
+        "SELECT s.id, n.name, s.url, s.filter::text FROM subscriptions s "
+        "CROSS JOIN LATERAL unnest(s.event_names) n(name) WHERE s.status = 'active' "
+        "ORDER BY n.name, s.url LIMIT $1";
     static const char next_sql[] =
-        "SELECT id, event_name, url, filter::text FROM subscriptions WHERE status = 'active' "
-        "AND (event_name, url) > ($2, $3) ORDER BY event_name, url LIMIT $1";
+        "SELECT s.id, n.name, s.url, s.filter::text FROM subscriptions s "
+        "CROSS JOIN LATERAL unnest(s.event_names) n(name) WHERE s.status = 'active' "
+        "AND (n.name, s.url) > ($2, $3) ORDER BY n.name, s.url LIMIT $1";
     char limit[24];
     snprintf(limit, sizeof limit, "%ld", ix.b->cfg.index_rebuild_page);
     const char *params[] = {limit, ix.after_name, ix.after_url};

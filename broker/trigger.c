@@ -1,7 +1,8 @@
 /* POST /api/v0/trigger-event/<name>: validates the payload and an Idempotency-Key, fans out
- * through the Redis event index (PostgreSQL when the index is not marked complete), skipping
- * the subscriptions whose payload filter does not match, and hands the event to the group
- * commit. */
+ * through the Redis event index (the name's hash, one per prefix pattern that can match it and
+ * the one of "*"; PostgreSQL when the index is not marked complete), one job per subscription,
+ * skipping the subscriptions whose payload filter does not match, and hands the event to the
+ * group commit. */
 #include <cJSON.h>
 #include <event2/keyvalq_struct.h>
 #include <openssl/evp.h>
@@ -14,6 +15,7 @@
 #include "api.h"
 #include "codec.h"
 #include "commit.h"
+#include "evnames.h"
 #include "ids.h"
 #include "indexval.h"
 #include "jsonv.h"
@@ -22,60 +24,139 @@
 #include "subfilter.h"
 #include "valid.h"
 
-/* The state of one trigger between its two pipelined Redis commands. Each command's callback
- * holds a reference, and the last one released frees it, whatever order or path (reply,
- * disconnect, a send that failed) the two take. from_index owns the request and the event;
- * when it cannot be sent, the trigger answers at once and r and e are NULL for index_state. */
+/* One subscription found in the index (or PostgreSQL) whose filter matched: owned URL. */
+struct hit {
+    char id[ID_LEN + 1];
+    char *url;
+};
+
+/* The state of one trigger between its pipelined Redis commands: EXISTS of the ready mark,
+ * then one HGETALL per index entry that can match the name (decision 39: the name, a prefix
+ * pattern per dot, "*"). Each command's callback holds a reference, and the last one released
+ * frees it, whatever order or path (reply, disconnect, a send that failed) they take. The
+ * last HGETALL's callback does the fan-out (replies come in order on one connection). r and e
+ * are owned until then; NULL when the trigger was answered already. */
 struct fanout {
     int refs;
+    int hgetalls; /* HGETALL replies still to come */
+    bool failed;  /* one of them was not an array */
+    const char *err;
     struct req *r;
     struct event_rec *e;
     bool index_ready;
+    struct subfilter_payload pl;
+    struct hit *hits;
+    size_t nhits, cap;
 };
 
 static void fanout_unref(struct fanout *f)
 {
-    if (--f->refs == 0)
-        free(f);
+    if (--f->refs > 0)
+        return;
+    for (size_t i = 0; i < f->nhits; i++)
+        free(f->hits[i].url);
+    free(f->hits);
+    subfilter_payload_done(&f->pl);
+    free(f);
 }
 
-static void add_job(struct broker *b, struct event_rec *e, const char *sub, size_t sublen,
-                    const char *url, size_t urllen)
+/* A job for subscription sub (a normalised id) to url, which the job takes over. */
+static void add_job(struct broker *b, struct event_rec *e, const char *sub, char *url)
 {
-    if (sublen != ID_LEN || !id_valid(sub, sublen))
-        return;
     struct job_rec *jr = &e->jobs[e->njobs++];
     id_new(jr->id);
-    id_normalize(sub, jr->sub);
-    jr->url = xstrndup(url, urllen);
+    memcpy(jr->sub, sub, ID_LEN + 1);
+    jr->url = url;
     jr->part = id_partition(jr->sub, (uint32_t)b->cfg.partitions);
+}
+
+static void add_hit(struct fanout *f, const char *sub, const char *url, size_t urllen)
+{
+    if (f->nhits == f->cap) {
+        f->cap = f->cap ? 2 * f->cap : 16;
+        f->hits = xrealloc(f->hits, f->cap * sizeof *f->hits);
+    }
+    struct hit *h = &f->hits[f->nhits++];
+    id_normalize(sub, h->id);
+    h->url = xstrndup(url, urllen);
+}
+
+static int cmp_hit(const void *a, const void *b)
+{
+    return memcmp(((const struct hit *)a)->id, ((const struct hit *)b)->id, ID_LEN);
+}
+
+/* One job per subscription (a subscription listing two entries that match, "order.*" and
+ * "order.item.*", is in two hashes), then the commit. Takes over f's r and e. */
+static void fanout_commit(struct fanout *f)
+{
+    struct event_rec *e = f->e;
+    if (f->nhits > 1)
+        qsort(f->hits, f->nhits, sizeof *f->hits, cmp_hit);
+    e->jobs = xcalloc(f->nhits + 1, sizeof *e->jobs);
+    for (size_t i = 0; i < f->nhits; i++) {
+        if (i && memcmp(f->hits[i].id, f->hits[i - 1].id, ID_LEN) == 0)
+            continue;
+        add_job(f->r->b, e, f->hits[i].id, f->hits[i].url);
+        f->hits[i].url = NULL; /* the job's now */
+    }
+    f->r = NULL;
+    f->e = NULL;
+    commit_submit(e->r->b, e);
 }
 
 static void from_db(void *priv, PGresult *res, const char *err)
 {
     struct fanout *f = priv;
     struct req *r = f->r;
-    struct event_rec *e = f->e;
-    fanout_unref(f);
     if (err) {
-        event_rec_free(e);
+        event_rec_free(f->e);
+        f->e = NULL;
+        f->r = NULL;
+        fanout_unref(f);
         http_db_error(r, res, err);
         return;
     }
-    int n = PQntuples(res);
-    e->jobs = xcalloc((size_t)n + 1, sizeof *e->jobs);
-    struct subfilter_payload pl = {.p = e->payload, .n = e->payload_len};
-    for (int i = 0; i < n; i++) {
-        if (!PQgetisnull(res, i, 2) &&
-            (PQgetlength(res, i, 0) != ID_LEN ||
-             !subfilter_match(&pl, PQgetvalue(res, i, 0), PQgetvalue(res, i, 2),
-                              (size_t)PQgetlength(res, i, 2), r->id)))
+    for (int i = 0; i < PQntuples(res); i++) {
+        if (PQgetlength(res, i, 0) != ID_LEN || !id_valid(PQgetvalue(res, i, 0), ID_LEN))
             continue;
-        add_job(r->b, e, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0),
-                PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1));
+        if (!PQgetisnull(res, i, 2) &&
+            !subfilter_match(&f->pl, PQgetvalue(res, i, 0), PQgetvalue(res, i, 2),
+                             (size_t)PQgetlength(res, i, 2), r->id))
+            continue;
+        add_hit(f, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1));
     }
-    subfilter_payload_done(&pl);
-    commit_submit(r->b, e);
+    fanout_commit(f);
+    fanout_unref(f);
+}
+
+/* Redis lost the index (restart, FLUSHALL): fan out from the truth meanwhile, through the
+ * subscriptions whose names hold one of the name's entries (the GIN index on event_names). */
+static void fanout_from_db(struct fanout *f)
+{
+    struct req *r = f->r;
+    struct event_rec *e = f->e;
+    subs_index_ensure(r->b);
+    static const char sql[] = "SELECT id, url, filter::text FROM subscriptions "
+                              "WHERE event_names && $1::text[] AND status = 'active'";
+    char keys[EVNAMES_KEYS_MAX][EVNAME_SIZE];
+    char *kp[EVNAMES_KEYS_MAX];
+    int nk = evname_keys(e->name, strlen(e->name), keys);
+    for (int i = 0; i < nk; i++)
+        kp[i] = keys[i];
+    struct buf arr = {0};
+    evnames_pg_array(&arr, kp, nk);
+    const char *params[] = {arr.data};
+    f->refs++; /* from_db's */
+    int rc = pg_query(r->b->pg_api, sql, 1, params, NULL, NULL, 0, from_db, f);
+    buf_free(&arr);
+    if (rc < 0) {
+        f->refs--;
+        event_rec_free(e);
+        f->r = NULL;
+        f->e = NULL;
+        http_db_error(r, NULL, "not connected");
+    }
 }
 
 static void from_index(struct rds *rd, redisReply *reply, void *priv)
@@ -83,48 +164,46 @@ static void from_index(struct rds *rd, redisReply *reply, void *priv)
     (void)rd;
     struct fanout *f = priv;
     struct req *r = f->r;
-    struct event_rec *e = f->e;
-    if (!reply || reply->type != REDIS_REPLY_ARRAY) {
+    f->hgetalls--;
+    if (!r) { /* answered already */
         fanout_unref(f);
-        event_rec_free(e);
-        http_error(r, 503, "unavailable", "Redis is unavailable (%s); the event was not accepted",
-                   reply && reply->str ? reply->str : "connection lost");
         return;
     }
-    if (!f->index_ready) {
-        /* Redis lost the index (restart, FLUSHALL): fan out from the truth meanwhile. */
-        subs_index_ensure(r->b);
-        static const char sql[] =
-            "SELECT id, url, filter::text FROM subscriptions WHERE event_name = $1 "
-            "AND status = 'active'";
-        const char *params[] = {e->name};
-        /* from_db takes over this callback's reference */
-        if (pg_query(r->b->pg_api, sql, 1, params, NULL, NULL, 0, from_db, f) < 0) {
-            fanout_unref(f);
-            event_rec_free(e);
-            http_db_error(r, NULL, "not connected");
+    if (!reply || reply->type != REDIS_REPLY_ARRAY) {
+        f->failed = true;
+        if (!f->err)
+            f->err = reply && reply->str ? "Redis answered an error" : "connection lost";
+    } else if (f->index_ready) {
+        for (size_t i = 0; i + 1 < reply->elements; i += 2) {
+            redisReply *url = reply->element[i], *val = reply->element[i + 1];
+            if (url->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING)
+                continue;
+            struct indexval iv;
+            if (!indexval_decode(val->str, val->len, &iv)) {
+                log_warn(r->id, "ignoring a malformed event index entry for %s", f->e->name);
+                continue;
+            }
+            if (iv.filter && !subfilter_match(&f->pl, iv.id, iv.filter, iv.filter_len, r->id))
+                continue;
+            add_hit(f, iv.id, url->str, url->len);
         }
+    }
+    if (f->hgetalls > 0) {
+        fanout_unref(f);
         return;
+    }
+    if (f->failed) {
+        event_rec_free(f->e);
+        f->e = NULL;
+        f->r = NULL;
+        http_error(r, 503, "unavailable", "Redis is unavailable (%s); the event was not accepted",
+                   f->err);
+    } else if (!f->index_ready) {
+        fanout_from_db(f);
+    } else {
+        fanout_commit(f);
     }
     fanout_unref(f);
-    size_t n = reply->elements / 2;
-    e->jobs = xcalloc(n + 1, sizeof *e->jobs);
-    struct subfilter_payload pl = {.p = e->payload, .n = e->payload_len};
-    for (size_t i = 0; i + 1 < reply->elements; i += 2) {
-        redisReply *url = reply->element[i], *val = reply->element[i + 1];
-        if (url->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING)
-            continue;
-        struct indexval iv;
-        if (!indexval_decode(val->str, val->len, &iv)) {
-            log_warn(r->id, "ignoring a malformed event index entry for %s", e->name);
-            continue;
-        }
-        if (iv.filter && !subfilter_match(&pl, iv.id, iv.filter, iv.filter_len, r->id))
-            continue;
-        add_job(r->b, e, iv.id, ID_LEN, url->str, url->len);
-    }
-    subfilter_payload_done(&pl);
-    commit_submit(r->b, e);
 }
 
 static void index_state(struct rds *rd, redisReply *reply, void *priv)
@@ -219,29 +298,42 @@ void trigger_post(struct req *r)
     e->payload = xstrndup(r->body, r->body_len);
     e->payload_len = r->body_len;
     struct fanout *f = xcalloc(1, sizeof *f);
-    f->refs = 2;
+    f->refs = 1; /* this function's until the commands are sent */
     f->r = r;
     f->e = e;
-    /* Two pipelined commands on one connection: replies arrive in order, so index_state has
-     * run when from_index runs. */
-    char ready_key[KEY_MAX], key[KEY_MAX];
-    size_t rlen = key_index_ready(ready_key);
-    size_t klen = key_event(key, name, strlen(name));
-    const char *ex[] = {"EXISTS", ready_key};
-    size_t exl[] = {6, rlen};
-    const char *hg[] = {"HGETALL", key};
-    size_t hgl[] = {7, klen};
+    f->pl = (struct subfilter_payload){.p = e->payload, .n = e->payload_len};
+    /* Pipelined on one connection: replies arrive in order, so index_state has run when the
+     * first from_index runs, and the last from_index runs last. */
+    char keys[EVNAMES_KEYS_MAX][EVNAME_SIZE];
+    int nk = evname_keys(name, strlen(name), keys);
+    char key[KEY_MAX];
+    size_t klen = key_index_ready(key);
+    const char *ex[] = {"EXISTS", key};
+    size_t exl[] = {6, klen};
+    f->refs++;
     if (rds_cmd(b->redis, index_state, f, 2, ex, exl) < 0) {
-        free(f); /* not connected: no callback holds it */
-    } else if (rds_cmd(b->redis, from_index, f, 2, hg, hgl) == 0) {
-        return;
-    } else {
-        /* Only the first command went out (never seen on a live connection): its callback
-         * keeps the last reference and finds the request already answered. */
-        f->r = NULL;
-        f->e = NULL;
-        fanout_unref(f);
+        f->refs--;
+        goto out_unavailable;
     }
+    f->hgetalls = nk;
+    for (int i = 0; i < nk; i++) {
+        klen = key_event(key, keys[i], strlen(keys[i]));
+        const char *hg[] = {"HGETALL", key};
+        size_t hgl[] = {7, klen};
+        f->refs++;
+        if (rds_cmd(b->redis, from_index, f, 2, hg, hgl) < 0) {
+            /* Only some commands went out (never seen on a live connection): their callbacks
+             * find the request already answered. */
+            f->refs--;
+            goto out_unavailable;
+        }
+    }
+    fanout_unref(f);
+    return;
+out_unavailable:
+    f->r = NULL;
+    f->e = NULL;
+    fanout_unref(f);
     event_rec_free(e);
     http_error(r, 503, "unavailable", "Redis is unavailable; the event was not accepted");
 }

@@ -29,15 +29,23 @@
         "filter", "JSON", 0, "filter: the payload filter (docs/api.md \"Payload filters\")"        \
     }
 
+#define OPT_EVENTS(what)                                                                           \
+    {                                                                                              \
+        "event", "NAME", OPT_REPEAT,                                                               \
+            "eventNames: an event name, a pattern (order.* or *); repeat it or separate with "     \
+            "commas for several" what                                                              \
+    }
+
 static const struct opt create_opts[] = {
-    {"event", "NAME", 0, "eventName: the event to subscribe to (required)"},
+    OPT_EVENTS(" (required)"),
     OPTS_SETTINGS,
     {"secret", "whsec_...", 0, "secret: the signing secret (generated when left out)"},
     {"verify", NULL, 0, "verify: the endpoint must echo a signed challenge first"},
     OPT_DATA,
     {NULL, NULL, 0, NULL},
 };
-static const struct opt update_opts[] = {OPTS_SETTINGS, OPT_DATA, {NULL, NULL, 0, NULL}};
+static const struct opt update_opts[] = {
+    OPT_EVENTS(" (replaces them)"), OPTS_SETTINGS, OPT_DATA, {NULL, NULL, 0, NULL}};
 static const struct opt list_opts[] = {
     {"event", "NAME", 0, "only this event's subscriptions"},
     {"page-size", "N", 0, "subscriptions per page, 1..500 (default 50)"},
@@ -167,8 +175,24 @@ static int sub_body(const struct args *a, bool create, struct buf *out)
         return cli_usage_error("%s", err);
     int rc = EXIT_OK;
     const char *v;
-    if ((v = args_get(a, "event")))
-        body_set(o, "eventName", cJSON_CreateString(v));
+    if (args_has(a, "event")) { /* eventNames: every --event, split at commas */
+        cJSON *names = cJSON_CreateArray();
+        int i = 0;
+        while ((v = args_next(a, "event", &i))) {
+            for (const char *p = v;;) {
+                const char *comma = strchr(p, ',');
+                size_t n = comma ? (size_t)(comma - p) : strlen(p);
+                char *one = xstrndup(p, n);
+                cJSON_AddItemToArray(names, cJSON_CreateString(one));
+                free(one);
+                if (!comma)
+                    break;
+                p = comma + 1;
+            }
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(o, "eventName");
+        body_set(o, "eventNames", names);
+    }
     if ((v = args_get(a, "url")))
         body_set(o, "webhookUrl", cJSON_CreateString(v));
     if (args_has(a, "header")) {
@@ -242,7 +266,8 @@ static int sub_body(const struct args *a, bool create, struct buf *out)
         body_set(o, "secret", cJSON_CreateString(v));
     if (args_has(a, "verify"))
         body_set(o, "verify", cJSON_CreateTrue());
-    if (create && (!cJSON_GetObjectItemCaseSensitive(o, "eventName") ||
+    if (create && ((!cJSON_GetObjectItemCaseSensitive(o, "eventName") &&
+                    !cJSON_GetObjectItemCaseSensitive(o, "eventNames")) ||
                    !cJSON_GetObjectItemCaseSensitive(o, "webhookUrl"))) {
         rc = cli_usage_error("subs create needs --event and --url (or both in --data)");
         goto out;
@@ -267,7 +292,7 @@ static int show_sub(struct cli *c, const char *method, const char *path, const s
         table_kv(stdout, j, NULL);
         if (strcmp(method, "POST") == 0 && status == 200 && strcmp(path, "/api/v0/webhooks") == 0)
             fprintf(stderr,
-                    "%s: this event and URL were already registered: the existing "
+                    "%s: these event names and URL were already registered: the existing "
                     "subscription was updated (HTTP 200)\n",
                     c->prog);
     }
@@ -450,10 +475,11 @@ static int run_list(struct cli *c, const struct args *a)
 const struct cmd subs_cmds[] = {
     {"subs", "create", "", 0, 0, create_opts, "Register a subscription (POST /api/v0/webhooks).",
      "Flags set the common fields; --data gives the whole body (any field of docs/api.md), and\n"
-     "flags given with it replace its fields. Registering the same event and URL again\n"
-     "updates that subscription (HTTP 200) instead of creating one (201).\n\n"
+     "flags given with it replace its fields. Registering the same event names and URL\n"
+     "again updates that subscription (HTTP 200) instead of creating one (201).\n\n"
      "  webhookctl subs create --event book.created --url https://example.com/hooks \\\n"
-     "      --header X-Team=books --rate-limit 10/s --retry-schedule 1,5,30",
+     "      --header X-Team=books --rate-limit 10/s --retry-schedule 1,5,30\n"
+     "  webhookctl subs create --event 'order.*' --event invoice.paid --url https://example.com/o",
      run_create, false},
     {"subs", "list", "", 0, 0, list_opts,
      "List subscriptions, all or one event's (GET /api/v0/webhooks[/EVENT]).",

@@ -235,8 +235,50 @@ static const char *const migrations[] = {
     /* ordered delivery (issue 11 part 5, docs/decisions.md 33): strict FIFO per subscription,
      * one attempt at a time; the worker's head rule reads jobs_subscription (migration 11). */
     "ALTER TABLE subscriptions ADD COLUMN ordered boolean NOT NULL DEFAULT false;",
-    /* migration 16 (written 15th in the batching branch; the lead orders them at merge):
-     * batching (issue 11 part 4, docs/decisions.md 40). subscriptions.batching is the setting
+    /* event names and patterns (issue 11 part 1, docs/decisions.md 39). event_names: the
+     * subscription's names, exact or patterns ("<prefix>.*", "*"), sorted without duplicates
+     * (common/evnames.h); event_name stays, the first name the subscription had, never changed
+     * again. plain_until is NULL while the subscription has only ever had that one exact name
+     * ("plain": every job of it is of that name); otherwise an upper bound of the ids of its
+     * jobs made while it was plain (zero for one created otherwise), and each job made for it
+     * since carries its event's name in jobs.event_name (NULL for a plain subscription's jobs),
+     * which the job search's event filter reads through jobs_named, for the subscriptions
+     * whose names_seen (every entry the subscription ever listed) match the name.
+     * wh_name_keys(n) is common/evnames.c's evname_keys: the entries that match the event name
+     * n. A URL gets each entry from one active subscription at most (the registration checks
+     * it under its advisory locks): the unique index only makes (names, URL) the upsert's
+     * key. */
+    "ALTER TABLE subscriptions ADD COLUMN event_names text[],"
+    "  ADD COLUMN names_seen text[],"
+    "  ADD COLUMN plain_until uuid;"
+    "UPDATE subscriptions SET event_names = ARRAY[event_name], names_seen = ARRAY[event_name];"
+    /* a row written the old way (event_name only: scripts, tools, older brokers during a
+     * rolling upgrade) is a plain subscription of that name */
+    "CREATE FUNCTION wh_subscription_names() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN"
+    "  IF NEW.event_names IS NULL THEN NEW.event_names := ARRAY[NEW.event_name]; END IF;"
+    "  IF NEW.names_seen IS NULL THEN NEW.names_seen := NEW.event_names; END IF;"
+    "  RETURN NEW; END $f$;"
+    "CREATE TRIGGER subscriptions_names BEFORE INSERT ON subscriptions"
+    "  FOR EACH ROW EXECUTE FUNCTION wh_subscription_names();"
+    "ALTER TABLE subscriptions ALTER COLUMN event_names SET NOT NULL,"
+    "  ADD CONSTRAINT subscriptions_event_names_count"
+    "  CHECK (cardinality(event_names) BETWEEN 1 AND 100);"
+    "CREATE FUNCTION wh_names_key(names text[]) RETURNS text LANGUAGE sql IMMUTABLE STRICT"
+    "  AS $f$ SELECT md5(array_to_string(names, ',')) $f$;"
+    "CREATE FUNCTION wh_name_keys(n text) RETURNS text[] LANGUAGE sql IMMUTABLE STRICT AS $f$"
+    "  SELECT ARRAY[n] || ARRAY(SELECT left(n, d.i - 1) || '.*' FROM (SELECT i"
+    "    FROM generate_series(1, length(n)) i WHERE substr(n, i, 1) = '.' ORDER BY i LIMIT 8) d"
+    "    WHERE d.i > 1 ORDER BY d.i)"
+    "  || CASE WHEN left(n, 7) = 'broker.' THEN '{}'::text[] ELSE '{*}'::text[] END $f$;"
+    "DROP INDEX subscriptions_event_url;"
+    "CREATE UNIQUE INDEX subscriptions_names_url ON subscriptions (wh_names_key(event_names), url)"
+    "  WHERE status = 'active';"
+    "CREATE INDEX subscriptions_event_names ON subscriptions USING gin (event_names);"
+    "CREATE INDEX subscriptions_names_seen ON subscriptions USING gin (names_seen);"
+    "ALTER TABLE jobs ADD COLUMN event_name text;"
+    "CREATE INDEX jobs_named ON jobs (subscription_id, event_name, status, id)"
+    "  WHERE event_name IS NOT NULL;",
+    /* batching (issue 11 part 4, docs/decisions.md 40). subscriptions.batching is the setting
      * (NULL: off); a batch is recorded in batches before it is sent, and jobs.batch_id is the
      * one batch a job belongs to (set by a conditional UPDATE, so never two); each job's
      * attempt rows of a batch carry its id. No index on jobs.batch_id: every statement

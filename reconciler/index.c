@@ -1,6 +1,6 @@
-/* Reconciling the Redis event index (wh:event:<name>) with the active subscriptions in
- * PostgreSQL, in bounded steps: every index key found by SCAN is checked against that event's
- * subscriptions (stale entries are removed by compare-and-delete, only when their id is
+/* Reconciling the Redis event index (wh:event:<name or pattern>, decision 39) with the active
+ * subscriptions in PostgreSQL, in bounded steps: every index key found by SCAN is checked
+ * against the subscriptions listing that name or pattern (stale entries are removed by compare-and-delete, only when their id is
  * confirmed inactive), then the active subscriptions are read in keyset pages and missing or
  * outdated entries (another id, or not the filter PostgreSQL has) are written (HMGET per page).
  */
@@ -86,8 +86,10 @@ static int check_key(struct recon *r, const char *key, size_t klen, size_t prefi
     const char *name = key + prefix_len;
     const char *params[] = {name};
     PGresult *res = recon_sql(
-        r, "SELECT url FROM subscriptions WHERE event_name = $1 AND status = 'active'", 1,
-        params);
+        r,
+        "SELECT url FROM subscriptions WHERE event_names @> ARRAY[$1::text] "
+        "AND status = 'active'",
+        1, params);
     if (!res)
         return -1;
     size_t n = (size_t)PQntuples(res);
@@ -145,8 +147,8 @@ static int scan_index(struct recon *r)
     return rc;
 }
 
-/* PostgreSQL -> Redis: one page of active subscriptions (all of one event name or less; id,
- * event name, URL, filter). */
+/* PostgreSQL -> Redis: one page of active subscriptions' (name or pattern, URL) pairs (all of
+ * one name or less; id, name, URL, filter). */
 static int check_page(struct recon *r, PGresult *res, int from, int to)
 {
     const char *name = PQgetvalue(res, from, 1);
@@ -187,9 +189,9 @@ static int fill_missing(struct recon *r)
         const char *params[] = {after_name, after_url, batch};
         PGresult *res = recon_sql(
             r,
-            "SELECT id::text, event_name, url, filter::text FROM subscriptions "
-            "WHERE status = 'active' "
-            "AND (event_name, url) > ($1, $2) ORDER BY event_name, url LIMIT $3::int",
+            "SELECT s.id::text, n.name, s.url, s.filter::text FROM subscriptions s "
+            "CROSS JOIN LATERAL unnest(s.event_names) n(name) WHERE s.status = 'active' "
+            "AND (n.name, s.url) > ($1, $2) ORDER BY n.name, s.url LIMIT $3::int",
             3, params);
         if (!res) {
             rc = -1;

@@ -398,9 +398,11 @@ static void finalize(struct gcommit_node *batch)
     "    'jobId', x.job, 'time', to_char(now() AT TIME ZONE 'UTC', " \
     "    'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')))::text, 'UTF8') FROM x " \
     "  RETURNING id, event_name, payload), " \
-    "nj AS (INSERT INTO jobs (id, event_id, subscription_id, url, partition) " \
-    "  SELECT wh_uuidv7(), ev.id, r.id, r.url, wh_partition(r.id, %ld) " \
-    "  FROM ev JOIN subscriptions r ON r.event_name = ev.event_name AND r.status = 'active' " \
+    "nj AS (INSERT INTO jobs (id, event_id, subscription_id, url, partition, event_name) " \
+    "  SELECT wh_uuidv7(), ev.id, r.id, r.url, wh_partition(r.id, %ld), " \
+    "    CASE WHEN r.plain_until IS NOT NULL THEN ev.event_name END " \
+    "  FROM ev JOIN subscriptions r ON r.event_names && wh_name_keys(ev.event_name) " \
+    "  AND r.status = 'active' " \
     "  AND r.disabled_at IS NULL " \
     "  RETURNING id, event_id, subscription_id, url, partition), " \
     "act AS (INSERT INTO subscription_activity (subscription_id, kind, detail) " \

@@ -42,7 +42,7 @@ def test_register_creates_subscription(api, db, rc):
     st, _, sub = api.post(HOOKS, {"eventName": event, "webhookUrl": url,
                                   "headers": {"X-Team": "books"}})
     assert st == 201, sub
-    assert set(sub) == {"id", "eventName", "webhookUrl", "secret", "headers", "status",
+    assert set(sub) == {"id", "eventName", "eventNames", "webhookUrl", "secret", "headers", "status",
                         "createdAt", "updatedAt", "description", "rateLimit", "retryPolicy",
                         "timeoutSeconds", "payload", "payloadFields", "ordered", "filter",
                         "batching"}, sub

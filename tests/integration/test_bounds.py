@@ -58,6 +58,16 @@ def test_subscription_limit_per_event(limited, db, rc):
     count, index = state(db, rc, event)
     assert count == LIMIT and set(index) == {"http://127.0.0.1:9/l1", "http://127.0.0.1:9/l2",
                                              "http://127.0.0.1:9/one-more"}
+
+    # A PATCH that adds the full event to another subscription's names is refused the same way
+    # (decision 39); nothing changes.
+    other = unique_name("limit.patch")
+    sub = api.register(other, "http://127.0.0.1:9/patched")
+    resp = api.request("PATCH", f"{HOOKS}/{other}/{sub['id']}", {"eventNames": [other, event]})
+    assert_error(resp, 409, "too_many_subscriptions")
+    assert state(db, rc, event) == (count, index)
+    st, _, got = api.get(f"{HOOKS}/{other}/{sub['id']}")
+    assert st == 200 and got["eventNames"] == [other]
     assert json.loads(index["http://127.0.0.1:9/one-more"])["id"] == new["id"]
     assert_error(api.post(HOOKS, {"eventName": event, "webhookUrl": "http://127.0.0.1:9/l0"}),
                  409, "too_many_subscriptions")

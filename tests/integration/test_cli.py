@@ -126,7 +126,7 @@ def test_usage_errors_exit_1_and_send_nothing(ctl, db):
         (("subs", "create", "--event", "e", "--url", "http://127.0.0.1:1/h", "--timeout-seconds",
           "ten"), "--timeout-seconds must be a number"),
         (("subs", "create", "--event", "e", "--url", "u", "--filter", "{nope"), "--filter must be"),
-        (("subs", "create", "--event", "e", "--url", "u", "--event", "f"), "--event is given twice"),
+        (("subs", "create", "--event", "e", "--url", "u", "--url", "v"), "--url is given twice"),
         (("subs", "update", "e", "i", "--data", "[1]", "--description", "x"),
          "--data must be a JSON object"),
         (("subs", "list", "--page-size", "x"), "--page-size must be a whole number"),
@@ -473,3 +473,14 @@ def test_config_from_dotenv(ctl, broker, tmp_path):
     (tmp_path / ".env").write_text(f"BROKER_LISTEN=0.0.0.0:{broker.port}\n"
                                    f"WEBHOOK_API_KEY='{API_KEY}'\n")
     ok(ctl("subs", "list", env=unset, cwd=tmp_path))
+
+
+def test_create_and_update_with_several_event_names(ctl, api):
+    """--event repeated or comma-separated sends eventNames (decision 39)."""
+    p = harness.unique_name("cli.names")
+    sub = create(ctl, f"{p}.b", "http://127.0.0.1:9/names", "--event", f"{p}.*,{p}.a")
+    st, _, got = api.get(f"/api/v0/webhooks/{p}.a/{sub['id']}")
+    assert st == 200 and got["eventNames"] == sorted([f"{p}.*", f"{p}.a", f"{p}.b"]), got
+    ok(ctl("subs", "update", f"{p}.a", sub["id"], "--event", f"{p}.c"))
+    st, _, got = api.get(f"/api/v0/webhooks/{p}.c/{sub['id']}")
+    assert st == 200 and got["eventNames"] == [f"{p}.c"], got

@@ -146,21 +146,14 @@ def stack(module_broker, redis, db, module_dir, binaries):
         harness.stop_all(procs)
 
 
-def test_dead_jobs_need_their_index(stack, db):
-    """wh_jobs_dead is counted from the partial index jobs_dead only (decision 37): NaN while
-    it is missing (the heap of every failed job is never read), a count once it exists. Until a
-    migration creates it, this test does."""
-    if db.scalar("SELECT to_regclass('jobs_dead') IS NULL") == "t":
-        wait_until(lambda: re.search(r"^wh_jobs_dead NaN$", scrape(stack["broker"].port)[2], re.M),
-                   10, "wh_jobs_dead NaN without the index")
-        db.sql("CREATE INDEX jobs_dead ON jobs (id) WHERE status = 'dead'")
+def test_dead_jobs_sampled_before_any_traffic(stack):
+    """wh_jobs_dead is a number (0) from the first sample, read through jobs_subscription."""
     wait_until(lambda: re.search(r"^wh_jobs_dead 0$", scrape(stack["broker"].port)[2], re.M),
-               10, "wh_jobs_dead 0 with the index")
+               10, "wh_jobs_dead 0")
 
 
 def test_counters_in_prometheus_equal_the_traffic(stack, db, receiver):
     api, prom = stack["broker"].api, stack["prometheus"]
-    db.sql("CREATE INDEX IF NOT EXISTS jobs_dead ON jobs (id) WHERE status = 'dead'")  # as above
     ok, bad = receiver(statuses=200, name="metrics-ok"), receiver(statuses=500, name="metrics-500")
     ev_ok, ev_dead = unique_name("metrics.ok"), unique_name("metrics.dead")
     api.register(ev_ok, ok.url())

@@ -282,7 +282,7 @@ def test_rotate_signs_with_new_and_old_during_grace(api, db, rc, receiver, start
     t0 = time.time()
     st, _, rot = api.post(rotate_path(event, sub["id"]))  # no body at all
     assert st == 200, rot
-    assert set(rot) == {"id", "eventName", "webhookUrl", "secret", "headers", "status",
+    assert set(rot) == {"id", "eventName", "eventNames", "webhookUrl", "secret", "headers", "status",
                         "createdAt", "updatedAt", "previousSecretExpiresAt", "description",
                         "rateLimit", "retryPolicy", "timeoutSeconds", "payload", "payloadFields",
                         "ordered", "filter", "batching"}, rot

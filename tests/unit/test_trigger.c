@@ -1,9 +1,10 @@
-/* Unit tests for broker/trigger.c: the fan-out state shared by the two pipelined Redis
- * commands of a trigger is freed exactly once on every path (both sent and answered, the
- * connection lost, the first or the second send refused), and the request is answered exactly
- * once. Linked with broker/trigger.o and stubs of what it calls (Redis, PostgreSQL, the commit,
- * the HTTP replies); run under ASan + LSan by `make test SAN=1`, where a use after free or a
- * leak of the fan-out state fails the binary. */
+/* Unit tests for broker/trigger.c: the fan-out state shared by the pipelined Redis commands of
+ * a trigger (EXISTS, then one HGETALL per index entry that can match the name: "order.created",
+ * "order.*", "*"; decision 39) is freed exactly once on every path (all sent and answered, the
+ * connection lost, any send refused), the request is answered exactly once, and a
+ * subscription found in two hashes gets one job. Linked with broker/trigger.o and stubs of what it
+ * calls (Redis, PostgreSQL, the commit, the HTTP replies); run under ASan + LSan by `make test
+ * SAN=1`, where a use after free or a leak of the fan-out state fails the binary. */
 #include <stdlib.h>
 
 #include "../../broker/api.h"
@@ -17,7 +18,7 @@ struct sent {
     void *priv;
 };
 
-static struct sent sent[4];
+static struct sent sent[16];
 static int nsent;
 static int refuse_send_no; /* rds_cmd number (1-based) that fails; 0: none */
 static int nsend_calls;
@@ -131,7 +132,7 @@ static void test_both_answered(void)
 {
     reset(0);
     trigger();
-    CHECK_EQ_INT(nsent, 2);
+    CHECK_EQ_INT(nsent, 4);
     CHECK_EQ_INT(answered, 0);
     redisReply ready = {.type = REDIS_REPLY_INTEGER, .integer = 1};
     char url[] = "https://example.com/hook";
@@ -140,20 +141,29 @@ static void test_both_answered(void)
     redisReply v = {.type = REDIS_REPLY_STRING, .str = val, .len = strlen(val)};
     redisReply *elems[] = {&f, &v};
     redisReply hash = {.type = REDIS_REPLY_ARRAY, .elements = 2, .element = elems};
+    char val2[] = "{\"id\":\"0190a8a5-0000-7000-8000-000000000002\",\"status\":\"active\"}";
+    redisReply v2 = {.type = REDIS_REPLY_STRING, .str = val2, .len = strlen(val2)};
+    redisReply *elems2[] = {&f, &v, &f, &v2}; /* the first again (a pattern), and another */
+    redisReply hash2 = {.type = REDIS_REPLY_ARRAY, .elements = 4, .element = elems2};
+    redisReply empty = {.type = REDIS_REPLY_ARRAY};
     deliver(0, &ready);
     deliver(1, &hash);
+    CHECK_EQ_INT(answered, 0);
+    deliver(2, &hash2);
+    CHECK_EQ_INT(answered, 0);
+    deliver(3, &empty);
     CHECK_EQ_INT(answered, 1);
     CHECK_EQ_INT(last_status, 202);
-    CHECK_EQ_INT(submitted, 1);
+    CHECK_EQ_INT(submitted, 2); /* one job per subscription */
 }
 
 static void test_connection_lost(void)
 {
     reset(0);
     trigger();
-    CHECK_EQ_INT(nsent, 2);
-    deliver(0, NULL);
-    deliver(1, NULL);
+    CHECK_EQ_INT(nsent, 4);
+    for (int i = 0; i < 4; i++)
+        deliver(i, NULL);
     CHECK_EQ_INT(answered, 1);
     CHECK_EQ_INT(last_status, 503);
 }
@@ -165,7 +175,8 @@ static void test_index_not_ready_db_down(void)
     redisReply missing = {.type = REDIS_REPLY_INTEGER, .integer = 0};
     redisReply empty = {.type = REDIS_REPLY_ARRAY};
     deliver(0, &missing);
-    deliver(1, &empty);
+    for (int i = 1; i < 4; i++)
+        deliver(i, &empty);
     CHECK_EQ_INT(index_ensured, 1);
     CHECK_EQ_INT(answered, 1);
     CHECK_EQ_INT(last_status, 503);
@@ -185,15 +196,20 @@ static void test_first_send_refused(void)
  * then as if the connection were lost) and must find the shared state still allocated. */
 static void test_second_send_refused(void)
 {
-    for (int lost = 0; lost < 2; lost++) {
-        reset(2);
-        trigger();
-        CHECK_EQ_INT(nsent, 1);
-        CHECK_EQ_INT(answered, 1);
-        CHECK_EQ_INT(last_status, 503);
-        redisReply ready = {.type = REDIS_REPLY_INTEGER, .integer = 1};
-        deliver(0, lost ? NULL : &ready);
-        CHECK_EQ_INT(answered, 1);
+    for (int refuse = 2; refuse <= 4; refuse++) {
+        for (int lost = 0; lost < 2; lost++) {
+            reset(refuse);
+            trigger();
+            CHECK_EQ_INT(nsent, refuse - 1);
+            CHECK_EQ_INT(answered, 1);
+            CHECK_EQ_INT(last_status, 503);
+            redisReply ready = {.type = REDIS_REPLY_INTEGER, .integer = 1};
+            redisReply empty = {.type = REDIS_REPLY_ARRAY};
+            deliver(0, lost ? NULL : &ready);
+            for (int i = 1; i < refuse - 1; i++)
+                deliver(i, lost ? NULL : &empty);
+            CHECK_EQ_INT(answered, 1);
+        }
     }
 }
 
