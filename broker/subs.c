@@ -517,6 +517,21 @@ static void index_value(struct buf *v, PGresult *res, int row)
                            (size_t)PQgetlength(res, row, SQL_SUB_FILTER));
 }
 
+/* Before an index entry of name[0..n) is written on rd: when it is a pattern ("<prefix>.*",
+ * "*"), the mark that tells triggers to read the pattern hashes (common/keys.h), sent first on
+ * the same connection so that no trigger can see the entry without the mark. */
+static void index_mark_pattern(struct rds *rd, const char *name, size_t n)
+{
+    if (evname_kind(name, n) == EVNAME_EXACT)
+        return;
+    char key[KEY_MAX];
+    size_t klen = key_index_patterns(key);
+    const char *argv[] = {"SET", key, "1"};
+    size_t lens[] = {3, klen, 1};
+    if (rds_cmd(rd, NULL, NULL, 3, argv, lens) < 0)
+        return; /* not connected: the entry's own HSET fails the same way */
+}
+
 static void reg_indexed(struct rds *rd, redisReply *reply, void *priv)
 {
     (void)rd;
@@ -573,6 +588,7 @@ static void reg_saved(void *priv, PGresult *res, const char *err)
     g->indexing = n + 1; /* held while sending */
     for (int i = 0; i < n; i++) {
         char key[KEY_MAX];
+        index_mark_pattern(r->b->redis, g->names.v[i], strlen(g->names.v[i]));
         size_t klen = key_event(key, g->names.v[i], strlen(g->names.v[i]));
         const char *argv[] = {"HSET", key, PQgetvalue(res, 0, 2), v.data};
         size_t lens[] = {4, klen, (size_t)PQgetlength(res, 0, 2), v.len};
@@ -1280,6 +1296,8 @@ static void patch_move(struct patch *p, const char *name, bool in_old, bool in_n
     char key[KEY_MAX];
     size_t klen = key_event(key, name, strlen(name));
     const char *from = in_old ? p->old_url : "", *to = in_new ? p->new_url : "";
+    if (in_new)
+        index_mark_pattern(r->b->redis, name, strlen(name));
     const char *argv[] = {"EVAL", move_lua, "1", key, from, to, p->value.data};
     size_t lens[] = {4, sizeof move_lua - 1, 1, klen, strlen(from), strlen(to), p->value.len};
     p->pending++;
@@ -1857,6 +1875,7 @@ static bool page_send_event(PGresult *res, int from, int to)
     char key[KEY_MAX];
     struct buf *vals = xcalloc((size_t)(to - from), sizeof *vals);
     struct rargs a = {0};
+    index_mark_pattern(ix.b->redis, PQgetvalue(res, from, 1), (size_t)PQgetlength(res, from, 1));
     rargs_adds(&a, "HSET");
     rargs_add(&a, key, key_event(key, PQgetvalue(res, from, 1), (size_t)PQgetlength(res, from, 1)));
     for (int i = from; i < to; i++) {

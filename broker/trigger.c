@@ -30,15 +30,19 @@ struct hit {
     char *url;
 };
 
-/* The state of one trigger between its pipelined Redis commands: EXISTS of the ready mark,
- * then one HGETALL per index entry that can match the name (decision 39: the name, a prefix
- * pattern per dot, "*"). Each command's callback holds a reference, and the last one released
- * frees it, whatever order or path (reply, disconnect, a send that failed) they take. The
- * last HGETALL's callback does the fan-out (replies come in order on one connection). r and e
- * are owned until then; NULL when the trigger was answered already. */
+/* The state of one trigger between its pipelined Redis commands: MGET of the ready mark and
+ * the patterns mark with the HGETALL of the name's own entry; then, only when some pattern was
+ * ever indexed (the patterns mark), a second pipeline with one HGETALL per pattern entry that
+ * can match the name (decision 39: a prefix pattern per dot, "*"). Each command's callback
+ * holds a reference, and the last one released frees it, whatever order or path (reply,
+ * disconnect, a send that failed) they take. The last HGETALL's callback does the fan-out
+ * (replies come in order on one connection). r and e are owned until then; NULL when the
+ * trigger was answered already. */
 struct fanout {
     int refs;
-    int hgetalls; /* HGETALL replies still to come */
+    int hgetalls;  /* HGETALL replies still to come */
+    bool patterns; /* the patterns mark was set: the pattern entries are read too */
+    bool second;   /* the pattern entries' HGETALLs were sent */
     bool failed;  /* one of them was not an array */
     const char *err;
     struct req *r;
@@ -159,6 +163,31 @@ static void fanout_from_db(struct fanout *f)
     }
 }
 
+static void from_index(struct rds *rd, redisReply *reply, void *priv);
+
+/* The second pipeline: one HGETALL per pattern entry that can match the name (all the entries
+ * evname_keys gives after the name itself). 0, or -1 when one could not be sent (those sent
+ * find the trigger answered). */
+static int read_patterns(struct rds *rd, struct fanout *f)
+{
+    char keys[EVNAMES_KEYS_MAX][EVNAME_SIZE];
+    int nk = evname_keys(f->e->name, strlen(f->e->name), keys);
+    for (int i = 1; i < nk; i++) {
+        char key[KEY_MAX];
+        size_t klen = key_event(key, keys[i], strlen(keys[i]));
+        const char *hg[] = {"HGETALL", key};
+        size_t hgl[] = {7, klen};
+        f->refs++;
+        f->hgetalls++;
+        if (rds_cmd(rd, from_index, f, 2, hg, hgl) < 0) {
+            f->refs--;
+            f->hgetalls--;
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static void from_index(struct rds *rd, redisReply *reply, void *priv)
 {
     (void)rd;
@@ -192,6 +221,16 @@ static void from_index(struct rds *rd, redisReply *reply, void *priv)
         fanout_unref(f);
         return;
     }
+    if (!f->failed && f->index_ready && f->patterns && !f->second) {
+        f->second = true;
+        if (read_patterns(rd, f) < 0) {
+            f->failed = true;
+            f->err = "connection lost";
+        } else if (f->hgetalls > 0) {
+            fanout_unref(f);
+            return;
+        } /* else: no pattern can match the name */
+    }
     if (f->failed) {
         event_rec_free(f->e);
         f->e = NULL;
@@ -210,7 +249,9 @@ static void index_state(struct rds *rd, redisReply *reply, void *priv)
 {
     (void)rd;
     struct fanout *f = priv;
-    f->index_ready = reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
+    f->index_ready = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+                     reply->element[0]->type == REDIS_REPLY_STRING;
+    f->patterns = f->index_ready && reply->element[1]->type == REDIS_REPLY_STRING;
     fanout_unref(f);
 }
 
@@ -302,31 +343,27 @@ void trigger_post(struct req *r)
     f->r = r;
     f->e = e;
     f->pl = (struct subfilter_payload){.p = e->payload, .n = e->payload_len};
-    /* Pipelined on one connection: replies arrive in order, so index_state has run when the
-     * first from_index runs, and the last from_index runs last. */
-    char keys[EVNAMES_KEYS_MAX][EVNAME_SIZE];
-    int nk = evname_keys(name, strlen(name), keys);
-    char key[KEY_MAX];
-    size_t klen = key_index_ready(key);
-    const char *ex[] = {"EXISTS", key};
-    size_t exl[] = {6, klen};
+    /* Pipelined on one connection: replies arrive in order, so index_state has run when
+     * from_index runs, which sends the pattern entries' HGETALLs when the mark says so. */
+    char key[KEY_MAX], pkey[KEY_MAX];
+    size_t klen = key_index_ready(key), plen = key_index_patterns(pkey);
+    const char *mg[] = {"MGET", key, pkey};
+    size_t mgl[] = {4, klen, plen};
     f->refs++;
-    if (rds_cmd(b->redis, index_state, f, 2, ex, exl) < 0) {
+    if (rds_cmd(b->redis, index_state, f, 3, mg, mgl) < 0) {
         f->refs--;
         goto out_unavailable;
     }
-    f->hgetalls = nk;
-    for (int i = 0; i < nk; i++) {
-        klen = key_event(key, keys[i], strlen(keys[i]));
-        const char *hg[] = {"HGETALL", key};
-        size_t hgl[] = {7, klen};
-        f->refs++;
-        if (rds_cmd(b->redis, from_index, f, 2, hg, hgl) < 0) {
-            /* Only some commands went out (never seen on a live connection): their callbacks
-             * find the request already answered. */
-            f->refs--;
-            goto out_unavailable;
-        }
+    f->hgetalls = 1;
+    klen = key_event(key, name, strlen(name));
+    const char *hg[] = {"HGETALL", key};
+    size_t hgl[] = {7, klen};
+    f->refs++;
+    if (rds_cmd(b->redis, from_index, f, 2, hg, hgl) < 0) {
+        /* The MGET went out (never seen on a live connection): its callback finds the request
+         * already answered. */
+        f->refs--;
+        goto out_unavailable;
     }
     fanout_unref(f);
     return;

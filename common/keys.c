@@ -39,6 +39,11 @@ size_t key_index_rebuild(char *out)
     return fmt(snprintf(out, KEY_MAX, "{%sindex-ready}:rebuild", prefix));
 }
 
+size_t key_index_patterns(char *out)
+{
+    return fmt(snprintf(out, KEY_MAX, "{%sindex-ready}:patterns", prefix));
+}
+
 size_t key_jobs(char *out, unsigned part)
 {
     return fmt(snprintf(out, KEY_MAX, "%s{%u}:jobs", prefix, part));

@@ -18,6 +18,12 @@ size_t key_index_ready(char *out);                   /* string: the event index 
 /* string: the token of the index rebuild under way; hash tag {<ready key>}, so it shares the
  * ready mark's slot and one script may touch both (the prefix has no braces). */
 size_t key_index_rebuild(char *out);
+/* string: set ("1") once any prefix pattern or "*" has been written into the event index
+ * (decision 39): triggers read the pattern hashes only when it is there. Written before each
+ * pattern entry, never removed (a Redis that lost its data loses it with the index, and the
+ * rebuild sets it again before the ready mark); the hash tag of the ready mark, like the
+ * rebuild token. */
+size_t key_index_patterns(char *out);
 size_t key_jobs(char *out, unsigned part);           /* stream of jobs to run */
 size_t key_retry(char *out, unsigned part);          /* zset: due ms -> job message */
 size_t key_live(char *out, unsigned part);           /* set: job ids Redis holds */

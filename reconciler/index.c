@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "evnames.h"
 #include "indexval.h"
 #include "keys.h"
 #include "log.h"
@@ -28,6 +29,16 @@ static int write_entry(struct recon *r, const char *name, const char *url, const
     if (r->cfg.dry_run)
         return 0;
     char key[KEY_MAX];
+    if (evname_kind(name, strlen(name)) != EVNAME_EXACT) {
+        /* the mark that makes triggers read the pattern hashes, before the entry */
+        size_t mlen = key_index_patterns(key);
+        const char *margv[] = {"SET", key, "1"};
+        size_t mlens[] = {3, mlen, 1};
+        redisReply *mrep = recon_redis(r, 3, margv, mlens);
+        if (!mrep)
+            return -1;
+        freeReplyObject(mrep);
+    }
     size_t klen = key_event(key, name, strlen(name));
     struct buf v = {0};
     indexval_encode_filter(&v, id, filter, filter ? strlen(filter) : 0);

@@ -1,8 +1,9 @@
 /* Unit tests for broker/trigger.c: the fan-out state shared by the pipelined Redis commands of
- * a trigger (EXISTS, then one HGETALL per index entry that can match the name: "order.created",
+ * a trigger (MGET of the ready and patterns marks with the HGETALL of "order.created", then,
+ * when the patterns mark is set, one HGETALL per pattern entry that can match the name:
  * "order.*", "*"; decision 39) is freed exactly once on every path (all sent and answered, the
- * connection lost, any send refused), the request is answered exactly once, and a
- * subscription found in two hashes gets one job. Linked with broker/trigger.o and stubs of what it
+ * connection lost, any send refused, in either pipeline), the request is answered exactly
+ * once, and a subscription found in two hashes gets one job. Linked with broker/trigger.o and stubs of what it
  * calls (Redis, PostgreSQL, the commit, the HTTP replies); run under ASan + LSan by `make test
  * SAN=1`, where a use after free or a leak of the fan-out state fails the binary. */
 #include <stdlib.h>
@@ -128,13 +129,27 @@ static void deliver(int i, redisReply *reply)
 
 /* ---- tests ------------------------------------------------------------------------------- */
 
+static char one[] = "1";
+static redisReply r_one = {.type = REDIS_REPLY_STRING, .str = one, .len = 1};
+static redisReply r_nil = {.type = REDIS_REPLY_NIL};
+
+/* The MGET reply: the ready mark, the patterns mark (each set or not). */
+static redisReply *marks(bool ready, bool patterns)
+{
+    static redisReply *el[2];
+    static redisReply arr = {.type = REDIS_REPLY_ARRAY, .elements = 2};
+    el[0] = ready ? &r_one : &r_nil;
+    el[1] = patterns ? &r_one : &r_nil;
+    arr.element = el;
+    return &arr;
+}
+
 static void test_both_answered(void)
 {
     reset(0);
     trigger();
-    CHECK_EQ_INT(nsent, 4);
+    CHECK_EQ_INT(nsent, 2);
     CHECK_EQ_INT(answered, 0);
-    redisReply ready = {.type = REDIS_REPLY_INTEGER, .integer = 1};
     char url[] = "https://example.com/hook";
     char val[] = "{\"id\":\"0190a8a5-0000-7000-8000-000000000001\",\"status\":\"active\"}";
     redisReply f = {.type = REDIS_REPLY_STRING, .str = url, .len = strlen(url)};
@@ -146,9 +161,10 @@ static void test_both_answered(void)
     redisReply *elems2[] = {&f, &v, &f, &v2}; /* the first again (a pattern), and another */
     redisReply hash2 = {.type = REDIS_REPLY_ARRAY, .elements = 4, .element = elems2};
     redisReply empty = {.type = REDIS_REPLY_ARRAY};
-    deliver(0, &ready);
+    deliver(0, marks(true, true));
     deliver(1, &hash);
     CHECK_EQ_INT(answered, 0);
+    CHECK_EQ_INT(nsent, 4); /* "order.*" and "*" */
     deliver(2, &hash2);
     CHECK_EQ_INT(answered, 0);
     deliver(3, &empty);
@@ -157,13 +173,44 @@ static void test_both_answered(void)
     CHECK_EQ_INT(submitted, 2); /* one job per subscription */
 }
 
+/* No pattern was ever indexed: one round trip, the name's own hash only. */
+static void test_no_patterns(void)
+{
+    reset(0);
+    trigger();
+    char url[] = "https://example.com/hook";
+    char val[] = "{\"id\":\"0190a8a5-0000-7000-8000-000000000001\",\"status\":\"active\"}";
+    redisReply f = {.type = REDIS_REPLY_STRING, .str = url, .len = strlen(url)};
+    redisReply v = {.type = REDIS_REPLY_STRING, .str = val, .len = strlen(val)};
+    redisReply *elems[] = {&f, &v};
+    redisReply hash = {.type = REDIS_REPLY_ARRAY, .elements = 2, .element = elems};
+    deliver(0, marks(true, false));
+    deliver(1, &hash);
+    CHECK_EQ_INT(nsent, 2);
+    CHECK_EQ_INT(answered, 1);
+    CHECK_EQ_INT(last_status, 202);
+    CHECK_EQ_INT(submitted, 1);
+}
+
 static void test_connection_lost(void)
 {
     reset(0);
     trigger();
-    CHECK_EQ_INT(nsent, 4);
-    for (int i = 0; i < 4; i++)
+    CHECK_EQ_INT(nsent, 2);
+    for (int i = 0; i < 2; i++)
         deliver(i, NULL);
+    CHECK_EQ_INT(nsent, 2);
+    CHECK_EQ_INT(answered, 1);
+    CHECK_EQ_INT(last_status, 503);
+    /* lost in the second pipeline */
+    reset(0);
+    trigger();
+    redisReply empty = {.type = REDIS_REPLY_ARRAY};
+    deliver(0, marks(true, true));
+    deliver(1, &empty);
+    CHECK_EQ_INT(nsent, 4);
+    deliver(2, NULL);
+    deliver(3, NULL);
     CHECK_EQ_INT(answered, 1);
     CHECK_EQ_INT(last_status, 503);
 }
@@ -172,11 +219,10 @@ static void test_index_not_ready_db_down(void)
 {
     reset(0);
     trigger();
-    redisReply missing = {.type = REDIS_REPLY_INTEGER, .integer = 0};
     redisReply empty = {.type = REDIS_REPLY_ARRAY};
-    deliver(0, &missing);
-    for (int i = 1; i < 4; i++)
-        deliver(i, &empty);
+    deliver(0, marks(false, true));
+    deliver(1, &empty);
+    CHECK_EQ_INT(nsent, 2); /* no pattern reads: PostgreSQL answers for the whole index */
     CHECK_EQ_INT(index_ensured, 1);
     CHECK_EQ_INT(answered, 1);
     CHECK_EQ_INT(last_status, 503);
@@ -196,17 +242,33 @@ static void test_first_send_refused(void)
  * then as if the connection were lost) and must find the shared state still allocated. */
 static void test_second_send_refused(void)
 {
-    for (int refuse = 2; refuse <= 4; refuse++) {
+    for (int lost = 0; lost < 2; lost++) {
+        reset(2);
+        trigger();
+        CHECK_EQ_INT(nsent, 1);
+        CHECK_EQ_INT(answered, 1);
+        CHECK_EQ_INT(last_status, 503);
+        deliver(0, lost ? NULL : marks(true, true));
+        CHECK_EQ_INT(answered, 1);
+    }
+}
+
+/* A send of the second pipeline refused (the third or fourth command): answered 503 at once,
+ * the pattern read already sent finds the state allocated and answers nothing more. */
+static void test_pattern_send_refused(void)
+{
+    for (int refuse = 3; refuse <= 4; refuse++) {
         for (int lost = 0; lost < 2; lost++) {
             reset(refuse);
             trigger();
+            redisReply empty = {.type = REDIS_REPLY_ARRAY};
+            deliver(0, marks(true, true));
+            deliver(1, &empty);
             CHECK_EQ_INT(nsent, refuse - 1);
             CHECK_EQ_INT(answered, 1);
             CHECK_EQ_INT(last_status, 503);
-            redisReply ready = {.type = REDIS_REPLY_INTEGER, .integer = 1};
-            redisReply empty = {.type = REDIS_REPLY_ARRAY};
-            deliver(0, lost ? NULL : &ready);
-            for (int i = 1; i < refuse - 1; i++)
+            CHECK_EQ_INT(submitted, 0);
+            for (int i = 2; i < refuse - 1; i++)
                 deliver(i, lost ? NULL : &empty);
             CHECK_EQ_INT(answered, 1);
         }
@@ -217,9 +279,11 @@ int main(int argc, char **argv)
 {
     (void)argc;
     test_both_answered();
+    test_no_patterns();
     test_connection_lost();
     test_index_not_ready_db_down();
     test_first_send_refused();
     test_second_send_refused();
+    test_pattern_send_refused();
     return unit_done(argv[0]);
 }
