@@ -229,7 +229,7 @@ static void test_redirect(void)
     check_redirect("MOVED 16383 redis-2.example:65535", CLUSTER_MOVED, 16383, "redis-2.example",
                    65535);
     check_redirect("MOVED 12 ::1:7000", CLUSTER_MOVED, 12, "::1", 7000); /* IPv6, unbracketed */
-    check_redirect("ASK 12 :7000", CLUSTER_ASK, 12, "", 7000);          /* the same host */
+    check_redirect("ASK 12 :7000", CLUSTER_ASK, 12, "", 7000);           /* the same host */
     /* The length decides, not a NUL. */
     struct cluster_redirect r;
     CHECK(cluster_redirect_parse("MOVED 1 h:2 trailing", 11, &r) && r.node.port == 2);
