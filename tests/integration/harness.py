@@ -543,6 +543,9 @@ class RedisCluster:
                 "redis-server", "--port", port, "--cluster-port", bus, "--bind", "127.0.0.1",
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", "2000", "--dir", d, "--save", "", "--appendonly", "no",
+                # A replica is listed in CLUSTER SLOTS once its replication offset is not 0,
+                # i.e. after the master's first PING down the link (every 10 s by default).
+                "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1",
                 "--daemonize", "no", "--maxmemory-policy", "noeviction"],
                 env=base_env({}), log_dir=d))
 
