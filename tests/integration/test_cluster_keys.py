@@ -183,17 +183,22 @@ def test_cross_slot_shapes_fail_on_cluster(cluster):
     rows = our_keys("wh:", 8)
     k = {(kind, part): key for kind, part, key, _ in rows}
     jobs = [k[("jobs", p)] for p in range(8)]
-    # worker/reader.c: one XREADGROUP over every partition's stream -> CROSSSLOT.
+    owner = {j: cluster.slot_owner(cluster.call("CLUSTER", "KEYSLOT", j)) for j in jobs}
+    # worker/reader.c: one XREADGROUP over every partition's stream -> CROSSSLOT, even when the
+    # partitions' slots are on the same master.
     with on_owner(cluster, jobs[0]) as c:
         with pytest.raises(RedisError, match="CROSSSLOT"):
             c.call("XREADGROUP", "GROUP", "workers", "c", "COUNT", 1, "STREAMS", *jobs,
                    *([">"] * len(jobs)))
+        same = next(j for j in jobs[1:] if owner[j] == owner[jobs[0]])
+        with pytest.raises(RedisError, match="CROSSSLOT"):
+            c.call("XREADGROUP", "GROUP", "workers", "c", "COUNT", 1, "STREAMS", jobs[0], same,
+                   ">", ">")
         # A MULTI or script mixing an event index key and a partition key.
         with pytest.raises(RedisError, match="CROSSSLOT"):
             c.call("EVAL", "return 1", 2, jobs[0], k[("event", None)])
         # A script reaching an undeclared key of another master's slot.
-        other = next(j for j in jobs if cluster.slot_owner(cluster.call("CLUSTER", "KEYSLOT", j))
-                     != cluster.slot_owner(cluster.call("CLUSTER", "KEYSLOT", jobs[0])))
+        other = next(j for j in jobs if owner[j] != owner[jobs[0]])
         with pytest.raises(RedisError, match="non local key"):
             c.call("EVAL", "return redis.call('EXISTS', ARGV[1])", 1, jobs[0], other)
         # A plain command for a key of another master: MOVED, which cluster_redirect_parse reads.
