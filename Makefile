@@ -39,12 +39,14 @@ endif
 
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+# Test helpers built with the unit tests but not run by them (tests/integration uses them).
+TEST_TOOLS := $(BUILD)/tests/keyslot
 BENCH_SRC := tests/bench/loadgen.c tests/bench/receiver.c
 BENCH_BINS := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all test unit integration run bench bench-big bench-queries lint clean deps check-hardening build-run \
         build-bench
-all: $(BINS) $(UNIT_BINS) $(BENCH_BINS)
+all: $(BINS) $(UNIT_BINS) $(TEST_TOOLS) $(BENCH_BINS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -369,6 +369,18 @@ class RedisClient:
         self.sock.sendall(self.encode(args))
         return self._read()
 
+    def pipeline(self, commands):
+        """Sends every command (a sequence of arguments each) in one write, then reads as many
+        replies; an error reply is returned as a RedisError instance, not raised."""
+        self.sock.sendall(b"".join(self.encode(c) for c in commands))
+        out = []
+        for _ in commands:
+            try:
+                out.append(self._read())
+            except RedisError as e:
+                out.append(e)
+        return out
+
     def _line(self):
         line = self.rfile.readline()
         if not line.endswith(b"\r\n"):
@@ -506,6 +518,134 @@ class RedisServer:
 
     def alive(self):
         return self.proc.alive()
+
+
+class RedisCluster:
+    """A real Redis Cluster on loopback: masters x (1 + replicas) redis-server processes, each
+    with its own data dir, client port and cluster bus port (both free ports: the default bus
+    port, client port + 10000, can be out of range for an ephemeral port), joined by
+    `redis-cli --cluster create`. start() returns once every node reports cluster_state:ok, sees
+    every other node connected and lists every replica in CLUSTER SLOTS; stop() stops every
+    process by PID. docs/decisions.md 43."""
+
+    def __init__(self, tmpdir, masters=3, replicas=1, name="cluster"):
+        self.dir = Path(tmpdir)
+        self.masters, self.replicas = masters, replicas
+        self.nodes = []  # Proc per node, in creation order (the first `masters` become masters)
+        self.ports = []
+        taken = set()
+        for i in range(masters * (1 + replicas)):
+            port, bus = self._free(taken), self._free(taken)
+            d = self.dir / f"{name}-{i}-{port}"
+            d.mkdir(parents=True, exist_ok=True)
+            self.ports.append(port)
+            self.nodes.append(Proc(f"{name}-{i}", [
+                "redis-server", "--port", port, "--cluster-port", bus, "--bind", "127.0.0.1",
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "2000", "--dir", d, "--save", "", "--appendonly", "no",
+                # A replica is listed in CLUSTER SLOTS once its replication offset is not 0,
+                # i.e. after the master's first PING down the link (every 10 s by default).
+                "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1",
+                "--daemonize", "no", "--maxmemory-policy", "noeviction"],
+                env=base_env({}), log_dir=d))
+
+    @staticmethod
+    def _free(taken):
+        while True:
+            p = free_port()
+            if p not in taken:
+                taken.add(p)
+                return p
+
+    @property
+    def seeds(self):
+        """host:port of every node, comma-separated."""
+        return ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def client(self, port=None):
+        return RedisClient(port or self.ports[0])
+
+    def call(self, *args, port=None):
+        """One command on a fresh connection to a node (the first by default; no redirection
+        is followed: keyless commands, CLUSTER ..., or keys of that node's slots)."""
+        with self.client(port) as c:
+            return c.call(*args)
+
+    def info(self, port):
+        text = self.call("CLUSTER", "INFO", port=port).decode()
+        return dict(line.split(":", 1) for line in text.split("\r\n") if ":" in line)
+
+    def slot_owner(self, slot):
+        """Client port of the master serving a slot (from CLUSTER SLOTS)."""
+        for lo, hi, master, *_ in self.call("CLUSTER", "SLOTS"):
+            if lo <= slot <= hi:
+                return master[1]
+        raise AssertionError(f"slot {slot} is not served")
+
+    def master_ports(self):
+        return sorted({r[2][1] for r in self.call("CLUSTER", "SLOTS")})
+
+    def call_key(self, key, *args):
+        """args on the master serving key's slot (found with CLUSTER KEYSLOT)."""
+        slot = self.call("CLUSTER", "KEYSLOT", key)
+        return self.call(*args, port=self.slot_owner(slot))
+
+    def start(self, timeout=60):
+        """Starts the nodes and creates the cluster; on failure every node is stopped."""
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout):
+        for n in self.nodes:
+            n.start()
+
+        def pong(port):
+            try:
+                with RedisClient(port, timeout=1) as c:
+                    return c.call("PING") == "PONG"
+            except (OSError, RedisError):
+                return False
+
+        for n, port in zip(self.nodes, self.ports):
+            wait_until(lambda: n.alive() and pong(port), START_TIMEOUT,
+                       f"{n.name} on port {port} to answer PING")
+        create = subprocess.run(
+            ["redis-cli", "--cluster", "create", *self.seeds.split(","),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+            env=base_env({}))
+        assert create.returncode == 0, f"redis-cli --cluster create failed:\n{create.stdout}" \
+                                       f"\n{create.stderr}"
+
+        def ready():
+            for port in self.ports:
+                if self.info(port).get("cluster_state") != "ok":
+                    return False
+                nodes = self.call("CLUSTER", "NODES", port=port).decode().splitlines()
+                if len(nodes) != len(self.ports) or \
+                        any(" connected" not in line for line in nodes):
+                    return False
+                slots = self.call("CLUSTER", "SLOTS", port=port)
+                if len(slots) != self.masters or \
+                        any(len(r) - 3 != self.replicas for r in slots):
+                    return False  # a replica not yet known to this node
+            return True
+
+        wait_until(ready, timeout, "every cluster node to report cluster_state:ok", 0.2)
+        return self
+
+    def stop(self):
+        for n in self.nodes:
+            n.stop(expect_rc=None)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
 # ---------------------------------------------------------------------------------------------
