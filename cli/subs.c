@@ -1,6 +1,7 @@
 /* webhookctl subs: subscriptions (POST, GET, PATCH, DELETE /api/v0/webhooks...,
  * rotate-secret): create, list, get, update, pause, resume, rotate-secret, delete. */
 #include <stdio.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,17 +82,41 @@ static char *sub_path(const char *event, const char *id, const char *suffix)
     return buf_steal(&p, NULL);
 }
 
+/* "N/<per>" with N > 0: N, and per pointing after the slash; false otherwise. */
+static bool count_per(const char *s, long *n, const char **per)
+{
+    char *end;
+    *n = strtol(s, &end, 10);
+    if (end == s || *end != '/' || *n <= 0)
+        return false;
+    *per = end + 1;
+    return true;
+}
+
+/* Seconds from "60" or "60s" (more than 0); -1 otherwise. */
+static long seconds_of(const char *s)
+{
+    char *end;
+    long secs = strtol(s, &end, 10);
+    if (end == s || secs <= 0 || (*end && strcmp(end, "s") != 0))
+        return -1;
+    return secs;
+}
+
+static bool is_none(const char *s)
+{
+    return strcmp(s, "none") == 0 || strcmp(s, "null") == 0;
+}
+
 /* rateLimit from "10/s", "100/60s", "100/60", "5/m", "5/h" or "none". */
 static cJSON *rate_limit(const char *s)
 {
-    if (strcmp(s, "none") == 0 || strcmp(s, "null") == 0)
+    if (is_none(s))
         return cJSON_CreateNull();
-    char *end;
-    long n = strtol(s, &end, 10);
-    if (end == s || *end != '/' || n <= 0)
+    long n, secs;
+    const char *per;
+    if (!count_per(s, &n, &per))
         return NULL;
-    const char *per = end + 1;
-    long secs;
     if (strcmp(per, "s") == 0) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "perSecond", (double)n);
@@ -100,10 +125,8 @@ static cJSON *rate_limit(const char *s)
         secs = 60;
     } else if (strcmp(per, "h") == 0) {
         secs = 3600;
-    } else {
-        secs = strtol(per, &end, 10);
-        if (end == per || secs <= 0 || (*end && strcmp(end, "s") != 0))
-            return NULL;
+    } else if ((secs = seconds_of(per)) < 0) {
+        return NULL;
     }
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "max", (double)n);
@@ -115,15 +138,11 @@ static cJSON *rate_limit(const char *s)
  * the ranges. */
 static cJSON *batching(const char *s)
 {
-    if (strcmp(s, "none") == 0 || strcmp(s, "null") == 0)
+    if (is_none(s))
         return cJSON_CreateNull();
-    char *end;
-    long n = strtol(s, &end, 10);
-    if (end == s || *end != '/' || n <= 0)
-        return NULL;
-    const char *per = end + 1;
-    long secs = strtol(per, &end, 10);
-    if (end == per || secs <= 0 || (*end && strcmp(end, "s") != 0))
+    long n, secs;
+    const char *per;
+    if (!count_per(s, &n, &per) || (secs = seconds_of(per)) < 0)
         return NULL;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "maxSize", (double)n);

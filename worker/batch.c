@@ -12,7 +12,6 @@
 #include "keys.h"
 #include "libmem.h"
 #include "log.h"
-#include "metrics.h"
 #include "opevents.h"
 #include "worker.h"
 
@@ -305,36 +304,18 @@ enum {
 
 /* ---- recording the outcome --------------------------------------------------------------- */
 
-/* The metrics of the n jobs a batch attempt's statement updated (docs/metrics.md counts per
- * job, as its attempt rows do: one attempt each, all with the batch's status and duration). */
+/* The metrics of the n jobs a batch attempt's statement updated, counted per job as their
+ * attempt rows are (one attempt each, with the batch's status code and duration). */
 static void count_recorded(const struct wbatch *b, char (*ids)[ID_LEN + 1], int n)
 {
-    const struct job *j = b->j;
-    if (!j || n <= 0)
+    if (!b->j)
         return;
-    size_t cls = metrics_status_class(j->status_code);
-    bool attempted = true;
-    for (int i = 0; i < n; i++) {
-        if (strcmp(b->status, "delivered") == 0) {
-            metrics_inc(M_ATTEMPTS, MA_SUCCESS(cls));
-            metrics_inc(M_JOBS_FINISHED, MF_DELIVERED);
-            int64_t made = id_time_ms(ids[i]);
-            if (made > 0)
-                metrics_observe(M_DELIVERY_LAG,
-                                (double)(j->started_ms + j->duration_ms - made) / 1000);
-        } else if (strcmp(b->status, "retrying") == 0) {
-            metrics_inc(M_ATTEMPTS, MA_FAILURE(cls));
-            metrics_inc(M_RETRIES, 0);
-        } else if (strcmp(b->status, "dead") == 0) {
-            metrics_inc(M_ATTEMPTS, MA_FAILURE(cls));
-            metrics_inc(M_JOBS_FINISHED, MF_DEAD);
-        } else {
-            metrics_inc(M_JOBS_FINISHED, MF_CANCELLED);
-            attempted = false;
-        }
-        if (attempted)
-            metrics_observe(M_ATTEMPT_DURATION, (double)j->duration_ms / 1000);
-    }
+    enum outcome out = strcmp(b->status, "delivered") == 0 ? OUT_DELIVERED
+                       : strcmp(b->status, "retrying") == 0 ? OUT_RETRY
+                       : strcmp(b->status, "dead") == 0     ? OUT_DEAD
+                                                            : OUT_CANCELLED;
+    for (int i = 0; i < n; i++)
+        outcome_count(out, b->j, ids[i]);
 }
 
 /* The rows the outcome statement updated: the jobs it finished or rescheduled. */

@@ -484,38 +484,41 @@ static void apply_returned(struct gcommit_node *batch, const struct idset *retur
     }
 }
 
+void outcome_count(enum outcome out, const struct job *j, const char *job_id)
+{
+    size_t cls = metrics_status_class(j->status_code);
+    switch (out) {
+    case OUT_DELIVERED:
+        metrics_inc(M_ATTEMPTS, MA_SUCCESS(cls));
+        metrics_inc(M_JOBS_FINISHED, MF_DELIVERED);
+        /* creation (the id's ms) to the end of this attempt */
+        int64_t made = id_time_ms(job_id);
+        if (made > 0)
+            metrics_observe(M_DELIVERY_LAG, (double)(j->started_ms + j->duration_ms - made) / 1000);
+        break;
+    case OUT_RETRY:
+        metrics_inc(M_ATTEMPTS, MA_FAILURE(cls));
+        metrics_inc(M_RETRIES, 0);
+        break;
+    case OUT_DEAD:
+        metrics_inc(M_ATTEMPTS, MA_FAILURE(cls));
+        metrics_inc(M_JOBS_FINISHED, MF_DEAD);
+        break;
+    case OUT_CANCELLED:
+        metrics_inc(M_JOBS_FINISHED, MF_CANCELLED);
+        return; /* no attempt */
+    default:
+        return;
+    }
+    metrics_observe(M_ATTEMPT_DURATION, (double)j->duration_ms / 1000);
+}
+
 /* The metrics of a committed batch's recorded outcomes (apply_returned has made the jobs the
- * statement did not update OUT_SKIP): a few adds per job. */
+ * statement did not update OUT_SKIP). */
 static void count_recorded(struct gcommit_node *batch)
 {
-    for (struct job *j = job_of(batch); j; j = job_of(j->gc.next)) {
-        size_t cls = metrics_status_class(j->status_code);
-        switch (j->out) {
-        case OUT_DELIVERED:
-            metrics_inc(M_ATTEMPTS, MA_SUCCESS(cls));
-            metrics_inc(M_JOBS_FINISHED, MF_DELIVERED);
-            /* creation (the id's ms) to the end of this attempt */
-            int64_t made = id_time_ms(j->m.job);
-            if (made > 0)
-                metrics_observe(M_DELIVERY_LAG,
-                                (double)(j->started_ms + j->duration_ms - made) / 1000);
-            break;
-        case OUT_RETRY:
-            metrics_inc(M_ATTEMPTS, MA_FAILURE(cls));
-            metrics_inc(M_RETRIES, 0);
-            break;
-        case OUT_DEAD:
-            metrics_inc(M_ATTEMPTS, MA_FAILURE(cls));
-            metrics_inc(M_JOBS_FINISHED, MF_DEAD);
-            break;
-        case OUT_CANCELLED:
-            metrics_inc(M_JOBS_FINISHED, MF_CANCELLED);
-            continue; /* no attempt */
-        default:
-            continue;
-        }
-        metrics_observe(M_ATTEMPT_DURATION, (double)j->duration_ms / 1000);
-    }
+    for (struct job *j = job_of(batch); j; j = job_of(j->gc.next))
+        outcome_count(j->out, j, j->m.job);
 }
 
 static void written(const struct gcommit_batch *bt, PGresult *res, const char *err,

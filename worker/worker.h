@@ -267,6 +267,9 @@ void outcome_submit(struct job *j);
 /* Decides retry or dead for a failed attempt and submits it. */
 void outcome_failed(struct job *j);
 long outcome_pending(void);
+/* Counts one recorded outcome out of job job_id in the metrics (docs/metrics.md), from the
+ * attempt in j (its status code, start and duration): a few adds. */
+void outcome_count(enum outcome out, const struct job *j, const char *job_id);
 /* The outcome statement from its CTE "f" on (the subscriptions' health, the operational events,
  * the rollups and the final SELECT; decisions 26 and 29), for batch.c's own statement, which
  * defines u (the jobs it updated, with the columns of this statement's u) before it. Valid for
