@@ -682,7 +682,7 @@ static void reg_upsert(struct reg *g)
         "OR NOT EXISTS (SELECT 1 FROM unnest($2::text[]) n WHERE (SELECT count(*) "
         "  FROM subscriptions x WHERE x.event_names @> ARRAY[n] AND x.status = 'active') "
         "  >= $9::int)) "
-        "ON CONFLICT (wh_names_key(event_names), url) WHERE status = 'active' DO UPDATE SET "
+        "ON CONFLICT (coalesce(tenant, ''), wh_names_key(event_names), url) WHERE status = 'active' DO UPDATE SET "
         "headers = COALESCE($5::jsonb, subscriptions.headers), " SQL_CTL_SET("$10", "subscriptions")
         "secret = COALESCE($6::text, subscriptions.secret), "
         "previous_secret = CASE WHEN $6::text IS NULL THEN subscriptions.previous_secret END, "

@@ -295,6 +295,33 @@ static const char *const migrations[] = {
     "  next_attempt_at timestamptz,"
     "  created_at timestamptz NOT NULL DEFAULT now(),"
     "  updated_at timestamptz NOT NULL DEFAULT now());",
+    /* tenants and scoped API keys (issue 13, docs/decisions.md 44). subscriptions.tenant and
+     * events.tenant: NULL for global ones (everything before tenants), fixed at creation. The
+     * upsert key and the one-subscription-per-URL rule are per tenant, so one tenant's
+     * registration can never learn that another tenant uses a URL. api_keys holds the keys
+     * made by POST /api/v0/keys: only the SHA-256 of the whole key (never the key), its first
+     * characters for recognising it, the roles and the tenant; a revoked key keeps its row
+     * (revoked_at set; rows are never deleted, so a broker notices any change by the counts of
+     * keys and of revoked keys). WEBHOOK_API_KEYS are not stored: they stay admin keys. */
+    "ALTER TABLE subscriptions ADD COLUMN tenant text"
+    "  CHECK (tenant ~ '^[A-Za-z0-9_-]{1,64}$');"
+    "ALTER TABLE events ADD COLUMN tenant text;"
+    "DROP INDEX subscriptions_names_url;"
+    "CREATE UNIQUE INDEX subscriptions_names_url"
+    "  ON subscriptions (coalesce(tenant, ''), wh_names_key(event_names), url)"
+    "  WHERE status = 'active';"
+    "CREATE INDEX subscriptions_tenant ON subscriptions (tenant, created_at, id)"
+    "  WHERE tenant IS NOT NULL;"
+    "CREATE TABLE api_keys ("
+    "  id uuid PRIMARY KEY,"
+    "  sha256 bytea NOT NULL UNIQUE CHECK (length(sha256) = 32),"
+    "  prefix text NOT NULL,"
+    "  name text,"
+    "  roles text[] NOT NULL CHECK (cardinality(roles) BETWEEN 1 AND 3"
+    "    AND roles <@ ARRAY['admin', 'producer', 'tenant']),"
+    "  tenant text CHECK (tenant ~ '^[A-Za-z0-9_-]{1,64}$'),"
+    "  created_at timestamptz NOT NULL DEFAULT now(),"
+    "  revoked_at timestamptz);",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
