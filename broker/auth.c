@@ -68,8 +68,10 @@ static bool blank(char c)
     return c == ' ' || c == '\t' || c == '\r';
 }
 
-bool auth_check(const char *value, size_t n)
+bool auth_check(const char *value, size_t n, struct principal *who)
 {
+    if (who)
+        memset(who, 0, sizeof *who);
     while (n > 0 && blank(value[0]))
         value++, n--;
     while (n > 0 && blank(value[n - 1]))
@@ -88,5 +90,7 @@ bool auth_check(const char *value, size_t n)
     int ok = 0;
     for (int i = 0; i < nkeys; i++)
         ok |= (CRYPTO_memcmp(given, keys[i], KEY_WIDTH) == 0) & (n == key_len[i]);
+    if (ok && who)
+        who->roles = ROLE_ADMIN;
     return ok;
 }

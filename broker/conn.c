@@ -374,7 +374,7 @@ static int conn_headers_done(struct conn *c)
 {
     c->state = CONN_BODY;
     if (!c->body_declared || (c->auth_seen && c->auth_len <= AUTH_KEEP &&
-                              auth_check(c->auth, c->auth_len)))
+                              auth_check(c->auth, c->auth_len, NULL)))
         return 0;
     refusal_set(&c->refusal, 401, "unauthorized",
                 "send a valid API key as 'Authorization: Bearer <key>' (a request with a body "

@@ -234,11 +234,16 @@ char *http_query_param(struct req *r, const char *name)
     return out;
 }
 
-/* "Authorization: Bearer <key>" with a configured key. */
-static bool authorized(struct evhttp_request *ev)
+/* "Authorization: Bearer <key>" with a configured key: its principal in *who. */
+static bool authorized(struct evhttp_request *ev, struct principal *who)
 {
     const char *h = evhttp_find_header(evhttp_request_get_input_headers(ev), "Authorization");
-    return h && auth_check(h, strlen(h));
+    return h && auth_check(h, strlen(h), who);
+}
+
+const char *req_tenant_scope(const struct req *r)
+{
+    return (r->who.roles & ROLE_ADMIN) ? NULL : r->who.tenant;
 }
 
 static const char *method_name(enum evhttp_cmd_type m)
@@ -285,7 +290,7 @@ static void dispatch(struct req *r, enum evhttp_cmd_type method, const char *pat
 {
     /* The OpenAPI document is public: it describes the API and holds no data (decision 36). */
     if (path && strncmp(path, "/api/", 5) == 0 && strcmp(path, "/api/v0/openapi.json") != 0 &&
-        !authorized(r->ev)) {
+        !authorized(r->ev, &r->who)) {
         evhttp_add_header(evhttp_request_get_output_headers(r->ev), "WWW-Authenticate",
                           "Bearer");
         http_error(r, 401, "unauthorized",

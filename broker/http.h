@@ -9,6 +9,7 @@
 #include <cJSON.h>
 #include <event2/http.h>
 
+#include "auth.h"
 #include "broker.h"
 #include "mem.h"
 
@@ -23,7 +24,14 @@ struct req {
     char seg[4][256];  /* decoded path segments after the route prefix */
     int nseg;
     bool trigger; /* a request to /api/v0/trigger-event: its answer counts in wh_triggers_total */
+    struct principal who; /* the key's roles and tenant (zero for routes without a key) */
 };
+
+/* The tenant whose data a request may touch: NULL when it may touch everything (an admin
+ * key), else the key's tenant (a tenant key: only that tenant's subscriptions, their jobs,
+ * events and recoveries; another tenant's, or a global one, must answer as if it did not
+ * exist, 404). */
+const char *req_tenant_scope(const struct req *r);
 
 int http_start(struct broker *b, char *err, size_t errlen) __attribute__((warn_unused_result));
 void http_stop_accepting(void);

@@ -9,7 +9,7 @@
 
 static bool check(const char *v)
 {
-    return auth_check(v, strlen(v));
+    return auth_check(v, strlen(v), NULL);
 }
 
 static void test_load(void)
@@ -49,7 +49,7 @@ static void test_check(void)
     CHECK(!check("Bearer " K1 K2));
     /* a NUL after a valid key is not the key (the padding is zeros too) */
     const char nul[] = "Bearer " K1 "\0";
-    CHECK(!auth_check(nul, sizeof nul - 1 + 1));
+    CHECK(!auth_check(nul, sizeof nul - 1 + 1, NULL));
     char huge[6000];
     memcpy(huge, "Bearer ", 7);
     memset(huge + 7, 'x', sizeof huge - 8);
