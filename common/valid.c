@@ -32,6 +32,19 @@ bool valid_event_name(const char *s, size_t n)
     return true;
 }
 
+bool valid_tenant(const char *s, size_t n)
+{
+    if (n < 1 || n > TENANT_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
 bool event_name_reserved(const char *s, size_t n)
 {
     size_t p = sizeof EVENT_NAME_RESERVED - 1;

@@ -16,6 +16,10 @@
 /* [A-Za-z0-9._:-]{1,128}, exact bytes (no decoding done here). */
 bool valid_event_name(const char *s, size_t n);
 
+/* A tenant id (issue 13): [A-Za-z0-9_-]{1,64}, exact bytes. */
+#define TENANT_ID_MAX 64
+bool valid_tenant(const char *s, size_t n);
+
 /* Names under EVENT_NAME_RESERVED ("broker.", exact case) are the broker's own operational
  * events: anyone may subscribe to them, only the broker triggers them. */
 #define EVENT_NAME_RESERVED "broker."
