@@ -1,12 +1,16 @@
-// The web console (decision 38): plain JavaScript, no framework, no build step. Everything it
-// shows comes from the broker's API (docs/api.md) with the key kept in sessionStorage. API
-// data reaches the page only as text (textContent, text nodes, attribute values set one by
-// one), never as HTML: URLs, headers, errors and response excerpts are chosen by others.
+// The web console (decision 38) and tenant portal (decision 47): plain JavaScript, no
+// framework, no build step. Everything it shows comes from the broker's API (docs/api.md) with
+// the key kept in sessionStorage; GET /api/v0/whoami decides what it shows: everything for an
+// admin key (plus the Keys page), the tenant's own endpoints and deliveries for a tenant key
+// (never a call the key may not make), a message for a producer-only key. API data reaches the
+// page only as text (textContent, text nodes, attribute values set one by one), never as HTML:
+// URLs, headers, errors and response excerpts are chosen by others.
 
 const KEY_STORE = 'webhook-broker.api-key';
 const POLL_MS = 2000; // the chart and the page on show are refreshed this often
 const CHART_POINTS = 60; // 2 minutes at POLL_MS
 const PAGE_SIZE = 50;
+const HEALTH_MAX = 20; // a tenant's subscriptions whose health is asked one by one per refresh
 
 const $ = (id) => document.getElementById(id);
 
@@ -53,7 +57,8 @@ function renderRows(tbody, data, build, empty) {
   rendered.set(tbody, sig);
   const rows = build();
   tbody.replaceChildren(...rows);
-  if (!rows.length) tbody.append(el('tr', {}, el('td', { colspan: 7, class: 'muted' }, empty)));
+  const columns = tbody.parentElement.tHead.rows[0].cells.length;
+  if (!rows.length) tbody.append(el('tr', {}, el('td', { colspan: columns, class: 'muted' }, empty)));
 }
 
 function show(node, on) {
@@ -71,7 +76,7 @@ async function run(action) {
   try {
     await action();
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401) return;
+    if (e instanceof ApiError && (e.status === 401 || e.code === 'stale')) return;
     notice(e instanceof ApiError ? `${e.status} ${e.code || ''}: ${e.message}` : String(e.message || e), true);
   }
 }
@@ -82,8 +87,17 @@ function apiKey() {
   return sessionStorage.getItem(KEY_STORE);
 }
 
+// Who the key is (GET /api/v0/whoami) and what the page shows for it: 'admin', 'tenant' or
+// 'producer'; null while no key is in use.
+let who = null;
+let mode = null;
+// Bumped whenever the key changes (a new key, Forget key, a 401): an answer to a call made
+// under an older key is dropped (ApiError 'stale', ignored by run) instead of being shown.
+let epoch = 0;
+
 async function api(method, path, body) {
   const key = apiKey();
+  const started = epoch;
   if (!key) {
     showLogin('');
     throw new ApiError(401, 'unauthorized', 'no API key');
@@ -106,6 +120,7 @@ async function api(method, path, body) {
     throw new ApiError(0, 'network', `the broker did not answer (${e.message})`);
   }
   const text = await resp.text();
+  if (started !== epoch) throw new ApiError(0, 'stale', 'the key changed during the call');
   let data = null;
   if (text) {
     try {
@@ -116,7 +131,7 @@ async function api(method, path, body) {
   }
   if (resp.status === 401) {
     sessionStorage.removeItem(KEY_STORE);
-    showLogin('The broker refused this API key (401). Type a key from WEBHOOK_API_KEYS.');
+    showLogin('The broker refused this API key (401): it is unknown or was revoked.');
     throw new ApiError(401, 'unauthorized', 'the API key was refused');
   }
   if (!resp.ok) {
@@ -132,24 +147,96 @@ const subPath = (s) => `/api/v0/webhooks/${seg(s.eventName)}/${seg(s.id)}`;
 // --- key form ------------------------------------------------------------------------------
 
 function showLogin(message) {
+  epoch++;
   stopPolling();
+  resetViews();
   show($('app'), false);
   show($('nav'), false);
   show($('forget-key'), false);
   show($('switch-badge'), false);
+  show($('who'), false);
+  show($('producer-only'), false);
   show($('login'), true);
   $('login-error').textContent = message || '';
   $('key-input').value = '';
   $('key-input').focus();
+  // The next key starts on its first page (no hashchange event: nothing is routed now).
+  if (location.hash) history.replaceState(null, '', location.pathname + location.search);
 }
 
-function showApp() {
+// Asks who the key is, then shows what it may use.
+async function showApp() {
+  epoch++;
   show($('login'), false);
+  let w;
+  try {
+    w = await api('GET', '/api/v0/whoami');
+  } catch (e) {
+    if (e instanceof ApiError && (e.status === 401 || e.code === 'stale')) return; // the form is back
+    showLogin(`The key could not be checked: ${e.message}`);
+    return;
+  }
+  applyMode(w);
+  show($('forget-key'), true);
+  if (mode === 'producer') {
+    show($('producer-only'), true);
+    return;
+  }
   show($('app'), true);
   show($('nav'), true);
-  show($('forget-key'), true);
   route();
   startPolling();
+}
+
+function applyMode(w) {
+  who = w;
+  mode = w.roles.includes('admin') ? 'admin' : w.roles.includes('tenant') ? 'tenant' : 'producer';
+  // Pages are shown by route() and the badge by updateBadge(): the rest of the admin's extras here.
+  for (const n of document.querySelectorAll('.admin-only:not(.page):not(.badge)')) show(n, mode === 'admin');
+  const portal = mode === 'tenant';
+  $('title').textContent = portal ? 'Webhook portal' : 'Webhook broker';
+  document.title = portal ? `Webhook portal: ${w.tenant}` : 'Webhook broker console';
+  const also = w.roles.filter((r) => r !== mode);
+  const whoText = mode === 'admin' ? 'admin' : `${mode === 'tenant' ? 'tenant' : 'producer'}${w.tenant ? ` ${w.tenant}` : ''}`;
+  $('who').textContent = also.length ? `${whoText} (also ${also.join(', ')})` : whoText;
+  $('who').setAttribute('data-mode', mode);
+  $('who').setAttribute('data-tenant', w.tenant || '');
+  show($('who'), true);
+  $('producer-tenant').textContent = w.tenant ? `for the tenant ${w.tenant} only` : 'for any tenant or none';
+}
+
+// Forgets everything the previous key was shown, so that the next key's pages start empty.
+function resetViews() {
+  who = null;
+  mode = null;
+  for (const tbody of document.querySelectorAll('#app tbody')) {
+    tbody.replaceChildren();
+    rendered.delete(tbody);
+  }
+  subsCache = [];
+  stopEdit();
+  detailSub = null;
+  detailJob = null;
+  show($('sub-detail'), false);
+  show($('job-detail'), false);
+  $('sub-detail-fields').replaceChildren();
+  $('detail-fields').replaceChildren();
+  for (const id of ['sub-detail-id', 'detail-id', 'secret-sub', 'secret-value', 'key-made', 'key-value',
+    'recover-progress', 'subs-more', 'who', 'producer-tenant']) $(id).textContent = '';
+  show($('secret-box'), false);
+  show($('key-box'), false);
+  $('recover-sub').replaceChildren();
+  for (const id of ['recover-form', 'jobs-filter', 'key-form', 'switch-form']) $(id).reset();
+  for (const view of [jobsView, deadView]) {
+    view.cursors = [null];
+    view.next = null;
+  }
+  samples.length = 0;
+  statsBase = null;
+  statsPrev = null;
+  for (const id of ['total-delivered', 'total-failed', 'total-dead']) $(id).textContent = '0';
+  drawChart();
+  notice('');
 }
 
 // --- pages ---------------------------------------------------------------------------------
@@ -158,12 +245,13 @@ const pages = {
   subscriptions: { refresh: refreshSubscriptions },
   deliveries: { refresh: () => refreshJobs(jobsView) },
   dead: { refresh: refreshDead },
-  switch: { refresh: refreshSwitch },
+  switch: { refresh: refreshSwitch, adminOnly: true },
+  keys: { refresh: refreshKeys, adminOnly: true },
 };
 
 function currentPage() {
   const name = location.hash.replace(/^#/, '');
-  return Object.hasOwn(pages, name) ? name : 'subscriptions';
+  return Object.hasOwn(pages, name) && (mode === 'admin' || !pages[name].adminOnly) ? name : 'subscriptions';
 }
 
 function route() {
@@ -194,7 +282,7 @@ function stopPolling() {
 }
 
 async function tick() {
-  if (ticking || document.hidden) return;
+  if (ticking || document.hidden || !mode || mode === 'producer') return;
   ticking = true;
   try {
     await run(pollStats);
@@ -216,13 +304,11 @@ let subsCache = [];
 let editing = null; // the subscription being edited, or null
 
 async function refreshSubscriptions() {
-  const [list, delivery] = await Promise.all([
+  const [list, adminHealth] = await Promise.all([
     api('GET', '/api/v0/webhooks?page_size=500'),
-    api('GET', '/api/v0/admin/delivery'),
+    mode === 'admin' ? healthOfAll() : null,
   ]);
-  updateBadge(delivery);
-  const health = new Map();
-  for (const h of (delivery.subscriptions && delivery.subscriptions.listed) || []) health.set(h.id, h);
+  const health = adminHealth || await healthOfEach(list.webhooks);
   subsCache = list.webhooks;
   renderRows($('subs-table').tBodies[0], [list.webhooks, [...health.values()]], () => list.webhooks.map((s) => {
     const h = health.get(s.id);
@@ -242,6 +328,7 @@ async function refreshSubscriptions() {
     return el('tr', { 'data-id': s.id, 'data-status': s.status },
       el('td', {}, s.eventName),
       el('td', { class: 'url' }, s.webhookUrl),
+      mode === 'admin' ? el('td', { 'data-field': 'tenant', class: s.tenant ? undefined : 'muted' }, s.tenant || 'global') : null,
       el('td', { class: `status status-${s.status}`, 'data-field': 'status' }, s.status),
       el('td', { class: `health health-${h ? h.health : 'unknown'}`, 'data-field': 'health',
         title: h && h.disabledReason ? h.disabledReason : undefined }, h ? h.health : '?'),
@@ -252,6 +339,27 @@ async function refreshSubscriptions() {
   $('subs-more').textContent = list.total > list.webhooks.length
     ? `Showing ${list.webhooks.length} of ${list.total}.` : '';
   fillRecoverSelect();
+}
+
+// id -> {health, consecutiveFailures, disabledReason}. An admin key gets every subscription's
+// from GET /api/v0/admin/delivery (which also feeds the switch badge); that route is the
+// admin's, so a tenant key asks GET .../status of its first HEALTH_MAX subscriptions.
+async function healthOfAll() {
+  const delivery = await api('GET', '/api/v0/admin/delivery');
+  updateBadge(delivery);
+  const health = new Map();
+  for (const h of (delivery.subscriptions && delivery.subscriptions.listed) || []) health.set(h.id, h);
+  return health;
+}
+
+async function healthOfEach(subs) {
+  const health = new Map();
+  await Promise.all(subs.slice(0, HEALTH_MAX).map(async (s) => {
+    const st = await api('GET', `${subPath(s)}/status`);
+    health.set(s.id, { id: s.id, health: st.health, consecutiveFailures: st.consecutiveFailures,
+      disabledReason: st.disabledReason });
+  }));
+  return health;
 }
 
 // GET .../status: the health, the counts of the last hour and day, the latency and the latest
@@ -323,6 +431,8 @@ function formSettings() {
     if (rate !== undefined) body.rateLimit = rate;
     if (timeout !== '') body.timeoutSeconds = Number(timeout);
     if (body.description === null) delete body.description;
+    const tenant = $('sub-tenant').value.trim();
+    if (mode === 'admin' && tenant) body.tenant = tenant; // a tenant key's land in its tenant
   }
   return body;
 }
@@ -348,6 +458,8 @@ function startEdit(s) {
   $('sub-form-title').textContent = `Edit subscription ${s.id}`;
   $('sub-event').value = s.eventName;
   $('sub-event').disabled = true;
+  $('sub-tenant').value = s.tenant || '';
+  $('sub-tenant').disabled = true; // fixed at creation
   $('sub-url').value = s.webhookUrl;
   $('sub-description').value = s.description || '';
   $('sub-headers').value = s.headers && Object.keys(s.headers).length ? JSON.stringify(s.headers) : '';
@@ -364,6 +476,7 @@ function stopEdit() {
   $('sub-form').reset();
   $('sub-form-title').textContent = 'New subscription';
   $('sub-event').disabled = false;
+  $('sub-tenant').disabled = false;
   $('sub-submit').textContent = 'Create';
   show($('sub-cancel'), false);
 }
@@ -396,7 +509,25 @@ async function remove(s) {
 function showSecret(s) {
   $('secret-sub').textContent = `${s.eventName} → ${s.webhookUrl} (${s.id})`;
   $('secret-value').textContent = s.secret || '';
+  $('secret-copy').textContent = 'Copy';
   show($('secret-box'), Boolean(s.secret));
+}
+
+// A Copy button: the text of the element named by its data-copy, to the clipboard; when the
+// browser refuses, the text is selected for Ctrl+C instead.
+async function copyText(btn) {
+  const node = $(btn.getAttribute('data-copy'));
+  try {
+    await navigator.clipboard.writeText(node.textContent);
+    btn.textContent = 'Copied';
+  } catch {
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    const sel = window.getSelection();
+    sel.removeAllRanges();
+    sel.addRange(range);
+    btn.textContent = 'Selected: press Ctrl+C';
+  }
 }
 
 // --- jobs: recent deliveries and dead letters ----------------------------------------------
@@ -558,6 +689,50 @@ async function submitSwitch(status) {
   await refreshSwitch();
 }
 
+// --- API keys (admin) ----------------------------------------------------------------------
+
+async function refreshKeys() {
+  const data = await api('GET', '/api/v0/keys');
+  const keys = data.keys.slice().reverse(); // newest first
+  renderRows($('keys-table').tBodies[0], keys, () => keys.map((k) => {
+    const actions = el('td', { class: 'actions' });
+    if (!k.revokedAt) actions.append(button('Revoke', () => revokeKey(k), { 'data-action': 'revoke', class: 'danger' }));
+    return el('tr', { 'data-id': k.id, 'data-revoked': k.revokedAt ? 'yes' : 'no' },
+      el('td', { 'data-field': 'name' }, k.name || ''),
+      el('td', { class: 'url', 'data-field': 'prefix' }, `${k.prefix}…`),
+      el('td', { 'data-field': 'roles' }, k.roles.join(', ')),
+      el('td', { 'data-field': 'tenant' }, k.tenant || ''),
+      el('td', {}, fmtTime(k.createdAt)),
+      el('td', { 'data-field': 'revoked' }, fmtTime(k.revokedAt)),
+      actions);
+  }), 'No keys made through the API yet (the WEBHOOK_API_KEYS of the environment are not listed).');
+}
+
+async function submitKey() {
+  const roles = ['admin', 'tenant', 'producer'].filter((r) => $(`key-role-${r}`).checked);
+  if (!roles.length) throw new Error('choose at least one role');
+  const body = { roles };
+  const tenant = $('key-tenant').value.trim();
+  const name = $('key-name').value.trim();
+  if (tenant) body.tenant = tenant;
+  if (name) body.name = name;
+  const k = await api('POST', '/api/v0/keys', body);
+  $('key-made').textContent = `${k.name || k.id} (${k.roles.join(', ')}${k.tenant ? `, tenant ${k.tenant}` : ''})`;
+  $('key-value').textContent = k.key;
+  $('key-copy').textContent = 'Copy';
+  show($('key-box'), true);
+  $('key-form').reset();
+  notice(`Key ${k.prefix}… made.`);
+  await refreshKeys();
+}
+
+async function revokeKey(k) {
+  if (!confirm(`Revoke the key ${k.name || ''} ${k.prefix}…? It stops working at once, on every broker.`)) return;
+  const r = await api('DELETE', `/api/v0/keys/${seg(k.id)}`);
+  notice(`Key ${r.prefix}… revoked.`);
+  await refreshKeys();
+}
+
 // --- the live chart ------------------------------------------------------------------------
 
 // GET /api/v0/stats with a fixed since (an hour before this page opened, so a browser clock
@@ -642,6 +817,15 @@ function init() {
     $('secret-value').textContent = '';
     show($('secret-box'), false);
   });
+  $('key-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    run(submitKey);
+  });
+  $('key-hide').addEventListener('click', () => {
+    $('key-value').textContent = '';
+    show($('key-box'), false);
+  });
+  for (const b of document.querySelectorAll('button[data-copy]')) b.addEventListener('click', () => run(() => copyText(b)));
   $('jobs-filter').addEventListener('submit', (ev) => {
     ev.preventDefault();
     jobsView.cursors = [null];
@@ -675,7 +859,7 @@ function init() {
     show($('job-detail'), false);
   });
   window.addEventListener('hashchange', () => {
-    if (apiKey()) route();
+    if (apiKey() && mode && mode !== 'producer') route();
   });
   if (apiKey()) showApp();
   else showLogin('');

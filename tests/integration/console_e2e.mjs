@@ -3,78 +3,18 @@
 // broker, the worker and the receiver: this script asks it for each step by writing one JSON
 // line {"do": ...} to stdout and reads its JSON answer line from stdin ({"error": ...} fails).
 // Progress lines are {"log": ...}; the last line is {"done": true}. Any failure exits 1 with
-// the reason on stderr.
-import { createInterface } from 'node:readline';
-import { pathToFileURL } from 'node:url';
+// the reason on stderr. The protocol and the page watch are in console_lib.mjs.
+import { BASE, CSP, WAIT, ask, check, finish, launch, log, say, snap, waitFor, watch } from './console_lib.mjs';
 
-const { chromium } = await import(pathToFileURL(process.env.PLAYWRIGHT_CORE).href);
-const BASE = process.env.BROKER_URL; // http://127.0.0.1:<port>
 const KEY = process.env.API_KEY;
 const EVENT = process.env.EVENT_NAME;
 const RECEIVER = process.env.RECEIVER_URL;
-const WAIT = 20000; // ms for anything the page shows after a poll (the page polls every 2 s)
-const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; " +
-  "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-const input = createInterface({ input: process.stdin });
-const lines = input[Symbol.asyncIterator]();
-
-function say(obj) {
-  process.stdout.write(`${JSON.stringify(obj)}\n`);
-}
-
-function log(text) {
-  say({ log: text });
-}
-
-async function ask(obj) {
-  say(obj);
-  const { value, done } = await lines.next();
-  if (done) throw new Error(`no answer to ${JSON.stringify(obj)}`);
-  const answer = JSON.parse(value);
-  if (answer.error) throw new Error(`the test refused ${JSON.stringify(obj)}: ${answer.error}`);
-  return answer;
-}
-
-// CONSOLE_SCREENSHOTS=<dir>: a full-page PNG at a few steps, to look at the console.
-async function snap(page, name) {
-  if (process.env.CONSOLE_SCREENSHOTS) await page.screenshot({ path: `${process.env.CONSOLE_SCREENSHOTS}/${name}.png`, fullPage: true });
-}
-
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-}
-
-async function waitFor(fn, what, timeout = WAIT) {
-  const end = Date.now() + timeout;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
-    await new Promise((ok) => setTimeout(ok, 100));
-  }
-}
-
-const browser = await chromium.launch({ executablePath: process.env.CHROMIUM, args: ['--no-sandbox'] });
+const browser = await launch();
 const problems = []; // console errors and warnings (a CSP violation is one), page errors, other origins
 try {
   const page = await browser.newPage();
-  page.on('console', (m) => {
-    // Chromium logs every 4xx as an error: the 401s of the refused keys below are expected.
-    if (/^Failed to load resource: the server responded with a status of 401\b/.test(m.text())) return;
-    if (m.type() === 'error' || m.type() === 'warning') problems.push(`console ${m.type()}: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('request', (r) => {
-    if (!r.url().startsWith(`${BASE}/`)) problems.push(`request to another origin: ${r.url()}`);
-  });
-  page.on('response', (r) => {
-    if (r.status() >= 400 && r.status() !== 401) problems.push(`${r.status()} for ${r.request().method()} ${r.url()}`);
-  });
-  page.on('dialog', (d) => d.accept());
-  // Every CSP violation also as a console error (Chromium logs most of them itself).
-  await page.addInitScript(() => document.addEventListener('securitypolicyviolation',
-    (e) => console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || 'inline code'}`)));
+  await watch(page, problems);
 
   // The page, its headers and the key form.
   const resp = await page.goto(`${BASE}/`);
@@ -98,6 +38,9 @@ try {
   await page.locator('#page-subscriptions').waitFor({ state: 'visible' });
   check(await page.evaluate((key) => Object.values(sessionStorage).includes(key) && sessionStorage.length === 1, KEY),
     'the key is kept in sessionStorage');
+  await page.locator('#who[data-mode="admin"]', { hasText: 'admin' }).waitFor({ timeout: WAIT });
+  check(await page.locator('#nav-keys').isVisible() && await page.locator('#nav-switch').isVisible() &&
+    await page.locator('#sub-tenant').isVisible(), 'an admin key sees the Keys and switch pages and the tenant field');
 
   // Create a subscription in the page: two attempts, 0.2 s apart, so a failing job dies fast.
   const hostile = '<img src=x onerror="document.title=1"><script>document.title=2</script>';
@@ -260,5 +203,5 @@ try {
   say({ done: true });
 } finally {
   await browser.close();
-  input.close(); // nothing else keeps node running
+  finish();
 }

@@ -129,8 +129,56 @@ def browser_tools():
     return chromium, module
 
 
-def test_console_end_to_end(browser_tools, broker, api, db, receiver, start_worker, report):
+def run_e2e(browser_tools, script, env, handle, timeout=E2E_TIMEOUT):
+    """Runs `node script` (env on top of ours, plus PLAYWRIGHT_CORE and CHROMIUM), answering each
+    step it asks for with handle(msg) (an AssertionError is sent back as {"error"} and raised);
+    returns its {"log"} lines once it said {"done"} and exited 0 (console_lib.mjs)."""
     chromium, module = browser_tools
+    env = dict(os.environ, PLAYWRIGHT_CORE=str(module), CHROMIUM=chromium, **env)
+    started = time.monotonic()
+    proc = subprocess.Popen(["node", str(script)], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    # Lines are read by a thread: select() on a buffered pipe misses lines already buffered.
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout] + [lines.put("")],
+                     daemon=True).start()
+    done, logs = False, []
+    try:
+        while not done:
+            left = timeout - (time.monotonic() - started)
+            assert left > 0, f"the browser scenario took over {timeout} s: {logs}"
+            try:
+                line = lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if not line:
+                break
+            msg = json.loads(line)
+            if "log" in msg:
+                logs.append(msg["log"])
+            elif msg.get("done"):
+                done = True
+                proc.stdin.close()
+            else:
+                try:
+                    answer = handle(msg)
+                except AssertionError as e:
+                    proc.stdin.write(json.dumps({"error": str(e)}) + "\n")
+                    proc.stdin.flush()
+                    raise
+                proc.stdin.write(json.dumps(answer) + "\n")
+                proc.stdin.flush()
+        rc = proc.wait(timeout=30)
+        err = proc.stderr.read()
+        assert done and rc == 0, f"{script.name} failed (exit {rc}) after {logs}:\n{err[-4000:]}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return logs
+
+
+def test_console_end_to_end(browser_tools, broker, api, db, receiver, start_worker, report):
     recv = receiver(statuses=200, name="console-receiver")
     start_worker()
     event = unique_name("console.e2e")
@@ -186,49 +234,10 @@ def test_console_end_to_end(browser_tools, broker, api, db, receiver, start_work
             return {}
         raise AssertionError(f"unknown step {msg!r}")
 
-    env = dict(os.environ, PLAYWRIGHT_CORE=str(module), CHROMIUM=chromium,
-               BROKER_URL=f"http://127.0.0.1:{broker.port}", API_KEY=API_KEY, EVENT_NAME=event,
-               RECEIVER_URL=recv.url())
+    env = {"BROKER_URL": f"http://127.0.0.1:{broker.port}", "API_KEY": API_KEY,
+           "EVENT_NAME": event, "RECEIVER_URL": recv.url()}
     started = time.monotonic()
-    proc = subprocess.Popen(["node", str(E2E_SCRIPT)], env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
-    # Lines are read by a thread: select() on a buffered pipe misses lines already buffered.
-    lines = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout] + [lines.put("")],
-                     daemon=True).start()
-    done, logs = False, []
-    try:
-        while not done:
-            left = E2E_TIMEOUT - (time.monotonic() - started)
-            assert left > 0, f"the browser scenario took over {E2E_TIMEOUT} s: {logs}"
-            try:
-                line = lines.get(timeout=left)
-            except queue.Empty:
-                continue
-            if not line:
-                break
-            msg = json.loads(line)
-            if "log" in msg:
-                logs.append(msg["log"])
-            elif msg.get("done"):
-                done = True
-                proc.stdin.close()
-            else:
-                try:
-                    answer = handle(msg)
-                except AssertionError as e:
-                    proc.stdin.write(json.dumps({"error": str(e)}) + "\n")
-                    proc.stdin.flush()
-                    raise
-                proc.stdin.write(json.dumps(answer) + "\n")
-                proc.stdin.flush()
-        rc = proc.wait(timeout=30)
-        err = proc.stderr.read()
-        assert done and rc == 0, f"console_e2e.mjs failed (exit {rc}) after {logs}:\n{err[-4000:]}"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    logs = run_e2e(browser_tools, E2E_SCRIPT, env, handle)
     assert "retried from the page and delivered" in logs, logs
     assert "recovered from the page and delivered" in logs, logs
     report(f"console end to end in {time.monotonic() - started:.1f} s: {'; '.join(logs)}")
