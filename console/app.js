@@ -99,7 +99,7 @@ async function api(method, path, body) {
   const key = apiKey();
   const started = epoch;
   if (!key) {
-    showLogin('');
+    if ($('login').hidden) showLogin(''); // not when it is on show: it may be being typed in
     throw new ApiError(401, 'unauthorized', 'no API key');
   }
   const init = {
@@ -284,11 +284,15 @@ function stopPolling() {
 async function tick() {
   if (ticking || document.hidden || !mode || mode === 'producer') return;
   ticking = true;
+  // Each step is a new call: none may start under a key typed after this tick began (run()
+  // swallows the 'stale' answer of the step in flight, so the next step checks for itself).
+  const started = epoch;
+  const live = () => epoch === started && apiKey();
   try {
     await run(pollStats);
-    if (apiKey()) await run(pages[currentPage()].refresh);
-    if (apiKey() && !$('job-detail').hidden && detailJob) await run(() => openJob(detailJob));
-    if (apiKey() && !$('sub-detail').hidden && detailSub) await run(() => openSubscription(detailSub));
+    if (live()) await run(pages[currentPage()].refresh);
+    if (live() && !$('job-detail').hidden && detailJob) await run(() => openJob(detailJob));
+    if (live() && !$('sub-detail').hidden && detailSub) await run(() => openSubscription(detailSub));
   } finally {
     ticking = false;
   }
@@ -649,6 +653,7 @@ async function submitRecover() {
   const body = { since: $('recover-since').value.trim() };
   const until = $('recover-until').value.trim();
   if (until) body.until = until;
+  const started = epoch;
   let rec = await api('POST', `${subPath(s)}/recover`, body);
   const progress = $('recover-progress');
   for (let i = 0; i < 150; i++) {
@@ -656,6 +661,7 @@ async function submitRecover() {
       (rec.error ? ` (${rec.error})` : '');
     if (rec.status !== 'running') break;
     await new Promise((ok) => setTimeout(ok, 1000));
+    if (epoch !== started) return; // another key now: its pages are not this recovery's
     rec = await api('GET', `${subPath(s)}/recover/${seg(rec.id)}`);
   }
   await refreshJobs(deadView);
@@ -717,7 +723,7 @@ async function submitKey() {
   if (tenant) body.tenant = tenant;
   if (name) body.name = name;
   const k = await api('POST', '/api/v0/keys', body);
-  $('key-made').textContent = `${k.name || k.id} (${k.roles.join(', ')}${k.tenant ? `, tenant ${k.tenant}` : ''})`;
+  $('key-made').textContent = `${k.name || k.id} (roles ${k.roles.join(', ')}${k.tenant ? `; tenant ${k.tenant}` : ''})`;
   $('key-value').textContent = k.key;
   $('key-copy').textContent = 'Copy';
   show($('key-box'), true);
