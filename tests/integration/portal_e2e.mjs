@@ -181,6 +181,14 @@ try {
   await onlyOwn('b');
   await snap(page, 'portal-b');
   log('tenant B sees only its own');
+  // Recover: B's endpoint answers again; its dead jobs of the last day are sent again.
+  await ask({ do: 'fix', endpoint: 'b-fail' });
+  await page.selectOption('#recover-sub', subs['b-fail']);
+  await page.click('#recover-submit');
+  await page.locator('#recover-progress', { hasText: 'done, 1 of 1' }).waitFor({ timeout: WAIT });
+  await page.locator(`#dead-table tbody tr[data-id="${dead.b}"]`).waitFor({ state: 'detached', timeout: WAIT });
+  await ask({ do: 'delivered', job: dead.b });
+  log('B recovered its dead letter from the page');
   await forget();
 
   // --- a producer-only key: a message, no pages, no calls but whoami --------------------------
