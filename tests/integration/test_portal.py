@@ -20,7 +20,7 @@ from harness import API_KEY, assert_error, unique_name, wait_until
 from test_console import REPO, browser_tools, run_e2e  # noqa: F401 (browser_tools: a fixture)
 
 E2E_SCRIPT = REPO / "tests" / "integration" / "portal_e2e.mjs"
-E2E_TIMEOUT = 240  # seconds for the whole browser scenario (about 60 on the shared machine)
+E2E_TIMEOUT = 240  # seconds for the whole browser scenario (about 50 on the shared machine)
 
 
 def bearer(key):
