@@ -87,9 +87,8 @@ function apiKey() {
   return sessionStorage.getItem(KEY_STORE);
 }
 
-// Who the key is (GET /api/v0/whoami) and what the page shows for it: 'admin', 'tenant' or
-// 'producer'; null while no key is in use.
-let who = null;
+// What the page shows for the key, from GET /api/v0/whoami: 'admin', 'tenant' or 'producer';
+// null while no key is in use.
 let mode = null;
 // Bumped whenever the key changes (a new key, Forget key, a 401): an answer to a call made
 // under an older key is dropped (ApiError 'stale', ignored by run) instead of being shown.
@@ -189,7 +188,6 @@ async function showApp() {
 }
 
 function applyMode(w) {
-  who = w;
   mode = w.roles.includes('admin') ? 'admin' : w.roles.includes('tenant') ? 'tenant' : 'producer';
   // Pages are shown by route() and the badge by updateBadge(): the rest of the admin's extras here.
   for (const n of document.querySelectorAll('.admin-only:not(.page):not(.badge)')) show(n, mode === 'admin');
@@ -207,8 +205,9 @@ function applyMode(w) {
 
 // Forgets everything the previous key was shown, so that the next key's pages start empty.
 function resetViews() {
-  who = null;
   mode = null;
+  $('title').textContent = 'Webhook broker';
+  document.title = 'Webhook broker console';
   for (const tbody of document.querySelectorAll('#app tbody')) {
     tbody.replaceChildren();
     rendered.delete(tbody);
