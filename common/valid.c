@@ -89,6 +89,18 @@ int valid_mailto(const char *url, size_t n, char *err, size_t errlen)
     return 0;
 }
 
+bool valid_tenant(const char *s, size_t n)
+{
+    if (!s || n == 0 || n > TENANT_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!is_alnum(c) && c != '_' && c != '-')
+            return false;
+    }
+    return true;
+}
+
 bool valid_idempotency_key(const char *s, size_t n)
 {
     if (!s || n == 0 || n > IDEMPOTENCY_KEY_MAX)

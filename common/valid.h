@@ -32,6 +32,11 @@ bool event_name_reserved(const char *s, size_t n);
 int valid_mailto(const char *url, size_t n, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* A tenant id (decision 44): 1..TENANT_ID_MAX bytes of A-Z a-z 0-9 _ - (no ':', so the event
+ * index key of a tenant, common/keys.h, splits unambiguously). */
+#define TENANT_ID_MAX 64
+bool valid_tenant(const char *s, size_t n);
+
 /* An Idempotency-Key header value: 1..IDEMPOTENCY_KEY_MAX bytes of printable ASCII (0x20 to
  * 0x7e; HTTP has already removed spaces around the value). */
 bool valid_idempotency_key(const char *s, size_t n);
