@@ -6,9 +6,13 @@ rule and the Idempotency-Key are per tenant; the reconciler's repair and the bro
 after Redis lost its data keep the scoping. Keys limited to a tenant come with the lead's
 POST /api/v0/keys (not on this branch yet)."""
 
+import json
 import shutil
+import subprocess
 
-from harness import INDEX_READY, assert_error, event_key, run_reconciler, unique_name, wait_until
+import harness
+from harness import (API_KEY, INDEX_READY, assert_error, event_key, run_reconciler, unique_name,
+                     wait_until)
 
 HOOKS = "/api/v0/webhooks"
 TRIGGER = "/api/v0/trigger-event"
@@ -224,6 +228,34 @@ def test_invalid_tenants_write_nothing(api, db, rc):
     assert st == 200 and same["tenant"] is None, same
     assert_error(api.request("PATCH", f"{HOOKS}/{n}/{g['id']}", {"tenant": "acme"}), 400,
                  "invalid_field")
+
+
+def test_webhookctl_tenant_flags(api, db, broker, need_binaries):
+    need_binaries("webhookctl")
+
+    def ctl(*args):
+        env = {"WEBHOOK_API_URL": f"http://127.0.0.1:{broker.port}", "WEBHOOK_API_KEY": API_KEY}
+        out = subprocess.run([str(harness.binary("webhookctl")), *args],
+                             env=harness.base_env(env), capture_output=True, text=True,
+                             timeout=60)
+        harness.assert_no_sanitizer_report(out.stderr, "webhookctl")
+        assert out.returncode == 0, f"exit {out.returncode}: {out.stdout} {out.stderr}"
+        return out.stdout
+
+    n = unique_name("ten.ctl")
+    made = json.loads(ctl("subs", "create", "--event", n, "--url", "http://127.0.0.1:9/ctl",
+                          "--tenant", "ctlten", "--json"))
+    assert made["tenant"] == "ctlten", made
+    g = json.loads(ctl("subs", "create", "--event", n, "--url", "http://127.0.0.1:9/ctl",
+                       "--json"))
+    assert g["tenant"] is None and g["id"] != made["id"]
+    listed = json.loads(ctl("subs", "list", "--tenant", "ctlten", "--json"))
+    assert [w["id"] for w in listed["webhooks"]] == [made["id"]]
+    table = ctl("subs", "list", "--event", n)
+    assert "TENANT" in table.splitlines()[0] and "ctlten" in table, table
+    ev = json.loads(ctl("trigger", n, "--tenant", "ctlten", "--json"))
+    assert ev["tenant"] == "ctlten" and ev["jobs"] == 1, ev
+    assert [j["subscription_id"] for j in db.jobs(ev["eventId"])] == [made["id"]]
 
 
 def test_reconciler_repairs_tenant_hashes(api, db, rc, redis):
