@@ -42,6 +42,12 @@ void recover_resume(struct broker *b);
 void status_get(struct req *r); /* GET /api/v0/webhooks/<name>/<id>/status */
 void stats_get(struct req *r);  /* GET /api/v0/stats */
 
+/* API keys (broker/keys.c, issue 13, decision 45): admin only, except whoami (any key). */
+void keys_create(struct req *r); /* POST /api/v0/keys */
+void keys_list(struct req *r);   /* GET /api/v0/keys */
+void keys_revoke(struct req *r); /* DELETE /api/v0/keys/<id> */
+void keys_whoami(struct req *r); /* GET /api/v0/whoami */
+
 void openapi_get(struct req *r); /* GET /api/v0/openapi.json (no API key) */
 
 /* Metrics (broker/sample.c, docs/metrics.md). */

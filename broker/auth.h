@@ -5,6 +5,10 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include "mem.h"
+#include "pg.h"
 
 /* Roles of an API key (issue 13, decision 44): a key has one or more. */
 #define ROLE_ADMIN 1u    /* everything */
@@ -26,5 +30,21 @@ int auth_load(const char *list, char *err, size_t errlen) __attribute__((warn_un
  * trailing CR allowed) is "Bearer <key>" with a configured key, the scheme in any case; then
  * *who (when not NULL) is that key's principal. */
 bool auth_check(const char *value, size_t n, struct principal *who);
+
+/* The api_keys table's keys in memory: the broker's periodic tick calls auth_tick, which
+ * reloads them when the table changed (so a key made or revoked on another broker takes effect
+ * here within a fraction of a second); keys.c applies its own changes at once with
+ * auth_key_put (sha: the SHA-256 of the whole key; *who copied) and auth_key_drop. */
+void auth_tick(struct pg *pg, int64_t now_mono_ms);
+void auth_key_put(const unsigned char sha[32], const struct principal *who);
+void auth_key_drop(const char *key_id);
+void auth_free(void);
+
+/* One role's name ("admin", "producer", "tenant"; n bytes): its ROLE_ bit, or 0. */
+unsigned auth_roles_parse(const char *s, size_t n);
+/* The name of one ROLE_ bit. */
+const char *auth_role_name(unsigned bit);
+/* Appends the roles as a JSON array of names, in the order admin, producer, tenant. */
+void auth_roles_json(struct buf *b, unsigned roles);
 
 #endif

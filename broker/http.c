@@ -39,38 +39,50 @@ struct route {
     int nparams;
     const char *suffix;
     handler_fn *get, *post, *del, *put, *patch;
+    unsigned roles; /* the ROLE_ bits allowed (any one suffices); 0: public, no key needed */
 };
 
+/* Who may use a route (issue 13, decision 45; docs/api.md lists them per route). Handlers of
+ * MANAGE routes confine a tenant key to its tenant (req_tenant_scope). */
+#define ANY_KEY (ROLE_ADMIN | ROLE_PRODUCER | ROLE_TENANT)
+#define MANAGE (ROLE_ADMIN | ROLE_TENANT)
+#define TRIGGER (ROLE_ADMIN | ROLE_PRODUCER)
+#define ADMIN ROLE_ADMIN
+
 static const struct route routes[] = {
-    {{"healthz"}, 1, 0, NULL, api_healthz, NULL, NULL, NULL, NULL},
-    {{"readyz"}, 1, 0, NULL, api_readyz, NULL, NULL, NULL, NULL},
-    {{"api", "v0", "webhooks"}, 3, 0, NULL, subs_list, subs_register, NULL, NULL, NULL},
-    {{"api", "v0", "webhooks"}, 3, 1, NULL, subs_list_event, NULL, NULL, NULL, NULL},
-    {{"api", "v0", "webhooks"}, 3, 2, NULL, subs_get, NULL, subs_delete, NULL, subs_patch},
-    {{"api", "v0", "webhooks"}, 3, 2, "rotate-secret", NULL, subs_rotate_secret, NULL, NULL, NULL},
-    {{"api", "v0", "trigger-event"}, 3, 1, NULL, NULL, trigger_post, NULL, NULL, NULL},
-    {{"api", "v0", "events"}, 3, 1, NULL, events_get, NULL, NULL, NULL, NULL},
-    {{"api", "v0", "jobs"}, 3, 0, NULL, jobs_list, NULL, NULL, NULL, NULL},
-    {{"api", "v0", "jobs"}, 3, 1, NULL, jobs_get, NULL, NULL, NULL, NULL},
+    {{"healthz"}, 1, 0, NULL, api_healthz, NULL, NULL, NULL, NULL, 0},
+    {{"readyz"}, 1, 0, NULL, api_readyz, NULL, NULL, NULL, NULL, 0},
+    {{"api", "v0", "webhooks"}, 3, 0, NULL, subs_list, subs_register, NULL, NULL, NULL, MANAGE},
+    {{"api", "v0", "webhooks"}, 3, 1, NULL, subs_list_event, NULL, NULL, NULL, NULL, MANAGE},
+    {{"api", "v0", "webhooks"}, 3, 2, NULL, subs_get, NULL, subs_delete, NULL, subs_patch, MANAGE},
+    {{"api", "v0", "webhooks"}, 3, 2, "rotate-secret", NULL, subs_rotate_secret, NULL, NULL, NULL, MANAGE},
+    {{"api", "v0", "trigger-event"}, 3, 1, NULL, NULL, trigger_post, NULL, NULL, NULL, TRIGGER},
+    {{"api", "v0", "events"}, 3, 1, NULL, events_get, NULL, NULL, NULL, NULL, MANAGE},
+    {{"api", "v0", "jobs"}, 3, 0, NULL, jobs_list, NULL, NULL, NULL, NULL, MANAGE},
+    {{"api", "v0", "jobs"}, 3, 1, NULL, jobs_get, NULL, NULL, NULL, NULL, MANAGE},
     {{"api", "v0", "admin"}, 3, 0, "delivery", admin_delivery_get, NULL, NULL, admin_delivery_put,
-     NULL},
+     NULL, ADMIN},
     /* issue 10, recovery (broker/recover.c) */
-    {{"api", "v0", "jobs"}, 3, 1, "retry", NULL, recover_retry, NULL, NULL, NULL},
-    {{"api", "v0", "webhooks"}, 3, 2, "recover", NULL, recover_start, NULL, NULL, NULL},
-    {{"api", "v0", "webhooks"}, 3, 2, "recover/", recover_get, NULL, NULL, NULL, NULL},
-    {{"api", "v0", "events"}, 3, 1, "replay", NULL, recover_replay, NULL, NULL, NULL},
+    {{"api", "v0", "jobs"}, 3, 1, "retry", NULL, recover_retry, NULL, NULL, NULL, MANAGE},
+    {{"api", "v0", "webhooks"}, 3, 2, "recover", NULL, recover_start, NULL, NULL, NULL, MANAGE},
+    {{"api", "v0", "webhooks"}, 3, 2, "recover/", recover_get, NULL, NULL, NULL, NULL, MANAGE},
+    {{"api", "v0", "events"}, 3, 1, "replay", NULL, recover_replay, NULL, NULL, NULL, MANAGE},
     /* status (issue 10, decision 29) */
-    {{"api", "v0", "webhooks"}, 3, 2, "status", status_get, NULL, NULL, NULL, NULL},
-    {{"api", "v0", "stats"}, 3, 0, NULL, stats_get, NULL, NULL, NULL, NULL},
+    {{"api", "v0", "webhooks"}, 3, 2, "status", status_get, NULL, NULL, NULL, NULL, MANAGE},
+    {{"api", "v0", "stats"}, 3, 0, NULL, stats_get, NULL, NULL, NULL, NULL, MANAGE},
+    /* API keys and the caller's own principal (issue 13, decision 45; broker/keys.c) */
+    {{"api", "v0", "keys"}, 3, 0, NULL, keys_list, keys_create, NULL, NULL, NULL, ADMIN},
+    {{"api", "v0", "keys"}, 3, 1, NULL, NULL, NULL, keys_revoke, NULL, NULL, ADMIN},
+    {{"api", "v0", "whoami"}, 3, 0, NULL, keys_whoami, NULL, NULL, NULL, NULL, ANY_KEY},
     /* the OpenAPI document (issue 12, decision 36): docs/openapi.json lists every route above */
-    {{"api", "v0", "openapi.json"}, 3, 0, NULL, openapi_get, NULL, NULL, NULL, NULL},
+    {{"api", "v0", "openapi.json"}, 3, 0, NULL, openapi_get, NULL, NULL, NULL, NULL, 0},
     /* Prometheus metrics (issue 12, decision 37; docs/metrics.md): no API key */
-    {{"metrics"}, 1, 0, NULL, sample_get, NULL, NULL, NULL, NULL},
+    {{"metrics"}, 1, 0, NULL, sample_get, NULL, NULL, NULL, NULL, 0},
     /* the web console's files (issue 12, decision 38; broker/console.c): no API key, they hold
      * no data; the page asks for the key and sends it with each API call */
-    {{NULL}, 0, 0, NULL, console_index, NULL, NULL, NULL, NULL},
-    {{"console", "app.js"}, 2, 0, NULL, console_app_js, NULL, NULL, NULL, NULL},
-    {{"console", "style.css"}, 2, 0, NULL, console_style_css, NULL, NULL, NULL, NULL},
+    {{NULL}, 0, 0, NULL, console_index, NULL, NULL, NULL, NULL, 0},
+    {{"console", "app.js"}, 2, 0, NULL, console_app_js, NULL, NULL, NULL, NULL, 0},
+    {{"console", "style.css"}, 2, 0, NULL, console_style_css, NULL, NULL, NULL, NULL, 0},
 };
 
 /* True when segment i is the literal s (without a trailing '/'). */
@@ -330,6 +342,17 @@ static void dispatch(struct req *r, enum evhttp_cmd_type method, const char *pat
             evhttp_add_header(evhttp_request_get_output_headers(r->ev), "Allow", allow);
             http_error(r, 405, "method_not_allowed", "%s is not allowed here; use %s",
                        method_name(method), allow);
+            return;
+        }
+        if (rt->roles && !(r->who.roles & rt->roles)) {
+            struct buf have = {0}, need = {0};
+            auth_roles_json(&have, r->who.roles);
+            auth_roles_json(&need, rt->roles);
+            http_error(r, 403, "forbidden", "this key (roles %.*s) may not %s %s: it needs one of %.*s",
+                       (int)have.len, have.data, method_name(method), path, (int)need.len,
+                       need.data);
+            buf_free(&have);
+            buf_free(&need);
             return;
         }
         r->nseg = rt->nparams + route_tail(rt);

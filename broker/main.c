@@ -103,7 +103,9 @@ static const char usage[] =
     "HTTP front of the webhook broker: the management API, the trigger API, /healthz and\n"
     "/readyz. Every option can also be set by the environment variable shown.";
 
-#define TICK_MS 1000
+/* The tick's period: the API keys' reload (auth_tick) runs on every tick, so that a key
+ * revoked on another broker stops working here within a second. */
+#define TICK_MS 250
 
 static struct event *sig_term, *sig_int, *drain_timer, *tick_ev;
 
@@ -111,7 +113,11 @@ static struct event *sig_term, *sig_int, *drain_timer, *tick_ev;
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
-    sample_tick(arg, clock_mono_ms());
+    struct broker *b = arg;
+    int64_t now = clock_mono_ms();
+    sample_tick(b, now);
+    if (!b->draining)
+        auth_tick(b->pg_api, now);
 }
 
 void broker_work_done(struct broker *b)
@@ -165,6 +171,7 @@ static void on_pg_state(struct pg *p, bool up, void *arg)
     (void)p;
     if (up) {
         subs_index_ensure(arg);
+        auth_tick(((struct broker *)arg)->pg_api, clock_mono_ms());
         rekey_start(arg);
         recover_resume(arg);
     }
@@ -241,6 +248,7 @@ int main(int argc, char **argv)
     event_free(sig_int);
     event_free(tick_ev);
     sample_free();
+    auth_free();
     if (drain_timer)
         event_free(drain_timer);
     event_base_free(broker.base);

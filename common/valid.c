@@ -32,6 +32,19 @@ bool valid_event_name(const char *s, size_t n)
     return true;
 }
 
+bool valid_tenant(const char *s, size_t n)
+{
+    if (n < 1 || n > TENANT_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
 bool event_name_reserved(const char *s, size_t n)
 {
     size_t p = sizeof EVENT_NAME_RESERVED - 1;
@@ -87,18 +100,6 @@ int valid_mailto(const char *url, size_t n, char *err, size_t errlen)
         }
     }
     return 0;
-}
-
-bool valid_tenant(const char *s, size_t n)
-{
-    if (!s || n == 0 || n > TENANT_ID_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!is_alnum(c) && c != '_' && c != '-')
-            return false;
-    }
-    return true;
 }
 
 bool valid_idempotency_key(const char *s, size_t n)

@@ -16,6 +16,10 @@
 /* [A-Za-z0-9._:-]{1,128}, exact bytes (no decoding done here). */
 bool valid_event_name(const char *s, size_t n);
 
+/* A tenant id (issue 13): [A-Za-z0-9_-]{1,64}, exact bytes. */
+#define TENANT_ID_MAX 64
+bool valid_tenant(const char *s, size_t n);
+
 /* Names under EVENT_NAME_RESERVED ("broker.", exact case) are the broker's own operational
  * events: anyone may subscribe to them, only the broker triggers them. */
 #define EVENT_NAME_RESERVED "broker."
@@ -31,11 +35,6 @@ bool event_name_reserved(const char *s, size_t n);
 #define MAILTO_MAX 254
 int valid_mailto(const char *url, size_t n, char *err, size_t errlen)
     __attribute__((warn_unused_result));
-
-/* A tenant id (decision 44): 1..TENANT_ID_MAX bytes of A-Z a-z 0-9 _ - (no ':', so the event
- * index key of a tenant, common/keys.h, splits unambiguously). */
-#define TENANT_ID_MAX 64
-bool valid_tenant(const char *s, size_t n);
 
 /* An Idempotency-Key header value: 1..IDEMPOTENCY_KEY_MAX bytes of printable ASCII (0x20 to
  * 0x7e; HTTP has already removed spaces around the value). */

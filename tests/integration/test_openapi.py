@@ -44,18 +44,24 @@ def test_served_exactly_without_a_key(api):
                  "unauthorized")
 
 
-def router_routes():
-    """{(METHOD, path template with {} parameters)} of broker/http.c's routes[] table."""
+ROLE_MACROS = {"0": [], "ANY_KEY": ["admin", "producer", "tenant"], "MANAGE": ["admin", "tenant"],
+               "TRIGGER": ["admin", "producer"], "ADMIN": ["admin"]}
+
+
+def router_table():
+    """{(METHOD, path template with {} parameters): [roles allowed]} of broker/http.c's
+    routes[] table ([] for a public route)."""
     text = (REPO / "broker" / "http.c").read_text()
     table = text[text.index("static const struct route routes[] = {"):]
     table = table[:table.index("\n};")]
     table = re.sub(r"/\*.*?\*/", "", table, flags=re.S)
     entry = re.compile(r'\{\{([^}]*)\},\s*(\d+),\s*(\d+),\s*(NULL|"[^"]*"),\s*(\w+),\s*(\w+),'
-                       r'\s*(\w+),\s*(\w+),\s*(\w+)\s*\}')
-    out = set()
+                       r'\s*(\w+),\s*(\w+),\s*(\w+),\s*(\w+)\s*\}')
+    out = {}
     found = entry.findall(table)
     assert len(found) == table.count("{{"), "an entry of routes[] was not understood"
     for prefix, nprefix, nparams, suffix, *handlers in found:
+        roles = ROLE_MACROS[handlers.pop()]
         segs = [s.strip().strip('"') for s in prefix.split(",")][:int(nprefix)]
         segs += ["{}"] * int(nparams)
         if suffix != "NULL":
@@ -66,8 +72,13 @@ def router_routes():
         path = "/" + "/".join(segs)
         for method, h in zip(("GET", "POST", "DELETE", "PUT", "PATCH"), handlers):
             if h != "NULL":
-                out.add((method, path))
+                out[(method, path)] = roles
     return out
+
+
+def router_routes():
+    """{(METHOD, path template with {} parameters)} of broker/http.c's routes[] table."""
+    return set(router_table())
 
 
 def document_routes():
@@ -86,6 +97,22 @@ def test_document_routes_are_the_router_routes():
     assert router - document == set(), f"routes missing from docs/openapi.json: {router - document}"
     assert document - router == set(), f"docs/openapi.json lists routes the broker lacks: " \
                                        f"{document - router}"
+
+
+def test_document_roles_are_the_router_roles():
+    """Each authenticated operation's x-roles is exactly the roles broker/http.c allows it
+    (issue 13): the table-driven role test (test_roles.py) reads x-roles, so neither can drift."""
+    doc = json.loads(OPENAPI_DOC.read_text())
+    router = router_table()
+    for tmpl, item in doc["paths"].items():
+        path = re.sub(r"\{[^}]*\}", "{}", tmpl)
+        for method, op in item.items():
+            want = router[(method.upper(), path)]
+            if op.get("security") == []:
+                assert want == [] and "x-roles" not in op, (method, tmpl)
+            else:
+                assert op.get("x-roles") == want, (method, tmpl, op.get("x-roles"), want)
+                assert "403" in op["responses"], (method, tmpl)
 
 
 def test_document_basics():
