@@ -3,8 +3,8 @@ fixed at registration; its index entries live in the tenant's own hashes
 (wh:event:@<tenant>:<name>), so a trigger with ?tenant=<t> reaches that tenant's subscriptions
 only and a trigger without one the global ones only; the upsert, the one-subscription-per-URL
 rule and the Idempotency-Key are per tenant; the reconciler's repair and the broker's rebuild
-after Redis lost its data keep the scoping. Keys limited to a tenant come with the lead's
-POST /api/v0/keys (not on this branch yet)."""
+after Redis lost its data keep the scoping; keys limited to a tenant (POST /api/v0/keys) see,
+change and trigger only their tenant's."""
 
 import json
 import shutil
@@ -228,6 +228,100 @@ def test_invalid_tenants_write_nothing(api, db, rc):
     assert st == 200 and same["tenant"] is None, same
     assert_error(api.request("PATCH", f"{HOOKS}/{n}/{g['id']}", {"tenant": "acme"}), 400,
                  "invalid_field")
+
+
+def make_key(api, roles, tenant=None):
+    body = {"roles": roles, "name": f"test {'+'.join(roles)} {tenant}"}
+    if tenant is not None:
+        body["tenant"] = tenant
+    st, _, data = api.post("/api/v0/keys", body)
+    assert st == 201, data
+    return {"Authorization": f"Bearer {data['key']}"}
+
+
+def test_keys_limited_to_a_tenant(api, db, rc):
+    n = unique_name("ten.key")
+    ka = make_key(api, ["tenant"], "kacme")
+    pa = make_key(api, ["producer"], "kacme")
+    p0 = make_key(api, ["producer"])
+    # a tenant key registers in its own tenant; naming another is 403 and writes nothing
+    st, _, a = api.post(HOOKS, {"eventNames": [n], "webhookUrl": "http://127.0.0.1:9/ka"},
+                        headers=ka)
+    assert st == 201 and a["tenant"] == "kacme", a
+    assert list(rc.hgetall(event_key(n, "kacme"))) == ["http://127.0.0.1:9/ka"]
+    before = snapshot(db, rc)
+    for other in ["kbeta", None]:
+        assert_error(api.post(HOOKS, {"eventNames": [n], "webhookUrl": "http://127.0.0.1:9/kx",
+                                      "tenant": other}, headers=ka), 403, "forbidden")
+    assert snapshot(db, rc) == before
+    st, _, again = api.post(HOOKS, {"eventNames": [n], "webhookUrl": "http://127.0.0.1:9/ka",
+                                    "tenant": "kacme"}, headers=ka)
+    assert st == 200 and again["id"] == a["id"], again
+    b = register(api, [n], "http://127.0.0.1:9/kb", tenant="kbeta")
+    g = register(api, [n], "http://127.0.0.1:9/kg")
+
+    # another tenant's subscription, or a global one, answers exactly like a missing one
+    missing = "0190a8a5-0000-7000-8000-0000000000ff"
+
+    def same_404(sub_id, method, suffix="", body=None):
+        got = api.request(method, f"{HOOKS}/{n}/{sub_id}{suffix}", body, headers=ka)
+        ref = api.request(method, f"{HOOKS}/{n}/{missing}{suffix}", body, headers=ka)
+        assert_error(got, 404, "not_found")
+        assert_error(ref, 404, "not_found")
+        assert got[2]["error"]["message"] == ref[2]["error"]["message"].replace(missing, sub_id)
+
+    before = snapshot(db, rc)
+    for other in (b, g):
+        same_404(other["id"], "GET")
+        same_404(other["id"], "PATCH", body={"description": "taken over"})
+        same_404(other["id"], "DELETE")
+        same_404(other["id"], "POST", "/rotate-secret")
+    assert snapshot(db, rc) == before
+    st, _, mine = api.request("GET", f"{HOOKS}/{n}/{a['id']}", headers=ka)
+    assert st == 200 and mine["id"] == a["id"] and mine["secret"].startswith("whsec_")
+    st, _, mine = api.request("PATCH", f"{HOOKS}/{n}/{a['id']}", {"description": "mine"},
+                              headers=ka)
+    assert st == 200 and mine["description"] == "mine"
+    assert_error(api.request("PATCH", f"{HOOKS}/{n}/{a['id']}", {"tenant": "kbeta"},
+                             headers=ka), 400, "invalid_field")
+    # listings: its own only
+    st, _, listed = api.request("GET", f"{HOOKS}?page_size=500", headers=ka)
+    assert st == 200 and [w["id"] for w in listed["webhooks"]] == [a["id"]], listed
+    assert listed["total"] == 1
+    st, _, listed = api.request("GET", f"{HOOKS}/{n}", headers=ka)
+    assert st == 200 and [w["id"] for w in listed["webhooks"]] == [a["id"]], listed
+    st, _, listed = api.request("GET", f"{HOOKS}?tenant=kacme", headers=ka)
+    assert st == 200 and [w["id"] for w in listed["webhooks"]] == [a["id"]], listed
+    assert_error(api.request("GET", f"{HOOKS}?tenant=kbeta", headers=ka), 403, "forbidden")
+    assert_error(api.request("GET", f"{HOOKS}/{n}?tenant=", headers=ka), 403, "forbidden")
+
+    # a producer limited to kacme triggers for kacme only
+    st, _, ev = api.post(f"{TRIGGER}/{n}", b"{}", headers=pa)
+    assert st == 202 and ev["tenant"] == "kacme" and ev["jobs"] == 1, ev
+    assert [j["subscription_id"] for j in db.jobs(ev["eventId"])] == [a["id"]]
+    st, _, ev2 = api.post(f"{TRIGGER}/{n}?tenant=kacme", b"{}", headers=pa)
+    assert st == 202 and ev2["tenant"] == "kacme", ev2
+    before = snapshot(db, rc)
+    assert_error(api.post(f"{TRIGGER}/{n}?tenant=kbeta", b"{}", headers=pa), 403, "forbidden")
+    assert snapshot(db, rc) == before
+    # a producer without a tenant names any tenant, or none
+    st, _, evb = api.post(f"{TRIGGER}/{n}?tenant=kbeta", b"{}", headers=p0)
+    assert st == 202 and evb["tenant"] == "kbeta", evb
+    assert [j["subscription_id"] for j in db.jobs(evb["eventId"])] == [b["id"]]
+    st, _, evg = api.post(f"{TRIGGER}/{n}", b"{}", headers=p0)
+    assert st == 202 and evg["tenant"] is None, evg
+    assert [j["subscription_id"] for j in db.jobs(evg["eventId"])] == [g["id"]]
+    # events: the tenant key sees its tenant's only; another's or a global one is a 404
+    st, _, got = api.request("GET", f"/api/v0/events/{ev['eventId']}", headers=ka)
+    assert st == 200 and got["tenant"] == "kacme" and len(got["jobs"]) == 1, got
+    for other in (evb, evg):
+        got = api.request("GET", f"/api/v0/events/{other['eventId']}", headers=ka)
+        ref = api.request("GET", f"/api/v0/events/{missing}", headers=ka)
+        assert_error(got, 404, "not_found")
+        assert got[2]["error"]["message"] == \
+            ref[2]["error"]["message"].replace(missing, other["eventId"])
+    st, _, got = api.get(f"/api/v0/events/{evb['eventId']}")  # the admin sees every one
+    assert st == 200 and got["tenant"] == "kbeta"
 
 
 def test_webhookctl_tenant_flags(api, db, broker, need_binaries):
