@@ -1,0 +1,174 @@
+"""Delivery on a real Redis Cluster (3 masters, 3 replicas; docs/decisions.md 48): the broker
+and two workers given REDIS_URL=redis-cluster://<every node>, four partitions spread over the
+masters. Exact bytes and signatures at the receivers, a retry after a 500, a dead letter, and a
+run of events over several subscriptions, every job delivered and every partition's Redis state
+drained on its own master."""
+
+import types
+
+import pytest
+
+import harness
+from harness import Broker, RedisCluster, Worker, unique_name, verify_signature, wait_until
+
+PARTS = 4  # partitions 0..3 land on the three masters 1/1/2 (decision 43's spread)
+PAYLOAD = b'{ "b":1,  "a":[1,2,{"c":"\\u00e9"}] }\n'
+WORKER_ENV = {"QUEUE_PARTITIONS": PARTS, "RETRY_SCHEDULE": "0.3,0.3"}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = RedisCluster(tmp_path_factory.mktemp("cluster-delivery"))
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def target(cluster):
+    """What Broker and Worker read the Redis URL from."""
+    return types.SimpleNamespace(url=f"redis-cluster://{cluster.seeds}")
+
+
+@pytest.fixture(scope="module")
+def cbroker(binaries, target, db, module_dir):
+    b = Broker(module_dir, target, db, {"QUEUE_PARTITIONS": PARTS})
+    try:
+        b.start()
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture(scope="module")
+def workers(binaries, need_binaries, target, db, module_dir, cbroker):
+    need_binaries("webhook-worker")
+    made = []
+    try:
+        for i in range(2):
+            w = Worker(module_dir, target, db, {k: str(v) for k, v in WORKER_ENV.items()},
+                       name=f"cluster-worker{i + 1}")
+            made.append(w)
+            w.start()
+        yield made
+    finally:
+        harness.stop_all(made)
+
+
+@pytest.fixture
+def api(cbroker, workers):
+    return cbroker.api
+
+
+def key(kind, part):
+    return f"{harness.PREFIX}{{{part}}}:{kind}"
+
+
+def assert_signed(req, secret, event_id, body):
+    assert req.headers.get("webhook-id") == event_id, req.headers
+    ts = int(req.headers["webhook-timestamp"])
+    assert verify_signature(secret, event_id, ts, body, req.headers.get("webhook-signature")), \
+        "the signature does not verify with the subscription's secret"
+
+
+def drained(cluster, job_ids):
+    """No job of job_ids is live, and no entry is left on any partition's stream."""
+    for p in range(PARTS):
+        live = {m.decode() for m in cluster.call_key(key("live", p), "SMEMBERS", key("live", p))}
+        if live & set(job_ids):
+            return False
+        if cluster.call_key(key("jobs", p), "XLEN", key("jobs", p)) != 0:
+            return False
+    return True
+
+
+def test_cluster_is_three_masters(cluster):
+    assert len(cluster.master_ports()) == 3
+    owners = {cluster.slot_owner(cluster.call("CLUSTER", "KEYSLOT", key("jobs", p)))
+              for p in range(PARTS)}
+    assert len(owners) >= 2, "the partitions should spread over the masters"
+
+
+def test_fan_out_exact_bytes_and_signatures(api, db, cluster, receiver):
+    event = unique_name("cfan")
+    recvs = [receiver(name=f"cfan{i}") for i in range(3)]
+    subs = [api.register(event, r.url(f"/hook/{i}"), {"X-Sub": str(i)})
+            for i, r in enumerate(recvs)]
+    data = api.trigger(event, PAYLOAD)
+    assert data["jobs"] == 3
+    eid = data["eventId"]
+    jobs = db.wait_jobs(eid, "delivered", count=3, timeout=30)
+    for i, (r, sub) in enumerate(zip(recvs, subs)):
+        [q] = r.requests
+        assert q.path == f"/hook/{i}" and q.body == PAYLOAD, q
+        assert q.headers.get("x-sub") == str(i)
+        assert_signed(q, sub["secret"], eid, PAYLOAD)
+    assert [a[:2] for j in jobs for a in db.attempts(j["id"])] == [(1, 200)] * 3
+    wait_until(lambda: drained(cluster, [j["id"] for j in jobs]), 15, "the partitions drained")
+
+
+def test_retry_after_500(api, db, cluster, receiver):
+    r = receiver([500, 200])
+    event = unique_name("cretry")
+    sub = api.register(event, r.url())
+    body = b'{"try": 1}'
+    eid = api.trigger(event, body)["eventId"]
+    [job] = db.wait_jobs(eid, "delivered", count=1, timeout=30)
+    assert [a[:2] for a in db.attempts(job["id"])] == [(1, 500), (2, 200)]
+    reqs = r.requests
+    assert len(reqs) == 2
+    for q in reqs:
+        assert q.body == body
+        assert_signed(q, sub["secret"], eid, body)
+    wait_until(lambda: drained(cluster, [job["id"]]), 15, "the partitions drained")
+
+
+def test_dead_letter(api, db, cluster, receiver):
+    r = receiver(500)
+    event = unique_name("cdead")
+    api.register(event, r.url())
+    eid = api.trigger(event, b'{"doomed": 1}')["eventId"]
+    [job] = db.wait_jobs(eid, "dead", count=1, timeout=30)
+    assert [a[:2] for a in db.attempts(job["id"])] == [(1, 500), (2, 500), (3, 500)]
+
+    def in_dead_stream():
+        for p in range(PARTS):
+            for _, fields in cluster.call_key(key("dead", p), "XRANGE", key("dead", p), "-", "+"):
+                if job["id"].encode() in fields[1]:
+                    return True
+        return False
+
+    wait_until(in_dead_stream, 15, f"job {job['id']} in a partition's dead stream")
+    wait_until(lambda: drained(cluster, [job["id"]]), 15, "the partitions drained")
+    assert r.count() == 3
+
+
+def test_many_events_over_partitions(api, db, cluster, receiver, report):
+    """40 events to 6 subscriptions: every job delivered, the reads of every partition used
+    (XINFO GROUPS on its master), nothing left in Redis."""
+    event = unique_name("cmany")
+    r = receiver(200)
+    subs = [api.register(event, r.url(f"/s{i}")) for i in range(6)]
+    eids = [api.trigger(event, f'{{"n": {n}}}'.encode())["eventId"] for n in range(40)]
+    total = len(eids) * len(subs)
+
+    def delivered():
+        return db.scalar("SELECT count(*) FROM jobs WHERE status = 'delivered' AND event_id IN "
+                         f"({','.join(harness.sql_quote(e) for e in eids)})") == str(total)
+
+    wait_until(delivered, 60, f"{total} jobs delivered")
+    got = {(q.path, q.headers.get("webhook-id")) for q in r.requests}
+    assert got == {(f"/s{i}", e) for i in range(len(subs)) for e in eids}
+    report(f"cluster: {total} jobs, {len(r.requests) - total} duplicate deliveries")
+    used = []
+    for p in range(PARTS):
+        for g in cluster.call_key(key("jobs", p), "XINFO", "GROUPS", key("jobs", p)):
+            info = dict(zip(g[::2], g[1::2]))
+            if info[b"name"] == b"workers" and (info.get(b"entries-read") or 0) > 0:
+                used.append(p)
+    owners = {cluster.slot_owner(cluster.call("CLUSTER", "KEYSLOT", key("jobs", p)))
+              for p in used}
+    assert len(owners) >= 2, f"jobs were read from partitions {used} only"
+    wait_until(lambda: drained(cluster, []), 15, "the partitions drained")
