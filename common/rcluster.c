@@ -592,6 +592,8 @@ static void on_last(struct rds *r, redisReply *reply, void *priv)
     }
     rc->redirects++;
     if (act == RCL_FOLLOW) {
+        log_debug(c->name, "following %s %u %s:%d (%s)", rd.kind == CLUSTER_ASK ? "ASK" : "MOVED",
+                  rd.slot, rd.node.host, rd.node.port, rc->parts[0].argv[0]);
         rc->direct = true;
         rc->asking = rd.kind == CLUSTER_ASK;
         rc->to = rd.node;
@@ -614,6 +616,9 @@ static void on_last(struct rds *r, redisReply *reply, void *priv)
         }
     }
     /* TRYAGAIN, or the named node is still connecting: resend a little later. */
+    if (act == RCL_TRYAGAIN)
+        log_debug(c->name, "TRYAGAIN (%s): resending in %ld ms", rc->parts[0].argv[0],
+                  RCL_RETRY_MS * (long)rc->redirects);
     if (!rc->retry_ev)
         rc->retry_ev = xnonnull(evtimer_new(c->base, on_retry, rc), "evtimer_new");
     long ms = RCL_RETRY_MS * rc->redirects;

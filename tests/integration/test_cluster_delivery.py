@@ -1,9 +1,13 @@
 """Delivery on a real Redis Cluster (3 masters, 3 replicas; docs/decisions.md 48): the broker
 and two workers given REDIS_URL=redis-cluster://<every node>, four partitions spread over the
-masters. Exact bytes and signatures at the receivers, a retry after a 500, a dead letter, and a
+masters. Exact bytes and signatures at the receivers, a retry after a 500, a dead letter, a
 run of events over several subscriptions, every job delivered and every partition's Redis state
-drained on its own master."""
+drained on its own master; last, `redis-cli --cluster reshard` moves a partition's slot to
+another master during load (ASK and MOVED followed) and every accepted event is delivered."""
 
+import subprocess
+import threading
+import time
 import types
 
 import pytest
@@ -172,3 +176,67 @@ def test_many_events_over_partitions(api, db, cluster, receiver, report):
               for p in used}
     assert len(owners) >= 2, f"jobs were read from partitions {used} only"
     wait_until(lambda: drained(cluster, []), 15, "the partitions drained")
+
+
+def node_id(cluster, port):
+    return cluster.call("CLUSTER", "MYID", port=port).decode()
+
+
+def test_reshard_during_load(api, db, cluster, cbroker, workers, receiver, report):
+    """Triggers run while `redis-cli --cluster reshard` moves 3000 slots, partition 0's among
+    them, from its master to another: every accepted event reaches every subscriber, the
+    partition is served by the new master afterwards, nothing is left in Redis. Duplicates and
+    refused triggers are reported (a refusal is a 503 the client retries; none expected)."""
+    event = unique_name("creshard")
+    r = receiver(200)
+    subs = [api.register(event, r.url(f"/s{i}")) for i in range(6)]
+    slot0 = cluster.call("CLUSTER", "KEYSLOT", key("jobs", 0))
+    src = cluster.slot_owner(slot0)
+    dst = next(p for p in cluster.master_ports() if p != src)
+    accepted, refused, stop = [], [], threading.Event()
+
+    def load():
+        n = 0
+        while not stop.is_set() or n < 60:
+            status, _, data = api.post(f"/api/v0/trigger-event/{event}", f'{{"n": {n}}}'.encode())
+            if status == 202:
+                accepted.append(data["eventId"])
+            else:
+                refused.append((status, data))
+            n += 1
+            time.sleep(0.01)
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    try:
+        wait_until(lambda: len(accepted) >= 20, 30, "the load to start")
+        out = subprocess.run(
+            ["redis-cli", "--cluster", "reshard", f"127.0.0.1:{src}",
+             "--cluster-from", node_id(cluster, src), "--cluster-to", node_id(cluster, dst),
+             "--cluster-slots", "3000", "--cluster-yes"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+            env=harness.base_env({}))
+        assert out.returncode == 0, f"reshard failed:\n{out.stdout[-2000:]}\n{out.stderr}"
+    finally:
+        stop.set()
+        t.join(120)
+    assert not t.is_alive()
+    assert cluster.slot_owner(slot0) == dst, "partition 0's slot did not move"
+    total = len(accepted) * len(subs)
+
+    def delivered():
+        return db.scalar("SELECT count(*) FROM jobs WHERE status = 'delivered' AND event_id IN "
+                         f"({','.join(harness.sql_quote(e) for e in accepted)})") == str(total)
+
+    wait_until(delivered, 120, f"{total} jobs delivered")
+    got = {(q.path, q.headers.get("webhook-id")) for q in r.requests}
+    assert got == {(f"/s{i}", e) for i in range(len(subs)) for e in accepted}
+    logs = "".join(p.log_text() for p in [cbroker, *workers])
+    moved, ask, tryagain = (logs.count(w) for w in ("following MOVED", "following ASK",
+                                                     "TRYAGAIN ("))
+    report(f"reshard under load: {len(accepted)} events accepted, {len(refused)} refused "
+           f"{refused[:3]}, {total} jobs, {len(r.requests) - total} duplicate deliveries; "
+           f"redirections followed: {moved} MOVED, {ask} ASK, {tryagain} TRYAGAIN")
+    assert moved > 0, "no MOVED was followed: the test did not exercise the redirection"
+    assert not refused, refused[:5]
+    wait_until(lambda: drained(cluster, []), 30, "the partitions drained")
