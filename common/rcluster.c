@@ -102,7 +102,7 @@ enum rcluster_route rcluster_route(int argc, const char **argv, const size_t *le
     if (argc < 1)
         return RCL_KEYLESS;
     const char *c = argv[0];
-    size_t n = lens[0];
+    size_t n = rcluster_arglen(argv, lens, 0);
     if (arg_is(c, n, "MULTI"))
         return RCL_MULTI;
     if (arg_is(c, n, "EXEC"))
@@ -111,10 +111,11 @@ enum rcluster_route rcluster_route(int argc, const char **argv, const size_t *le
         return RCL_DISCARD;
     if (arg_is(c, n, "EVAL") || arg_is(c, n, "EVALSHA") || arg_is(c, n, "EVAL_RO") ||
         arg_is(c, n, "EVALSHA_RO") || arg_is(c, n, "FCALL") || arg_is(c, n, "FCALL_RO")) {
-        if (argc < 4 || lens[2] == 0 || lens[2] > 9)
+        size_t nl = argc < 4 ? 0 : rcluster_arglen(argv, lens, 2);
+        if (nl == 0 || nl > 9)
             return RCL_KEYLESS;
         long nk = 0;
-        for (size_t i = 0; i < lens[2]; i++) {
+        for (size_t i = 0; i < nl; i++) {
             if (argv[2][i] < '0' || argv[2][i] > '9')
                 return RCL_KEYLESS;
             nk = nk * 10 + (argv[2][i] - '0');
@@ -126,7 +127,7 @@ enum rcluster_route rcluster_route(int argc, const char **argv, const size_t *le
     }
     if (arg_is(c, n, "XREAD") || arg_is(c, n, "XREADGROUP")) {
         for (int i = 1; i + 1 < argc; i++)
-            if (arg_is(argv[i], lens[i], "STREAMS")) {
+            if (arg_is(argv[i], rcluster_arglen(argv, lens, i), "STREAMS")) {
                 *key = i + 1;
                 return RCL_KEYED;
             }
@@ -139,11 +140,10 @@ enum rcluster_route rcluster_route(int argc, const char **argv, const size_t *le
         *key = 2;
         return RCL_KEYED;
     }
-    static const char *const keyless[] = {"PING", "INFO", "CLUSTER", "SCRIPT", "TIME",
-                                          "ASKING", "READONLY", "AUTH", "SELECT", "HELLO",
-                                          "CLIENT", "CONFIG", "DBSIZE", "FLUSHALL", "FLUSHDB",
-                                          "SCAN", "KEYS", "WAIT", "FUNCTION", "COMMAND",
-                                          "PUBLISH", "ECHO", "RANDOMKEY"};
+    static const char *const keyless[] = {
+        "PING",   "INFO",  "CLUSTER",  "SCRIPT",  "TIME",    "ASKING",   "READONLY", "AUTH",
+        "SELECT", "HELLO", "CLIENT",   "CONFIG",  "DBSIZE",  "FLUSHALL", "FLUSHDB",  "SCAN",
+        "KEYS",   "WAIT",  "FUNCTION", "COMMAND", "PUBLISH", "ECHO",     "RANDOMKEY"};
     for (size_t i = 0; i < sizeof keyless / sizeof *keyless; i++)
         if (arg_is(c, n, keyless[i]))
             return RCL_KEYLESS;
@@ -218,17 +218,17 @@ struct rcmd {
     unsigned slot;
     struct part *parts;
     int nparts;
-    int refs;           /* replies still due from the attempt in flight */
-    int redirects;      /* MOVED/ASK/TRYAGAIN followed so far */
-    bool direct;        /* the next attempt goes to `to`, not to the map's master */
-    bool asking;        /* ... after ASKING (an ASK redirection) */
+    int refs;      /* replies still due from the attempt in flight */
+    int redirects; /* MOVED/ASK/TRYAGAIN followed so far */
+    bool direct;   /* the next attempt goes to `to`, not to the map's master */
+    bool asking;   /* ... after ASKING (an ASK redirection) */
     struct cluster_node to;
     struct cluster_node sent_to; /* the node of the attempt in flight */
-    bool redirected;    /* a queued part answered MOVED/ASK in this attempt */
+    bool redirected;             /* a queued part answered MOVED/ASK in this attempt */
     struct cluster_redirect rd;
-    bool abandoned;     /* a send failed midway: the parts sent finish it */
-    bool abandoned_cb;  /* ... and then the caller gets NULL (it was promised a reply) */
-    struct event *retry_ev; /* a delayed resend */
+    bool abandoned;             /* a send failed midway: the parts sent finish it */
+    bool abandoned_cb;          /* ... and then the caller gets NULL (it was promised a reply) */
+    struct event *retry_ev;     /* a delayed resend */
     struct rcmd *wprev, *wnext; /* in c->waiting while retry_ev is armed */
 };
 
@@ -274,10 +274,11 @@ static void rcmd_add_part(struct rcmd *rc, int argc, const char **argv, const si
     p->argv = xcalloc((size_t)argc, sizeof *p->argv);
     p->lens = xcalloc((size_t)argc, sizeof *p->lens);
     for (int i = 0; i < argc; i++) {
-        p->argv[i] = xmalloc(lens[i] + 1);
-        memcpy(p->argv[i], argv[i], lens[i]);
-        p->argv[i][lens[i]] = '\0';
-        p->lens[i] = lens[i];
+        size_t n = rcluster_arglen(argv, lens, i);
+        p->argv[i] = xmalloc(n + 1);
+        memcpy(p->argv[i], argv[i], n);
+        p->argv[i][n] = '\0';
+        p->lens[i] = n;
     }
 }
 
@@ -414,8 +415,8 @@ static void slots_read(struct rds *r, redisReply *reply, void *priv)
     struct cluster_map m;
     char err[256];
     if (cluster_map_parse(&m, reply, err, sizeof err) < 0) {
-        log_warn(c->name, "%s:%d: %s (asking again within %d ms)", n->addr.host, n->addr.port,
-                 err, RCL_TICK_MS);
+        log_warn(c->name, "%s:%d: %s (asking again within %d ms)", n->addr.host, n->addr.port, err,
+                 RCL_TICK_MS);
         c->refresh_wanted = true;
         return;
     }
@@ -633,8 +634,8 @@ static void on_state_none(bool up, void *arg)
 }
 
 struct rcluster *rcluster_new(struct event_base *base, const char *url, const char *name,
-                              struct rds *owner, rcluster_state_fn *on_state, void *arg,
-                              char *err, size_t errlen)
+                              struct rds *owner, rcluster_state_fn *on_state, void *arg, char *err,
+                              size_t errlen)
 {
     struct rcluster *c = xcalloc(1, sizeof *c);
     if (rcluster_parse_url(url, &c->url, err, errlen) < 0) {
@@ -714,7 +715,7 @@ int rcluster_cmd(struct rcluster *c, rds_reply_fn *cb, void *priv, int argc, con
         struct rcmd *b = c->blk;
         if (route == RCL_KEYED && !b->keyed) {
             b->keyed = true;
-            b->slot = cluster_slot(argv[key], lens[key]);
+            b->slot = cluster_slot(argv[key], rcluster_arglen(argv, lens, key));
         }
         rcmd_add_part(b, argc, argv, lens);
         if (route != RCL_EXEC)
@@ -742,7 +743,7 @@ int rcluster_cmd(struct rcluster *c, rds_reply_fn *cb, void *priv, int argc, con
     rc->priv = priv;
     if (route == RCL_KEYED) {
         rc->keyed = true;
-        rc->slot = cluster_slot(argv[key], lens[key]);
+        rc->slot = cluster_slot(argv[key], rcluster_arglen(argv, lens, key));
     }
     rcmd_add_part(rc, argc, argv, lens);
     if (send_attempt(rc) == 0)

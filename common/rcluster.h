@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 
 #include <event2/event.h>
 #include <hiredis.h>
@@ -34,13 +35,20 @@ int rcluster_parse_url(const char *url, struct rcluster_url *u, char *err, size_
     __attribute__((warn_unused_result));
 void rcluster_url_free(struct rcluster_url *u);
 
+/* The length of argument i: lens[i], or strlen(argv[i]) when lens is NULL (hiredis' rule for
+ * redisCommandArgv). */
+static inline size_t rcluster_arglen(const char **argv, const size_t *lens, int i)
+{
+    return lens ? lens[i] : strlen(argv[i]);
+}
+
 /* How a command is routed: by the key at argv[*key] (KEYED), to any master (KEYLESS), or as a
  * part of a transaction block. */
 enum rcluster_route { RCL_KEYED, RCL_KEYLESS, RCL_MULTI, RCL_EXEC, RCL_DISCARD };
 
 /* The route of a command and, for RCL_KEYED, the index of its first key: argv[1] for most,
  * the first of numkeys for EVAL/EVALSHA/FCALL, the first stream after STREAMS for XREAD and
- * XREADGROUP, argv[2] for XGROUP/XINFO subcommands. Pure. */
+ * XREADGROUP, argv[2] for XGROUP/XINFO subcommands. lens may be NULL (rcluster_arglen). Pure. */
 enum rcluster_route rcluster_route(int argc, const char **argv, const size_t *lens, int *key);
 
 /* What a reply asks of the router: pass it to the caller, follow a MOVED or an ASK (the
@@ -55,8 +63,8 @@ typedef void rcluster_state_fn(bool up, void *arg);
 /* Starts connecting to the seeds; owner is the struct rds handed to reply callbacks. NULL with
  * a reason in err when the URL is malformed. */
 struct rcluster *rcluster_new(struct event_base *base, const char *url, const char *name,
-                              struct rds *owner, rcluster_state_fn *on_state, void *arg,
-                              char *err, size_t errlen);
+                              struct rds *owner, rcluster_state_fn *on_state, void *arg, char *err,
+                              size_t errlen);
 /* Pending callbacks run with NULL replies. Not from one of c's callbacks. */
 void rcluster_free(struct rcluster *c);
 /* The map covers every slot and every master's connection is up. */

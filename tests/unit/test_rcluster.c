@@ -10,9 +10,9 @@ static void test_url(void)
 {
     struct rcluster_url u;
     char err[512];
-    CHECK_EQ_INT(rcluster_parse_url("redis-cluster://127.0.0.1:7000,127.0.0.1:7001,h", &u, err,
-                                    sizeof err),
-                 0);
+    CHECK_EQ_INT(
+        rcluster_parse_url("redis-cluster://127.0.0.1:7000,127.0.0.1:7001,h", &u, err, sizeof err),
+        0);
     CHECK_EQ_INT(u.nseeds, 3);
     CHECK_STR(u.seeds[0].host, "127.0.0.1");
     CHECK_EQ_INT(u.seeds[0].port, 7000);
@@ -121,10 +121,20 @@ static void test_route(void)
     check_route("GET", RCL_KEYLESS, -1);
     int key;
     CHECK_EQ_INT(rcluster_route(0, NULL, NULL, &key), RCL_KEYLESS);
+    /* lens NULL: strlen of each argument, as redisCommandArgv takes it (the reconciler). */
+    const char *eval[] = {"EVAL", "return 1", "1", "wh:{2}:ctl:x"};
+    CHECK_EQ_INT(rcluster_route(4, eval, NULL, &key), RCL_KEYED);
+    CHECK_EQ_INT(key, 3);
+    const char *multi[] = {"MULTI"};
+    CHECK_EQ_INT(rcluster_route(1, multi, NULL, &key), RCL_MULTI);
+    const char *xr[] = {"XREADGROUP", "GROUP", "g", "c", "STREAMS", "k", ">"};
+    CHECK_EQ_INT(rcluster_route(7, xr, NULL, &key), RCL_KEYED);
+    CHECK_EQ_INT(key, 5);
+    CHECK_EQ_INT(rcluster_arglen(xr, NULL, 0), 10);
 }
 
-static void check_action(const char *err, enum rcluster_action want, enum cluster_redirect_kind kind,
-                         unsigned slot, const char *host, int port)
+static void check_action(const char *err, enum rcluster_action want,
+                         enum cluster_redirect_kind kind, unsigned slot, const char *host, int port)
 {
     redisReply r = {.type = REDIS_REPLY_ERROR, .str = (char *)err, .len = strlen(err)};
     struct cluster_redirect rd;
