@@ -201,7 +201,9 @@ static void kick_parts(void)
     struct rargs a = {0};
     char key[KEY_MAX];
     for (long p = 0; p < W.cfg.partitions && room > 0; p++) {
-        if (part_reading[p] || !rds_up(W.rd_parts[p]))
+        /* Not rds_up(): that is every master; a read needs only its partition's, and
+         * rds_cmd refuses at once when that one is down (a failover elsewhere stalls nothing). */
+        if (part_reading[p])
             continue;
         long n = share < room ? share : room;
         rargs_adds(&a, "XREADGROUP");
