@@ -77,6 +77,14 @@ def assert_signed(req, secret, event_id, body):
         "the signature does not verify with the subscription's secret"
 
 
+def partition(sub_id):
+    """id_partition (common/ids.c): FNV-1a 32 of the normalized id, mod PARTS."""
+    h = 2166136261
+    for b in sub_id.lower().encode():
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h % PARTS
+
+
 def drained(cluster, job_ids):
     """No job of job_ids is live, and no entry is left on any partition's stream."""
     for p in range(PARTS):
@@ -150,11 +158,21 @@ def test_dead_letter(api, db, cluster, receiver):
 
 
 def test_many_events_over_partitions(api, db, cluster, receiver, report):
-    """40 events to 6 subscriptions: every job delivered, the reads of every partition used
-    (XINFO GROUPS on its master), nothing left in Redis."""
+    """40 events to 6 or more subscriptions covering partitions of two masters or more: every
+    job delivered, jobs read on partitions of at least two masters (XINFO GROUPS on each
+    partition's master), nothing left in Redis."""
+
+    def master_of(p):
+        return cluster.slot_owner(cluster.call("CLUSTER", "KEYSLOT", key("jobs", p)))
+
     event = unique_name("cmany")
     r = receiver(200)
     subs = [api.register(event, r.url(f"/s{i}")) for i in range(6)]
+    # Partitions come from the subscription ids (FNV-1a, common/ids.c): add subscriptions until
+    # they cover partitions of at least two masters, so the assertion below cannot be luck.
+    while len({master_of(partition(s["id"])) for s in subs}) < 2:
+        assert len(subs) < 30
+        subs.append(api.register(event, r.url(f"/s{len(subs)}")))
     eids = [api.trigger(event, f'{{"n": {n}}}'.encode())["eventId"] for n in range(40)]
     total = len(eids) * len(subs)
 
@@ -165,6 +183,9 @@ def test_many_events_over_partitions(api, db, cluster, receiver, report):
     wait_until(delivered, 60, f"{total} jobs delivered")
     got = {(q.path, q.headers.get("webhook-id")) for q in r.requests}
     assert got == {(f"/s{i}", e) for i in range(len(subs)) for e in eids}
+    for sub_id, part in db.sql("SELECT DISTINCT subscription_id, partition FROM jobs WHERE "
+                               f"event_id = {harness.sql_quote(eids[0])}"):
+        assert int(part) == partition(sub_id), "the test's partition() differs from ids.c"
     report(f"cluster: {total} jobs, {len(r.requests) - total} duplicate deliveries")
     used = []
     for p in range(PARTS):
