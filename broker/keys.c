@@ -145,10 +145,16 @@ void keys_create(struct req *r)
     }
     const char *name = NULL;
     if (nm && !cJSON_IsNull(nm)) {
-        size_t n = cJSON_IsString(nm) ? strlen(nm->valuestring) : 0;
-        bool ok = n >= 1 && n <= KEY_NAME_MAX;
-        for (size_t i = 0; ok && i < n; i++)
-            ok = (unsigned char)nm->valuestring[i] >= 0x20 && nm->valuestring[i] != 0x7f;
+        /* Counted in characters, as the OpenAPI document's maxLength is (the body is valid
+         * UTF-8: http_body_object checked it); a UTF-8 continuation byte starts none. */
+        size_t n = cJSON_IsString(nm) ? strlen(nm->valuestring) : 0, chars = 0;
+        bool ok = true;
+        for (size_t i = 0; ok && i < n; i++) {
+            unsigned char c = (unsigned char)nm->valuestring[i];
+            ok = c >= 0x20 && c != 0x7f;
+            chars += (c & 0xc0) != 0x80;
+        }
+        ok = ok && chars >= 1 && chars <= KEY_NAME_MAX;
         if (!ok) {
             http_error(r, 400, "invalid_field",
                        "name must be a string of 1 to %d characters without control characters",
