@@ -149,8 +149,8 @@ void auth_key_drop(const char *key_id)
 }
 
 static struct pg *auth_pg; /* the reload's own connection (auth_start) */
-static int64_t reload_at;   /* the next reload, on the monotonic clock */
-static bool reload_again;   /* a tick came while a reload was under way */
+static int64_t reload_at;  /* the next reload, on the monotonic clock */
+static bool reload_again;  /* a tick came while a reload was under way */
 
 /* A reload ended (installed or failed): the journal is no longer needed; a tick missed
  * meanwhile is made up for at once (auth_tick, defined below). */
@@ -277,8 +277,8 @@ void auth_tick(int64_t now_mono_ms)
     reload_again = false;
     reload_busy = true;
     const char *params[] = {loaded_counts};
-    if (pg_query_prepared(auth_pg, "auth_reload", SQL_RELOAD, 1, params, NULL, NULL, 0,
-                          got_reload, NULL) < 0)
+    if (pg_query_prepared(auth_pg, "auth_reload", SQL_RELOAD, 1, params, NULL, NULL, 0, got_reload,
+                          NULL) < 0)
         reload_done();
 }
 

@@ -10,17 +10,21 @@
 #include "table.h"
 
 static const struct opt create_opts[] = {
-    {"role", "ROLE", OPT_REPEAT,
-     "admin, producer or tenant (required; repeat it, or ROLE,ROLE)"},
+    {"role", "ROLE", OPT_REPEAT, "admin, producer or tenant (required; repeat it, or ROLE,ROLE)"},
     {"tenant", "TENANT", 0, "the tenant the key is limited to (needed by the role tenant)"},
     {"name", "TEXT", 0, "a name for people: what the key is for"},
     {NULL, NULL, 0, NULL},
 };
 
 static const struct col key_cols[] = {
-    {"ID", "id"},         {"PREFIX", "prefix"},       {"ROLES", "roles"},
-    {"TENANT", "tenant"}, {"CREATED", "createdAt"},   {"REVOKED", "revokedAt"},
-    {"NAME", "name"},     {NULL, NULL},
+    {"ID", "id"},
+    {"PREFIX", "prefix"},
+    {"ROLES", "roles"},
+    {"TENANT", "tenant"},
+    {"CREATED", "createdAt"},
+    {"REVOKED", "revokedAt"},
+    {"NAME", "name"},
+    {NULL, NULL},
 };
 
 static int run_create(struct cli *c, const struct args *a)
@@ -56,8 +60,9 @@ static int run_create(struct cli *c, const struct args *a)
     rc = api_show(c, &call);
     buf_free(&body);
     if (rc == EXIT_OK)
-        fprintf(stderr, "%s: the key is shown this once (the broker keeps only its SHA-256): "
-                        "store it now\n",
+        fprintf(stderr,
+                "%s: the key is shown this once (the broker keeps only its SHA-256): "
+                "store it now\n",
                 c->prog);
 out:
     cJSON_Delete(o);
