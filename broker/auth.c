@@ -7,6 +7,7 @@
 #include "auth.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -291,7 +292,13 @@ static void on_auth_pg_state(struct pg *p, bool up, void *arg)
 
 void auth_start(struct event_base *base, const char *conninfo, const char *setup_sql)
 {
-    auth_pg = pg_new(base, conninfo, "pg-auth", setup_sql, on_auth_pg_state, NULL);
+    /* The daemons' set-up ends with enable_seqscan = off, which prices the count's sequential
+     * scan at 1e10: over jit_above_cost, so PostgreSQL JIT-compiled the statement every time
+     * (measured: 0.7 to 2 s of CPU per reload, 4 ms without). This connection runs only the
+     * reload: sequential scans as usual, no JIT. */
+    char *setup = xasprintf("%s SET enable_seqscan = on; SET jit = off;", setup_sql);
+    auth_pg = pg_new(base, conninfo, "pg-auth", setup, on_auth_pg_state, NULL);
+    free(setup);
 }
 
 bool auth_ready(void)

@@ -223,8 +223,10 @@ static void listed(void *priv, PGresult *res, const char *err)
 
 void keys_list(struct req *r)
 {
-    static const char sql[] = "SELECT " KEY_COLS " FROM api_keys ORDER BY created_at, id "
-                              "LIMIT " KEYS_LIST_MAX;
+    /* By id: ids are time-ordered (UUID v7), and the primary key's index gives that order
+     * (ORDER BY created_at needs a sort of a sequential scan, which the daemons' set-up,
+     * enable_seqscan = off, prices so high that PostgreSQL JIT-compiles it: a second). */
+    static const char sql[] = "SELECT " KEY_COLS " FROM api_keys ORDER BY id LIMIT " KEYS_LIST_MAX;
     if (pg_query(r->b->pg_api, sql, 0, NULL, NULL, NULL, 0, listed, r) < 0)
         http_db_error(r, NULL, "not connected");
 }
