@@ -251,6 +251,13 @@ static void revoked(void *priv, PGresult *res, const char *err)
 
 void keys_revoke(struct req *r)
 {
+    if (strncmp(r->seg[0], KEY_PREFIX, sizeof KEY_PREFIX - 1) == 0) {
+        /* A key where its id belongs: not repeated in the answer (nor in the log line of
+         * http_error). */
+        http_error(r, 404, "not_found",
+                   "that is an API key, not a key id: revoke by id (GET /api/v0/keys lists them)");
+        return;
+    }
     if (!id_valid(r->seg[0], strlen(r->seg[0]))) {
         http_error(r, 404, "not_found", "no API key %.64s (ids are UUIDs)", r->seg[0]);
         return;

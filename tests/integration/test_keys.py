@@ -333,6 +333,9 @@ def test_revoke_answers(api, db):
     assert_error(api.delete(f"/api/v0/keys/{uuid.uuid4()}"), 404, "not_found")
     for bad in ("nope", "123", k["key"][:36], k["id"] + "0", k["id"][:-1], "%20" + k["id"]):
         assert_error(api.delete(f"/api/v0/keys/{bad}"), 404, "not_found")
+    # A key pasted where its id belongs is not echoed back.
+    err = assert_error(api.delete(f"/api/v0/keys/{k['key']}"), 404, "not_found")
+    assert k["key"][4:12] not in err["message"] and "not a key id" in err["message"]
     assert key_rows(db) == before
 
 
