@@ -1,17 +1,20 @@
 /* API keys of the management and trigger API: WEBHOOK_API_KEYS (admin keys, compared in
  * constant time) and the keys of the api_keys table (looked up by the SHA-256 of the presented
- * key, a copy of the table kept in memory and reloaded when it changes), giving the principal
- * (roles, tenant) of a presented Authorization header. Used by conn.c (before a request's body
- * is read) and by http.c (every /api/ request); keys.c adds and drops keys it writes. */
+ * key, a copy of the table kept in memory and reloaded over a connection of its own when it
+ * changes), giving the principal (roles, tenant) of a presented Authorization header. Used by
+ * conn.c (before a request's body is read) and by http.c (every /api/ request); keys.c adds
+ * and drops keys it writes (docs/decisions.md 45). */
 #include "auth.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include "clock.h"
 #include "codec.h"
 #include "log.h"
 #include "mem.h"
@@ -80,22 +83,26 @@ struct tkey {
 static struct tkey *tkeys;
 static size_t ntkeys;
 
+/* The changes keys.c made while a reload was under way, replayed over its result: the reload
+ * runs on its own connection, so its snapshot may predate a key this broker has just made or
+ * revoked, and installing it as it came would undo the change until the next reload (a
+ * revoked key accepted again for a tick). Emptied whenever no reload is under way. */
+struct journal_op {
+    bool put;
+    unsigned char sha[SHA256_DIGEST_LENGTH];
+    struct principal who;
+};
+static struct journal_op *journal;
+static size_t njournal;
+static bool reload_busy;
+
 static int tkey_cmp(const void *a, const void *b)
 {
     return memcmp(((const struct tkey *)a)->sha, ((const struct tkey *)b)->sha,
                   SHA256_DIGEST_LENGTH);
 }
 
-void auth_key_put(const unsigned char sha[32], const struct principal *who)
-{
-    auth_key_drop(who->key_id);
-    tkeys = xrealloc(tkeys, (ntkeys + 1) * sizeof *tkeys);
-    memcpy(tkeys[ntkeys].sha, sha, SHA256_DIGEST_LENGTH);
-    tkeys[ntkeys++].who = *who;
-    qsort(tkeys, ntkeys, sizeof *tkeys, tkey_cmp);
-}
-
-void auth_key_drop(const char *key_id)
+static void table_drop(const char *key_id)
 {
     for (size_t i = 0; i < ntkeys; i++) {
         if (strcmp(tkeys[i].who.key_id, key_id) == 0) {
@@ -103,6 +110,59 @@ void auth_key_drop(const char *key_id)
             ntkeys--;
             return;
         }
+    }
+}
+
+static void table_put(const unsigned char sha[SHA256_DIGEST_LENGTH], const struct principal *who)
+{
+    table_drop(who->key_id);
+    tkeys = xrealloc(tkeys, (ntkeys + 1) * sizeof *tkeys);
+    memcpy(tkeys[ntkeys].sha, sha, SHA256_DIGEST_LENGTH);
+    tkeys[ntkeys++].who = *who;
+    qsort(tkeys, ntkeys, sizeof *tkeys, tkey_cmp);
+}
+
+static void journal_add(bool put, const unsigned char *sha, const struct principal *who)
+{
+    if (!reload_busy)
+        return;
+    journal = xrealloc(journal, (njournal + 1) * sizeof *journal);
+    struct journal_op *op = &journal[njournal++];
+    memset(op, 0, sizeof *op);
+    op->put = put;
+    if (sha)
+        memcpy(op->sha, sha, SHA256_DIGEST_LENGTH);
+    op->who = *who;
+}
+
+void auth_key_put(const unsigned char sha[32], const struct principal *who)
+{
+    table_put(sha, who);
+    journal_add(true, sha, who);
+}
+
+void auth_key_drop(const char *key_id)
+{
+    table_drop(key_id);
+    struct principal who = {0};
+    snprintf(who.key_id, sizeof who.key_id, "%s", key_id);
+    journal_add(false, NULL, &who);
+}
+
+static struct pg *auth_pg; /* the reload's own connection (auth_start) */
+static int64_t reload_at;  /* the next reload, on the monotonic clock */
+static bool reload_again;  /* a tick came while a reload was under way */
+
+/* A reload ended (installed or failed): the journal is no longer needed; a tick missed
+ * meanwhile is made up for at once (auth_tick, defined below). */
+static void reload_done(void)
+{
+    reload_busy = false;
+    njournal = 0;
+    if (reload_again && auth_pg) {
+        reload_again = false;
+        reload_at = 0;
+        auth_tick(clock_mono_ms());
     }
 }
 
@@ -135,87 +195,129 @@ void auth_roles_json(struct buf *b, unsigned roles)
     buf_addc(b, ']');
 }
 
-/* Reloading: every AUTH_RELOAD_MS the counts of keys and of revoked keys are read (rows are
- * never deleted, so any insert or revocation changes one of them, whatever the order in which
- * concurrent transactions commit); when they differ from the last load, the whole table of
- * keys not revoked is read again. One query at a time. */
+/* Reloading: every AUTH_RELOAD_MS one statement reads the counts of keys and of revoked keys
+ * (rows are never deleted, so any insert or revocation changes one of them, whatever the order
+ * in which concurrent transactions commit) and, only when they differ from the counts of the
+ * last load ($1), every key not revoked, in the same snapshot: one round trip, and the counts
+ * kept always describe the keys installed. When nothing changed the answer is one row of
+ * counts and NULLs. One statement at a time, on a connection of the reload's own, so that a
+ * slow management query on pg-api cannot hold a revocation back. */
 #define AUTH_RELOAD_MS 250
-static const char SQL_KEY_COUNTS[] = "SELECT count(*), count(revoked_at) FROM api_keys";
-static const char SQL_KEYS[] =
-    "SELECT encode(sha256, 'hex'), array_to_string(roles, ','), coalesce(tenant, ''), id "
-    "FROM api_keys WHERE revoked_at IS NULL";
-static bool reload_busy;
+static const char SQL_RELOAD[] =
+    "WITH c AS (SELECT count(*)::text || '/' || count(revoked_at)::text AS counts "
+    "FROM api_keys) "
+    "SELECT c.counts, encode(k.sha256, 'hex'), array_to_string(k.roles, ','), "
+    "coalesce(k.tenant, ''), k.id "
+    "FROM c LEFT JOIN api_keys k ON k.revoked_at IS NULL AND c.counts <> $1";
+static bool loaded_once;
 static char loaded_counts[48]; /* "<keys>/<revoked>" of the table last loaded; "" never */
-static char seen_counts[48];
-static int64_t reload_at;
 
-static void got_keys(void *priv, PGresult *res, const char *err)
+static void got_reload(void *priv, PGresult *res, const char *err)
 {
     (void)priv;
-    reload_busy = false;
-    if (err) {
-        log_warn(NULL, "reloading the API keys: %s (the keys loaded before stay in use)", err);
+    if (err || PQntuples(res) < 1) {
+        if (auth_pg) /* not auth_free's pg_free */
+            log_warn(NULL, "reloading the API keys: %s (the keys loaded before stay in use)",
+                     err ? err : "no answer");
+        reload_done();
+        return;
+    }
+    const char *counts = PQgetvalue(res, 0, 0);
+    if (strcmp(counts, loaded_counts) == 0) {
+        reload_done(); /* unchanged: nothing was read but the counts */
         return;
     }
     size_t n = (size_t)PQntuples(res);
-    struct tkey *t = xcalloc(n ? n : 1, sizeof *t);
+    struct tkey *t = xcalloc(n, sizeof *t);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        const char *hex = PQgetvalue(res, (int)i, 0);
+        if (PQgetisnull(res, (int)i, 1))
+            continue; /* no key at all: the one row of counts */
+        const char *hex = PQgetvalue(res, (int)i, 1);
         if (hex_decode(hex, strlen(hex), t[k].sha, sizeof t[k].sha) != SHA256_DIGEST_LENGTH)
             continue;
-        const char *roles = PQgetvalue(res, (int)i, 1);
+        memset(&t[k].who, 0, sizeof t[k].who);
+        const char *roles = PQgetvalue(res, (int)i, 2);
         while (*roles) {
             size_t l = strcspn(roles, ",");
             t[k].who.roles |= auth_roles_parse(roles, l);
             roles += l + (roles[l] == ',');
         }
-        snprintf(t[k].who.tenant, sizeof t[k].who.tenant, "%s", PQgetvalue(res, (int)i, 2));
-        snprintf(t[k].who.key_id, sizeof t[k].who.key_id, "%s", PQgetvalue(res, (int)i, 3));
+        snprintf(t[k].who.tenant, sizeof t[k].who.tenant, "%s", PQgetvalue(res, (int)i, 3));
+        snprintf(t[k].who.key_id, sizeof t[k].who.key_id, "%s", PQgetvalue(res, (int)i, 4));
         k += t[k].who.roles != 0;
     }
     qsort(t, k, sizeof *t, tkey_cmp);
     free(tkeys);
     tkeys = t;
     ntkeys = k;
-    if (strcmp(loaded_counts, seen_counts) != 0)
-        log_info(NULL, "API keys loaded: %zu in use", ntkeys);
-    memcpy(loaded_counts, seen_counts, sizeof loaded_counts);
+    /* What this broker made or revoked while the statement ran may postdate its snapshot. */
+    for (size_t i = 0; i < njournal; i++) {
+        if (journal[i].put)
+            table_put(journal[i].sha, &journal[i].who);
+        else
+            table_drop(journal[i].who.key_id);
+    }
+    snprintf(loaded_counts, sizeof loaded_counts, "%s", counts);
+    loaded_once = true;
+    log_info(NULL, "API keys loaded: %zu in use", ntkeys);
+    reload_done(); /* last: it may send the next statement, with loaded_counts */
 }
 
-static void got_counts(void *priv, PGresult *res, const char *err)
+void auth_tick(int64_t now_mono_ms)
 {
-    struct pg *pg = priv;
-    if (err || PQntuples(res) != 1) {
-        reload_busy = false;
-        return; /* the next tick asks again */
-    }
-    snprintf(seen_counts, sizeof seen_counts, "%s/%s", PQgetvalue(res, 0, 0),
-             PQgetvalue(res, 0, 1));
-    if (strcmp(seen_counts, loaded_counts) == 0) {
-        reload_busy = false;
+    if (!auth_pg || now_mono_ms < reload_at || !pg_up(auth_pg))
+        return;
+    if (reload_busy) {
+        /* The statement under way may have taken its snapshot before a change now committed:
+         * ask again as soon as it answers rather than a whole period later. */
+        reload_again = true;
         return;
     }
-    if (pg_query_prepared(pg, "auth_keys", SQL_KEYS, 0, NULL, NULL, NULL, 0, got_keys, NULL) < 0)
-        reload_busy = false;
-}
-
-void auth_tick(struct pg *pg, int64_t now_mono_ms)
-{
-    if (reload_busy || now_mono_ms < reload_at || !pg_up(pg))
-        return;
     reload_at = now_mono_ms + AUTH_RELOAD_MS;
+    reload_again = false;
     reload_busy = true;
-    if (pg_query_prepared(pg, "auth_key_counts", SQL_KEY_COUNTS, 0, NULL, NULL, NULL, 0,
-                          got_counts, pg) < 0)
-        reload_busy = false;
+    const char *params[] = {loaded_counts};
+    if (pg_query_prepared(auth_pg, "auth_reload", SQL_RELOAD, 1, params, NULL, NULL, 0, got_reload,
+                          NULL) < 0)
+        reload_done();
+}
+
+static void on_auth_pg_state(struct pg *p, bool up, void *arg)
+{
+    (void)p, (void)arg;
+    if (up)
+        auth_tick(clock_mono_ms()); /* the first load, or the changes missed while down */
+}
+
+void auth_start(struct event_base *base, const char *conninfo, const char *setup_sql)
+{
+    /* The daemons' set-up ends with enable_seqscan = off, which prices the count's sequential
+     * scan at 1e10: over jit_above_cost, so PostgreSQL JIT-compiled the statement every time
+     * (measured: 0.7 to 2 s of CPU per reload, 4 ms without). This connection runs only the
+     * reload: sequential scans as usual, no JIT. */
+    char *setup = xasprintf("%s SET enable_seqscan = on; SET jit = off;", setup_sql);
+    auth_pg = pg_new(base, conninfo, "pg-auth", setup, on_auth_pg_state, NULL);
+    free(setup);
+}
+
+bool auth_ready(void)
+{
+    return loaded_once;
 }
 
 void auth_free(void)
 {
+    struct pg *p = auth_pg;
+    auth_pg = NULL;
+    if (p)
+        pg_free(p); /* a reload's callbacks run now, with an error */
     free(tkeys);
     tkeys = NULL;
     ntkeys = 0;
+    free(journal);
+    journal = NULL;
+    njournal = 0;
 }
 
 static bool blank(char c)

@@ -1,5 +1,6 @@
-/* API keys of the management and trigger API: loading WEBHOOK_API_KEYS and checking the value
- * of a presented Authorization header in constant time. */
+/* API keys of the management and trigger API: WEBHOOK_API_KEYS (admin keys, compared in
+ * constant time) and the api_keys table's keys (a copy in memory, reloaded when the table
+ * changes), and the principal (roles, tenant) of a presented Authorization header. */
 #ifndef WH_AUTH_H
 #define WH_AUTH_H
 
@@ -10,7 +11,7 @@
 #include "mem.h"
 #include "pg.h"
 
-/* Roles of an API key (issue 13, decision 44): a key has one or more. */
+/* Roles of an API key (issue 13, decision 45): a key has one or more. */
 #define ROLE_ADMIN 1u    /* everything */
 #define ROLE_PRODUCER 2u /* triggers events (of its tenant only, when the key has one) */
 #define ROLE_TENANT 4u   /* manages its tenant's subscriptions and sees their deliveries */
@@ -31,11 +32,17 @@ int auth_load(const char *list, char *err, size_t errlen) __attribute__((warn_un
  * *who (when not NULL) is that key's principal. */
 bool auth_check(const char *value, size_t n, struct principal *who);
 
-/* The api_keys table's keys in memory: the broker's periodic tick calls auth_tick, which
- * reloads them when the table changed (so a key made or revoked on another broker takes effect
- * here within a fraction of a second); keys.c applies its own changes at once with
- * auth_key_put (sha: the SHA-256 of the whole key; *who copied) and auth_key_drop. */
-void auth_tick(struct pg *pg, int64_t now_mono_ms);
+/* The api_keys table's keys in memory. auth_start opens the reload's own PostgreSQL
+ * connection ("pg-auth"; setup_sql as for the others: it counts as up once migrated; both
+ * strings copied) and loads the keys once it is up; the broker's periodic tick calls
+ * auth_tick, which reloads them when the table changed (so a key made or revoked on another
+ * broker takes effect here within a fraction of a second). keys.c applies its own changes at
+ * once with auth_key_put (sha: the SHA-256 of the whole key; *who copied) and auth_key_drop;
+ * a reload under way meanwhile cannot undo them. auth_ready: the table's keys were loaded at
+ * least once (GET /readyz waits for it). auth_free closes the connection and frees the copy. */
+void auth_start(struct event_base *base, const char *conninfo, const char *setup_sql);
+void auth_tick(int64_t now_mono_ms);
+bool auth_ready(void);
 void auth_key_put(const unsigned char sha[32], const struct principal *who);
 void auth_key_drop(const char *key_id);
 void auth_free(void);

@@ -117,7 +117,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     int64_t now = clock_mono_ms();
     sample_tick(b, now);
     if (!b->draining)
-        auth_tick(b->pg_api, now);
+        auth_tick(now);
 }
 
 void broker_work_done(struct broker *b)
@@ -171,7 +171,6 @@ static void on_pg_state(struct pg *p, bool up, void *arg)
     (void)p;
     if (up) {
         subs_index_ensure(arg);
-        auth_tick(((struct broker *)arg)->pg_api, clock_mono_ms());
         rekey_start(arg);
         recover_resume(arg);
     }
@@ -225,6 +224,7 @@ int main(int argc, char **argv)
         pg_new(broker.base, broker.cfg.database_url, "pg-commit", setup, NULL, NULL);
     broker.pg_api = pg_new(broker.base, broker.cfg.database_url, "pg-api", setup, on_pg_state,
                            &broker);
+    auth_start(broker.base, broker.cfg.database_url, setup); /* the API keys' reload */
     free(setup);
     sig_term = xnonnull(evsignal_new(broker.base, SIGTERM, on_signal, &broker), "evsignal_new");
     sig_int = xnonnull(evsignal_new(broker.base, SIGINT, on_signal, &broker), "evsignal_new");

@@ -36,9 +36,10 @@ struct hit {
  * ever indexed (the patterns mark), a second pipeline with one HGETALL per pattern entry that
  * can match the name (decision 39: a prefix pattern per dot, "*"). Each command's callback
  * holds a reference, and the last one released frees it, whatever order or path (reply,
- * disconnect, a send that failed) they take. The last HGETALL's callback does the fan-out
- * (replies come in order on one connection). r and e are owned until then; NULL when the
- * trigger was answered already. */
+ * disconnect, a send that failed) they take. Whichever reply comes last does the fan-out
+ * (fanout_decide): on a Redis Cluster the mark and the entries live on different masters, so
+ * their replies come in any order. r and e are owned until then; NULL when the trigger was
+ * answered already. */
 struct fanout {
     int refs;
     int hgetalls;  /* HGETALL replies still to come */
@@ -49,6 +50,7 @@ struct fanout {
     struct req *r;
     struct event_rec *e;
     bool index_ready;
+    bool state_known; /* the MGET answered (on a cluster, maybe after the HGETALLs) */
     struct subfilter_payload pl;
     struct hit *hits;
     size_t nhits, cap;
@@ -190,9 +192,10 @@ static int read_patterns(struct rds *rd, struct fanout *f)
     return 0;
 }
 
+static void fanout_decide(struct rds *rd, struct fanout *f);
+
 static void from_index(struct rds *rd, redisReply *reply, void *priv)
 {
-    (void)rd;
     struct fanout *f = priv;
     struct req *r = f->r;
     f->hgetalls--;
@@ -204,7 +207,9 @@ static void from_index(struct rds *rd, redisReply *reply, void *priv)
         f->failed = true;
         if (!f->err)
             f->err = reply && reply->str ? "Redis answered an error" : "connection lost";
-    } else if (f->index_ready) {
+    } else {
+        /* Collected even before the MGET answered (on a cluster it may come later); dropped
+         * by fanout_decide when the index is not ready. */
         for (size_t i = 0; i + 1 < reply->elements; i += 2) {
             redisReply *url = reply->element[i], *val = reply->element[i + 1];
             if (url->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING)
@@ -219,17 +224,23 @@ static void from_index(struct rds *rd, redisReply *reply, void *priv)
             add_hit(f, iv.id, url->str, url->len);
         }
     }
-    if (f->hgetalls > 0) {
-        fanout_unref(f);
+    fanout_decide(rd, f);
+    fanout_unref(f);
+}
+
+/* Once the MGET and every HGETALL sent so far have answered, in whatever order: the pattern
+ * entries' HGETALLs, or the answer. */
+static void fanout_decide(struct rds *rd, struct fanout *f)
+{
+    struct req *r = f->r;
+    if (!r || f->hgetalls > 0 || !f->state_known)
         return;
-    }
     if (!f->failed && f->index_ready && f->patterns && !f->second) {
         f->second = true;
         if (read_patterns(rd, f) < 0) {
             f->failed = true;
             f->err = "connection lost";
         } else if (f->hgetalls > 0) {
-            fanout_unref(f);
             return;
         } /* else: no pattern can match the name */
     }
@@ -240,20 +251,23 @@ static void from_index(struct rds *rd, redisReply *reply, void *priv)
         http_error(r, 503, "unavailable", "Redis is unavailable (%s); the event was not accepted",
                    f->err);
     } else if (!f->index_ready) {
+        for (size_t i = 0; i < f->nhits; i++)
+            free(f->hits[i].url);
+        f->nhits = 0;
         fanout_from_db(f);
     } else {
         fanout_commit(f);
     }
-    fanout_unref(f);
 }
 
 static void index_state(struct rds *rd, redisReply *reply, void *priv)
 {
-    (void)rd;
     struct fanout *f = priv;
     f->index_ready = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
                      reply->element[0]->type == REDIS_REPLY_STRING;
     f->patterns = f->index_ready && reply->element[1]->type == REDIS_REPLY_STRING;
+    f->state_known = true;
+    fanout_decide(rd, f);
     fanout_unref(f);
 }
 
@@ -378,8 +392,8 @@ void trigger_post(struct req *r)
     f->r = r;
     f->e = e;
     f->pl = (struct subfilter_payload){.p = e->payload, .n = e->payload_len};
-    /* Pipelined on one connection: replies arrive in order, so index_state has run when
-     * from_index runs, which sends the pattern entries' HGETALLs when the mark says so. */
+    /* Pipelined (on a cluster, to the masters of two slots): the last reply of the MGET and
+     * the HGETALL decides, and sends the pattern entries' HGETALLs when the mark says so. */
     char key[KEY_MAX], pkey[KEY_MAX];
     size_t klen = key_index_ready(key), plen = key_index_patterns(pkey);
     const char *mg[] = {"MGET", key, pkey};

@@ -70,7 +70,7 @@ static void print_error(const struct cli *c, long status, const struct buf *body
     if (status == 401)
         fprintf(stderr,
                 "%s: set WEBHOOK_API_KEY (or --api-key) to a key of the broker's "
-                "WEBHOOK_API_KEYS\n",
+                "WEBHOOK_API_KEYS or one made by webhookctl keys create (not revoked)\n",
                 c->prog);
     cJSON_Delete(j);
 }

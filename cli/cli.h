@@ -40,11 +40,12 @@ struct cmd {
 };
 
 /* The command groups, each a table ending with a {NULL} entry (cli/subs.c, cli/events.c,
- * cli/jobs.c, cli/admin.c). */
+ * cli/jobs.c, cli/admin.c, cli/keys.c). */
 extern const struct cmd subs_cmds[];
 extern const struct cmd events_cmds[];
 extern const struct cmd jobs_cmds[];
 extern const struct cmd admin_cmds[];
+extern const struct cmd keys_cmds[];
 
 /* Prints "webhookctl: <message>" to stderr and returns EXIT_USAGE, for a bad value. */
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

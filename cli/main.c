@@ -23,7 +23,8 @@ static const struct opt globals[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static const struct cmd *const groups[] = {subs_cmds, events_cmds, jobs_cmds, admin_cmds};
+static const struct cmd *const groups[] = {subs_cmds, events_cmds, jobs_cmds, admin_cmds,
+                                            keys_cmds};
 #define NGROUPS (sizeof groups / sizeof groups[0])
 
 int cli_usage_error(const char *fmt, ...)

@@ -34,7 +34,9 @@ void cfg_free(const struct cfg_opt *opts, size_t n);
 /* Entries every binary shares, so their names, defaults and help are defined once. */
 #define CFG_OPT_REDIS_URL(ptr)                                                                     \
     {"REDIS_URL", "redis-url", CFG_STR, "redis://127.0.0.1:6379", 0, 0,                          \
-     "Redis server: redis://[:password@]host[:port][/db]", ptr}
+     "Redis server: redis://[:password@]host[:port][/db], or a Redis Cluster: "                    \
+     "redis-cluster://[:password@]host:port[,host:port...]",                                       \
+     ptr}
 #define CFG_OPT_DATABASE_URL(ptr)                                                                  \
     {"DATABASE_URL", "database-url", CFG_STR, "postgresql://webhooks@127.0.0.1:5432/webhooks", 0, \
      0, "PostgreSQL connection string (libpq URI or key=value)", ptr}

@@ -12,6 +12,7 @@
 #include "libmem.h"
 #include "log.h"
 #include "mem.h"
+#include "rcluster.h"
 #include "reconn.h"
 
 /* No reply for this long while commands wait: the server is stopped or unreachable (a
@@ -35,6 +36,7 @@ struct rds {
     struct reconn_watch watch; /* silence since the last reply (or since going idle->busy) */
     rds_state_fn *on_state;
     void *arg;
+    struct rcluster *cl; /* redis-cluster:// URL: the router does the rest (no ac, no timers) */
 };
 
 struct pending {
@@ -371,6 +373,11 @@ out_fail:
     return -1;
 }
 
+static void cluster_state(bool up, void *arg)
+{
+    set_state(arg, up);
+}
+
 struct rds *rds_new(struct event_base *base, const char *url, const char *name,
                     rds_state_fn *on_state, void *arg, char *err, size_t errlen)
 {
@@ -379,6 +386,15 @@ struct rds *rds_new(struct event_base *base, const char *url, const char *name,
     r->name = xstrdup(name);
     r->on_state = on_state;
     r->arg = arg;
+    if (rcluster_is_url(url)) {
+        r->cl = rcluster_new(base, url, name, r, cluster_state, r, err, errlen);
+        if (!r->cl) {
+            free(r->name);
+            free(r);
+            return NULL;
+        }
+        return r;
+    }
     reconn_init(&r->backoff);
     if (rds_parse_url(url, &r->addr, err, errlen) < 0) {
         free(r->name);
@@ -397,6 +413,12 @@ void rds_free(struct rds *r)
     if (!r)
         return;
     r->freeing = true;
+    if (r->cl) {
+        rcluster_free(r->cl);
+        free(r->name);
+        free(r);
+        return;
+    }
     if (r->ac) {
         redisAsyncContext *ac = r->ac;
         r->ac = NULL;
@@ -415,6 +437,11 @@ bool rds_up(const struct rds *r)
     return r->up;
 }
 
+bool rds_is_cluster(const struct rds *r)
+{
+    return r->cl != NULL;
+}
+
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)ac;
@@ -429,6 +456,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 int rds_cmd(struct rds *r, rds_reply_fn *cb, void *priv, int argc, const char **argv,
             const size_t *lens)
 {
+    if (r->cl)
+        return rcluster_cmd(r->cl, cb, priv, argc, argv, lens);
     if (!r->up || !r->ac)
         return -1;
     struct pending *p = xmalloc(sizeof *p);

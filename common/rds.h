@@ -34,12 +34,18 @@ typedef void rds_reply_fn(struct rds *r, redisReply *reply, void *priv);
  * lost. A refused AUTH/SELECT is logged (never the password) and retried with backoff. */
 typedef void rds_state_fn(struct rds *r, bool up, void *arg);
 
-/* Parses redis://[:password@]host[:port][/db]. Returns NULL with a reason in err when the URL
+/* Parses redis://[:password@]host[:port][/db], or redis-cluster://[:password@]host:port[,...]
+ * (common/rcluster.h: the same API routed over one connection per master). Returns NULL with a reason in err when the URL
  * is malformed (the password masked); otherwise starts connecting at once. name appears in logs. */
 struct rds *rds_new(struct event_base *base, const char *url, const char *name,
                     rds_state_fn *on_state, void *arg, char *err, size_t errlen);
 void rds_free(struct rds *r);
 bool rds_up(const struct rds *r);
+/* Made from a redis-cluster:// URL. Such a handle differs in three ways: replies of commands
+ * to different slots may come in any order; a blocking command holds its master's connection
+ * (use a handle of its own); MULTI...EXEC is sent when EXEC is, and the commands inside take
+ * no callback. */
+bool rds_is_cluster(const struct rds *r);
 
 /* Sends a command. Returns -1 (and never calls cb) when not connected; otherwise cb is called
  * exactly once, with NULL if the connection drops first. cb may be NULL (reply ignored). The

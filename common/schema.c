@@ -354,7 +354,7 @@ char *schema_setup_sql(void)
 char *schema_daemon_setup_sql(void)
 {
     char *setup = schema_setup_sql();
-    char *all = xasprintf("%s SET enable_seqscan = off;", setup);
+    char *all = xasprintf("%s SET enable_seqscan = off; SET jit = off;", setup);
     free(setup);
     return all;
 }

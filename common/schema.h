@@ -8,7 +8,10 @@ char *schema_setup_sql(void);
 /* The same, followed by the settings of the broker's and workers' sessions: every statement
  * they run is an index lookup, and sequential scans are turned off so that a prepared
  * statement's cached generic plan, made while a table was nearly empty, cannot become a scan
- * of every job once the table has grown (docs/decisions.md). Caller frees. */
+ * of every job once the table has grown (docs/decisions.md). JIT compilation is turned off
+ * too: with sequential scans priced at 1e10, the rare statement that can only scan (a count
+ * over a small table) crossed jit_above_cost and was compiled on every run, at 0.7 to 2 s of
+ * CPU each (found by the API keys' reload, decision 45). Caller frees. */
 char *schema_daemon_setup_sql(void);
 int schema_version(void); /* newest migration number */
 

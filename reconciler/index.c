@@ -152,22 +152,25 @@ static int scan_index(struct recon *r)
     }
     pattern[k++] = '*';
     pattern[k] = '\0';
-    char cursor[32] = "0";
     int rc = 0;
-    do {
-        const char *argv[] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "500"};
-        size_t lens[] = {4, strlen(cursor), 5, k, 5, 3};
-        redisReply *rep = recon_redis(r, 6, argv, lens);
-        if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
+    /* SCAN sees one server's keys: on a Redis Cluster, every master in turn. */
+    for (int server = 0; rc == 0 && server < recon_redis_servers(r); server++) {
+        char cursor[32] = "0";
+        do {
+            const char *argv[] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "500"};
+            size_t lens[] = {4, strlen(cursor), 5, k, 5, 3};
+            redisReply *rep = recon_redis_on(r, server, 6, argv, lens);
+            if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
+                freeReplyObject(rep);
+                return -1;
+            }
+            snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
+            const redisReply *keys = rep->element[1];
+            for (size_t i = 0; i < keys->elements && rc == 0; i++)
+                rc = check_key(r, keys->element[i]->str, keys->element[i]->len);
             freeReplyObject(rep);
-            return -1;
-        }
-        snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
-        const redisReply *keys = rep->element[1];
-        for (size_t i = 0; i < keys->elements && rc == 0; i++)
-            rc = check_key(r, keys->element[i]->str, keys->element[i]->len);
-        freeReplyObject(rep);
-    } while (rc == 0 && strcmp(cursor, "0") != 0);
+        } while (rc == 0 && strcmp(cursor, "0") != 0);
+    }
     return rc;
 }
 

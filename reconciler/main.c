@@ -13,6 +13,8 @@
 #include "log.h"
 #include "metrics.h"
 #include "metricsrv.h"
+#include "rclsync.h"
+#include "rcluster.h"
 #include "rds.h"
 #include "recon.h"
 #include "schema.h"
@@ -60,6 +62,13 @@ static const char usage[] =
 
 redisReply *recon_redis(struct recon *r, int argc, const char **argv, const size_t *lens)
 {
+    if (r->cl) {
+        char err[512];
+        redisReply *reply = rclsync_cmd(r->cl, argc, argv, lens, err, sizeof err);
+        if (!reply)
+            log_error("redis", "%s", err);
+        return reply;
+    }
     if (!r->rc)
         return NULL;
     redisReply *reply = redisCommandArgv(r->rc, argc, argv, lens);
@@ -68,6 +77,23 @@ redisReply *recon_redis(struct recon *r, int argc, const char **argv, const size
         redisFree(r->rc);
         r->rc = NULL;
     }
+    return reply;
+}
+
+int recon_redis_servers(const struct recon *r)
+{
+    return r->cl ? rclsync_masters(r->cl) : 1;
+}
+
+redisReply *recon_redis_on(struct recon *r, int i, int argc, const char **argv,
+                           const size_t *lens)
+{
+    if (!r->cl)
+        return recon_redis(r, argc, argv, lens);
+    char err[512];
+    redisReply *reply = rclsync_cmd_master(r->cl, i, argc, argv, lens, err, sizeof err);
+    if (!reply)
+        log_error("redis", "%s", err);
     return reply;
 }
 
@@ -96,8 +122,14 @@ static bool handshake_ok(const redisReply *rep, const char *cmd, const struct rd
     return false;
 }
 
+static int connect_pg(char *err, size_t errlen);
+
 static int connect_all(char *err, size_t errlen)
 {
+    if (rcluster_is_url(R.cfg.redis_url)) {
+        R.cl = rclsync_new(R.cfg.redis_url, 30, err, errlen);
+        return R.cl ? connect_pg(err, errlen) : -1;
+    }
     struct rds_addr a;
     if (rds_parse_url(R.cfg.redis_url, &a, err, errlen) < 0)
         return -1;
@@ -127,6 +159,11 @@ static int connect_all(char *err, size_t errlen)
     free(a.password);
     if (!auth_ok)
         return -1;
+    return connect_pg(err, errlen);
+}
+
+static int connect_pg(char *err, size_t errlen)
+{
     R.pg = PQconnectdb(R.cfg.database_url);
     if (PQstatus(R.pg) != CONNECTION_OK) {
         snprintf(err, errlen, "cannot connect to PostgreSQL: %s", PQerrorMessage(R.pg));
@@ -148,6 +185,8 @@ static void disconnect_all(void)
     if (R.rc)
         redisFree(R.rc);
     R.rc = NULL;
+    rclsync_free(R.cl);
+    R.cl = NULL;
     if (R.pg)
         PQfinish(R.pg);
     R.pg = NULL;
@@ -161,7 +200,7 @@ static int pass(void)
     int connected = connect_all(err, sizeof err);
     /* what this pass found (the connections live only during a pass) */
     metrics_lock();
-    metrics_set(M_REDIS_UP, 0, R.rc && !R.rc->err);
+    metrics_set(M_REDIS_UP, 0, R.cl || (R.rc && !R.rc->err));
     metrics_set(M_POSTGRES_UP, 0, R.pg && PQstatus(R.pg) == CONNECTION_OK);
     metrics_unlock();
     if (connected < 0) {

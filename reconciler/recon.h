@@ -39,15 +39,23 @@ struct recon_counts {
     long released;    /* held jobs released: their subscription is not paused */
 };
 
+struct rclsync;
+
 struct recon {
     struct recon_cfg cfg;
     redisContext *rc;
+    struct rclsync *cl; /* instead of rc for a redis-cluster:// URL (decision 48) */
     PGconn *pg;
     struct recon_counts n;
 };
 
 /* Sends one Redis command; NULL on a connection error (logged). Caller frees the reply. */
 redisReply *recon_redis(struct recon *r, int argc, const char **argv, const size_t *lens);
+/* Commands that must see every key (SCAN): the number of Redis servers (the masters of a
+ * cluster, else 1) and one command sent to server i, where recon_redis routes by key. */
+int recon_redis_servers(const struct recon *r);
+redisReply *recon_redis_on(struct recon *r, int i, int argc, const char **argv,
+                           const size_t *lens);
 /* Runs one statement; NULL on error (logged). Caller PQclear()s. */
 PGresult *recon_sql(struct recon *r, const char *sql, int n, const char *const *params);
 

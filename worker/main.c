@@ -110,7 +110,7 @@ static void maybe_exit(void)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what, (void)arg;
-    metrics_set(M_REDIS_UP, 0, rds_up(W.rd_cmd) && rds_up(W.rd_read));
+    metrics_set(M_REDIS_UP, 0, rds_up(W.rd_cmd) && reader_up());
     metrics_set(M_POSTGRES_UP, 0, pg_up(W.pg) && pg_up(W.pg_read));
     offline_tick(clock_mono_ms());
     reader_tick(clock_now_ms());
@@ -244,10 +244,19 @@ int main(int argc, char **argv)
     W.pg_read = pg_new(W.base, W.cfg.database_url, "pg-read", setup, on_pg, NULL);
     free(setup);
     W.rd_cmd = rds_new(W.base, W.cfg.redis_url, "redis", on_redis_cmd, NULL, err, sizeof err);
-    W.rd_read = W.rd_cmd ? rds_new(W.base, W.cfg.redis_url, "redis-read", on_redis_read, NULL,
-                                   err, sizeof err)
-                         : NULL;
-    if (!W.rd_read) {
+    if (W.rd_cmd && rds_is_cluster(W.rd_cmd)) {
+        W.rd_parts = xcalloc((size_t)W.cfg.partitions, sizeof *W.rd_parts);
+        for (long p = 0; p < W.cfg.partitions; p++) {
+            char name[32];
+            snprintf(name, sizeof name, "redis-read-%ld", p);
+            W.rd_parts[p] = rds_new(W.base, W.cfg.redis_url, name, on_redis_read, NULL, err,
+                                    sizeof err);
+        }
+    } else if (W.rd_cmd) {
+        W.rd_read = rds_new(W.base, W.cfg.redis_url, "redis-read", on_redis_read, NULL, err,
+                            sizeof err);
+    }
+    if (!W.rd_read && !W.rd_parts) {
         fprintf(stderr, "webhook-worker: %s\n", err);
         return 2;
     }
@@ -266,6 +275,9 @@ int main(int argc, char **argv)
     deliver_shutdown();
     mail_shutdown();
     rds_free(W.rd_read);
+    for (long p = 0; W.rd_parts && p < W.cfg.partitions; p++)
+        rds_free(W.rd_parts[p]);
+    free(W.rd_parts);
     rds_free(W.rd_cmd);
     pg_free(W.pg);
     pg_free(W.pg_read);

@@ -1,5 +1,5 @@
 /* Taking jobs from Redis: XREADGROUP on the partition streams (a blocking read on its own
- * connection), XAUTOCLAIM of entries left pending by dead workers, the retry promoter (one Lua
+ * connection; on a Redis Cluster one per partition, each on its own handle), XAUTOCLAIM of entries left pending by dead workers, the retry promoter (one Lua
  * script moves due members of the retry set back to the stream), and group re-creation. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +15,10 @@
 #define PROMOTE_MAX 500
 
 static bool reading;     /* an XREADGROUP is outstanding */
+/* Redis Cluster (W.rd_parts): per partition, the COUNT of its outstanding XREADGROUP (0: none),
+ * and their sum, taken from the room left under WORKER_CONCURRENCY. */
+static long part_reading[256];
+static long reserved;
 static bool groups_ok;   /* consumer groups known to exist */
 static int groups_pending;
 static bool promoting;
@@ -122,10 +126,27 @@ static unsigned key_partition(const char *key)
     return open ? (unsigned)strtoul(open + 1, NULL, 10) : 0;
 }
 
+bool reader_up(void)
+{
+    if (!W.rd_parts)
+        return rds_up(W.rd_read);
+    for (long p = 0; p < W.cfg.partitions; p++)
+        if (!rds_up(W.rd_parts[p]))
+            return false;
+    return true;
+}
+
+/* priv: 0 for the one read over every partition, else 1 + the partition (Redis Cluster). */
 static void read_done(struct rds *r, redisReply *reply, void *priv)
 {
-    (void)r, (void)priv;
-    reading = false;
+    (void)r;
+    uintptr_t tag = (uintptr_t)priv;
+    if (tag) {
+        reserved -= part_reading[tag - 1];
+        part_reading[tag - 1] = 0;
+    } else {
+        reading = false;
+    }
     if (!reply) {
         return; /* connection lost: reader_kick runs again once it is back */
     }
@@ -163,10 +184,58 @@ static void read_done(struct rds *r, redisReply *reply, void *priv)
     reader_kick();
 }
 
+/* Redis Cluster: one XREADGROUP per partition on its own handle (an XREADGROUP over several
+ * streams is CROSSSLOT, even for two partitions of one master), each with a share of the room
+ * (at least 1) so the reads together never take more than WORKER_CONCURRENCY. */
+static void kick_parts(void)
+{
+    long room = W.cfg.concurrency - W.inflight - reserved;
+    long idle = 0;
+    for (long p = 0; p < W.cfg.partitions; p++)
+        idle += part_reading[p] == 0;
+    if (room <= 0 || idle == 0)
+        return;
+    long share = (room + idle - 1) / idle;
+    if (share > READ_MAX)
+        share = READ_MAX;
+    struct rargs a = {0};
+    char key[KEY_MAX];
+    for (long p = 0; p < W.cfg.partitions && room > 0; p++) {
+        /* Not rds_up(): that is every master; a read needs only its partition's, and
+         * rds_cmd refuses at once when that one is down (a failover elsewhere stalls nothing). */
+        if (part_reading[p])
+            continue;
+        long n = share < room ? share : room;
+        rargs_adds(&a, "XREADGROUP");
+        rargs_adds(&a, "GROUP");
+        rargs_adds(&a, KEYS_GROUP);
+        rargs_adds(&a, W.consumer);
+        rargs_adds(&a, "COUNT");
+        rargs_addll(&a, n);
+        rargs_adds(&a, "BLOCK");
+        rargs_addll(&a, READ_BLOCK_MS);
+        rargs_adds(&a, "STREAMS");
+        rargs_add(&a, key, key_jobs(key, (unsigned)p));
+        rargs_adds(&a, ">");
+        if (rargs_send(&a, W.rd_parts[p], read_done, (void *)(uintptr_t)(p + 1)) == 0) {
+            part_reading[p] = n;
+            reserved += n;
+            room -= n;
+        }
+    }
+    rargs_free(&a);
+}
+
 void reader_kick(void)
 {
-    if (reading || W.draining || !W.switch_known || W.offline || !groups_ok || !rds_up(W.rd_read) ||
-        !pg_up(W.pg) || !pg_up(W.pg_read))
+    if (W.draining || !W.switch_known || W.offline || !groups_ok || !pg_up(W.pg) ||
+        !pg_up(W.pg_read))
+        return;
+    if (W.rd_parts) {
+        kick_parts();
+        return;
+    }
+    if (reading || !rds_up(W.rd_read))
         return;
     long room = W.cfg.concurrency - W.inflight;
     if (room <= 0)

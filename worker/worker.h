@@ -66,6 +66,9 @@ struct worker {
     struct secretbox secrets; /* opens the signing secrets read from PostgreSQL */
     char consumer[160];
     struct rds *rd_read; /* blocking XREADGROUP only */
+    /* Redis Cluster (redis-cluster:// URL): one blocking-read handle per partition instead of
+     * rd_read (an XREADGROUP may not span slots; decision 48); NULL otherwise. */
+    struct rds **rd_parts;
     struct rds *rd_cmd;  /* everything else */
     struct pg *pg;      /* outcome writes (each a commit) */
     struct pg *pg_read; /* lookups before sending: never queued behind a commit */
@@ -195,6 +198,7 @@ void sub_unref(struct sub *s);
 /* reader.c */
 void reader_start(void);
 void reader_kick(void);            /* read more if there is room */
+bool reader_up(void);              /* the read connection(s) are up */
 void reader_tick(int64_t now_ms);  /* retry promotion and claiming */
 void reader_redis_up(void);
 

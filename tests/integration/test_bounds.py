@@ -296,6 +296,10 @@ def test_flushall_during_rebuild_leaves_no_mark(module_broker, db, rc, many):
     happens, and it is continued."""
     import signal
 
+    # The module's broker may still be rebuilding the index it found unmarked at its start (a
+    # busy machine): a second broker started then would begin its own start-up rebuild, which
+    # the FLUSHALL below would cut short before the trigger's rebuild this test stops.
+    wait_until(lambda: rc.call("EXISTS", READY) == 1, 60, "the index marked complete")
     b = module_broker("broker-rebuild-slow", INDEX_REBUILD_PAGE=1)
     total = db.count("subscriptions", "status = 'active'")
     assert rc.call("FLUSHALL") == "OK"

@@ -6,6 +6,7 @@ and PostgreSQL, and its exit codes by error class (0 ok, 1 usage, 2 HTTP 4xx, 3 
 
 import datetime
 import json
+import re
 import subprocess
 
 import pytest
@@ -20,6 +21,7 @@ COMMANDS = [
     ("events", "show"), ("replay",), ("jobs", "list"), ("jobs", "get"), ("jobs", "retry"),
     ("recover", "start"), ("recover", "status"), ("admin", "status"), ("admin", "online"),
     ("admin", "offline"), ("status",), ("stats",), ("health",),
+    ("keys", "create"), ("keys", "list"), ("keys", "revoke"), ("whoami",),
 ]
 
 # One attempt and one retry 0.1 s later, then dead.
@@ -484,3 +486,66 @@ def test_create_and_update_with_several_event_names(ctl, api):
     ok(ctl("subs", "update", f"{p}.a", sub["id"], "--event", f"{p}.c"))
     st, _, got = api.get(f"/api/v0/webhooks/{p}.c/{sub['id']}")
     assert st == 200 and got["eventNames"] == [f"{p}.c"], got
+
+
+def test_keys_and_whoami(ctl, db):
+    """keys create / list / revoke and whoami (issue 13, decision 45): the key printed once,
+    the table of keys without it, the roles of the key in use, exit codes by class (403: 2)."""
+    assert kv(ok(ctl("whoami"))) == {"roles": '["admin"]', "tenant": "-", "keyId": "-"}
+
+    out = ctl("keys", "create", "--role", "tenant", "--role", "producer", "--tenant", "acme",
+              "--name", "acme app")
+    made = kv(ok(out))
+    assert "shown this once" in out.stderr
+    assert re.match(r"^whk_[0-9a-f]{64}$", made["key"]), made
+    assert UUID_RE.match(made["id"]) and made["prefix"] == made["key"][:12]
+    assert (made["roles"], made["tenant"], made["name"], made["revokedAt"]) == \
+        ('["producer","tenant"]', "acme", "acme app", "-")
+    as_key = {"WEBHOOK_API_KEY": made["key"]}
+    me = kv(ok(ctl("whoami", env=as_key)))
+    assert me == {"roles": '["producer","tenant"]', "tenant": "acme", "keyId": made["id"]}
+
+    # --json prints the answer as it came; roles also comma-separated.
+    j = json.loads(ok(ctl("--json", "keys", "create", "--role", "producer,tenant",
+                          "--tenant", "globex")))
+    assert j["roles"] == ["producer", "tenant"] and j["tenant"] == "globex" and j["name"] is None
+
+    listing = ok(ctl("keys", "list"))
+    assert made["key"] not in listing and made["key"][4:] not in listing
+    rows = {r["ID"]: r for r in table(listing)}
+    assert rows[made["id"]]["ROLES"] == "producer,tenant"
+    assert rows[made["id"]]["TENANT"] == "acme" and rows[made["id"]]["REVOKED"] == "-"
+    assert rows[made["id"]]["NAME"] == "acme app" and rows[j["id"]]["NAME"] == "-"
+
+    # A tenant key may not manage keys: HTTP 403 is a refused request (2), not a bad key (5).
+    out = ctl("keys", "list", env=as_key)
+    assert out.returncode == 2 and "HTTP 403 forbidden" in out.stderr, out.stderr
+
+    # Refusals: usage (1, nothing sent), the API's 400 and 404 (2).
+    before = db.count("api_keys")
+    for args, code, text in [
+        (("keys", "create"), 1, "needs --role"),
+        (("keys", "create", "--tenant", "acme"), 1, "needs --role"),
+        (("keys", "revoke"), 1, "missing parameters"),
+        (("keys", "create", "--role", "root"), 2, "HTTP 400 invalid_field"),
+        (("keys", "create", "--role", "tenant"), 2, "HTTP 400 missing_field"),
+        (("keys", "create", "--role", "admin", "--tenant", "acme"), 2, "HTTP 400 invalid_field"),
+        (("keys", "create", "--role", "producer", "--tenant", "a b"), 2,
+         "HTTP 400 invalid_field"),
+        (("keys", "revoke", "01a237d7-0000-7000-8000-000000000000"), 2, "HTTP 404 not_found"),
+        (("keys", "revoke", "not-an-id"), 2, "HTTP 404 not_found"),
+    ]:
+        out = ctl(*args)
+        assert out.returncode == code and text in out.stderr, (args, out.returncode, out.stderr)
+        assert out.stdout == ""
+    assert db.count("api_keys") == before
+
+    # Revoked: the key is refused at once (5), revoking again keeps the first time.
+    gone = kv(ok(ctl("keys", "revoke", made["id"])))
+    assert gone["id"] == made["id"] and gone["revokedAt"] != "-"
+    out = ctl("whoami", env=as_key)
+    assert out.returncode == 5 and "HTTP 401 unauthorized" in out.stderr, out.stderr
+    assert "keys create" in out.stderr
+    assert kv(ok(ctl("keys", "revoke", made["id"])))["revokedAt"] == gone["revokedAt"]
+    rows = {r["ID"]: r for r in table(ok(ctl("keys", "list")))}
+    assert rows[made["id"]]["REVOKED"] == gone["revokedAt"]
