@@ -101,16 +101,21 @@ def documented(op_id, where, name):
     """Whether the document lists a query parameter (where="query") or a body field
     (where="body") of an operation: the tenant branch's API once merged, SQL before."""
     doc = json.loads(OPENAPI_DOC.read_text())
+
+    def deref(node):
+        while isinstance(node, dict) and "$ref" in node:
+            kind, key = node["$ref"].split("/")[-2:]
+            node = doc["components"][kind][key]
+        return node
+
     for item in doc["paths"].values():
         for op in item.values():
             if isinstance(op, dict) and op.get("operationId") == op_id:
                 if where == "query":
-                    return any(p.get("name") == name for p in op.get("parameters", []))
-                text = json.dumps(op.get("requestBody", {}))
-                if '"#/components/schemas/' in text:
-                    ref = text.split('"#/components/schemas/')[1].split('"')[0]
-                    text = json.dumps(doc["components"]["schemas"][ref])
-                return f'"{name}"' in text
+                    return any(deref(p).get("name") == name and deref(p).get("in") == "query"
+                               for p in op.get("parameters", []))
+                schema = deref(op["requestBody"]["content"]["application/json"]["schema"])
+                return name in deref(schema).get("properties", {})
     return False
 
 
