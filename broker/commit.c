@@ -64,6 +64,9 @@ void event_rec_free(struct event_rec *e)
 #define SQL_SUB_MATCHES(n)                                                                         \
     "CASE WHEN s.plain_until IS NULL THEN s.event_name = " n                                       \
     " ELSE s.event_names && wh_name_keys(" n ") END"
+/* Decision 44: a job only for a subscription of the event's tenant (both NULL: global), so an
+ * index entry in the wrong hash can never deliver one tenant's event to another. */
+#define SQL_SUB_TENANT(t) "s.tenant IS NOT DISTINCT FROM " t
 #define SQL_JOB_NAME(n) "CASE WHEN s.plain_until IS NOT NULL THEN " n " END"
 
 /* One statement = one transaction: the events, and the jobs whose subscription still exists
@@ -71,19 +74,20 @@ void event_rec_free(struct event_rec *e)
  * its jobs: they wait, decision 24), and the batch's hourly counters. Returns the inserted
  * job ids. */
 static const char insert_sql[] =
-    "WITH ev AS (INSERT INTO events (id, event_name, payload) "
-    "  SELECT i, n, decode(p, 'hex') FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(i, n, p) "
-    "  RETURNING id, event_name), "
+    "WITH ev AS (INSERT INTO events (id, event_name, payload, tenant) "
+    "  SELECT i, n, decode(p, 'hex'), tn FROM unnest($1::uuid[], $2::text[], $3::text[], "
+    "  $9::text[]) AS t(i, n, p, tn) "
+    "  RETURNING id, event_name, tenant), "
     "jb AS (INSERT INTO jobs (id, event_id, subscription_id, url, partition, event_name) "
     "SELECT u.id, u.ev, u.sub, u.url, u.part, " SQL_JOB_NAME("ev.event_name") " "
     "FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::int[]) "
     "  AS u(id, ev, sub, url, part) JOIN ev ON ev.id = u.ev "
     "JOIN subscriptions s ON s.id = u.sub AND s.status = 'active' AND s.disabled_at IS NULL "
-    "  AND " SQL_SUB_MATCHES("ev.event_name") " "
+    "  AND " SQL_SUB_MATCHES("ev.event_name") " AND " SQL_SUB_TENANT("ev.tenant") " "
     "RETURNING jobs.id, jobs.event_id), " STATS_UPSERT
     "SELECT id FROM jb";
 
-/* The same for events with an Idempotency-Key ($9 keys, $10 hex SHA-256 of the payloads), in
+/* The same for events with an Idempotency-Key ($10 keys, $11 hex SHA-256 of the payloads), in
  * four steps that one statement orders:
  * - f frees the batch's keys whose first use is older than SCHEMA_IDEMPOTENCY_TTL (looked up
  *   in the unique index); w reads f's count, so f has run to the end before w inserts a row,
@@ -103,20 +107,20 @@ static const char insert_sql[] =
 #define KEY_EXPIRED "now() - idempotency_at >= " SCHEMA_IDEMPOTENCY_TTL
 static const char keyed_sql[] =
     "WITH t AS MATERIALIZED (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], "
-    "  $9::text[], $10::text[]) WITH ORDINALITY AS t(i, n, p, k, d, o)), "
+    "  $10::text[], $11::text[], $9::text[]) WITH ORDINALITY AS t(i, n, p, k, d, tn, o)), "
     "u AS MATERIALIZED (SELECT u.*, " SQL_JOB_NAME("t.n") " AS en "
     "  FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], "
     "  $8::int[]) AS u(id, ev, sub, url, part) JOIN t ON t.i = u.ev "
     "  JOIN subscriptions s ON s.id = u.sub AND s.status = 'active' "
-    "  AND s.disabled_at IS NULL AND " SQL_SUB_MATCHES("t.n") "), "
+    "  AND s.disabled_at IS NULL AND " SQL_SUB_MATCHES("t.n") " AND " SQL_SUB_TENANT("t.tn") "), "
     "f AS (UPDATE events SET idempotency_key = NULL, idempotency_at = NULL, "
     "  idempotency_sha256 = NULL, idempotency_jobs = NULL "
-    "  WHERE idempotency_key IS NOT NULL AND idempotency_key = ANY($9::text[]) "
+    "  WHERE idempotency_key IS NOT NULL AND idempotency_key = ANY($10::text[]) "
     "  AND " KEY_EXPIRED " RETURNING 1), "
     "w AS (INSERT INTO events (id, event_name, payload, idempotency_key, idempotency_at, "
-    "  idempotency_sha256, idempotency_jobs) "
+    "  idempotency_sha256, idempotency_jobs, tenant) "
     "  SELECT DISTINCT ON (t.k) t.i, t.n, decode(t.p, 'hex'), t.k, now(), decode(t.d, 'hex'), "
-    "    coalesce(c.n, 0) "
+    "    coalesce(c.n, 0), t.tn "
     "  FROM t LEFT JOIN (SELECT ev, count(*)::int AS n FROM u GROUP BY ev) c ON c.ev = t.i "
     "  WHERE (SELECT count(*) FROM f) >= 0 "
     "  ORDER BY t.k, t.o "
@@ -296,6 +300,15 @@ static void enqueue(struct broker *b, const struct gcommit_batch *bt)
         commit_enqueue(b, "commit", jobs, n, NULL, NULL);
 }
 
+/* "tenant": the event's tenant, or null for a global one (decision 44). */
+static void tenant_json(struct buf *b, const char *tenant)
+{
+    if (tenant[0])
+        buf_printf(b, "\"tenant\":\"%s\"", tenant); /* A-Z a-z 0-9 _ -: nothing to escape */
+    else
+        buf_adds(b, "\"tenant\":null");
+}
+
 /* The answer of one event of a committed batch: a new event with the jobs kept, or, for a key
  * already taken, that key's first event (202) or 422 when the name or payload differ. */
 static void answer_committed(struct event_rec *e, struct buf *body)
@@ -315,8 +328,9 @@ static void answer_committed(struct event_rec *e, struct buf *body)
                                                            : "payload");
             return;
         }
-        buf_printf(body, "{\"eventId\":\"%s\",\"eventName\":\"%s\",\"jobs\":%ld}", id->orig,
-                   e->name, id->orig_jobs);
+        buf_printf(body, "{\"eventId\":\"%s\",\"eventName\":\"%s\",", id->orig, e->name);
+        tenant_json(body, e->tenant);
+        buf_printf(body, ",\"jobs\":%ld}", id->orig_jobs);
         log_debug(e->r->id, "Idempotency-Key repeated: answered with event %s", id->orig);
         if (e->r->ev)
             evhttp_add_header(evhttp_request_get_output_headers(e->r->ev), "Idempotent-Replayed",
@@ -327,8 +341,9 @@ static void answer_committed(struct event_rec *e, struct buf *body)
     size_t k = 0;
     for (size_t j = 0; j < e->njobs; j++)
         k += (size_t)e->jobs[j].kept;
-    buf_printf(body, "{\"eventId\":\"%s\",\"eventName\":\"%s\",\"jobs\":%zu}", e->id, e->name,
-               k);
+    buf_printf(body, "{\"eventId\":\"%s\",\"eventName\":\"%s\",", e->id, e->name);
+    tenant_json(body, e->tenant);
+    buf_printf(body, ",\"jobs\":%zu}", k);
     log_debug(e->r->id, "event %s committed with %zu jobs", e->id, k);
     http_reply(e->r, 202, body);
 }
@@ -413,6 +428,7 @@ enum {
     A_JOB_SUB,
     A_URL,
     A_PART,
+    A_TENANT, /* decision 44: NULL for a global event */
     A_N,
     /* the keyed statement's two more */
     A_KEY = A_N,
@@ -436,6 +452,10 @@ static bool add_event(struct gcommit_node *n, struct buf *arr, void *arg)
     }
     hex_encode((const unsigned char *)e->payload, e->payload_len, hex);
     pgarr_add(&arr[A_PAYLOAD], hex, e->payload_len * 2);
+    if (e->tenant[0])
+        pgarr_add(&arr[A_TENANT], e->tenant, strlen(e->tenant));
+    else
+        pgarr_null(&arr[A_TENANT]);
     for (size_t j = 0; j < e->njobs; j++) {
         struct job_rec *jr = &e->jobs[j];
         pgarr_add(&arr[A_JOB_ID], jr->id, ID_LEN);

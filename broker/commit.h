@@ -22,7 +22,9 @@ struct job_rec {
 /* What an event triggered with an Idempotency-Key carries to the keyed commit, and the
  * outcome the commit found for it. */
 struct idem {
-    char key[IDEMPOTENCY_KEY_MAX + 1];
+    /* as stored: the header's value, or for a tenant's event <tenant> 0x1f <value> (decision
+     * 44: a key is per tenant; a header cannot hold 0x1f, so no global key meets a tenant's) */
+    char key[TENANT_ID_MAX + 1 + IDEMPOTENCY_KEY_MAX + 1];
     char sha256[64 + 1]; /* hex SHA-256 of the payload */
     /* set by the commit */
     bool found;            /* the statement reported on this event */
@@ -36,6 +38,7 @@ struct event_rec {
     struct req *r; /* answered once the batch has committed (or failed) */
     char id[ID_LEN + 1];
     char name[130];
+    char tenant[TENANT_ID_MAX + 1]; /* "": a global event (decision 44) */
     char *payload; /* owned copy of the body */
     size_t payload_len;
     struct job_rec *jobs;

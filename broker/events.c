@@ -1,5 +1,6 @@
-/* GET /api/v0/events/<id>: an event, its payload (parsed, and as the original bytes), one page of its jobs (page_size / offset) with
- * the state of each and its attempt log. */
+/* GET /api/v0/events/<id>: an event, its tenant, its payload (parsed, and as the original bytes), one page of its jobs (page_size / offset) with
+ * the state of each and its attempt log. A key limited to a tenant sees that tenant's events
+ * only (decision 44): another's, or a global one, is a 404 like a missing id. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +36,7 @@ static void got_event(void *priv, PGresult *res, const char *err)
     buf_printf(&b, "{\"id\":\"%s\"", PQgetvalue(res, 0, 0));
     http_col_str(&b, "eventName", res, 0, 1);
     http_col_str(&b, "createdAt", res, 0, 3);
+    http_col_str(&b, "tenant", res, 0, 22); /* decision 44: null for a global event */
     buf_adds(&b, ",\"payload\":");
     /* Stored bytes were validated JSON (UTF-8) at trigger time: embed them as they are. */
     const char *hex = PQgetvalue(res, 0, 2);
@@ -119,13 +121,15 @@ void events_get(struct req *r)
         SQL_TS("j.next_attempt_at") ", " SQL_TS("j.delivered_at") ", " SQL_TS("j.created_at") ", "
         SQL_TS("j.updated_at") ", a.attempt, " SQL_TS("a.started_at") ", a.duration_ms, "
         "a.status_code, a.error, a.response_excerpt, "
-        "(SELECT count(*) FROM jobs WHERE event_id = e.id) "
+        "(SELECT count(*) FROM jobs WHERE event_id = e.id), e.tenant "
         "FROM events e LEFT JOIN LATERAL (SELECT * FROM jobs WHERE event_id = e.id "
         "  ORDER BY created_at, id LIMIT $2 OFFSET $3) j ON true "
         "LEFT JOIN attempts a ON a.job_id = j.id "
-        "WHERE e.id = $1 ORDER BY j.created_at, j.id, a.attempt";
-    const char *params[] = {r->seg[0], g->page.size_text, g->page.offset_text};
-    if (pg_query(r->b->pg_api, sql, 3, params, NULL, NULL, 0, got_event, g) < 0) {
+        "WHERE e.id = $1 AND ($4::text IS NULL OR coalesce(e.tenant, '') = $4::text) "
+        "ORDER BY j.created_at, j.id, a.attempt";
+    const char *params[] = {r->seg[0], g->page.size_text, g->page.offset_text,
+                            req_tenant_scope(r)};
+    if (pg_query(r->b->pg_api, sql, 4, params, NULL, NULL, 0, got_event, g) < 0) {
         free(g);
         http_db_error(r, NULL, "not connected");
     }

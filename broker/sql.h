@@ -16,18 +16,19 @@
  * payload_fields (json: the text as stored); then ordered (decision 33); then the payload
  * filter (decision 30; NULL when none, its text is what the event index carries); then
  * batching (decision 40; NULL when off); then the event names (decision 39), whose first is
- * the second column (the answers' eventName). */
+ * the second column (the answers' eventName); then the tenant (decision 44). */
 #define SQL_SUB_COLS                                                                               \
     "id, event_names[1], url, secret, headers::text, status, " SQL_TS("created_at") ", " SQL_TS(  \
         "updated_at") ", " SQL_SUB_PREV_EXPIRES ", description, " SQL_TS("paused_at") ", "         \
         SQL_TS("disabled_at") ", disabled_reason, rate_limit::text, retry_policy::text, "        \
         "timeout_seconds, payload_shape, payload_fields::text, ordered, " SQL_SUB_FILTER_COL       \
-        ", batching::text, array_to_json(event_names)::text"
-#define SQL_SUB_NCOLS 22 /* a query's own columns follow SQL_SUB_COLS */
+        ", batching::text, array_to_json(event_names)::text, tenant"
+#define SQL_SUB_NCOLS 23 /* a query's own columns follow SQL_SUB_COLS */
 #define SQL_SUB_BATCHING 20 /* batching (decision 40), NULL when off */
 #define SQL_SUB_FILTER_COL "filter::text" /* column 19 */
 #define SQL_SUB_FILTER 19
 #define SQL_SUB_NAMES 21 /* the event names (decision 39) as a JSON array */
+#define SQL_SUB_TENANT 22 /* the tenant (decision 44), NULL for a global subscription */
 
 /* A subscription's health from its row (decision 29): disabled, paused, circuit_open (also
  * while a probe is due), failing (consecutive failures), healthy. */

@@ -1,7 +1,9 @@
 /* Subscription endpoints (register, list, get, delete, rotate-secret) and the Redis event index
- * they keep: PostgreSQL first, then the hash wh:event:<entry> of each of the subscription's
- * event names and patterns (decision 39; field URL, value {"id","status"} and the payload
- * filter when there is one: common/indexval.h). */
+ * they keep: PostgreSQL first, then the hash wh:event:<entry> (wh:event:@<tenant>:<entry> for a
+ * tenant's subscription, decision 44) of each of the subscription's event names and patterns
+ * (decision 39; field URL, value {"id","status"} and the payload filter when there is one:
+ * common/indexval.h). A key limited to a tenant sees and changes that tenant's subscriptions
+ * only; another's answer exactly as a missing one. */
 #include <cJSON.h>
 #include <openssl/crypto.h>
 #include <stdint.h>
@@ -124,6 +126,12 @@ static void sub_json_open(struct buf *b, PGresult *res, int row, const char *sec
     buf_add(b, PQgetvalue(res, row, SQL_SUB_NAMES), (size_t)PQgetlength(res, row, SQL_SUB_NAMES));
     buf_adds(b, ",\"webhookUrl\":");
     json_escape(b, PQgetvalue(res, row, 2), (size_t)PQgetlength(res, row, 2));
+    buf_adds(b, ",\"tenant\":"); /* decision 44: null for a global subscription */
+    if (PQgetisnull(res, row, SQL_SUB_TENANT))
+        buf_adds(b, "null");
+    else
+        json_escape(b, PQgetvalue(res, row, SQL_SUB_TENANT),
+                    (size_t)PQgetlength(res, row, SQL_SUB_TENANT));
     if (secret) {
         buf_adds(b, ",\"secret\":");
         json_escape(b, secret, strlen(secret));
@@ -176,6 +184,19 @@ static bool one_sub(struct req *r, PGresult *res, const char *err)
         return false;
     }
     return true;
+}
+
+/* Decision 44: the subscriptions a request may see, as a text parameter $p: NULL for an admin
+ * key (all), else its key's tenant ("" for a key of no tenant: the global ones). A subscription
+ * out of scope answers exactly as a missing one. */
+#define SQL_IN_SCOPE(p)                                                                            \
+    "(" p "::text IS NULL OR (" p "::text = '' AND tenant IS NULL) OR tenant = " p "::text)"
+
+/* The tenant of row's subscription ("" for a global one), for its index keys: valid while res
+ * is. */
+static const char *row_tenant(PGresult *res, int row)
+{
+    return PQgetisnull(res, row, SQL_SUB_TENANT) ? "" : PQgetvalue(res, row, SQL_SUB_TENANT);
 }
 
 /* The secret of a registration or rotation into out (SECRET_TEXT_MAX bytes): the "secret"
@@ -427,6 +448,7 @@ struct reg {
     char secret[SECRET_TEXT_MAX];
     bool secret_given; /* the caller sent it: it replaces the current secret of an existing one */
     struct evnames names;             /* sorted (decision 39) */
+    char tenant[TENANT_ID_MAX + 1];   /* decision 44: "" for a global subscription */
     char *names_pg;                   /* the same as a PostgreSQL array literal */
     char *url, *headers;              /* headers: compact JSON, or NULL to keep/default */
     char *controls;                   /* the settings given (control_field's JSON object) */
@@ -589,7 +611,7 @@ static void reg_saved(void *priv, PGresult *res, const char *err)
     for (int i = 0; i < n; i++) {
         char key[KEY_MAX];
         index_mark_pattern(r->b->redis, g->names.v[i], strlen(g->names.v[i]));
-        size_t klen = key_event(key, g->names.v[i], strlen(g->names.v[i]));
+        size_t klen = key_event(key, g->tenant, g->names.v[i], strlen(g->names.v[i]));
         const char *argv[] = {"HSET", key, PQgetvalue(res, 0, 2), v.data};
         size_t lens[] = {4, klen, (size_t)PQgetlength(res, 0, 2), v.len};
         if (rds_cmd(r->b->redis, reg_indexed, g, 4, argv, lens) < 0)
@@ -671,17 +693,19 @@ static void reg_upsert(struct reg *g)
     /* The lifecycle log (decision 29) is written by the same statement: created / updated. */
     static const char sql[] =
         "WITH ins AS (INSERT INTO subscriptions (id, event_name, event_names, names_seen, "
-        "plain_until, url, secret, headers, " SQL_CTL_COLS ") "
+        "plain_until, url, secret, headers, tenant, " SQL_CTL_COLS ") "
         "SELECT $1::uuid, ($2::text[])[1], $2::text[], $2::text[], " SQL_PLAIN_AT_CREATION("$2")
         ", $3::text, "
-        "$4::text, COALESCE($5::jsonb, '{}'::jsonb), " SQL_CTL_VALUES("$10") " "
+        "$4::text, COALESCE($5::jsonb, '{}'::jsonb), NULLIF($11::text, ''), "
+        SQL_CTL_VALUES("$10") " "
         "WHERE NOT EXISTS (SELECT 1 FROM subscriptions WHERE event_names && $2::text[] "
-        "  AND url = $3 AND status = 'active' AND event_names <> $2::text[]) "
+        "  AND url = $3 AND status = 'active' AND event_names <> $2::text[] "
+        "  AND coalesce(tenant, '') = $11) "
         "AND (EXISTS (SELECT 1 FROM subscriptions WHERE event_names = $2::text[] AND url = $3 "
-        "  AND status = 'active') "
+        "  AND status = 'active' AND coalesce(tenant, '') = $11) "
         "OR NOT EXISTS (SELECT 1 FROM unnest($2::text[]) n WHERE (SELECT count(*) "
-        "  FROM subscriptions x WHERE x.event_names @> ARRAY[n] AND x.status = 'active') "
-        "  >= $9::int)) "
+        "  FROM subscriptions x WHERE x.event_names @> ARRAY[n] AND x.status = 'active' "
+        "  AND coalesce(x.tenant, '') = $11) >= $9::int)) "
         "ON CONFLICT (coalesce(tenant, ''), wh_names_key(event_names), url) WHERE status = 'active' DO UPDATE SET "
         "headers = COALESCE($5::jsonb, subscriptions.headers), " SQL_CTL_SET("$10", "subscriptions")
         "secret = COALESCE($6::text, subscriptions.secret), "
@@ -706,7 +730,8 @@ static void reg_upsert(struct reg *g)
                             g->seen_id[0] ? g->seen_id : NULL,
                             g->seen_ct,
                             limit,
-                            g->controls};
+                            g->controls,
+                            g->tenant};
     const char *lock_params[] = {g->names_pg, g->url};
     struct pg *pg = r->b->pg_api;
     if (pg_query(pg, lock_sql, 2, lock_params, NULL, NULL, 0, reg_lock_done, NULL) < 0) {
@@ -716,7 +741,7 @@ static void reg_upsert(struct reg *g)
     }
     /* Queued right behind the lock on the same connection: cannot fail while it did not (the
      * connection is only dropped from the loop). The unlock is queued while g is alive. */
-    if (pg_query(pg, sql, 10, params, NULL, NULL, 0, reg_saved, g) < 0) {
+    if (pg_query(pg, sql, 11, params, NULL, NULL, 0, reg_saved, g) < 0) {
         reg_saved(g, NULL, "database connection lost");
         return;
     }
@@ -816,23 +841,27 @@ out_free:
     reg_free(g);
 }
 
-/* Reads the largest number of active subscriptions of one of the names (and that name), the
- * active row of the same names and URL if any: id, stored secret and headers (NULL when none),
- * and another active subscription that delivers one of the names to the URL (NULL when none). */
+/* Reads, within the registration's tenant ($3, "" for global: decision 44, so nothing of another
+ * tenant shows), the largest number of active subscriptions of one of the names (and that
+ * name), the active row of the same names and URL if any: id, stored secret and headers (NULL
+ * when none), and another active subscription that delivers one of the names to the URL (NULL
+ * when none). */
 static void reg_lookup(struct reg *g)
 {
     struct req *r = g->r;
     static const char sql[] =
         "WITH c AS (SELECT n, (SELECT count(*) FROM subscriptions x WHERE x.event_names @> "
-        "  ARRAY[n] AND x.status = 'active') AS k FROM unnest($1::text[]) n "
-        "  ORDER BY k DESC LIMIT 1) "
+        "  ARRAY[n] AND x.status = 'active' AND coalesce(x.tenant, '') = $3) AS k "
+        "  FROM unnest($1::text[]) n ORDER BY k DESC LIMIT 1) "
         "SELECT (SELECT k FROM c), s.id::text, s.secret, s.headers::text, "
         "(SELECT min(o.id::text) FROM subscriptions o WHERE o.event_names && $1::text[] "
-        "  AND o.url = $2 AND o.status = 'active' AND o.event_names <> $1::text[]), "
+        "  AND o.url = $2 AND o.status = 'active' AND o.event_names <> $1::text[] "
+        "  AND coalesce(o.tenant, '') = $3), "
         "(SELECT n FROM c) FROM (SELECT 1) one LEFT JOIN subscriptions s "
-        "ON s.event_names = $1::text[] AND s.url = $2 AND s.status = 'active'";
-    const char *params[] = {g->names_pg, g->url};
-    if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, reg_found, g) < 0) {
+        "ON s.event_names = $1::text[] AND s.url = $2 AND s.status = 'active' "
+        "AND coalesce(s.tenant, '') = $3";
+    const char *params[] = {g->names_pg, g->url, g->tenant};
+    if (pg_query(r->b->pg_api, sql, 3, params, NULL, NULL, 0, reg_found, g) < 0) {
         reg_free(g);
         http_db_error(r, NULL, "not connected");
     }
@@ -864,6 +893,41 @@ static void reg_checked(void *priv, enum urlguard_verdict verdict, const char *r
     reg_lookup(g);
 }
 
+/* The tenant of a new subscription (decision 44) into out (TENANT_ID_MAX + 1 bytes, "" for a
+ * global one): the body's "tenant" (a string, or null for global) for an admin key, which may
+ * name any; a key limited to a tenant registers in its own, and naming another is a 403. The
+ * operational events stay global. -1 after replying. */
+static int reg_tenant(struct req *r, const cJSON *given, bool reserved, char *out)
+{
+    const char *scope = req_tenant_scope(r);
+    if (given && !cJSON_IsNull(given) &&
+        (!cJSON_IsString(given) ||
+         !valid_tenant(given->valuestring, strlen(given->valuestring)))) {
+        http_error(r, 400, "invalid_field",
+                   "tenant must be 1 to %d characters of A-Z a-z 0-9 _ -, or null for a global "
+                   "subscription",
+                   TENANT_ID_MAX);
+        return -1;
+    }
+    const char *want = given && cJSON_IsString(given) ? given->valuestring : "";
+    if (scope && given && strcmp(want, scope) != 0) {
+        http_error(r, 403, "forbidden",
+                   "this API key registers subscriptions of its own tenant only; leave tenant "
+                   "out");
+        return -1;
+    }
+    if (scope)
+        want = scope;
+    if (reserved && *want) {
+        http_error(r, 400, "invalid_field",
+                   "tenant: the broker's operational events (names starting with \""
+                   EVENT_NAME_RESERVED "\") are global; subscribe to them without a tenant");
+        return -1;
+    }
+    snprintf(out, TENANT_ID_MAX + 1, "%s", want);
+    return 0;
+}
+
 void subs_register(struct req *r)
 {
     char err[256];
@@ -874,7 +938,8 @@ void subs_register(struct req *r)
     struct url_host host;
     struct reg *g = NULL;
     const cJSON *name = NULL, *names = NULL, *url = NULL, *hdrs = NULL, *given = NULL,
-                *verify = NULL;
+                *verify = NULL, *tenant = NULL;
+    char tenant_id[TENANT_ID_MAX + 1];
     struct evnames evn = {0};
     bool reserved;
     buf_addc(&ctl, '{');
@@ -896,11 +961,14 @@ void subs_register(struct req *r)
             given = it;
         else if (strcmp(it->string, "verify") == 0)
             verify = it;
+        else if (strcmp(it->string, "tenant") == 0)
+            tenant = it;
         else {
             http_error(r, 400, "invalid_field",
                        "unknown field \"%.64s\" (expected eventNames, eventName, webhookUrl, "
-                       "headers, secret, verify, rateLimit, retryPolicy, timeoutSeconds, "
-                       "description, payload, payloadFields, ordered, filter, batching)",
+                       "headers, secret, verify, tenant, rateLimit, retryPolicy, "
+                       "timeoutSeconds, description, payload, payloadFields, ordered, filter, "
+                       "batching)",
                        it->string);
             goto out_free;
         }
@@ -910,6 +978,8 @@ void subs_register(struct req *r)
         goto out_free;
     }
     if (!names_reserved(r, &evn, &reserved))
+        goto out_free;
+    if (reg_tenant(r, tenant, reserved, tenant_id) < 0)
         goto out_free;
     if (!cJSON_IsString(url)) {
         http_error(r, 400, "invalid_field", "webhookUrl is required and must be a string");
@@ -937,6 +1007,7 @@ void subs_register(struct req *r)
     g->r = r;
     g->secret_given = given != NULL;
     g->verify = cJSON_IsTrue(verify);
+    memcpy(g->tenant, tenant_id, sizeof tenant_id);
     id_new(g->id);
     struct buf arr = {0};
     evnames_pg_array(&arr, evn.v, evn.n);
@@ -1005,15 +1076,45 @@ static void list_done(void *priv, PGresult *res, const char *err)
     http_reply(r, 200, &b);
 }
 
-/* Runs a listing statement with $1 page size, $2 offset and, by event, $3 the entries whose
+/* The tenant a listing shows (decision 44) into *out (owned, caller frees; NULL: every
+ * subscription): a key limited to a tenant lists its own (naming another in ?tenant= is a
+ * 403); an admin key lists all, or with ?tenant=<t> that tenant's, with ?tenant= (empty) the
+ * global ones. -1 after replying. */
+static int list_tenant(struct req *r, char **out)
+{
+    const char *scope = req_tenant_scope(r);
+    char *t = http_query_param(r, "tenant");
+    if (t && *t && !valid_tenant(t, strlen(t))) {
+        http_error(r, 400, "invalid_field",
+                   "tenant must be 1 to %d characters of A-Z a-z 0-9 _ -, or empty for the "
+                   "global subscriptions",
+                   TENANT_ID_MAX);
+        free(t);
+        return -1;
+    }
+    if (scope && t && strcmp(t, scope) != 0) {
+        http_error(r, 403, "forbidden", "this API key lists the subscriptions of its own tenant "
+                                        "only; leave tenant out");
+        free(t);
+        return -1;
+    }
+    if (scope && !t)
+        t = xstrdup(scope);
+    *out = t;
+    return 0;
+}
+
+/* Runs a listing statement with $1 page size, $2 offset, by event $3 the entries whose
  * subscriptions are listed (a text[]): for an event name, those that match it (the name, its
- * prefix patterns, "*": the subscriptions that receive it); for a pattern, the pattern itself. */
+ * prefix patterns, "*": the subscriptions that receive it); for a pattern, the pattern itself;
+ * and last ($3, or $4 by event) the tenant shown (SQL_IN_SCOPE, list_tenant). */
 static void list_run(struct req *r, const char *sql, bool by_event)
 {
     struct list *l = xcalloc(1, sizeof *l);
+    char *tenant = NULL;
     l->r = r;
     l->by_event = by_event;
-    if (paging_parse(r, &l->page) < 0) {
+    if (paging_parse(r, &l->page) < 0 || list_tenant(r, &tenant) < 0) {
         free(l);
         return;
     }
@@ -1031,9 +1132,11 @@ static void list_run(struct req *r, const char *sql, bool by_event)
             kp[i] = keys[i];
         evnames_pg_array(&arr, kp, nk);
     }
-    const char *params[] = {l->page.size_text, l->page.offset_text, arr.data};
-    int rc = pg_query(r->b->pg_api, sql, by_event ? 3 : 2, params, NULL, NULL, 0, list_done, l);
+    const char *params[] = {l->page.size_text, l->page.offset_text, by_event ? arr.data : tenant,
+                            tenant};
+    int rc = pg_query(r->b->pg_api, sql, by_event ? 4 : 3, params, NULL, NULL, 0, list_done, l);
     buf_free(&arr);
+    free(tenant);
     if (rc < 0) {
         free(l);
         http_db_error(r, NULL, "not connected");
@@ -1043,10 +1146,11 @@ static void list_run(struct req *r, const char *sql, bool by_event)
 void subs_list(struct req *r)
 {
     static const char sql[] =
-        "WITH t AS (SELECT count(*) AS n FROM subscriptions WHERE status = 'active') "
+        "WITH t AS (SELECT count(*) AS n FROM subscriptions WHERE status = 'active' "
+        "AND " SQL_IN_SCOPE("$3") ") "
         "SELECT s.*, t.n FROM t LEFT JOIN LATERAL (SELECT " SQL_SUB_COLS
-        " FROM subscriptions WHERE status = 'active' ORDER BY created_at, id "
-        "LIMIT $1 OFFSET $2) s ON true";
+        " FROM subscriptions WHERE status = 'active' AND " SQL_IN_SCOPE("$3")
+        " ORDER BY created_at, id LIMIT $1 OFFSET $2) s ON true";
     list_run(r, sql, false);
 }
 
@@ -1069,10 +1173,10 @@ void subs_list_event(struct req *r)
         return;
     static const char sql[] =
         "WITH t AS (SELECT count(*) AS n FROM subscriptions WHERE event_names && $3::text[] "
-        "AND status = 'active') "
+        "AND status = 'active' AND " SQL_IN_SCOPE("$4") ") "
         "SELECT s.*, t.n FROM t LEFT JOIN LATERAL (SELECT " SQL_SUB_COLS
         " FROM subscriptions WHERE event_names && $3::text[] AND status = 'active' "
-        "ORDER BY created_at, id LIMIT $1 OFFSET $2) s ON true";
+        "AND " SQL_IN_SCOPE("$4") " ORDER BY created_at, id LIMIT $1 OFFSET $2) s ON true";
     list_run(r, sql, true);
 }
 
@@ -1112,9 +1216,10 @@ void subs_get(struct req *r)
     if (!check_name_id(r))
         return;
     static const char sql[] = "SELECT " SQL_SUB_COLS " FROM subscriptions WHERE id = $1 "
-                              "AND $2 = ANY(event_names) AND status = 'active'";
-    const char *params[] = {r->seg[1], r->seg[0]};
-    if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, get_done, r) < 0)
+                              "AND $2 = ANY(event_names) AND status = 'active' "
+                              "AND " SQL_IN_SCOPE("$3");
+    const char *params[] = {r->seg[1], r->seg[0], req_tenant_scope(r)};
+    if (pg_query(r->b->pg_api, sql, 3, params, NULL, NULL, 0, get_done, r) < 0)
         http_db_error(r, NULL, "not connected");
 }
 
@@ -1170,7 +1275,7 @@ static void del_done(void *priv, PGresult *res, const char *err)
         if (!cJSON_IsString(it))
             continue;
         char key[KEY_MAX];
-        size_t klen = key_event(key, it->valuestring, strlen(it->valuestring));
+        size_t klen = key_event(key, row_tenant(res, 0), it->valuestring, strlen(it->valuestring));
         const char *argv[] = {"HDEL", key, PQgetvalue(res, 0, 2)};
         size_t lens[] = {4, klen, (size_t)PQgetlength(res, 0, 2)};
         d->pending++;
@@ -1190,12 +1295,13 @@ void subs_delete(struct req *r)
                               "deleted_at = now(), secret = NULL, previous_secret = NULL, "
                               "previous_secret_expires_at = NULL, "
                               "updated_at = now() WHERE id = $1 AND $2 = ANY(event_names) "
-                              "AND status = 'active' RETURNING " SQL_SUB_COLS "), "
+                              "AND status = 'active' AND " SQL_IN_SCOPE("$3") " "
+                              "RETURNING " SQL_SUB_COLS "), "
                               "act AS (INSERT INTO subscription_activity (subscription_id, kind) "
                               "  SELECT id, 'deleted' FROM d) "
                               "SELECT * FROM d";
-    const char *params[] = {r->seg[1], r->seg[0]};
-    if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, del_done, r) < 0)
+    const char *params[] = {r->seg[1], r->seg[0], req_tenant_scope(r)};
+    if (pg_query(r->b->pg_api, sql, 3, params, NULL, NULL, 0, del_done, r) < 0)
         http_db_error(r, NULL, "not connected");
 }
 
@@ -1212,6 +1318,8 @@ struct patch {
     const char *state; /* "active", "paused" or NULL to keep (a literal) */
     bool filter_given; /* the filter changes: the index entry is rewritten */
     bool unorder;      /* "ordered" set false or null: its waiting jobs are released */
+    char *tenant_given; /* "tenant" in the body ("" for null), or NULL: it must be the current */
+    char tenant[TENANT_ID_MAX + 1]; /* the subscription's ("" global), for its index keys */
     char sub[ID_LEN + 1];
     char *old_url;     /* the URL before the update (index entry to move) */
     struct buf value;  /* the index value after the update */
@@ -1230,6 +1338,7 @@ static void patch_free(struct patch *p)
     free(p->old_url);
     free(p->new_url);
     free(p->names_pg);
+    free(p->tenant_given);
     cJSON_Delete(p->old_names);
     cJSON_Delete(p->new_names);
     buf_free(&p->value);
@@ -1294,7 +1403,7 @@ static void patch_move(struct patch *p, const char *name, bool in_old, bool in_n
 {
     struct req *r = p->r;
     char key[KEY_MAX];
-    size_t klen = key_event(key, name, strlen(name));
+    size_t klen = key_event(key, p->tenant, name, strlen(name));
     const char *from = in_old ? p->old_url : "", *to = in_new ? p->new_url : "";
     if (in_new)
         index_mark_pattern(r->b->redis, name, strlen(name));
@@ -1343,6 +1452,12 @@ static void patch_done(void *priv, PGresult *res, const char *err)
     }
     if (!one_sub(r, res, err))
         goto out_free;
+    if (PQgetisnull(res, 0, 0) && strcmp(PQgetvalue(res, 0, SQL_SUB_NCOLS + 6), "t") == 0) {
+        http_error(r, 400, "invalid_field",
+                   "tenant is fixed when a subscription is registered and cannot change; "
+                   "register a new subscription in the other tenant and delete this one");
+        goto out_free;
+    }
     if (PQgetisnull(res, 0, 0) && strcmp(PQgetvalue(res, 0, SQL_SUB_NCOLS + 4), "t") == 0) {
         http_error(r, 409, "url_in_use",
                    "another subscription already receives some of these event names at this "
@@ -1365,6 +1480,7 @@ static void patch_done(void *priv, PGresult *res, const char *err)
     }
     memcpy(p->sub, PQgetvalue(res, 0, 0), ID_LEN);
     p->sub[ID_LEN] = '\0';
+    snprintf(p->tenant, sizeof p->tenant, "%s", row_tenant(res, 0));
     p->old_url = xstrdup(PQgetvalue(res, 0, SQL_SUB_NCOLS));
     p->new_url = xstrdup(PQgetvalue(res, 0, 2));
     p->old_names = cJSON_Parse(PQgetvalue(res, 0, SQL_SUB_NCOLS + 2));
@@ -1405,17 +1521,23 @@ static void patch_update(struct patch *p)
     static const char sql[] =
         "WITH o0 AS (SELECT id AS o_id, url AS o_url, disabled_at IS NOT NULL AS o_disabled, "
         "  paused_at IS NOT NULL AS o_paused, disabled_reason AS o_reason, "
-        "  event_names AS o_names "
+        "  event_names AS o_names, tenant AS o_tenant "
         "  FROM subscriptions WHERE id = $1 AND $2 = ANY(event_names) AND status = 'active' "
-        "  FOR UPDATE), "
-        /* decision 39: a URL gets each name or pattern from one active subscription */
+        "  AND " SQL_IN_SCOPE("$9") " FOR UPDATE), "
+        /* decision 39: a URL gets each name or pattern from one active subscription (of its
+         * tenant, decision 44) */
         "o AS (SELECT o0.*, EXISTS (SELECT 1 FROM subscriptions x WHERE x.status = 'active' "
         "  AND x.id <> o0.o_id AND x.url = COALESCE($3::text, o0.o_url) "
+        "  AND x.tenant IS NOT DISTINCT FROM o0.o_tenant "
         "  AND x.event_names && COALESCE($7::text[], o0.o_names)) AS o_conflict, "
-        /* an entry it did not list, already at MAX_SUBSCRIPTIONS_PER_EVENT */
+        /* an entry it did not list, already at MAX_SUBSCRIPTIONS_PER_EVENT in its tenant */
         "  EXISTS (SELECT 1 FROM unnest($7::text[]) n WHERE NOT n = ANY(o0.o_names) "
         "  AND (SELECT count(*) FROM subscriptions x WHERE x.event_names @> ARRAY[n] "
-        "  AND x.status = 'active') >= $8::int) AS o_full FROM o0), "
+        "  AND x.status = 'active' AND x.tenant IS NOT DISTINCT FROM o0.o_tenant) >= $8::int) "
+        "  AS o_full, "
+        /* decision 44: the tenant is fixed; naming the current one is allowed */
+        "  ($10::text IS NOT NULL AND coalesce(o0.o_tenant, '') <> $10::text) AS o_fixed "
+        "  FROM o0), "
         "u AS (UPDATE subscriptions s SET url = COALESCE($3::text, s.url), "
         "  event_names = COALESCE($7::text[], s.event_names), "
         "  names_seen = CASE WHEN $7::text[] IS NULL THEN s.names_seen ELSE ARRAY(SELECT "
@@ -1438,7 +1560,7 @@ static void patch_update(struct patch *p)
         "  updated_at = clock_timestamp() "
         "  FROM o WHERE s.id = o.o_id "
         "  AND NOT (coalesce($6::text, '') = 'paused' AND o.o_disabled) AND NOT o.o_conflict "
-        "  AND NOT o.o_full "
+        "  AND NOT o.o_full AND NOT o.o_fixed "
         "  RETURNING " SQL_SUB_COLS ", o.o_url, "
         "  (extract(epoch FROM s.updated_at) * 1000000)::bigint, "
         "  array_to_json(o.o_names)::text), "
@@ -1456,11 +1578,12 @@ static void patch_update(struct patch *p)
         "    CASE WHEN $4::jsonb IS NOT NULL THEN 'headers' END, "
         "    CASE WHEN $5::jsonb <> '{}' THEN 'settings' END))) k(kind, detail) "
         "  WHERE k.kind IS NOT NULL) "
-        "SELECT u.*, o.o_disabled, o.o_conflict, o.o_full FROM o LEFT JOIN u ON true";
+        "SELECT u.*, o.o_disabled, o.o_conflict, o.o_full, o.o_fixed FROM o LEFT JOIN u ON true";
     char limit[24];
     snprintf(limit, sizeof limit, "%ld", r->b->cfg.max_subs_per_event);
-    const char *params[] = {r->seg[1],   r->seg[0], p->url,      p->headers,
-                            p->controls, p->state,  p->names_pg, limit};
+    const char *params[] = {r->seg[1], r->seg[0], p->url,      p->headers, p->controls,
+                            p->state,  p->names_pg, limit, req_tenant_scope(r),
+                            p->tenant_given};
     /* A change of the names or the URL holds the registration locks of the names and URL given
      * (as a registration does; SUBS_LOCK_KEYS), so a registration cannot slip the same name
      * and URL in between the overlap check and the update. */
@@ -1476,7 +1599,7 @@ static void patch_update(struct patch *p)
         http_db_error(r, NULL, "not connected");
         return;
     }
-    if (pg_query(pg, sql, 8, params, NULL, NULL, 0, patch_done, p) < 0) {
+    if (pg_query(pg, sql, 10, params, NULL, NULL, 0, patch_done, p) < 0) {
         if (!lock) {
             patch_free(p);
             http_db_error(r, NULL, "not connected");
@@ -1582,6 +1705,18 @@ void subs_patch(struct req *r)
             p->state = strcmp(v, "active") == 0 ? "active" : "paused";
         } else if (strcmp(it->string, "eventNames") == 0 || strcmp(it->string, "eventName") == 0) {
             continue; /* read above */
+        } else if (strcmp(it->string, "tenant") == 0) {
+            /* decision 44: fixed at registration; the same value again is accepted */
+            if (!cJSON_IsNull(it) &&
+                (!cJSON_IsString(it) || !valid_tenant(it->valuestring, strlen(it->valuestring)))) {
+                http_error(r, 400, "invalid_field",
+                           "tenant must be 1 to %d characters of A-Z a-z 0-9 _ -, or null; and "
+                           "it cannot change after registration",
+                           TENANT_ID_MAX);
+                goto out_free;
+            }
+            free(p->tenant_given);
+            p->tenant_given = xstrdup(cJSON_IsString(it) ? it->valuestring : "");
         } else if (strcmp(it->string, "verify") == 0) {
             http_error(r, 400, "invalid_field",
                        "verify is accepted at registration only: register the new webhookUrl "
@@ -1590,8 +1725,8 @@ void subs_patch(struct req *r)
         } else {
             http_error(r, 400, "invalid_field",
                        "unknown field \"%.64s\" (expected eventNames, eventName, webhookUrl, "
-                       "headers, status, rateLimit, retryPolicy, timeoutSeconds, description, "
-                       "payload, payloadFields, ordered, filter, batching)",
+                       "headers, status, tenant, rateLimit, retryPolicy, timeoutSeconds, "
+                       "description, payload, payloadFields, ordered, filter, batching)",
                        it->string);
             goto out_free;
         }
@@ -1741,10 +1876,10 @@ static void rotate_found(void *priv, PGresult *res, const char *err)
         "  WHEN $3::int > 0 THEN now() + $3::int * interval '1 second' END, "
         "secret = COALESCE($5::text, secret), updated_at = now() "
         "WHERE id = $1 AND $2 = ANY(event_names) AND status = 'active' AND secret = $4 "
-        "RETURNING " SQL_SUB_COLS;
+        "AND " SQL_IN_SCOPE("$6") " RETURNING " SQL_SUB_COLS;
     const char *params[] = {r->seg[1], r->seg[0], t->grace, t->seen_ct,
-                            t->new_ct[0] ? t->new_ct : NULL};
-    if (pg_query(r->b->pg_api, sql, 5, params, NULL, NULL, 0, rotate_done, t) < 0) {
+                            t->new_ct[0] ? t->new_ct : NULL, req_tenant_scope(r)};
+    if (pg_query(r->b->pg_api, sql, 6, params, NULL, NULL, 0, rotate_done, t) < 0) {
         http_db_error(r, NULL, "not connected");
         goto out_free;
     }
@@ -1757,9 +1892,10 @@ static void rotate_lookup(struct rot *t)
 {
     struct req *r = t->r;
     static const char sql[] = "SELECT secret FROM subscriptions WHERE id = $1 "
-                              "AND $2 = ANY(event_names) AND status = 'active'";
-    const char *params[] = {r->seg[1], r->seg[0]};
-    if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, rotate_found, t) < 0) {
+                              "AND $2 = ANY(event_names) AND status = 'active' "
+                              "AND " SQL_IN_SCOPE("$3");
+    const char *params[] = {r->seg[1], r->seg[0], req_tenant_scope(r)};
+    if (pg_query(r->b->pg_api, sql, 3, params, NULL, NULL, 0, rotate_found, t) < 0) {
         rot_free(t);
         http_db_error(r, NULL, "not connected");
     }
@@ -1795,7 +1931,7 @@ static struct {
     bool busy, failed, last_page;
     struct broker *b;
     char token[ID_LEN + 1];
-    char *after_name, *after_url; /* keyset cursor: the last row of the previous page */
+    char *after_tenant, *after_name, *after_url; /* keyset cursor: the previous page's last */
     long written, pages;
     int pending; /* HSET replies outstanding for the current page */
 } ix;
@@ -1806,9 +1942,10 @@ static const char mark_lua[] =
 
 static void rebuild_end(void)
 {
+    free(ix.after_tenant);
     free(ix.after_name);
     free(ix.after_url);
-    ix.after_name = ix.after_url = NULL;
+    ix.after_tenant = ix.after_name = ix.after_url = NULL;
     ix.busy = false;
 }
 
@@ -1868,8 +2005,8 @@ static void page_written(struct rds *rd, redisReply *reply, void *priv)
         page_done();
 }
 
-/* One HSET key url value ... for rows [from, to) of one event name (id, event name, URL,
- * filter). false when not sent. */
+/* One HSET key url value ... for rows [from, to) of one event name of one tenant (id, event
+ * name, URL, filter, tenant: "" for global). false when not sent. */
 static bool page_send_event(PGresult *res, int from, int to)
 {
     char key[KEY_MAX];
@@ -1877,7 +2014,9 @@ static bool page_send_event(PGresult *res, int from, int to)
     struct rargs a = {0};
     index_mark_pattern(ix.b->redis, PQgetvalue(res, from, 1), (size_t)PQgetlength(res, from, 1));
     rargs_adds(&a, "HSET");
-    rargs_add(&a, key, key_event(key, PQgetvalue(res, from, 1), (size_t)PQgetlength(res, from, 1)));
+    rargs_add(&a, key,
+              key_event(key, PQgetvalue(res, from, 4), PQgetvalue(res, from, 1),
+                        (size_t)PQgetlength(res, from, 1)));
     for (int i = from; i < to; i++) {
         struct buf *v = &vals[i - from];
         indexval_encode_filter(v, PQgetvalue(res, i, 0),
@@ -1907,15 +2046,18 @@ static void page_loaded(void *priv, PGresult *res, const char *err)
     ix.last_page = n < ix.b->cfg.index_rebuild_page;
     ix.pages++;
     if (n > 0) {
+        free(ix.after_tenant);
         free(ix.after_name);
         free(ix.after_url);
+        ix.after_tenant = xstrdup(PQgetvalue(res, n - 1, 4));
         ix.after_name = xstrdup(PQgetvalue(res, n - 1, 1));
         ix.after_url = xstrdup(PQgetvalue(res, n - 1, 2));
     }
     ix.pending = 1; /* held while sending, so a reply cannot end the page early */
     for (int from = 0; from < n && !ix.failed;) {
         int to = from + 1;
-        while (to < n && strcmp(PQgetvalue(res, to, 1), PQgetvalue(res, from, 1)) == 0)
+        while (to < n && strcmp(PQgetvalue(res, to, 1), PQgetvalue(res, from, 1)) == 0 &&
+               strcmp(PQgetvalue(res, to, 4), PQgetvalue(res, from, 4)) == 0)
             to++;
         if (!page_send_event(res, from, to))
             ix.failed = true;
@@ -1931,22 +2073,24 @@ static void page_loaded(void *priv, PGresult *res, const char *err)
 
 static void page_fetch(void)
 {
-    /* One row per (name or pattern, URL) of the active subscriptions (decision 39: a URL has
-     * each name from one subscription, so the pair is a key). The pairs are sorted for every
-     * page: the rebuild is rare and subscriptions are few next to jobs. */
+    /* One row per (tenant, name or pattern, URL) of the active subscriptions (decision 39: a
+     * URL has each name from one subscription of a tenant, so the triple is a key; decision
+     * 44: "" for global). The triples are sorted for every page: the rebuild is rare and
+     * subscriptions are few next to jobs. */
     static const char first_sql[] =
-        "SELECT s.id, n.name, s.url, s.filter::text FROM subscriptions s "
+        "SELECT s.id, n.name, s.url, s.filter::text, coalesce(s.tenant, '') FROM subscriptions s "
         "CROSS JOIN LATERAL unnest(s.event_names) n(name) WHERE s.status = 'active' "
-        "ORDER BY n.name, s.url LIMIT $1";
+        "ORDER BY coalesce(s.tenant, ''), n.name, s.url LIMIT $1";
     static const char next_sql[] =
-        "SELECT s.id, n.name, s.url, s.filter::text FROM subscriptions s "
+        "SELECT s.id, n.name, s.url, s.filter::text, coalesce(s.tenant, '') FROM subscriptions s "
         "CROSS JOIN LATERAL unnest(s.event_names) n(name) WHERE s.status = 'active' "
-        "AND (n.name, s.url) > ($2, $3) ORDER BY n.name, s.url LIMIT $1";
+        "AND (coalesce(s.tenant, ''), n.name, s.url) > ($4, $2, $3) "
+        "ORDER BY coalesce(s.tenant, ''), n.name, s.url LIMIT $1";
     char limit[24];
     snprintf(limit, sizeof limit, "%ld", ix.b->cfg.index_rebuild_page);
-    const char *params[] = {limit, ix.after_name, ix.after_url};
+    const char *params[] = {limit, ix.after_name, ix.after_url, ix.after_tenant};
     bool first = ix.after_name == NULL;
-    if (pg_query(ix.b->pg_api, first ? first_sql : next_sql, first ? 1 : 3, params, NULL, NULL, 0,
+    if (pg_query(ix.b->pg_api, first ? first_sql : next_sql, first ? 1 : 4, params, NULL, NULL, 0,
                  page_loaded, NULL) < 0)
         rebuild_fail("the database is unavailable");
 }

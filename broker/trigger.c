@@ -1,6 +1,7 @@
-/* POST /api/v0/trigger-event/<name>: validates the payload and an Idempotency-Key, fans out
- * through the Redis event index (the name's hash, one per prefix pattern that can match it and
- * the one of "*"; PostgreSQL when the index is not marked complete), one job per subscription,
+/* POST /api/v0/trigger-event/<name>[?tenant=<t>]: validates the payload and an Idempotency-Key,
+ * fans out through the Redis event index of the event's tenant, or the global one (decision 44;
+ * the name's hash, one per prefix pattern that can match it and the one of "*"; PostgreSQL
+ * when the index is not marked complete), one job per subscription,
  * skipping the subscriptions whose payload filter does not match, and hands the event to the
  * group commit. */
 #include <cJSON.h>
@@ -142,7 +143,8 @@ static void fanout_from_db(struct fanout *f)
     struct event_rec *e = f->e;
     subs_index_ensure(r->b);
     static const char sql[] = "SELECT id, url, filter::text FROM subscriptions "
-                              "WHERE event_names && $1::text[] AND status = 'active'";
+                              "WHERE event_names && $1::text[] AND status = 'active' "
+                              "AND coalesce(tenant, '') = $2";
     char keys[EVNAMES_KEYS_MAX][EVNAME_SIZE];
     char *kp[EVNAMES_KEYS_MAX];
     int nk = evname_keys(e->name, strlen(e->name), keys);
@@ -150,9 +152,9 @@ static void fanout_from_db(struct fanout *f)
         kp[i] = keys[i];
     struct buf arr = {0};
     evnames_pg_array(&arr, kp, nk);
-    const char *params[] = {arr.data};
+    const char *params[] = {arr.data, e->tenant};
     f->refs++; /* from_db's */
-    int rc = pg_query(r->b->pg_api, sql, 1, params, NULL, NULL, 0, from_db, f);
+    int rc = pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, from_db, f);
     buf_free(&arr);
     if (rc < 0) {
         f->refs--;
@@ -174,7 +176,7 @@ static int read_patterns(struct rds *rd, struct fanout *f)
     int nk = evname_keys(f->e->name, strlen(f->e->name), keys);
     for (int i = 1; i < nk; i++) {
         char key[KEY_MAX];
-        size_t klen = key_event(key, keys[i], strlen(keys[i]));
+        size_t klen = key_event(key, f->e->tenant, keys[i], strlen(keys[i]));
         const char *hg[] = {"HGETALL", key};
         size_t hgl[] = {7, klen};
         f->refs++;
@@ -273,22 +275,52 @@ static int idem_header(struct req *r, const char **key)
     return 0;
 }
 
-/* The keyed commit's part of an event: the key and the SHA-256 of the payload. NULL when
- * OpenSSL fails; caller frees. */
-static struct idem *idem_new(const char *key, const char *payload, size_t len)
+/* The keyed commit's part of an event: the key (as stored: prefixed by the tenant and 0x1f for
+ * a tenant's event, decision 44) and the SHA-256 of the payload. NULL when OpenSSL fails;
+ * caller frees. */
+static struct idem *idem_new(const char *tenant, const char *key, const char *payload,
+                             size_t len)
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     if (EVP_Digest(payload, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
         return NULL;
     struct idem *id = xcalloc(1, sizeof *id);
-    memcpy(id->key, key, strlen(key) + 1);
+    if (*tenant)
+        snprintf(id->key, sizeof id->key, "%s\x1f%s", tenant, key);
+    else
+        memcpy(id->key, key, strlen(key) + 1);
     hex_encode(md, mdlen, id->sha256);
     return id;
 }
 
+/* The event's tenant (decision 44) into out (TENANT_ID_MAX + 1 bytes): the "tenant" query
+ * parameter, else the key's own tenant ("" for a global event). A key limited to a tenant may
+ * name only its own (403); a bad id is a 400. -1 after replying. */
+static int trigger_tenant(struct req *r, char *out)
+{
+    char *t = http_query_param(r, "tenant");
+    const char *mine = r->who.tenant;
+    int rc = -1;
+    if (t && !valid_tenant(t, strlen(t))) {
+        http_error(r, 400, "invalid_field",
+                   "tenant must be 1 to %d characters of A-Z a-z 0-9 _ -", TENANT_ID_MAX);
+        goto out_free;
+    }
+    if (t && *mine && strcmp(t, mine) != 0) {
+        http_error(r, 403, "forbidden", "this API key triggers events of its own tenant only");
+        goto out_free;
+    }
+    snprintf(out, TENANT_ID_MAX + 1, "%s", t ? t : mine);
+    rc = 0;
+out_free:
+    free(t);
+    return rc;
+}
+
 void trigger_post(struct req *r)
 {
+    char tenant[TENANT_ID_MAX + 1];
     char err[256];
     const char *name = r->seg[0];
     if (!valid_event_name(name, strlen(name))) {
@@ -304,6 +336,8 @@ void trigger_post(struct req *r)
                    EVENT_NAME_RESERVED);
         return;
     }
+    if (trigger_tenant(r, tenant) < 0)
+        return;
     const char *idem_key;
     if (idem_header(r, &idem_key) < 0) {
         http_error(r, 400, "invalid_field", "send at most one Idempotency-Key header");
@@ -327,7 +361,7 @@ void trigger_post(struct req *r)
         return;
     }
     struct idem *idem = NULL;
-    if (idem_key && !(idem = idem_new(idem_key, r->body, r->body_len))) {
+    if (idem_key && !(idem = idem_new(tenant, idem_key, r->body, r->body_len))) {
         http_error(r, 500, "internal", "SHA-256 of the payload failed");
         return;
     }
@@ -336,6 +370,7 @@ void trigger_post(struct req *r)
     e->r = r;
     id_new(e->id);
     memcpy(e->name, name, strlen(name) + 1);
+    memcpy(e->tenant, tenant, sizeof tenant);
     e->payload = xstrndup(r->body, r->body_len);
     e->payload_len = r->body_len;
     struct fanout *f = xcalloc(1, sizeof *f);
@@ -355,7 +390,7 @@ void trigger_post(struct req *r)
         goto out_unavailable;
     }
     f->hgetalls = 1;
-    klen = key_event(key, name, strlen(name));
+    klen = key_event(key, tenant, name, strlen(name));
     const char *hg[] = {"HGETALL", key};
     size_t hgl[] = {7, klen};
     f->refs++;

@@ -14,6 +14,7 @@ static const struct opt trigger_opts[] = {
      "the payload: JSON text, @FILE or - (stdin); sent byte for byte "
      "(default {})"},
     {"idempotency-key", "KEY", 0, "Idempotency-Key: a repeat within 24 h creates nothing"},
+    {"tenant", "ID", 0, "only this tenant's subscriptions receive it (default: the global ones)"},
     {NULL, NULL, 0, NULL},
 };
 static const struct opt show_opts[] = {
@@ -56,6 +57,8 @@ static int run_trigger(struct cli *c, const struct args *a)
     }
     buf_adds(&path, "/api/v0/trigger-event");
     api_seg(&path, a->pos[0]);
+    if (args_get(a, "tenant"))
+        api_query(&path, "tenant", args_get(a, "tenant"));
     struct api_call call = {.method = "POST",
                             .path = path.data,
                             .body = body.data,

@@ -42,6 +42,7 @@ static const struct opt create_opts[] = {
     OPTS_SETTINGS,
     {"secret", "whsec_...", 0, "secret: the signing secret (generated when left out)"},
     {"verify", NULL, 0, "verify: the endpoint must echo a signed challenge first"},
+    {"tenant", "ID", 0, "tenant: the tenant it belongs to (fixed; default: global)"},
     OPT_DATA,
     {NULL, NULL, 0, NULL},
 };
@@ -49,6 +50,7 @@ static const struct opt update_opts[] = {
     OPT_EVENTS(" (replaces them)"), OPTS_SETTINGS, OPT_DATA, {NULL, NULL, 0, NULL}};
 static const struct opt list_opts[] = {
     {"event", "NAME", 0, "only this event's subscriptions"},
+    {"tenant", "ID", 0, "only this tenant's subscriptions (\"\": the global ones)"},
     {"page-size", "N", 0, "subscriptions per page, 1..500 (default 50)"},
     {"offset", "N", 0, "skip this many (default 0)"},
     {"all", NULL, 0, "every page (one table; with --json one document)"},
@@ -63,8 +65,13 @@ static const struct opt rotate_opts[] = {
 };
 
 static const struct col list_cols[] = {
-    {"ID", "id"},          {"EVENT", "eventName"},         {"STATUS", "status"},
-    {"URL", "webhookUrl"}, {"DESCRIPTION", "description"}, {"CREATED", "createdAt"},
+    {"ID", "id"},
+    {"EVENT", "eventName"},
+    {"STATUS", "status"},
+    {"TENANT", "tenant"},
+    {"URL", "webhookUrl"},
+    {"DESCRIPTION", "description"},
+    {"CREATED", "createdAt"},
     {NULL, NULL},
 };
 
@@ -285,6 +292,8 @@ static int sub_body(const struct args *a, bool create, struct buf *out)
         body_set(o, "secret", cJSON_CreateString(v));
     if (args_has(a, "verify"))
         body_set(o, "verify", cJSON_CreateTrue());
+    if ((v = args_get(a, "tenant")))
+        body_set(o, "tenant", cJSON_CreateString(v));
     if (create && ((!cJSON_GetObjectItemCaseSensitive(o, "eventName") &&
                     !cJSON_GetObjectItemCaseSensitive(o, "eventNames")) ||
                    !cJSON_GetObjectItemCaseSensitive(o, "webhookUrl"))) {
@@ -426,7 +435,7 @@ static int run_list(struct cli *c, const struct args *a)
     long size = num_opt(a, "page-size", 0, 1), offset = num_opt(a, "offset", 0, 0);
     if (size < 0 || offset < 0)
         return EXIT_USAGE;
-    const char *event = args_get(a, "event");
+    const char *event = args_get(a, "event"), *tenant = args_get(a, "tenant");
     bool all = args_has(a, "all"), json = c->json;
     cJSON *rows = cJSON_CreateArray(), *last = NULL;
     int rc;
@@ -438,6 +447,8 @@ static int run_list(struct cli *c, const struct args *a)
         buf_adds(&p, "/api/v0/webhooks");
         if (event)
             api_seg(&p, event);
+        if (tenant)
+            api_query(&p, "tenant", tenant);
         if (size) {
             snprintf(n, sizeof n, "%ld", size);
             api_query(&p, "page_size", n);

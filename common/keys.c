@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "valid.h"
+
 static char prefix[65] = "wh:";
 
 int keys_set_prefix(const char *p)
@@ -24,9 +26,33 @@ static size_t fmt(int n)
     return (size_t)n >= KEY_MAX ? KEY_MAX - 1 : (size_t)n;
 }
 
-size_t key_event(char *out, const char *name, size_t namelen)
+size_t key_event(char *out, const char *tenant, const char *name, size_t namelen)
 {
+    if (tenant && *tenant)
+        return fmt(snprintf(out, KEY_MAX, "%sevent:@%s:%.*s", prefix, tenant, (int)namelen, name));
     return fmt(snprintf(out, KEY_MAX, "%sevent:%.*s", prefix, (int)namelen, name));
+}
+
+int key_event_parse(const char *key, size_t klen, char *tenant, const char **name, size_t *namelen)
+{
+    char head[KEY_MAX];
+    size_t hlen = key_event(head, NULL, "", 0);
+    if (klen < hlen || memcmp(key, head, hlen) != 0)
+        return -1;
+    const char *p = key + hlen, *end = key + klen;
+    tenant[0] = '\0';
+    if (p < end && *p == '@') {
+        const char *colon = memchr(p + 1, ':', (size_t)(end - p - 1));
+        size_t tlen = colon ? (size_t)(colon - p - 1) : 0;
+        if (!colon || !valid_tenant(p + 1, tlen))
+            return -1;
+        memcpy(tenant, p + 1, tlen);
+        tenant[tlen] = '\0';
+        p = colon + 1;
+    }
+    *name = p;
+    *namelen = (size_t)(end - p);
+    return 0;
 }
 
 size_t key_index_ready(char *out)

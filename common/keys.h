@@ -13,7 +13,16 @@
 int keys_set_prefix(const char *prefix) __attribute__((warn_unused_result));
 
 /* Each writes a NUL-terminated key into out (KEY_MAX bytes) and returns its length. */
-size_t key_event(char *out, const char *name, size_t namelen); /* hash url -> subscription JSON */
+/* hash url -> subscription JSON (decision 39) of one event name or pattern: wh:event:<name> for
+ * global subscriptions (tenant NULL or ""), wh:event:@<tenant>:<name> for a tenant's (decision
+ * 44: '@' is not in the event-name charset and ':' not in the tenant's, so the two never meet
+ * and the split is unambiguous). */
+size_t key_event(char *out, const char *tenant, const char *name, size_t namelen);
+/* The inverse for a key SCAN found: 0 with the tenant ("" for a global entry) in tenant
+ * (TENANT_ID_MAX + 1 bytes, common/valid.h) and *name pointing into key (its length in *namelen); -1 when key
+ * is not an event index key of this prefix or its tenant part is malformed. */
+int key_event_parse(const char *key, size_t klen, char *tenant, const char **name,
+                    size_t *namelen) __attribute__((warn_unused_result));
 size_t key_index_ready(char *out);                   /* string: the event index is complete */
 /* string: the token of the index rebuild under way; hash tag {<ready key>}, so it shares the
  * ready mark's slot and one script may touch both (the prefix has no braces). */

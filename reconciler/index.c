@@ -1,6 +1,7 @@
-/* Reconciling the Redis event index (wh:event:<name or pattern>, decision 39) with the active
- * subscriptions in PostgreSQL, in bounded steps: every index key found by SCAN is checked
- * against the subscriptions listing that name or pattern (stale entries are removed by compare-and-delete, only when their id is
+/* Reconciling the Redis event index (wh:event:<name or pattern>, decision 39, and a tenant's
+ * wh:event:@<tenant>:<name or pattern>, decision 44) with the active subscriptions in
+ * PostgreSQL, in bounded steps: every index key found by SCAN is checked against the
+ * subscriptions of its tenant listing that name or pattern (stale entries are removed by compare-and-delete, only when their id is
  * confirmed inactive), then the active subscriptions are read in keyset pages and missing or
  * outdated entries (another id, or not the filter PostgreSQL has) are written (HMGET per page).
  */
@@ -15,17 +16,19 @@
 #include "mem.h"
 #include "rds.h"
 #include "recon.h"
+#include "valid.h"
 
 static const char cas_hdel_lua[] =
     "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then "
     "return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0";
 
-/* Writes the entry of subscription id with its filter text (NULL: none). */
-static int write_entry(struct recon *r, const char *name, const char *url, const char *id,
-                       const char *filter)
+/* Writes the entry of subscription id of tenant ("" global) with its filter text (NULL: none). */
+static int write_entry(struct recon *r, const char *tenant, const char *name, const char *url,
+                       const char *id, const char *filter)
 {
     r->n.index_fixed++;
-    log_info("index", "writing %s -> %s to the event index", name, url);
+    log_info("index", "writing %s%s%s -> %s to the event index", *tenant ? tenant : "",
+             *tenant ? ":" : "", name, url);
     if (r->cfg.dry_run)
         return 0;
     char key[KEY_MAX];
@@ -39,7 +42,7 @@ static int write_entry(struct recon *r, const char *name, const char *url, const
             return -1;
         freeReplyObject(mrep);
     }
-    size_t klen = key_event(key, name, strlen(name));
+    size_t klen = key_event(key, tenant, name, strlen(name));
     struct buf v = {0};
     indexval_encode_filter(&v, id, filter, filter ? strlen(filter) : 0);
     const char *argv[] = {"HSET", key, url, v.data};
@@ -91,16 +94,26 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Redis -> PostgreSQL: the entries of one index key against its event's subscriptions. */
-static int check_key(struct recon *r, const char *key, size_t klen, size_t prefix_len)
+/* Redis -> PostgreSQL: the entries of one index key against its event's subscriptions of its
+ * tenant (decision 44). A key whose tenant part is malformed has no subscription: each entry
+ * is then kept only while its id is an active subscription (drop_stale). */
+static int check_key(struct recon *r, const char *key, size_t klen)
 {
-    const char *name = key + prefix_len;
-    const char *params[] = {name};
+    char tenant[TENANT_ID_MAX + 1], name[KEY_MAX];
+    const char *np;
+    size_t nlen;
+    if (key_event_parse(key, klen, tenant, &np, &nlen) < 0) {
+        snprintf(tenant, sizeof tenant, "%s", "?"); /* matches no subscription */
+        np = "";
+        nlen = 0;
+    }
+    snprintf(name, sizeof name, "%.*s", (int)nlen, np);
+    const char *params[] = {name, tenant};
     PGresult *res = recon_sql(
         r,
         "SELECT url FROM subscriptions WHERE event_names @> ARRAY[$1::text] "
-        "AND status = 'active'",
-        1, params);
+        "AND status = 'active' AND coalesce(tenant, '') = $2",
+        2, params);
     if (!res)
         return -1;
     size_t n = (size_t)PQntuples(res);
@@ -130,7 +143,7 @@ static int check_key(struct recon *r, const char *key, size_t klen, size_t prefi
 static int scan_index(struct recon *r)
 {
     char prefix[KEY_MAX], pattern[2 * KEY_MAX];
-    size_t plen = key_event(prefix, "", 0);
+    size_t plen = key_event(prefix, NULL, "", 0); /* tenants' keys are under it too */
     size_t k = 0;
     for (size_t i = 0; i < plen; i++) { /* glob-escape the prefix */
         if (strchr("*?[]\\", prefix[i]))
@@ -152,22 +165,22 @@ static int scan_index(struct recon *r)
         snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
         const redisReply *keys = rep->element[1];
         for (size_t i = 0; i < keys->elements && rc == 0; i++)
-            rc = check_key(r, keys->element[i]->str, keys->element[i]->len, plen);
+            rc = check_key(r, keys->element[i]->str, keys->element[i]->len);
         freeReplyObject(rep);
     } while (rc == 0 && strcmp(cursor, "0") != 0);
     return rc;
 }
 
 /* PostgreSQL -> Redis: one page of active subscriptions' (name or pattern, URL) pairs (all of
- * one name or less; id, name, URL, filter). */
+ * one tenant's name or less; id, name, URL, filter, tenant: "" for global). */
 static int check_page(struct recon *r, PGresult *res, int from, int to)
 {
-    const char *name = PQgetvalue(res, from, 1);
+    const char *name = PQgetvalue(res, from, 1), *tenant = PQgetvalue(res, from, 4);
     char key[KEY_MAX];
     int n = to - from;
     struct rargs a = {0};
     rargs_adds(&a, "HMGET");
-    rargs_add(&a, key, key_event(key, name, strlen(name)));
+    rargs_add(&a, key, key_event(key, tenant, name, strlen(name)));
     for (int i = 0; i < n; i++)
         rargs_add(&a, PQgetvalue(res, from + i, 2), (size_t)PQgetlength(res, from + i, 2));
     redisReply *rep = recon_redis(r, a.argc, a.argv, a.lens);
@@ -185,7 +198,7 @@ static int check_page(struct recon *r, PGresult *res, int from, int to)
         if (e->type == REDIS_REPLY_STRING && indexval_decode(e->str, e->len, &iv) &&
             strcmp(iv.id, id) == 0 && strcmp(iv.status, "active") == 0 && same_filter(&iv, filter))
             continue;
-        rc = write_entry(r, name, PQgetvalue(res, from + i, 2), id, filter);
+        rc = write_entry(r, tenant, name, PQgetvalue(res, from + i, 2), id, filter);
     }
     freeReplyObject(rep);
     return rc;
@@ -193,17 +206,20 @@ static int check_page(struct recon *r, PGresult *res, int from, int to)
 
 static int fill_missing(struct recon *r)
 {
-    char batch[24], after_name[160] = "", after_url[4096] = "";
+    char batch[24], after_tenant[TENANT_ID_MAX + 1] = "", after_name[160] = "",
+                    after_url[4096] = "";
     snprintf(batch, sizeof batch, "%ld", r->cfg.batch);
     int rc = 0;
     for (;;) {
-        const char *params[] = {after_name, after_url, batch};
+        const char *params[] = {after_name, after_url, batch, after_tenant};
         PGresult *res = recon_sql(
             r,
-            "SELECT s.id::text, n.name, s.url, s.filter::text FROM subscriptions s "
+            "SELECT s.id::text, n.name, s.url, s.filter::text, coalesce(s.tenant, '') "
+            "FROM subscriptions s "
             "CROSS JOIN LATERAL unnest(s.event_names) n(name) WHERE s.status = 'active' "
-            "AND (n.name, s.url) > ($1, $2) ORDER BY n.name, s.url LIMIT $3::int",
-            3, params);
+            "AND (coalesce(s.tenant, ''), n.name, s.url) > ($4, $1, $2) "
+            "ORDER BY coalesce(s.tenant, ''), n.name, s.url LIMIT $3::int",
+            4, params);
         if (!res) {
             rc = -1;
             break;
@@ -211,12 +227,14 @@ static int fill_missing(struct recon *r)
         int n = PQntuples(res);
         for (int from = 0; from < n && rc == 0;) {
             int to = from + 1;
-            while (to < n && strcmp(PQgetvalue(res, to, 1), PQgetvalue(res, from, 1)) == 0)
+            while (to < n && strcmp(PQgetvalue(res, to, 1), PQgetvalue(res, from, 1)) == 0 &&
+                   strcmp(PQgetvalue(res, to, 4), PQgetvalue(res, from, 4)) == 0)
                 to++;
             rc = check_page(r, res, from, to);
             from = to;
         }
         if (n) {
+            snprintf(after_tenant, sizeof after_tenant, "%s", PQgetvalue(res, n - 1, 4));
             snprintf(after_name, sizeof after_name, "%s", PQgetvalue(res, n - 1, 1));
             snprintf(after_url, sizeof after_url, "%s", PQgetvalue(res, n - 1, 2));
         }

@@ -46,8 +46,11 @@ def payload_key(event_id, partition=0):
     return f"{PREFIX}{{{partition}}}:payload:{event_id}"
 
 
-def event_key(event_name):
-    """The Redis key of an event's subscriber index (hash url -> JSON): wh:event:<name>."""
+def event_key(event_name, tenant=None):
+    """The Redis key of an event's subscriber index (hash url -> JSON): wh:event:<name>, or
+    wh:event:@<tenant>:<name> for a tenant's subscriptions (decision 44)."""
+    if tenant:
+        return f"{PREFIX}event:@{tenant}:{event_name}"
     return f"{PREFIX}event:{event_name}"
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

@@ -45,7 +45,8 @@ def test_register_creates_subscription(api, db, rc):
     assert set(sub) == {"id", "eventName", "eventNames", "webhookUrl", "secret", "headers", "status",
                         "createdAt", "updatedAt", "description", "rateLimit", "retryPolicy",
                         "timeoutSeconds", "payload", "payloadFields", "ordered", "filter",
-                        "batching"}, sub
+                        "batching", "tenant"}, sub
+    assert sub["tenant"] is None, sub  # global (decision 44)
     assert sub["ordered"] is False, sub  # the default (decision 33)
     assert sub["batching"] is None, sub  # off by default (decision 40)
     assert_subscription(sub, event, url, {"X-Team": "books"}, with_secret=True)

@@ -227,7 +227,7 @@ def test_duplicate_of_a_transaction_in_flight_elsewhere(broker, api, db, rc):
         t.join(60)
     st, h, data = results[0]
     assert (st, data, h.get("Idempotent-Replayed")) == (
-        202, {"eventId": theirs, "eventName": event, "jobs": 4}, "true")
+        202, {"eventId": theirs, "eventName": event, "tenant": None, "jobs": 4}, "true")
     assert events_named(db, event) == 1 and enqueued(rc, event) == []
 
 

@@ -285,7 +285,7 @@ def test_rotate_signs_with_new_and_old_during_grace(api, db, rc, receiver, start
     assert set(rot) == {"id", "eventName", "eventNames", "webhookUrl", "secret", "headers", "status",
                         "createdAt", "updatedAt", "previousSecretExpiresAt", "description",
                         "rateLimit", "retryPolicy", "timeoutSeconds", "payload", "payloadFields",
-                        "ordered", "filter", "batching"}, rot
+                        "ordered", "filter", "batching", "tenant"}, rot
     assert rot["id"] == sub["id"] and rot["headers"] == {"X-K": "v"}
     new = rot["secret"]
     assert new != old and new.startswith("whsec_")

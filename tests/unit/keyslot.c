@@ -34,7 +34,7 @@ static int print_keys(int argc, char **argv)
     put("index-ready", -1, k, key_index_ready(k));
     put("index-rebuild", -1, k, key_index_rebuild(k));
     for (int i = 4; i < argc; i++)
-        put("event", -1, k, key_event(k, argv[i], strlen(argv[i])));
+        put("event", -1, k, key_event(k, NULL, argv[i], strlen(argv[i])));
     for (long p = 0; p < parts; p++) {
         unsigned u = (unsigned)p;
         put("jobs", p, k, key_jobs(k, u));

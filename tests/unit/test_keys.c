@@ -1,7 +1,11 @@
 /* Unit tests for common/keys.c: the index rebuild token shares the ready mark's Redis Cluster
- * hash slot (one script touches both), whatever the prefix. */
+ * hash slot (one script touches both), whatever the prefix; the event index keys of global and
+ * tenant subscriptions (decision 44) and their parsing back. */
+#include <string.h>
+
 #include "keys.h"
 #include "unit.h"
+#include "valid.h"
 
 /* The part of a key Redis Cluster hashes: the first {...} with something inside, else all. */
 static void hashed_part(const char *key, char *out, size_t outlen)
@@ -26,8 +30,47 @@ static void check_prefix(const char *prefix)
     CHECK_STR(a, b);
 }
 
+static void check_event_keys(void)
+{
+    char k[KEY_MAX], tenant[TENANT_ID_MAX + 1];
+    const char *name;
+    size_t nlen;
+    CHECK(keys_set_prefix("wh:") == 0);
+    CHECK_EQ_INT(key_event(k, NULL, "order.paid", 10), strlen("wh:event:order.paid"));
+    CHECK_STR(k, "wh:event:order.paid"); /* global: the bytes of before tenants */
+    key_event(k, "", "order.paid", 10);
+    CHECK_STR(k, "wh:event:order.paid");
+    key_event(k, "acme", "order.*", 7);
+    CHECK_STR(k, "wh:event:@acme:order.*");
+    key_event(k, "a_b-9", "*", 1);
+    CHECK_STR(k, "wh:event:@a_b-9:*");
+    /* parsed back */
+    CHECK(key_event_parse(k, strlen(k), tenant, &name, &nlen) == 0);
+    CHECK_STR(tenant, "a_b-9");
+    CHECK(nlen == 1 && name[0] == '*');
+    key_event(k, NULL, "x:y.z", 5); /* ':' in a global name is not a tenant */
+    CHECK(key_event_parse(k, strlen(k), tenant, &name, &nlen) == 0);
+    CHECK_STR(tenant, "");
+    CHECK(nlen == 5 && memcmp(name, "x:y.z", 5) == 0);
+    key_event(k, "acme", "x:y", 3); /* the first ':' ends the tenant */
+    CHECK(key_event_parse(k, strlen(k), tenant, &name, &nlen) == 0);
+    CHECK_STR(tenant, "acme");
+    CHECK(nlen == 3 && memcmp(name, "x:y", 3) == 0);
+    static const char *const bad[] = {"wh:event:@acme", "wh:event:@:x", "wh:event:@a.b:x",
+                                      "wh:index-ready", "wx:event:a"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK(key_event_parse(bad[i], strlen(bad[i]), tenant, &name, &nlen) < 0);
+    CHECK(keys_set_prefix("app:") == 0);
+    key_event(k, "acme", "a", 1);
+    CHECK_STR(k, "app:event:@acme:a");
+    CHECK(key_event_parse(k, strlen(k), tenant, &name, &nlen) == 0);
+    CHECK_STR(tenant, "acme");
+    CHECK(keys_set_prefix("wh:") == 0);
+}
+
 int main(int argc, char **argv)
 {
+    check_event_keys();
     (void)argc;
     check_prefix("wh:");
     check_prefix("app.webhooks:");

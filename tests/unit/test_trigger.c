@@ -3,10 +3,15 @@
  * when the patterns mark is set, one HGETALL per pattern entry that can match the name:
  * "order.*", "*"; decision 39) is freed exactly once on every path (all sent and answered, the
  * connection lost, any send refused, in either pipeline), the request is answered exactly
- * once, and a subscription found in two hashes gets one job. Linked with broker/trigger.o and stubs of what it
+ * once, and a subscription found in two hashes gets one job; the commands sent, with and
+ * without a tenant (decision 44: a global trigger sends exactly the commands it sent before
+ * tenants, a tenant's reads its own hashes), and the tenant rules of the query parameter and
+ * the key. Linked with broker/trigger.o and stubs of what it
  * calls (Redis, PostgreSQL, the commit, the HTTP replies); run under ASan + LSan by `make test
  * SAN=1`, where a use after free or a leak of the fan-out state fails the binary. */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../../broker/api.h"
 #include "../../broker/commit.h"
@@ -17,6 +22,7 @@
 struct sent {
     rds_reply_fn *cb;
     void *priv;
+    char cmd[256]; /* the arguments joined by spaces */
 };
 
 static struct sent sent[16];
@@ -24,17 +30,30 @@ static int nsent;
 static int refuse_send_no; /* rds_cmd number (1-based) that fails; 0: none */
 static int nsend_calls;
 static int answered, last_status, submitted, index_ensured;
+static const char *query_tenant; /* the ?tenant= the request carries; NULL: none */
+static char submitted_tenant[80];
 
 int rds_cmd(struct rds *r, rds_reply_fn *cb, void *priv, int argc, const char **argv,
             const size_t *lens)
 {
-    (void)r, (void)argc, (void)argv, (void)lens;
+    (void)r;
     if (++nsend_calls == refuse_send_no)
         return -1;
     sent[nsent].cb = cb;
     sent[nsent].priv = priv;
+    size_t n = 0;
+    sent[nsent].cmd[0] = '\0';
+    for (int i = 0; i < argc; i++)
+        n += (size_t)snprintf(sent[nsent].cmd + n, sizeof sent[nsent].cmd - n, "%s%.*s",
+                              i ? " " : "", (int)lens[i], argv[i]);
     nsent++;
     return 0;
+}
+
+char *http_query_param(struct req *r, const char *name)
+{
+    (void)r;
+    return query_tenant && strcmp(name, "tenant") == 0 ? strdup(query_tenant) : NULL;
 }
 
 bool pg_up(const struct pg *p)
@@ -94,6 +113,7 @@ void commit_submit(struct broker *b, struct event_rec *e)
 {
     (void)b;
     submitted += (int)e->njobs;
+    snprintf(submitted_tenant, sizeof submitted_tenant, "%s", e->tenant);
     answered++;
     last_status = 202;
     free(e->r);
@@ -108,6 +128,21 @@ static void reset(int refuse)
 {
     nsent = nsend_calls = answered = last_status = submitted = index_ensured = 0;
     refuse_send_no = refuse;
+    query_tenant = NULL;
+    submitted_tenant[0] = '\0';
+}
+
+/* A trigger by a key limited to key_tenant ("" for none). */
+static void trigger_as(const char *key_tenant)
+{
+    struct req *r = calloc(1, sizeof *r);
+    snprintf(r->who.tenant, sizeof r->who.tenant, "%s", key_tenant);
+    r->b = &broker;
+    snprintf(r->seg[0], sizeof r->seg[0], "order.created");
+    r->nseg = 1;
+    r->body = "{\"a\":1}";
+    r->body_len = strlen(r->body);
+    trigger_post(r);
 }
 
 static void trigger(void)
@@ -275,9 +310,85 @@ static void test_pattern_send_refused(void)
     }
 }
 
+/* Both pipelines of a trigger of "order.created" with the patterns mark set, answered with
+ * empty hashes; the commands sent in cmds (4). */
+static void run_both_pipelines(void)
+{
+    redisReply empty = {.type = REDIS_REPLY_ARRAY};
+    deliver(0, marks(true, true));
+    deliver(1, &empty);
+    CHECK_EQ_INT(nsent, 4);
+    deliver(2, &empty);
+    deliver(3, &empty);
+    CHECK_EQ_INT(answered, 1);
+    CHECK_EQ_INT(last_status, 202);
+}
+
+/* Without a tenant: exactly the commands of before decision 44. */
+static void test_commands_global(void)
+{
+    reset(0);
+    trigger();
+    run_both_pipelines();
+    CHECK_STR(sent[0].cmd, "MGET wh:index-ready {wh:index-ready}:patterns");
+    CHECK_STR(sent[1].cmd, "HGETALL wh:event:order.created");
+    CHECK_STR(sent[2].cmd, "HGETALL wh:event:order.*");
+    CHECK_STR(sent[3].cmd, "HGETALL wh:event:*");
+    CHECK_STR(submitted_tenant, "");
+}
+
+/* ?tenant=acme, or a key limited to acme without the parameter: acme's hashes only, and the
+ * event carries the tenant to the commit. */
+static void test_commands_tenant(void)
+{
+    for (int by_key = 0; by_key < 2; by_key++) {
+        reset(0);
+        query_tenant = by_key ? NULL : "acme";
+        trigger_as(by_key ? "acme" : "");
+        run_both_pipelines();
+        CHECK_STR(sent[0].cmd, "MGET wh:index-ready {wh:index-ready}:patterns");
+        CHECK_STR(sent[1].cmd, "HGETALL wh:event:@acme:order.created");
+        CHECK_STR(sent[2].cmd, "HGETALL wh:event:@acme:order.*");
+        CHECK_STR(sent[3].cmd, "HGETALL wh:event:@acme:*");
+        CHECK_STR(submitted_tenant, "acme");
+    }
+    /* the key's own tenant named again: allowed */
+    reset(0);
+    query_tenant = "acme";
+    trigger_as("acme");
+    run_both_pipelines();
+    CHECK_STR(submitted_tenant, "acme");
+}
+
+/* Another tenant than the key's is a 403, a malformed one a 400: nothing sent. */
+static void test_tenant_refused(void)
+{
+    reset(0);
+    query_tenant = "beta";
+    trigger_as("acme");
+    CHECK_EQ_INT(nsent, 0);
+    CHECK_EQ_INT(answered, 1);
+    CHECK_EQ_INT(last_status, 403);
+    char long_id[66];
+    memset(long_id, 'x', 65);
+    long_id[65] = '\0';
+    const char *const bad[] = {"", "a:b", "a b", "@x", "a.b", long_id};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        reset(0);
+        query_tenant = bad[i];
+        trigger();
+        CHECK_EQ_INT(nsent, 0);
+        CHECK_EQ_INT(answered, 1);
+        CHECK_EQ_INT(last_status, 400);
+    }
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
+    test_commands_global();
+    test_commands_tenant();
+    test_tenant_refused();
     test_both_answered();
     test_no_patterns();
     test_connection_lost();
