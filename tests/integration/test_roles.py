@@ -97,28 +97,6 @@ def iso(t):
         "%Y-%m-%dT%H:%M:%SZ")
 
 
-def documented(op_id, where, name):
-    """Whether the document lists a query parameter (where="query") or a body field
-    (where="body") of an operation: the tenant branch's API once merged, SQL before."""
-    doc = json.loads(OPENAPI_DOC.read_text())
-
-    def deref(node):
-        while isinstance(node, dict) and "$ref" in node:
-            kind, key = node["$ref"].split("/")[-2:]
-            node = doc["components"][kind][key]
-        return node
-
-    for item in doc["paths"].values():
-        for op in item.values():
-            if isinstance(op, dict) and op.get("operationId") == op_id:
-                if where == "query":
-                    return any(deref(p).get("name") == name and deref(p).get("in") == "query"
-                               for p in op.get("parameters", []))
-                schema = deref(op["requestBody"]["content"]["application/json"]["schema"])
-                return name in deref(schema).get("properties", {})
-    return False
-
-
 class World:
     """The fixtures every case refers to: per owner a subscription with a job (dead, so that
     it can be retried), its event and a recovery; the keys of every principal."""
@@ -152,32 +130,22 @@ class World:
         return {} if key is None else {"Authorization": f"Bearer {key}"}
 
     def make_sub(self, owner, event=None):
-        """A subscription of owner (a tenant, or "global"), made by the admin key: with the
-        registration's tenant field when the API has it, else set in PostgreSQL."""
+        """A subscription of owner (a tenant, or "global"), registered by the admin key."""
         body = {"eventName": event or unique_name("roles"),
                 "webhookUrl": f"http://127.0.0.1:9/{owner}/{unique_name('u')}"}
-        api_tenant = documented("registerSubscription", "body", "tenant")
-        if owner != "global" and api_tenant:
+        if owner != "global":
             body["tenant"] = owner
         st, _, sub = self.api.post("/api/v0/webhooks", body)
-        assert st == 201, (st, sub)
-        if owner != "global" and not api_tenant:
-            self.db.sql(f"UPDATE subscriptions SET tenant = {sql_quote(owner)} "
-                        f"WHERE id = {sql_quote(sub['id'])}")
+        assert st == 201 and sub["tenant"] == (None if owner == "global" else owner), (st, sub)
         return sub
 
     def trigger(self, event, owner):
-        """An event of owner's (the trigger's tenant parameter when the API has it, else set in
-        PostgreSQL); its id."""
+        """An event of owner's, triggered by the admin key; its id."""
         path = f"/api/v0/trigger-event/{event}"
-        api_tenant = documented("triggerEvent", "query", "tenant")
-        if owner != "global" and api_tenant:
+        if owner != "global":
             path += f"?tenant={owner}"
         st, _, data = self.api.post(path, {"n": 1})
         assert st == 202, (st, data)
-        if owner != "global" and not api_tenant:
-            self.db.sql(f"UPDATE events SET tenant = {sql_quote(owner)} "
-                        f"WHERE id = {sql_quote(data['eventId'])}")
         return data["eventId"]
 
     def make_dead(self, owner):
@@ -300,19 +268,10 @@ def expected(roles, principal, owner):
     return "ok" if owner == body["tenant"] else "not_found"
 
 
-# Scoped by the tenant branch (broker/subs.c, broker/events.c): until it is merged (its
-# registration takes a tenant), their other-tenant cases are expected to fail.
-TENANT_BRANCH = {"getSubscription", "deleteSubscription", "patchSubscription", "rotateSecret",
-                 "getEvent"}
-
-
 @pytest.mark.parametrize("op_id,method,tmpl,roles,principal,owner", cases())
 def test_route_x_role(world, op_id, method, tmpl, roles, principal, owner):
     want = expected(roles, principal, owner)
     spec = OPERATIONS[op_id]
-    if (want == "not_found" and op_id in TENANT_BRANCH
-            and not documented("registerSubscription", "body", "tenant")):
-        pytest.xfail("scoped by the tenant branch, not merged yet")
     if op_id == "retryJob":
         world.make_dead(owner)
     path = world.prepare(op_id, tmpl, owner)
