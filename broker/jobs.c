@@ -1,5 +1,6 @@
 /* GET /api/v0/jobs (search: filters, newest first, keyset cursor) and GET /api/v0/jobs/<id> (one
- * job with its attempt log); docs/decisions.md 27 explains the query shapes and indexes. */
+ * job with its attempt log); docs/decisions.md 27 explains the query shapes and indexes, 46 how
+ * a tenant key's search and reads are confined to its tenant's subscriptions. */
 #include <event2/keyvalq_struct.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,6 +36,8 @@ struct jobs_q {
     int64_t since_us, until_us; /* µs since 1970, UTC */
     char cur_id[ID_LEN + 1];
     long limit;
+    const char *tenant; /* only the jobs of this tenant's subscriptions; NULL: every job */
+    char tenant_arg[TENANT_MAX + 1]; /* ?tenant= as given */
 };
 
 /* The cursor: base64url (no padding) of CURSOR_VERSION and the last row's id.
@@ -94,7 +97,7 @@ static int cursor_decode(const char *s, char id[ID_LEN + 1])
 static int jobs_parse(struct req *r, struct jobs_q *q)
 {
     static const char *const known[] = {"status", "event", "subscription", "since",
-                                        "until",  "limit", "cursor"};
+                                        "until",  "limit", "cursor",       "tenant"};
     q->limit = JOBS_LIMIT_DEFAULT;
     if (r->query && strcasestr(r->query, "%00")) { /* decoding would cut the value there */
         http_error(r, 400, "invalid_field", "the query string holds a NUL byte (%%00)");
@@ -123,7 +126,7 @@ static int jobs_parse(struct req *r, struct jobs_q *q)
             name[n] = '\0';
             http_error(r, 400, "invalid_field",
                        "unknown query parameter \"%s\"; use status, event, subscription, "
-                       "since, until, limit or cursor",
+                       "since, until, limit, cursor or tenant",
                        name);
             goto out;
         }
@@ -185,6 +188,14 @@ static int jobs_parse(struct req *r, struct jobs_q *q)
                 goto out;
             }
             q->limit = n;
+        } else if (k == 7) {
+            if (!valid_tenant(v, vl)) {
+                http_error(r, 400, "invalid_field",
+                           "tenant must be 1 to %d characters of A-Z a-z 0-9 _ -", TENANT_MAX);
+                goto out;
+            }
+            memcpy(q->tenant_arg, v, vl + 1);
+            q->tenant = q->tenant_arg;
         } else {
             if (cursor_decode(v, q->cur_id) < 0) {
                 http_error(r, 400, "invalid_field",
@@ -198,6 +209,16 @@ static int jobs_parse(struct req *r, struct jobs_q *q)
     if (q->has_since && q->has_until && q->until_us < q->since_us) {
         http_error(r, 400, "invalid_field", "until is before since");
         goto out;
+    }
+    /* A tenant key searches its tenant's jobs only; naming another tenant is outside the key's
+     * scope (the parameter, not an object: 403, decision 46). */
+    const char *scope = req_tenant_scope(r);
+    if (scope) {
+        if (q->tenant && strcmp(q->tenant, scope) != 0) {
+            http_error(r, 403, "forbidden", "this key sees only the jobs of its own tenant");
+            goto out;
+        }
+        q->tenant = scope;
     }
     rc = 0;
 out:
@@ -315,6 +336,11 @@ static void key_query(struct buf *sql, const struct jobs_q *q, const char *key, 
  *   range of jobs_named (subscription_id, event_name, status, id). Cost ~ (subscriptions of
  *   the name + those that ever matched it) x page size index entries, whatever the table
  *   size. A subscription filter cuts each part to it.
+ * - A tenant (a tenant key, or an admin's ?tenant=; decision 46): the event filter's parts
+ *   take only the tenant's subscriptions; without an event, each of the tenant's
+ *   subscriptions (subscriptions_tenant) gives its newest limit + 1 jobs (key_query), merged:
+ *   ~ subscriptions of the tenant x page size index entries. Without a tenant the statements
+ *   are the ones above, unchanged.
  * The page's jobs are then read by primary key and joined with their event (primary key) for
  * the name. */
 static int jobs_sql(const struct jobs_q *q, struct buf *sql, const char *params[8],
@@ -345,10 +371,15 @@ static int jobs_sql(const struct jobs_q *q, struct buf *sql, const char *params[
     if (q->event) {
         params[np] = q->event;
         int ev = ++np;
-        char subf[64] = "";
+        char subf[96] = "";
+        size_t sl = 0;
         if (q->sub[0]) {
             params[np] = q->sub;
-            snprintf(subf, sizeof subf, " AND s.id = $%d::uuid", ++np);
+            sl += (size_t)snprintf(subf, sizeof subf, " AND s.id = $%d::uuid", ++np);
+        }
+        if (q->tenant) {
+            params[np] = q->tenant;
+            snprintf(subf + sl, sizeof subf - sl, " AND s.tenant = $%d", ++np);
         }
         buf_adds(sql, "(SELECT k.id FROM ((SELECT k.id FROM subscriptions s CROSS JOIN LATERAL ");
         key_query(sql, q, "j.subscription_id = s.id", w.data, lim, true);
@@ -376,6 +407,19 @@ static int jobs_sql(const struct jobs_q *q, struct buf *sql, const char *params[
                    "ORDER BY k.id DESC LIMIT $%d)",
                    ++np, subf, lim);
         buf_printf(sql, ") k ORDER BY k.id DESC LIMIT $%d) k JOIN jobs j ON j.id = k.id", lim);
+    } else if (q->tenant) {
+        /* per subscription of the tenant (subscriptions_tenant, deleted ones included), its
+         * newest limit + 1 jobs (jobs_subscription's ranges as for one subscription), merged */
+        params[np] = q->tenant;
+        int tn = ++np;
+        char subf[40] = "";
+        if (q->sub[0]) {
+            params[np] = q->sub;
+            snprintf(subf, sizeof subf, " AND s.id = $%d::uuid", ++np);
+        }
+        buf_adds(sql, "(SELECT k.* FROM subscriptions s CROSS JOIN LATERAL ");
+        key_query(sql, q, "j.subscription_id = s.id", w.data, lim, false);
+        buf_printf(sql, " k WHERE s.tenant = $%d%s ORDER BY k.id DESC LIMIT $%d) j", tn, subf, lim);
     } else if (q->sub[0]) {
         params[np] = q->sub;
         char sub[40];
@@ -465,13 +509,16 @@ void jobs_get(struct req *r)
     char id[ID_LEN + 1];
     id_normalize(r->seg[0], id);
     memcpy(r->seg[0], id, sizeof id);
+    /* $2: the key's tenant (NULL: any job); another tenant's job is not found (decision 46) */
     static const char sql[] = "SELECT " SQL_JOB_COLS ", a.attempt, " SQL_TS(
         "a.started_at") ", a.duration_ms, "
                         "a.status_code, a.error, a.response_excerpt, a.batch_id::text "
                         "FROM jobs j LEFT JOIN events e ON e.id = j.event_id "
-                        "LEFT JOIN attempts a ON a.job_id = j.id WHERE j.id = $1 ORDER BY "
+                        "LEFT JOIN attempts a ON a.job_id = j.id WHERE j.id = $1 "
+                        "AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM subscriptions s "
+                        "WHERE s.id = j.subscription_id AND s.tenant = $2)) ORDER BY "
                         "a.attempt";
-    const char *params[] = {r->seg[0]};
-    if (pg_query(r->b->pg_api, sql, 1, params, NULL, NULL, 0, got_job, r) < 0)
+    const char *params[] = {r->seg[0], req_tenant_scope(r)};
+    if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, got_job, r) < 0)
         http_db_error(r, NULL, "not connected");
 }

@@ -1,6 +1,9 @@
 /* Sending finished jobs again (issue 10, docs/decisions.md 28): the retry of one job, the
  * recovery of a subscription's dead jobs of a time window (in the background, in chunks,
  * resumable by any broker), and the replay of an event to its subscriptions as new jobs.
+ * A tenant key reaches only its tenant's jobs, subscriptions and events; another's answer 404
+ * and nothing is written (decision 46): each statement takes the key's tenant ($n, NULL for
+ * an admin key) in the rows it reads before it writes.
  *
  * One mechanism re-sends a job: a single conditional UPDATE puts it back to 'queued' (attempts
  * kept, next_attempt_at NULL, updated_at now), then commit_enqueue puts its message (attempt
@@ -237,10 +240,12 @@ void recover_retry(struct req *r)
     memcpy(r->seg[0], id, sizeof id);
     static const char sql[] =
         "WITH j0 AS (SELECT j.status, s.status AS sst, s.disabled_at IS NOT NULL AS dis "
-        "  FROM jobs j LEFT JOIN subscriptions s ON s.id = j.subscription_id WHERE j.id = $1), "
+        "  FROM jobs j LEFT JOIN subscriptions s ON s.id = j.subscription_id WHERE j.id = $1 "
+        "  AND ($2::text IS NULL OR s.tenant = $2)), "
         "u AS (UPDATE jobs j SET status = 'queued', next_attempt_at = NULL, batch_id = NULL, updated_at = now() "
         "  FROM subscriptions s WHERE j.id = $1 AND j.status IN ('dead', 'cancelled', 'delivered') "
         "  AND s.id = j.subscription_id AND s.status = 'active' AND s.disabled_at IS NULL "
+        "  AND ($2::text IS NULL OR s.tenant = $2) "
         "  RETURNING j.*, s.url AS surl) "
         "SELECT j0.status, j0.sst, j0.dis, u.id, u.event_id, u.subscription_id, e.event_name, "
         "  u.surl, u.attempts + 1, u.partition, "
@@ -249,8 +254,8 @@ void recover_retry(struct req *r)
         "  u.last_status_code, u.last_error, " SQL_TS("u.created_at") ", " SQL_TS(
             "u.updated_at") " "
                             "FROM j0 LEFT JOIN u ON true LEFT JOIN events e ON e.id = u.event_id";
-    const char *params[] = {r->seg[0]};
-    if (pg_query(r->b->pg_api, sql, 1, params, NULL, NULL, 0, got_retry, r) < 0)
+    const char *params[] = {r->seg[0], req_tenant_scope(r)};
+    if (pg_query(r->b->pg_api, sql, 2, params, NULL, NULL, 0, got_retry, r) < 0)
         http_db_error(r, NULL, "not connected");
 }
 
@@ -648,7 +653,7 @@ void recover_start(struct req *r)
      * racing for the same window: the unique index keeps one, the other answers 409. */
     static const char sql[] =
         "WITH s AS (SELECT id, status, disabled_at FROM subscriptions "
-        "  WHERE id = $1 AND $2 = ANY(event_names)), "
+        "  WHERE id = $1 AND $2 = ANY(event_names) AND ($6::text IS NULL OR tenant = $6)), "
         "ex AS (SELECT id, subscription_id, status, total, done, since, until, created_at "
         "  FROM recoveries WHERE subscription_id = $1 AND status = 'running' "
         "  AND since = (timestamptz 'epoch' + $4::bigint * interval '1 microsecond') "
@@ -667,8 +672,8 @@ void recover_start(struct req *r)
         "SELECT s.status, s.disabled_at IS NOT NULL, v.id, v.subscription_id, v.status, "
         "  v.total, v.done, " SQL_TS("v.since") ", " SQL_TS("v.until") ", " SQL_TS(
             "v.created_at") " FROM s LEFT JOIN v ON true";
-    const char *params[] = {r->seg[1], r->seg[0], s->rid, since_t, until_t};
-    if (pg_query(r->b->pg_api, sql, 5, params, NULL, NULL, 0, got_start, s) < 0) {
+    const char *params[] = {r->seg[1], r->seg[0], s->rid, since_t, until_t, req_tenant_scope(r)};
+    if (pg_query(r->b->pg_api, sql, 6, params, NULL, NULL, 0, got_start, s) < 0) {
         free(s);
         http_db_error(r, NULL, "not connected");
     }
@@ -706,9 +711,10 @@ void recover_get(struct req *r)
     static const char sql[] = "SELECT " SQL_RECOVERY_COLS(
         "x.") " FROM recoveries x "
               "JOIN subscriptions s ON s.id = x.subscription_id "
-              "WHERE x.id = $1 AND x.subscription_id = $2 AND $3 = ANY(s.event_names)";
-    const char *params[] = {r->seg[2], r->seg[1], r->seg[0]};
-    if (pg_query(r->b->pg_api, sql, 3, params, NULL, NULL, 0, got_recovery, r) < 0)
+              "WHERE x.id = $1 AND x.subscription_id = $2 AND $3 = ANY(s.event_names) "
+              "AND ($4::text IS NULL OR s.tenant = $4)";
+    const char *params[] = {r->seg[2], r->seg[1], r->seg[0], req_tenant_scope(r)};
+    if (pg_query(r->b->pg_api, sql, 4, params, NULL, NULL, 0, got_recovery, r) < 0)
         http_db_error(r, NULL, "not connected");
 }
 
@@ -779,13 +785,17 @@ static void replay_run(struct req *r, const char *ids)
     char parts[24];
     snprintf(parts, sizeof parts, "%ld", r->b->cfg.partitions);
     /* Nothing is inserted when one listed id is not a live subscription that receives the
-     * event's name (one of its entries matches it: wh_name_keys, decision 39). */
+     * event's name (one of its entries matches it: wh_name_keys, decision 39) and is of the
+     * event's tenant (the subscriptions its trigger reached: the global ones for an event
+     * without a tenant; decision 46). $4: the key's tenant (NULL: any event). */
     static const char sql[] =
-        "WITH e AS (SELECT id, event_name, payload FROM events WHERE id = $1), "
+        "WITH e AS (SELECT id, event_name, payload, tenant FROM events WHERE id = $1 "
+        "  AND ($4::text IS NULL OR tenant = $4)), "
         "w AS (SELECT DISTINCT unnest($2::uuid[]) AS id), "
         "s AS (SELECT s.id, s.url, s.plain_until FROM e JOIN subscriptions s "
         "  ON s.event_names && wh_name_keys(e.event_name) "
         "  AND s.status = 'active' AND s.disabled_at IS NULL "
+        "  AND s.tenant IS NOT DISTINCT FROM e.tenant "
         "  WHERE $2::uuid[] IS NULL OR s.id = ANY($2::uuid[])), "
         "bad AS (SELECT w.id FROM w WHERE NOT EXISTS (SELECT 1 FROM s WHERE s.id = w.id)), "
         "ins AS (INSERT INTO jobs (id, event_id, subscription_id, url, partition, event_name) "
@@ -799,8 +809,8 @@ static void replay_run(struct req *r, const char *ids)
         "  CASE WHEN row_number() OVER (ORDER BY ins.id) = 1 AND length(e.payload) "
         "<= " INLINE_PAYLOAD_MAX " THEN encode(e.payload, 'hex') END AS payload "
         "  FROM ins CROSS JOIN e) v ON true ORDER BY v.id";
-    const char *params[] = {r->seg[0], ids, parts};
-    if (pg_query(r->b->pg_api, sql, 3, params, NULL, NULL, 0, got_replay, r) < 0)
+    const char *params[] = {r->seg[0], ids, parts, req_tenant_scope(r)};
+    if (pg_query(r->b->pg_api, sql, 4, params, NULL, NULL, 0, got_replay, r) < 0)
         http_db_error(r, NULL, "not connected");
 }
 
@@ -897,15 +907,17 @@ void recover_replay(struct req *r)
     }
     /* Every live subscription: those with a payload filter only when it matches. */
     static const char subs_sql[] =
-        "WITH e AS (SELECT event_name, payload FROM events WHERE id = $1), "
+        "WITH e AS (SELECT event_name, payload, tenant FROM events WHERE id = $1 "
+        "  AND ($2::text IS NULL OR tenant = $2)), "
         "s AS (SELECT s.id, s.filter FROM e JOIN subscriptions s "
         "  ON s.event_names && wh_name_keys(e.event_name) "
-        "  AND s.status = 'active' AND s.disabled_at IS NULL) "
+        "  AND s.status = 'active' AND s.disabled_at IS NULL "
+        "  AND s.tenant IS NOT DISTINCT FROM e.tenant) "
         "SELECT t.id, t.f, t.p FROM (SELECT 0 AS k, s.id::text AS id, s.filter::text AS f, "
         "  NULL::text AS p FROM s "
         "  UNION ALL SELECT 1, NULL, NULL, convert_from(e.payload, 'UTF8') FROM e "
         "  WHERE EXISTS (SELECT 1 FROM s WHERE s.filter IS NOT NULL)) t ORDER BY t.k";
-    const char *params[] = {r->seg[0]};
-    if (pg_query(r->b->pg_api, subs_sql, 1, params, NULL, NULL, 0, got_replay_subs, r) < 0)
+    const char *params[] = {r->seg[0], req_tenant_scope(r)};
+    if (pg_query(r->b->pg_api, subs_sql, 2, params, NULL, NULL, 0, got_replay_subs, r) < 0)
         http_db_error(r, NULL, "not connected");
 }

@@ -1,7 +1,8 @@
 /* Runtime visibility: GET /api/v0/webhooks/<name>/<id>/status (one subscription's health,
  * counts, latency and recent activity) and GET /api/v0/stats (counts per event name since a
- * time), read from the lifecycle log and the rollups of docs/decisions.md 29. Each answer is
- * one statement that builds the JSON in PostgreSQL. */
+ * time), read from the lifecycle log and the rollups of docs/decisions.md 29, confined to a
+ * tenant key's own subscriptions (decision 46). Each answer is one statement that builds the
+ * JSON in PostgreSQL. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +53,8 @@
     "ELSE date_trunc('hour', to_timestamp($1::double precision)) END"
 #define TS_SINCE_ROW SQL_TS(SINCE_ROW)
 
-/* $1 id, $2 event name. No row: no such active subscription.
+/* $1 id, $2 event name, $3 the key's tenant (NULL: any subscription). No row: no such active
+ * subscription (or one of another tenant, decision 46: the same 404).
  * - c: the last day's rollup rows (primary key range: at most 289 buckets per writer);
  * - ra: the attempts of the subscription's newest 100 jobs, newest 100 first: the newest 100
  *   of each status merged (with the index jobs_subscription (subscription_id, status, id)
@@ -63,7 +65,7 @@
  *   the unfinished jobs' partial index: the backlog). */
 static const char status_sql[] =
     "WITH s AS (SELECT * FROM subscriptions WHERE id = $1 AND $2 = ANY(event_names) "
-    "  AND status = 'active'), "
+    "  AND status = 'active' AND ($3::text IS NULL OR tenant = $3)), "
     "c AS (SELECT * FROM subscription_stats WHERE subscription_id = $1 "
     "  AND bucket >= " SINCE_24H "), "
     "ra AS (SELECT a.* FROM (SELECT j.* FROM (VALUES ('queued'), ('retrying'), ('delivered'), "
@@ -135,12 +137,22 @@ void status_get(struct req *r)
     char norm[ID_LEN + 1];
     id_normalize(r->seg[1], norm);
     memcpy(r->seg[1], norm, sizeof norm);
-    const char *params[] = {r->seg[1], r->seg[0]};
-    if (pg_query(r->b->pg_api, status_sql, 2, params, NULL, NULL, 0, json_done, r) < 0)
+    const char *params[] = {r->seg[1], r->seg[0], req_tenant_scope(r)};
+    if (pg_query(r->b->pg_api, status_sql, 3, params, NULL, NULL, 0, json_done, r) < 0)
         http_db_error(r, NULL, "not connected");
 }
 
 /* ---- stats -------------------------------------------------------------------------------- */
+
+/* The answer from n (name, t, j, d, x, f, rp: one row per event name). */
+#define STATS_ANSWER                                                                               \
+    "SELECT json_build_object('since', " TS_SINCE_ROW ", 'until', " TS_NOW ", "                    \
+    "  'total', json_build_object('triggers', coalesce(sum(t), 0), 'jobsCreated', "                \
+    "  coalesce(sum(j), 0), 'delivered', coalesce(sum(d), 0), 'dead', coalesce(sum(x), 0), "       \
+    "  'failedAttempts', coalesce(sum(f), 0), 'retriesPending', coalesce(sum(rp), 0)), "           \
+    "  'events', coalesce(json_agg(json_build_object('eventName', name, 'triggers', t, "           \
+    "  'jobsCreated', j, 'delivered', d, 'dead', x, 'failedAttempts', f, 'retriesPending', rp) "   \
+    "  ORDER BY name), '[]'))::text FROM n"
 
 /* $1 since (Unix seconds; rounded down to the start of its rollup row: SINCE_ROW). The
  * rollup rows of every writer from there (primary key range scan), summed per event name;
@@ -155,18 +167,57 @@ static const char stats_sql[] =
     "  WHERE j.status = 'retrying' GROUP BY 1), "
     "n AS (SELECT coalesce(r.event_name, p.event_name) AS name, coalesce(r.t, 0) AS t, "
     "  coalesce(r.j, 0) AS j, coalesce(r.d, 0) AS d, coalesce(r.x, 0) AS x, coalesce(r.f, 0) AS f, "
-    "  coalesce(p.n, 0) AS rp FROM r FULL JOIN p ON p.event_name = r.event_name) "
-    "SELECT json_build_object('since', " TS_SINCE_ROW ", 'until', " TS_NOW ", "
-    "  'total', json_build_object('triggers', coalesce(sum(t), 0), 'jobsCreated', "
-    "  coalesce(sum(j), 0), 'delivered', coalesce(sum(d), 0), 'dead', coalesce(sum(x), 0), "
-    "  'failedAttempts', coalesce(sum(f), 0), 'retriesPending', coalesce(sum(rp), 0)), "
-    "  'events', coalesce(json_agg(json_build_object('eventName', name, 'triggers', t, "
-    "  'jobsCreated', j, 'delivered', d, 'dead', x, 'failedAttempts', f, 'retriesPending', rp) "
-    "  ORDER BY name), '[]'))::text FROM n";
+    "  coalesce(p.n, 0) AS rp FROM r FULL JOIN p ON p.event_name = r.event_name) " STATS_ANSWER;
+
+/* The same answer for one tenant's subscriptions (a tenant key, or an admin's ?tenant=;
+ * decision 46): stats_hourly mixes tenants, so $2's subscriptions (subscriptions_tenant) are
+ * read one by one. Their jobs made since $1 (jobs_subscription: one id range per status) give
+ * jobsCreated and triggers (the distinct events among them) under the event's name; their
+ * rollup rows (subscription_stats, kept 2 days) delivered, dead and failedAttempts under the
+ * subscription's first name; their retrying jobs retriesPending. OFFSET 0 keeps each lateral
+ * part a per-subscription index range (pulled up, the planner read the whole window's jobs by
+ * primary key when one tenant had a third of them): the cost follows the tenant's own jobs. */
+static const char stats_tenant_sql[] =
+    "WITH s AS (SELECT id, event_name FROM subscriptions WHERE tenant = $2), "
+    "w AS (SELECT wh_uuid_at(" SINCE_ROW ") AS lo), "
+    "jb AS (SELECT coalesce(j.event_name, s.event_name) AS event_name, "
+    "  count(DISTINCT j.event_id) AS t, count(*) AS j FROM s "
+    "  CROSS JOIN (VALUES ('queued'), ('retrying'), ('delivered'), ('dead'), ('cancelled')) st(v) "
+    "  CROSS JOIN LATERAL (SELECT event_name, event_id FROM jobs WHERE subscription_id = s.id "
+    "  AND status = st.v AND id >= (SELECT lo FROM w) OFFSET 0) j GROUP BY 1), "
+    "c AS (SELECT s.event_name, sum(c.delivered) AS d, sum(c.dead) AS x, "
+    "  sum(c.failed_attempts) AS f FROM s CROSS JOIN LATERAL (SELECT * FROM subscription_stats "
+    "  WHERE subscription_id = s.id AND bucket >= " SINCE_ROW " OFFSET 0) c GROUP BY 1), "
+    "p AS (SELECT coalesce(j.event_name, s.event_name) AS event_name, count(*) AS n FROM s "
+    "  CROSS JOIN LATERAL (SELECT event_name FROM jobs WHERE subscription_id = s.id "
+    "  AND status = 'retrying' OFFSET 0) j GROUP BY 1), "
+    "u AS (SELECT event_name, t, j, 0 AS d, 0 AS x, 0 AS f, 0 AS rp FROM jb "
+    "  UNION ALL SELECT event_name, 0, 0, d, x, f, 0 FROM c "
+    "  UNION ALL SELECT event_name, 0, 0, 0, 0, 0, n FROM p), "
+    "n AS (SELECT event_name AS name, sum(t) AS t, sum(j) AS j, sum(d) AS d, sum(x) AS x, "
+    "  sum(f) AS f, sum(rp) AS rp FROM u GROUP BY 1) " STATS_ANSWER;
 
 void stats_get(struct req *r)
 {
     double now = (double)clock_now_ms() / 1000.0, since = now - STATS_DEFAULT_AGE_S;
+    /* a tenant key: its tenant's; an admin key: everything, or one tenant's with ?tenant= */
+    const char *scope = req_tenant_scope(r);
+    char *tenant = http_query_param(r, "tenant");
+    if (tenant && !valid_tenant(tenant, strlen(tenant))) {
+        free(tenant);
+        http_error(r, 400, "invalid_field", "tenant must be 1 to %d characters of A-Z a-z 0-9 _ -",
+                   TENANT_MAX);
+        return;
+    }
+    if (tenant && scope && strcmp(tenant, scope) != 0) {
+        free(tenant);
+        http_error(r, 403, "forbidden", "this key sees only the stats of its own tenant");
+        return;
+    }
+    char tenant_text[TENANT_MAX + 1];
+    snprintf(tenant_text, sizeof tenant_text, "%s", scope ? scope : tenant ? tenant : "");
+    bool scoped = scope || tenant;
+    free(tenant);
     char *v = http_query_param(r, "since");
     if (v) {
         int64_t us;
@@ -188,7 +239,8 @@ void stats_get(struct req *r)
     }
     char since_text[40];
     snprintf(since_text, sizeof since_text, "%.3f", since);
-    const char *params[] = {since_text};
-    if (pg_query(r->b->pg_api, stats_sql, 1, params, NULL, NULL, 0, json_done, r) < 0)
+    const char *params[] = {since_text, tenant_text};
+    if (pg_query(r->b->pg_api, scoped ? stats_tenant_sql : stats_sql, scoped ? 2 : 1, params, NULL,
+                 NULL, 0, json_done, r) < 0)
         http_db_error(r, NULL, "not connected");
 }
