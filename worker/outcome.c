@@ -293,7 +293,11 @@ static void finalize(struct gcommit_node *batch)
  *   failure, a 410 among them, the latest Retry-After end of a 429/503 (capped at an hour);
  * - s0 locks, in id order (two workers never wait on each other in a cycle), only the rows
  *   that change: a failure, or a success of a subscription that was failing. A healthy
- *   subscription's success reads its row and writes nothing;
+ *   subscription's success reads its row and writes nothing. The rows are probed by primary
+ *   key, one LATERAL subquery per subscription of the batch, taken in id order (the sorted g
+ *   drives the nested loop, and each probe locks its row, rechecking the conditions on the
+ *   latest version): as a join, the generic plan read every active subscription per
+ *   statement and compared each with every one of the batch (decision 49);
  * - s1/s2 compute the new counters, the circuit transition (opened after BREAKER_FAILURES
  *   consecutive failures; a failed probe, one started after the circuit's end, reopens it
  *   with the cooldown doubled up to BREAKER_COOLDOWN_MAX; a success closes it: recovered)
@@ -350,10 +354,11 @@ static void finalize(struct gcommit_node *batch)
     "s0 AS (SELECT s.id, s.event_name, s.url, s.failures, s.failing_since, s.circuit_open_until, " \
     "  s.circuit_cooldown_s, s.disabled_at, g.last_ok, g.nf, g.first_fail, g.last_fail, g.gone, " \
     "  g.slow_ms " \
-    "  FROM subscriptions s JOIN g ON g.sub = s.id " \
-    "  WHERE s.status = 'active' AND (g.nf > 0 OR g.gone OR g.slow_ms IS NOT NULL " \
-    "  OR s.failures > 0 OR s.failing_since IS NOT NULL OR s.circuit_open_until IS NOT NULL) " \
-    "  ORDER BY s.id FOR UPDATE OF s), " \
+    "  FROM (SELECT * FROM g ORDER BY sub) g CROSS JOIN LATERAL (SELECT x.id, x.event_name, " \
+    "    x.url, x.failures, x.failing_since, x.circuit_open_until, x.circuit_cooldown_s, " \
+    "    x.disabled_at FROM subscriptions x WHERE x.id = g.sub AND x.status = 'active' " \
+    "    AND (g.nf > 0 OR g.gone OR g.slow_ms IS NOT NULL OR x.failures > 0 " \
+    "    OR x.failing_since IS NOT NULL OR x.circuit_open_until IS NOT NULL) FOR UPDATE) s), " \
     "s1 AS (SELECT s0.*, " \
     "  CASE WHEN last_ok IS NULL THEN failures + nf ELSE nf END AS nfail, " \
     "  CASE WHEN nf = 0 THEN NULL " \
