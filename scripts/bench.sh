@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # `make bench`: end-to-end throughput and latency of the broker on this machine, with durable
 # settings. Starts a private Redis and PostgreSQL in a temporary directory, the broker, two
-# workers and the bench receiver on free loopback ports, runs three scenarios with
+# workers and the bench receiver on free loopback ports, runs five scenarios with
 # build/bench/loadgen, prints a Markdown table, and stops everything by PID on exit.
 #
 #   (a) 20000 triggers, 1 subscriber, as fast as accepted
 #   (b) 2000 triggers, 10 subscribers, as fast as accepted
 #   (c) 500 triggers/s for 20 s, 1 subscriber
+#   (d) 200 triggers, 100 subscribers, as fast as accepted (fan-out)
+#   (e) 20 triggers, 1000 subscribers, as fast as accepted (fan-out)
 #
 # Environment: WH_BUILD_DIR (set by make; default ./build), BENCH_QUICK=1 (tiny versions of the
 # scenarios, a smoke test), BENCH_BIG=1 (make bench-big: scenario a, then BENCH_BIG_JOBS finished
 # jobs, default 10 million, loaded into the log, then scenario a again), BENCH_KEEP=1 (keep the temporary directory with the logs),
-# WH_PG_OPTS (extra PostgreSQL settings, see scripts/lib.sh; empty by default: durable).
+# WH_PG_OPTS (extra PostgreSQL settings, see scripts/lib.sh; empty by default: durable),
+# BENCH_SCENARIOS="d e" (run only the scenarios with these labels, to compare builds quickly).
 # Exit status 0 when every scenario ran and lost nothing.
 set -euo pipefail
 
@@ -40,14 +43,22 @@ if [[ "$BIG" == 1 ]]; then
     SCENARIOS=("a|20000|1|0|0" "load" "a-big|20000|1|0|0")
     LG_WAIT=120 LG_STALL=30 LG_MAX=600
 elif [[ "$QUICK" == 1 ]]; then
-    SCENARIOS=("a|500|1|0|0" "b|100|10|0|0" "c|0|1|100|3")
+    SCENARIOS=("a|500|1|0|0" "b|100|10|0|0" "c|0|1|100|3" "d|10|100|0|0" "e|2|1000|0|0")
     LG_WAIT=30 LG_STALL=10 LG_MAX=120
 else
-    SCENARIOS=("a|20000|1|0|0" "b|2000|10|0|0" "c|0|1|500|20")
+    SCENARIOS=("a|20000|1|0|0" "b|2000|10|0|0" "c|0|1|500|20" "d|200|100|0|0" "e|20|1000|0|0")
     LG_WAIT=120 LG_STALL=30 LG_MAX=600
 fi
+if [[ -n "${BENCH_SCENARIOS:-}" ]]; then
+    only=()
+    for spec in "${SCENARIOS[@]}"; do
+        [[ " $BENCH_SCENARIOS " == *" ${spec%%|*} "* ]] && only+=("$spec")
+    done
+    ((${#only[@]})) || die "BENCH_SCENARIOS=$BENCH_SCENARIOS names no scenario"
+    SCENARIOS=("${only[@]}")
+fi
 MAX_SEQ=100000 # receiver: highest seq tracked (>= the largest scenario)
-PATHS=16       # receiver: paths /r/0 .. /r/15 (>= the largest K)
+PATHS=1000     # receiver: paths /r/0 .. /r/999 (>= the largest K)
 
 for bin in webhook-broker webhook-worker bench/receiver bench/loadgen; do
     [[ -x "$BUILD/$bin" ]] || die "missing $BUILD/$bin: run make bench (or make all) first"
@@ -228,14 +239,20 @@ load_big()
 }
 failed=0
 # CPU seconds used so far by each process kind (scripts/bench-cpu.py), before and after each
-# scenario; PostgreSQL's is the postmaster's whole tree.
-cpu_snap()
+# scenario; PostgreSQL's is the postmaster's whole tree. The "before" snapshot is taken by the
+# load generator between its registrations and its first trigger (--before-triggers), so the
+# K subscriptions' creation is not counted as the cost of the deliveries.
+cpu_snap_cmd()
 {
     local workers=() i
     for ((i = 1; i <= WORKERS; i++)); do workers+=("$(cat "$PIDS/worker-$i.pid")"); done
-    python3 scripts/bench-cpu.py snap "$1" "broker=$(cat "$PIDS/broker.pid")" \
+    printf '%q ' python3 "$ROOT/scripts/bench-cpu.py" snap "$1" "broker=$(cat "$PIDS/broker.pid")" \
         "workers=$(IFS=,; echo "${workers[*]}")" "redis=$(cat "$TMP/redis/redis.pid")" \
         "postgres=$(head -n1 "$TMP/pg/postgres.pid")+" "receiver=$(cat "$PIDS/receiver.pid")"
+}
+cpu_snap()
+{
+    eval "$(cpu_snap_cmd "$1")"
 }
 for spec in "${SCENARIOS[@]}"; do
     if [[ "$spec" == load ]]; then
@@ -252,7 +269,6 @@ for spec in "${SCENARIOS[@]}"; do
     say "scenario $desc"
     out=$TMP/scenario-$label.out
     rc=0
-    cpu_snap "$TMP/cpu-$label.before"
     # In the background so that a signal to this script runs the trap at once (the load
     # generator stops by itself on SIGINT/SIGTERM and after --max-seconds).
     "$BUILD/bench/loadgen" --broker "$broker_url" --api-key "$WEBHOOK_API_KEYS" \
@@ -260,6 +276,7 @@ for spec in "${SCENARIOS[@]}"; do
         --subscribers "$subs" --events "$events" --rate "$rate" --duration "$duration" \
         --event-name "bench.$label.$(date +%s).$$" --label "$label" \
         --wait-seconds "$LG_WAIT" --stall-seconds "$LG_STALL" --max-seconds "$LG_MAX" \
+        --before-triggers "$(cpu_snap_cmd "$TMP/cpu-$label.before")" \
         >"$out" 2>"$TMP/scenario-$label.err" </dev/null &
     echo $! >"$PIDS/loadgen.pid"
     wait $! || rc=$?
@@ -268,14 +285,14 @@ for spec in "${SCENARIOS[@]}"; do
     [[ -s "$TMP/scenario-$label.err" ]] && sed 's/^/  loadgen: /' "$TMP/scenario-$label.err" >&2
     result=$(grep -m1 '^RESULT ' "$out" || true)
     if [[ -z "$result" ]]; then
-        rows+=("| $desc | failed (loadgen exit $rc) | | | | | | |")
+        rows+=("| $desc | failed (loadgen exit $rc) | | | | | | | |")
         failed=1
     else
         declare -A r=()
         for kv in ${result#RESULT }; do
             r[${kv%%=*}]=${kv#*=}
         done
-        rows+=("| $desc | ${r[accepted_per_s]:-?} | ${r[deliveries_per_s]:-?} | ${r[p50_ms]:-?} | ${r[p99_ms]:-?} | ${r[max_ms]:-?} | ${r[lost]:-?} | ${r[duplicates]:-?} |")
+        rows+=("| $desc | ${r[accepted_per_s]:-?} | ${r[trig_p99_ms]:-?} | ${r[deliveries_per_s]:-?} | ${r[p50_ms]:-?} | ${r[p99_ms]:-?} | ${r[max_ms]:-?} | ${r[lost]:-?} | ${r[duplicates]:-?} |")
         cpu_snap "$TMP/cpu-$label.after"
         declare -A c=()
         for kv in $(python3 scripts/bench-cpu.py diff "$TMP/cpu-$label.before" \
@@ -302,7 +319,7 @@ done
 pg_rate=500 pg_seconds=10
 [[ "$QUICK" == 1 ]] && pg_rate=100 pg_seconds=3
 pg_commit=
-if ((failed == 0)); then
+if ((failed == 0)) && [[ -z "${BENCH_SCENARIOS:-}" || " $BENCH_SCENARIOS " == *" c "* ]]; then
     say "PostgreSQL alone: one-row INSERT commits at $pg_rate/s for $pg_seconds s (pgbench)"
     echo "CREATE TABLE IF NOT EXISTS bench_commit (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now());" |
         "$(wh_pg_bindir)/psql" -X -q "$DATABASE_URL" >/dev/null
@@ -335,8 +352,10 @@ note=
 echo "Machine: $machine, ${mem_total:-? GiB} RAM. Redis: $redis_settings; PostgreSQL: $pg_settings;" \
     "$WORKERS workers; loopback only.$note"
 echo
-echo "| scenario | accepted triggers/s | deliveries/s | p50 ms | p99 ms | max ms | lost | duplicates |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "Answer p99: the trigger's HTTP answer (202, after the commit); p50/p99/max: trigger to receipt."
+echo
+echo "| scenario | accepted triggers/s | answer p99 ms | deliveries/s | p50 ms | p99 ms | max ms | lost | duplicates |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 printf '%s\n' "${rows[@]}"
 echo
 [[ -n "$pg_commit" ]] && echo "PostgreSQL alone at $pg_rate commits/s (pgbench, one-row INSERT): $pg_commit." && echo

@@ -353,8 +353,9 @@ static void recorded(void *priv, PGresult *res, const char *err)
 
 /* One attempt row per job of the batch (its own attempt number: the job's attempts + 1), every
  * job's state, and the batch's, in one statement; only jobs this batch claimed and that are
- * unfinished, and only if this attempt of the batch is not recorded yet (a claim after a crash
- * records nothing twice). Cancelled: no attempt row, attempts unchanged. Then the per-job
+ * unfinished ("not terminal", so the primary key is probed, not the partial index
+ * jobs_unfinished: outcome.c says why), and only if this attempt of the batch is not recorded
+ * yet (a claim after a crash records nothing twice). Cancelled: no attempt row, attempts unchanged. Then the per-job
  * outcome statement's tail (outcome_sql_tail): the subscription's health, the operational
  * events and the rollups, from u, with the consecutive failures counted once per batch attempt
  * (its jobs share the attempt's start time). Rows: the jobs, the first with the new
@@ -376,7 +377,7 @@ static void recorded(void *priv, PGresult *res, const char *err)
     "  delivered_at = CASE WHEN $3::text = 'delivered' THEN now() ELSE j.delivered_at END, "       \
     "  updated_at = now() "                                                                        \
     "  FROM b, events e WHERE j.id = ANY($10::uuid[]) AND j.batch_id = $1::uuid "                  \
-    "  AND j.status IN ('queued', 'retrying') AND e.id = j.event_id "                              \
+    "  AND j.status NOT IN ('delivered', 'dead', 'cancelled') AND e.id = j.event_id "              \
     "  RETURNING j.id, j.subscription_id AS sub, "                                                 \
     "  CASE WHEN $3::text = 'cancelled' THEN 0 ELSE j.attempts END AS attempt, "                   \
     "  $3::text AS status, $5::int AS code, $6::text AS err, $7::bigint AS started_ms, "           \

@@ -282,6 +282,10 @@ static void finalize(struct gcommit_node *batch)
 
 /* Attempt rows, and job updates that only move unfinished jobs: a terminal state never goes
  * back. Jobs are looked up by primary key (= ANY), whatever the planner thinks of unnest.
+ * "Unfinished" is written as "not terminal" (the same set under the jobs' status CHECK): with
+ * status IN ('queued', 'retrying') the generic plan scanned the partial index jobs_unfinished
+ * (created_at, id) with id = ANY as a filter on its second column, i.e. the whole backlog for
+ * every batch, which made a delivery's cost grow with the jobs waiting (decision 49).
  *
  * In the same statement, the health of the batch's subscriptions (docs/decisions.md 26),
  * aggregated per subscription from the jobs it updated (u):
@@ -289,13 +293,20 @@ static void finalize(struct gcommit_node *batch)
  *   failure, a 410 among them, the latest Retry-After end of a 429/503 (capped at an hour);
  * - s0 locks, in id order (two workers never wait on each other in a cycle), only the rows
  *   that change: a failure, or a success of a subscription that was failing. A healthy
- *   subscription's success reads its row and writes nothing;
+ *   subscription's success reads its row and writes nothing. The rows are probed by primary
+ *   key, one LATERAL subquery per subscription of the batch, taken in id order (the sorted g
+ *   drives the nested loop, and each probe locks its row, rechecking the conditions on the
+ *   latest version): as a join, the generic plan read every active subscription per
+ *   statement and compared each with every one of the batch (decision 49);
  * - s1/s2 compute the new counters, the circuit transition (opened after BREAKER_FAILURES
  *   consecutive failures; a failed probe, one started after the circuit's end, reopens it
  *   with the cooldown doubled up to BREAKER_COOLDOWN_MAX; a success closes it: recovered)
  *   and the reason to disable (410 Gone, or failing since DISABLE_AFTER_HOURS);
  * - h writes them; x lists the operational events (none about a subscription to a broker.*
- *   name), ev inserts them and nj their jobs, one per live subscriber of the name;
+ *   name), ev inserts them and nj their jobs, one per live subscriber of the name (a LATERAL
+ *   subquery that cannot be flattened, OFFSET 0, so the subscriptions are read per event: as a
+ *   join, the generic plan scanned every active subscription in each statement, with no
+ *   event to join them to nearly always: decision 49);
  * - act logs h's transitions in subscription_activity; ss and es add the batch to the
  *   rollups (docs/decisions.md 29): one upsert per subscription (5-minute bucket: delivered,
  *   failed attempts, dead, last success and failure) and per event name (hour), into this
@@ -324,7 +335,8 @@ static void finalize(struct gcommit_node *batch)
     "  next_attempt_at = CASE WHEN o.status = 'retrying' THEN to_timestamp(o.next_ms / 1000.0) END, " \
     "  delivered_at = CASE WHEN o.status = 'delivered' THEN now() ELSE j.delivered_at END, " \
     "  updated_at = now() " \
-    "  FROM o WHERE j.id = ANY($1::uuid[]) AND j.id = o.id AND j.status IN ('queued', 'retrying') " \
+    "  FROM o WHERE j.id = ANY($1::uuid[]) AND j.id = o.id " \
+    "  AND j.status NOT IN ('delivered', 'dead', 'cancelled') " \
     "  RETURNING j.id, j.subscription_id AS sub, o.attempt, o.status, o.code, o.err, " \
     "  o.started_ms, o.retry_ms, o.name), " \
     "f AS (SELECT u.*, u.status = 'delivered' AS ok FROM u WHERE u.attempt > 0), " \
@@ -342,10 +354,11 @@ static void finalize(struct gcommit_node *batch)
     "s0 AS (SELECT s.id, s.event_name, s.url, s.failures, s.failing_since, s.circuit_open_until, " \
     "  s.circuit_cooldown_s, s.disabled_at, g.last_ok, g.nf, g.first_fail, g.last_fail, g.gone, " \
     "  g.slow_ms " \
-    "  FROM subscriptions s JOIN g ON g.sub = s.id " \
-    "  WHERE s.status = 'active' AND (g.nf > 0 OR g.gone OR g.slow_ms IS NOT NULL " \
-    "  OR s.failures > 0 OR s.failing_since IS NOT NULL OR s.circuit_open_until IS NOT NULL) " \
-    "  ORDER BY s.id FOR UPDATE OF s), " \
+    "  FROM (SELECT * FROM g ORDER BY sub) g CROSS JOIN LATERAL (SELECT x.id, x.event_name, " \
+    "    x.url, x.failures, x.failing_since, x.circuit_open_until, x.circuit_cooldown_s, " \
+    "    x.disabled_at FROM subscriptions x WHERE x.id = g.sub AND x.status = 'active' " \
+    "    AND (g.nf > 0 OR g.gone OR g.slow_ms IS NOT NULL OR x.failures > 0 " \
+    "    OR x.failing_since IS NOT NULL OR x.circuit_open_until IS NOT NULL) FOR UPDATE) s), " \
     "s1 AS (SELECT s0.*, " \
     "  CASE WHEN last_ok IS NULL THEN failures + nf ELSE nf END AS nfail, " \
     "  CASE WHEN nf = 0 THEN NULL " \
@@ -401,9 +414,9 @@ static void finalize(struct gcommit_node *batch)
     "nj AS (INSERT INTO jobs (id, event_id, subscription_id, url, partition, event_name) " \
     "  SELECT wh_uuidv7(), ev.id, r.id, r.url, wh_partition(r.id, %ld), " \
     "    CASE WHEN r.plain_until IS NOT NULL THEN ev.event_name END " \
-    "  FROM ev JOIN subscriptions r ON r.event_names && wh_name_keys(ev.event_name) " \
-    "  AND r.status = 'active' " \
-    "  AND r.disabled_at IS NULL " \
+    "  FROM ev CROSS JOIN LATERAL (SELECT r.id, r.url, r.plain_until FROM subscriptions r " \
+    "    WHERE r.event_names && wh_name_keys(ev.event_name) AND r.status = 'active' " \
+    "    AND r.disabled_at IS NULL OFFSET 0) r " \
     "  RETURNING id, event_id, subscription_id, url, partition), " \
     "act AS (INSERT INTO subscription_activity (subscription_id, kind, detail) " \
     "  SELECT id, 'circuit_opened', nfail || ' consecutive failed attempts: nothing is sent for ' " \
