@@ -14,7 +14,9 @@
 # scenarios, a smoke test), BENCH_BIG=1 (make bench-big: scenario a, then BENCH_BIG_JOBS finished
 # jobs, default 10 million, loaded into the log, then scenario a again), BENCH_KEEP=1 (keep the temporary directory with the logs),
 # WH_PG_OPTS (extra PostgreSQL settings, see scripts/lib.sh; empty by default: durable),
-# BENCH_SCENARIOS="d e" (run only the scenarios with these labels, to compare builds quickly).
+# BENCH_SCENARIOS="d e" (run only the scenarios with these labels, to compare builds quickly),
+# BENCH_CLUSTER=1 (a 3-master Redis Cluster without replicas instead of one Redis, the same
+# persistence settings on each master; QUEUE_PARTITIONS=BENCH_PARTITIONS, default 16).
 # Exit status 0 when every scenario ran and lost nothing.
 set -euo pipefail
 
@@ -91,6 +93,8 @@ LOGS=$TMP/logs
 mkdir -p "$PIDS" "$LOGS"
 daemons=() # names; PID in $PIDS/<name>.pid
 started_redis=0
+CLUSTER=${BENCH_CLUSTER:-0}
+redis_dirs=("$TMP/redis") # one per redis-server started (three for BENCH_CLUSTER=1)
 started_pg=0
 
 cleanup()
@@ -109,7 +113,9 @@ cleanup()
         stoppers+=($!)
     done
     [[ ${#stoppers[@]} -eq 0 ]] || wait "${stoppers[@]}" || true
-    ((started_redis)) && wh_stop_pidfile "$TMP/redis/redis.pid" 20
+    if ((started_redis)); then
+        for d in "${redis_dirs[@]}"; do wh_stop_pidfile "$d/redis.pid" 20; done
+    fi
     ((started_pg)) && wh_stop_pidfile "$TMP/pg/postgres.pid" 30 INT # fast shutdown
     if [[ "${BENCH_KEEP:-0}" == 1 ]]; then
         say "kept $TMP (logs in $LOGS)"
@@ -134,9 +140,13 @@ check_alive()
             ok=1
         fi
     done
-    if ((started_redis)) && ! _wh_alive "$(cat "$TMP/redis/redis.pid" 2>/dev/null)"; then
-        say "Redis is not running any more"
-        ok=1
+    if ((started_redis)); then
+        for d in "${redis_dirs[@]}"; do
+            if ! _wh_alive "$(cat "$d/redis.pid" 2>/dev/null)"; then
+                say "Redis ($d) is not running any more"
+                ok=1
+            fi
+        done
     fi
     if ((started_pg)) && ! _wh_alive "$(cat "$TMP/pg/postgres.pid" 2>/dev/null)"; then
         say "PostgreSQL is not running any more"
@@ -158,9 +168,37 @@ free_port redis_port || die "no free port"
 free_port pg_port || die "no free port"
 free_port broker_port || die "no free port"
 
-say "starting Redis on 127.0.0.1:$redis_port"
-started_redis=1
-wh_start_redis "$TMP/redis" "$redis_port" || die "could not start Redis"
+if [[ "$CLUSTER" == 1 ]]; then
+    # Three masters, no replicas (a replica would only add replication work on the same two
+    # cores), every slot assigned by redis-cli --cluster create.
+    redis_ports=("$redis_port")
+    redis_dirs=()
+    extra_port=
+    for i in 2 3; do
+        free_port extra_port || die "no free port" # (free_port's own local is named p)
+        redis_ports+=("$extra_port")
+    done
+    started_redis=1
+    for i in 0 1 2; do
+        redis_dirs+=("$TMP/redis-$i")
+        say "starting Redis Cluster node $((i + 1)) of 3 on 127.0.0.1:${redis_ports[$i]}"
+        wh_start_redis "$TMP/redis-$i" "${redis_ports[$i]}" --cluster-enabled yes \
+            --cluster-config-file nodes.conf --cluster-node-timeout 2000 ||
+            die "could not start Redis"
+    done
+    redis-cli --cluster create "${redis_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 \
+        --cluster-yes >"$LOGS/cluster-create.log" 2>&1 || die "redis-cli --cluster create failed"
+    deadline=$((SECONDS + 30))
+    until redis-cli -p "$redis_port" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; do
+        ((SECONDS < deadline)) || die "the Redis Cluster did not reach cluster_state:ok in 30 s"
+        sleep 0.2
+    done
+    export QUEUE_PARTITIONS=${BENCH_PARTITIONS:-16}
+else
+    say "starting Redis on 127.0.0.1:$redis_port"
+    started_redis=1
+    wh_start_redis "$TMP/redis" "$redis_port" || die "could not start Redis"
+fi
 redis_settings=
 for key in appendonly appendfsync save maxmemory-policy; do
     value=$(redis-cli -h 127.0.0.1 -p "$redis_port" config get "$key" | sed -n 2p)
@@ -178,7 +216,13 @@ pg_settings=$("$(wh_pg_bindir)/psql" -X -tA -h 127.0.0.1 -p "$pg_port" -U postgr
     paste -sd ' ')
 say "PostgreSQL: $pg_settings"
 
-export REDIS_URL=redis://127.0.0.1:$redis_port
+if [[ "$CLUSTER" == 1 ]]; then
+    REDIS_URL=redis-cluster://$(IFS=,; echo "${redis_ports[*]/#/127.0.0.1:}")
+    export REDIS_URL
+    redis_settings+=" cluster=3 masters, QUEUE_PARTITIONS=$QUEUE_PARTITIONS"
+else
+    export REDIS_URL=redis://127.0.0.1:$redis_port
+fi
 export DATABASE_URL=postgresql://webhooks@127.0.0.1:$pg_port/webhooks
 export WEBHOOK_ALLOW_PRIVATE_NETWORKS=1 LOG_LEVEL=warn
 # A throw-away API key for this run: the broker requires one, the load generator sends it.
@@ -247,7 +291,7 @@ cpu_snap_cmd()
     local workers=() i
     for ((i = 1; i <= WORKERS; i++)); do workers+=("$(cat "$PIDS/worker-$i.pid")"); done
     printf '%q ' python3 "$ROOT/scripts/bench-cpu.py" snap "$1" "broker=$(cat "$PIDS/broker.pid")" \
-        "workers=$(IFS=,; echo "${workers[*]}")" "redis=$(cat "$TMP/redis/redis.pid")" \
+        "workers=$(IFS=,; echo "${workers[*]}")" "redis=$(for d in "${redis_dirs[@]}"; do cat "$d/redis.pid"; done | paste -sd,)" \
         "postgres=$(head -n1 "$TMP/pg/postgres.pid")+" "receiver=$(cat "$PIDS/receiver.pid")"
 }
 cpu_snap()
