@@ -39,7 +39,8 @@ size_t key_event(char *out, const char *tenant, const char *name, size_t namelen
         return fmt(snprintf(out, KEY_MAX, "{%sindex-ready}:event:@%s:%.*s", prefix, tenant,
                             (int)namelen, name));
     if (cluster)
-        return fmt(snprintf(out, KEY_MAX, "{%sindex-ready}:event:%.*s", prefix, (int)namelen, name));
+        return fmt(
+            snprintf(out, KEY_MAX, "{%sindex-ready}:event:%.*s", prefix, (int)namelen, name));
     if (tenant && *tenant)
         return fmt(snprintf(out, KEY_MAX, "%sevent:@%s:%.*s", prefix, tenant, (int)namelen, name));
     return fmt(snprintf(out, KEY_MAX, "%sevent:%.*s", prefix, (int)namelen, name));

@@ -198,8 +198,8 @@ static void test_startup_partitions(void)
     static char *url, *prefix, *level, *format;
     static long parts;
     static const struct cfg_opt shared[] = {
-        CFG_OPT_REDIS_URL(&url),     CFG_OPT_REDIS_PREFIX(&prefix), CFG_OPT_PARTITIONS(&parts),
-        CFG_OPT_LOG_LEVEL(&level),   CFG_OPT_LOG_FORMAT(&format),
+        CFG_OPT_REDIS_URL(&url),   CFG_OPT_REDIS_PREFIX(&prefix), CFG_OPT_PARTITIONS(&parts),
+        CFG_OPT_LOG_LEVEL(&level), CFG_OPT_LOG_FORMAT(&format),
     };
     size_t n = sizeof shared / sizeof shared[0];
     static const struct {
@@ -223,15 +223,16 @@ static void test_startup_partitions(void)
             setenv("REDIS_URL", cases[i].url, 1);
         if (cases[i].parts)
             setenv("QUEUE_PARTITIONS", cases[i].parts, 1);
-        CHECK_EQ_INT(cfg_startup("test", shared, n, 1, argv, "usage", "0", &level, &format, &prefix),
-                     -1);
+        CHECK_EQ_INT(
+            cfg_startup("test", shared, n, 1, argv, "usage", "0", &level, &format, &prefix), -1);
         CHECK_EQ_INT(parts, cases[i].want);
         key_event(key, NULL, "a", 1);
         CHECK_STR(key, cases[i].cluster ? "{wh:index-ready}:event:a" : "wh:event:a");
         cfg_free(shared, n);
     }
     setenv("QUEUE_PARTITIONS", "-1", 1);
-    CHECK_EQ_INT(cfg_startup("test", shared, n, 1, argv, "usage", "0", &level, &format, &prefix), 2);
+    CHECK_EQ_INT(cfg_startup("test", shared, n, 1, argv, "usage", "0", &level, &format, &prefix),
+                 2);
     unsetenv("QUEUE_PARTITIONS");
     unsetenv("REDIS_URL");
     keys_set_cluster(false);
