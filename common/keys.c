@@ -70,6 +70,8 @@ int key_event_parse(const char *key, size_t klen, char *tenant, const char **nam
 
 size_t key_index_ready(char *out)
 {
+    if (cluster) /* same slot; not the mark of the untagged index of before (keys.h) */
+        return fmt(snprintf(out, KEY_MAX, "{%sindex-ready}:ready", prefix));
     return fmt(snprintf(out, KEY_MAX, "%sindex-ready", prefix));
 }
 

@@ -199,7 +199,8 @@ def test_many_events_over_partitions(api, db, cluster, receiver, report):
     wait_until(lambda: drained(cluster, []), 15, "the partitions drained")
 
 
-READY = harness.INDEX_READY
+TAG = "{" + harness.INDEX_READY + "}"  # the hash tag of the index on a cluster (decision 48)
+READY = TAG + ":ready"  # the ready mark on a cluster, in the same slot
 
 
 def index_keys(cluster):
@@ -233,22 +234,23 @@ def test_index_keys_live_in_the_ready_mark_slot(api, cluster, receiver):
     st, _, data = api.post("/api/v0/webhooks", {"eventNames": [f"{base}.created"],
                                                  "webhookUrl": r.url("/t"), "tenant": "acme"})
     assert st == 201, data
-    want = {f"{{{READY}}}:event:{base}.created", f"{{{READY}}}:event:{base}.*",
-            f"{{{READY}}}:event:@acme:{base}.created"}
+    want = {f"{TAG}:event:{base}.created", f"{TAG}:event:{base}.*",
+            f"{TAG}:event:@acme:{base}.created"}
     found = index_keys(cluster)
     assert want <= set(found), sorted(found)
     ready_slot = cluster.call("CLUSTER", "KEYSLOT", READY)
     slots = {cluster.call("CLUSTER", "KEYSLOT", k) for k in found}
     assert slots == {ready_slot}, sorted(found)
     assert set(found.values()) == {ready_owner(cluster)}
-    assert all(k.startswith(f"{{{READY}}}:event:") for k in found), sorted(found)
+    assert all(k.startswith(f"{TAG}:event:") for k in found), sorted(found)
 
 
 def test_index_lost_with_its_mark(api, db, cluster, receiver, report):
     """The master holding the index loses its data (FLUSHALL there, as a restart without
     persistence would): the ready mark goes with the entries, so the next trigger fans out from
-    PostgreSQL and reaches every subscriber (nothing silently lost), and the rebuild it starts
-    restores the entries, then the mark."""
+    PostgreSQL and reaches every subscriber (nothing silently lost), even with the old layout's
+    mark (wh:index-ready) present, and the rebuild it starts restores the entries, then the
+    mark."""
     base = unique_name("closs")
     event = f"{base}.paid"
     recvs = [receiver(200, name=f"closs{i}") for i in range(3)]
@@ -267,6 +269,9 @@ def test_index_lost_with_its_mark(api, db, cluster, receiver, report):
     assert cluster.call("FLUSHALL", port=owner) in (b"OK", "OK")
     assert cluster.call("EXISTS", READY, port=owner) == 0
     assert not index_keys(cluster), "every index key went with the mark"
+    # The untagged index's mark of before (a cluster upgraded from decision 48's first layout)
+    # is not this layout's mark: it must not be trusted over the empty tagged index.
+    assert cluster.call("SET", harness.INDEX_READY, "1", port=owner) in (b"OK", "OK")
 
     second = api.trigger(event, b'{"n":2}')
     assert second["jobs"] == 3, second  # from PostgreSQL, not from an empty index
@@ -275,12 +280,12 @@ def test_index_lost_with_its_mark(api, db, cluster, receiver, report):
         wait_until(lambda r=r: {q.headers.get("webhook-id") for q in r.requests} >=
                    {first["eventId"], second["eventId"]}, 30, f"both events at {r.name}")
 
-    key = f"{{{READY}}}:event:{event}"
+    key = f"{TAG}:event:{event}"
     wait_until(lambda: cluster.call("EXISTS", READY, port=ready_owner(cluster)) == 1, 60,
                "the rebuild set the ready mark again")
     got = cluster.call("HKEYS", key, port=ready_owner(cluster))
     assert sorted(k.decode() for k in got) == sorted([recvs[0].url("/a"), recvs[1].url("/b")])
-    assert cluster.call("EXISTS", f"{{{READY}}}:event:{base}.*", port=ready_owner(cluster)) == 1
+    assert cluster.call("EXISTS", f"{TAG}:event:{base}.*", port=ready_owner(cluster)) == 1
     third = api.trigger(event, b'{"n":3}')
     assert third["jobs"] == 3, third
     db.wait_jobs(third["eventId"], "delivered", count=3, timeout=30)

@@ -21,7 +21,7 @@ MAX_PARTITIONS = 256  # QUEUE_PARTITIONS' upper bound (common/cfg.h)
 PARTITION_KINDS = {"jobs", "retry", "live", "dead", "payload", "ctl", "ctl-prefix", "held",
                    "held-subs", "rate", "batch-pend", "batch-pend-prefix", "batch-subs"}
 GLOBAL_KINDS = {"index-ready", "index-rebuild", "index-patterns", "event", "cluster-event",
-                "cluster-event-tenant"}
+                "cluster-event-tenant", "cluster-index-ready"}
 
 
 def keyslot_tool():
@@ -125,6 +125,11 @@ def test_key_layout_matches_cluster(cluster, prefix, report):
     assert len(tagged) == 2 * len(NAMES)
     assert all(key.startswith(f"{{{prefix}index-ready}}:event:") for key, _ in tagged)
     assert {slot for _, slot in tagged} == {g["index-ready"]}
+    # The cluster's mark has another name than the untagged index's (an upgraded cluster
+    # rebuilds instead of trusting the old mark over the new, empty keys), in the same slot.
+    [(mark, mark_slot)] = [(key, slot) for kind, _, key, slot in rows
+                           if kind == "cluster-index-ready"]
+    assert mark == f"{{{prefix}index-ready}}:ready" and mark_slot == g["index-ready"]
 
     # How QUEUE_PARTITIONS spreads the queues over the 3 masters (decision 43).
     owners = {}

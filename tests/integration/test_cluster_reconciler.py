@@ -59,8 +59,8 @@ def test_requeue_and_index_on_every_master(cbroker, target, db, cluster, receive
     # Stale index entries (no such subscription). On a cluster the index keys carry the ready
     # mark's hash tag (decision 48): all on the mark's master, which the reconciler's SCAN of
     # every master must reach whichever it is.
-    ready = f"{harness.PREFIX}index-ready"
-    ghosts = [f"{{{ready}}}:event:{unique_name('ghost')}" for _ in range(12)]
+    ready = f"{{{harness.PREFIX}index-ready}}:ready"
+    ghosts = [f"{{{harness.PREFIX}index-ready}}:event:{unique_name('ghost')}" for _ in range(12)]
     for g in ghosts:
         cluster.call_key(g, "HSET", g, "http://127.0.0.1:9/ghost", "not-an-entry")
     owners = {cluster.slot_owner(cluster.call("CLUSTER", "KEYSLOT", g)) for g in ghosts}

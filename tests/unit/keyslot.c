@@ -5,8 +5,9 @@
  *   keyslot --keys PREFIX PARTS SUB EVENT NAME...
  *                                 every key common/keys.c formats, for partitions 0..PARTS-1
  *                                 and the given subscription id, event id and event names
- *                                 (their index keys in both modes: "event", and "cluster-event"
- *                                 / "cluster-event-tenant" as on a redis-cluster:// URL):
+ *                                 (the index keys in both modes: "event", and "cluster-event" /
+ *                                 "cluster-event-tenant" / "cluster-index-ready" as on a
+ *                                 redis-cluster:// URL):
  *                                 "<kind>\t<partition or ->\t<key>\t<slot>" per line */
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,7 @@ static int print_keys(int argc, char **argv)
     for (int i = 4; i < argc; i++)
         put("event", -1, k, key_event(k, NULL, argv[i], strlen(argv[i])));
     keys_set_cluster(true); /* redis-cluster://: the index in the ready mark's slot */
+    put("cluster-index-ready", -1, k, key_index_ready(k));
     for (int i = 4; i < argc; i++) {
         put("cluster-event", -1, k, key_event(k, NULL, argv[i], strlen(argv[i])));
         put("cluster-event-tenant", -1, k, key_event(k, "acme", argv[i], strlen(argv[i])));

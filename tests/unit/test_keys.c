@@ -90,6 +90,8 @@ static void check_cluster_keys(const char *prefix)
     key_index_ready(ready);
     key_index_rebuild(token);
     key_index_patterns(pats);
+    snprintf(want, sizeof want, "{%sindex-ready}:ready", prefix);
+    CHECK_STR(ready, want);
     unsigned s = slot_of(ready);
     CHECK_EQ_INT(slot_of(token), s);
     CHECK_EQ_INT(slot_of(pats), s);
@@ -119,6 +121,10 @@ static void check_cluster_keys(const char *prefix)
     key_jobs(k, 3); /* the partitions keep their own tags */
     CHECK_STR(k, jobs);
     keys_set_cluster(false);
+    key_index_ready(k);
+    CHECK_EQ_INT(slot_of(k), s); /* the untagged mark of before: same slot, another key */
+    snprintf(want, sizeof want, "%sindex-ready", prefix);
+    CHECK_STR(k, want);
     key_event(k, "acme", "a", 1);
     snprintf(want, sizeof want, "%sevent:@acme:a", prefix);
     CHECK_STR(k, want);
