@@ -5,6 +5,7 @@
 #include "keys.h"
 #include "log.h"
 #include "mem.h"
+#include "rcluster.h"
 
 #include <signal.h>
 
@@ -203,6 +204,14 @@ int cfg_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
     return 0;
 }
 
+static const struct cfg_opt *find_opt(const struct cfg_opt *opts, size_t n, const char *env)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(opts[i].env, env) == 0)
+            return &opts[i];
+    return NULL;
+}
+
 int cfg_startup(const char *prog, const struct cfg_opt *opts, size_t n, int argc, char **argv,
                 const char *usage, const char *version, char *const *log_level,
                 char *const *log_format, char *const *redis_prefix)
@@ -233,5 +242,11 @@ int cfg_startup(const char *prog, const struct cfg_opt *opts, size_t n, int argc
         cfg_free(opts, n);
         return 2;
     }
+    const struct cfg_opt *url = find_opt(opts, n, "REDIS_URL");
+    bool cluster = url && rcluster_is_url(*(char *const *)url->ptr);
+    keys_set_cluster(cluster);
+    const struct cfg_opt *parts = find_opt(opts, n, "QUEUE_PARTITIONS");
+    if (parts && *(long *)parts->ptr == 0)
+        *(long *)parts->ptr = cluster ? CFG_PARTITIONS_CLUSTER : CFG_PARTITIONS_SINGLE;
     return -1;
 }

@@ -42,9 +42,16 @@ void cfg_free(const struct cfg_opt *opts, size_t n);
      0, "PostgreSQL connection string (libpq URI or key=value)", ptr}
 #define CFG_OPT_REDIS_PREFIX(ptr)                                                                  \
     {"REDIS_PREFIX", "redis-prefix", CFG_STR, "wh:", 0, 0, "prefix of every Redis key", ptr}
+/* 0 (the default) is resolved by cfg_startup from REDIS_URL: CFG_PARTITIONS_SINGLE on one
+ * server, CFG_PARTITIONS_CLUSTER on a Redis Cluster (at least ~5 hash tags per master of a
+ * 3-master cluster; decision 48), so every binary reading the same env gets the same number. */
+#define CFG_PARTITIONS_SINGLE 1
+#define CFG_PARTITIONS_CLUSTER 16
 #define CFG_OPT_PARTITIONS(ptr)                                                                    \
-    {"QUEUE_PARTITIONS", "partitions", CFG_INT, "1", 1, 256,                                     \
-     "number of job stream partitions (same value on broker and workers)", ptr}
+    {"QUEUE_PARTITIONS", "partitions", CFG_INT, "0", 0, 256,                                     \
+     "number of job stream partitions (same value on broker and workers); 0: 1 on a redis:// "   \
+     "server, 16 on a redis-cluster://",                                                          \
+     ptr}
 /* The SSRF guard (common/netguard.h): the broker checks at registration, the worker at connect. */
 #define CFG_OPT_ALLOW_PRIVATE(ptr)                                                                 \
     {"WEBHOOK_ALLOW_PRIVATE_NETWORKS", "allow-private-networks", CFG_BOOL, "0", 0, 0,              \
@@ -79,7 +86,8 @@ void cfg_free(const struct cfg_opt *opts, size_t n);
 
 /* The start-up every binary shares: ignores SIGPIPE, names the program in logs, loads the
  * config (printing --help / --version), applies LOG_LEVEL, LOG_FORMAT and REDIS_PREFIX (the
- * fields the three pointers designate, filled by the load). Returns -1 to go on, or the status
+ * fields the three pointers designate, filled by the load); when the table has REDIS_URL, sets
+ * the key names' cluster mode from it (keys_set_cluster) and resolves a QUEUE_PARTITIONS of 0. Returns -1 to go on, or the status
  * main() should exit with (0 after --help, 2 on a bad setting, with the reason on stderr). */
 int cfg_startup(const char *prog, const struct cfg_opt *opts, size_t n, int argc, char **argv,
                 const char *usage, const char *version, char *const *log_level,

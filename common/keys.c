@@ -2,12 +2,14 @@
  * "{p}" so one MULTI or Lua script may touch them together (Redis Cluster ready). */
 #include "keys.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "valid.h"
 
 static char prefix[65] = "wh:";
+static bool cluster; /* keys_set_cluster: the event index carries the ready mark's hash tag */
 
 int keys_set_prefix(const char *p)
 {
@@ -16,6 +18,11 @@ int keys_set_prefix(const char *p)
         return -1;
     memcpy(prefix, p, n + 1);
     return 0;
+}
+
+void keys_set_cluster(bool on)
+{
+    cluster = on;
 }
 
 /* snprintf's result as the key's length (truncated keys keep KEY_MAX - 1 bytes). */
@@ -28,6 +35,12 @@ static size_t fmt(int n)
 
 size_t key_event(char *out, const char *tenant, const char *name, size_t namelen)
 {
+    if (cluster && tenant && *tenant)
+        return fmt(snprintf(out, KEY_MAX, "{%sindex-ready}:event:@%s:%.*s", prefix, tenant,
+                            (int)namelen, name));
+    if (cluster)
+        return fmt(
+            snprintf(out, KEY_MAX, "{%sindex-ready}:event:%.*s", prefix, (int)namelen, name));
     if (tenant && *tenant)
         return fmt(snprintf(out, KEY_MAX, "%sevent:@%s:%.*s", prefix, tenant, (int)namelen, name));
     return fmt(snprintf(out, KEY_MAX, "%sevent:%.*s", prefix, (int)namelen, name));
@@ -57,6 +70,8 @@ int key_event_parse(const char *key, size_t klen, char *tenant, const char **nam
 
 size_t key_index_ready(char *out)
 {
+    if (cluster) /* same slot; not the mark of the untagged index of before (keys.h) */
+        return fmt(snprintf(out, KEY_MAX, "{%sindex-ready}:ready", prefix));
     return fmt(snprintf(out, KEY_MAX, "%sindex-ready", prefix));
 }
 

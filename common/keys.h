@@ -3,6 +3,7 @@
 #ifndef WH_KEYS_H
 #define WH_KEYS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define KEY_MAX 512
@@ -11,6 +12,15 @@
 
 /* Sets the prefix (default "wh:"); at most 64 bytes. 0 or -1. */
 int keys_set_prefix(const char *prefix) __attribute__((warn_unused_result));
+
+/* Redis Cluster mode (set at start-up when REDIS_URL is redis-cluster://, common/cfg.c): the
+ * event index keys carry the ready mark's hash tag, {wh:index-ready}:event:<name> and
+ * {wh:index-ready}:event:@<tenant>:<name>, so the whole index lives in the ready mark's slot
+ * and a master that loses its data loses the index and the mark together (decision 48). The
+ * mark itself is then {wh:index-ready}:ready (same slot): a cluster that still holds the mark of
+ * the untagged index of before (wh:index-ready) is not trusted over the empty tagged index,
+ * so upgraded brokers rebuild. Off: the keys below, byte for byte. */
+void keys_set_cluster(bool on);
 
 /* Each writes a NUL-terminated key into out (KEY_MAX bytes) and returns its length. */
 /* hash url -> subscription JSON (decision 39) of one event name or pattern: wh:event:<name> for

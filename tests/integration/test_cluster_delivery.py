@@ -199,6 +199,101 @@ def test_many_events_over_partitions(api, db, cluster, receiver, report):
     wait_until(lambda: drained(cluster, []), 15, "the partitions drained")
 
 
+TAG = "{" + harness.INDEX_READY + "}"  # the hash tag of the index on a cluster (decision 48)
+READY = TAG + ":ready"  # the ready mark on a cluster, in the same slot
+
+
+def index_keys(cluster):
+    """{key: master port} of every event index key on any master (SCAN sees one node)."""
+    found = {}
+    for port in cluster.master_ports():
+        with cluster.client(port) as c:
+            cursor = b"0"
+            while True:
+                cursor, keys = c.call("SCAN", cursor, "MATCH", "*event:*", "COUNT", 500)
+                for k in keys:
+                    found[k.decode()] = port
+                if cursor in (b"0", 0, "0"):
+                    break
+    return found
+
+
+def ready_owner(cluster):
+    return cluster.slot_owner(cluster.call("CLUSTER", "KEYSLOT", READY))
+
+
+def test_index_keys_live_in_the_ready_mark_slot(api, cluster, receiver):
+    """Decision 48: on a cluster every event index key (global, pattern, a tenant's) carries the
+    ready mark's hash tag, so the whole index is in the mark's slot, on the mark's master."""
+    r = receiver(200)
+    base = unique_name("cidx")
+    api.register(f"{base}.created", r.url("/g"))
+    st, _, data = api.post("/api/v0/webhooks", {"eventNames": [f"{base}.*"],
+                                                 "webhookUrl": r.url("/p")})
+    assert st == 201, data
+    st, _, data = api.post("/api/v0/webhooks", {"eventNames": [f"{base}.created"],
+                                                 "webhookUrl": r.url("/t"), "tenant": "acme"})
+    assert st == 201, data
+    want = {f"{TAG}:event:{base}.created", f"{TAG}:event:{base}.*",
+            f"{TAG}:event:@acme:{base}.created"}
+    found = index_keys(cluster)
+    assert want <= set(found), sorted(found)
+    ready_slot = cluster.call("CLUSTER", "KEYSLOT", READY)
+    slots = {cluster.call("CLUSTER", "KEYSLOT", k) for k in found}
+    assert slots == {ready_slot}, sorted(found)
+    assert set(found.values()) == {ready_owner(cluster)}
+    assert all(k.startswith(f"{TAG}:event:") for k in found), sorted(found)
+
+
+def test_index_lost_with_its_mark(api, db, cluster, receiver, report):
+    """The master holding the index loses its data (FLUSHALL there, as a restart without
+    persistence would): the ready mark goes with the entries, so the next trigger fans out from
+    PostgreSQL and reaches every subscriber (nothing silently lost), even with the old layout's
+    mark (wh:index-ready) present, and the rebuild it starts restores the entries, then the
+    mark."""
+    base = unique_name("closs")
+    event = f"{base}.paid"
+    recvs = [receiver(200, name=f"closs{i}") for i in range(3)]
+    api.register(event, recvs[0].url("/a"))
+    api.register(event, recvs[1].url("/b"))
+    st, _, data = api.post("/api/v0/webhooks", {"eventNames": [f"{base}.*"],
+                                                 "webhookUrl": recvs[2].url("/c")})
+    assert st == 201, data
+    owner = ready_owner(cluster)
+    wait_until(lambda: cluster.call("EXISTS", READY, port=owner) == 1, 30, "the index ready")
+    first = api.trigger(event, b'{"n":1}')
+    assert first["jobs"] == 3, first
+    db.wait_jobs(first["eventId"], "delivered", count=3, timeout=30)
+    wait_until(lambda: drained(cluster, []), 15, "the partitions drained")
+
+    assert cluster.call("FLUSHALL", port=owner) in (b"OK", "OK")
+    assert cluster.call("EXISTS", READY, port=owner) == 0
+    assert not index_keys(cluster), "every index key went with the mark"
+    # The untagged index's mark of before (a cluster upgraded from decision 48's first layout)
+    # is not this layout's mark: it must not be trusted over the empty tagged index.
+    assert cluster.call("SET", harness.INDEX_READY, "1", port=owner) in (b"OK", "OK")
+
+    second = api.trigger(event, b'{"n":2}')
+    assert second["jobs"] == 3, second  # from PostgreSQL, not from an empty index
+    db.wait_jobs(second["eventId"], "delivered", count=3, timeout=60)
+    for r in recvs:
+        wait_until(lambda r=r: {q.headers.get("webhook-id") for q in r.requests} >=
+                   {first["eventId"], second["eventId"]}, 30, f"both events at {r.name}")
+
+    key = f"{TAG}:event:{event}"
+    wait_until(lambda: cluster.call("EXISTS", READY, port=ready_owner(cluster)) == 1, 60,
+               "the rebuild set the ready mark again")
+    got = cluster.call("HKEYS", key, port=ready_owner(cluster))
+    assert sorted(k.decode() for k in got) == sorted([recvs[0].url("/a"), recvs[1].url("/b")])
+    assert cluster.call("EXISTS", f"{TAG}:event:{base}.*", port=ready_owner(cluster)) == 1
+    third = api.trigger(event, b'{"n":3}')
+    assert third["jobs"] == 3, third
+    db.wait_jobs(third["eventId"], "delivered", count=3, timeout=30)
+    report(f"cluster index loss: FLUSHALL of master {owner}; the next trigger made "
+           f"{second['jobs']} jobs from PostgreSQL; the rebuild restored the index")
+    wait_until(lambda: drained(cluster, []), 30, "the partitions drained")
+
+
 def node_id(cluster, port):
     return cluster.call("CLUSTER", "MYID", port=port).decode()
 

@@ -20,7 +20,8 @@ NAMES = ["order.created", "order.*", "*", "invoice.paid.eu", "a"]
 MAX_PARTITIONS = 256  # QUEUE_PARTITIONS' upper bound (common/cfg.h)
 PARTITION_KINDS = {"jobs", "retry", "live", "dead", "payload", "ctl", "ctl-prefix", "held",
                    "held-subs", "rate", "batch-pend", "batch-pend-prefix", "batch-subs"}
-GLOBAL_KINDS = {"index-ready", "index-rebuild", "event"}
+GLOBAL_KINDS = {"index-ready", "index-rebuild", "index-patterns", "event", "cluster-event",
+                "cluster-event-tenant", "cluster-index-ready"}
 
 
 def keyslot_tool():
@@ -109,13 +110,26 @@ def test_key_layout_matches_cluster(cluster, prefix, report):
         if part is not None:
             assert slot == tag_slots[part], (kind, key)
     assert len({r[3] for r in rows if r[1] is not None}) == len(set(tag_slots))
-    # The ready mark and the rebuild token share a slot (one script sets one, deletes the other).
-    g = {k: s for k, _, _, s in rows if k in ("index-ready", "index-rebuild")}
-    assert g["index-ready"] == g["index-rebuild"]
-    # Event index keys are not tagged: each name is its own slot, none tied to a partition.
+    # The ready mark, the rebuild token and the patterns mark share a slot (one script sets
+    # one, deletes the other; one MGET reads the marks).
+    g = {k: s for k, _, _, s in rows if k in ("index-ready", "index-rebuild", "index-patterns")}
+    assert g["index-ready"] == g["index-rebuild"] == g["index-patterns"]
+    # On one server (redis://) event index keys are not tagged: each name is its own slot.
     events = {key: slot for kind, _, key, slot in rows if kind == "event"}
     assert len(events) == len(NAMES)
     assert all(cluster_slots(cluster, [k])[0] == s for k, s in events.items())
+    assert len(set(events.values())) > 1
+    # On a cluster (decision 48) every index key, global or a tenant's, is in the ready mark's
+    # slot: a master losing its data loses the index and the mark together.
+    tagged = [(key, slot) for kind, _, key, slot in rows if kind.startswith("cluster-event")]
+    assert len(tagged) == 2 * len(NAMES)
+    assert all(key.startswith(f"{{{prefix}index-ready}}:event:") for key, _ in tagged)
+    assert {slot for _, slot in tagged} == {g["index-ready"]}
+    # The cluster's mark has another name than the untagged index's (an upgraded cluster
+    # rebuilds instead of trusting the old mark over the new, empty keys), in the same slot.
+    [(mark, mark_slot)] = [(key, slot) for kind, _, key, slot in rows
+                           if kind == "cluster-index-ready"]
+    assert mark == f"{{{prefix}index-ready}}:ready" and mark_slot == g["index-ready"]
 
     # How QUEUE_PARTITIONS spreads the queues over the 3 masters (decision 43).
     owners = {}
@@ -204,8 +218,12 @@ def test_cross_slot_shapes_fail_on_cluster(cluster):
         # A plain command for a key of another master: MOVED, which cluster_redirect_parse reads.
         with pytest.raises(RedisError, match=r"^MOVED \d+ 127\.0\.0\.1:\d+$"):
             c.call("XLEN", other)
-    # broker/trigger.c pipelines EXISTS index-ready and HGETALL of every matching event key on
-    # one connection: on a cluster these are different slots, mostly on different masters.
+    # broker/trigger.c reads the marks and HGETALLs the matching event keys: untagged (redis://
+    # keys) these are different slots; with the cluster tag they are one slot, so one script
+    # may even touch the mark and an index key together.
     slots = cluster_slots(cluster, [k[("index-ready", None)]] +
                           [key for (kind, _), key in k.items() if kind == "event"])
     assert len(set(slots)) > 1
+    with on_owner(cluster, k[("index-ready", None)]) as c:
+        assert c.call("EVAL", "return redis.call('EXISTS', KEYS[1], KEYS[2])", 2,
+                      k[("index-ready", None)], k[("cluster-event", None)]) == 0

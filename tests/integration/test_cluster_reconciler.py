@@ -1,8 +1,8 @@
 """The reconciler on a real Redis Cluster (docs/decisions.md 48): its blocking router sends
 each command to the master of its key's slot, runs the re-enqueue MULTI on the partition's
 master, and scans the event index on every master. Jobs whose streams were lost on every
-master are requeued and then delivered; stale index entries spread over the masters are all
-found and removed."""
+master are requeued and then delivered; stale index entries (in the ready mark's slot, decision
+48) are all found and removed."""
 
 import types
 
@@ -56,12 +56,15 @@ def test_requeue_and_index_on_every_master(cbroker, target, db, cluster, receive
     for p in range(PARTS):
         for kind in ("jobs", "live"):
             cluster.call_key(key(kind, p), "DEL", key(kind, p))
-    # Stale index entries (no such subscription) under names spread over the masters.
-    ghosts = [f"{harness.PREFIX}event:{unique_name('ghost')}" for _ in range(12)]
+    # Stale index entries (no such subscription). On a cluster the index keys carry the ready
+    # mark's hash tag (decision 48): all on the mark's master, which the reconciler's SCAN of
+    # every master must reach whichever it is.
+    ready = f"{{{harness.PREFIX}index-ready}}:ready"
+    ghosts = [f"{{{harness.PREFIX}index-ready}}:event:{unique_name('ghost')}" for _ in range(12)]
     for g in ghosts:
         cluster.call_key(g, "HSET", g, "http://127.0.0.1:9/ghost", "not-an-entry")
     owners = {cluster.slot_owner(cluster.call("CLUSTER", "KEYSLOT", g)) for g in ghosts}
-    assert len(owners) == 3, "the stale entries should be on every master"
+    assert owners == {cluster.slot_owner(cluster.call("CLUSTER", "KEYSLOT", ready))}
 
     counts, text = run_reconciler(target, db, log_path=tmp_path / "reconciler.log",
                                   RECONCILE_GRACE=0, RECONCILE_CONFIRM=0.2,

@@ -4,7 +4,10 @@
  *   keyslot                       one key per line on stdin -> "<slot>" per line
  *   keyslot --keys PREFIX PARTS SUB EVENT NAME...
  *                                 every key common/keys.c formats, for partitions 0..PARTS-1
- *                                 and the given subscription id, event id and event names:
+ *                                 and the given subscription id, event id and event names
+ *                                 (the index keys in both modes: "event", and "cluster-event" /
+ *                                 "cluster-event-tenant" / "cluster-index-ready" as on a
+ *                                 redis-cluster:// URL):
  *                                 "<kind>\t<partition or ->\t<key>\t<slot>" per line */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,8 +36,16 @@ static int print_keys(int argc, char **argv)
     char k[KEY_MAX];
     put("index-ready", -1, k, key_index_ready(k));
     put("index-rebuild", -1, k, key_index_rebuild(k));
+    put("index-patterns", -1, k, key_index_patterns(k));
     for (int i = 4; i < argc; i++)
         put("event", -1, k, key_event(k, NULL, argv[i], strlen(argv[i])));
+    keys_set_cluster(true); /* redis-cluster://: the index in the ready mark's slot */
+    put("cluster-index-ready", -1, k, key_index_ready(k));
+    for (int i = 4; i < argc; i++) {
+        put("cluster-event", -1, k, key_event(k, NULL, argv[i], strlen(argv[i])));
+        put("cluster-event-tenant", -1, k, key_event(k, "acme", argv[i], strlen(argv[i])));
+    }
+    keys_set_cluster(false);
     for (long p = 0; p < parts; p++) {
         unsigned u = (unsigned)p;
         put("jobs", p, k, key_jobs(k, u));

@@ -1,6 +1,10 @@
-/* Unit tests for common/cfg.c: defaults, environment, flags, ranges, host:port parsing. */
+/* Unit tests for common/cfg.c: defaults, environment, flags, ranges, host:port parsing; the
+ * start-up's QUEUE_PARTITIONS by REDIS_URL and the key names' cluster mode. */
 #include "cfg.h"
+#include "keys.h"
 #include "unit.h"
+
+#include <string.h>
 
 #include <fcntl.h>
 #include <stdlib.h>
@@ -186,6 +190,54 @@ static void test_hostport(void)
     CHECK_EQ_INT(cfg_parse_hostport("abcde:1", small, sizeof small, &port), -1);
 }
 
+/* cfg_startup with the shared entries: QUEUE_PARTITIONS unset (or 0) is 1 on redis://, 16 on
+ * redis-cluster://, an explicit value wins; a cluster URL switches the event index keys to the
+ * ready mark's hash tag (decision 48), a redis:// URL switches them back. */
+static void test_startup_partitions(void)
+{
+    static char *url, *prefix, *level, *format;
+    static long parts;
+    static const struct cfg_opt shared[] = {
+        CFG_OPT_REDIS_URL(&url),   CFG_OPT_REDIS_PREFIX(&prefix), CFG_OPT_PARTITIONS(&parts),
+        CFG_OPT_LOG_LEVEL(&level), CFG_OPT_LOG_FORMAT(&format),
+    };
+    size_t n = sizeof shared / sizeof shared[0];
+    static const struct {
+        const char *url, *parts;
+        long want;
+        bool cluster;
+    } cases[] = {
+        {NULL, NULL, CFG_PARTITIONS_SINGLE, false},
+        {"redis://127.0.0.1:6379", NULL, 1, false},
+        {"redis-cluster://127.0.0.1:7000,127.0.0.1:7001", NULL, CFG_PARTITIONS_CLUSTER, true},
+        {"redis-cluster://127.0.0.1:7000", "0", 16, true},
+        {"redis-cluster://127.0.0.1:7000", "4", 4, true},
+        {"redis://127.0.0.1:6379", "8", 8, false},
+    };
+    char *argv[] = {(char *)"prog", NULL};
+    char key[KEY_MAX];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        for (size_t j = 0; j < n; j++)
+            unsetenv(shared[j].env);
+        if (cases[i].url)
+            setenv("REDIS_URL", cases[i].url, 1);
+        if (cases[i].parts)
+            setenv("QUEUE_PARTITIONS", cases[i].parts, 1);
+        CHECK_EQ_INT(
+            cfg_startup("test", shared, n, 1, argv, "usage", "0", &level, &format, &prefix), -1);
+        CHECK_EQ_INT(parts, cases[i].want);
+        key_event(key, NULL, "a", 1);
+        CHECK_STR(key, cases[i].cluster ? "{wh:index-ready}:event:a" : "wh:event:a");
+        cfg_free(shared, n);
+    }
+    setenv("QUEUE_PARTITIONS", "-1", 1);
+    CHECK_EQ_INT(cfg_startup("test", shared, n, 1, argv, "usage", "0", &level, &format, &prefix),
+                 2);
+    unsetenv("QUEUE_PARTITIONS");
+    unsetenv("REDIS_URL");
+    keys_set_cluster(false);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -193,6 +245,7 @@ int main(int argc, char **argv)
     test_env();
     test_flags();
     test_hostport();
+    test_startup_partitions();
     cfg_free(opts, NOPTS);
     CHECK(listen_addr == NULL && env_only == NULL);
     return unit_done(argv[0]);

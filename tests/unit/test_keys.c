@@ -1,8 +1,10 @@
 /* Unit tests for common/keys.c: the index rebuild token shares the ready mark's Redis Cluster
  * hash slot (one script touches both), whatever the prefix; the event index keys of global and
- * tenant subscriptions (decision 44) and their parsing back. */
+ * tenant subscriptions (decision 44) and their parsing back; in cluster mode (decision 48) the
+ * event index keys share the ready mark's slot, and redis:// keys stay byte-identical. */
 #include <string.h>
 
+#include "cluster.h"
 #include "keys.h"
 #include "unit.h"
 #include "valid.h"
@@ -68,9 +70,74 @@ static void check_event_keys(void)
     CHECK(keys_set_prefix("wh:") == 0);
 }
 
+static unsigned slot_of(const char *key)
+{
+    return cluster_slot(key, strlen(key));
+}
+
+/* Cluster mode: every event index key (global, tenant, pattern, any prefix) is in the slot of
+ * the ready mark, the rebuild token and the patterns mark; parsing follows the mode; the other
+ * families do not change. */
+static void check_cluster_keys(const char *prefix)
+{
+    char ready[KEY_MAX], token[KEY_MAX], pats[KEY_MAX], k[KEY_MAX], want[KEY_MAX], jobs[KEY_MAX];
+    char tenant[TENANT_ID_MAX + 1];
+    const char *name;
+    size_t nlen;
+    CHECK(keys_set_prefix(prefix) == 0);
+    key_jobs(jobs, 3);
+    keys_set_cluster(true);
+    key_index_ready(ready);
+    key_index_rebuild(token);
+    key_index_patterns(pats);
+    snprintf(want, sizeof want, "{%sindex-ready}:ready", prefix);
+    CHECK_STR(ready, want);
+    unsigned s = slot_of(ready);
+    CHECK_EQ_INT(slot_of(token), s);
+    CHECK_EQ_INT(slot_of(pats), s);
+    static const char *const names[] = {"order.paid", "order.*", "*", "a", "x:y.z", "zz9"};
+    static const char *const tenants[] = {NULL, "", "acme", "a_b-9"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        for (size_t t = 0; t < sizeof tenants / sizeof tenants[0]; t++) {
+            size_t len = key_event(k, tenants[t], names[i], strlen(names[i]));
+            CHECK_EQ_INT(len, strlen(k));
+            CHECK_EQ_INT(slot_of(k), s);
+            if (tenants[t] && *tenants[t])
+                snprintf(want, sizeof want, "{%sindex-ready}:event:@%s:%s", prefix, tenants[t],
+                         names[i]);
+            else
+                snprintf(want, sizeof want, "{%sindex-ready}:event:%s", prefix, names[i]);
+            CHECK_STR(k, want);
+            CHECK(key_event_parse(k, len, tenant, &name, &nlen) == 0);
+            CHECK_STR(tenant, tenants[t] ? tenants[t] : "");
+            CHECK(nlen == strlen(names[i]) && memcmp(name, names[i], nlen) == 0);
+        }
+    }
+    /* a single-server key is not an index key of a cluster, nor the marks */
+    snprintf(k, sizeof k, "%sevent:a", prefix);
+    CHECK(key_event_parse(k, strlen(k), tenant, &name, &nlen) < 0);
+    CHECK(key_event_parse(token, strlen(token), tenant, &name, &nlen) < 0);
+    CHECK(key_event_parse(pats, strlen(pats), tenant, &name, &nlen) < 0);
+    key_jobs(k, 3); /* the partitions keep their own tags */
+    CHECK_STR(k, jobs);
+    keys_set_cluster(false);
+    key_index_ready(k);
+    CHECK_EQ_INT(slot_of(k), s); /* the untagged mark of before: same slot, another key */
+    snprintf(want, sizeof want, "%sindex-ready", prefix);
+    CHECK_STR(k, want);
+    key_event(k, "acme", "a", 1);
+    snprintf(want, sizeof want, "%sevent:@acme:a", prefix);
+    CHECK_STR(k, want);
+    CHECK(keys_set_prefix("wh:") == 0);
+}
+
 int main(int argc, char **argv)
 {
     check_event_keys();
+    check_cluster_keys("wh:");
+    check_cluster_keys("app.webhooks:");
+    check_cluster_keys("");
+    check_event_keys(); /* back to single-server keys, byte for byte */
     (void)argc;
     check_prefix("wh:");
     check_prefix("app.webhooks:");
