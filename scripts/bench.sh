@@ -171,13 +171,22 @@ free_port broker_port || die "no free port"
 if [[ "$CLUSTER" == 1 ]]; then
     # Three masters, no replicas (a replica would only add replication work on the same two
     # cores), every slot assigned by redis-cli --cluster create.
-    redis_ports=("$redis_port")
+    # A cluster node also listens on its port + 10000 (the cluster bus): both must be free,
+    # so the ports are picked below 55536.
+    redis_ports=()
     redis_dirs=()
     extra_port=
-    for i in 2 3; do
-        free_port extra_port || die "no free port" # (free_port's own local is named p)
+    for i in 1 2 3; do
+        for _ in $(seq 50); do
+            free_port extra_port || die "no free port" # (free_port's own local is named p)
+            ((extra_port < 55536)) && python3 -c 'import socket, sys; s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1])))' \
+                "$((extra_port + 10000))" 2>/dev/null && break
+            extra_port=
+        done
+        [[ -n "$extra_port" ]] || die "no free port pair for a cluster node"
         redis_ports+=("$extra_port")
     done
+    redis_port=${redis_ports[0]}
     started_redis=1
     for i in 0 1 2; do
         redis_dirs+=("$TMP/redis-$i")
