@@ -177,6 +177,17 @@ unsigned auth_roles_parse(const char *s, size_t n)
     return 0;
 }
 
+unsigned auth_roles_list(const char *csv)
+{
+    unsigned roles = 0;
+    while (*csv) {
+        size_t l = strcspn(csv, ",");
+        roles |= auth_roles_parse(csv, l);
+        csv += l + (csv[l] == ',');
+    }
+    return roles;
+}
+
 const char *auth_role_name(unsigned bit)
 {
     return bit == ROLE_ADMIN ? "admin" : bit == ROLE_PRODUCER ? "producer" : "tenant";
@@ -237,12 +248,7 @@ static void got_reload(void *priv, PGresult *res, const char *err)
         if (hex_decode(hex, strlen(hex), t[k].sha, sizeof t[k].sha) != SHA256_DIGEST_LENGTH)
             continue;
         memset(&t[k].who, 0, sizeof t[k].who);
-        const char *roles = PQgetvalue(res, (int)i, 2);
-        while (*roles) {
-            size_t l = strcspn(roles, ",");
-            t[k].who.roles |= auth_roles_parse(roles, l);
-            roles += l + (roles[l] == ',');
-        }
+        t[k].who.roles = auth_roles_list(PQgetvalue(res, (int)i, 2));
         snprintf(t[k].who.tenant, sizeof t[k].who.tenant, "%s", PQgetvalue(res, (int)i, 3));
         snprintf(t[k].who.key_id, sizeof t[k].who.key_id, "%s", PQgetvalue(res, (int)i, 4));
         k += t[k].who.roles != 0;

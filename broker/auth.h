@@ -49,6 +49,9 @@ void auth_free(void);
 
 /* One role's name ("admin", "producer", "tenant"; n bytes): its ROLE_ bit, or 0. */
 unsigned auth_roles_parse(const char *s, size_t n);
+/* The ROLE_ bits of a comma-separated list of role names (as array_to_string(roles, ',')
+ * gives them); unknown names add nothing. */
+unsigned auth_roles_list(const char *csv);
 /* The name of one ROLE_ bit. */
 const char *auth_role_name(unsigned bit);
 /* Appends the roles as a JSON array of names, in the order admin, producer, tenant. */

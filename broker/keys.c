@@ -37,15 +37,8 @@ static void key_json(struct buf *b, PGresult *res, int i, const char *key)
     }
     http_col_str(b, "prefix", res, i, 1);
     http_col_str(b, "name", res, i, 2);
-    unsigned roles = 0;
-    const char *s = PQgetvalue(res, i, 3);
-    while (*s) {
-        size_t l = strcspn(s, ",");
-        roles |= auth_roles_parse(s, l);
-        s += l + (s[l] == ',');
-    }
     buf_adds(b, ",\"roles\":");
-    auth_roles_json(b, roles);
+    auth_roles_json(b, auth_roles_list(PQgetvalue(res, i, 3)));
     http_col_str(b, "tenant", res, i, 4);
     http_col_str(b, "createdAt", res, i, 5);
     http_col_str(b, "revokedAt", res, i, 6);

@@ -5,11 +5,12 @@ import os
 import re
 import signal
 import time
+import types
 
 import pytest
 
 import harness
-from harness import Broker, PgServer, Receiver, RedisServer, Worker
+from harness import Broker, PgServer, Receiver, RedisCluster, RedisServer, Worker
 
 TEST_TIMEOUT = float(os.environ.get("WH_TEST_TIMEOUT", "180"))
 
@@ -72,6 +73,24 @@ def redis(tmp_path_factory, request):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, request):
+    """A module's real Redis Cluster: 3 masters, 3 replicas (harness.RedisCluster)."""
+    c = RedisCluster(tmp_path_factory.mktemp("cluster-" + _module_name(request)))
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+    assert not any(n.alive() for n in c.nodes)
+
+
+@pytest.fixture(scope="module")
+def cluster_target(cluster):
+    """What Broker, Worker and run_reconciler read the Redis URL from: the cluster's seeds."""
+    return types.SimpleNamespace(url=f"redis-cluster://{cluster.seeds}")
 
 
 @pytest.fixture(scope="module")

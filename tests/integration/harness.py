@@ -519,6 +519,13 @@ class RedisServer:
     def kill(self):
         self.proc.kill()
 
+    def wipe_files(self):
+        """Deletes what a stopped or killed server could load its data from (RDB and AOF
+        files), so that the next start() is Redis back without its data."""
+        for entry in self.dir.iterdir():
+            if entry.suffix in (".rdb", ".aof") or entry.name == "appendonlydir":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
     def alive(self):
         return self.proc.alive()
 

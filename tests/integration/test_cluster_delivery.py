@@ -8,37 +8,28 @@ another master during load (ASK and MOVED followed) and every accepted event is 
 import subprocess
 import threading
 import time
-import types
 
 import pytest
 
 import harness
-from harness import Broker, RedisCluster, Worker, unique_name, verify_signature, wait_until
+from harness import Broker, Worker, unique_name, verify_signature, wait_until
 
 PARTS = 4  # partitions 0..3 land on the three masters 1/1/2 (decision 43's spread)
 PAYLOAD = b'{ "b":1,  "a":[1,2,{"c":"\\u00e9"}] }\n'
 WORKER_ENV = {"QUEUE_PARTITIONS": PARTS, "RETRY_SCHEDULE": "0.3,0.3"}
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = RedisCluster(tmp_path_factory.mktemp("cluster-delivery"))
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
+def wait_delivered(db, eids, total, timeout):
+    """Waits until total jobs of the events eids are delivered."""
+    ids = ",".join(harness.sql_quote(e) for e in eids)
+    wait_until(lambda: db.scalar("SELECT count(*) FROM jobs WHERE status = 'delivered' AND "
+                                 f"event_id IN ({ids})") == str(total),
+               timeout, f"{total} jobs delivered")
 
 
 @pytest.fixture(scope="module")
-def target(cluster):
-    """What Broker and Worker read the Redis URL from."""
-    return types.SimpleNamespace(url=f"redis-cluster://{cluster.seeds}")
-
-
-@pytest.fixture(scope="module")
-def cbroker(binaries, target, db, module_dir):
-    b = Broker(module_dir, target, db, {"QUEUE_PARTITIONS": PARTS})
+def cbroker(binaries, cluster_target, db, module_dir):
+    b = Broker(module_dir, cluster_target, db, {"QUEUE_PARTITIONS": PARTS})
     try:
         b.start()
         yield b
@@ -47,12 +38,12 @@ def cbroker(binaries, target, db, module_dir):
 
 
 @pytest.fixture(scope="module")
-def workers(binaries, need_binaries, target, db, module_dir, cbroker):
+def workers(binaries, need_binaries, cluster_target, db, module_dir, cbroker):
     need_binaries("webhook-worker")
     made = []
     try:
         for i in range(2):
-            w = Worker(module_dir, target, db, {k: str(v) for k, v in WORKER_ENV.items()},
+            w = Worker(module_dir, cluster_target, db, {k: str(v) for k, v in WORKER_ENV.items()},
                        name=f"cluster-worker{i + 1}")
             made.append(w)
             w.start()
@@ -175,12 +166,7 @@ def test_many_events_over_partitions(api, db, cluster, receiver, report):
         subs.append(api.register(event, r.url(f"/s{len(subs)}")))
     eids = [api.trigger(event, f'{{"n": {n}}}'.encode())["eventId"] for n in range(40)]
     total = len(eids) * len(subs)
-
-    def delivered():
-        return db.scalar("SELECT count(*) FROM jobs WHERE status = 'delivered' AND event_id IN "
-                         f"({','.join(harness.sql_quote(e) for e in eids)})") == str(total)
-
-    wait_until(delivered, 60, f"{total} jobs delivered")
+    wait_delivered(db, eids, total, 60)
     got = {(q.path, q.headers.get("webhook-id")) for q in r.requests}
     assert got == {(f"/s{i}", e) for i in range(len(subs)) for e in eids}
     for sub_id, part in db.sql("SELECT DISTINCT subscription_id, partition FROM jobs WHERE "
@@ -339,12 +325,7 @@ def test_reshard_during_load(api, db, cluster, cbroker, workers, receiver, repor
     assert not t.is_alive()
     assert cluster.slot_owner(slot0) == dst, "partition 0's slot did not move"
     total = len(accepted) * len(subs)
-
-    def delivered():
-        return db.scalar("SELECT count(*) FROM jobs WHERE status = 'delivered' AND event_id IN "
-                         f"({','.join(harness.sql_quote(e) for e in accepted)})") == str(total)
-
-    wait_until(delivered, 120, f"{total} jobs delivered")
+    wait_delivered(db, accepted, total, 120)
     got = {(q.path, q.headers.get("webhook-id")) for q in r.requests}
     assert got == {(f"/s{i}", e) for i in range(len(subs)) for e in accepted}
     logs = "".join(p.log_text() for p in [cbroker, *workers])
@@ -359,7 +340,7 @@ def test_reshard_during_load(api, db, cluster, cbroker, workers, receiver, repor
 
 
 def test_master_killed_under_load(api, db, cluster, cbroker, workers, receiver, need_binaries,
-                                  target, module_dir, report):
+                                  cluster_target, module_dir, report):
     """The issue's failover run: 2 brokers, 3 workers, 3,000 events over 3 subscribers (1,000
     under WH_SAN=1); after the first third the master serving partition 0 gets SIGKILL and its
     replica is promoted by the cluster (CLUSTER FAILOVER TAKEOVER on it if that takes over
@@ -374,8 +355,9 @@ def test_master_killed_under_load(api, db, cluster, cbroker, workers, receiver, 
     slot0 = cluster.call("CLUSTER", "KEYSLOT", key("jobs", 0))
     victim = cluster.slot_owner(slot0)
     live = next(p for p in cluster.ports if p != victim)
-    extra = [Broker(module_dir, target, db, {"QUEUE_PARTITIONS": PARTS}, name="cluster-broker2"),
-             Worker(module_dir, target, db, {k: str(v) for k, v in WORKER_ENV.items()},
+    extra = [Broker(module_dir, cluster_target, db, {"QUEUE_PARTITIONS": PARTS},
+                    name="cluster-broker2"),
+             Worker(module_dir, cluster_target, db, {k: str(v) for k, v in WORKER_ENV.items()},
                     name="cluster-worker3")]
 
     def owner():
@@ -442,7 +424,7 @@ def test_master_killed_under_load(api, db, cluster, cbroker, workers, receiver, 
         while not delivered():
             assert time.monotonic() < deadline, \
                 f"not every accepted event was delivered; reconciler passes {passes}"
-            counts, text = harness.run_reconciler(target, db, RECONCILE_GRACE=0,
+            counts, text = harness.run_reconciler(cluster_target, db, RECONCILE_GRACE=0,
                                                   RECONCILE_CONFIRM=0.5, QUEUE_PARTITIONS=PARTS)
             assert counts is not None, text[-3000:]
             passes.append(counts["requeued"] + counts["rescheduled"])

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 import harness
-from harness import RedisCluster, RedisError
+from harness import RedisError
 
 SUB = "0190a0b0-1111-7000-8000-000000000001"
 EVENT = "0190a0b0-2222-7000-8000-000000000002"
@@ -58,17 +58,6 @@ def cluster_slots(cluster, keys):
     for r in replies:
         assert not isinstance(r, RedisError), r
     return replies
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = RedisCluster(tmp_path_factory.mktemp("cluster-keys"))
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
-    assert not any(n.alive() for n in c.nodes)
 
 
 def test_cluster_is_three_masters_with_replicas(cluster):

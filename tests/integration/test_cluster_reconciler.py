@@ -4,35 +4,19 @@ master, and scans the event index on every master. Jobs whose streams were lost 
 master are requeued and then delivered; stale index entries (in the ready mark's slot, decision
 48) are all found and removed."""
 
-import types
 
 import pytest
 
 import harness
-from harness import Broker, RedisCluster, Worker, run_reconciler, unique_name, wait_until
+from harness import Broker, Worker, run_reconciler, unique_name, wait_until
 
 PARTS = 4
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = RedisCluster(tmp_path_factory.mktemp("cluster-recon"))
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
-
-
-@pytest.fixture(scope="module")
-def target(cluster):
-    return types.SimpleNamespace(url=f"redis-cluster://{cluster.seeds}")
-
-
-@pytest.fixture(scope="module")
-def cbroker(binaries, need_binaries, target, db, module_dir):
+def cbroker(binaries, need_binaries, cluster_target, db, module_dir):
     need_binaries("webhook-worker", "webhook-reconciler")
-    b = Broker(module_dir, target, db, {"QUEUE_PARTITIONS": PARTS})
+    b = Broker(module_dir, cluster_target, db, {"QUEUE_PARTITIONS": PARTS})
     try:
         b.start()
         yield b
@@ -44,8 +28,8 @@ def key(kind, part):
     return f"{harness.PREFIX}{{{part}}}:{kind}"
 
 
-def test_requeue_and_index_on_every_master(cbroker, target, db, cluster, receiver, tmp_path,
-                                           report):
+def test_requeue_and_index_on_every_master(cbroker, cluster_target, db, cluster, receiver,
+                                           tmp_path, report):
     api = cbroker.api
     event = unique_name("crecon")
     r = receiver(200)
@@ -66,7 +50,7 @@ def test_requeue_and_index_on_every_master(cbroker, target, db, cluster, receive
     owners = {cluster.slot_owner(cluster.call("CLUSTER", "KEYSLOT", g)) for g in ghosts}
     assert owners == {cluster.slot_owner(cluster.call("CLUSTER", "KEYSLOT", ready))}
 
-    counts, text = run_reconciler(target, db, log_path=tmp_path / "reconciler.log",
+    counts, text = run_reconciler(cluster_target, db, log_path=tmp_path / "reconciler.log",
                                   RECONCILE_GRACE=0, RECONCILE_CONFIRM=0.2,
                                   QUEUE_PARTITIONS=PARTS)
     assert counts is not None, text
@@ -76,7 +60,8 @@ def test_requeue_and_index_on_every_master(cbroker, target, db, cluster, receive
         assert cluster.call_key(g, "EXISTS", g) == 0, f"{g} was not cleaned"
     report(f"reconciler on the cluster: {counts}")
 
-    w = Worker(tmp_path, target, db, {"QUEUE_PARTITIONS": str(PARTS)}, name="recon-worker")
+    w = Worker(tmp_path, cluster_target, db, {"QUEUE_PARTITIONS": str(PARTS)},
+               name="recon-worker")
     try:
         w.start()
         ids = ",".join(harness.sql_quote(e) for e in eids)
@@ -89,7 +74,7 @@ def test_requeue_and_index_on_every_master(cbroker, target, db, cluster, receive
     assert got == {(f"/s{i}", e) for i in range(len(subs)) for e in eids}
 
     # A second pass finds nothing to do.
-    counts, text = run_reconciler(target, db, RECONCILE_GRACE=0, RECONCILE_CONFIRM=0.2,
+    counts, text = run_reconciler(cluster_target, db, RECONCILE_GRACE=0, RECONCILE_CONFIRM=0.2,
                                   QUEUE_PARTITIONS=PARTS)
     assert counts is not None and counts["requeued"] == 0 and counts["index"] == 0, \
         (counts, text[-3000:])

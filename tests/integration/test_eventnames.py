@@ -7,7 +7,6 @@ search's event filter finds jobs made through a pattern, the reconciler repairs 
 and routing survives Redis losing everything (the PostgreSQL fallback, then the rebuild)."""
 
 import json
-import shutil
 
 import pytest
 
@@ -302,9 +301,7 @@ def test_routing_survives_redis_losing_everything(api, db, redis, star):
     multi = register(api, [f"{p}.a", f"{p}.b.*"], "http://127.0.0.1:9/w2")
     c = star("http://127.0.0.1:9/w3")
     redis.kill()
-    for entry in redis.dir.iterdir():
-        if entry.name.endswith((".rdb", ".aof")) or entry.name == "appendonlydir":
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    redis.wipe_files()
     redis.start()
 
     def trigger_ok():

@@ -7,7 +7,6 @@ after Redis lost its data keep the scoping; keys limited to a tenant (POST /api/
 change and trigger only their tenant's."""
 
 import json
-import shutil
 import subprocess
 
 import harness
@@ -387,9 +386,7 @@ def test_scoping_survives_redis_losing_everything(api, db, redis):
     b = register(api, [f"{n}.*"], "http://127.0.0.1:9/wb", tenant="beta")
     g = register(api, [n], "http://127.0.0.1:9/wg")
     redis.kill()
-    for entry in redis.dir.iterdir():
-        if entry.name.endswith((".rdb", ".aof")) or entry.name == "appendonlydir":
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    redis.wipe_files()
     redis.start()
 
     def trigger_ok():

@@ -217,6 +217,9 @@ static void test_roles(void)
     CHECK_EQ_INT(auth_roles_parse("tenant", 6), ROLE_TENANT);
     CHECK_EQ_INT(auth_roles_parse("Admin", 5), 0);
     CHECK_EQ_INT(auth_roles_parse("admin", 4), 0);
+    CHECK_EQ_INT(auth_roles_list("producer,tenant"), ROLE_PRODUCER | ROLE_TENANT);
+    CHECK_EQ_INT(auth_roles_list("admin"), ROLE_ADMIN);
+    CHECK_EQ_INT(auth_roles_list(""), 0);
     CHECK_EQ_INT(auth_roles_parse("tenants", 7), 0);
     CHECK_EQ_INT(auth_roles_parse("", 0), 0);
     struct buf b = {0};
