@@ -177,8 +177,12 @@ void http_error(struct req *r, int status, const char *code, const char *fmt, ..
 
 void http_db_error(struct req *r, PGresult *res, const char *err)
 {
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     if (!res)
         http_error(r, 503, "unavailable", "the database is unavailable (%s); retry later", err);
+    else if (state && strcmp(state, "57014") == 0) /* statement_timeout (decision 51) */
+        http_error(r, 503, "unavailable",
+                   "the database did not finish this request within 25 s (%s); retry later", err);
     else
         http_error(r, 500, "internal", "database error: %s", err);
 }

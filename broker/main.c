@@ -14,6 +14,7 @@
 #include "broker.h"
 #include "cfg.h"
 #include "clock.h"
+#include "evbase.h"
 #include "http.h"
 #include "keys.h"
 #include "libmem.h"
@@ -194,7 +195,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "webhook-broker: libcurl initialisation failed\n");
         return 1;
     }
-    broker.base = event_base_new();
+    broker.base = evbase_new();
     if (!broker.base) {
         fprintf(stderr, "webhook-broker: cannot create the event loop\n");
         return 1;

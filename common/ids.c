@@ -2,6 +2,7 @@
 #include "ids.h"
 
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,9 +18,30 @@ static unsigned char rand_buf[RAND_BUF_SIZE];
 static size_t rand_pos = RAND_BUF_SIZE;
 static pid_t rand_pid;
 
+/* The process's id, without a system call per id (two per trigger were measured): read once,
+ * and again in a child after fork. */
+static pid_t cached_pid;
+static void pid_forget(void)
+{
+    cached_pid = 0;
+}
+static void pid_register(void)
+{
+    (void)pthread_atfork(NULL, NULL, pid_forget);
+}
+static pid_t my_pid(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    if (!cached_pid) {
+        (void)pthread_once(&once, pid_register);
+        cached_pid = getpid();
+    }
+    return cached_pid;
+}
+
 static void rand_take(unsigned char *out, size_t n)
 {
-    pid_t pid = getpid();
+    pid_t pid = my_pid();
     if (pid != rand_pid)
         rand_pos = RAND_BUF_SIZE;
     if (RAND_BUF_SIZE - rand_pos < n) {
@@ -152,7 +174,7 @@ uint32_t id_rand32(void)
 {
     static uint64_t state;
     static pid_t seeded_pid;
-    pid_t pid = getpid();
+    pid_t pid = my_pid();
     if (pid != seeded_pid) {
         unsigned char seed[8];
         rand_take(seed, sizeof seed);

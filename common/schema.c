@@ -354,7 +354,9 @@ char *schema_setup_sql(void)
 char *schema_daemon_setup_sql(void)
 {
     char *setup = schema_setup_sql();
-    char *all = xasprintf("%s SET enable_seqscan = off; SET jit = off;", setup);
+    char *all = xasprintf("%s SET enable_seqscan = off; SET jit = off; "
+                                 "SET statement_timeout = '25s'; SET client_connection_check_interval = '5s';",
+                          setup);
     free(setup);
     return all;
 }

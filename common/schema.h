@@ -11,7 +11,11 @@ char *schema_setup_sql(void);
  * of every job once the table has grown (docs/decisions.md). JIT compilation is turned off
  * too: with sequential scans priced at 1e10, the rare statement that can only scan (a count
  * over a small table) crossed jit_above_cost and was compiled on every run, at 0.7 to 2 s of
- * CPU each (found by the API keys' reload, decision 45). Caller frees. */
+ * CPU each (found by the API keys' reload, decision 45). A statement has 25 s
+ * (statement_timeout), under the 30 s after which common/pg.c gives up on a connection that
+ * does not answer: a slow statement fails alone instead of taking down the connection and
+ * every request queued behind it; and client_connection_check_interval ends a statement whose
+ * client has gone, which used to run on to its end (decision 51). Caller frees. */
 char *schema_daemon_setup_sql(void);
 int schema_version(void); /* newest migration number */
 

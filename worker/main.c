@@ -11,6 +11,7 @@
 
 #include "cfg.h"
 #include "clock.h"
+#include "evbase.h"
 #include "keys.h"
 #include "libmem.h"
 #include "log.h"
@@ -215,7 +216,7 @@ int main(int argc, char **argv)
         return 1;
     }
     metrics_init(METRICS_WORKER, "worker", WORKER_VERSION, (unsigned)W.cfg.partitions);
-    W.base = event_base_new();
+    W.base = evbase_new();
     if (!W.base || deliver_init() < 0) {
         fprintf(stderr, "webhook-worker: cannot create the event loop or libcurl multi handle\n");
         return 1;

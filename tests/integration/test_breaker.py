@@ -180,6 +180,35 @@ def test_healthy_success_writes_no_subscription_row(api, db, receiver, start_wor
                                      "cooldown": None, "disabled": False, "reason": ""}
 
 
+def test_success_of_a_subscription_failing_elsewhere_resets_it(api, db, receiver, start_worker):
+    """Successes go through the short outcome statement while their subscriptions are healthy
+    (decision 50); a subscription whose failures another worker has just committed makes the
+    batch go through the full one, which resets it, exactly as before. The failures are set by
+    hand here (another worker's commit, as the statement sees it); the healthy subscription's
+    row is never written; both get their attempt rows and their rollup counts."""
+    a_recv, b_recv = receiver(name="healthy-a"), receiver(name="failing-b")
+    event = unique_name("mixed")
+    a = api.register(event, a_recv.url())
+    b = api.register(event, b_recv.url())
+    db.sql(f"UPDATE subscriptions SET failures = 3, failing_since = now() - interval '1 minute' "
+           f"WHERE id = '{b['id']}'")
+    xmin = db.scalar(f"SELECT xmin::text FROM subscriptions WHERE id = '{a['id']}'")
+    start_worker()
+    eids = [api.trigger(event, {"n": i})["eventId"] for i in range(5)]
+    for eid in eids:
+        db.wait_jobs(eid, "delivered", count=2)
+    assert health(db, b["id"])["failures"] == 0 and not health(db, b["id"])["failing"]
+    assert db.scalar(f"SELECT xmin::text FROM subscriptions WHERE id = '{a['id']}'") == xmin
+    for sub in (a, b):
+        assert db.scalar(f"SELECT count(*) FROM attempts t JOIN jobs j ON j.id = t.job_id "
+                         f"WHERE j.subscription_id = '{sub['id']}' AND t.status_code = 200") == "5"
+        assert db.scalar(f"SELECT sum(delivered) FROM subscription_stats "
+                         f"WHERE subscription_id = '{sub['id']}'") == "5"
+    assert db.scalar("SELECT sum(delivered) FROM stats_hourly WHERE event_name = "
+                     f"'{event}'") == "10"
+    assert len(a_recv.requests) == 5 and len(b_recv.requests) == 5
+
+
 def test_success_resets_failures(api, db, receiver, start_worker):
     flaky = receiver(statuses=[500, 500, 200], name="flaky")
     event = unique_name("flaky")
