@@ -282,6 +282,24 @@ static void finalize(struct gcommit_node *batch)
 
 /* ---- PostgreSQL group commit -------------------------------------------------------------- */
 
+/* The outcomes of the batch (o), and their attempt rows (a) where cond holds: both outcome
+ * statements start with these. Two workers that ran the same attempt (a claim after a
+ * freeze): a success wins. */
+#define OUTCOME_O                                                                                \
+    "WITH o AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[], $5::text[], " \
+    "  $6::bigint[], $7::int[], $8::text[], $9::bigint[], $10::bigint[], $11::text[]) "          \
+    "  AS o(id, attempt, status, code, err, next_ms, dur, excerpt, started_ms, retry_ms, name)), "
+#define OUTCOME_A(cond)                                                                          \
+    "a AS (INSERT INTO attempts (job_id, attempt, started_at, duration_ms, status_code, error, " \
+    "  response_excerpt) "                                                                       \
+    "  SELECT o.id, o.attempt, to_timestamp(o.started_ms / 1000.0), o.dur, o.code, o.err, "     \
+    "  o.excerpt FROM o WHERE " cond " "                                                         \
+    "  ON CONFLICT (job_id, attempt) DO UPDATE SET started_at = EXCLUDED.started_at, "           \
+    "  duration_ms = EXCLUDED.duration_ms, status_code = EXCLUDED.status_code, "                 \
+    "  error = EXCLUDED.error, response_excerpt = EXCLUDED.response_excerpt "                   \
+    "  WHERE EXCLUDED.status_code BETWEEN 200 AND 299 "                                          \
+    "  AND attempts.status_code IS DISTINCT FROM EXCLUDED.status_code), "
+
 /* Attempt rows, and job updates that only move unfinished jobs: a terminal state never goes
  * back. Jobs are looked up by primary key (= ANY), whatever the planner thinks of unnest.
  * "Unfinished" is written as "not terminal" (the same set under the jobs' status CHECK): with
@@ -317,19 +335,7 @@ static void finalize(struct gcommit_node *batch)
  * Rows: each updated job; the first also carries the new jobs as JSON (NULL: none), which
  * opevents.c puts in Redis, and the number of circuits the batch opened (wh_circuit_opened_total). Built once by outcome_sql_build (the settings are literals). */
 #define OUTCOME_SQL_FMT                                                                     \
-    "WITH o AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[], $5::text[], " \
-    "  $6::bigint[], $7::int[], $8::text[], $9::bigint[], $10::bigint[], $11::text[]) " \
-    "  AS o(id, attempt, status, code, err, next_ms, dur, excerpt, started_ms, retry_ms, name)), " \
-    "a AS (INSERT INTO attempts (job_id, attempt, started_at, duration_ms, status_code, error, " \
-    "  response_excerpt) " \
-    "  SELECT o.id, o.attempt, to_timestamp(o.started_ms / 1000.0), o.dur, o.code, o.err, o.excerpt " \
-    "  FROM o WHERE o.attempt > 0 " \
-    /* two workers ran the same attempt (a claim after a freeze): a success wins */ \
-    "  ON CONFLICT (job_id, attempt) DO UPDATE SET started_at = EXCLUDED.started_at, " \
-    "  duration_ms = EXCLUDED.duration_ms, status_code = EXCLUDED.status_code, " \
-    "  error = EXCLUDED.error, response_excerpt = EXCLUDED.response_excerpt " \
-    "  WHERE EXCLUDED.status_code BETWEEN 200 AND 299 " \
-    "  AND attempts.status_code IS DISTINCT FROM EXCLUDED.status_code), " \
+    OUTCOME_O OUTCOME_A("o.attempt > 0") \
     "u AS (UPDATE jobs j SET status = o.status, attempts = GREATEST(j.attempts, o.attempt), " \
     "  last_status_code = CASE WHEN o.attempt > 0 THEN o.code ELSE j.last_status_code END, " \
     "  last_error = CASE WHEN o.attempt > 0 OR o.status = 'cancelled' THEN o.err " \
@@ -474,21 +480,11 @@ static void finalize(struct gcommit_node *batch)
  * sends the batch through the full statement. The columns and rows are otherwise the full
  * statement's: each updated job; no operational events; no circuit opened. */
 #define OUTCOME_OK_SQL                                                                          \
-    "WITH o AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[], $5::text[], " \
-    "  $6::bigint[], $7::int[], $8::text[], $9::bigint[], $10::bigint[], $11::text[]) "          \
-    "  AS o(id, attempt, status, code, err, next_ms, dur, excerpt, started_ms, retry_ms, name)), " \
+    OUTCOME_O                                                                                    \
     "bad AS MATERIALIZED (SELECT 1 FROM subscriptions s WHERE s.id = ANY($12::uuid[]) "         \
     "  AND s.status = 'active' AND (s.failures > 0 OR s.failing_since IS NOT NULL "              \
     "  OR s.circuit_open_until IS NOT NULL) LIMIT 1), "                                          \
-    "a AS (INSERT INTO attempts (job_id, attempt, started_at, duration_ms, status_code, error, " \
-    "  response_excerpt) "                                                                       \
-    "  SELECT o.id, o.attempt, to_timestamp(o.started_ms / 1000.0), o.dur, o.code, o.err, "     \
-    "  o.excerpt FROM o WHERE NOT EXISTS (SELECT FROM bad) "                                     \
-    "  ON CONFLICT (job_id, attempt) DO UPDATE SET started_at = EXCLUDED.started_at, "           \
-    "  duration_ms = EXCLUDED.duration_ms, status_code = EXCLUDED.status_code, "                 \
-    "  error = EXCLUDED.error, response_excerpt = EXCLUDED.response_excerpt "                   \
-    "  WHERE EXCLUDED.status_code BETWEEN 200 AND 299 "                                          \
-    "  AND attempts.status_code IS DISTINCT FROM EXCLUDED.status_code), "                        \
+    OUTCOME_A("NOT EXISTS (SELECT FROM bad)")                                                    \
     "u AS (UPDATE jobs j SET status = 'delivered', attempts = GREATEST(j.attempts, o.attempt), " \
     "  last_status_code = o.code, last_error = o.err, next_attempt_at = NULL, "                 \
     "  delivered_at = now(), updated_at = now() "                                                \
