@@ -5,6 +5,7 @@ backend whose client has gone stops within client_connection_check_interval (5 s
 running on for nobody. The slow statement is a read of delivery_switch while this test holds
 an ACCESS EXCLUSIVE lock on it."""
 
+import re
 import signal
 import subprocess
 import threading
@@ -88,3 +89,22 @@ def _get_or_error(broker, path):
         return broker.api.get(path, timeout=40)[0]
     except OSError:
         return None
+
+
+def test_slow_metrics_sample_spaces_the_next_ones(start_broker, db):
+    """The database gauges (broker/sample.c, docs/decisions.md 53) cost at most about 2 % of a
+    PostgreSQL core: a sample that took T makes the next one wait 50 T. Here a sample waits
+    2 s on a lock held on jobs, so the next is due 100 s or more later, not in 1 s."""
+    extra = start_broker(METRICS_SAMPLE_INTERVAL="1")
+    wait_until(lambda: "wh_jobs_dead 0" in extra.api.get("/metrics")[2].decode(), 10,
+               "a first sample")
+    holder = LockHolder(db, "jobs")
+    try:
+        wait_until(lambda: lock_waiters(db), 10, "the metrics sample to wait on the lock")
+        time.sleep(2)
+    finally:
+        holder.release()
+    line = wait_until(lambda: re.search(r"the database gauges took (\d+) ms: the next sample in "
+                                        r"(\d+) s", extra.log_text()), 10, "the spacing log line")
+    took, wait = int(line.group(1)), int(line.group(2))
+    assert took >= 2000 and wait >= 100 and wait * 1000 >= 50 * took - 1000, (took, wait)
