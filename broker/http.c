@@ -22,6 +22,7 @@
 #include "libmem.h"
 #include "log.h"
 #include "metrics.h"
+#include "schema.h"
 #include "valid.h"
 
 static struct evhttp *http;
@@ -182,7 +183,8 @@ void http_db_error(struct req *r, PGresult *res, const char *err)
         http_error(r, 503, "unavailable", "the database is unavailable (%s); retry later", err);
     else if (state && strcmp(state, "57014") == 0) /* statement_timeout (decision 51) */
         http_error(r, 503, "unavailable",
-                   "the database did not finish this request within 25 s (%s); retry later", err);
+                   "the database did not finish this request within %d s (%s); retry later",
+                   SCHEMA_STATEMENT_TIMEOUT_S, err);
     else
         http_error(r, 500, "internal", "database error: %s", err);
 }

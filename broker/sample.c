@@ -21,8 +21,8 @@ enum { Q_XLEN, Q_PENDING, Q_RETRY, Q_OLDEST, Q_KINDS };
 static int redis_waiting; /* replies of the current Redis round still to come */
 static bool pg_waiting;   /* the database sample is in flight */
 static int64_t next_ms;   /* monotonic: when the next round starts */
-static int64_t pg_sent_ms, pg_next_ms; /* the database sample: sent, and the next one's earliest */
-static int64_t interval_ms;          /* METRICS_SAMPLE_INTERVAL */
+static int64_t pg_sent_ms, pg_next_ms; /* the database sample: sent; the next one's earliest */
+static struct buf page;   /* the rendered text, reused across scrapes */
 
 /* The database sample costs at most about 2 % of one PostgreSQL core: the next one waits at
  * least 50 times as long as the last one took (at most 10 minutes). Its cost grows with the
@@ -30,7 +30,6 @@ static int64_t interval_ms;          /* METRICS_SAMPLE_INTERVAL */
  * in memory and 2.6 s without, every 5 s (decision 53). */
 #define PG_SAMPLE_SPACING 50
 #define PG_SAMPLE_SPACING_MAX_MS 600000
-static struct buf page;   /* the rendered text, reused across scrapes */
 
 void sample_get(struct req *r)
 {
@@ -131,13 +130,13 @@ static const char db_sql[] =
 
 static void on_db(void *priv, PGresult *res, const char *err)
 {
-    (void)priv;
+    const struct broker *b = priv;
     pg_waiting = false;
     int64_t now = clock_mono_ms(), took = now - pg_sent_ms;
     int64_t wait = took > PG_SAMPLE_SPACING_MAX_MS / PG_SAMPLE_SPACING ? PG_SAMPLE_SPACING_MAX_MS
                                                                        : took * PG_SAMPLE_SPACING;
     pg_next_ms = now + wait;
-    if (wait > interval_ms)
+    if (wait > b->cfg.metrics_sample_ms)
         log_info("metrics", "the database gauges took %lld ms: the next sample in %lld s",
                  (long long)took, (long long)(wait / 1000));
     if (err) {
@@ -158,12 +157,11 @@ void sample_tick(struct broker *b, int64_t now_mono_ms)
     if (now_mono_ms < next_ms || b->draining)
         return;
     next_ms = now_mono_ms + b->cfg.metrics_sample_ms;
-    interval_ms = b->cfg.metrics_sample_ms;
     if (redis_waiting == 0)
         sample_queues(b);
     if (!pg_waiting && now_mono_ms >= pg_next_ms &&
         pg_query_prepared(b->pg_api, "wh_metrics_sample", db_sql, 0, NULL, NULL, NULL, 0, on_db,
-                          NULL) == 0) {
+                          b) == 0) {
         pg_waiting = true;
         pg_sent_ms = now_mono_ms;
     }

@@ -7,50 +7,38 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 /* Random bytes are drawn from OpenSSL in blocks. Not thread-safe (the daemons are
- * single-threaded). The buffer is tied to the process that filled it, so a forked child never
- * hands out the same bytes as its parent. */
+ * single-threaded). A fork empties the buffer and drops id_rand32's seed in the child
+ * (pthread_atfork), so a child never hands out its parent's bytes, and making an id makes no
+ * system call (a getpid() per id used to: two per trigger). */
 #define RAND_BUF_SIZE 4096
 
 static unsigned char rand_buf[RAND_BUF_SIZE];
 static size_t rand_pos = RAND_BUF_SIZE;
-static pid_t rand_pid;
+static bool rand32_seeded; /* id_rand32's state was drawn in this process */
 
-/* The process's id, without a system call per id (two per trigger were measured): read once,
- * and again in a child after fork. */
-static pid_t cached_pid;
-static void pid_forget(void)
+static void forked_child(void)
 {
-    cached_pid = 0;
+    rand_pos = RAND_BUF_SIZE;
+    rand32_seeded = false;
 }
-static void pid_register(void)
+
+static void watch_fork(void)
 {
-    (void)pthread_atfork(NULL, NULL, pid_forget);
-}
-static pid_t my_pid(void)
-{
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    if (!cached_pid) {
-        (void)pthread_once(&once, pid_register);
-        cached_pid = getpid();
-    }
-    return cached_pid;
+    (void)pthread_atfork(NULL, NULL, forked_child);
 }
 
 static void rand_take(unsigned char *out, size_t n)
 {
-    pid_t pid = my_pid();
-    if (pid != rand_pid)
-        rand_pos = RAND_BUF_SIZE;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    (void)pthread_once(&once, watch_fork);
     if (RAND_BUF_SIZE - rand_pos < n) {
         if (RAND_bytes(rand_buf, RAND_BUF_SIZE) != 1) {
             fprintf(stderr, "fatal: RAND_bytes failed\n");
             abort();
         }
         rand_pos = 0;
-        rand_pid = pid;
     }
     memcpy(out, rand_buf + rand_pos, n);
     OPENSSL_cleanse(rand_buf + rand_pos, n);
@@ -173,13 +161,11 @@ uint32_t id_partition(const char *id, uint32_t nparts)
 uint32_t id_rand32(void)
 {
     static uint64_t state;
-    static pid_t seeded_pid;
-    pid_t pid = my_pid();
-    if (pid != seeded_pid) {
+    if (!rand32_seeded) {
         unsigned char seed[8];
         rand_take(seed, sizeof seed);
         memcpy(&state, seed, sizeof state);
-        seeded_pid = pid;
+        rand32_seeded = true;
     }
     uint64_t z = (state += 0x9E3779B97F4A7C15u);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;

@@ -13,7 +13,7 @@
 #include "reconn.h"
 
 /* A statement without an answer for this long: the server is stopped or unreachable. */
-#define PG_ANSWER_TIMEOUT_MS 30000 /* > the daemons' statement_timeout, 25 s (schema.h) */
+#define PG_ANSWER_TIMEOUT_MS 30000 /* > SCHEMA_STATEMENT_TIMEOUT_S (schema.h) */
 
 enum pg_conn_state { PGS_DOWN, PGS_CONNECTING, PGS_SETUP, PGS_UP };
 

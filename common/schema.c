@@ -355,8 +355,8 @@ char *schema_daemon_setup_sql(void)
 {
     char *setup = schema_setup_sql();
     char *all = xasprintf("%s SET enable_seqscan = off; SET jit = off; "
-                                 "SET statement_timeout = '25s'; SET client_connection_check_interval = '5s';",
-                          setup);
+                          "SET statement_timeout = '%ds'; SET client_connection_check_interval = '5s';",
+                          setup, SCHEMA_STATEMENT_TIMEOUT_S);
     free(setup);
     return all;
 }

@@ -22,6 +22,9 @@ int schema_version(void); /* newest migration number */
 /* How long an Idempotency-Key holds its first event (an SQL interval): a repeat within it is
  * answered with that event; after it the key is free (the broker's keyed commit and the
  * reconciler's purge both use it). */
+/* The daemons' statement_timeout (schema_daemon_setup_sql), in seconds: below common/pg.c's
+ * 30 s without an answer (decision 51). */
+#define SCHEMA_STATEMENT_TIMEOUT_S 25
 #define SCHEMA_IDEMPOTENCY_TTL "interval '24 hours'"
 
 #endif
