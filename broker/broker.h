@@ -34,6 +34,7 @@ struct broker_cfg {
     long max_pending_events;
     long max_pending_jobs;
     long max_pending_bytes;
+    long fanout_defer_jobs;
     long max_connections;
     long request_deadline_ms;
     long max_header_bytes;
@@ -53,6 +54,7 @@ struct broker {
     struct rds *redis;
     struct pg *pg_commit;     /* group commits of triggered events */
     struct pg *pg_api;        /* management reads and writes */
+    struct pg *pg_fanout;     /* the job rows of deferred fan-outs (decision 54) */
     struct secretbox secrets; /* SECRETS_KEY and SECRETS_KEY_PREVIOUS */
     bool draining;
     long outstanding; /* requests and Redis writes still to finish before exit */

@@ -9,13 +9,19 @@
  * Events with an Idempotency-Key go through a second group commit of their own, whose
  * statement also frees expired keys, inserts one event per key (the unique index arbitrates
  * between batches and brokers) and reports, for every event of the batch, the key's event
- * (docs/decisions.md 22). Events without a key never meet that statement. */
+ * (docs/decisions.md 22). Events without a key never meet that statement.
+ *
+ * An event with FANOUT_DEFER_JOBS jobs or more (and no key) goes through a third one, which
+ * commits it with its job list instead of its job rows, so its answer does not wait for
+ * thousands of rows; once answered, the event goes to the fan-out commit on its own connection,
+ * which writes the rows (SCHEMA_FANOUT_SQL) and enqueues them (docs/decisions.md 54). */
 #include "commit.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "codec.h"
 #include "gcommit.h"
 #include "ids.h"
@@ -25,7 +31,7 @@
 #include "metrics.h"
 #include "schema.h"
 
-static struct gcommit gc, gc_keyed;
+static struct gcommit gc, gc_keyed, gc_deferred, gc_fanout;
 
 static struct event_rec *rec_of(struct gcommit_node *n)
 {
@@ -56,23 +62,10 @@ void event_rec_free(struct event_rec *e)
     "  triggers = stats_hourly.triggers + EXCLUDED.triggers, "                                     \
     "  jobs = stats_hourly.jobs + EXCLUDED.jobs) "
 
-/* Decision 39: a job is inserted only for a subscription whose names match the event's name n
- * now (the index may be stale after a PATCH of the names), and carries the name unless the
- * subscription is plain (plain_until NULL: only ever its one exact name event_name, which the
- * job search then knows). Plain subscriptions, every one from before decision 39, are matched
- * by one comparison; wh_name_keys (migration 15) only runs for the others. */
-#define SQL_SUB_MATCHES(n)                                                                         \
-    "CASE WHEN s.plain_until IS NULL THEN s.event_name = " n                                       \
-    " ELSE s.event_names && wh_name_keys(" n ") END"
-/* Decision 44: a job only for a subscription of the event's tenant (both NULL: global), so an
- * index entry in the wrong hash can never deliver one tenant's event to another. */
-#define SQL_SUB_TENANT(t) "s.tenant IS NOT DISTINCT FROM " t
-#define SQL_JOB_NAME(n) "CASE WHEN s.plain_until IS NOT NULL THEN " n " END"
-
-/* One statement = one transaction: the events, and the jobs whose subscription still exists
- * and is not disabled (a stale index entry cannot fail the batch; a paused subscription gets
- * its jobs: they wait, decision 24), and the batch's hourly counters. Returns the inserted
- * job ids. */
+/* One statement = one transaction: the events, and the jobs whose subscription still takes
+ * them (SQL_SUB_TAKES in common/schema.h: a stale index entry cannot fail the batch; a paused
+ * subscription gets its jobs: they wait, decision 24), and the batch's hourly counters.
+ * Returns the inserted job ids. */
 static const char insert_sql[] =
     "WITH ev AS (INSERT INTO events (id, event_name, payload, tenant) "
     "  SELECT i, n, decode(p, 'hex'), tn FROM unnest($1::uuid[], $2::text[], $3::text[], "
@@ -82,8 +75,7 @@ static const char insert_sql[] =
     "SELECT u.id, u.ev, u.sub, u.url, u.part, " SQL_JOB_NAME("ev.event_name") " "
     "FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::int[]) "
     "  AS u(id, ev, sub, url, part) JOIN ev ON ev.id = u.ev "
-    "JOIN subscriptions s ON s.id = u.sub AND s.status = 'active' AND s.disabled_at IS NULL "
-    "  AND " SQL_SUB_MATCHES("ev.event_name") " AND " SQL_SUB_TENANT("ev.tenant") " "
+    "JOIN subscriptions s ON s.id = u.sub AND " SQL_SUB_TAKES("ev.event_name", "ev.tenant") " "
     "RETURNING jobs.id, jobs.event_id), " STATS_UPSERT
     "SELECT id FROM jb";
 
@@ -111,8 +103,7 @@ static const char keyed_sql[] =
     "u AS MATERIALIZED (SELECT u.*, " SQL_JOB_NAME("t.n") " AS en "
     "  FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], "
     "  $8::int[]) AS u(id, ev, sub, url, part) JOIN t ON t.i = u.ev "
-    "  JOIN subscriptions s ON s.id = u.sub AND s.status = 'active' "
-    "  AND s.disabled_at IS NULL AND " SQL_SUB_MATCHES("t.n") " AND " SQL_SUB_TENANT("t.tn") "), "
+    "  JOIN subscriptions s ON s.id = u.sub AND " SQL_SUB_TAKES("t.n", "t.tn") "), "
     "f AS (UPDATE events SET idempotency_key = NULL, idempotency_at = NULL, "
     "  idempotency_sha256 = NULL, idempotency_jobs = NULL "
     "  WHERE idempotency_key IS NOT NULL AND idempotency_key = ANY($10::text[]) "
@@ -138,6 +129,21 @@ static const char keyed_sql[] =
     "SELECT t.i, t.o, w.id, w.idempotency_jobs, w.event_name = t.n, "
     "  w.idempotency_sha256 = decode(t.d, 'hex') "
     "FROM t JOIN w ON w.idempotency_key = t.k";
+
+/* Decision 54: the events of many jobs, each with its job list ($5: hex of
+ * SCHEMA_FANOUT_ENTRY bytes per job, in id order) instead of its job rows; $6 the lists' job
+ * counts, for the hourly stats. The subscription check is SCHEMA_FANOUT_SQL's, when the rows
+ * are written. Returns the event ids. */
+static const char deferred_sql[] =
+    "WITH ev AS (INSERT INTO events (id, event_name, payload, tenant, fanout) "
+    "  SELECT i, n, decode(p, 'hex'), tn, decode(l, 'hex') FROM unnest($1::uuid[], $2::text[], "
+    "  $3::text[], $4::text[], $5::text[]) AS t(i, n, p, tn, l) "
+    "  RETURNING id, event_name, tenant), "
+    "jb AS (SELECT t.i AS event_id FROM unnest($1::uuid[], $6::int[]) AS t(i, c), "
+    "  generate_series(1, t.c)), " STATS_UPSERT
+    "SELECT id FROM ev";
+
+static const char fanout_sql[] = SCHEMA_FANOUT_SQL;
 
 /* Marks which jobs the statement inserted. */
 static void mark_kept(const struct gcommit_batch *bt, const struct idset *returned)
@@ -348,16 +354,72 @@ static void answer_committed(struct event_rec *e, struct buf *body)
     http_reply(e->r, 202, body);
 }
 
-/* Enqueues what a committed batch inserted and answers (and frees) every event of it. */
+static size_t kept_jobs(const struct event_rec *e)
+{
+    size_t k = 0;
+    for (size_t j = 0; j < e->njobs; j++)
+        k += (size_t)e->jobs[j].kept;
+    return k;
+}
+
+/* Decision 54: answered events whose job list was committed wait here while the deferred
+ * commit has more events to answer (answers first: the rows would compete with its next
+ * statement for PostgreSQL), at most FANOUT_HOLD_MS, then go to the fan-out commit. */
+#define FANOUT_HOLD_MS 100
+static struct gcommit_node *held, **held_tail = &held;
+static int64_t held_since_ms;
+
+/* Hands the held events to the fan-out commit, unless the deferred commit is still busy and
+ * the oldest has waited less than FANOUT_HOLD_MS. */
+static void fanout_release(struct broker *b)
+{
+    if (!held || ((gcommit_in_flight(&gc_deferred) || gcommit_waiting(&gc_deferred)) &&
+                  clock_mono_ms() - held_since_ms < FANOUT_HOLD_MS))
+        return;
+    struct gcommit_node *n = held;
+    held = NULL;
+    held_tail = &held;
+    while (n) {
+        struct gcommit_node *next = n->next;
+        struct event_rec *e = rec_of(n);
+        if (gcommit_submit(&gc_fanout, n) != GCOMMIT_FITS) {
+            log_at(LOG_WARN, LOG_CTX_RECOVERY, e->id,
+                   "too many fan-outs wait for the database: the rows of this event's %zu "
+                   "listed jobs are left to the reconciler",
+                   e->gc.jobs);
+            event_rec_free(e);
+            broker_work_done(b);
+        }
+        n = next;
+    }
+}
+
+/* An answered event whose job list was committed, to the fan-out. Counts as outstanding work
+ * until its rows are written and enqueued (a drain waits for it). */
+static void fanout_submit(struct broker *b, struct event_rec *e)
+{
+    e->r = NULL; /* answered */
+    e->gc.jobs = kept_jobs(e);
+    e->gc.next = NULL;
+    b->outstanding++;
+    if (!held)
+        held_since_ms = clock_mono_ms();
+    *held_tail = &e->gc;
+    held_tail = &e->gc.next;
+}
+
+/* Enqueues what a committed batch inserted (a deferred batch: hands its events to the fan-out
+ * instead) and answers (and frees) every event of it. */
 static void finish(struct broker *b, const struct gcommit_batch *bt, PGresult *res,
-                   const char *err)
+                   const char *err, bool deferred)
 {
     if (err) {
         log_warn("commit", "commit of %zu events failed: %s", bt->items, err);
     } else {
-        log_debug("commit", "committed %zu events, %zu jobs, %zu bytes in one statement", bt->items,
-                  bt->jobs, bt->bytes);
-        enqueue(b, bt);
+        log_debug("commit", "committed %zu events, %zu jobs%s, %zu bytes in one statement",
+                  bt->items, bt->jobs, deferred ? " (listed)" : "", bt->bytes);
+        if (!deferred)
+            enqueue(b, bt);
     }
     struct buf body = {0};
     for (struct event_rec *e = rec_of(bt->head), *next; e; e = next) {
@@ -369,7 +431,10 @@ static void finish(struct broker *b, const struct gcommit_batch *bt, PGresult *r
             http_error(e->r, 500, "internal", "the event could not be stored: %s", err);
         else
             answer_committed(e, &body);
-        event_rec_free(e);
+        if (!err && deferred && kept_jobs(e))
+            fanout_submit(b, e);
+        else
+            event_rec_free(e);
     }
 }
 
@@ -378,7 +443,47 @@ static void committed(const struct gcommit_batch *bt, PGresult *res, const char 
 {
     if (!err)
         mark_kept(bt, returned);
-    finish(arg, bt, res, err);
+    finish(arg, bt, res, err, false);
+}
+
+/* Every listed job is committed (the subscription check comes with the rows). */
+static void committed_deferred(const struct gcommit_batch *bt, PGresult *res, const char *err,
+                               const struct idset *returned, void *arg)
+{
+    (void)returned; /* the event ids */
+    if (!err)
+        for (struct event_rec *e = rec_of(bt->head); e; e = rec_of(e->gc.next))
+            for (size_t j = 0; j < e->njobs; j++)
+                e->jobs[j].kept = 1;
+    finish(arg, bt, res, err, true);
+    fanout_release(arg);
+}
+
+/* The fan-out's rows are written: enqueues the jobs it wrote (a job whose row the reconciler
+ * wrote first is not returned, and the reconciler enqueues it), frees the events. */
+static void fanned_out(const struct gcommit_batch *bt, PGresult *res, const char *err,
+                       const struct idset *returned, void *arg)
+{
+    (void)res;
+    struct broker *b = arg;
+    if (err) {
+        log_at(LOG_WARN, LOG_CTX_RECOVERY, "fanout",
+               "writing the rows of %zu events' %zu listed jobs failed (%s): the reconciler "
+               "writes them",
+               bt->items, bt->jobs, err);
+    } else {
+        for (struct event_rec *e = rec_of(bt->head); e; e = rec_of(e->gc.next))
+            for (size_t j = 0; j < e->njobs; j++)
+                e->jobs[j].kept = e->jobs[j].kept && idset_has(returned, e->jobs[j].id);
+        log_debug("commit", "fan-out: wrote the rows of %zu events' listed jobs (%zu)", bt->items,
+                  bt->jobs);
+        enqueue(b, bt);
+    }
+    for (struct event_rec *e = rec_of(bt->head), *next; e; e = next) {
+        next = rec_of(e->gc.next);
+        event_rec_free(e);
+        broker_work_done(b);
+    }
 }
 
 /* Reads the keyed statement's rows: the inserted jobs, and each event's outcome. */
@@ -416,7 +521,7 @@ static void committed_keyed(const struct gcommit_batch *bt, PGresult *res, const
         idset_sort(&jobs);
         mark_kept(bt, &jobs);
     }
-    finish(arg, bt, res, err);
+    finish(arg, bt, res, err, false);
 }
 
 enum {
@@ -436,26 +541,41 @@ enum {
     A_KEYED_N
 };
 
+/* A hex buffer of at least n bytes, reused across batches: not freed and reallocated every
+ * commit. */
+static char *hex_buf(size_t n)
+{
+    static char *hex;
+    static size_t hexcap;
+    if (hexcap < n) {
+        hexcap = n;
+        hex = xrealloc(hex, hexcap);
+    }
+    return hex;
+}
+
+/* Appends the event's own columns (id, name, payload in hex, tenant or NULL) to the arrays at
+ * the indexes `at` gives, in that order. */
+static void add_event_columns(const struct event_rec *e, struct buf *arr, const int at[4])
+{
+    pgarr_add(&arr[at[0]], e->id, ID_LEN);
+    pgarr_add(&arr[at[1]], e->name, strlen(e->name));
+    char *hex = hex_buf(e->payload_len * 2 + 1);
+    hex_encode((const unsigned char *)e->payload, e->payload_len, hex);
+    pgarr_add(&arr[at[2]], hex, e->payload_len * 2);
+    if (e->tenant[0])
+        pgarr_add(&arr[at[3]], e->tenant, strlen(e->tenant));
+    else
+        pgarr_null(&arr[at[3]]);
+}
+
 /* Appends one event and its jobs to the statement's arrays. */
 static bool add_event(struct gcommit_node *n, struct buf *arr, void *arg)
 {
     (void)arg;
     struct event_rec *e = rec_of(n);
-    /* Reused across batches: not freed and reallocated every commit. */
-    static char *hex;
-    static size_t hexcap;
-    pgarr_add(&arr[A_EV_ID], e->id, ID_LEN);
-    pgarr_add(&arr[A_NAME], e->name, strlen(e->name));
-    if (hexcap < e->payload_len * 2 + 1) {
-        hexcap = e->payload_len * 2 + 1;
-        hex = xrealloc(hex, hexcap);
-    }
-    hex_encode((const unsigned char *)e->payload, e->payload_len, hex);
-    pgarr_add(&arr[A_PAYLOAD], hex, e->payload_len * 2);
-    if (e->tenant[0])
-        pgarr_add(&arr[A_TENANT], e->tenant, strlen(e->tenant));
-    else
-        pgarr_null(&arr[A_TENANT]);
+    static const int at[4] = {A_EV_ID, A_NAME, A_PAYLOAD, A_TENANT};
+    add_event_columns(e, arr, at);
     for (size_t j = 0; j < e->njobs; j++) {
         struct job_rec *jr = &e->jobs[j];
         pgarr_add(&arr[A_JOB_ID], jr->id, ID_LEN);
@@ -486,6 +606,61 @@ static const struct gcommit_ops commit_ops = {
     .done = committed,
 };
 
+enum { D_EV_ID, D_NAME, D_PAYLOAD, D_TENANT, D_LIST, D_COUNT, D_N };
+
+/* Appends a UUID's 32 hex digits (its text form without the dashes). */
+static char *uuid_hex(char *out, const char *id)
+{
+    for (const char *c = id; *c; c++)
+        if (*c != '-')
+            *out++ = *c;
+    return out;
+}
+
+/* One deferred event: the event's columns and its job list (SCHEMA_FANOUT_ENTRY bytes per job,
+ * hex), in job id order: ids are made in increasing order for one event, so it already is. */
+static bool add_deferred(struct gcommit_node *n, struct buf *arr, void *arg)
+{
+    (void)arg;
+    struct event_rec *e = rec_of(n);
+    static const int at[4] = {D_EV_ID, D_NAME, D_PAYLOAD, D_TENANT};
+    add_event_columns(e, arr, at);
+    char *hex = hex_buf(e->njobs * SCHEMA_FANOUT_ENTRY * 2 + 1), *p = hex;
+    for (size_t j = 0; j < e->njobs; j++) {
+        p = uuid_hex(p, e->jobs[j].id);
+        p = uuid_hex(p, e->jobs[j].sub);
+        p += snprintf(p, 5, "%04x", e->jobs[j].part & 0xffffu);
+    }
+    pgarr_add(&arr[D_LIST], hex, (size_t)(p - hex));
+    pgarr_addll(&arr[D_COUNT], (long long)e->njobs);
+    return true;
+}
+
+/* The fan-out's one parameter: the event ids. */
+static bool add_fanout(struct gcommit_node *n, struct buf *arr, void *arg)
+{
+    (void)arg;
+    pgarr_add(&arr[0], rec_of(n)->id, ID_LEN);
+    return true;
+}
+
+static const struct gcommit_ops deferred_ops = {
+    .stmt_name = "wh_commit_deferred",
+    .sql = deferred_sql,
+    .items_are_rows = true,
+    .nparams = D_N,
+    .add = add_deferred,
+    .done = committed_deferred,
+};
+
+static const struct gcommit_ops fanout_ops = {
+    .stmt_name = "wh_fanout",
+    .sql = fanout_sql,
+    .nparams = 1,
+    .add = add_fanout,
+    .done = fanned_out,
+};
+
 static const struct gcommit_ops keyed_ops = {
     .stmt_name = "wh_commit_keyed",
     .sql = keyed_sql,
@@ -506,6 +681,9 @@ void commit_submit(struct broker *b, struct event_rec *e)
                                          (size_t)b->cfg.max_pending_bytes};
         gcommit_init(&gc, &commit_ops, b, b->pg_commit, &batch, &pending);
         gcommit_init(&gc_keyed, &keyed_ops, b, b->pg_commit, &batch, &pending);
+        gcommit_init(&gc_deferred, &deferred_ops, b, b->pg_commit, &batch, &pending);
+        struct gcommit_limits fanout_batch = {batch.items, batch.jobs, 0};
+        gcommit_init(&gc_fanout, &fanout_ops, b, b->pg_fanout, &fanout_batch, &pending);
     }
     /* What the event adds to the statement: its payload (hex) and its jobs' URLs and ids. */
     size_t bytes = e->payload_len * 2;
@@ -517,8 +695,14 @@ void commit_submit(struct broker *b, struct event_rec *e)
     }
     e->gc.jobs = e->njobs;
     e->gc.bytes = bytes;
+    /* decision 54: refused while the fan-outs behind the commit are as many as the commit may
+     * have waiting (their events are held in memory until their rows are written) */
+    bool defer = !e->idem && b->cfg.fanout_defer_jobs > 0 &&
+                 e->njobs >= (size_t)b->cfg.fanout_defer_jobs;
+    enum gcommit_hit hit = defer ? gcommit_room(&gc_fanout, &e->gc) : GCOMMIT_FITS;
     /* e may be answered and freed inside (a send that fails at once) */
-    enum gcommit_hit hit = gcommit_submit(e->idem ? &gc_keyed : &gc, &e->gc);
+    if (hit == GCOMMIT_FITS)
+        hit = gcommit_submit(e->idem ? &gc_keyed : defer ? &gc_deferred : &gc, &e->gc);
     if (hit == GCOMMIT_FITS)
         return;
     static const char *const what[] = {

@@ -14,7 +14,8 @@ void api_readyz(struct req *r)
     bool redis = rds_up(br->redis);
     /* PostgreSQL counts as up once the API keys were read from it too (broker/auth.c): a
      * broker put in service before that would refuse the api_keys table's keys. */
-    bool pg = pg_up(br->pg_commit) && pg_up(br->pg_api) && auth_ready();
+    bool pg =
+        pg_up(br->pg_commit) && pg_up(br->pg_fanout) && pg_up(br->pg_api) && auth_ready();
     bool ready = redis && pg && !br->draining;
     struct buf b = {0};
     buf_printf(&b, "{\"status\":\"%s\",\"redis\":\"%s\",\"postgres\":\"%s\"}",

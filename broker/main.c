@@ -56,6 +56,10 @@ static const struct cfg_opt opts[] = {
      "bytes (counted as in COMMIT_MAX_BYTES) of the triggers waiting for a commit before new "
      "ones get 503",
      C(max_pending_bytes)},
+    {"FANOUT_DEFER_JOBS", "fanout-defer-jobs", CFG_INT, "200", 0, 10000000,
+     "an event with at least this many jobs (and no Idempotency-Key) is answered once it is "
+     "committed with its job list; the job rows are written right after (0: never)",
+     C(fanout_defer_jobs)},
     {"REQUEST_TIMEOUT", "request-timeout", CFG_MS, "30", 1000, 3600000,
      "seconds an idle client connection is kept", C(request_timeout_ms)},
     {"MAX_CONNECTIONS", "max-connections", CFG_INT, "1024", 1, 1000000,
@@ -223,6 +227,8 @@ int main(int argc, char **argv)
     }
     broker.pg_commit =
         pg_new(broker.base, broker.cfg.database_url, "pg-commit", setup, NULL, NULL);
+    broker.pg_fanout =
+        pg_new(broker.base, broker.cfg.database_url, "pg-fanout", setup, NULL, NULL);
     broker.pg_api = pg_new(broker.base, broker.cfg.database_url, "pg-api", setup, on_pg_state,
                            &broker);
     auth_start(broker.base, broker.cfg.database_url, setup); /* the API keys' reload */
@@ -240,6 +246,7 @@ int main(int argc, char **argv)
     /* Connections first: their pending callbacks may still answer requests. */
     rds_free(broker.redis);
     pg_free(broker.pg_commit);
+    pg_free(broker.pg_fanout);
     pg_free(broker.pg_api);
     subfilter_free();
     urlguard_stop(); /* answers the registrations still waiting for DNS: before http_free */

@@ -153,7 +153,7 @@ static void on_db(void *priv, PGresult *res, const char *err)
 void sample_tick(struct broker *b, int64_t now_mono_ms)
 {
     metrics_set(M_REDIS_UP, 0, rds_up(b->redis));
-    metrics_set(M_POSTGRES_UP, 0, pg_up(b->pg_commit) && pg_up(b->pg_api));
+    metrics_set(M_POSTGRES_UP, 0, pg_up(b->pg_commit) && pg_up(b->pg_fanout) && pg_up(b->pg_api));
     if (now_mono_ms < next_ms || b->draining)
         return;
     next_ms = now_mono_ms + b->cfg.metrics_sample_ms;

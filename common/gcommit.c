@@ -168,9 +168,14 @@ static void flush(struct gcommit *gc)
         written(gc, NULL, "database connection is down");
 }
 
+enum gcommit_hit gcommit_room(const struct gcommit *gc, const struct gcommit_node *n)
+{
+    return gcommit_limit_hit(&gc->pending, gc->items, gc->jobs, gc->bytes, n);
+}
+
 enum gcommit_hit gcommit_submit(struct gcommit *gc, struct gcommit_node *n)
 {
-    enum gcommit_hit hit = gcommit_limit_hit(&gc->pending, gc->items, gc->jobs, gc->bytes, n);
+    enum gcommit_hit hit = gcommit_room(gc, n);
     if (hit != GCOMMIT_FITS)
         return hit;
     n->next = NULL;

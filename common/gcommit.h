@@ -96,6 +96,8 @@ void gcommit_init(struct gcommit *gc, const struct gcommit_ops *ops, void *arg, 
  * bound n would pass (n is not taken: the caller refuses it). */
 enum gcommit_hit gcommit_submit(struct gcommit *gc, struct gcommit_node *n)
     __attribute__((warn_unused_result));
+/* Whether gcommit_submit would take n now (GCOMMIT_FITS), or the pending bound it would pass. */
+enum gcommit_hit gcommit_room(const struct gcommit *gc, const struct gcommit_node *n);
 /* Items waiting (not counting the batch in flight). */
 size_t gcommit_waiting(const struct gcommit *gc);
 bool gcommit_in_flight(const struct gcommit *gc);

@@ -322,6 +322,18 @@ static const char *const migrations[] = {
     "  tenant text CHECK (tenant ~ '^[A-Za-z0-9_-]{1,64}$'),"
     "  created_at timestamptz NOT NULL DEFAULT now(),"
     "  revoked_at timestamptz);",
+    /* deferred fan-out (issue 14, docs/decisions.md 54). An event with many jobs is committed
+     * with its job list instead of its job rows, and answered; the rows are written by a
+     * second statement (SCHEMA_FANOUT_SQL) that empties the list. fanout: SCHEMA_FANOUT_ENTRY
+     * bytes per job, in id order: the job id (16 bytes), its subscription's id (16) and its
+     * partition (2, big-endian). A listed job is committed as surely as a row: the reconciler
+     * writes the rows of any list left behind, and the ordered head rule counts listed jobs.
+     * The partial index holds only the events whose list is waiting. Stored uncompressed: it
+     * is written once, read once and emptied, and a compressed value would have to be
+     * decompressed from its start for every slice a reader takes. */
+    "ALTER TABLE events ADD COLUMN fanout bytea;"
+    "ALTER TABLE events ALTER COLUMN fanout SET STORAGE EXTERNAL;"
+    "CREATE INDEX events_fanout ON events (id) WHERE fanout IS NOT NULL;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

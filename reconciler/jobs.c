@@ -1,5 +1,6 @@
-/* Finding jobs Redis lost: unfinished jobs (a cursor over the partial index) unchanged for the
- * grace period whose ids are missing from wh:{p}:live on two checks are re-enqueued (queued
+/* Finding jobs Redis lost: the rows of jobs listed by a fan-out no broker finished are
+ * written first (decision 54); then unfinished jobs (a cursor over the partial index) unchanged
+ * for the grace period whose ids are missing from wh:{p}:live on two checks are re-enqueued (queued
  * ones on the stream, retrying ones in the retry set at their due time; those of a paused
  * subscription held again instead, common/held.h) after a compare-and-set on the row;
  * payloads missing for live jobs are restored. And the held jobs of subscriptions PostgreSQL
@@ -22,6 +23,7 @@
 #include "mem.h"
 #include "rds.h"
 #include "recon.h"
+#include "schema.h"
 
 enum { C_ID, C_EVENT, C_SUB, C_NAME, C_URL, C_PART, C_STATUS, C_ATTEMPTS, C_NEXT, C_UPDATED,
        C_CREATED, C_PAUSED };
@@ -263,12 +265,58 @@ static int check_batch(struct recon *r, PGresult *res)
     return rc;
 }
 
+/* Decision 54: events committed with a job list whose rows no broker wrote within the grace
+ * period (it stopped, or its statement failed) get them written here, RECONCILE_BATCH events
+ * at a time; the scan that follows enqueues them like any job Redis lost. */
+static int finish_fanouts(struct recon *r)
+{
+    static const char pending_sql[] =
+        "SELECT coalesce(array_agg(id ORDER BY id), '{}')::text, count(*), "
+        "coalesce(sum(length(fanout) / 34), 0) FROM (SELECT id, fanout FROM events "
+        "WHERE fanout IS NOT NULL AND created_at < now() - $1::bigint * interval '1 ms' "
+        "ORDER BY id LIMIT $2::int) e";
+    char grace[24], batch[24];
+    snprintf(grace, sizeof grace, "%ld", r->cfg.grace_ms);
+    snprintf(batch, sizeof batch, "%ld", r->cfg.batch);
+    for (;;) {
+        const char *params[] = {grace, batch};
+        PGresult *res = recon_sql(r, pending_sql, 2, params);
+        if (!res)
+            return -1;
+        long events = strtol(PQgetvalue(res, 0, 1), NULL, 10);
+        long listed = strtol(PQgetvalue(res, 0, 2), NULL, 10);
+        if (events == 0 || r->cfg.dry_run) {
+            if (events)
+                log_info("fanout", "would write the rows of %ld jobs listed by %ld events whose "
+                         "fan-out no broker finished", listed, events);
+            r->n.fanouts += events;
+            PQclear(res);
+            return 0;
+        }
+        const char *ids[] = {PQgetvalue(res, 0, 0)};
+        PGresult *w = recon_sql(r, SCHEMA_FANOUT_SQL, 1, ids);
+        PQclear(res);
+        if (!w)
+            return -1;
+        log_info("fanout",
+                 "wrote the rows of %d of the %ld jobs listed by %ld events whose fan-out no "
+                 "broker finished (a broker stopped, or its statement failed)",
+                 PQntuples(w), listed, events);
+        PQclear(w);
+        r->n.fanouts += events;
+        if (events < r->cfg.batch)
+            return 0;
+    }
+}
+
 int recon_jobs(struct recon *r)
 {
     PGresult *tz = recon_sql(r, "SET TIME ZONE 'UTC'", 0, NULL);
     if (!tz)
         return -1;
     PQclear(tz);
+    if (finish_fanouts(r) < 0)
+        return -1;
     char after_ts[64] = "-infinity", after_id[40] = "00000000-0000-0000-0000-000000000000";
     char batch[24];
     snprintf(batch, sizeof batch, "%ld", r->cfg.batch);
@@ -409,13 +457,15 @@ static int held_partition(struct recon *r, unsigned part)
     pgarr_end(&arr);
     const char *params[] = {arr.data};
     /* Rows: the paused ones (head NULL), and the ordered ones with their head (decision 33,
-     * the worker's rule: the smallest id among the queued and the retrying jobs; "" when none) */
+     * the worker's rule: the smallest id among the queued and the retrying jobs and the jobs
+     * still listed by a waiting fan-out, decision 54; "" when none) */
     PGresult *paused = recon_sql(r,
                                  "SELECT id::text, CASE WHEN paused_at IS NULL THEN coalesce(LEAST("
                                  "(SELECT j.id FROM jobs j WHERE j.subscription_id = s.id "
                                  "AND j.status = 'queued' ORDER BY j.id LIMIT 1), "
                                  "(SELECT j.id FROM jobs j WHERE j.subscription_id = s.id "
-                                 "AND j.status = 'retrying' ORDER BY j.id LIMIT 1))::text, '') END "
+                                 "AND j.status = 'retrying' ORDER BY j.id LIMIT 1), "
+                                 SCHEMA_LISTED_HEAD("s.id") ")::text, '') END "
                                  "FROM subscriptions s WHERE id = ANY($1::uuid[]) "
                                  "AND status = 'active' AND disabled_at IS NULL "
                                  "AND (paused_at IS NOT NULL OR ordered)",

@@ -229,10 +229,11 @@ static int pass(void)
     PQclear(res);
     log_info(NULL,
              "pass %s%s: scanned %ld, requeued %ld, rescheduled %ld, payloads restored %ld, "
-             "index entries fixed %ld, purged %ld, held again %ld, released %ld",
+             "index entries fixed %ld, purged %ld, held again %ld, released %ld, fan-outs "
+             "finished %ld",
              rc == 0 ? "done" : "failed", R.cfg.dry_run ? " (dry run: nothing changed)" : "",
              R.n.scanned, R.n.requeued, R.n.rescheduled, R.n.payloads, R.n.index_fixed,
-             R.n.purged, R.n.held, R.n.released);
+             R.n.purged, R.n.held, R.n.released, R.n.fanouts);
     disconnect_all();
     return rc;
 }

@@ -21,8 +21,9 @@
     "* 1000)::bigint), 12, '0') AS h) t)"
 
 #define OLD_EVENTS                                                                                 \
-    "SELECT e.id FROM events e WHERE e.id < " CUTOFF_ID " AND NOT EXISTS (SELECT 1 FROM jobs j " \
-    "WHERE j.event_id = e.id AND j.status IN ('queued', 'retrying')) ORDER BY e.id LIMIT $2::int"
+    "SELECT e.id FROM events e WHERE e.id < " CUTOFF_ID " AND e.fanout IS NULL "                 \
+    "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id "                               \
+    "AND j.status IN ('queued', 'retrying')) ORDER BY e.id LIMIT $2::int"
 
 static const char count_sql[] = "SELECT count(*) FROM (" OLD_EVENTS ") t";
 static const char delete_sql[] =

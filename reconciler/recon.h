@@ -37,6 +37,7 @@ struct recon_counts {
     long purged;      /* events (with their jobs and attempts) and subscriptions deleted */
     long held;        /* lost jobs of paused subscriptions held again */
     long released;    /* held jobs released: their subscription is not paused */
+    long fanouts;     /* events whose listed jobs' rows were written here (decision 54) */
 };
 
 struct rclsync;

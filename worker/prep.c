@@ -16,6 +16,7 @@
 #include "log.h"
 #include "mail.h"
 #include "metrics.h"
+#include "schema.h"
 #include "ttlcache.h"
 #include "worker.h"
 
@@ -675,7 +676,9 @@ static void fetch_states(struct batch *bt)
          * (Memoize): a plain join was planned as a hash join over an index scan of every
          * subscription, whose cost grows with the table, not the batch. head (decision 33):
          * an ordered subscription's oldest unfinished job, two probes of jobs_subscription
-         * (subscription_id, status, id); the CASE leaves it unevaluated for the others. */
+         * (subscription_id, status, id), and the oldest of its jobs still listed by an event
+         * whose fan-out is waiting (decision 54: a row not yet written is still a job;
+         * SCHEMA_LISTED_HEAD); the CASE leaves it unevaluated for the others. */
         static const char sql[] =
             "SELECT j.id::text, j.status, j.attempts, "
             "(extract(epoch FROM j.next_attempt_at) * 1000)::bigint, "
@@ -689,7 +692,8 @@ static void fetch_states(struct batch *bt)
             "  (SELECT id FROM jobs WHERE subscription_id = x.id AND status = 'queued' "
             "    ORDER BY id LIMIT 1), "
             "  (SELECT id FROM jobs WHERE subscription_id = x.id AND status = 'retrying' "
-            "    ORDER BY id LIMIT 1)) END AS head "
+            "    ORDER BY id LIMIT 1), "
+            "  " SCHEMA_LISTED_HEAD("x.id") ") END AS head "
             "  FROM subscriptions x WHERE x.id = j.subscription_id LIMIT 1) s ON true "
             "WHERE j.id = ANY($1::uuid[])";
         const char *params[] = {arr.data};
