@@ -284,11 +284,13 @@ static void finalize(struct gcommit_node *batch)
 
 /* The outcomes of the batch (o), and their attempt rows (a) where cond holds: both outcome
  * statements start with these. Two workers that ran the same attempt (a claim after a
- * freeze): a success wins. */
-#define OUTCOME_O                                                                                \
+ * freeze): a success wins. where: a condition on the unnested rows, evaluated for each (the
+ * short statement's makes its commit asynchronous). */
+#define OUTCOME_O(where)                                                                         \
     "WITH o AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[], $5::text[], " \
     "  $6::bigint[], $7::int[], $8::text[], $9::bigint[], $10::bigint[], $11::text[]) "          \
-    "  AS o(id, attempt, status, code, err, next_ms, dur, excerpt, started_ms, retry_ms, name)), "
+    "  AS o(id, attempt, status, code, err, next_ms, dur, excerpt, started_ms, retry_ms, name) " \
+    where "), "
 #define OUTCOME_A(cond)                                                                          \
     "a AS (INSERT INTO attempts (job_id, attempt, started_at, duration_ms, status_code, error, " \
     "  response_excerpt) "                                                                       \
@@ -335,7 +337,7 @@ static void finalize(struct gcommit_node *batch)
  * Rows: each updated job; the first also carries the new jobs as JSON (NULL: none), which
  * opevents.c puts in Redis, and the number of circuits the batch opened (wh_circuit_opened_total). Built once by outcome_sql_build (the settings are literals). */
 #define OUTCOME_SQL_FMT                                                                     \
-    OUTCOME_O OUTCOME_A("o.attempt > 0") \
+    OUTCOME_O("") OUTCOME_A("o.attempt > 0") \
     "u AS (UPDATE jobs j SET status = o.status, attempts = GREATEST(j.attempts, o.attempt), " \
     "  last_status_code = CASE WHEN o.attempt > 0 THEN o.code ELSE j.last_status_code END, " \
     "  last_error = CASE WHEN o.attempt > 0 OR o.status = 'cancelled' THEN o.err " \
@@ -478,9 +480,17 @@ static void finalize(struct gcommit_node *batch)
  * same snapshot at which s0 would have found them, and when one of them is not healthy the
  * statement writes nothing and answers one row (the nil id, 'unhealthy'); the worker then
  * sends the batch through the full statement. The columns and rows are otherwise the full
- * statement's: each updated job; no operational events; no circuit opened. */
+ * statement's: each updated job; no operational events; no circuit opened.
+ * Its commit is asynchronous (decision 56): set_config(..., true) sets synchronous_commit off
+ * for this transaction alone, so recording successes neither waits for a WAL flush nor
+ * makes the broker's commits wait behind one. A PostgreSQL crash can lose the last successes recorded
+ * (up to about 0.6 s): their jobs return to queued after Redis has forgotten them, and the
+ * reconciler sends them again, a duplicate and never a loss. Failures, deaths and every
+ * health or operational-event change go through the full statement, whose commit is
+ * synchronous and makes every asynchronous commit before it durable too (the WAL is flushed
+ * in order). */
 #define OUTCOME_OK_SQL                                                                          \
-    OUTCOME_O                                                                                    \
+    OUTCOME_O("WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL")                 \
     "bad AS MATERIALIZED (SELECT 1 FROM subscriptions s WHERE s.id = ANY($12::uuid[]) "         \
     "  AND s.status = 'active' AND (s.failures > 0 OR s.failing_since IS NOT NULL "              \
     "  OR s.circuit_open_until IS NOT NULL) LIMIT 1), "                                          \

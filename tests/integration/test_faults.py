@@ -22,7 +22,8 @@ Duplicates (2xx receipts beyond the first per pair) and receipts that arrived we
 job was recorded delivered are counted and reported through the `report` fixture.
 
 Faults: redis-server SIGKILLed and restarted empty, FLUSHALL, a worker SIGKILLed three times,
-PostgreSQL immediate restart, a receiver down (connection refused), the broker SIGKILLed (with
+PostgreSQL immediate restart (under load, and right after a success whose asynchronous commit
+it loses), a receiver down (connection refused), the broker SIGKILLed (with
 a commit under way), a receiver hanging past DELIVERY_TIMEOUT, a worker SIGSTOPped past
 CLAIM_IDLE (with spare capacity elsewhere, and with a backlog), Redis out of memory.
 Workers use short retries (8 attempts in ~10 s), DELIVERY_TIMEOUT 2 and CLAIM_IDLE 3; the
@@ -259,15 +260,18 @@ class Cluster:
     """Redis, database, broker, workers, receivers and reconciler of one test. Everything it
     starts is stopped by PID in close()."""
 
-    def __init__(self, tmp_path, pg, name, redis_aof=False, own_pg=False):
+    def __init__(self, tmp_path, pg, name, redis_aof=False, own_pg=False, pg_settings=None):
         self.tmp = Path(tmp_path)
         self.own_pg = None
         if own_pg:
             # A server of our own with durable commits: a 202 must survive a PostgreSQL crash,
             # which synchronous_commit=off (the session server) does not promise.
+            # pg_settings: more of its settings, {name: value}.
             self.own_pg = PgServer()
             self.own_pg.proc.argv = ["synchronous_commit=on" if a == "synchronous_commit=off"
                                      else a for a in self.own_pg.proc.argv]
+            for k, v in (pg_settings or {}).items():
+                self.own_pg.proc.argv += ["-c", f"{k}={v}"]
             self.own_pg.start()
             pg = self.own_pg
         self.pg = pg
@@ -450,8 +454,8 @@ class Cluster:
 
 @pytest.fixture
 def cluster(binaries, need_binaries, pg, tmp_path, request):
-    """Factory: cluster(redis_aof=False, own_pg=False) -> a Cluster whose processes are all
-    stopped by PID at the end of the test."""
+    """Factory: cluster(redis_aof=False, own_pg=False, pg_settings=None) -> a Cluster whose
+    processes are all stopped by PID at the end of the test."""
     need_binaries("webhook-worker", "webhook-reconciler")
     made = []
     test = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[-40:]
@@ -798,6 +802,72 @@ def test_pg_restart(cluster, report):
         f"202s between the kill and the restart (commits already under way): "
         f"{load.accepted_between(t_fault, t_back)}"))
     assert load.accepted_between(t_back, time.time()) > 0, "no trigger accepted after the restart"
+
+
+# ---------------------------------------------------------------------------------------------
+# 4b. PostgreSQL crashes right after successes were recorded (decision 56)
+
+
+def test_pg_crash_loses_recent_successes_not_deliveries(cluster, report):
+    """Successes are committed without waiting for the disk: a PostgreSQL crash may lose the
+    last ones. Their jobs are then queued in PostgreSQL while Redis has already forgotten them,
+    and the reconciler sends them again: a duplicate, never a loss. To make the crash lose one
+    for certain, the WAL writer runs every 10 s and the server is killed (-m immediate) only
+    while the WAL is written to a lower position than it was inserted to, with nothing written
+    since the success: the success's commit record is then still in PostgreSQL's memory. Up to
+    eight rounds of one event each, until one success is lost."""
+    cl = cluster(own_pg=True, pg_settings={"wal_writer_delay": "10s"})
+    server = cl.own_pg
+    cl.start_broker()
+    name = unique_name("pgcrash")
+    sink = Sink("crash", slow(0.3))  # the 202's commit is long done when the outcome comes
+    cl.subscribe(name, [sink])
+    cl.start_worker("worker1")
+    cl.start_reconciler_loop()
+    db = cl.db
+    triggered, lost, rounds = [], [], 0
+    while not lost and rounds < 8:
+        rounds += 1
+        eid = cl.broker.api.trigger(name, {"round": rounds})["eventId"]
+        triggered.append(eid)
+        wait_until(lambda: db.sql(f"SELECT status FROM jobs WHERE event_id = {sql_quote(eid)}")
+                   == [("delivered",)], 15, f"round {rounds}'s job to be recorded delivered")
+        wait_until(lambda: cl.redis_state()["live"] == 0, 5, "the worker to finish in Redis")
+        [(unwritten,)] = db.sql("SELECT pg_current_wal_insert_lsn() > pg_current_wal_lsn()")
+        if unwritten != "t":
+            continue  # the WAL writer ran after the success: a crash would lose nothing
+        server.proc.send(signal.SIGQUIT)
+        assert server.proc.wait(30) is not None, "postgres ignored SIGQUIT"
+        cl.broker_sees("postgres", "down")
+        server.proc.start()
+        wait_until(server.accepting, 60, "postgres to accept connections again", 0.1)
+        cl.broker_sees("postgres", "up")
+        [(status, attempts)] = db.sql(
+            f"SELECT status, attempts FROM jobs WHERE event_id = {sql_quote(eid)}")
+        if status != "delivered":
+            # the crash took the success back: the job is as it was before its attempt
+            assert (status, attempts) == ("queued", "0"), (status, attempts)
+            lost.append(eid)
+    cl.settle()
+    requeued = cl.recon_counts()["requeued"]
+    received = {e: len(sink.ok_times.get(e, [])) for e in triggered}
+    rows = db.sql("SELECT j.event_id, j.status, j.attempts, count(a.attempt), "
+                  "count(a.attempt) FILTER (WHERE a.status_code BETWEEN 200 AND 299) "
+                  "FROM jobs j LEFT JOIN attempts a ON a.job_id = j.id GROUP BY 1, 2, 3")
+    report(f"PostgreSQL crash after successes: {rounds} rounds, {len(lost)} success lost "
+           f"({lost}), receipts per event {received}, reconciler requeued {requeued}; "
+           f"jobs (event, status, attempts, attempt rows, 2xx rows) {rows}")
+    assert lost, (f"no round lost its success ({rounds} rounds): the WAL writer always wrote "
+                  "the WAL before the crash, so this test proved nothing")
+    assert requeued >= len(lost), f"the reconciler requeued {requeued} jobs, {len(lost)} lost"
+    assert {r[0] for r in rows} == set(triggered), rows
+    for eid, status, attempts, n_rows, n_ok in rows:
+        # delivered once more after the loss; the attempt lost with the crash was made again
+        # under the same number, so the rows are 1..n without a gap and one success
+        assert (status, attempts, n_rows, n_ok) == ("delivered", "1", "1", "1"), \
+            (eid, status, attempts, n_rows, n_ok)
+        want = 2 if eid in lost else 1
+        assert received[eid] == want, f"event {eid}: {received[eid]} receipts, expected {want}"
 
 
 # ---------------------------------------------------------------------------------------------
