@@ -629,7 +629,10 @@ static bool add_deferred(struct gcommit_node *n, struct buf *arr, void *arg)
     for (size_t j = 0; j < e->njobs; j++) {
         p = uuid_hex(p, e->jobs[j].id);
         p = uuid_hex(p, e->jobs[j].sub);
-        p += snprintf(p, 5, "%04x", e->jobs[j].part & 0xffffu);
+        const unsigned char part[2] = {(unsigned char)(e->jobs[j].part >> 8),
+                                       (unsigned char)e->jobs[j].part};
+        hex_encode(part, sizeof part, p);
+        p += 2 * sizeof part;
     }
     pgarr_add(&arr[D_LIST], hex, (size_t)(p - hex));
     pgarr_addll(&arr[D_COUNT], (long long)e->njobs);

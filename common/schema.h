@@ -94,4 +94,18 @@ int schema_version(void); /* newest migration number */
     "  generate_series(0, length(d.b) / 34 - 1) g "                                                \
     "  WHERE substr(d.b, g * 34 + 17, 16) = uuid_send(" sub ") ORDER BY 1 LIMIT 1)"
 
+/* An ordered subscription's head (decision 33), an SQL expression: the smallest id among its
+ * queued jobs, its retrying jobs (two probes of jobs_subscription (subscription_id, status,
+ * id)) and the jobs still listed by a waiting fan-out (decision 54); NULL when it has none. The
+ * worker's batch lookup and the reconciler's pass over held subscriptions both decide by it. */
+#define SCHEMA_ORDERED_HEAD(sub)                                                                   \
+    "LEAST((SELECT hj.id FROM jobs hj WHERE hj.subscription_id = " sub                             \
+    " AND hj.status = 'queued' ORDER BY hj.id LIMIT 1), "                                          \
+    "(SELECT hj.id FROM jobs hj WHERE hj.subscription_id = " sub                                   \
+    " AND hj.status = 'retrying' ORDER BY hj.id LIMIT 1), " SCHEMA_LISTED_HEAD(sub) ")"
+
+/* SCHEMA_FANOUT_ENTRY as SQL text */
+#define SCHEMA_STR_(x) #x
+#define SCHEMA_STR(x) SCHEMA_STR_(x)
+
 #endif

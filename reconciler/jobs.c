@@ -272,7 +272,7 @@ static int finish_fanouts(struct recon *r)
 {
     static const char pending_sql[] =
         "SELECT coalesce(array_agg(id ORDER BY id), '{}')::text, count(*), "
-        "coalesce(sum(length(fanout) / 34), 0) FROM (SELECT id, fanout FROM events "
+        "coalesce(sum(length(fanout) / " SCHEMA_STR(SCHEMA_FANOUT_ENTRY) "), 0) FROM (SELECT id, fanout FROM events "
         "WHERE fanout IS NOT NULL AND created_at < now() - $1::bigint * interval '1 ms' "
         "ORDER BY id LIMIT $2::int) e";
     char grace[24], batch[24];
@@ -460,12 +460,8 @@ static int held_partition(struct recon *r, unsigned part)
      * the worker's rule: the smallest id among the queued and the retrying jobs and the jobs
      * still listed by a waiting fan-out, decision 54; "" when none) */
     PGresult *paused = recon_sql(r,
-                                 "SELECT id::text, CASE WHEN paused_at IS NULL THEN coalesce(LEAST("
-                                 "(SELECT j.id FROM jobs j WHERE j.subscription_id = s.id "
-                                 "AND j.status = 'queued' ORDER BY j.id LIMIT 1), "
-                                 "(SELECT j.id FROM jobs j WHERE j.subscription_id = s.id "
-                                 "AND j.status = 'retrying' ORDER BY j.id LIMIT 1), "
-                                 SCHEMA_LISTED_HEAD("s.id") ")::text, '') END "
+                                 "SELECT id::text, CASE WHEN paused_at IS NULL THEN coalesce("
+                                 SCHEMA_ORDERED_HEAD("s.id") "::text, '') END "
                                  "FROM subscriptions s WHERE id = ANY($1::uuid[]) "
                                  "AND status = 'active' AND disabled_at IS NULL "
                                  "AND (paused_at IS NOT NULL OR ordered)",

@@ -674,11 +674,9 @@ static void fetch_states(struct batch *bt)
          * scan (with enable_seqscan off, a table scan is costed at 10^10 and JIT-compiled).
          * The LATERAL ... LIMIT 1 keeps the join a primary-key probe per distinct subscription
          * (Memoize): a plain join was planned as a hash join over an index scan of every
-         * subscription, whose cost grows with the table, not the batch. head (decision 33):
-         * an ordered subscription's oldest unfinished job, two probes of jobs_subscription
-         * (subscription_id, status, id), and the oldest of its jobs still listed by an event
-         * whose fan-out is waiting (decision 54: a row not yet written is still a job;
-         * SCHEMA_LISTED_HEAD); the CASE leaves it unevaluated for the others. */
+         * subscription, whose cost grows with the table, not the batch. head: an ordered
+         * subscription's oldest unfinished job, listed ones included (SCHEMA_ORDERED_HEAD,
+         * decisions 33 and 54); the CASE leaves it unevaluated for the others. */
         static const char sql[] =
             "SELECT j.id::text, j.status, j.attempts, "
             "(extract(epoch FROM j.next_attempt_at) * 1000)::bigint, "
@@ -688,12 +686,8 @@ static void fetch_states(struct batch *bt)
             "(extract(epoch FROM s.circuit_open_until) * 1000)::bigint, "
             "(extract(epoch FROM s.slow_until) * 1000)::bigint, "
             "s.payload_shape, s.payload_fields::text, s.ordered, s.head::text, s.batching::text "
-            "FROM jobs j LEFT JOIN LATERAL (SELECT x.*, CASE WHEN x.ordered THEN LEAST("
-            "  (SELECT id FROM jobs WHERE subscription_id = x.id AND status = 'queued' "
-            "    ORDER BY id LIMIT 1), "
-            "  (SELECT id FROM jobs WHERE subscription_id = x.id AND status = 'retrying' "
-            "    ORDER BY id LIMIT 1), "
-            "  " SCHEMA_LISTED_HEAD("x.id") ") END AS head "
+            "FROM jobs j LEFT JOIN LATERAL (SELECT x.*, CASE WHEN x.ordered THEN "
+            SCHEMA_ORDERED_HEAD("x.id") " END AS head "
             "  FROM subscriptions x WHERE x.id = j.subscription_id LIMIT 1) s ON true "
             "WHERE j.id = ANY($1::uuid[])";
         const char *params[] = {arr.data};
