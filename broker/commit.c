@@ -604,6 +604,7 @@ static const struct gcommit_ops commit_ops = {
     .nparams = A_N,
     .add = add_event,
     .done = committed,
+    .linger = true,
 };
 
 enum { D_EV_ID, D_NAME, D_PAYLOAD, D_TENANT, D_LIST, D_COUNT, D_N };

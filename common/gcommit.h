@@ -1,7 +1,8 @@
 /* Group commit to PostgreSQL: items wait in a FIFO while one statement is in flight; when it
  * finishes, everything waiting (within the batch limits) goes into the next single statement,
  * its parameters built as text-array literals in buffers reused across batches. Also the set
- * of ids the statement's RETURNING gave back, to tell which items it wrote. */
+ * of ids the statement's RETURNING gave back, to tell which items it wrote, and the linger
+ * (docs/decisions.md 57): under load, a small group waits a moment for the rest of its wave. */
 #ifndef WH_GCOMMIT_H
 #define WH_GCOMMIT_H
 
@@ -12,6 +13,8 @@
 #include "ids.h"
 #include "mem.h"
 #include "pg.h"
+
+struct event;
 
 /* Embedded in each item; the item is found back with GCOMMIT_ITEM. */
 struct gcommit_node {
@@ -71,7 +74,15 @@ struct gcommit_ops {
      * database was unreachable, else the server's failed result. The callee owns the items. */
     void (*done)(const struct gcommit_batch *bt, PGresult *res, const char *err,
                  const struct idset *returned, void *arg);
+    /* The linger (decision 57): after a batch of at least GCOMMIT_LINGER_MIN items, a smaller
+     * group, found with no statement in flight, waits until it holds as many or for a quarter
+     * of the last statement's duration (at most GCOMMIT_LINGER_MAX_US), whichever comes
+     * first. At a low rate batches are small and nothing waits. */
+    bool linger;
 };
+
+#define GCOMMIT_LINGER_MIN 8
+#define GCOMMIT_LINGER_MAX_US 1000
 
 #define GCOMMIT_MAX_PARAMS 16
 
@@ -88,6 +99,10 @@ struct gcommit {
     struct gcommit_batch flight;
     struct buf arrays[GCOMMIT_MAX_PARAMS];
     struct idset returned;
+    size_t last_items;      /* items of the last batch sent */
+    int64_t last_us;        /* how long its statement took (0 until one answered) */
+    struct event *linger;   /* armed while a small group waits for the rest of its wave */
+    bool lingered;          /* the wait is over: the next flush sends what waits */
 };
 
 void gcommit_init(struct gcommit *gc, const struct gcommit_ops *ops, void *arg, struct pg *pg,
@@ -98,6 +113,10 @@ enum gcommit_hit gcommit_submit(struct gcommit *gc, struct gcommit_node *n)
     __attribute__((warn_unused_result));
 /* Whether gcommit_submit would take n now (GCOMMIT_FITS), or the pending bound it would pass. */
 enum gcommit_hit gcommit_room(const struct gcommit *gc, const struct gcommit_node *n);
+/* The linger's wait in microseconds (0: send now) for a group of items waiting with no
+ * statement in flight, after a batch of last_items whose statement took last_us; full: the
+ * group already fills a batch. Pure. */
+int64_t gcommit_linger_us(size_t last_items, int64_t last_us, size_t items, bool full);
 /* Items waiting (not counting the batch in flight). */
 size_t gcommit_waiting(const struct gcommit *gc);
 bool gcommit_in_flight(const struct gcommit *gc);

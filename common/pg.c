@@ -409,6 +409,11 @@ bool pg_up(const struct pg *p)
     return p->state == PGS_UP;
 }
 
+struct event_base *pg_base(const struct pg *p)
+{
+    return p->base;
+}
+
 int pg_query(struct pg *p, const char *sql, int nparams, const char *const *values,
              const int *lengths, const int *formats, int result_format, pg_result_fn *cb,
              void *priv)

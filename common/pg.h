@@ -25,6 +25,7 @@ struct pg *pg_new(struct event_base *base, const char *conninfo, const char *nam
                   const char *setup_sql, pg_state_fn *on_state, void *arg);
 void pg_free(struct pg *p); /* queued callbacks get err "shutting down" */
 bool pg_up(const struct pg *p);
+struct event_base *pg_base(const struct pg *p); /* the loop the connection runs on */
 
 /* Queues one statement. values[i] NULL = SQL NULL; lengths/formats may be NULL (all text).
  * Everything is copied. result_format 0 text, 1 binary. Returns -1 (cb not called) when the

@@ -707,6 +707,7 @@ static struct gcommit_ops outcome_ops = {
     .add = add_outcome,
     .skipped = skipped,
     .done = written,
+    .linger = true,
 };
 
 static const struct gcommit_ops outcome_ok_ops = {
@@ -716,6 +717,7 @@ static const struct gcommit_ops outcome_ok_ops = {
     .add = add_ok,
     .skipped = skipped,
     .done = written_ok,
+    .linger = true,
 };
 
 void outcome_submit(struct job *j)

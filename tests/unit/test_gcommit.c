@@ -1,5 +1,5 @@
-/* Unit tests for the pure parts of common/gcommit.c: the batch/pending bounds and the set of
- * returned ids. */
+/* Unit tests for the pure parts of common/gcommit.c: the batch/pending bounds, the linger's
+ * wait and the set of returned ids. */
 #include <stdio.h>
 
 #include "gcommit.h"
@@ -29,6 +29,28 @@ static void test_limits(void)
     struct gcommit_limits items_only = {2000, 0, 0};
     CHECK_EQ_INT(gcommit_limit_hit(&items_only, 1999, 1999, 0, &small), GCOMMIT_FITS);
     CHECK_EQ_INT(gcommit_limit_hit(&items_only, 2000, 2000, 0, &small), GCOMMIT_ITEMS);
+}
+
+static void test_linger(void)
+{
+    /* After a batch of 30 whose statement took 4 ms, a group of 1 waits 1 ms (a quarter of
+     * 4 ms), one of 29 too, one of 30 or more goes at once. */
+    CHECK_EQ_INT(gcommit_linger_us(30, 4000, 1, false), 1000);
+    CHECK_EQ_INT(gcommit_linger_us(30, 4000, 29, false), 1000);
+    CHECK_EQ_INT(gcommit_linger_us(30, 4000, 30, false), 0);
+    CHECK_EQ_INT(gcommit_linger_us(30, 4000, 31, false), 0);
+    /* A quarter of the last statement, at most GCOMMIT_LINGER_MAX_US. */
+    CHECK_EQ_INT(gcommit_linger_us(30, 2000, 1, false), 500);
+    CHECK_EQ_INT(gcommit_linger_us(30, 60000, 1, false), GCOMMIT_LINGER_MAX_US);
+    /* Small batches (a low rate) never wait; GCOMMIT_LINGER_MIN is the first that does. */
+    CHECK_EQ_INT(gcommit_linger_us(1, 4000, 0, false), 0);
+    CHECK_EQ_INT(gcommit_linger_us(GCOMMIT_LINGER_MIN - 1, 4000, 1, false), 0);
+    CHECK_EQ_INT(gcommit_linger_us(GCOMMIT_LINGER_MIN, 4000, 1, false), 1000);
+    /* No statement answered yet, or one answered at once: no wait. */
+    CHECK_EQ_INT(gcommit_linger_us(30, 0, 1, false), 0);
+    CHECK_EQ_INT(gcommit_linger_us(30, 3, 1, false), 0);
+    /* A group that fills a batch goes, whatever the last one was. */
+    CHECK_EQ_INT(gcommit_linger_us(3000, 4000, 2000, true), 0);
 }
 
 static void make_id(char *out, unsigned v)
@@ -84,6 +106,7 @@ int main(int argc, char **argv)
 {
     (void)argc;
     test_limits();
+    test_linger();
     test_idset();
     return unit_done(argv[0]);
 }
