@@ -16,7 +16,8 @@
 # WH_PG_OPTS (extra PostgreSQL settings, see scripts/lib.sh; empty by default: durable),
 # BENCH_SCENARIOS="d e" (run only the scenarios with these labels, to compare builds quickly),
 # BENCH_CLUSTER=1 (a 3-master Redis Cluster without replicas instead of one Redis, the same
-# persistence settings on each master; QUEUE_PARTITIONS=BENCH_PARTITIONS, default 16).
+# persistence settings on each master; QUEUE_PARTITIONS=BENCH_PARTITIONS, default 16),
+# BENCH_CONCURRENCY (the load generator's requests in flight, 1 to 4096, default 64).
 # Exit status 0 when every scenario ran and lost nothing.
 set -euo pipefail
 
@@ -28,6 +29,9 @@ source scripts/lib.sh
 BUILD=${WH_BUILD_DIR:-$ROOT/build}
 WORKERS=2
 QUICK=${BENCH_QUICK:-0}
+CONCURRENCY=${BENCH_CONCURRENCY:-64}
+[[ "$CONCURRENCY" =~ ^[0-9]+$ ]] && ((CONCURRENCY >= 1 && CONCURRENCY <= 4096)) ||
+    { echo "bench: BENCH_CONCURRENCY must be 1 to 4096 (got \"$CONCURRENCY\")" >&2; exit 2; }
 
 say() { echo "bench: $*"; }
 die()
@@ -332,6 +336,7 @@ for spec in "${SCENARIOS[@]}"; do
     "$BUILD/bench/loadgen" --broker "$broker_url" --api-key "$WEBHOOK_API_KEYS" \
         --receiver-base "http://127.0.0.1:$rcv_port" \
         --subscribers "$subs" --events "$events" --rate "$rate" --duration "$duration" \
+        --concurrency "$CONCURRENCY" \
         --event-name "bench.$label.$(date +%s).$$" --label "$label" \
         --wait-seconds "$LG_WAIT" --stall-seconds "$LG_STALL" --max-seconds "$LG_MAX" \
         --before-triggers "$(cpu_snap_cmd "$TMP/cpu-$label.before")" \
@@ -357,7 +362,7 @@ for spec in "${SCENARIOS[@]}"; do
             "$TMP/cpu-$label.after" "${r[unique]:-0}"); do
             c[${kv%%=*}]=${kv#*=}
         done
-        cpu_rows+=("| $label | ${r[unique]:-?} | ${c[broker]:-?} | ${c[workers]:-?} | ${c[redis]:-?} | ${c[postgres]:-?} | ${c[kernel]:-?} | ${c[total]:-?} | ${c[receiver]:-?} |")
+        cpu_rows+=("| $label | ${r[unique]:-?} | ${c[broker]:-?} | ${c[workers]:-?} | ${c[redis]:-?} | ${c[postgres]:-?} | ${c[kernel]:-?} | ${c[total]:-?} | ${c[receiver]:-?} | ${c[idle]:-?} / ${c[steal]:-?} |")
         unset c
         [[ "$rc" == 0 ]] || failed=1
         unset r
@@ -419,9 +424,11 @@ echo
 [[ -n "$pg_commit" ]] && echo "PostgreSQL alone at $pg_rate commits/s (pgbench, one-row INSERT): $pg_commit." && echo
 echo "CPU µs per delivery, from /proc (utime + stime; PostgreSQL: the postmaster and all its"
 echo "processes; kernel: the kworker/jbd2 threads, machine-wide); total leaves out the receiver."
+echo "Idle / steal: the machine's idle time and the time its hypervisor gave to other guests, in %"
+echo "of all CPUs over the same window; runs with more steal are slower (scripts/bench-cpu.py)."
 echo
-echo "| scenario | deliveries | broker | workers | Redis | PostgreSQL | kernel | total | receiver |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| scenario | deliveries | broker | workers | Redis | PostgreSQL | kernel | total | receiver | idle / steal % |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 printf '%s\n' "${cpu_rows[@]}"
 echo
 if ((failed)); then
