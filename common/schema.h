@@ -47,16 +47,18 @@ int schema_version(void); /* newest migration number */
 
 /* Bytes per job in events.fanout (migration 18): job id, subscription id, partition. */
 #define SCHEMA_FANOUT_ENTRY 34
+#define SCHEMA_FANOUT_STRIDE SCHEMA_STR(SCHEMA_FANOUT_ENTRY) /* as SQL text */
 
 /* The jobs listed in the lists `fanout` of the events o (a FROM item whose fanout was read
  * once: a stored list is TOASTed, and each substr of the stored value would fetch it again):
  * rows (ev, event_name, tenant, id, sub, part). */
 #define SQL_FANOUT_ENTRIES                                                                         \
     "SELECT o.id AS ev, o.event_name, o.tenant, "                                                  \
-    "  encode(substr(o.fanout, g * 34 + 1, 16), 'hex')::uuid AS id, "                              \
-    "  encode(substr(o.fanout, g * 34 + 17, 16), 'hex')::uuid AS sub, "                            \
-    "  get_byte(o.fanout, g * 34 + 32) * 256 + get_byte(o.fanout, g * 34 + 33) AS part "          \
-    "FROM o, generate_series(0, length(o.fanout) / 34 - 1) g"
+    "  encode(substr(o.fanout, g * " SCHEMA_FANOUT_STRIDE " + 1, 16), 'hex')::uuid AS id, "        \
+    "  encode(substr(o.fanout, g * " SCHEMA_FANOUT_STRIDE " + 17, 16), 'hex')::uuid AS sub, "      \
+    "  get_byte(o.fanout, g * " SCHEMA_FANOUT_STRIDE " + 32) * 256 "                               \
+    "  + get_byte(o.fanout, g * " SCHEMA_FANOUT_STRIDE " + 33) AS part "                           \
+    "FROM o, generate_series(0, length(o.fanout) / " SCHEMA_FANOUT_STRIDE " - 1) g"
 
 /* The second half of a deferred fan-out (docs/decisions.md 54), run by the broker that
  * committed the events and by the reconciler for a list a broker left behind: for the events
@@ -88,11 +90,12 @@ int schema_version(void); /* newest migration number */
  * through the partial index events_fanout; only the lists holding the subscription's id are
  * unpacked, each read once (OFFSET 0 keeps d a subquery evaluated once per row). */
 #define SCHEMA_LISTED_HEAD(sub)                                                                    \
-    "(SELECT encode(substr(d.b, g * 34 + 1, 16), 'hex')::uuid AS id FROM "                         \
+    "(SELECT encode(substr(d.b, g * " SCHEMA_FANOUT_STRIDE " + 1, 16), 'hex')::uuid AS id FROM "   \
     "  (SELECT e.fanout || ''::bytea AS b FROM events e WHERE e.fanout IS NOT NULL "               \
     "    AND position(uuid_send(" sub ") IN e.fanout) > 0 OFFSET 0) d, "                           \
-    "  generate_series(0, length(d.b) / 34 - 1) g "                                                \
-    "  WHERE substr(d.b, g * 34 + 17, 16) = uuid_send(" sub ") ORDER BY 1 LIMIT 1)"
+    "  generate_series(0, length(d.b) / " SCHEMA_FANOUT_STRIDE " - 1) g "                          \
+    "  WHERE substr(d.b, g * " SCHEMA_FANOUT_STRIDE " + 17, 16) = uuid_send(" sub ") "             \
+    "  ORDER BY 1 LIMIT 1)"
 
 /* An ordered subscription's head (decision 33), an SQL expression: the smallest id among its
  * queued jobs, its retrying jobs (two probes of jobs_subscription (subscription_id, status,
@@ -104,7 +107,7 @@ int schema_version(void); /* newest migration number */
     "(SELECT hj.id FROM jobs hj WHERE hj.subscription_id = " sub                                   \
     " AND hj.status = 'retrying' ORDER BY hj.id LIMIT 1), " SCHEMA_LISTED_HEAD(sub) ")"
 
-/* SCHEMA_FANOUT_ENTRY as SQL text */
+/* A number macro as SQL text (SCHEMA_FANOUT_STRIDE) */
 #define SCHEMA_STR_(x) #x
 #define SCHEMA_STR(x) SCHEMA_STR_(x)
 

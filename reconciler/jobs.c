@@ -272,7 +272,7 @@ static int finish_fanouts(struct recon *r)
 {
     static const char pending_sql[] =
         "SELECT coalesce(array_agg(id ORDER BY id), '{}')::text, count(*), "
-        "coalesce(sum(length(fanout) / " SCHEMA_STR(SCHEMA_FANOUT_ENTRY) "), 0) FROM (SELECT id, fanout FROM events "
+        "coalesce(sum(length(fanout) / " SCHEMA_FANOUT_STRIDE "), 0) FROM (SELECT id, fanout FROM events "
         "WHERE fanout IS NOT NULL AND created_at < now() - $1::bigint * interval '1 ms' "
         "ORDER BY id LIMIT $2::int) e";
     char grace[24], batch[24];
